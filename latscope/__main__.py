@@ -1,0 +1,5 @@
+import sys
+
+from latscope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""The one console script. Each subcommand is a thin shell over library calls tests use directly.
+
+Every stage registers its own subcommands (``register(subparsers)`` in its ``cli`` module),
+so this file only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from latscope import __version__, log
+
+# Modules with a ``register(subparsers)``; order is the order of ``latscope --help``.
+COMMAND_MODULES = (
+    "latscope.stack_cli",        # stack up|down|status
+    "latscope.config_cli",       # config check
+    "latscope.topology_cli",     # topology check|up
+    "latscope.producers.cli",    # agent, doctor
+    "latscope.sync.cli",         # sync manager|responder|status
+    "latscope.stream.cli",       # stream worker
+    "latscope.sinks.cli",        # report
+    "latscope.demo_cli",         # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latscope",
+        description="Where does my network latency go? Per-layer, per-hop latency of real "
+                    "traffic from eBPF probes, joined across hosts on Kafka.")
+    parser.add_argument("--version", action="version", version=f"latscope {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue  # a stage not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log.setup(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except UserError as e:
+        print(f"latscope: {e}", file=sys.stderr)
+        return 2
+
+
+class UserError(Exception):
+    """Bad input or a missing prerequisite: printed as one clear line, exit status 2."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

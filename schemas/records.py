@@ -1,0 +1,27 @@
+"""Names and helpers shared by every stage that reads or writes LatScope records."""
+
+from __future__ import annotations
+
+POINTS = ("sock_send", "tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit",
+          "xdp", "dev_rx", "ip_pre", "ip_in", "tcp_rx", "sock_recv")
+TX_POINTS = POINTS[:6]
+RX_POINTS = POINTS[6:]
+LAYERS = ("socket", "tcp", "ip", "qdisc", "device", "virtual", "wire")
+
+TOPIC_LAYER_EVENTS = "latscope.layer-events"
+TOPIC_CLOCK = "latscope.clock"
+TOPIC_CLOCK_SAMPLES = "latscope.clock-samples"
+TOPIC_BREAKDOWNS = "latscope.breakdowns"
+TOPIC_DEAD_LETTER = "latscope.dead-letter"
+
+
+def flow_id(flow: dict) -> str:
+    """Stable key of a data-direction flow, e.g. ``tcp:10.1.0.1:40312>10.2.0.2:5201``.
+
+    IPv6 addresses are bracketed so the port separator stays unambiguous.
+    """
+
+    def ep(addr: str, port: int) -> str:
+        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+    return f"{flow['proto']}:{ep(flow['src'], flow['sport'])}>{ep(flow['dst'], flow['dport'])}"

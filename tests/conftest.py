@@ -1,0 +1,36 @@
+"""Shared fixtures: the real local stack and root checks. Stage-specific fixtures live in
+``tests/<stage>/conftest.py``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from latscope import stack as stack_mod
+
+
+@pytest.fixture(scope="session")
+def stack() -> stack_mod.StackInfo:
+    """The running local Kafka + InfluxDB (``.ci/run`` starts them with ``latscope stack up``)."""
+    info = stack_mod.status(stack_mod.StackSettings.from_env())
+    missing = [n for n, up in (("kafka", info.kafka_up), ("influxdb", info.influx_up)) if not up]
+    if missing:
+        pytest.skip(f"local stack not running ({', '.join(missing)} down): run `latscope stack up`")
+    return info
+
+
+@pytest.fixture
+def topic_name() -> str:
+    """A fresh topic name per test, so runs never read each other's records."""
+    return f"lsx-test-{uuid.uuid4().hex[:10]}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (eBPF, network namespaces)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
