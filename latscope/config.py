@@ -1,0 +1,285 @@
+"""LatScope configuration: the original conf/ directory format, read unchanged, or one
+``latscope.yaml`` holding the same sections plus ``kafka``, ``influxdb`` and ``agent``.
+
+Every mistake is reported as ``FILE: field.path: got VALUE: expected ...``; unknown keys
+are errors, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MSS_STRIDE = 1448  # `size: 0` ("every packet") becomes one MSS between sampled bytes
+
+LEGACY_FILES = {
+    "servers": "connect_info.yaml",
+    "sampling": "sampling_info.yaml",
+    "ping": "ping_info.yaml",
+    "management": "management_server_info.yaml",
+    "time_sync": "time_sync.yaml",
+}
+REPLACED_FILES = {
+    "redis_info.yaml": "the `kafka` section of latscope.yaml",
+    "database_info.yaml": "the `influxdb` section of latscope.yaml",
+}
+SINGLE_FILE = "latscope.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, already phrased for the user."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("an IPv4 or IPv6 address") from None
+    return value
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Address = Annotated[str, Field(min_length=1)]
+
+
+class Server(Strict):
+    address: Address
+    port: Port = 22
+    username: str | None = None
+    hostname: str
+    password: str | None = Field(default=None, repr=False)  # legacy; prefer SSH keys
+    metadata_key: int
+    novm: int | None = None
+    isvm: int | None = None
+    iscontainer: int | None = None
+    container_address: list[Address] = []
+    eth: list[str] = []
+    other_address: list[Address] = []
+
+    _check_address = field_validator("address")(lambda cls, v: _ip(v))
+
+    @property
+    def kind(self) -> Literal["host", "vm", "container"]:
+        return "vm" if self.isvm is not None else (
+            "container" if self.iscontainer is not None else "host")
+
+    @property
+    def parent_key(self) -> int | None:
+        return self.isvm if self.isvm is not None else self.iscontainer
+
+
+class Sampling(Strict):
+    size: int = Field(default=72400, ge=0)
+    interval: float = Field(default=1.0, gt=0)
+    ports: list[Port] = []
+    filter_retrans: Literal[0, 1] | bool = 1
+
+    @property
+    def stride(self) -> int:
+        """Bytes between sampled bytes; the legacy `size: 0` means one MSS."""
+        return self.size or MSS_STRIDE
+
+
+class SyncTarget(Strict):
+    address: Address
+    port: Port = 51111
+    eth: list[str] = []
+
+    _check_address = field_validator("address")(lambda cls, v: _ip(v))
+
+
+class Ping(Strict):
+    management_server: Address
+    servers: list[SyncTarget] = []
+
+    _check_address = field_validator("management_server")(lambda cls, v: _ip(v))
+
+
+class Management(Strict):
+    address: Address
+    port: Port = 22
+    username: str | None = None
+    hostname: str = "manager"
+    password: str | None = Field(default=None, repr=False)
+    eth: list[str] = []
+
+
+class TimeSync(Strict):
+    time_interval: float = Field(default=64, gt=0)
+
+    @property
+    def interval_s(self) -> float:
+        return self.time_interval
+
+
+class Kafka(Strict):
+    bootstrap: str = "127.0.0.1:9092"
+    settings: dict[str, str | int | bool] = {}  # extra librdkafka settings (security, SASL…)
+
+
+class InfluxDB(Strict):
+    url: str = "http://127.0.0.1:8086"
+    org: str = "latscope"
+    bucket: str = "latscope"
+    token: str | None = Field(default=None, repr=False)
+    token_file: str | None = None
+
+    def token_value(self) -> str | None:
+        if self.token:
+            return self.token
+        if self.token_file:
+            path = Path(self.token_file).expanduser()
+            try:
+                return path.read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"influxdb.token_file: cannot read {path}: {e.strerror}") from None
+        return None
+
+
+class Agent(Strict):
+    linger_ms: int = Field(default=50, ge=1, le=10_000)
+    rate_cap_per_s: int = Field(default=200_000, ge=1)
+    ring_buffer_bytes: int = Field(default=8 << 20, ge=4096)
+    metrics_port: Port | None = None
+
+
+class Config(Strict):
+    servers: list[Server] = []
+    sampling: Sampling = Sampling()
+    ping: Ping | None = None
+    management: Management | None = None
+    time_sync: TimeSync = TimeSync()
+    kafka: Kafka = Kafka()
+    influxdb: InfluxDB = InfluxDB()
+    agent: Agent = Agent()
+
+    def server(self, key: int) -> Server | None:
+        return next((s for s in self.servers if s.metadata_key == key), None)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    sources: dict[str, Path]  # section -> file it came from
+    notes: list[str]          # things the user should know (replaced legacy files)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def _expected(err: dict) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the format)"
+    if kind == "missing":
+        return "required key is missing"
+    return "expected " + msg.removeprefix("Value error, ").removeprefix("Input should be ")
+
+
+def _describe(e: ValidationError, sources: dict[str, Path], fallback: Path) -> str:
+    lines = []
+    for err in e.errors():
+        loc = [str(p) for p in err["loc"]]
+        section = loc[0] if loc else ""
+        path = sources.get(section, fallback)
+        legacy = path.name in LEGACY_FILES.values()
+        # In a legacy file the section name is the file itself; connect_info's list is `servers`.
+        shown = loc[1:] if legacy and section != "servers" else loc
+        field = _index_path(shown) if shown else "(top level)"
+        got = "" if err["type"] in ("missing", "extra_forbidden") else f"got {err['input']!r}: "
+        lines.append(f"{path}: {field}: {got}{_expected(err)}")
+    return "\n".join(lines)
+
+
+def _index_path(parts: list[str]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out
+
+
+def load(path: str | Path) -> Loaded:
+    """Load a conf directory (legacy files and/or latscope.yaml) or a single latscope.yaml."""
+    path = Path(path).expanduser()
+    raw: dict[str, Any] = {}
+    sources: dict[str, Path] = {}
+    notes: list[str] = []
+    if path.is_dir():
+        for section, name in LEGACY_FILES.items():
+            f = path / name
+            if f.exists():
+                data = _read_yaml(f)
+                if section == "servers":
+                    if not isinstance(data, dict) or set(data) - {"servers"}:
+                        extra = sorted(set(data) - {"servers"}) if isinstance(data, dict) else data
+                        raise ConfigError(f"{f}: expected one key `servers:` (a list), got {extra!r}")
+                    data = data.get("servers") or []
+                raw[section], sources[section] = data, f
+        for name, replacement in REPLACED_FILES.items():
+            if (path / name).exists():
+                notes.append(f"{path / name}: not read: LatScope uses {replacement} instead")
+        single = path / SINGLE_FILE
+    else:
+        single = path
+        if not single.exists():
+            raise ConfigError(f"{single}: no such file or directory")
+    if single.exists():
+        data = _read_yaml(single)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{single}: expected a mapping of sections, got {type(data).__name__}")
+        for section, value in data.items():
+            if section in sources:
+                raise ConfigError(f"{single}: {section}: also given by {sources[section]}; "
+                                  "keep one of the two")
+            raw[section], sources[section] = value, single
+    if not sources:
+        raise ConfigError(f"{path}: no configuration files found (expected "
+                          f"{SINGLE_FILE} or {', '.join(LEGACY_FILES.values())})")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, sources, single)) from None
+    _cross_check(config, sources, single)
+    return Loaded(config, sources, notes)
+
+
+def _cross_check(config: Config, sources: dict[str, Path], fallback: Path) -> None:
+    errors = []
+    where = sources.get("servers", fallback)
+    keys: dict[int, int] = {}
+    for i, s in enumerate(config.servers):
+        if s.metadata_key in keys:
+            errors.append(f"{where}: servers[{i}].metadata_key: got {s.metadata_key}: expected a "
+                          f"unique key (servers[{keys[s.metadata_key]}] has it)")
+        keys.setdefault(s.metadata_key, i)
+        if s.isvm is not None and s.iscontainer is not None:
+            errors.append(f"{where}: servers[{i}]: expected one of isvm / iscontainer, got both")
+    for i, s in enumerate(config.servers):
+        field = "isvm" if s.isvm is not None else "iscontainer"
+        if s.parent_key is not None and s.parent_key not in keys:
+            errors.append(f"{where}: servers[{i}].{field}: got {s.parent_key}: expected the "
+                          f"metadata_key of another server (known: {sorted(keys)})")
+    if config.ping is not None and config.servers:
+        known = {a for s in config.servers for a in (s.address, *s.other_address)}
+        pwhere = sources.get("ping", fallback)
+        for i, t in enumerate(config.ping.servers):
+            if t.address not in known:
+                errors.append(f"{pwhere}: servers[{i}].address: got {t.address!r}: expected the "
+                              "address of a server in connect_info")
+    if errors:
+        raise ConfigError("\n".join(errors))
