@@ -81,7 +81,14 @@ class Sampling(Strict):
     size: int = Field(default=72400, ge=0)
     interval: float = Field(default=1.0, gt=0)
     ports: list[Port] = []
-    filter_retrans: Literal[0, 1] | bool = 1
+    filter_retrans: bool = True
+
+    @field_validator("filter_retrans", mode="before")
+    @classmethod
+    def _zero_or_one(cls, v: object) -> bool:
+        if v in (0, 1) and not isinstance(v, float):
+            return bool(v)
+        raise ValueError("0 or 1")
 
     @property
     def stride(self) -> int:

@@ -1,0 +1,137 @@
+"""Avro single-object codec: round trips, schema evolution, typed errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from latscope.schemas import codec
+from latscope.schemas.records import flow_id
+
+FLOW = {"proto": "tcp", "family": 6, "src": "fd00:1::1", "dst": "fd00:1::2",
+        "sport": 40312, "dport": 5201}
+EVENT = {"host": "h1", "flow_id": flow_id(FLOW), "flow": FLOW, "seq": 4294900000,
+         "retrans": True, "complete": True,
+         "hits": [{"point": "sock_send", "ts_ns": 10, "ifindex": 0, "dev": None, "netns": 4026531840,
+                   "cpu": 1},
+                  {"point": "dev_xmit", "ts_ns": 2_000_000_000_000, "ifindex": 7, "dev": "veth0",
+                   "netns": 4026531840, "cpu": 0}]}
+
+
+def test_flow_id_brackets_ipv6() -> None:
+    assert flow_id(FLOW) == "tcp:[fd00:1::1]:40312>[fd00:1::2]:5201"
+
+
+@pytest.mark.parametrize("name,record", [
+    ("LayerEvent", EVENT),
+    ("ClockSample", {"manager": "mgr", "host": "h1", "probe_id": 3, "t1_ns": 1, "t2_ns": 5_000_002,
+                     "t3_ns": 5_000_003, "t4_ns": 4, "offset_ns": 5e6, "delay_ns": -2.0}),
+    ("ClockModel", {"manager": "mgr", "host": "h1", "ref_ns": 10**12, "offset_ns": -3e6,
+                    "drift_ppm": -15.5, "error_bound_ns": 900.0, "samples": 12,
+                    "min_delay_ns": 30_000.0, "updated_unix_ms": 1_790_000_000_000}),
+    ("Breakdown", {"flow_id": flow_id(FLOW), "flow": FLOW, "seq": 1, "src_host": "h1",
+                   "dst_host": "h2", "ts_ns": 5, "end_to_end_ns": -20, "complete": False,
+                   "hosts": ["h1"], "missing_hosts": ["h2"],
+                   "segments": [{"from": "h1:sock_send", "to": "h1:ip_out", "layer": "socket",
+                                 "hosts": ["h1"], "device": None, "duration_ns": -20,
+                                 "error_bound_ns": 0.0}]}),
+])
+def test_round_trip(name: str, record: dict) -> None:
+    data = codec.encode(name, record)
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == codec.default_codec().fingerprint(name)
+    got_name, got = codec.decode(data)
+    assert got_name == name
+    for key, value in record.items():
+        assert got[key] == value
+
+
+def test_fingerprint_is_crc64_avro_little_endian() -> None:
+    """Independent check of the spec: CRC-64-AVRO of the canonical form, low byte first."""
+    from fastavro.schema import to_parsing_canonical_form
+
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    canonical = to_parsing_canonical_form(codec.default_codec().current["ClockModel"])
+    fp = empty
+    for byte in canonical.encode():
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    assert codec.default_codec().fingerprint("ClockModel") == fp.to_bytes(8, "little")
+
+
+def _evolved_dir(tmp_path: Path, mutate) -> Path:
+    """A copy of the schema folder with one schema changed."""
+    d = tmp_path / "schemas"
+    shutil.copytree(codec.SCHEMA_DIR, d, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    path = d / "clock_model.avsc"
+    schema = json.loads(path.read_text())
+    mutate(schema)
+    path.write_text(json.dumps(schema))
+    return d
+
+
+MODEL = {"manager": "mgr", "host": "h1", "ref_ns": 7, "offset_ns": 1.5, "drift_ppm": 2.0,
+         "error_bound_ns": 3.0, "samples": 4, "min_delay_ns": 5.0, "updated_unix_ms": 6}
+
+
+def test_newer_writer_read_by_older_reader(tmp_path: Path) -> None:
+    """A newer producer adds a field with a default: today's reader still reads it."""
+    newer_dir = _evolved_dir(tmp_path, lambda s: s["fields"].append(
+        {"name": "jitter_ns", "type": "double", "default": 0.0}))
+    newer = codec.Codec(newer_dir)
+    data = newer.encode("ClockModel", {**MODEL, "jitter_ns": 9.0})
+    # The current reader learns the newer writer schema the way a deployment does: history/.
+    current_dir = tmp_path / "current"
+    shutil.copytree(codec.SCHEMA_DIR, current_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (current_dir / "history").mkdir(exist_ok=True)
+    shutil.copy(newer_dir / "clock_model.avsc", current_dir / "history" / "clock_model.v2.avsc")
+    name, got = codec.Codec(current_dir).decode(data)
+    assert name == "ClockModel" and got["offset_ns"] == 1.5 and "jitter_ns" not in got
+
+
+def test_older_writer_read_by_newer_reader(tmp_path: Path) -> None:
+    newer_dir = _evolved_dir(tmp_path, lambda s: s["fields"].append(
+        {"name": "jitter_ns", "type": "double", "default": -1.0}))
+    (newer_dir / "history").mkdir(exist_ok=True)
+    shutil.copy(codec.SCHEMA_DIR / "clock_model.avsc", newer_dir / "history" / "clock_model.v1.avsc")
+    old_bytes = codec.encode("ClockModel", MODEL)
+    _, got = codec.Codec(newer_dir).decode(old_bytes)
+    assert got["jitter_ns"] == -1.0 and got["drift_ppm"] == 2.0
+
+
+def test_unknown_fingerprint_is_typed() -> None:
+    data = bytearray(codec.encode("ClockModel", MODEL))
+    data[5] ^= 0xFF
+    with pytest.raises(codec.UnknownFingerprint):
+        codec.decode(bytes(data))
+
+
+@pytest.mark.parametrize("cut", [11, 20, -1])
+def test_truncated_body_is_typed(cut: int) -> None:
+    data = codec.encode("LayerEvent", EVENT)
+    with pytest.raises(codec.TruncatedRecord):
+        codec.decode(data[:cut])
+
+
+def test_trailing_garbage_is_typed() -> None:
+    with pytest.raises(codec.TruncatedRecord):
+        codec.decode(codec.encode("ClockModel", MODEL) + b"\x00")
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc3", b"{\"json\": 1}", b"\xc3\x02" + bytes(20)])
+def test_not_single_object(data: bytes) -> None:
+    with pytest.raises(codec.DecodeError):
+        codec.decode(data)
+
+
+def test_expect_other_name() -> None:
+    with pytest.raises(codec.DecodeError, match="expected a Breakdown"):
+        codec.decode(codec.encode("ClockModel", MODEL), expect="Breakdown")
