@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: GPL-2.0
+/* LatScope clock sync manager (the reference clock; no injection).
+ *
+ * Hooks:
+ *   tp_btf/net_dev_start_xmit (sync_t1): t1 of an outgoing probe as the driver starts
+ *     sending it (after the qdisc), on the watched devices only (netns inode + ifindex).
+ *   XDP (sync_t4) on the same devices: t4 of a reply on arrival; the completed
+ *     exchange t1..t4 goes to the `samples` ring buffer and the reply is dropped here.
+ * Probes and replies are matched by probe_id; replies with the wrong session token or
+ * without a stamped departure are counted and dropped.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "sync_parse.h"
+
+const volatile __u16 sync_port = 0;  /* host byte order */
+const volatile __u64 sync_token = 0;
+
+struct dev_key {
+	__u32 netns_ino;
+	__u32 ifindex;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct dev_key);
+	__type(value, __u8);
+} devices SEC(".maps");
+
+/* probe_id -> t1; LRU so probes whose reply never came age out by themselves. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} departures SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} samples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MGR_NCOUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct dev_key k = {
+		.netns_ino = BPF_CORE_READ(dev, nd_net.net, ns.inum),
+		.ifindex = BPF_CORE_READ(dev, ifindex),
+	};
+	unsigned char *head;
+	__u16 nh, th, proto;
+	struct udphdr udp;
+	struct sync_probe probe;
+	__u8 l4proto;
+
+	if (!bpf_map_lookup_elem(&devices, &k))
+		return 0;
+	head = BPF_CORE_READ(skb, head);
+	nh = BPF_CORE_READ(skb, network_header);
+	th = BPF_CORE_READ(skb, transport_header);
+	proto = BPF_CORE_READ(skb, protocol);
+	if (proto == bpf_htons(SYNC_ETH_P_IP)) {
+		struct iphdr ip4;
+
+		if (bpf_probe_read_kernel(&ip4, sizeof(ip4), head + nh))
+			return 0;
+		l4proto = ip4.protocol;
+		th = nh + ip4.ihl * 4;
+	} else if (proto == bpf_htons(SYNC_ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return 0;
+		l4proto = ip6.nexthdr;
+		th = nh + sizeof(ip6);
+	} else {
+		return 0;
+	}
+	if (l4proto != SYNC_IPPROTO_UDP)
+		return 0;
+	if (bpf_probe_read_kernel(&udp, sizeof(udp), head + th) ||
+	    udp.dest != bpf_htons(sync_port))
+		return 0;
+	if (bpf_probe_read_kernel(&probe, sizeof(probe), head + th + sizeof(udp)))
+		return 0;
+	if (probe.magic != bpf_htonl(SYNC_MAGIC) || probe.kind != SYNC_KIND_REQUEST ||
+	    probe.token != sync_token)
+		return 0;
+	bpf_map_update_elem(&departures, &probe.probe_id, &now, BPF_ANY);
+	count(MGR_T1);
+	return 0;
+}
+
+SEC("xdp")
+int sync_t4(struct xdp_md *ctx)
+{
+	__u64 arrival = bpf_ktime_get_ns();
+	struct sync_frame f;
+	struct sync_sample *s;
+	__u64 id, *t1;
+
+	if (sync_parse(ctx, &f) < 0 || f.udp->source != bpf_htons(sync_port) || !f.probe ||
+	    f.probe->magic != bpf_htonl(SYNC_MAGIC) || f.probe->kind != SYNC_KIND_REPLY)
+		return XDP_PASS;
+	count(MGR_REPLIES);
+	if (f.probe->token != sync_token) {
+		count(MGR_BAD_TOKEN);
+		return XDP_DROP;
+	}
+	id = f.probe->probe_id;
+	t1 = bpf_map_lookup_elem(&departures, &id);
+	if (!t1) {
+		count(MGR_NO_T1);
+		return XDP_DROP;
+	}
+	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+	if (!s) {
+		count(MGR_RINGBUF_FULL);
+		bpf_map_delete_elem(&departures, &id);
+		return XDP_DROP;
+	}
+	s->probe_id = id;
+	s->t1_ns = *t1;
+	s->t2_ns = f.probe->t2_ns;
+	s->t3_ns = f.probe->t3_ns;
+	s->t4_ns = arrival;
+	s->ifindex = ctx->ingress_ifindex;
+	s->flags = 0;
+	bpf_ringbuf_submit(s, 0);
+	bpf_map_delete_elem(&departures, &id);
+	count(MGR_SAMPLES);
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "GPL";

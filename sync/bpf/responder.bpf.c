@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0
+/* LatScope clock sync responder, one per host, on the host's sync interface.
+ *
+ * Hooks: XDP (sync_responder) on the sync interface; XDP (sync_pass) on the veth peer of
+ *   that interface when it has no XDP program of its own (a native XDP_TX on veth is
+ *   silently dropped unless the peer runs XDP; a pass-through program is enough).
+ *
+ * A UDP probe to sync_port from an allow-listed manager address carrying the session
+ * token is answered in place: t2 stamped on arrival, MACs/IPs/ports swapped, kind set to
+ * REPLY, UDP checksum updated, t3 stamped last, then XDP_TX. Every other datagram to the
+ * sync port is counted and dropped, never answered; all other traffic passes untouched.
+ * t2/t3 go through the host clock of clock.h, so a simulated host injects its known
+ * offset and drift exactly as its agent's probes do.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "clock.h"  /* producers/bpf: the same injected clock as the agent */
+#include "sync_parse.h"
+
+const volatile __u16 sync_port = 0;  /* host byte order */
+const volatile __u64 sync_token = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct sync_addr);
+	__type(value, __u8);
+} allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RESP_NCOUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u64 s = (__u64)sum;
+
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+SEC("xdp")
+int sync_responder(struct xdp_md *ctx)
+{
+	__u64 arrival = bpf_ktime_get_ns();
+	struct sync_frame f;
+	struct sync_probe before, after;
+	struct sync_addr src;
+	unsigned char mac[SYNC_ETH_ALEN];
+	__u16 port;
+
+	if (sync_parse(ctx, &f) < 0 || f.udp->dest != bpf_htons(sync_port))
+		return XDP_PASS;
+	count(RESP_PROBES);
+	if (!f.probe || f.probe->magic != bpf_htonl(SYNC_MAGIC) ||
+	    f.probe->version != SYNC_VERSION || f.probe->kind != SYNC_KIND_REQUEST) {
+		count(RESP_MALFORMED);
+		return XDP_DROP;
+	}
+	sync_src_key(&f, &src);
+	if (!bpf_map_lookup_elem(&allow, &src)) {
+		count(RESP_BAD_SOURCE);
+		return XDP_DROP;
+	}
+	if (f.probe->token != sync_token) {
+		count(RESP_BAD_TOKEN);
+		return XDP_DROP;
+	}
+
+	before = *f.probe;
+	/* Swapping addresses and ports leaves the UDP checksum unchanged (the one's
+	 * complement sum is commutative); only the payload rewrite needs a fix-up. */
+	__builtin_memcpy(mac, f.eth->h_dest, SYNC_ETH_ALEN);
+	__builtin_memcpy(f.eth->h_dest, f.eth->h_source, SYNC_ETH_ALEN);
+	__builtin_memcpy(f.eth->h_source, mac, SYNC_ETH_ALEN);
+	if (f.ip4) {
+		__u32 a = f.ip4->saddr;
+
+		f.ip4->saddr = f.ip4->daddr;
+		f.ip4->daddr = a;
+	} else {
+		struct in6_addr a = f.ip6->saddr;
+
+		f.ip6->saddr = f.ip6->daddr;
+		f.ip6->daddr = a;
+	}
+	port = f.udp->source;
+	f.udp->source = f.udp->dest;
+	f.udp->dest = port;
+	f.probe->kind = SYNC_KIND_REPLY;
+	f.probe->t2_ns = ls_clock(arrival);
+	f.probe->t3_ns = 0;
+	after = *f.probe;
+	/* t3 is stamped after every other rewrite; only the checksum fix-up (one helper
+	 * call) separates it from XDP_TX. */
+	{
+		__u64 t3 = ls_clock(bpf_ktime_get_ns());
+		__s64 sum;
+
+		f.probe->t3_ns = t3;
+		after.t3_ns = t3;
+		if (f.ip4 && f.udp->check == 0)
+			goto out; /* IPv4 without a UDP checksum stays without one */
+		sum = bpf_csum_diff((__be32 *)&before, sizeof(before), (__be32 *)&after,
+				    sizeof(after), (__u16)~f.udp->check);
+		f.udp->check = csum_fold(sum) ?: 0xffff;
+	}
+out:
+	count(RESP_ANSWERED);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int sync_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

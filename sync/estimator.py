@@ -1,0 +1,161 @@
+"""Offset and drift of one host's clock against the manager's, from four-timestamp samples.
+
+Pure code (no kernel, no Kafka) so every rule here is unit-tested.
+
+* A sample's offset ``((t2-t1)+(t3-t4))/2`` is exact when the two one-way delays are
+  equal; an asymmetry ``a`` shifts it by ``a/2``, and ``|a| <= delay`` always, so the true
+  offset lies within ``delay/2`` of the sample's (the half-delay bound).
+* Queueing only ever adds delay, so the samples with the least delay are the ones to
+  trust: the window is cut into time buckets and only each bucket's minimum-delay sample
+  is kept, then the bucket minima whose delay is far above the window's best are dropped.
+* Offset and drift are fitted to those with a Theil–Sen line (median of pairwise slopes,
+  then median intercept), which shrugs off up to ~29 % outliers that least squares would
+  follow. (Weighting pairs by their time spread was tried and rejected: one late outlier
+  then dominates the median.)
+* The error bound adds the half-delay bound of the selected samples, the fit's residual
+  spread, and the drift's uncertainty carried to the reference instant.
+* Delays and one-way delays are signed: negative ones are counted and reported, never
+  hidden with ``abs()``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One exchange: t1/t4 on the manager's clock, t2/t3 on the host's."""
+
+    probe_id: int
+    t1: int
+    t2: int
+    t3: int
+    t4: int
+
+    @property
+    def offset_ns(self) -> float:
+        return ((self.t2 - self.t1) + (self.t3 - self.t4)) / 2
+
+    @property
+    def delay_ns(self) -> int:
+        return (self.t4 - self.t1) - (self.t3 - self.t2)
+
+    @property
+    def mid_ns(self) -> float:
+        """Manager-clock instant the offset refers to."""
+        return (self.t1 + self.t4) / 2
+
+
+@dataclass(frozen=True)
+class Model:
+    """host_clock(t) = t + offset_ns + drift_ppm*1e-6*(t - ref_ns), t on the manager's clock
+    (the ClockModel record's convention)."""
+
+    ref_ns: int
+    offset_ns: float
+    drift_ppm: float
+    error_bound_ns: float
+    samples: int
+    min_delay_ns: float
+    residual_ns: float            # robust spread of the selected samples around the line
+    negative_delays: int          # samples in the window with delay < 0
+    negative_one_way: int         # samples whose forward or backward delay is < 0 under the fit
+
+    def offset_at(self, ref_ns: float) -> float:
+        return self.offset_ns + self.drift_ppm * 1e-6 * (ref_ns - self.ref_ns)
+
+
+@dataclass
+class EstimatorConfig:
+    window_ns: int = 30_000_000_000   # samples older than this (by t1) leave the window
+    bucket_ns: int = 1_000_000_000    # one minimum-delay sample per bucket
+    min_buckets: int = 3              # fewer: no fit (drift needs spread in time)
+    delay_slack_ns: float = 2_000.0   # keep bucket minima within min delay + max(slack, 3*MAD)
+    max_samples: int = 100_000        # hard cap on the window (memory)
+
+
+def _mad(values: list[float]) -> float:
+    med = statistics.median(values)
+    return 1.4826 * statistics.median(abs(v - med) for v in values)
+
+
+def theil_sen(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Slope and intercept (at x=0) of the Theil–Sen line through (xs, ys)."""
+    n = len(xs)
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i])
+              for i in range(n) for j in range(i + 1, n) if xs[j] != xs[i]]
+    if not slopes:
+        return 0.0, statistics.median(ys)
+    slope = statistics.median(slopes)
+    return slope, statistics.median(y - slope * x for x, y in zip(xs, ys, strict=True))
+
+
+class Estimator:
+    """Sliding window of one host's samples; ``fit()`` gives the current Model or None."""
+
+    def __init__(self, config: EstimatorConfig | None = None) -> None:
+        self.config = config or EstimatorConfig()
+        self._window: deque[Sample] = deque()
+
+    def add(self, sample: Sample) -> None:
+        self._window.append(sample)
+        newest = sample.t1
+        while self._window and (newest - self._window[0].t1 > self.config.window_ns
+                                or len(self._window) > self.config.max_samples):
+            self._window.popleft()
+
+    def __len__(self) -> int:
+        return len(self._window)
+
+    def select(self) -> list[Sample]:
+        """The minimum-delay sample of each time bucket, minus minima far above the best."""
+        cfg = self.config
+        best: dict[int, Sample] = {}
+        for s in self._window:
+            b = int(s.mid_ns // cfg.bucket_ns)
+            if b not in best or s.delay_ns < best[b].delay_ns:
+                best[b] = s
+        chosen = sorted(best.values(), key=lambda s: s.t1)
+        if len(chosen) < 2:
+            return chosen
+        delays = [s.delay_ns for s in chosen]
+        limit = min(delays) + max(cfg.delay_slack_ns, 3 * _mad(delays))
+        return [s for s in chosen if s.delay_ns <= limit]
+
+    def fit(self) -> Model | None:
+        chosen = self.select()
+        if len(chosen) < self.config.min_buckets:
+            return None
+        base = chosen[0].mid_ns
+        xs = [s.mid_ns - base for s in chosen]
+        ys = [s.offset_ns for s in chosen]
+        slope, intercept = theil_sen(xs, ys)
+        residuals = [y - (intercept + slope * x) for x, y in zip(xs, ys, strict=True)]
+        spread = _mad(residuals)
+        ref_ns = int(self._window[-1].mid_ns)  # the newest sample: the model is "now"
+        x_ref = ref_ns - base
+        offset = intercept + slope * x_ref
+        # Uncertainty of the slope (robust analogue of the OLS standard error), carried
+        # from the centre of the selected samples to the reference instant.
+        x_mean = statistics.fmean(xs)
+        sxx = sum((x - x_mean) ** 2 for x in xs)
+        slope_err = 3 * spread / sxx ** 0.5 if sxx > 0 else 0.0
+        half_delay = statistics.median(s.delay_ns for s in chosen) / 2
+        bound = (max(half_delay, 0.0) + 3 * spread / len(chosen) ** 0.5
+                 + slope_err * abs(x_ref - x_mean))
+
+        def host_offset(t: float) -> float:
+            return intercept + slope * (t - base)
+
+        negative_one_way = sum(
+            1 for s in self._window
+            if s.t2 - (s.t1 + host_offset(s.t1)) < 0 or (s.t4 + host_offset(s.t4)) - s.t3 < 0)
+        return Model(ref_ns=ref_ns, offset_ns=offset, drift_ppm=slope * 1e6,
+                     error_bound_ns=bound, samples=len(chosen),
+                     min_delay_ns=float(min(s.delay_ns for s in chosen)),
+                     residual_ns=spread,
+                     negative_delays=sum(1 for s in self._window if s.delay_ns < 0),
+                     negative_one_way=negative_one_way)

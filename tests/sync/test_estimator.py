@@ -1,0 +1,104 @@
+"""The estimator alone: synthetic exchanges with a known clock, asymmetry and queueing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from latscope.sync.estimator import Estimator, EstimatorConfig, Sample, theil_sen
+
+from latscope.clock import ClockInjection
+
+
+def exchange(inj: ClockInjection, t1: int, fwd: int, turn: int, back: int, pid: int) -> Sample:
+    """One probe through a host with injected clock `inj`: one-way delays fwd/back (ns)."""
+    t2 = inj.host_time(t1 + fwd)
+    t3 = inj.host_time(t1 + fwd + turn)
+    return Sample(pid, t1, t2, t3, t1 + fwd + turn + back)
+
+
+def test_sample_arithmetic_is_signed() -> None:
+    s = Sample(1, t1=1000, t2=6000, t3=6100, t4=1300)
+    assert s.offset_ns == ((6000 - 1000) + (6100 - 1300)) / 2
+    assert s.delay_ns == 300 - 100
+    # t4 before t1 + turnaround: a negative delay stays negative.
+    assert Sample(2, t1=1000, t2=1000, t3=2000, t4=1500).delay_ns == -500
+
+
+def test_theil_sen_ignores_a_gross_outlier() -> None:
+    xs = [float(i) for i in range(10)]
+    ys = [3.0 + 2.0 * x for x in xs]
+    ys[4] = 1e6
+    slope, intercept = theil_sen(xs, ys)
+    assert slope == pytest.approx(2.0)
+    assert intercept == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("offset_ns,drift_ppm", [(5_000_000, 50.0), (-7_000_000, -50.0),
+                                                 (250_000_000, 12.5)])
+def test_tracks_offset_and_drift_through_queueing(offset_ns: int, drift_ppm: float) -> None:
+    rng = random.Random(7)
+    epoch = 10_000_000_000
+    inj = ClockInjection(offset_ns, drift_ppm, epoch)
+    est = Estimator(EstimatorConfig(window_ns=5_000_000_000, bucket_ns=200_000_000))
+    t = epoch
+    for pid in range(500):  # 10 s at 20 ms
+        # 20 µs base each way with ±0.5 µs jitter; one probe in three hits a queue of up to
+        # 2 ms on one side, which must not pull the estimate.
+        fwd = 20_000 + rng.randint(-500, 500)
+        back = 20_000 + rng.randint(-500, 500)
+        if pid % 3 == 0:
+            if rng.random() < 0.5:
+                fwd += rng.randint(0, 2_000_000)
+            else:
+                back += rng.randint(0, 2_000_000)
+        est.add(exchange(inj, t, fwd, 3_000, back, pid))
+        t += 20_000_000
+    m = est.fit()
+    assert m is not None
+    truth = inj.true_offset(m.ref_ns)
+    assert abs(m.offset_ns - truth) <= m.error_bound_ns
+    assert abs(m.offset_ns - truth) < 2_000
+    assert m.drift_ppm == pytest.approx(drift_ppm, abs=0.5)
+    assert m.error_bound_ns < 20_000  # the half-delay bound dominates: about 40 µs / 2
+    assert m.negative_delays == 0
+
+
+def test_constant_asymmetry_stays_inside_the_bound() -> None:
+    inj = ClockInjection(1_000_000, 0.0, 0)
+    est = Estimator(EstimatorConfig(bucket_ns=10_000_000))
+    for pid in range(50):
+        est.add(exchange(inj, 10_000_000 * pid, 30_000, 1_000, 10_000, pid))
+    m = est.fit()
+    assert m is not None
+    err = m.offset_ns - inj.true_offset(m.ref_ns)
+    assert err == pytest.approx(10_000, abs=1)  # (30 - 10) µs / 2: invisible to any method
+    assert abs(err) <= m.error_bound_ns
+
+
+def test_needs_spread_in_time_before_fitting() -> None:
+    est = Estimator(EstimatorConfig(bucket_ns=1_000_000_000, min_buckets=3))
+    inj = ClockInjection(0, 0.0, 0)
+    for pid in range(20):  # all within one bucket
+        est.add(exchange(inj, 1_000 * pid, 10_000, 100, 10_000, pid))
+    assert est.fit() is None
+
+
+def test_window_slides() -> None:
+    est = Estimator(EstimatorConfig(window_ns=1_000_000_000))
+    inj = ClockInjection(0, 0.0, 0)
+    for pid in range(300):
+        est.add(exchange(inj, 10_000_000 * pid, 10_000, 100, 10_000, pid))
+    assert len(est) == 101  # 1 s of 10 ms steps, both ends included
+
+
+def test_negative_one_way_delays_are_counted() -> None:
+    # The host's stamps claim the probe arrived before it left: reported, not hidden.
+    est = Estimator(EstimatorConfig(bucket_ns=10_000_000))
+    for pid in range(20):
+        t1 = 10_000_000 * pid
+        est.add(Sample(pid, t1, t1 + 10_000, t1 + 11_000, t1 + 21_000))
+    est.add(Sample(99, 10**9, 10**9 - 50_000, 10**9 - 49_000, 10**9 + 21_000))
+    m = est.fit()
+    assert m is not None
+    assert m.negative_one_way >= 1
