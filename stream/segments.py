@@ -1,0 +1,218 @@
+"""Turn the joined records of one sampled byte into a clock-corrected, per-layer breakdown.
+
+Path order never comes from sorting corrected timestamps across hosts: that would hide
+exactly the negative durations a bad clock produces. Hosts are ordered along the path
+(topology when known, else sender first, receiver last, forwarders by time), and points
+inside one host by where they sit in the stack; only points of one host's device blocks
+(several devices: container veth, bridge, NIC) are ordered by that host's own clock.
+
+Layer of a consecutive pair (design §2 point names):
+
+  same host   sock_send→tcp_tx socket | sock_send→ip_out socket (tcp_tx missing: the
+              merged socket+tcp segment; its ``to`` point says so) | tcp_tx→ip_out tcp |
+              ip_*→ip_* ip | ip_*→dev_queue ip | dev_queue→dev_xmit (one device) qdisc |
+              dev_xmit→next device point (another device) virtual | dev_rx→dev_rx
+              (bridge port → bridge) virtual | xdp/dev_rx→ip_pre device | ip_in→tcp_rx tcp |
+              tcp_rx→sock_recv socket
+  two hosts   wire (clock-corrected; error bound = sum of the two hosts' bounds)
+
+Device kind is not guessed from names: a hop between two devices on one host is
+``virtual`` (only veth/bridge/tap hand packets over inside a host), a hop between hosts is
+``wire`` whatever carries it (a veth pair between namespaces in the demo).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from latscope.clock import to_reference
+
+DEVICE_POINTS = frozenset({"xdp", "dev_rx", "dev_queue", "dev_xmit"})
+# Stack position inside one host. Ingress device block (xdp, dev_rx of every device the
+# skb crosses), then IP; local delivery (ip_in...) or forwarding/egress (ip_post, egress
+# device block). A byte is either delivered or forwarded on one host, never both, so
+# ip_in and ip_post may share a rank.
+_RANK = {"sock_send": 0, "tcp_tx": 1, "ip_out": 2, "xdp": 3, "dev_rx": 3, "ip_pre": 4,
+         "ip_in": 5, "ip_post": 5, "tcp_rx": 6, "dev_queue": 6, "dev_xmit": 6,
+         "sock_recv": 7}
+_IN_BLOCK = {"xdp": 0, "dev_rx": 1, "dev_queue": 0, "dev_xmit": 1}
+_POINT_LAYER = {"sock_send": "socket", "sock_recv": "socket", "tcp_tx": "tcp",
+                "tcp_rx": "tcp", "ip_out": "ip", "ip_post": "ip", "ip_pre": "ip",
+                "ip_in": "ip", "dev_queue": "qdisc", "dev_xmit": "device",
+                "dev_rx": "device", "xdp": "device"}
+
+
+@dataclass(frozen=True)
+class Point:
+    host: str
+    point: str
+    dev: str | None
+    ts_host: int
+    ts_ref: int   # reference (manager) clock, rounded to ns so segments telescope exactly
+
+    @property
+    def label(self) -> str:
+        """``host:point`` or ``host:point@device`` (design §8)."""
+        if self.point in DEVICE_POINTS and self.dev:
+            return f"{self.host}:{self.point}@{self.dev}"
+        return f"{self.host}:{self.point}"
+
+
+class ClockView:
+    """Host clock → reference clock with the current ClockModel records.
+
+    The manager is the reference (identity, bound 0). A host with no model yet is left
+    uncorrected with an infinite bound: its cross-host segments are then marked unusable
+    by their bound rather than silently trusted.
+    """
+
+    def __init__(self, models: Mapping[str, dict], manager: str | None) -> None:
+        self.models = models
+        self.manager = manager
+
+    def to_ref(self, host: str, ts: int) -> int:
+        model = self.models.get(host)
+        if model is None or host == self.manager:
+            return ts
+        return round(to_reference(model, ts))
+
+    def bound(self, host: str) -> float:
+        if host == self.manager:
+            return 0.0
+        model = self.models.get(host)
+        return math.inf if model is None else float(model["error_bound_ns"])
+
+    def synced(self, host: str) -> bool:
+        return host == self.manager or host in self.models
+
+
+def host_order(hits_by_host: Mapping[str, Sequence[dict]], clocks: ClockView,
+               path: Sequence[str] | None) -> list[str]:
+    """Hosts along the path: the topology's order, else sender, forwarders by time, receiver."""
+    hosts = list(hits_by_host)
+    if path:
+        known = [h for h in path if h in hits_by_host]
+        return known + sorted(h for h in hosts if h not in path)
+
+    def first_ref(h: str) -> int:
+        return min(clocks.to_ref(h, hit["ts_ns"]) for hit in hits_by_host[h])
+
+    def role(h: str) -> int:
+        points = {hit["point"] for hit in hits_by_host[h]}
+        if "sock_send" in points:
+            return 0
+        if "sock_recv" in points or "tcp_rx" in points:
+            return 2
+        return 1
+
+    return sorted(hosts, key=lambda h: (role(h), first_ref(h), h))
+
+
+def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Point]:
+    """One host's hits in stack order; device blocks by device, devices by first hit."""
+    first_of_dev: dict[tuple[int, str | None], int] = {}
+    for hit in hits:
+        if hit["point"] in DEVICE_POINTS:
+            k = (_RANK[hit["point"]], hit.get("dev"))
+            first_of_dev[k] = min(first_of_dev.get(k, hit["ts_ns"]), hit["ts_ns"])
+
+    def key(hit: dict) -> tuple:
+        rank = _RANK[hit["point"]]
+        if hit["point"] in DEVICE_POINTS:
+            return (rank, first_of_dev[(rank, hit.get("dev"))], _IN_BLOCK[hit["point"]],
+                    hit["ts_ns"])
+        return (rank, 0, 0, hit["ts_ns"])
+
+    return [Point(host, h["point"], h.get("dev"), h["ts_ns"], clocks.to_ref(host, h["ts_ns"]))
+            for h in sorted(hits, key=key)]
+
+
+def layer_of(a: Point, b: Point) -> tuple[str, str | None]:
+    """(layer, device) of the segment between two consecutive points."""
+    if a.host != b.host:
+        return "wire", a.dev if a.point in DEVICE_POINTS else None
+    pa, pb = a.point, b.point
+    if pa == "dev_queue" and pb == "dev_xmit" and a.dev == b.dev:
+        return "qdisc", a.dev
+    if pa in DEVICE_POINTS and pb in DEVICE_POINTS:
+        if a.dev != b.dev:
+            return "virtual", a.dev
+        return "device", a.dev          # xdp → dev_rx on one device
+    if pa in DEVICE_POINTS:             # dev_rx/xdp → ip_pre (or a stray dev_xmit → ...)
+        return "device", a.dev
+    if pb in DEVICE_POINTS:             # ip_post → dev_queue etc.
+        return ("ip" if pa.startswith("ip_") else _POINT_LAYER[pa]), b.dev
+    if pa == "sock_send":
+        return "socket", None           # → tcp_tx, or → ip_out when tcp_tx is missing
+    if pb == "sock_recv":
+        return "socket", None
+    if pa.startswith("ip_") and pb.startswith("ip_"):
+        return "ip", None
+    if pa == "tcp_tx" or pb == "tcp_rx":
+        return "tcp", None
+    return _POINT_LAYER[pb], None
+
+
+def dedup_hits(records: Sequence[dict]) -> dict[str, list[dict]]:
+    """Hits per host; a host that sent several records (linger flush, then the rest) merges."""
+    out: dict[str, list[dict]] = {}
+    seen: set[tuple] = set()
+    for rec in records:
+        for hit in rec["hits"]:
+            k = (rec["host"], hit["point"], hit["ts_ns"], hit.get("ifindex", 0))
+            if k in seen:
+                continue
+            seen.add(k)
+            out.setdefault(rec["host"], []).append(hit)
+    return out
+
+
+def breakdown(records: Sequence[dict], clocks: ClockView, *,
+              path: Sequence[str] | None = None) -> dict:
+    """Breakdown record (schemas/breakdown.avsc) of one sampled byte from its joined records.
+
+    ``path``: the hosts the byte should cross (topology); hosts missing from it make the
+    sample incomplete. Without a path a sample is complete when it runs from sock_send to
+    sock_recv. ``end_to_end_ns`` is only set for complete samples.
+    """
+    if not records:
+        raise ValueError("breakdown of no records")
+    first = records[0]
+    by_host = dedup_hits(records)
+    hosts = host_order(by_host, clocks, path)
+    points: list[Point] = []
+    for h in hosts:
+        points.extend(order_points(h, by_host[h], clocks))
+
+    segments = []
+    for a, b in itertools.pairwise(points):
+        layer, dev = layer_of(a, b)
+        bound = 0.0 if a.host == b.host else clocks.bound(a.host) + clocks.bound(b.host)
+        segments.append({"from": a.label, "to": b.label, "layer": layer,
+                         "hosts": [a.host] if a.host == b.host else [a.host, b.host],
+                         "device": dev, "duration_ns": b.ts_ref - a.ts_ref,
+                         "error_bound_ns": bound})
+
+    missing = [h for h in (path or ()) if h not in by_host]
+    ends_ok = points[0].point == "sock_send" and points[-1].point == "sock_recv"
+    complete = ends_ok and not missing
+    src = path[0] if path else hosts[0]
+    dst = path[-1] if path else hosts[-1]
+    return {
+        "schema_version": 1, "flow_id": first["flow_id"], "flow": first["flow"],
+        "seq": first["seq"], "src_host": src, "dst_host": dst, "ts_ns": points[0].ts_ref,
+        "end_to_end_ns": points[-1].ts_ref - points[0].ts_ref if complete else None,
+        "complete": complete, "retrans": any(r.get("retrans") for r in records),
+        "hosts": hosts, "missing_hosts": missing, "segments": segments,
+    }
+
+
+def end_to_end_bound(bd: dict, clocks: ClockView) -> float:
+    """Sync error bound of a breakdown's end-to-end delay (first and last host)."""
+    hosts = bd["hosts"]
+    if not hosts or hosts[0] == hosts[-1]:
+        return 0.0
+    return clocks.bound(hosts[0]) + clocks.bound(hosts[-1])

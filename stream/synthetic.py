@@ -1,0 +1,65 @@
+"""Synthetic per-host LayerEvent records of known truth, for tests and benchmarks.
+
+A byte crosses sender → forwarders → receiver; each host stamps the points it would stamp
+with its own (offset) clock. Durations are known, so the breakdown can be checked exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from latscope.schemas.records import flow_id
+
+SENDER = (("sock_send", None), ("tcp_tx", None), ("ip_out", None), ("ip_post", None),
+          ("dev_queue", "eth0"), ("dev_xmit", "eth0"))
+FORWARDER = (("dev_rx", "eth0"), ("ip_pre", None), ("ip_post", None),
+             ("dev_queue", "eth1"), ("dev_xmit", "eth1"))
+RECEIVER = (("dev_rx", "eth0"), ("ip_pre", None), ("ip_in", None), ("tcp_rx", None),
+            ("sock_recv", None))
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    hosts: Sequence[str]                       # sender first, receiver last
+    step_ns: int = 10_000                      # every point-to-point duration
+    offsets_ns: Mapping[str, int] | None = None   # host clock minus reference
+    flow: Mapping | None = None
+
+    def flow_key(self) -> dict:
+        return dict(self.flow or {"proto": "tcp", "family": 4, "src": "10.1.0.1",
+                                   "dst": "10.2.0.2", "sport": 40000, "dport": 5201})
+
+    def points(self) -> list[tuple[str, str, str | None]]:
+        out = []
+        for i, h in enumerate(self.hosts):
+            spec = SENDER if i == 0 else RECEIVER if i == len(self.hosts) - 1 else FORWARDER
+            out.extend((h, p, d) for p, d in spec)
+        return out
+
+    def end_to_end_ns(self) -> int:
+        return (len(self.points()) - 1) * self.step_ns
+
+
+def sample_records(spec: PathSpec, seq: int, t0_ref_ns: int) -> list[dict]:
+    """One record per host for the byte ``seq`` whose sock_send happened at t0 (reference)."""
+    flow = spec.flow_key()
+    fid = flow_id(flow)
+    offsets = spec.offsets_ns or {}
+    by_host: dict[str, list[dict]] = {}
+    for i, (h, point, dev) in enumerate(spec.points()):
+        ts = t0_ref_ns + i * spec.step_ns + offsets.get(h, 0)
+        by_host.setdefault(h, []).append(
+            {"point": point, "ts_ns": ts, "ifindex": 2 if dev else 0, "dev": dev,
+             "netns": 0, "cpu": 0})
+    return [{"schema_version": 1, "host": h, "flow_id": fid, "flow": flow, "seq": seq,
+             "retrans": False, "complete": True, "hits": hits}
+            for h, hits in by_host.items()]
+
+
+def clock_model(host: str, offset_ns: float, *, manager: str = "mgr", ref_ns: int = 0,
+                bound_ns: float = 500.0) -> dict:
+    """A ClockModel record (no drift) as the sync manager would publish it."""
+    return {"schema_version": 1, "manager": manager, "host": host, "ref_ns": ref_ns,
+            "offset_ns": float(offset_ns), "drift_ppm": 0.0, "error_bound_ns": bound_ns,
+            "samples": 16, "min_delay_ns": 20_000.0, "updated_unix_ms": 0}

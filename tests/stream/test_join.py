@@ -1,0 +1,63 @@
+"""The table-backed join, driven without a broker."""
+
+from __future__ import annotations
+
+from latscope.stream.join import Joiner, JoinPolicy, sample_key
+from latscope.stream.synthetic import PathSpec, sample_records
+
+PATH = ["h1", "h2", "c1"]
+
+
+def apply(table: dict, writes: dict) -> None:
+    for k, (_p, v) in writes.items():
+        if v is None:
+            table.pop(k, None)
+        else:
+            table[k] = v
+
+
+def test_all_hosts_in_one_batch_never_touch_the_table() -> None:
+    j = Joiner(JoinPolicy(), lambda flow: PATH)
+    recs = sample_records(PathSpec(PATH), 7, 10**12)
+    done, writes = j.process([(1, r) for r in recs], {}, now=100.0)
+    assert len(done) == 1 and writes == {}
+    assert {e["host"] for e in done[0]["ev"]} == set(PATH)
+
+
+def test_partners_across_batches_wait_in_table() -> None:
+    j = Joiner(JoinPolicy(), lambda flow: PATH)
+    recs = sample_records(PathSpec(PATH), 7, 10**12)
+    table: dict = {}
+    done, writes = j.process([(3, recs[0])], table, now=100.0)
+    assert done == [] and writes[sample_key(recs[0])][0] == 3
+    apply(table, writes)
+    done, writes = j.process([(3, recs[1]), (3, recs[2])], table, now=100.5)
+    assert len(done) == 1 and writes == {sample_key(recs[0]): (3, None)}
+    apply(table, writes)
+    assert table == {}
+    assert j.counters.joined == 1 and j.counters.by_window == 0
+
+
+def test_window_closes_incomplete_and_late_records_are_counted() -> None:
+    pol = JoinPolicy(window_s=1.0, lateness_s=0.5)
+    j = Joiner(pol, lambda flow: PATH)
+    recs = sample_records(PathSpec(PATH), 7, 10**12)
+    table: dict = {}
+    _, writes = j.process([(0, recs[0])], table, now=10.0)
+    apply(table, writes)
+    assert j.expire(table, now=11.4) == []
+    done = j.expire(table, now=11.5)
+    assert len(done) == 1 and j.counters.by_window == 1
+    table.clear()
+    done, writes = j.process([(0, recs[2])], table, now=11.6)
+    assert done == [] and writes == {} and j.counters.late == 1
+    # Far later the key is forgotten: a new sample with that key opens normally.
+    done, writes = j.process([(0, recs[0])], table, now=20.0)
+    assert sample_key(recs[0]) in writes
+
+
+def test_without_topology_only_the_window_closes() -> None:
+    j = Joiner(JoinPolicy(window_s=1, lateness_s=0), lambda flow: None)
+    recs = sample_records(PathSpec(PATH), 7, 10**12)
+    done, writes = j.process([(0, r) for r in recs], {}, now=0.0)
+    assert done == [] and len(writes[sample_key(recs[0])][1]["ev"]) == 3

@@ -1,0 +1,97 @@
+"""Breakdown arithmetic: path order, layers, clock correction, negatives, incomplete samples."""
+
+from __future__ import annotations
+
+import math
+
+from latscope.stream.segments import ClockView, breakdown
+from latscope.stream.synthetic import PathSpec, clock_model, sample_records
+
+PATH = ["h1", "h2", "c1"]
+
+
+def layers(bd: dict) -> list[tuple[str, str, str]]:
+    return [(s["from"], s["to"], s["layer"]) for s in bd["segments"]]
+
+
+def test_three_host_path_segments_and_layers() -> None:
+    spec = PathSpec(PATH, step_ns=1000)
+    recs = sample_records(spec, seq=72400, t0_ref_ns=10**12)
+    bd = breakdown(list(reversed(recs)), ClockView({}, "mgr"), path=PATH)
+    assert bd["complete"] and bd["missing_hosts"] == []
+    assert bd["hosts"] == PATH
+    assert layers(bd) == [
+        ("h1:sock_send", "h1:tcp_tx", "socket"), ("h1:tcp_tx", "h1:ip_out", "tcp"),
+        ("h1:ip_out", "h1:ip_post", "ip"), ("h1:ip_post", "h1:dev_queue@eth0", "ip"),
+        ("h1:dev_queue@eth0", "h1:dev_xmit@eth0", "qdisc"),
+        ("h1:dev_xmit@eth0", "h2:dev_rx@eth0", "wire"),
+        ("h2:dev_rx@eth0", "h2:ip_pre", "device"), ("h2:ip_pre", "h2:ip_post", "ip"),
+        ("h2:ip_post", "h2:dev_queue@eth1", "ip"),
+        ("h2:dev_queue@eth1", "h2:dev_xmit@eth1", "qdisc"),
+        ("h2:dev_xmit@eth1", "c1:dev_rx@eth0", "wire"),
+        ("c1:dev_rx@eth0", "c1:ip_pre", "device"), ("c1:ip_pre", "c1:ip_in", "ip"),
+        ("c1:ip_in", "c1:tcp_rx", "tcp"), ("c1:tcp_rx", "c1:sock_recv", "socket")]
+    assert all(s["duration_ns"] == 1000 for s in bd["segments"])
+    assert bd["end_to_end_ns"] == spec.end_to_end_ns()
+    assert sum(s["duration_ns"] for s in bd["segments"]) == bd["end_to_end_ns"]
+
+
+def test_clock_offsets_are_corrected_and_bounds_add() -> None:
+    offsets = {"h1": 5_000_000, "h2": -5_000_000, "c1": 1_234}
+    spec = PathSpec(PATH, step_ns=2000, offsets_ns=offsets)
+    recs = sample_records(spec, seq=0, t0_ref_ns=10**12)
+    models = {h: clock_model(h, o, bound_ns=300) for h, o in offsets.items()}
+    bd = breakdown(recs, ClockView(models, "mgr"), path=PATH)
+    wires = [s for s in bd["segments"] if s["layer"] == "wire"]
+    assert [w["duration_ns"] for w in wires] == [2000, 2000]
+    assert [w["error_bound_ns"] for w in wires] == [600, 600]
+    assert bd["ts_ns"] == 10**12   # reference clock of sock_send
+
+
+def test_bad_clock_gives_negative_wire_not_hidden() -> None:
+    spec = PathSpec(["h1", "c1"], step_ns=1000, offsets_ns={"c1": 0})
+    recs = sample_records(spec, seq=0, t0_ref_ns=10**12)
+    # A model claiming c1 is 50 µs ahead moves c1's points 50 µs earlier.
+    bd = breakdown(recs, ClockView({"c1": clock_model("c1", 50_000)}, "h1"),
+                   path=["h1", "c1"])
+    wire = next(s for s in bd["segments"] if s["layer"] == "wire")
+    assert wire["duration_ns"] == 1000 - 50_000
+    assert bd["end_to_end_ns"] < 0
+
+
+def test_missing_host_is_incomplete_but_published() -> None:
+    recs = [r for r in sample_records(PathSpec(PATH), 0, 10**12) if r["host"] != "h2"]
+    bd = breakdown(recs, ClockView({}, "mgr"), path=PATH)
+    assert not bd["complete"] and bd["missing_hosts"] == ["h2"]
+    assert bd["end_to_end_ns"] is None
+    assert any(s["from"] == "h1:dev_xmit@eth0" and s["to"] == "c1:dev_rx@eth0"
+               for s in bd["segments"])
+
+
+def test_unsynced_host_has_infinite_bound() -> None:
+    recs = sample_records(PathSpec(["h1", "c1"]), 0, 10**12)
+    bd = breakdown(recs, ClockView({}, "mgr"))
+    wire = next(s for s in bd["segments"] if s["layer"] == "wire")
+    assert math.isinf(wire["error_bound_ns"])
+
+
+def test_no_topology_orders_by_roles_and_merged_socket_tcp() -> None:
+    recs = sample_records(PathSpec(PATH), 0, 10**12)
+    for r in recs:   # no tcp_tx hook on this kernel
+        r["hits"] = [h for h in r["hits"] if h["point"] != "tcp_tx"]
+    bd = breakdown(list(reversed(recs)), ClockView({}, None))
+    assert bd["hosts"] == PATH and bd["complete"]
+    assert layers(bd)[0] == ("h1:sock_send", "h1:ip_out", "socket")
+
+
+def test_bridge_and_container_veth_are_virtual_hops() -> None:
+    # h2 routes into br0, the bridge hands the skb to the container's veth port.
+    hits = [("dev_rx", "v12"), ("ip_pre", None), ("ip_post", None), ("dev_queue", "br0"),
+            ("dev_xmit", "br0"), ("dev_queue", "vc1"), ("dev_xmit", "vc1")]
+    rec = {"host": "h2", "flow_id": "f", "flow": {}, "seq": 1, "complete": True,
+           "hits": [{"point": p, "ts_ns": 100 * i, "dev": d, "ifindex": 0}
+                    for i, (p, d) in enumerate(hits)]}
+    bd = breakdown([rec], ClockView({}, None))
+    assert [s["layer"] for s in bd["segments"]] == [
+        "device", "ip", "ip", "qdisc", "virtual", "qdisc"]
+    assert bd["segments"][4]["device"] == "br0"

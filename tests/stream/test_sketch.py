@@ -1,0 +1,60 @@
+"""The quantile sketch: relative accuracy, negatives, merge, storage round trip."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from latscope.stream.sketch import Sketch
+
+
+def exact(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[int(q * (len(s) - 1))]
+
+
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.9, 0.99, 1.0])
+def test_quantiles_within_relative_accuracy(q: float) -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(10, 2) for _ in range(20_000)]
+    sk = Sketch(accuracy=0.01)
+    for v in values:
+        sk.add(v)
+    assert sk.quantile(q) == pytest.approx(exact(values, q), rel=0.0101)
+    assert sk.count == len(values)
+    assert sk.mean == pytest.approx(sum(values) / len(values))
+
+
+def test_negative_values_are_kept_and_ordered() -> None:
+    sk = Sketch()
+    for v in (-5000, -100, 0, 100, 200):
+        sk.add(v)
+    assert sk.quantile(0.0) == -5000
+    assert sk.quantile(0.25) == pytest.approx(-100, rel=0.011)
+    assert sk.quantile(0.5) == 0
+    assert sk.max == 200 and sk.min == -5000
+
+
+def test_merge_equals_one_sketch_of_everything() -> None:
+    rng = random.Random(3)
+    a, b, both = Sketch(), Sketch(), Sketch()
+    for i in range(5000):
+        v = rng.uniform(-1e3, 1e6)
+        (a if i % 2 else b).add(v)
+        both.add(v)
+    a.merge(b)
+    for q in (0.1, 0.5, 0.99):
+        assert a.quantile(q) == both.quantile(q)
+    assert a.count == both.count and a.max == both.max
+
+
+def test_round_trip_and_empty() -> None:
+    sk = Sketch()
+    assert sk.summary()["count"] == 0
+    for v in (1, 10, 100, -3):
+        sk.add(v)
+    back = Sketch.from_dict(sk.to_dict())
+    assert back.summary() == sk.summary()
+    with pytest.raises(ValueError, match="accuracy"):
+        back.merge(Sketch(accuracy=0.05))
