@@ -1,0 +1,96 @@
+"""The real local services: Avro through Kafka to both clients, a point through InfluxDB."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from latscope.schemas import codec
+from latscope.schemas.records import flow_id
+from latscope.stack import StackInfo
+
+FLOW = {"proto": "udp", "family": 4, "src": "10.1.0.1", "dst": "10.1.0.2", "sport": 9, "dport": 53}
+
+
+def _records(n: int) -> list[dict]:
+    return [{"host": f"h{i % 3}", "flow_id": flow_id(FLOW), "flow": FLOW, "seq": i * 72400,
+             "hits": [{"point": "dev_xmit", "ts_ns": 1000 + i, "ifindex": 3, "dev": "veth0"}]}
+            for i in range(n)]
+
+
+def _produce(bootstrap: str, topic: str, records: list[dict]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(15)
+    delivered: list[object] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "compression.type": "zstd", "linger.ms": 20})
+    for r in records:
+        producer.produce(topic, key=r["flow_id"], value=codec.encode("LayerEvent", r),
+                         on_delivery=lambda err, msg: delivered.append(err or msg))
+    assert producer.flush(15) == 0
+    assert all(not isinstance(d, Exception) and d.error() is None for d in delivered)  # type: ignore[union-attr]
+    assert len(delivered) == len(records)
+
+
+def test_avro_through_kafka_to_both_clients(stack: StackInfo, topic_name: str) -> None:
+    records = _records(20)
+    _produce(stack.kafka_bootstrap, topic_name, records)
+
+    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": topic_name,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic_name])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < len(records) and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            got.append(codec.decode(msg.value(), expect="LayerEvent")[1])
+    consumer.close()
+    assert sorted(r["seq"] for r in got) == [r["seq"] for r in records]
+
+    async def with_aiokafka() -> list[dict]:
+        from aiokafka import AIOKafkaConsumer
+
+        c = AIOKafkaConsumer(topic_name, bootstrap_servers=stack.kafka_bootstrap,
+                             group_id=f"{topic_name}-aio", auto_offset_reset="earliest")
+        await c.start()
+        out: list[dict] = []
+        try:
+            async with asyncio.timeout(30):
+                while len(out) < len(records):
+                    batch = await c.getmany(timeout_ms=500)
+                    out += [codec.decode(m.value)[1] for msgs in batch.values() for m in msgs]
+        finally:
+            await c.stop()
+        return out
+
+    aio = asyncio.run(with_aiokafka())
+    assert sorted(r["seq"] for r in aio) == [r["seq"] for r in records]
+    assert {r["hits"][0]["dev"] for r in aio} == {"veth0"}
+
+
+def test_influx_point_read_back_with_flux(stack: StackInfo) -> None:
+    from influxdb_client import InfluxDBClient, Point
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    run = uuid.uuid4().hex[:8]
+    with InfluxDBClient(url=stack.influx_url, token=stack.influx_token, org=stack.influx_org) as client:
+        write = client.write_api(write_options=SYNCHRONOUS)
+        write.write(stack.influx_bucket, record=Point("lsx_test").tag("run", run)
+                    .field("p99_us", 123.5).field("count", 7))
+        write.close()
+        flux = (f'from(bucket: "{stack.influx_bucket}") |> range(start: -5m) '
+                f'|> filter(fn: (r) => r._measurement == "lsx_test" and r.run == "{run}")')
+        rows = {r.get_field(): r.get_value() for t in client.query_api().query(flux) for r in t.records}
+    assert rows == {"p99_us": 123.5, "count": 7}
+
+
+@pytest.mark.parametrize("bad", [b"not avro", b"\xc3\x01" + bytes(8) + b"x"])
+def test_undecodable_kafka_value_raises_typed(bad: bytes) -> None:
+    with pytest.raises(codec.DecodeError):
+        codec.decode(bad)
