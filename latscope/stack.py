@@ -21,7 +21,7 @@ class StackSettings:
     cache: Path = field(default_factory=cache_dir)
     run_dir: Path | None = None  # service data and logs; default <cache>/run
     kafka_port: int = 9092
-    kafka_controller_port: int = 9093
+    kafka_controller_port: int | None = None  # default: kafka_port + 1
     influx_port: int = 8086
     org: str = "latscope"
     bucket: str = "latscope"
@@ -33,13 +33,12 @@ class StackSettings:
         """Defaults, then LATSCOPE_* environment variables, then explicit overrides."""
         env = {
             "kafka_port": os.environ.get("LATSCOPE_KAFKA_PORT"),
-            "kafka_controller_port": os.environ.get("LATSCOPE_KAFKA_CONTROLLER_PORT"),
             "influx_port": os.environ.get("LATSCOPE_INFLUX_PORT"),
             "run_dir": os.environ.get("LATSCOPE_RUN_DIR"),
         }
         values: dict[str, object] = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("kafka_port", "kafka_controller_port", "influx_port"):
+        for key in ("kafka_port", "influx_port"):
             if key in values:
                 values[key] = int(values[key])  # type: ignore[call-overload]
         for key in ("cache", "run_dir"):
@@ -53,7 +52,7 @@ class StackSettings:
 
     def kafka(self) -> LocalKafka:
         return LocalKafka(self.cache, self.runs, self.kafka_version, self.kafka_port,
-                          self.kafka_controller_port)
+                          self.kafka_controller_port or self.kafka_port + 1)
 
     def influxdb(self) -> LocalInfluxDB:
         return LocalInfluxDB(self.cache, self.runs, self.influxdb_version, self.influx_port,
