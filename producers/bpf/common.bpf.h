@@ -1,0 +1,270 @@
+/* Maps, configuration and helpers shared by every LatScope probe object. The agent loads the
+ * first object, then makes the others reuse its maps, so there is one ring buffer, one set of
+ * counters and one filter per agent. */
+#ifndef LATSCOPE_COMMON_BPF_H
+#define LATSCOPE_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "latscope.h"
+#include "clock.h"
+#include "compat.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+
+/* Set by the loader before load. */
+volatile const __u32 sample_size = 72400;   /* TCP: byte b is sampled when b % size == 0 */
+volatile const __u32 udp_sample_mod = 50;   /* UDP: datagram sampled when hash % mod == 0 */
+volatile const __u8 netns_any = 0;          /* 1: skip the netns filter (single-host use) */
+volatile const __u8 ports_any = 1;          /* 1: no port allow-list */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LS_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Network namespaces (inodes) this agent covers: tracepoints are global, so on one machine
+ * every agent sees every namespace's packets and must keep only its own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} netns_filter SEC(".maps");
+
+/* Port allow-list (either port of the flow), used when ports_any == 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+static __always_inline void ls_count(__u32 slot)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int ls_netns_ok(__u32 inum)
+{
+	return netns_any || bpf_map_lookup_elem(&netns_filter, &inum);
+}
+
+static __always_inline int ls_ports_ok(__u16 sport, __u16 dport)
+{
+	return ports_any || bpf_map_lookup_elem(&ports, &sport) || bpf_map_lookup_elem(&ports, &dport);
+}
+
+/* Does [seq, seq+len) (mod 2^32) hold a byte b with b % sample_size == 0? One division. */
+static __always_inline int ls_sampled(__u32 seq, __u32 len)
+{
+	__u32 size = sample_size;
+	__u32 off;
+	if (!len || !size)
+		return 0;
+	off = seq % size;
+	off = off ? size - off : 0;
+	return off < len || (__u64)seq + len > 0xffffffffULL;
+}
+
+/* The flow and range of one hit, filled by the point, emitted by ls_emit. */
+struct ls_hit {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 seq;
+	__u32 len;
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+	__u8 flags;
+};
+
+static __always_inline void ls_emit(const struct ls_hit *h, __u8 point, __u64 ts, __u32 netns,
+				    const struct net_device *dev)
+{
+	struct ls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		ls_count(LS_C_RB_DROPS);
+		return;
+	}
+	e->ts_ns = ts;
+	e->netns = netns;
+	__builtin_memcpy(e->saddr, h->saddr, 16);
+	__builtin_memcpy(e->daddr, h->daddr, 16);
+	e->seq = h->seq;
+	e->len = h->len;
+	e->sport = h->sport;
+	e->dport = h->dport;
+	e->point = point;
+	e->family = h->family;
+	e->proto = h->proto;
+	e->flags = h->flags;
+	e->cpu = bpf_get_smp_processor_id();
+	if (dev) {
+		e->ifindex = BPF_CORE_READ(dev, ifindex);
+		bpf_probe_read_kernel_str(e->dev, sizeof(e->dev), dev->name);
+	} else {
+		e->ifindex = 0;
+		e->dev[0] = 0;
+	}
+	bpf_ringbuf_submit(e, 0);
+	ls_count(LS_C_HITS);
+}
+
+/* Fill family and addresses from a socket; reversed for the receive direction. A v4-mapped
+ * IPv6 socket reports the IPv4 flow, as the packets on the wire do. */
+static __always_inline int ls_sk_flow(const struct sock *sk, struct ls_hit *h, int rx)
+{
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u8 *local = rx ? h->daddr : h->saddr, *remote = rx ? h->saddr : h->daddr;
+	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+	h->sport = rx ? rport : lport;
+	h->dport = rx ? lport : rport;
+	if (fam == AF_INET) {
+		h->family = 4;
+		BPF_CORE_READ_INTO((__u32 *)local, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)remote, sk, __sk_common.skc_daddr);
+		return 0;
+	}
+	if (fam != AF_INET6)
+		return -1;
+	BPF_CORE_READ_INTO(local, sk, __sk_common.skc_v6_rcv_saddr);
+	BPF_CORE_READ_INTO(remote, sk, __sk_common.skc_v6_daddr);
+	if (((__u32 *)remote)[0] == 0 && ((__u32 *)remote)[1] == 0 &&
+	    ((__u32 *)remote)[2] == bpf_htonl(0xffff)) {
+		h->family = 4;
+		((__u32 *)local)[0] = ((__u32 *)local)[3];
+		((__u32 *)remote)[0] = ((__u32 *)remote)[3];
+		((__u32 *)local)[3] = 0;
+		((__u32 *)remote)[3] = 0;
+		((__u32 *)local)[2] = 0;
+		((__u32 *)remote)[2] = 0;
+		return 0;
+	}
+	h->family = 6;
+	return 0;
+}
+
+static __always_inline __u32 ls_sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* FNV-1a over the bytes that identify a UDP datagram on every hop. */
+static __always_inline __u32 ls_fnv(__u32 h, const __u8 *p, int n)
+{
+	for (int i = 0; i < 16 && i < n; i++)
+		h = (h ^ p[i]) * 16777619U;
+	return h;
+}
+
+/* Parse the IP/TCP/UDP headers of an skb whose network header starts at head+nh and whose
+ * data ends at head+end. Returns 1 if it holds a sampled byte (TCP) or is a sampled datagram
+ * (UDP) of an allowed port, with h filled; 0 otherwise. */
+static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
+					struct ls_hit *h)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u32 end = (__u32)((unsigned long)BPF_CORE_READ(skb, data) - (unsigned long)head) +
+		    BPF_CORE_READ(skb, len);
+	__u32 linear_end = end - BPF_CORE_READ(skb, data_len);
+	__u32 l4;
+	__u8 proto;
+
+	if (l3proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			goto bad;
+		proto = ip.protocol;
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return 0;          /* non-first fragment: no L4 header */
+		l4 = nh + ip.ihl * 4;
+		h->family = 4;
+		__builtin_memset(h->saddr, 0, 32);
+		*(__u32 *)h->saddr = ip.saddr;
+		*(__u32 *)h->daddr = ip.daddr;
+	} else if (l3proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			goto bad;
+		proto = ip6.nexthdr;
+		l4 = nh + sizeof(ip6);
+		h->family = 6;
+		__builtin_memcpy(h->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(h->daddr, &ip6.daddr, 16);
+	} else {
+		return 0;
+	}
+
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr th;
+		__u32 data;
+		if (bpf_probe_read_kernel(&th, sizeof(th), head + l4))
+			goto bad;
+		h->sport = bpf_ntohs(th.source);
+		h->dport = bpf_ntohs(th.dest);
+		if (!ls_ports_ok(h->sport, h->dport))
+			return 0;
+		ls_count(LS_C_SEEN);
+		data = l4 + th.doff * 4;
+		if (data >= end)
+			return 0;          /* pure ACK */
+		h->seq = bpf_ntohl(th.seq);
+		h->len = end - data;
+		h->proto = IPPROTO_TCP;
+		h->flags = 0;
+		return ls_sampled(h->seq, h->len);
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr uh;
+		__u8 payload[16] = {};
+		__u32 hash = 2166136261U;
+		int n;
+		if (bpf_probe_read_kernel(&uh, sizeof(uh), head + l4))
+			goto bad;
+		h->sport = bpf_ntohs(uh.source);
+		h->dport = bpf_ntohs(uh.dest);
+		if (!ls_ports_ok(h->sport, h->dport))
+			return 0;
+		ls_count(LS_C_SEEN);
+		n = linear_end > l4 + 8 ? linear_end - (l4 + 8) : 0;
+		if (n > 16)
+			n = 16;
+		if (n > 0 && bpf_probe_read_kernel(payload, sizeof(payload), head + l4 + 8))
+			n = 0;
+		hash = ls_fnv(hash, (__u8 *)&uh.len, 2);
+		hash = ls_fnv(hash, payload, n);
+		if (!udp_sample_mod || hash % udp_sample_mod)
+			return 0;
+		h->seq = hash;
+		h->len = 1;
+		h->proto = IPPROTO_UDP;
+		h->flags = LS_F_UDP;
+		return 1;
+	}
+	return 0;
+bad:
+	ls_count(LS_C_UNPARSED);
+	return 0;
+}
+
+#endif

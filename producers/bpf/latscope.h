@@ -1,0 +1,57 @@
+/* Shared between the BPF C and the Python decoder (producers/layout.py parses this file at
+ * import time, so the two cannot drift). Keep to the grammar layout.py understands:
+ *   struct ls_event { <__u8|__u16|__u32|__u64|__s64|char> name[N]?; ... };
+ *   enum ls_point { LS_<NAME> = <n>, ... };   and   #define LS_<NAME> <n>
+ * Fields are ordered largest first, so there is no padding. */
+#ifndef LATSCOPE_H
+#define LATSCOPE_H
+
+/* Observation points; value = index in latscope.schemas.records.POINTS. LS_RETRANS is not a
+ * point: it marks a byte range the sender's TCP retransmitted. */
+enum ls_point {
+	LS_SOCK_SEND = 0,
+	LS_TCP_TX = 1,
+	LS_IP_OUT = 2,
+	LS_IP_POST = 3,
+	LS_DEV_QUEUE = 4,
+	LS_DEV_XMIT = 5,
+	LS_XDP = 6,
+	LS_DEV_RX = 7,
+	LS_IP_PRE = 8,
+	LS_IP_IN = 9,
+	LS_TCP_RX = 10,
+	LS_SOCK_RECV = 11,
+	LS_RETRANS = 12,
+};
+
+/* Counter slots of the per-CPU `counters` array. */
+enum ls_counter {
+	LS_C_SEEN = 0,        /* probe runs that passed the netns/port filters */
+	LS_C_HITS = 1,        /* events emitted (a range holding >= 1 sampled byte) */
+	LS_C_RB_DROPS = 2,    /* ring buffer full: event lost */
+	LS_C_UNPARSED = 3,    /* packet headers we could not parse (e.g. IPv6 extension headers) */
+	LS_C_MAX = 4,
+};
+
+#define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */
+
+/* One point hit: a byte range of one flow (data direction) seen at one point. */
+struct ls_event {
+	__u64 ts_ns;          /* injected host clock (clock.h) */
+	__u64 netns;          /* network namespace inode */
+	__u8 saddr[16];       /* data sender; IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u32 seq;            /* TCP: sequence number of the range's first byte; UDP: hash */
+	__u32 len;            /* bytes in the range */
+	__u32 ifindex;
+	__u32 cpu;
+	__u16 sport;          /* host byte order */
+	__u16 dport;
+	__u8 point;           /* enum ls_point */
+	__u8 family;          /* 4 or 6 */
+	__u8 proto;           /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 flags;           /* LS_F_* */
+	char dev[16];         /* device name, empty at socket points */
+};
+
+#endif

@@ -1,0 +1,41 @@
+/* IP points, as netfilter BPF links (kernel 6.4+). A link only sees the network namespace it
+ * was created in, so the agent attaches this program in every namespace it covers, for IPv4
+ * and IPv6, at four hooks; the hook number in the state tells the point.
+ * Hooks:
+ *   ip_pre   netfilter PRE_ROUTING   IP receive
+ *   ip_in    netfilter LOCAL_IN      IP done, to TCP/UDP
+ *   ip_out   netfilter LOCAL_OUT     segment handed to IP
+ *   ip_post  netfilter POST_ROUTING  IP done (also forwarded packets)
+ */
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define NF_ACCEPT 1
+
+SEC("netfilter")
+int ip_point(struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *state = ctx->state;
+	struct sk_buff *skb = ctx->skb;
+	const struct net_device *dev;
+	struct ls_hit h;
+	__u64 ts = ls_now();
+	__u32 netns;
+	__u8 hook, point;
+
+	hook = BPF_CORE_READ(state, hook);
+	switch (hook) {
+	case 0: point = LS_IP_PRE; dev = BPF_CORE_READ(state, in); break;
+	case 1: point = LS_IP_IN; dev = BPF_CORE_READ(state, in); break;
+	case 3: point = LS_IP_OUT; dev = BPF_CORE_READ(state, out); break;
+	case 4: point = LS_IP_POST; dev = BPF_CORE_READ(state, out); break;
+	default: return NF_ACCEPT;
+	}
+	netns = BPF_CORE_READ(state, net, ns.inum);
+	if (!ls_netns_ok(netns))
+		return NF_ACCEPT;
+	if (ls_parse_skb(skb, ls_skb_nh_off(skb, 1), BPF_CORE_READ(skb, protocol), &h))
+		ls_emit(&h, point, ts, netns, dev);
+	return NF_ACCEPT;
+}

@@ -1,0 +1,59 @@
+/* TCP points and retransmissions.
+ * Hooks:
+ *   tcp_rx   tp_btf/tcp_probe            TCP processing of a received segment (sk, skb)
+ *   retrans  tp_btf/tcp_retransmit_skb   marks a range the sender retransmitted (not a point)
+ * tcp_tx has no stable hook on this kernel (see producers/doctor.py).
+ */
+#include "common.bpf.h"
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define TCPHDR_FIN 0x01
+#define TCPHDR_SYN 0x02
+
+static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff *skb,
+				     __u8 point, int rx)
+{
+	struct tcp_skb_cb *cb = ls_tcp_cb(skb);
+	struct ls_hit h = {};
+	__u64 ts = ls_now();
+	__u32 netns = ls_sk_netns(sk), seq, end;
+	__u8 fl;
+
+	if (!ls_netns_ok(netns))
+		return 0;
+	if (ls_sk_flow(sk, &h, rx))
+		return 0;
+	if (!ls_ports_ok(h.sport, h.dport))
+		return 0;
+	ls_count(LS_C_SEEN);
+	seq = BPF_CORE_READ(cb, seq);
+	end = BPF_CORE_READ(cb, end_seq);
+	fl = BPF_CORE_READ(cb, tcp_flags);
+	/* SYN and FIN each take one sequence number but carry no data byte. */
+	if (fl & TCPHDR_SYN)
+		seq++;
+	if (fl & TCPHDR_FIN)
+		end--;
+	if ((__s32)(end - seq) <= 0)
+		return 0;
+	h.seq = seq;
+	h.len = end - seq;
+	h.proto = IPPROTO_TCP;
+	if (ls_sampled(h.seq, h.len))
+		ls_emit(&h, point, ts, netns, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_rx, struct sock *sk, const struct sk_buff *skb)
+{
+	return tcp_range(sk, skb, LS_TCP_RX, 1);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(retrans, const struct sock *sk, const struct sk_buff *skb)
+{
+	return tcp_range(sk, skb, LS_RETRANS, 0);
+}
