@@ -119,7 +119,7 @@ int sync_t4(struct xdp_md *ctx)
 	struct sync_sample *s;
 	__u64 id, *t1;
 
-	if (sync_parse(ctx, &f) < 0 || f.udp->source != bpf_htons(sync_port) || !f.probe ||
+	if (sync_parse(ctx, &f) != SYNC_PROBE || f.udp->source != bpf_htons(sync_port) ||
 	    f.probe->magic != bpf_htonl(SYNC_MAGIC) || f.probe->kind != SYNC_KIND_REPLY)
 		return XDP_PASS;
 	count(MGR_REPLIES);

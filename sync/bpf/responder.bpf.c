@@ -59,15 +59,16 @@ int sync_responder(struct xdp_md *ctx)
 {
 	__u64 arrival = bpf_ktime_get_ns();
 	struct sync_frame f;
+	int parsed = sync_parse(ctx, &f);
 	struct sync_probe before, after;
 	struct sync_addr src;
 	unsigned char mac[SYNC_ETH_ALEN];
 	__u16 port;
 
-	if (sync_parse(ctx, &f) < 0 || f.udp->dest != bpf_htons(sync_port))
+	if (parsed == SYNC_NOT_UDP || f.udp->dest != bpf_htons(sync_port))
 		return XDP_PASS;
 	count(RESP_PROBES);
-	if (!f.probe || f.probe->magic != bpf_htonl(SYNC_MAGIC) ||
+	if (parsed != SYNC_PROBE || f.probe->magic != bpf_htonl(SYNC_MAGIC) ||
 	    f.probe->version != SYNC_VERSION || f.probe->kind != SYNC_KIND_REQUEST) {
 		count(RESP_MALFORMED);
 		return XDP_DROP;
@@ -88,7 +89,7 @@ int sync_responder(struct xdp_md *ctx)
 	__builtin_memcpy(mac, f.eth->h_dest, SYNC_ETH_ALEN);
 	__builtin_memcpy(f.eth->h_dest, f.eth->h_source, SYNC_ETH_ALEN);
 	__builtin_memcpy(f.eth->h_source, mac, SYNC_ETH_ALEN);
-	if (f.ip4) {
+	if (!f.v6) {
 		__u32 a = f.ip4->saddr;
 
 		f.ip4->saddr = f.ip4->daddr;
@@ -114,7 +115,7 @@ int sync_responder(struct xdp_md *ctx)
 
 		f.probe->t3_ns = t3;
 		after.t3_ns = t3;
-		if (f.ip4 && f.udp->check == 0)
+		if (!f.v6 && f.udp->check == 0)
 			goto out; /* IPv4 without a UDP checksum stays without one */
 		sum = bpf_csum_diff((__be32 *)&before, sizeof(before), (__be32 *)&after,
 				    sizeof(after), (__u16)~f.udp->check);

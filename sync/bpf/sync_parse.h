@@ -13,13 +13,20 @@
 
 struct sync_frame {
 	struct ethhdr *eth;
-	struct iphdr *ip4;      /* exactly one of ip4/ip6 is set */
-	struct ipv6hdr *ip6;
+	struct iphdr *ip4;      /* valid when !v6 */
+	struct ipv6hdr *ip6;    /* valid when v6 */
+	__u32 v6;
 	struct udphdr *udp;
-	struct sync_probe *probe; /* NULL when the payload is shorter than a probe */
+	struct sync_probe *probe; /* valid when sync_parse returned SYNC_PROBE */
 };
 
-/* Returns 0 when the frame is UDP over IPv4/IPv6 (fills f), -1 otherwise. */
+/* What sync_parse found. Results are flags, never NULL pointers: the verifier cannot tell
+ * a packet pointer from NULL, but it tracks constants exactly. */
+#define SYNC_NOT_UDP -1
+#define SYNC_SHORT 0   /* UDP, payload shorter than a probe */
+#define SYNC_PROBE 1   /* UDP with a probe-sized payload */
+
+/* Fills f when the frame is UDP over IPv4/IPv6. */
 static __always_inline int sync_parse(struct xdp_md *ctx, struct sync_frame *f)
 {
 	void *data = (void *)(long)ctx->data;
@@ -28,45 +35,45 @@ static __always_inline int sync_parse(struct xdp_md *ctx, struct sync_frame *f)
 	void *l4;
 
 	if ((void *)(eth + 1) > end)
-		return -1;
+		return SYNC_NOT_UDP;
 	f->eth = eth;
-	f->ip4 = NULL;
-	f->ip6 = NULL;
+	f->v6 = 0;
 	if (eth->h_proto == bpf_htons(SYNC_ETH_P_IP)) {
 		struct iphdr *ip4 = (void *)(eth + 1);
 
 		if ((void *)(ip4 + 1) > end || ip4->protocol != SYNC_IPPROTO_UDP)
-			return -1;
+			return SYNC_NOT_UDP;
 		if (ip4->frag_off & bpf_htons(0x3fff)) /* MF or a fragment offset */
-			return -1;
+			return SYNC_NOT_UDP;
 		if (ip4->ihl < 5)
-			return -1;
+			return SYNC_NOT_UDP;
 		l4 = (void *)ip4 + ip4->ihl * 4;
 		f->ip4 = ip4;
 	} else if (eth->h_proto == bpf_htons(SYNC_ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr != SYNC_IPPROTO_UDP)
-			return -1;
+			return SYNC_NOT_UDP;
 		l4 = ip6 + 1;
 		f->ip6 = ip6;
+		f->v6 = 1;
 	} else {
-		return -1;
+		return SYNC_NOT_UDP;
 	}
 	f->udp = l4;
 	if ((void *)(f->udp + 1) > end)
-		return -1;
+		return SYNC_NOT_UDP;
 	f->probe = (void *)(f->udp + 1);
 	if ((void *)(f->probe + 1) > end)
-		f->probe = NULL;
-	return 0;
+		return SYNC_SHORT;
+	return SYNC_PROBE;
 }
 
 /* The frame's source address as an allow-list key (IPv4 mapped into ::ffff:0:0/96). */
 static __always_inline void sync_src_key(struct sync_frame *f, struct sync_addr *k)
 {
 	__builtin_memset(k, 0, sizeof(*k));
-	if (f->ip4) {
+	if (!f->v6) {
 		k->addr[10] = 0xff;
 		k->addr[11] = 0xff;
 		__builtin_memcpy(&k->addr[12], &f->ip4->saddr, 4);
