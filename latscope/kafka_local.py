@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from latscope import log
-from latscope.procs import Service, port_open, wait_for
+from latscope.procs import Service, port_open, run_step, wait_for
 
 LOG = log.get("stack.kafka")
 
@@ -72,14 +72,11 @@ class LocalKafka:
         mvn = require("mvn", "install Maven (apt-get install maven)")
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "pom.xml").write_text(POM.format(version=self.version))
-        LOG.info("downloading Kafka %s jars from Maven Central into %s", self.version, self.home)
         tmp = self.home / "libs.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        proc = subprocess.run(
-            [mvn, "-B", "-q", "dependency:copy-dependencies", f"-DoutputDirectory={tmp}",
-             "-DincludeScope=runtime"], cwd=self.home, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"mvn could not fetch Kafka {self.version}:\n{proc.stdout[-2000:]}")
+        run_step([mvn, "-B", "dependency:copy-dependencies", f"-DoutputDirectory={tmp}",
+                  "-DincludeScope=runtime"], f"downloading Kafka {self.version} jars (Maven Central)",
+                 self.home / "mvn.log", cwd=self.home)
         shutil.rmtree(self.home / "libs", ignore_errors=True)
         tmp.rename(self.home / "libs")
 
