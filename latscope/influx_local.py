@@ -15,11 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from latscope import log
 from latscope.kafka_local import require
 from latscope.procs import Service, port_open, run_step, wait_for
 
-LOG = log.get("stack.influxdb")
 MODULE = "github.com/influxdata/influxdb/v2"
 
 # libflux's flux-core denies warnings; today's rustc warns about code that was clean then.

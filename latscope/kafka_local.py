@@ -7,10 +7,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from latscope import log
 from latscope.procs import Service, port_open, run_step, wait_for
-
-LOG = log.get("stack.kafka")
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
