@@ -1,0 +1,115 @@
+"""Publishing clock samples and models to Kafka as Avro (single-object encoding).
+
+``latscope.clock`` is compacted and keyed by host, so a reader that starts late still
+finds every host's current model; it is created explicitly with ``cleanup.policy=compact``
+(auto-creation would make an ordinary, deleting topic). Raw samples go to
+``latscope.clock-samples`` (keyed by host too, ordinary retention).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from latscope import log
+from latscope.schemas import codec
+from latscope.schemas.records import TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES
+from latscope.sync.estimator import Model, Sample
+
+_log = log.get("sync.publish")
+
+
+class TopicError(RuntimeError):
+    """A topic exists with settings LatScope cannot use."""
+
+
+def ensure_topics(bootstrap: str, models_topic: str = TOPIC_CLOCK,
+                  samples_topic: str = TOPIC_CLOCK_SAMPLES, settings: dict | None = None,
+                  timeout: float = 15.0) -> None:
+    """Create the model topic compacted and the sample topic; check an existing model topic."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(settings or {})})
+    wanted = [NewTopic(models_topic, num_partitions=1, replication_factor=1,
+                       config={"cleanup.policy": "compact"}),
+              NewTopic(samples_topic, num_partitions=1, replication_factor=1)]
+    for topic, fut in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            fut.result()
+            _log.info("created topic %s", topic)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    res = ConfigResource(ConfigResource.Type.TOPIC, models_topic)
+    config = admin.describe_configs([res], request_timeout=timeout)[res].result()
+    policy = config["cleanup.policy"].value
+    if "compact" not in policy:
+        raise TopicError(f"Kafka topic {models_topic} has cleanup.policy={policy}: expected "
+                         "compact (delete it, or set cleanup.policy=compact)")
+
+
+def sample_record(manager: str, host: str, s: Sample) -> dict:
+    return {"manager": manager, "host": host, "probe_id": s.probe_id, "t1_ns": s.t1,
+            "t2_ns": s.t2, "t3_ns": s.t3, "t4_ns": s.t4, "offset_ns": s.offset_ns,
+            "delay_ns": float(s.delay_ns)}
+
+
+def model_record(manager: str, host: str, m: Model, updated_unix_ms: int | None = None) -> dict:
+    return {"manager": manager, "host": host, "ref_ns": m.ref_ns, "offset_ns": m.offset_ns,
+            "drift_ppm": m.drift_ppm, "error_bound_ns": m.error_bound_ns, "samples": m.samples,
+            "min_delay_ns": m.min_delay_ns,
+            "updated_unix_ms": updated_unix_ms if updated_unix_ms is not None
+            else int(time.time() * 1000)}
+
+
+@dataclass
+class ClockPublisher:
+    """Sinks for Manager(on_sample=..., on_model=...); delivery outcomes are counted."""
+
+    bootstrap: str
+    manager: str = "manager"
+    models_topic: str = TOPIC_CLOCK
+    samples_topic: str = TOPIC_CLOCK_SAMPLES
+    publish_samples: bool = True
+    settings: dict = field(default_factory=dict)
+    produced: int = 0
+    delivered: int = 0
+    failed: int = 0
+
+    def __post_init__(self) -> None:
+        ensure_topics(self.bootstrap, self.models_topic, self.samples_topic, self.settings)
+        self._producer = Producer({"bootstrap.servers": self.bootstrap,
+                                   "enable.idempotence": True, "compression.type": "zstd",
+                                   "linger.ms": 20, **self.settings})
+
+    def _delivered(self, err: KafkaError | None, _msg: object) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            _log.warning("clock record not delivered: %s", err)
+
+    def _produce(self, topic: str, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key.encode(), value=value,
+                                       on_delivery=self._delivered)
+                break
+            except BufferError:  # local queue full: wait for deliveries, never drop
+                self._producer.poll(0.1)
+        self.produced += 1
+        self._producer.poll(0)
+
+    def sample(self, host: str, s: Sample) -> None:
+        if self.publish_samples:
+            self._produce(self.samples_topic, host,
+                          codec.encode("ClockSample", sample_record(self.manager, host, s)))
+
+    def model(self, host: str, m: Model) -> None:
+        self._produce(self.models_topic, host,
+                      codec.encode("ClockModel", model_record(self.manager, host, m)))
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still undelivered."""
+        return self._producer.flush(timeout)
