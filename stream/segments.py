@@ -66,27 +66,37 @@ class ClockView:
 
     The manager is the reference (identity, bound 0). A host with no model yet is left
     uncorrected with an infinite bound: its cross-host segments are then marked unusable
-    by their bound rather than silently trusted.
+    by their bound rather than silently trusted. ``clock_hosts`` maps a host sharing another
+    host's kernel clock (a container) to that host.
     """
 
-    def __init__(self, models: Mapping[str, dict], manager: str | None) -> None:
+    def __init__(self, models: Mapping[str, dict], manager: str | None,
+                 clock_hosts: Mapping[str, str] | None = None) -> None:
         self.models = models
         self.manager = manager
+        self.clock_hosts = clock_hosts or {}
+
+    def model(self, host: str) -> dict | None:
+        host = self.clock_hosts.get(host, host)
+        if host == self.manager:
+            return None
+        return self.models.get(host)
+
+    def is_reference(self, host: str) -> bool:
+        return self.clock_hosts.get(host, host) == self.manager
 
     def to_ref(self, host: str, ts: int) -> int:
-        model = self.models.get(host)
-        if model is None or host == self.manager:
-            return ts
-        return round(to_reference(model, ts))
+        model = self.model(host)
+        return ts if model is None else round(to_reference(model, ts))
 
     def bound(self, host: str) -> float:
-        if host == self.manager:
+        if self.is_reference(host):
             return 0.0
-        model = self.models.get(host)
+        model = self.model(host)
         return math.inf if model is None else float(model["error_bound_ns"])
 
     def synced(self, host: str) -> bool:
-        return host == self.manager or host in self.models
+        return self.is_reference(host) or self.model(host) is not None
 
 
 def host_order(hits_by_host: Mapping[str, Sequence[dict]], clocks: ClockView,

@@ -1,0 +1,334 @@
+"""The Faust app: topics, tables and agents declared once; the agents only move records.
+
+    latscope.layer-events ──take(n, within)──► decode ─► Joiner (pending table) ─► breakdown
+    latscope.clock ─► clock_models (GlobalTable)               │
+                                                               ├► latscope.breakdowns (Avro)
+                                                               ├► Windows (stats table) ─► InfluxDB
+                                                               └► latscope_sample ─► InfluxDB
+    undecodable input ─► dead-letter topic (counted)
+
+Table writes name their partition explicitly: a ``take`` batch mixes partitions and a timer
+has no current event, while Faust's own ``table[key] = v`` uses the current event's
+partition. Every pending sample and open window carries its partition, so a rebalance
+recovers each entry on the worker that owns its flow's partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faust
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from latscope import log
+from latscope.clock import monotonic_ns
+from latscope.paths import cache_dir
+from latscope.schemas import codec
+from latscope.schemas.records import (
+    TOPIC_BREAKDOWNS,
+    TOPIC_CLOCK,
+    TOPIC_DEAD_LETTER,
+    TOPIC_LAYER_EVENTS,
+)
+from latscope.sinks.influx import InfluxSettings, InfluxSink, counters_line, sample_line, window_line
+from latscope.stream.flows import FlowResolver
+from latscope.stream.join import Joiner, JoinPolicy
+from latscope.stream.segments import ClockView, breakdown
+from latscope.stream.sketch import Sketch
+from latscope.stream.windows import WindowPolicy, Windows, rows
+
+_log = log.get("stream")
+
+
+@dataclass
+class StreamSettings:
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "latscope-stream"
+    layer_topic: str = TOPIC_LAYER_EVENTS
+    clock_topic: str = TOPIC_CLOCK
+    breakdown_topic: str = TOPIC_BREAKDOWNS
+    dead_letter_topic: str = TOPIC_DEAD_LETTER
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: Path | None = None
+    join: JoinPolicy = field(default_factory=JoinPolicy)
+    windows: WindowPolicy = field(default_factory=WindowPolicy)
+    batch_max: int = 2000
+    batch_within_s: float = 0.1
+    tick_s: float = 0.25
+    topology: Path | None = None
+    manager: str | None = None
+    influx: InfluxSettings | None = None
+    raw_samples: bool = True
+    from_beginning: bool = True
+    default_partitions: int = 4
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir or cache_dir() / "stream" / self.app_id
+
+
+def ensure_topics(bootstrap: str, wanted: Mapping[str, tuple[int, dict[str, str]]]) -> dict[str, int]:
+    """Partition count of each topic, creating missing ones (partitions, config)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(timeout=15)
+    missing = [NewTopic(t, num_partitions=n, replication_factor=1, config=cfg)
+               for t, (n, cfg) in wanted.items() if t not in meta.topics]
+    if missing:
+        for fut in admin.create_topics(missing).values():
+            try:
+                fut.result(15)
+            except Exception as e:   # created concurrently by another worker: fine
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+    deadline = time.monotonic() + 15
+    while True:
+        meta = admin.list_topics(timeout=15)
+        have = {t: len(meta.topics[t].partitions) for t in wanted
+                if t in meta.topics and meta.topics[t].partitions}
+        if len(have) == len(wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if len(have) != len(wanted):
+        raise RuntimeError(f"topics not visible on {bootstrap}: {sorted(set(wanted) - set(have))}")
+    return have
+
+
+@dataclass
+class Counters:
+    records: int = 0
+    dead_lettered: int = 0
+    clock_models: int = 0
+    published: int = 0        # breakdowns written to the breakdowns topic
+    complete: int = 0
+    incomplete: int = 0
+    dropped_revoked: int = 0  # pending entries of partitions this worker no longer owns
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Runtime:
+    """Everything a worker holds; the Faust agents call its two plain methods."""
+
+    def __init__(self, settings: StreamSettings) -> None:
+        self.settings = s = settings
+        self.started = time.time()
+        self.resolver = FlowResolver.from_topology(s.topology) if s.topology else FlowResolver()
+        self.manager = s.manager or self.resolver.manager
+        self.joiner = Joiner(s.join, self.resolver.path)
+        self.windows = Windows(s.windows)
+        self.counters = Counters()
+        self.totals: dict[tuple, Sketch] = {}   # whole-run sketch per (flow, segment...)
+        self.last_closed: dict[str, dict] = {}  # newest closed window per stat series
+        self.sink = InfluxSink(s.influx) if s.influx else None
+        self._tags = dict(s.influx.tags) if s.influx else {}
+        self._wall_offset_ns = time.time_ns() - monotonic_ns()
+        self._last_counters_write = 0.0
+        parts = ensure_topics(s.bootstrap, {
+            s.layer_topic: (s.default_partitions, {}),
+            s.clock_topic: (1, {"cleanup.policy": "compact"}),
+            s.breakdown_topic: (s.default_partitions, {}),
+            s.dead_letter_topic: (1, {}),
+        })
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.app = app = faust.App(
+            s.app_id, broker=f"kafka://{s.bootstrap}", store="memory://",
+            datadir=str(s.state_dir), web_enabled=True, web_bind=s.web_host,
+            web_host=s.web_host, web_port=s.web_port,
+            topic_partitions=parts[s.layer_topic], topic_replication_factor=1,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest" if s.from_beginning else "latest",
+            producer_linger_ms=20, producer_compression_type="lz4",
+            stream_buffer_maxsize=max(4096, 2 * s.batch_max),
+            broker_commit_every=10_000, broker_commit_interval=1.0,
+            autodiscover=False, table_cleanup_interval=30.0)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+               "value_serializer": "raw"}
+        self.layer_topic = app.topic(s.layer_topic, **raw)
+        self.clock_topic = app.topic(s.clock_topic, **raw)
+        self.breakdown_topic = app.topic(s.breakdown_topic, **raw)
+        self.dead_topic = app.topic(s.dead_letter_topic, **raw)
+        json_table = {"key_type": str, "value_type": dict}   # both JSON on the changelog
+        self.clock_models = app.GlobalTable("clock_models", partitions=parts[s.clock_topic],
+                                            help="ClockModel per host", **json_table)
+        self.pending = app.Table("pending", partitions=parts[s.layer_topic],
+                                 help="unmatched records per sampled byte", **json_table)
+        self.stats = app.Table("stats", partitions=parts[s.layer_topic],
+                               help="open statistics windows", **json_table)
+        self._declare_agents()
+        from latscope.stream.web import register_views
+
+        register_views(self)
+
+    # -- Faust wiring (records in, records out; nothing else) --------------------------------
+    def _declare_agents(self) -> None:
+        s, app = self.settings, self.app
+
+        @app.agent(self.layer_topic, name="join_layer_events")
+        async def join_layer_events(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+                self.on_batch([(e.message.partition, e.message.key, e.value) for e in events])
+                await asyncio.sleep(0)
+
+        @app.agent(self.clock_topic, name="clock_models")
+        async def clock_models(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                self.on_clock(event.message.key, event.value)
+
+        @app.timer(s.tick_s, name="close_due")
+        async def close_due() -> None:
+            self.on_tick(time.time())
+
+        @app.on_before_shutdown.connect
+        async def flush_sink(app: faust.App, **kwargs: object) -> None:
+            self.close()
+
+    # -- plain methods ------------------------------------------------------------------------
+    def on_clock(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:   # compaction tombstone: the host left
+            if key:
+                self.clock_models.pop(key.decode(), None)
+            return
+        try:
+            _, model = codec.decode(value, expect="ClockModel")
+        except codec.DecodeError as e:
+            self._dead_letter(key, value, e, self.settings.clock_topic)
+            return
+        self.counters.clock_models += 1
+        self.clock_models[model["host"]] = model
+
+    def clocks(self) -> ClockView:
+        return ClockView(self.clock_models, self.manager, self.resolver.clock_hosts)
+
+    def on_batch(self, items: Sequence[tuple[int, bytes | None, bytes]]) -> None:
+        decoded = []
+        for partition, key, value in items:
+            self.counters.records += 1
+            try:
+                decoded.append((partition, codec.decode(value, expect="LayerEvent")[1]))
+            except codec.DecodeError as e:
+                self._dead_letter(key, value, e, self.settings.layer_topic)
+        done, writes = self.joiner.process(decoded, self.pending.data, time.time())
+        self._apply(self.pending, writes)
+        self._emit(done)
+
+    def on_tick(self, now: float) -> None:
+        self._drop_revoked()
+        done = self.joiner.expire(self.pending.data, now)
+        self._apply(self.pending, {st["k"]: (st["p"], None) for st in done})
+        self._emit(done)
+        lines = []
+        for key, win in self.windows.due(self.stats.data, now):
+            sketch = Sketch.from_dict(win["s"])
+            lines.append(window_line(win["tags"], sketch, win["w"], self._tags))
+            self.last_closed["|".join(key.split("|")[1:])] = win
+            self._apply(self.stats, {key: (win["p"], None)})
+        if self.sink:
+            if now - self._last_counters_write >= 5:
+                self._last_counters_write = now
+                lines.append(counters_line(self.settings.app_id, self.all_counters(),
+                                           time.time_ns(), self._tags))
+            self.sink.write(lines)
+
+    def all_counters(self) -> dict[str, int]:
+        out = self.counters.as_dict()
+        out.update({f"join_{k}": v for k, v in self.joiner.counters.as_dict().items()})
+        out.update({f"window_{k}": v for k, v in self.windows.counters.as_dict().items()})
+        if self.sink:
+            out.update({f"influx_{k}": v for k, v in self.sink.counters.as_dict().items()})
+        out["pending"] = len(self.pending.data)
+        out["open_windows"] = len(self.stats.data)
+        return out
+
+    def close(self) -> None:
+        if self.sink:
+            self.sink.close()
+            self.sink = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _emit(self, done: list[dict]) -> None:
+        if not done:
+            return
+        clocks = self.clocks()
+        folded = []
+        lines = []
+        for state in done:
+            events = state["ev"]
+            info = self.resolver.resolve(events[0]["flow"])
+            bd = breakdown(events, clocks, path=info.path)
+            self.counters.published += 1
+            if bd["complete"]:
+                self.counters.complete += 1
+            else:
+                self.counters.incomplete += 1
+            self.breakdown_topic.send_soon(key=bd["flow_id"].encode(),
+                                           value=codec.encode("Breakdown", bd))
+            wall = bd["ts_ns"] + self._wall_offset_ns
+            folded.append((state["p"], bd, info.name, wall))
+            for tags, value in rows(bd, info.name):
+                tkey = tuple(tags.values())
+                sk = self.totals.get(tkey)
+                if sk is None:
+                    sk = self.totals[tkey] = Sketch()
+                sk.add(value)
+            if self.sink and self.settings.raw_samples:
+                lines.append(sample_line(bd, info.name, wall, self._tags))
+        self._apply(self.stats, self.windows.fold(folded, self.stats.data))
+        if self.sink:
+            self.sink.write(lines)
+
+    def _apply(self, table: faust.Table, writes: Mapping[str, tuple[int, dict | None] | dict]) -> None:
+        for key, w in writes.items():
+            partition, value = (w["p"], w) if isinstance(w, dict) else w
+            if value is None:
+                table.data.pop(key, None)
+                table.send_changelog(partition, key, None, value_serializer="raw")
+            else:
+                table.data[key] = value
+                table.send_changelog(partition, key, value)
+
+    def owned_partitions(self) -> list[int]:
+        """Partitions of the layer-events topic this worker consumes now."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:   # consumer not started yet
+            return []
+        return sorted(tp.partition for tp in assignment if tp.topic == self.settings.layer_topic)
+
+    def _drop_revoked(self) -> None:
+        """Forget pending samples and windows of partitions another worker now owns."""
+        owned = set(self.owned_partitions())
+        if not owned:
+            return
+        for table in (self.pending, self.stats):
+            stale = [k for k, v in table.data.items() if v["p"] not in owned]
+            for k in stale:
+                del table.data[k]
+            self.counters.dropped_revoked += len(stale)
+
+    def _dead_letter(self, key: bytes | None, value: bytes | None, err: Exception,
+                     source: str) -> None:
+        self.counters.dead_lettered += 1
+        _log.debug("dead-lettered a record from %s: %s", source, err)
+        self.dead_topic.send_soon(key=key, value=value,
+                                  headers={"error": str(err).encode(),
+                                           "source": source.encode()})
+
+
+def run_worker(settings: StreamSettings, loglevel: str = "warning") -> int:
+    """Run one worker until SIGINT/SIGTERM; a second worker with the same app id splits the
+    partitions."""
+    from faust.worker import Worker
+
+    rt = Runtime(settings)
+    worker = Worker(rt.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        rt.close()
+    return 0

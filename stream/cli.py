@@ -1,0 +1,107 @@
+"""``latscope stream worker``: one Faust worker; start two with one app id to split partitions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from latscope.stream.join import JoinPolicy
+from latscope.stream.windows import WindowPolicy
+
+
+def influx_from(args: argparse.Namespace, config: object | None) -> object | None:
+    """InfluxDB settings: the config file's, else the running local stack's; None if off."""
+    from latscope.cli import UserError
+    from latscope.sinks.influx import InfluxSettings
+
+    if args.no_influx:
+        return None
+    tags = {}
+    for kv in args.influx_tag or ():
+        k, sep, v = kv.partition("=")
+        if not sep or not k or not v:
+            raise UserError(f"--influx-tag {kv!r}: expected KEY=VALUE")
+        tags[k] = v
+    if config is not None:
+        db = config.influxdb   # type: ignore[attr-defined]
+        token = db.token_value()
+        if not token:
+            raise UserError("influxdb: no token or token_file in the config (or pass --no-influx)")
+        return InfluxSettings(db.url, db.org, db.bucket, token, tags)
+    from latscope import stack
+
+    info = stack.status(stack.StackSettings.from_env())
+    if not info.influx_up or not info.influx_token:
+        raise UserError(f"InfluxDB at {info.influx_url} is not up: run `latscope stack up`, "
+                        "give --config, or pass --no-influx")
+    return InfluxSettings(info.influx_url, info.influx_org, info.influx_bucket, info.influx_token,
+                          tags)
+
+
+def settings_from(args: argparse.Namespace) -> object:
+    from latscope.stream.app import StreamSettings
+
+    config = None
+    if args.config:
+        from latscope.config import load
+
+        config = load(args.config).config
+    interval = args.interval or (config.sampling.interval if config else 1.0)
+    bootstrap = args.bootstrap or (config.kafka.bootstrap if config else "127.0.0.1:9092")
+    s = StreamSettings(
+        bootstrap=bootstrap, app_id=args.app_id, web_host=args.web_host, web_port=args.web_port,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        join=JoinPolicy(args.window, args.lateness),
+        windows=WindowPolicy(interval, args.lateness),
+        batch_max=args.batch, batch_within_s=args.within,
+        topology=Path(args.topology) if args.topology else None, manager=args.manager,
+        influx=influx_from(args, config), raw_samples=not args.no_raw_samples,
+        from_beginning=not args.latest)
+    for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic"):
+        if getattr(args, attr):
+            setattr(s, attr, getattr(args, attr))
+    return s
+
+
+def worker(args: argparse.Namespace) -> int:
+    from latscope.stream.app import run_worker
+
+    return run_worker(settings_from(args),   # type: ignore[arg-type]
+                      loglevel="debug" if args.verbose else "warning")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream", help="the Faust stream app (join, segments, statistics)")
+    ssub = p.add_subparsers(dest="stream_command", metavar="COMMAND", required=True)
+    w = ssub.add_parser(
+        "worker", help="run one stream worker (Ctrl-C to stop; InfluxDB is flushed on exit)",
+        description="Join per-host LayerEvent records into per-layer, per-hop breakdowns: "
+                    "publish them as Avro, keep windowed statistics and write both to "
+                    "InfluxDB. Web views on --web-port: /table/<name>/, /latscope/summary/, "
+                    "/latscope/flows/.")
+    w.add_argument("--config", help="conf directory or latscope.yaml (Kafka, InfluxDB, interval)")
+    w.add_argument("--topology", help="topology file: expected hosts per flow, flow names")
+    w.add_argument("--manager", help="reference-clock host (default: the topology's manager)")
+    w.add_argument("--bootstrap", help="Kafka bootstrap (default: config, else 127.0.0.1:9092)")
+    w.add_argument("--app-id", default="latscope-stream",
+                   help="Faust app id: workers sharing it split the partitions")
+    w.add_argument("--web-host", default="127.0.0.1")
+    w.add_argument("--web-port", type=int, default=6066)
+    w.add_argument("--data-dir", help="table state (default ~/.cache/latscope/stream/<app-id>)")
+    w.add_argument("--interval", type=float, help="statistics window, s (default: config, 1)")
+    w.add_argument("--window", type=float, default=2.0,
+                   help="how long a sampled byte waits for its other hosts, s (default 2)")
+    w.add_argument("--lateness", type=float, default=1.0,
+                   help="allowed lateness for joins and windows, s (default 1)")
+    w.add_argument("--batch", type=int, default=2000, help="records per take() batch")
+    w.add_argument("--within", type=float, default=0.1, help="take() timeout, s")
+    w.add_argument("--no-influx", action="store_true", help="do not write to InfluxDB")
+    w.add_argument("--influx-tag", action="append", metavar="KEY=VALUE",
+                   help="tag every InfluxDB point (e.g. run=demo-1); repeatable")
+    w.add_argument("--no-raw-samples", action="store_true",
+                   help="write only window statistics, not one point per sample")
+    w.add_argument("--latest", action="store_true",
+                   help="a new app id starts at the end of the topics, not the beginning")
+    for t in ("layer", "clock", "breakdown", "dead_letter"):
+        w.add_argument(f"--{t.replace('_', '-')}-topic", dest=f"{t}_topic", help="topic name")
+    w.set_defaults(func=worker)

@@ -1,0 +1,57 @@
+"""Which topology flow a record's FlowKey belongs to, and which hosts its bytes must cross.
+
+Without a topology every flow is known only by its flow id and samples close by window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from latscope.schemas.records import flow_id
+
+
+@dataclass(frozen=True)
+class FlowInfo:
+    name: str
+    path: tuple[str, ...] | None
+
+
+@dataclass
+class FlowResolver:
+    """Matches (proto, destination host, destination port) to a topology flow."""
+
+    addr_host: Mapping[str, str] = field(default_factory=dict)
+    flows: Mapping[tuple[str, str, int], FlowInfo] = field(default_factory=dict)
+    clock_hosts: Mapping[str, str] = field(default_factory=dict)   # container → parent
+    manager: str | None = None
+    _cache: dict[str, FlowInfo] = field(default_factory=dict)
+
+    def resolve(self, flow: Mapping) -> FlowInfo:
+        fid = flow_id(flow)
+        info = self._cache.get(fid)
+        if info is None:
+            dst_host = self.addr_host.get(flow["dst"])
+            info = self.flows.get((flow["proto"], dst_host or "", flow["dport"]))
+            if info is None:
+                info = FlowInfo(fid, None)
+            self._cache[fid] = info
+        return info
+
+    def path(self, flow: Mapping) -> Sequence[str] | None:
+        return self.resolve(flow).path
+
+    @classmethod
+    def from_topology(cls, path: str | Path) -> FlowResolver:
+        from latscope.topology import load_topology
+
+        topo = load_topology(path)
+        addr_host = {str(a.ip): f.host for f in topo.ifaces() for a in f.addrs}
+        flows = {(f.proto, f.dst, f.port): FlowInfo(f.name, tuple(topo.path_hosts(f)))
+                 for f in topo.flows}
+        clock_hosts = {}
+        for h in topo.hosts:
+            if h.clock is None and h.role == "container" and h.parent:
+                clock_hosts[h.name] = h.parent
+        return cls(addr_host, flows, clock_hosts, topo.manager.name)

@@ -1,0 +1,93 @@
+"""LatScope's pages on the Faust web server (next to Faust's own ``/table/<name>/``).
+
+``/latscope/summary/``  counters, clock models, sink health, open windows
+``/latscope/flows/``    per flow: every segment's statistics for the open windows, the
+                        newest closed window and the whole run so far (this worker's
+                        partitions only: a flow lives on exactly one partition)
+Durations are µs, like the demo summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from latscope.stream.sketch import Sketch
+from latscope.stream.windows import E2E, TAGS
+
+if TYPE_CHECKING:
+    from latscope.stream.app import Runtime
+
+
+def _us(stats: dict[str, float]) -> dict[str, Any]:
+    def conv(v: float) -> float | None:
+        return None if v is None or math.isnan(v) or math.isinf(v) else round(v / 1000, 3)
+
+    return {"count": int(stats["count"]),
+            **{f"{k}_us": conv(stats[k]) for k in ("mean", "p50", "p90", "p99", "max")}}
+
+
+def summary(rt: Runtime) -> dict[str, Any]:
+    now = time.time()
+    sink = rt.sink
+    return {
+        "app_id": rt.settings.app_id,
+        "uptime_s": round(now - rt.started, 1),
+        "interval_s": rt.settings.windows.interval_s,
+        "counters": rt.all_counters(),
+        "manager": rt.manager,
+        "clock": {h: {"offset_ns": m["offset_ns"], "drift_ppm": m["drift_ppm"],
+                      "error_bound_ns": m["error_bound_ns"]}
+                  for h, m in rt.clock_models.items()},
+        "influx": None if sink is None else {
+            **sink.counters.as_dict(),
+            "freshness_p99_s": _seconds(sink.freshness.quantile(0.99)),
+            "freshness_p50_s": _seconds(sink.freshness.quantile(0.5))},
+        "open_windows": sorted({v["w"] for v in rt.stats.data.values()}),
+        "partitions": rt.owned_partitions(),
+    }
+
+
+def _seconds(ns: float) -> float | None:
+    return None if math.isnan(ns) else round(ns / 1e9, 3)
+
+
+def flows(rt: Runtime) -> dict[str, Any]:
+    out: dict[str, dict] = {}
+
+    def entry(tags: dict) -> dict:
+        f = out.setdefault(tags["flow"], {"flow": tags["flow"], "src_host": tags["src_host"],
+                                          "dst_host": tags["dst_host"], "end_to_end": {},
+                                          "segments": {}})
+        if tags["segment"] == E2E:
+            return f["end_to_end"]
+        return f["segments"].setdefault(tags["segment"], {
+            "layer": tags["layer"], "device": tags["device"] or None})
+
+    open_sk: dict[tuple, Sketch] = {}
+    for v in rt.stats.data.values():
+        k = tuple(v["tags"][t] for t in TAGS)
+        sk = open_sk.setdefault(k, Sketch())
+        sk.merge(Sketch.from_dict(v["s"]))
+    for k, sk in open_sk.items():
+        entry(dict(zip(TAGS, k, strict=True)))["open"] = _us(sk.summary())
+    for v in rt.last_closed.values():
+        entry(v["tags"])["last_window"] = {"start_ns": v["w"],
+                                           **_us(Sketch.from_dict(v["s"]).summary())}
+    for k, sk in rt.totals.items():
+        entry(dict(zip(TAGS, k, strict=True)))["total"] = _us(sk.summary())
+    return {"flows": [{**f, "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
+                      for f in out.values()]}
+
+
+def register_views(rt: Runtime) -> None:
+    app = rt.app
+
+    @app.page("/latscope/summary/")
+    async def summary_view(web: Any, request: Any) -> Any:
+        return web.json(summary(rt))
+
+    @app.page("/latscope/flows/")
+    async def flows_view(web: Any, request: Any) -> Any:
+        return web.json(flows(rt))
