@@ -59,6 +59,7 @@ NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN, NF_INET_FORWARD, NF_INET_LOCAL_OUT, NF_IN
     range(5))
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
+_ATTACH_XDP = 37  # BPF_XDP
 
 _SYS_BPF = 321  # x86_64
 _BPF_LINK_CREATE = 28
@@ -351,8 +352,14 @@ class BpfObject:
         return self._keep(Link(f"{prog} ({self.section(prog)})",
                                ptr=_check_ptr(ptr, f"attach {prog}")))
 
-    def attach_xdp(self, prog: str, ifindex: int) -> Link:
-        """XDP link on ifindex of the calling thread's netns (native if the driver has it)."""
+    def attach_xdp(self, prog: str, ifindex: int, flags: int = 0) -> Link:
+        """XDP link on ifindex of the calling thread's netns (native if the driver has it).
+
+        ``flags``: XDP_FLAGS_SKB_MODE (generic) or XDP_FLAGS_DRV_MODE (native only)."""
+        if flags:
+            mode = "generic" if flags & XDP_FLAGS_SKB_MODE else "native"
+            return self._link_create(prog, ifindex, _ATTACH_XDP, [], f"{prog} xdp({mode})@{ifindex}",
+                                     flags=flags)
         ptr = _L.bpf_program__attach_xdp(self._prog(prog), ifindex)
         return self._keep(Link(f"{prog} xdp@{ifindex}",
                                ptr=_check_ptr(ptr, f"attach {prog} to XDP of ifindex {ifindex}")))
@@ -367,9 +374,9 @@ class BpfObject:
             os.close(fd)
 
     def _link_create(self, prog: str, target: int, attach_type: int, extra: list[int],
-                     what: str) -> Link:
+                     what: str, flags: int = 0) -> Link:
         attr = (ctypes.c_uint32 * 16)()
-        attr[0], attr[1], attr[2], attr[3] = self.prog_fd(prog), target, attach_type, 0
+        attr[0], attr[1], attr[2], attr[3] = self.prog_fd(prog), target, attach_type, flags
         for i, v in enumerate(extra):
             attr[4 + i] = v & 0xFFFFFFFF
         fd = _libc.syscall(_SYS_BPF, _BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
