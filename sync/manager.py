@@ -23,7 +23,7 @@ from latscope import log
 from latscope.producers import libbpf
 from latscope.sync import wire
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
-from latscope.sync.responder import DEFAULT_PORT, ifindex_in, inside, read_counters
+from latscope.sync.responder import DEFAULT_PORT, ifindex_in, inside, read_counters, xdp_flags
 
 _log = log.get("sync.manager")
 
@@ -76,6 +76,9 @@ class Manager:
     on_sample: SampleSink | None = None
     on_model: ModelSink | None = None
     name: str = "manager"
+    # t4's XDP: native | generic | auto (the kernel's choice: native where the driver has
+    # it; receiving in native mode needs nothing from the peer, unlike XDP_TX)
+    xdp_mode: str = "auto"
     hosts: dict[str, HostState] = field(default_factory=dict, init=False)
     _obj: libbpf.BpfObject | None = field(default=None, init=False, repr=False)
 
@@ -102,8 +105,10 @@ class Manager:
                 ifindex = ifindex_in(self.netns, dev)
                 obj.map("devices").update(ino.to_bytes(4, "little") + ifindex.to_bytes(4, "little"),
                                           b"\x01")
+                flags = 0 if self.xdp_mode == "auto" else xdp_flags(self.xdp_mode,
+                                                                     self.netns, dev)
                 with inside(self.netns):
-                    obj.attach_xdp("sync_t4", ifindex)
+                    obj.attach_xdp("sync_t4", ifindex, flags)
             obj.attach("sync_t1")
             self._ring = libbpf.RingBuffer(obj.map("samples").fd)
             with inside(self.netns):  # sockets stay in the namespace they were made in

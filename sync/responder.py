@@ -8,7 +8,9 @@ The XDP link belongs to this process and is detached when it closes or dies.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -48,6 +50,7 @@ class Responder:
     netns: str | None = None
     port: int = DEFAULT_PORT
     injection: ClockInjection = field(default_factory=ClockInjection)
+    xdp_mode: str = "auto"   # native | generic | auto (see xdp_flags)
     _obj: libbpf.BpfObject | None = field(default=None, init=False, repr=False)
 
     def start(self) -> Responder:
@@ -67,8 +70,9 @@ class Responder:
             allow = obj.map("allow")
             for addr in self.allow:
                 allow.update(wire.addr_key(addr), b"\x01")
+            flags = xdp_flags(self.xdp_mode, self.netns, self.ifname)
             with inside(self.netns):
-                obj.attach_xdp("sync_responder", ifindex)
+                obj.attach_xdp("sync_responder", ifindex, flags)
         except BaseException:
             obj.close()
             raise
@@ -96,16 +100,37 @@ class Responder:
         self.close()
 
 
+def link_kind(netns: str | None, ifname: str) -> str | None:
+    """rtnetlink's kind of a device ("veth", "bridge", ...; None for plain NICs)."""
+    cmd = ["ip", *(["-n", netns] if netns else []), "-j", "-d", "link", "show", "dev", ifname]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return (json.loads(r.stdout)[0].get("linkinfo") or {}).get("info_kind")
+
+
+def xdp_flags(mode: str, netns: str | None, ifname: str) -> int:
+    """Link flags for an XDP mode. ``auto`` is native, except on veth: there a native
+    XDP_TX is silently dropped unless the peer runs XDP too, which the responder cannot
+    know, so auto picks generic mode (see PeerPass to keep native)."""
+    if mode == "native":
+        return libbpf.XDP_FLAGS_DRV_MODE
+    if mode == "generic":
+        return libbpf.XDP_FLAGS_SKB_MODE
+    if mode != "auto":
+        raise ValueError(f"xdp mode {mode!r}: expected native, generic or auto")
+    return libbpf.XDP_FLAGS_SKB_MODE if link_kind(netns, ifname) == "veth" else 0
+
+
 def read_counters(m: libbpf.Map, names: list[str]) -> dict[str, int]:
     return {name: sum(int.from_bytes(v, "little") for v in m.lookup_percpu(i))
             for i, name in enumerate(names)}
 
 
 def start_responder(netns: str | None, ifname: str, injection: ClockInjection, token: int,
-                    allow: Iterable[str], port: int = DEFAULT_PORT) -> Responder:
+                    allow: Iterable[str], port: int = DEFAULT_PORT,
+                    xdp_mode: str = "auto") -> Responder:
     """Library entry point (demo, tests): an attached responder; call ``.close()`` when done."""
     return Responder(ifname=ifname, token=token, allow=allow, netns=netns, port=port,
-                     injection=injection).start()
+                     injection=injection, xdp_mode=xdp_mode).start()
 
 
 class PeerPass:

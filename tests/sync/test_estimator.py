@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from latscope.sync.estimator import Estimator, EstimatorConfig, Sample, theil_sen
 
 from latscope.clock import ClockInjection
+from latscope.sync.estimator import Estimator, EstimatorConfig, Sample, theil_sen
 
 
 def exchange(inj: ClockInjection, t1: int, fwd: int, turn: int, back: int, pid: int) -> Sample:

@@ -1,0 +1,32 @@
+"""Fixtures of the sync tests: the test network with a responder on every host."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from sync_testnet import PREFIX, SYNC_IFACE_PEER, TARGETS, TOPOLOGY, SyncNet
+
+from latscope import netns
+from latscope.topology import load_topology
+
+
+@pytest.fixture(scope="module")
+def sync_net() -> Iterator[SyncNet]:
+    from latscope.sync.responder import start_responder
+
+    netns.teardown(PREFIX)  # what a crashed earlier run left behind
+    with netns.build(load_topology(TOPOLOGY), prefix=PREFIX) as net:
+        sn = SyncNet(net, secrets.randbits(63))
+        try:
+            for _host, addr, _ in TARGETS.values():
+                net.wait_reachable("mgr", addr, timeout=10)
+            for host, peer in SYNC_IFACE_PEER.items():
+                sn.responders[host] = start_responder(
+                    net.ns_name(host), net.ifname(host, peer), net.clock(host), sn.token,
+                    sn.allow(host))
+            yield sn
+        finally:
+            for r in sn.responders.values():
+                r.close()

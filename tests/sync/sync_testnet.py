@@ -1,0 +1,34 @@
+"""The sync tests' network (prefix `lsxc`): what it holds and how to reach it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from latscope import netns
+
+TOPOLOGY = Path(__file__).with_name("topology.yaml")
+PREFIX = "lsxc"
+
+# target name -> (host, address, what the path crosses)
+TARGETS = {
+    "h1-v4": ("h1", "10.92.1.2", "veth"),
+    "h1-v6": ("h1", "fd92:1::2", "veth"),
+    "h2-v4": ("h2", "10.92.2.2", "bridge"),
+    "h2-v6": ("h2", "fd92:2::2", "bridge"),
+    "h3-v4": ("h3", "10.92.4.2", "routed"),
+    "h3-v6": ("h3", "fd92:4::2", "routed"),
+}
+SYNC_IFACE_PEER = {"h1": "mgr", "h2": "br0", "h3": "r1"}
+
+
+@dataclass
+class SyncNet:
+    net: netns.Net
+    token: int
+    responders: dict = field(default_factory=dict)   # host -> Responder
+
+    def allow(self, host: str) -> list[str]:
+        """The manager's source addresses toward host (what its responder must allow)."""
+        return sorted({str(self.net.topology.source_addr("mgr", addr))
+                       for h, addr, _ in TARGETS.values() if h == host})
