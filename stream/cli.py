@@ -52,7 +52,9 @@ def settings_from(args: argparse.Namespace) -> object:
         bootstrap=bootstrap, app_id=args.app_id, web_host=args.web_host, web_port=args.web_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         join=JoinPolicy(args.window, args.lateness),
-        windows=WindowPolicy(interval, args.lateness),
+        # A window must wait for samples that close by the join window (incomplete ones),
+        # plus the allowed lateness of their transport.
+        windows=WindowPolicy(interval, args.window + 2 * args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
         topology=Path(args.topology) if args.topology else None, manager=args.manager,
         influx=influx_from(args, config), raw_samples=not args.no_raw_samples,
@@ -89,10 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--web-port", type=int, default=6066)
     w.add_argument("--data-dir", help="table state (default ~/.cache/latscope/stream/<app-id>)")
     w.add_argument("--interval", type=float, help="statistics window, s (default: config, 1)")
-    w.add_argument("--window", type=float, default=2.0,
-                   help="how long a sampled byte waits for its other hosts, s (default 2)")
-    w.add_argument("--lateness", type=float, default=1.0,
-                   help="allowed lateness for joins and windows, s (default 1)")
+    w.add_argument("--window", type=float, default=1.0,
+                   help="how long a sampled byte waits for its other hosts, s (default 1)")
+    w.add_argument("--lateness", type=float, default=0.5,
+                   help="allowed lateness for joins and windows, s (default 0.5); a "
+                        "statistics window closes window + 2*lateness after its end")
     w.add_argument("--batch", type=int, default=2000, help="records per take() batch")
     w.add_argument("--within", type=float, default=0.1, help="take() timeout, s")
     w.add_argument("--no-influx", action="store_true", help="do not write to InfluxDB")

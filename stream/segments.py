@@ -95,6 +95,12 @@ class ClockView:
         model = self.model(host)
         return math.inf if model is None else float(model["error_bound_ns"])
 
+    def pair_bound(self, a: str, b: str) -> float:
+        """Error bound of a duration between two hosts: 0 when they share one clock."""
+        if self.clock_hosts.get(a, a) == self.clock_hosts.get(b, b):
+            return 0.0
+        return self.bound(a) + self.bound(b)
+
     def synced(self, host: str) -> bool:
         return self.is_reference(host) or self.model(host) is not None
 
@@ -200,7 +206,7 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     segments = []
     for a, b in itertools.pairwise(points):
         layer, dev = layer_of(a, b)
-        bound = 0.0 if a.host == b.host else clocks.bound(a.host) + clocks.bound(b.host)
+        bound = clocks.pair_bound(a.host, b.host)
         segments.append({"from": a.label, "to": b.label, "layer": layer,
                          "hosts": [a.host] if a.host == b.host else [a.host, b.host],
                          "device": dev, "duration_ns": b.ts_ref - a.ts_ref,
@@ -223,6 +229,4 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
 def end_to_end_bound(bd: dict, clocks: ClockView) -> float:
     """Sync error bound of a breakdown's end-to-end delay (first and last host)."""
     hosts = bd["hosts"]
-    if not hosts or hosts[0] == hosts[-1]:
-        return 0.0
-    return clocks.bound(hosts[0]) + clocks.bound(hosts[-1])
+    return clocks.pair_bound(hosts[0], hosts[-1]) if hosts else 0.0

@@ -63,3 +63,10 @@ def clock_model(host: str, offset_ns: float, *, manager: str = "mgr", ref_ns: in
     return {"schema_version": 1, "manager": manager, "host": host, "ref_ns": ref_ns,
             "offset_ns": float(offset_ns), "drift_ppm": 0.0, "error_bound_ns": bound_ns,
             "samples": 16, "min_delay_ns": 20_000.0, "updated_unix_ms": 0}
+
+
+def encoded(name: str, records: list[dict], key_field: str) -> list[tuple[bytes, bytes]]:
+    """(key, Avro single-object value) pairs ready to produce."""
+    from latscope.schemas import codec
+
+    return [(r[key_field].encode(), codec.encode(name, r)) for r in records]

@@ -1,0 +1,55 @@
+"""Plain confluent-kafka helpers for the tools around the worker (demo, tests, benchmark)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from confluent_kafka import Consumer, Message, Producer
+
+
+def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """Publish (key, value) pairs; BufferError is handled by polling, never by dropping."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
+                  "enable.idempotence": True, "compression.type": "lz4"})
+    failed: list = []
+
+    def report(err: object, msg: object) -> None:
+        if err is not None:
+            failed.append(err)
+
+    n = 0
+    for key, value in items:
+        while True:
+            try:
+                p.produce(topic, value=value, key=key, on_delivery=report)
+                break
+            except BufferError:
+                p.poll(0.1)
+        n += 1
+        p.poll(0)
+    left = p.flush(60)
+    if left or failed:
+        raise RuntimeError(f"{topic}: {left} records undelivered, {len(failed)} failed: "
+                           f"{failed[:3]}")
+    return n
+
+
+def consume(bootstrap: str, topic: str, until: Callable[[list[Message]], bool],
+            timeout: float = 60, from_beginning: bool = True) -> list[Message]:
+    """Read ``topic`` with a fresh group until ``until(messages)`` holds or the deadline."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"latscope-read-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest" if from_beginning else "latest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(out) and time.monotonic() < deadline:
+            for msg in c.consume(1000, 0.5):
+                if not msg.error():
+                    out.append(msg)
+    finally:
+        c.close()
+    return out
