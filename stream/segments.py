@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from latscope.clock import to_reference
 
@@ -45,20 +44,18 @@ _POINT_LAYER = {"sock_send": "socket", "sock_recv": "socket", "tcp_tx": "tcp",
                 "dev_rx": "device", "xdp": "device"}
 
 
-@dataclass(frozen=True)
 class Point:
-    host: str
-    point: str
-    dev: str | None
-    ts_host: int
-    ts_ref: int   # reference (manager) clock, rounded to ns so segments telescope exactly
+    """One timestamp of the path; ``label`` is ``host:point`` or ``host:point@device`` (§8)."""
 
-    @property
-    def label(self) -> str:
-        """``host:point`` or ``host:point@device`` (design §8)."""
-        if self.point in DEVICE_POINTS and self.dev:
-            return f"{self.host}:{self.point}@{self.dev}"
-        return f"{self.host}:{self.point}"
+    __slots__ = ("dev", "host", "label", "point", "ts_host", "ts_ref")
+
+    def __init__(self, host: str, point: str, dev: str | None, ts_host: int,
+                 ts_ref: int) -> None:
+        self.host, self.point, self.dev = host, point, dev
+        self.ts_host = ts_host
+        self.ts_ref = ts_ref   # reference clock, rounded to ns so segments telescope exactly
+        self.label = (f"{host}:{point}@{dev}" if dev and point in DEVICE_POINTS
+                      else f"{host}:{point}")
 
 
 class ClockView:
@@ -142,7 +139,11 @@ def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Poi
                     hit["ts_ns"])
         return (rank, 0, 0, hit["ts_ns"])
 
-    return [Point(host, h["point"], h.get("dev"), h["ts_ns"], clocks.to_ref(host, h["ts_ns"]))
+    model = clocks.model(host)
+    if model is None:
+        return [Point(host, h["point"], h.get("dev"), h["ts_ns"], h["ts_ns"])
+                for h in sorted(hits, key=key)]
+    return [Point(host, h["point"], h.get("dev"), h["ts_ns"], round(to_reference(model, h["ts_ns"])))
             for h in sorted(hits, key=key)]
 
 
@@ -174,6 +175,8 @@ def layer_of(a: Point, b: Point) -> tuple[str, str | None]:
 
 def dedup_hits(records: Sequence[dict]) -> dict[str, list[dict]]:
     """Hits per host; a host that sent several records (linger flush, then the rest) merges."""
+    if len({r["host"] for r in records}) == len(records):   # the usual case: one each
+        return {r["host"]: r["hits"] for r in records}
     out: dict[str, list[dict]] = {}
     seen: set[tuple] = set()
     for rec in records:
@@ -204,9 +207,15 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
         points.extend(order_points(h, by_host[h], clocks))
 
     segments = []
+    bounds: dict[tuple[str, str], float] = {}
     for a, b in itertools.pairwise(points):
         layer, dev = layer_of(a, b)
-        bound = clocks.pair_bound(a.host, b.host)
+        if a.host == b.host:
+            bound = 0.0
+        else:
+            bound = bounds.get((a.host, b.host))
+            if bound is None:
+                bound = bounds[(a.host, b.host)] = clocks.pair_bound(a.host, b.host)
         segments.append({"from": a.label, "to": b.label, "layer": layer,
                          "hosts": [a.host] if a.host == b.host else [a.host, b.host],
                          "device": dev, "duration_ns": b.ts_ref - a.ts_ref,
@@ -221,7 +230,7 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
         "schema_version": 1, "flow_id": first["flow_id"], "flow": first["flow"],
         "seq": first["seq"], "src_host": src, "dst_host": dst, "ts_ns": points[0].ts_ref,
         "end_to_end_ns": points[-1].ts_ref - points[0].ts_ref if complete else None,
-        "complete": complete, "retrans": any(r.get("retrans") for r in records),
+        "complete": complete, "retrans": True in [r.get("retrans") for r in records],
         "hosts": hosts, "missing_hosts": missing, "segments": segments,
     }
 

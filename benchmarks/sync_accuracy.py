@@ -1,0 +1,220 @@
+"""Sync target (design §9): |error| of the XDP method vs a user-space baseline, under load.
+
+One run, side by side, over the same veth (manager namespace <-> host namespace), while
+iperf3 pushes TCP both ways across that link:
+
+* XDP: ``latscope.sync`` as shipped: t1 at the manager's net_dev_start_xmit, t2/t3 in the
+  host's XDP responder (injected clock), t4 at the manager's XDP hook.
+* Baseline: UDP ping-pong timestamped in Python: t1 before ``sendto`` and t4 after
+  ``recv`` in the manager's namespace, t2 after ``recv`` and t3 before ``sendto`` in an
+  echo process in the host's namespace (the same injected clock, applied in Python).
+
+Both feed the same Estimator (same window, buckets and rate), so the only difference is
+where the timestamps are taken. |error| = |estimated offset - injected truth| at each
+model's reference instant, over every model fitted after the warm-up. Targets: XDP median
+<= 1 µs, p99 <= 5 µs, and >= 5x better than the baseline.
+
+    .venv/bin/python benchmarks/sync_accuracy.py [--duration 20] [--no-load] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from latscope import netns
+from latscope.clock import ClockInjection
+from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
+from latscope.sync.manager import Manager, Target
+from latscope.sync.responder import start_responder
+from latscope.topology import parse_topology
+
+PREFIX = "lsxcb"
+PORT_BASELINE = 51112
+TOPOLOGY = {
+    "hosts": [{"name": "mgr", "role": "manager"},
+              {"name": "h1", "role": "host", "clock": {"offset_ns": 5_000_000, "drift_ppm": 30}}],
+    "links": [{"a": "mgr", "b": "h1", "a_addr": ["10.93.1.1/24"], "b_addr": ["10.93.1.2/24"]}],
+}
+PKT = struct.Struct("<QQQQ")  # probe id, t2, t3, pad
+
+
+def echo_main(offset_ns: int, drift_ppm: float, epoch_ns: int, stop_after: float) -> None:
+    """Baseline responder (runs inside the host namespace): stamps with the injected clock."""
+    inj = ClockInjection(offset_ns, drift_ppm, epoch_ns)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", PORT_BASELINE))
+    s.settimeout(1.0)
+    end = time.monotonic() + stop_after
+    clock = time.clock_gettime_ns
+    mono = time.CLOCK_MONOTONIC
+    while time.monotonic() < end:
+        try:
+            data, peer = s.recvfrom(64)
+        except TimeoutError:
+            continue
+        t2 = inj.host_time(clock(mono))
+        pid = PKT.unpack(data)[0]
+        t3 = inj.host_time(clock(mono))
+        s.sendto(PKT.pack(pid, t2, t3, 0), peer)
+
+
+class Baseline:
+    """User-space ping-pong client in the manager's namespace, same schedule as the manager."""
+
+    def __init__(self, net: netns.Net, dst: str, interval_s: float, burst: int,
+                 est: EstimatorConfig, on_model) -> None:
+        with net.enter("mgr"):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(0.2)
+        self.dst, self.interval_s, self.burst = dst, interval_s, burst
+        self.estimator = Estimator(est)
+        self.on_model = on_model
+        self.sent = self.samples = 0
+
+    def run(self, duration_s: float) -> None:
+        clock, mono = time.clock_gettime_ns, time.CLOCK_MONOTONIC
+        end = time.monotonic() + duration_s
+        next_round = time.monotonic()
+        pid = 0
+        while time.monotonic() < end:
+            for _ in range(self.burst):
+                pid += 1
+                t1 = clock(mono)
+                self.sock.sendto(PKT.pack(pid, 0, 0, 0), (self.dst, PORT_BASELINE))
+                self.sent += 1
+                try:
+                    data = self.sock.recv(64)
+                except TimeoutError:
+                    continue
+                t4 = clock(mono)
+                rid, t2, t3, _ = PKT.unpack(data)
+                if rid != pid:
+                    continue  # a late reply of a timed-out probe
+                self.samples += 1
+                self.estimator.add(Sample(pid, t1, t2, t3, t4))
+            m = self.estimator.fit()
+            if m is not None:
+                self.on_model(m)
+            next_round += self.interval_s
+            time.sleep(max(0.0, next_round - time.monotonic()))
+
+
+def stats(errors: list[float]) -> dict[str, float]:
+    a = sorted(abs(e) for e in errors)
+    return {"n": len(a), "median_ns": statistics.median(a),
+            "p99_ns": a[min(len(a) - 1, int(0.99 * len(a)))], "max_ns": a[-1]}
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["_echo"]:  # internal: the baseline echo process
+        off, drift, epoch, stop = sys.argv[2:6]
+        echo_main(int(off), float(drift), int(epoch), float(stop))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds measured (default 20)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds ignored first")
+    ap.add_argument("--interval", type=float, default=0.02, help="seconds between rounds")
+    ap.add_argument("--burst", type=int, default=2, help="probes per round")
+    ap.add_argument("--t1-at", choices=["xmit", "start_xmit"], default="xmit",
+                    help="manager departure stamp: net_dev_xmit (default) or net_dev_start_xmit")
+    ap.add_argument("--no-load", action="store_true", help="skip iperf3")
+    ap.add_argument("--json", metavar="OUT", help="also write the figures here")
+    args = ap.parse_args()
+
+    topo = parse_topology(TOPOLOGY, "sync_accuracy")
+    netns.teardown(PREFIX)
+    total = args.warmup + args.duration
+    est = EstimatorConfig(window_ns=3_000_000_000, bucket_ns=int(args.interval * 1e9))
+    with netns.build(topo, prefix=PREFIX) as net:
+        dst = net.addr("h1")
+        net.wait_reachable("mgr", dst)
+        inj = net.clock("h1")
+        token = secrets.randbits(63)
+        start = time.monotonic()
+        errs: dict[str, list[float]] = {"xdp": [], "baseline": []}
+        bounds: list[float] = []
+
+        def record(kind: str, m: Model) -> None:
+            if time.monotonic() - start >= args.warmup:
+                errs[kind].append(m.offset_ns - inj.true_offset(m.ref_ns))
+                if kind == "xdp":
+                    bounds.append(m.error_bound_ns)
+
+        echo = net.popen("h1", [sys.executable, __file__, "_echo", str(inj.offset_ns),
+                                str(inj.drift_ppm), str(inj.epoch_ns), str(total + 5)])
+        load = []
+        if not args.no_load:
+            print(f"iperf3 both ways across {net.ifname('mgr', 'h1')} for {total:.0f} s",
+                  flush=True)
+            load.append(net.popen("h1", ["iperf3", "-s", "-1", "-p", "5299"],
+                                  stdout=subprocess.DEVNULL))
+            time.sleep(0.5)  # iperf3 -s has no readiness signal; the client retries below
+            load.append(net.popen("mgr", ["iperf3", "-c", dst, "-p", "5299", "--bidir", "-t",
+                                          str(int(total + 1)), "-J"],
+                                  stdout=subprocess.PIPE, text=True))
+        r = start_responder(net.ns_name("h1"), net.ifname("h1", "mgr"), inj, token,
+                            [str(topo.source_addr("mgr", dst))])
+        mgr = Manager([Target("h1", dst)], token, netns=net.ns_name("mgr"),
+                      interval_s=args.interval, burst=args.burst, estimator=est,
+                      t1_after_xmit=args.t1_at == "xmit",
+                      on_model=lambda _h, m: record("xdp", m))
+        base = Baseline(net, dst, args.interval, args.burst, est,
+                        lambda m: record("baseline", m))
+        try:
+            with mgr:
+                t = threading.Thread(target=base.run, args=(total,), daemon=True)
+                t.start()
+                print(f"measuring {args.duration:.0f} s after {args.warmup:.0f} s warm-up",
+                      flush=True)
+                mgr.run(duration_s=total)
+                t.join(total + 10)
+                xdp_counts = (mgr.hosts["h1"].sent, mgr.hosts["h1"].samples)
+        finally:
+            r.close()
+        gbps = None
+        if load:
+            out, _ = load[1].communicate(timeout=60)
+            try:
+                end = json.loads(out)["end"]
+                gbps = round(end["sum_sent"]["bits_per_second"] / 1e9, 2)
+            except (ValueError, KeyError):
+                gbps = None
+        echo.wait(timeout=30)
+    xdp, bl = stats(errs["xdp"]), stats(errs["baseline"])
+    result = {
+        "load": None if args.no_load else {"iperf3": "TCP --bidir", "gbit_s_one_way": gbps},
+        "injected": {"offset_ns": inj.offset_ns, "drift_ppm": inj.drift_ppm},
+        "xdp": {**xdp, "median_bound_ns": statistics.median(bounds),
+                "probes": xdp_counts[0], "samples": xdp_counts[1]},
+        "baseline": {**bl, "probes": base.sent, "samples": base.samples},
+        "ratio_median": bl["median_ns"] / max(xdp["median_ns"], 1.0),
+        "ratio_p99": bl["p99_ns"] / max(xdp["p99_ns"], 1.0),
+    }
+    result["targets"] = {"median_le_1us": xdp["median_ns"] <= 1000,
+                         "p99_le_5us": xdp["p99_ns"] <= 5000,
+                         "ge_5x_baseline": min(result["ratio_median"], result["ratio_p99"]) >= 5}
+    print(f"load: {result['load']}")
+    for k in ("xdp", "baseline"):
+        s = result[k]
+        print(f"{k:>9}: median |error| {s['median_ns']:8.0f} ns   p99 {s['p99_ns']:9.0f} ns   "
+              f"max {s['max_ns']:9.0f} ns   ({s['n']} models, {s['samples']}/{s['probes']} "
+              "exchanges)")
+    print(f"baseline/xdp: median {result['ratio_median']:.1f}x, p99 {result['ratio_p99']:.1f}x")
+    print(f"targets: {result['targets']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
