@@ -79,6 +79,7 @@ class Manager:
     # t4's XDP: native | generic | auto (the kernel's choice: native where the driver has
     # it; receiving in native mode needs nothing from the peer, unlike XDP_TX)
     xdp_mode: str = "auto"
+    t1_after_xmit: bool = True       # t1 when the driver took the probe (net_dev_xmit)
     hosts: dict[str, HostState] = field(default_factory=dict, init=False)
     _obj: libbpf.BpfObject | None = field(default=None, init=False, repr=False)
 
@@ -110,6 +111,8 @@ class Manager:
                 with inside(self.netns):
                     obj.attach_xdp("sync_t4", ifindex, flags)
             obj.attach("sync_t1")
+            if self.t1_after_xmit:
+                obj.attach("sync_t1_sent")
             self._ring = libbpf.RingBuffer(obj.map("samples").fd)
             with inside(self.netns):  # sockets stay in the namespace they were made in
                 self._socks = {fam: socket.socket(fam, socket.SOCK_DGRAM)

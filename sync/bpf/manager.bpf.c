@@ -2,8 +2,12 @@
 /* LatScope clock sync manager (the reference clock; no injection).
  *
  * Hooks:
- *   tp_btf/net_dev_start_xmit (sync_t1): t1 of an outgoing probe as the driver starts
- *     sending it (after the qdisc), on the watched devices only (netns inode + ifindex).
+ *   tp_btf/net_dev_start_xmit (sync_t1): recognises an outgoing probe as the driver starts
+ *     sending it (after the qdisc), on the watched devices only (netns inode + ifindex),
+ *     and stamps a provisional t1.
+ *   tp_btf/net_dev_xmit (sync_t1_sent): the driver has taken the same skb (rc == OK): t1
+ *     is re-stamped here, the closest point to the wire the kernel reports. The skb is
+ *     matched by address only, never read again (it may be gone after the driver).
  *   XDP (sync_t4) on the same devices: t4 of a reply on arrival; the completed
  *     exchange t1..t4 goes to the `samples` ring buffer and the reply is dropped here.
  * Probes and replies are matched by probe_id; replies with the wrong session token or
@@ -30,6 +34,14 @@ struct {
 	__type(key, struct dev_key);
 	__type(value, __u8);
 } devices SEC(".maps");
+
+/* skb address -> probe_id, between start_xmit and xmit (one CPU, microseconds). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u64);
+} inflight SEC(".maps");
 
 /* probe_id -> t1; LRU so probes whose reply never came age out by themselves. */
 struct {
@@ -71,6 +83,7 @@ int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
 	__u16 nh, th, proto;
 	struct udphdr udp;
 	struct sync_probe probe;
+	__u64 skb_addr;
 	__u8 l4proto;
 
 	if (!bpf_map_lookup_elem(&devices, &k))
@@ -107,7 +120,25 @@ int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
 	    probe.token != sync_token)
 		return 0;
 	bpf_map_update_elem(&departures, &probe.probe_id, &now, BPF_ANY);
+	skb_addr = (__u64)skb;
+	bpf_map_update_elem(&inflight, &skb_addr, &probe.probe_id, BPF_ANY);
 	count(MGR_T1);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(sync_t1_sent, const struct sk_buff *skb, int rc, const struct net_device *dev,
+	     unsigned int len)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 skb_addr = (__u64)skb;
+	__u64 *id = bpf_map_lookup_elem(&inflight, &skb_addr);
+
+	if (!id)
+		return 0;
+	if (rc == 0) /* NETDEV_TX_OK; otherwise the provisional stamp stays */
+		bpf_map_update_elem(&departures, id, &now, BPF_EXIST);
+	bpf_map_delete_elem(&inflight, &skb_addr);
 	return 0;
 }
 
