@@ -51,6 +51,9 @@ class Responder:
     port: int = DEFAULT_PORT
     injection: ClockInjection = field(default_factory=ClockInjection)
     xdp_mode: str = "auto"   # native | generic | auto (see xdp_flags)
+    # The host's own addresses it answers on (default: every address of ifname). Probes to
+    # other addresses are routed through this host to another one and pass untouched.
+    addresses: Iterable[str] | None = None
     _obj: libbpf.BpfObject | None = field(default=None, init=False, repr=False)
 
     def start(self) -> Responder:
@@ -70,6 +73,14 @@ class Responder:
             allow = obj.map("allow")
             for addr in self.allow:
                 allow.update(wire.addr_key(addr), b"\x01")
+            if self.addresses is None:
+                self.addresses = interface_addresses(self.netns, self.ifname)
+            self.addresses = list(self.addresses)
+            if not self.addresses:
+                raise ValueError(f"responder: {self.ifname} has no address to answer on")
+            local = obj.map("local")
+            for addr in self.addresses:
+                local.update(wire.addr_key(addr), b"\x01")
             flags = xdp_flags(self.xdp_mode, self.netns, self.ifname)
             with inside(self.netns):
                 obj.attach_xdp("sync_responder", ifindex, flags)
@@ -77,8 +88,9 @@ class Responder:
             obj.close()
             raise
         self._obj = obj
-        _log.info("responder on %s%s port %d, allow %s, injected offset %d ns drift %.3f ppm",
-                  self.ifname, f" (netns {self.netns})" if self.netns else "", self.port,
+        _log.info("responder on %s%s (%s) port %d, allow %s, injected offset %d ns drift %.3f ppm",
+                  self.ifname, f" netns {self.netns}" if self.netns else "",
+                  ", ".join(self.addresses), self.port,
                   ", ".join(self.allow), self.injection.offset_ns, self.injection.drift_ppm)
         return self
 
@@ -98,6 +110,14 @@ class Responder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def interface_addresses(netns: str | None, ifname: str) -> list[str]:
+    """Every IPv4/IPv6 address on the device (link-local ones included)."""
+    cmd = ["ip", *(["-n", netns] if netns else []), "-j", "addr", "show", "dev", ifname]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return [a["local"] for dev in json.loads(r.stdout) for a in dev.get("addr_info", [])
+            if a.get("family") in ("inet", "inet6")]
 
 
 def link_kind(netns: str | None, ifname: str) -> str | None:

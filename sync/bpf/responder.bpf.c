@@ -5,8 +5,9 @@
  *   that interface when it has no XDP program of its own (a native XDP_TX on veth is
  *   silently dropped unless the peer runs XDP; a pass-through program is enough).
  *
- * A UDP probe to sync_port from an allow-listed manager address carrying the session
- * token is answered in place: t2 stamped on arrival, MACs/IPs/ports swapped, kind set to
+ * A UDP probe to one of the host's own sync addresses (map `local`; probes merely routed
+ * through this host pass untouched) and sync_port, from an allow-listed manager address
+ * carrying the session token, is answered in place: t2 stamped on arrival, MACs/IPs/ports swapped, kind set to
  * REPLY, UDP checksum updated, t3 stamped last, then XDP_TX. Every other datagram to the
  * sync port is counted and dropped, never answered; all other traffic passes untouched.
  * t2/t3 go through the host clock of clock.h, so a simulated host injects its known
@@ -27,6 +28,13 @@ struct {
 	__type(key, struct sync_addr);
 	__type(value, __u8);
 } allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct sync_addr);
+	__type(value, __u8);
+} local SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -61,12 +69,15 @@ int sync_responder(struct xdp_md *ctx)
 	struct sync_frame f;
 	int parsed = sync_parse(ctx, &f);
 	struct sync_probe before, after;
-	struct sync_addr src;
+	struct sync_addr src, dst;
 	unsigned char mac[SYNC_ETH_ALEN];
 	__u16 port;
 
 	if (parsed == SYNC_NOT_UDP || f.udp->dest != bpf_htons(sync_port))
 		return XDP_PASS;
+	sync_dst_key(&f, &dst);
+	if (!bpf_map_lookup_elem(&local, &dst))
+		return XDP_PASS; /* for another host behind this one: forward it */
 	count(RESP_PROBES);
 	if (parsed != SYNC_PROBE || f.probe->magic != bpf_htonl(SYNC_MAGIC) ||
 	    f.probe->version != SYNC_VERSION || f.probe->kind != SYNC_KIND_REQUEST) {

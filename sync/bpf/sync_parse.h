@@ -82,4 +82,17 @@ static __always_inline void sync_src_key(struct sync_frame *f, struct sync_addr 
 	}
 }
 
+/* The frame's destination address, keyed like sync_src_key. */
+static __always_inline void sync_dst_key(struct sync_frame *f, struct sync_addr *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	if (!f->v6) {
+		k->addr[10] = 0xff;
+		k->addr[11] = 0xff;
+		__builtin_memcpy(&k->addr[12], &f->ip4->daddr, 4);
+	} else {
+		__builtin_memcpy(k->addr, &f->ip6->daddr, 16);
+	}
+}
+
 #endif
