@@ -1,0 +1,416 @@
+"""Build a topology (latscope.topology) as network namespaces, and tear it down again.
+
+``with build(topology, prefix="lsx") as net:`` creates one namespace ``{prefix}-{host}`` per
+host, veth pairs ``{prefix}-{link index}{a|b}`` for links (created straight into their
+namespaces, so nothing ever lands in the root namespace), bridges (named as in the file) in
+their host's namespace, v4/v6 addresses without DAD, forwarding everywhere, the routes
+``Topology.routes_for`` lists and tbf qdiscs. Everything is removed on exit, and on any
+failure during the build. ``teardown(prefix)`` removes what a crashed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as p2netns
+
+from latscope import log
+from latscope.clock import ClockInjection, monotonic_ns
+from latscope.topology import Topology
+
+LOG = log.get("netns")
+NETNS_DIR = "/run/netns"
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")   # keeps {prefix}-{idx}{a|b} within 15 chars
+CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02
+T = TypeVar("T")
+
+# Written in every namespace before any device exists, so new devices inherit the defaults.
+SYSCTLS = {
+    "net/ipv4/ip_forward": "1",
+    "net/ipv6/conf/all/forwarding": "1",
+    "net/ipv6/conf/default/forwarding": "1",
+    "net/ipv6/conf/all/accept_dad": "0",        # v6 addresses usable at once
+    "net/ipv6/conf/default/accept_dad": "0",
+    "net/ipv6/conf/default/accept_ra": "0",
+    "net/ipv4/conf/all/rp_filter": "0",          # test paths may be asymmetric
+    "net/ipv4/conf/default/rp_filter": "0",
+}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsError(RuntimeError):
+    """The topology could not be built (after the partial build was torn down)."""
+
+
+# ---- thread-level namespace switching -----------------------------------------------------------
+
+def _setns(fd: int) -> None:
+    # Python 3.11 has no os.setns; setns(2) on a thread moves only that thread.
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def entered(ns_name: str) -> Iterator[None]:
+    """Move the CALLING THREAD into namespace ``ns_name`` for the block, then back.
+
+    Sockets, netlink and BPF links created inside stay bound to that namespace afterwards.
+    Other threads of the process are unaffected.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(os.path.join(NETNS_DIR, ns_name), os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(own)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+
+
+def run_in_netns(ns_name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn`` on a fresh thread that lives in namespace ``ns_name``; return or raise."""
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            with entered(ns_name):
+                box["value"] = fn(*args, **kwargs)
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=body, name=f"netns-{ns_name}", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _write_sysctls(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        with open(f"/proc/sys/{key}", "w") as f:
+            f.write(value)
+
+
+# ---- reachability (ICMP echo from inside a namespace; no ping binary needed) ----------------------
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def ping(dst: str, timeout: float = 1.0) -> bool:
+    """One ICMP echo from the calling thread's namespace; True when the reply arrives."""
+    ip = ipaddress.ip_address(dst)
+    v4 = ip.version == 4
+    ident, seq = random.randrange(1, 0xFFFF), 1
+    req_type, rep_type = (8, 0) if v4 else (128, 129)
+    payload = b"latscope-reach"
+    hdr = struct.pack("!BBHHH", req_type, 0, 0, ident, seq)
+    if v4:   # the kernel fills the ICMPv6 checksum itself
+        hdr = struct.pack("!BBHHH", req_type, 0, _checksum(hdr + payload), ident, seq)
+    fam, proto = (socket.AF_INET, socket.IPPROTO_ICMP) if v4 else (
+        socket.AF_INET6, socket.IPPROTO_ICMPV6)
+    deadline = time.monotonic() + timeout
+    with socket.socket(fam, socket.SOCK_RAW, proto) as s:
+        try:
+            s.sendto(hdr + payload, (str(ip), 0))
+        except OSError:
+            return False   # no route / unreachable yet
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, peer = s.recvfrom(2048)
+            except (TimeoutError, OSError):
+                return False
+            if v4:
+                data = data[(data[0] & 0x0F) * 4:]
+            if (len(data) >= 8 and data[0] == rep_type
+                    and struct.unpack("!H", data[4:6])[0] == ident
+                    and ipaddress.ip_address(peer[0].split("%")[0]) == ip):
+                return True
+    return False
+
+
+# ---- the built network --------------------------------------------------------------------------
+
+def ns_name(prefix: str, host: str) -> str:
+    return f"{prefix}-{host}"
+
+
+def veth_name(prefix: str, link_index: int, side: str) -> str:
+    return f"{prefix}-{link_index}{side}"
+
+
+class Net:
+    """A built topology. Use as a context manager; ``close()`` tears everything down."""
+
+    def __init__(self, topology: Topology, prefix: str):
+        self.topology = topology
+        self.prefix = prefix
+        self.epoch_ns = monotonic_ns()           # one epoch for every host's injected clock
+        self._ifnames: dict[tuple[str, int | str], str] = {}
+        self._devices: dict[str, list[tuple[int, str]]] = {}
+        self._procs: list[subprocess.Popen] = []
+        self._closed = False
+
+    # -- names and facts
+    def ns_name(self, host: str) -> str:
+        self.topology.host(host)
+        return ns_name(self.prefix, host)
+
+    def namespaces(self) -> dict[str, str]:
+        return {h.name: self.ns_name(h.name) for h in self.topology.hosts}
+
+    def netns_inode(self, host: str) -> int:
+        """The namespace's inode: what BPF sees as ``net->ns.inum``."""
+        return os.stat(os.path.join(NETNS_DIR, self.ns_name(host))).st_ino
+
+    def ifname(self, host: str, link_or_bridge: int | str) -> str:
+        """Device of ``host`` on a link (its index), on a bridge (its name, the bridge device
+        itself in the bridge's host), or toward a peer host/bridge named by a link endpoint."""
+        key = (host, link_or_bridge)
+        if key in self._ifnames:
+            return self._ifnames[key]
+        if isinstance(link_or_bridge, str):
+            matches = [i for i, lk in enumerate(self.topology.links)
+                       if {lk.a, lk.b} == {host, link_or_bridge}]
+            if len(matches) == 1:
+                return self._ifnames[(host, matches[0])]
+            if len(matches) > 1:
+                raise KeyError(f"{host} has {len(matches)} links to {link_or_bridge}: "
+                               "name the link by its index")
+        raise KeyError(f"{host} has no device on {link_or_bridge!r}")
+
+    def devices(self, host: str) -> list[tuple[int, str]]:
+        """(ifindex, ifname) of every device in the host's namespace, lo included."""
+        return list(self._devices[host])
+
+    def addr(self, host: str, family: int = 4) -> str:
+        """The host's first address of ``family`` (§8 order), without prefix."""
+        addrs = self.topology.addresses(host, family)
+        if not addrs:
+            raise KeyError(f"{host} has no IPv{family} address")
+        return str(addrs[0].ip)
+
+    def clock(self, host: str) -> ClockInjection:
+        c = self.topology.clock(host)
+        return ClockInjection(c.offset_ns, c.drift_ppm, self.epoch_ns)
+
+    # -- running things inside
+    def popen(self, host: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+        """Start ``argv`` inside the host's namespace (``ip netns exec`` execs it, so the
+        Popen's pid is the command's). Still-running processes are stopped at teardown."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns_name(host), *argv], **kw)
+        self._procs.append(proc)
+        return proc
+
+    def run(self, host: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call ``fn`` on a thread inside the host's namespace (netfilter links, XDP, sockets)."""
+        return run_in_netns(self.ns_name(host), fn, *args, **kwargs)
+
+    def enter(self, host: str) -> contextlib.AbstractContextManager[None]:
+        """Move the calling thread into the host's namespace for a ``with`` block."""
+        return entered(self.ns_name(host))
+
+    def ipr(self, host: str) -> IPRoute:
+        """A pyroute2 IPRoute bound to the host's namespace (close it, or use ``with``)."""
+        return IPRoute(netns=self.ns_name(host))
+
+    def wait_reachable(self, src_host: str, dst_addr: str, timeout: float = 5.0) -> float:
+        """Ping ``dst_addr`` from ``src_host`` until it answers; returns seconds waited."""
+        start = time.monotonic()
+        deadline = start + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if self.run(src_host, ping, str(dst_addr), max(0.05, min(0.5, left))):
+                return time.monotonic() - start
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{dst_addr} not reachable from {src_host} "
+                                   f"within {timeout:.1f}s")
+
+    def wait_all_reachable(self, timeout: float = 10.0) -> None:
+        """Every flow's destination from its source, and every sync target from the manager."""
+        t = self.topology
+        for f in t.flows:
+            self.wait_reachable(f.src, str(t.flow_dst_addr(f)), timeout)
+        for host, addr in t.sync_targets().items():
+            self.wait_reachable(t.manager.name, str(addr), timeout)
+            del host
+
+    # -- lifecycle
+    def __enter__(self) -> Net:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _stop_processes(self._procs)
+        left = teardown(self.prefix, hosts=[h.name for h in self.topology.hosts])
+        if left:
+            LOG.warning("teardown of %s left %s", self.prefix, left)
+
+
+def _stop_processes(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in running:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            LOG.warning("pid %d ignored SIGTERM; killing it", p.pid)
+            p.kill()
+            p.wait()
+
+
+def list_namespaces(prefix: str) -> list[str]:
+    """Namespaces named ``{prefix}-*`` (ours, or a crashed run's)."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(f"{prefix}-"))
+
+
+def teardown(prefix: str, hosts: Sequence[str] | None = None) -> list[str]:
+    """Remove the namespaces ``{prefix}-*`` (only those of ``hosts`` when given) and any
+    root-namespace veth ``{prefix}-N[ab]``. Devices inside a namespace die with it. Returns
+    what could not be removed (empty when clean)."""
+    names = list_namespaces(prefix)
+    if hosts is not None:
+        wanted = {ns_name(prefix, h) for h in hosts}
+        names = [n for n in names if n in wanted]
+    left: list[str] = []
+    for name in names:
+        try:
+            p2netns.remove(name)
+        except OSError as e:
+            LOG.warning("cannot remove namespace %s: %s", name, e)
+            left.append(name)
+    pat = re.compile(rf"^{re.escape(prefix)}-\d+[ab]$")
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get("IFLA_IFNAME")
+            if name and pat.match(name):
+                try:
+                    ipr.link("del", index=link["index"])
+                except Exception as e:
+                    LOG.warning("cannot remove stray link %s: %s", name, e)
+                    left.append(name)
+    return left
+
+
+def build(topology: Topology, prefix: str = "lsx") -> Net:
+    """Create the topology's namespaces; on any failure everything created is removed."""
+    if not PREFIX_RE.match(prefix):
+        raise ValueError(f"prefix {prefix!r}: expected a letter then up to 7 of a-z0-9 "
+                         "(veth names must fit 15 characters)")
+    existing = [n for n in list_namespaces(prefix)
+                if n in {ns_name(prefix, h.name) for h in topology.hosts}]
+    if existing:
+        raise NetnsError(f"namespaces {existing} already exist (another run, or a crashed one: "
+                         f"`latscope topology down --prefix {prefix}` removes them)")
+    net = Net(topology, prefix)
+    try:
+        _build(net)
+    except BaseException as e:
+        net.close()
+        if isinstance(e, NetnsError | KeyboardInterrupt):
+            raise
+        raise NetnsError(f"building {topology.source} with prefix {prefix} failed "
+                         f"(partial build removed): {e}") from e
+    return net
+
+
+def _build(net: Net) -> None:
+    t, prefix = net.topology, net.prefix
+    hosts = [h.name for h in t.hosts]
+    LOG.info("building %d namespaces for %s (prefix %s)", len(hosts), t.source, prefix)
+    iprs: dict[str, IPRoute] = {}
+    try:
+        for h in hosts:
+            p2netns.create(ns_name(prefix, h))
+            run_in_netns(ns_name(prefix, h), _write_sysctls, SYSCTLS)
+            iprs[h] = IPRoute(netns=ns_name(prefix, h))
+            iprs[h].link("set", index=iprs[h].link_lookup(ifname="lo")[0], state="up")
+        for b in t.bridges:
+            ipr = iprs[b.host]
+            ipr.link("add", ifname=b.name, kind="bridge")
+            idx = ipr.link_lookup(ifname=b.name)[0]
+            _add_addrs(ipr, idx, b.addr)
+            ipr.link("set", index=idx, state="up")
+            net._ifnames[(b.host, b.name)] = b.name
+        for i, link in enumerate(t.links):
+            a_host, b_host = t.namespace_of(link.a), t.namespace_of(link.b)
+            a_if, b_if = veth_name(prefix, i, "a"), veth_name(prefix, i, "b")
+            iprs[a_host].link("add", ifname=a_if, kind="veth",
+                              peer={"ifname": b_if, "net_ns_fd": ns_name(prefix, b_host)})
+            for side, host, ifname in (("a", a_host, a_if), ("b", b_host, b_if)):
+                endpoint, addrs, tbf = link.end(side)
+                ipr = iprs[host]
+                idx = ipr.link_lookup(ifname=ifname)[0]
+                if t.is_bridge(endpoint):
+                    ipr.link("set", index=idx, master=ipr.link_lookup(ifname=endpoint)[0])
+                _add_addrs(ipr, idx, addrs)
+                ipr.link("set", index=idx, state="up")
+                if tbf is not None:
+                    kw: dict[str, int] = {"rate": tbf.rate_bps // 8, "burst": tbf.burst_bytes}
+                    if tbf.latency_us is not None:
+                        kw["latency"] = tbf.latency_us
+                    else:
+                        kw["limit"] = int(tbf.limit_bytes or 0)
+                    ipr.tc("add", "tbf", index=idx, handle="1:", **kw)
+                net._ifnames[(host, i)] = ifname
+                if not t.is_bridge(endpoint):
+                    net._ifnames[(endpoint, i)] = ifname
+        for h in hosts:
+            for dst, via in t.routes_for(h):
+                fam = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+                iprs[h].route("add", family=fam, dst=str(dst.network_address),
+                              dst_len=dst.prefixlen, gateway=str(via))
+        for h in hosts:
+            net._devices[h] = sorted((lk["index"], lk.get("IFLA_IFNAME"))
+                                     for lk in iprs[h].get_links())
+    finally:
+        for ipr in iprs.values():
+            ipr.close()
+    LOG.info("built %s: %s", t.source, ", ".join(net.namespaces().values()))
+
+
+def _add_addrs(ipr: IPRoute, index: int, addrs: Sequence[Any]) -> None:
+    for a in addrs:
+        kw = {"IFA_FLAGS": IFA_F_NODAD} if a.version == 6 else {}
+        ipr.addr("add", index=index, address=str(a.ip), prefixlen=a.network.prefixlen, **kw)

@@ -1,0 +1,799 @@
+"""The topology file (design §7/§8): hosts, bridges, links, routes, flows, sampling.
+
+``load_topology(path)`` parses and validates a YAML file; every mistake is reported with the
+file, the line, the field path (``links[2].a_addr[0]``), the bad value and what was expected.
+The address and path rules here are the single source of truth: the namespace builder
+(``latscope.netns``) creates exactly the routes ``Topology.routes_for`` lists, and
+``Topology.path_hosts`` simulates the same longest-prefix forwarding the kernel does.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import operator
+import re
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from latscope.cli import UserError
+
+
+def _to_interface(v: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    if isinstance(v, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return v
+    try:
+        if not isinstance(v, str) or "/" not in v:
+            raise ValueError
+        return ipaddress.ip_interface(v)
+    except ValueError:
+        raise ValueError("expected an IPv4 or IPv6 address with prefix, like 10.1.0.1/24 or "
+                         "fd00:1::1/64") from None
+
+
+def _to_address(v: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return v
+    try:
+        return ipaddress.ip_address(v if isinstance(v, str) else "")
+    except ValueError:
+        raise ValueError("expected an IPv4 or IPv6 address without prefix, like 10.1.0.2 or "
+                         "fd00:1::2") from None
+
+
+def _to_network(v: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
+    if v in ("default", "default6") or isinstance(v, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return v
+    try:
+        if not isinstance(v, str) or "/" not in v:
+            raise ValueError
+        return ipaddress.ip_network(v)
+    except ValueError:
+        raise ValueError("expected a network like 10.2.0.0/24 or fd00:2::/64 (host bits zero), "
+                         "or 'default' / 'default6'") from None
+
+
+_AS_STR = PlainSerializer(str, when_used="json")
+# Plain validators: one clear message instead of pydantic's per-union-branch errors.
+IPInterface = Annotated[ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+                        PlainValidator(_to_interface), _AS_STR]
+IPAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                      PlainValidator(_to_address), _AS_STR]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+RouteDst = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network | str,
+                     PlainValidator(_to_network), _AS_STR]
+
+NAME_RE = re.compile(r"^[a-z0-9-]{1,12}$")
+ROLES = ("manager", "host", "vm", "container")
+MAX_HOPS = 32
+
+# tc's units (iproute2 get_rate/get_size/get_time): rates are SI, sizes are binary.
+_RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12,
+               "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
+_SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1024, "kbit": 1024 / 8, "m": 1024**2, "mb": 1024**2,
+               "mbit": 1024**2 / 8, "g": 1024**3, "gb": 1024**3, "gbit": 1024**3 / 8}
+_TIME_UNITS = {"s": 1e6, "sec": 1e6, "ms": 1e3, "msec": 1e3, "us": 1, "usec": 1}
+_QTY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*$")
+
+
+def _parse_qty(value: Any, units: dict[str, float], default_unit: str, what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}")
+    if isinstance(value, int | float):
+        return float(value) * units[default_unit]
+    m = _QTY_RE.match(str(value).lower())
+    if not m or (m.group(2) not in units and m.group(2) != ""):
+        raise ValueError(f"expected {what}")
+    return float(m.group(1)) * units[m.group(2) or default_unit]
+
+
+def parse_rate(value: Any) -> int:
+    """A tc-style rate (``50mbit``, ``2mbit``, ``1gbit``, ``500kbps``) in bits per second."""
+    bits = _parse_qty(value, _RATE_UNITS, "bit", "a rate like 50mbit, 2mbit or 1gbit")
+    if bits <= 0:
+        raise ValueError("expected a positive rate like 50mbit")
+    return int(bits)
+
+
+def parse_size(value: Any) -> int:
+    """A tc-style size (``32kbit``, ``64kb``, ``1500``) in bytes (tc: k = 1024)."""
+    return int(_parse_qty(value, _SIZE_UNITS, "b", "a size like 32kbit, 64kb or 1500"))
+
+
+def parse_time_us(value: Any) -> int:
+    """A tc-style time (``50ms``, ``200us``, ``1s``) in microseconds; a bare number is ms."""
+    return int(_parse_qty(value, _TIME_UNITS, "ms", "a time like 50ms or 200us"))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Clock(_Model):
+    offset_ns: int = 0
+    drift_ppm: float = 0.0
+
+
+def _check_name(v: str | None) -> str | None:
+    if v is not None and not NAME_RE.match(v):
+        raise ValueError("expected a name of 1-12 characters from a-z, 0-9 and '-'")
+    return v
+
+
+class Host(_Model):
+    name: str
+    role: Literal["manager", "host", "vm", "container"] = "host"
+    parent: str | None = None
+    clock: Clock | None = None      # a container without one shares its parent's kernel clock
+    sync_addr: IPAddress | None = None
+
+    _names = field_validator("name", "parent")(_check_name)
+
+
+class Bridge(_Model):
+    name: str
+    host: str
+    addr: list[IPInterface] = []
+
+    _names = field_validator("name")(_check_name)
+
+
+class Tbf(_Model):
+    """Token bucket shaping one end's egress; exactly one of latency/limit."""
+    rate: str | int
+    burst: str | int
+    latency: str | int | None = None
+    limit: str | int | None = None
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str | int) -> str | int:
+        if parse_rate(v) // 8 >= 2**32:
+            raise ValueError("expected a rate below 34gbit (tbf's 32-bit byte rate)")
+        return v
+
+    @field_validator("burst", "limit")
+    @classmethod
+    def _size(cls, v: str | int | None) -> str | int | None:
+        if v is not None and parse_size(v) <= 0:
+            raise ValueError("expected a positive size like 32kbit or 64kb")
+        return v
+
+    @field_validator("latency")
+    @classmethod
+    def _latency(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_time_us(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Tbf:
+        if (self.latency is None) == (self.limit is None):
+            raise ValueError("expected exactly one of 'latency' (like 50ms) or 'limit' (bytes)")
+        return self
+
+    @property
+    def rate_bps(self) -> int:
+        return parse_rate(self.rate)
+
+    @property
+    def burst_bytes(self) -> int:
+        return parse_size(self.burst)
+
+    @property
+    def latency_us(self) -> int | None:
+        return None if self.latency is None else parse_time_us(self.latency)
+
+    @property
+    def limit_bytes(self) -> int | None:
+        return None if self.limit is None else parse_size(self.limit)
+
+
+class Link(_Model):
+    a: str
+    b: str
+    a_addr: list[IPInterface] = []
+    b_addr: list[IPInterface] = []
+    a_tbf: Tbf | None = None
+    b_tbf: Tbf | None = None
+
+    def end(self, side: str) -> tuple[str, list[IPInterface], Tbf | None]:
+        return ((self.a, self.a_addr, self.a_tbf) if side == "a"
+                else (self.b, self.b_addr, self.b_tbf))
+
+
+class Route(_Model):
+    host: str
+    dst: RouteDst          # a network, or "default" (family of via) / "default6"
+    via: IPAddress
+
+    @property
+    def network(self) -> IPNetwork:
+        if self.dst == "default":
+            return ipaddress.ip_network("0.0.0.0/0" if self.via.version == 4 else "::/0")
+        if self.dst == "default6":
+            return ipaddress.ip_network("::/0")
+        return self.dst
+
+    @model_validator(mode="after")
+    def _family(self) -> Route:
+        if self.network.version != self.via.version:
+            raise ValueError(f"dst {self.dst} and via {self.via} are of different IP families")
+        return self
+
+
+class Flow(_Model):
+    name: str
+    src: str
+    dst: str
+    proto: Literal["tcp", "udp"] = "tcp"
+    family: Literal[4, 6] = 4
+    port: int = Field(ge=1, le=65535)
+    bytes: int | None = Field(default=None, gt=0)
+    rate: str | int | None = None
+    reader_delay_ms: float = Field(default=0.0, ge=0)
+    read_size: int = Field(default=65536, gt=0)       # receiver's bytes per read()
+    duration_s: float | None = Field(default=None, gt=0)  # paced flows: stop after this long
+    dst_addr: IPAddress | None = None
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_rate(v)
+        return v
+
+    @model_validator(mode="after")
+    def _amount(self) -> Flow:
+        if self.bytes is None and self.rate is None:
+            raise ValueError("expected 'bytes' (bulk: as fast as it can) or 'rate' (paced)")
+        if self.dst_addr is not None and self.dst_addr.version != self.family:
+            raise ValueError(f"dst_addr {self.dst_addr} is not IPv{self.family} (family)")
+        return self
+
+    @property
+    def rate_bps(self) -> int | None:
+        return None if self.rate is None else parse_rate(self.rate)
+
+
+class Sampling(_Model):
+    size: int = Field(default=72400, ge=0)
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
+    filter_retrans: Literal[0, 1, True, False] = 1
+
+
+@dataclass(frozen=True)
+class Iface:
+    """An L3 interface of a host: one end of a link, or a bridge's own address."""
+    host: str
+    key: int | str               # link index, or bridge name
+    side: str | None             # "a"/"b" for a link end, None for a bridge
+    addrs: tuple[IPInterface, ...]
+    segment: int                 # L2 segment id (a link, or a bridge with its ports)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One host a flow's packets cross. in_/out_ are link indexes or bridge names."""
+    host: str
+    l3: bool                     # False: only switched by a bridge in this host's namespace
+    via: int | str | None = None  # the link or bridge it arrives through (None at the source)
+
+
+class Topology(_Model):
+    hosts: list[Host]
+    bridges: list[Bridge] = []
+    links: list[Link] = []
+    routes: list[Route] = []
+    flows: list[Flow] = []
+    sampling: Sampling = Sampling()
+    _source: str = PrivateAttr(default="<topology>")
+
+    @property
+    def source(self) -> str:
+        """The file it was loaded from (for messages)."""
+        return self._source
+
+    # ---- lookups -------------------------------------------------------------------------
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(f"no host {name!r} in {self.source}")
+
+    def bridge(self, name: str) -> Bridge:
+        for b in self.bridges:
+            if b.name == name:
+                return b
+        raise KeyError(f"no bridge {name!r} in {self.source}")
+
+    def flow(self, name: str) -> Flow:
+        for f in self.flows:
+            if f.name == name:
+                return f
+        raise KeyError(f"no flow {name!r} in {self.source}")
+
+    def clock(self, name: str) -> Clock:
+        """The injected clock error of a host: its own, a container's parent's, else none."""
+        h = self.host(name)
+        if h.clock is not None:
+            return h.clock
+        if h.role == "container" and h.parent is not None and h.parent != name:
+            return self.clock(h.parent)
+        return Clock()
+
+    @property
+    def manager(self) -> Host:
+        return next(h for h in self.hosts if h.role == "manager")
+
+    def is_bridge(self, name: str) -> bool:
+        return any(b.name == name for b in self.bridges)
+
+    def namespace_of(self, endpoint: str) -> str:
+        """The host whose namespace holds a link endpoint (a host, or a bridge's host)."""
+        return self.bridge(endpoint).host if self.is_bridge(endpoint) else endpoint
+
+    # ---- interfaces and segments -----------------------------------------------------------
+    def _segments(self) -> dict[int | str, int]:
+        """Union of links that share a bridge: each link/bridge key -> segment id."""
+        parent: dict[int | str, int | str] = {}
+
+        def find(x: int | str) -> int | str:
+            while parent.setdefault(x, x) != x:
+                x = parent[x]
+            return x
+
+        for i, link in enumerate(self.links):
+            find(i)
+            for end in (link.a, link.b):
+                if self.is_bridge(end):
+                    parent[find(i)] = find("br:" + end)
+        for b in self.bridges:
+            find("br:" + b.name)
+        roots: dict[int | str, int] = {}
+        out: dict[int | str, int] = {}
+        for key in list(parent):
+            r = find(key)
+            seg = roots.setdefault(r, len(roots))
+            out[key if isinstance(key, int) else key[3:]] = seg
+        return out
+
+    def ifaces(self, host: str | None = None) -> list[Iface]:
+        """L3 interfaces in §8 order: link ends in link order, then the host's bridges."""
+        seg = self._segments()
+        out: list[Iface] = []
+        for i, link in enumerate(self.links):
+            for side in ("a", "b"):
+                name, addrs, _ = link.end(side)
+                if not self.is_bridge(name):
+                    out.append(Iface(name, i, side, tuple(addrs), seg[i]))
+        for b in self.bridges:
+            out.append(Iface(b.host, b.name, None, tuple(b.addr), seg[b.name]))
+        return [f for f in out if host is None or f.host == host]
+
+    def addresses(self, host: str, family: int | None = None) -> list[IPInterface]:
+        """The host's addresses (with prefix) in §8 order, optionally of one family (4/6)."""
+        self.host(host)
+        return [a for f in self.ifaces(host) for a in f.addrs
+                if family is None or a.version == family]
+
+    def owner(self, addr: IPAddress | str) -> str | None:
+        ip = ipaddress.ip_address(addr)
+        for f in self.ifaces():
+            if any(a.ip == ip for a in f.addrs):
+                return f.host
+        return None
+
+    # ---- §8 address rules --------------------------------------------------------------------
+    def flow_dst_addr(self, flow: Flow | str) -> IPAddress:
+        """dst_addr when given, else the destination's first address of the flow's family."""
+        flow = self.flow(flow) if isinstance(flow, str) else flow
+        if flow.dst_addr is not None:
+            return flow.dst_addr
+        addrs = self.addresses(flow.dst, flow.family)
+        if not addrs:
+            raise ValueError(f"flow {flow.name}: {flow.dst} has no IPv{flow.family} address")
+        return addrs[0].ip
+
+    def sync_addr(self, host: str, family: int = 4) -> IPAddress:
+        """Where the manager probes ``host``: sync_addr, else its address on a link (or
+        bridge segment) shared with the manager, else its first address."""
+        h = self.host(host)
+        if h.sync_addr is not None:
+            return h.sync_addr
+        mgr_segments = {f.segment for f in self.ifaces(self.manager.name)
+                        if any(a.version == family for a in f.addrs)}
+        for f in self.ifaces(host):
+            if f.segment in mgr_segments:
+                for a in f.addrs:
+                    if a.version == family:
+                        return a.ip
+        addrs = self.addresses(host, family) or self.addresses(host)
+        if not addrs:
+            raise ValueError(f"host {host} has no address to synchronise with")
+        return addrs[0].ip
+
+    def sync_targets(self, family: int = 4) -> dict[str, IPAddress]:
+        """Every non-manager host and the address the manager syncs it at."""
+        return {h.name: self.sync_addr(h.name, family) for h in self.hosts if h.role != "manager"}
+
+    # ---- routing -------------------------------------------------------------------------------
+    def routes_for(self, host: str) -> list[tuple[IPNetwork, IPAddress]]:
+        """Static routes the builder installs: the file's, plus a default route of each family
+        for a vm/container toward its parent's address on a segment they share."""
+        out = [(r.network, r.via) for r in self.routes if r.host == host]
+        h = self.host(host)
+        if h.parent is None:
+            return out
+        parent_ifaces = self.ifaces(h.parent)
+        for family in (4, 6):
+            if any(net.prefixlen == 0 and net.version == family for net, _ in out):
+                continue
+            gw = self._parent_gateway(host, parent_ifaces, family)
+            if gw is not None:
+                out.append((ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0"), gw))
+        return out
+
+    def _parent_gateway(self, host: str, parent_ifaces: list[Iface],
+                        family: int) -> IPAddress | None:
+        for mine in self.ifaces(host):
+            for theirs in parent_ifaces:
+                if theirs.segment != mine.segment:
+                    continue
+                for a in theirs.addrs:
+                    if a.version == family and any(a in m.network for m in mine.addrs):
+                        return a.ip
+        return None
+
+    def _next_hop(self, host: str, dst: IPAddress) -> tuple[Iface, IPAddress]:
+        """Longest-prefix match over connected networks and routes: (egress iface, neighbour)."""
+        best: tuple[int, int, Iface, IPAddress] | None = None   # (prefixlen, connected, ...)
+        mine = self.ifaces(host)
+        for f in mine:
+            for a in f.addrs:
+                if a.version == dst.version and dst in a.network:
+                    cand = (a.network.prefixlen, 1, f, dst)
+                    if best is None or cand[:2] > best[:2]:
+                        best = cand
+        for net, via in self.routes_for(host):
+            if net.version == dst.version and dst in net:
+                egress = next((f for f in mine for a in f.addrs
+                               if a.version == via.version and via in a.network), None)
+                if egress is None:
+                    raise ValueError(f"{host}: route {net} via {via}: {via} is on none of "
+                                     f"{host}'s networks")
+                cand = (net.prefixlen, 0, egress, via)
+                if best is None or cand[:2] > best[:2]:
+                    best = cand
+        if best is None:
+            raise ValueError(f"{host} has no route to {dst}")
+        return best[2], best[3]
+
+    def source_addr(self, host: str, dst: IPAddress | str) -> IPAddress:
+        """The source address the kernel picks on ``host`` toward ``dst`` (its egress iface's)."""
+        dst = ipaddress.ip_address(dst)
+        egress, _ = self._next_hop(host, dst)
+        for a in egress.addrs:
+            if a.version == dst.version:
+                return a.ip
+        raise ValueError(f"{host}: the interface toward {dst} has no IPv{dst.version} address")
+
+    def path(self, src: str, dst_addr: IPAddress | str) -> list[Hop]:
+        """The hosts packets from ``src`` to ``dst_addr`` cross, with the L2-only hops of
+        bridges that live in a third host's namespace."""
+        dst_ip = ipaddress.ip_address(dst_addr)
+        target = self.owner(dst_ip)
+        if target is None:
+            raise ValueError(f"{dst_ip} is no host's address")
+        hops = [Hop(src, True)]
+        host = src
+        while host != target:
+            if len(hops) > MAX_HOPS:
+                raise ValueError(f"routing loop toward {dst_ip}: "
+                                 + " -> ".join(h.host for h in hops))
+            egress, neigh = self._next_hop(host, dst_ip)
+            nxt = next((f for f in self.ifaces() if f.segment == egress.segment and f is not egress
+                        and any(a.ip == neigh for a in f.addrs)), None)
+            if nxt is None:
+                raise ValueError(f"{host}: next hop {neigh} toward {dst_ip} is not on the "
+                                 f"segment of its interface {egress.key}")
+            for b in self.bridges:   # switched through a bridge in a third namespace
+                if self._segments()[b.name] == egress.segment and b.host not in (host, nxt.host):
+                    hops.append(Hop(b.host, False, b.name))
+            hops.append(Hop(nxt.host, True, nxt.key))
+            host = nxt.host
+        return hops
+
+    def path_hosts(self, flow: Flow | str) -> list[str]:
+        """The topology hosts a flow's data packets cross, source to destination."""
+        flow = self.flow(flow) if isinstance(flow, str) else flow
+        return [h.host for h in self.path(flow.src, self.flow_dst_addr(flow))]
+
+    def summary(self) -> dict[str, Any]:
+        """What ``latscope topology check --json`` prints."""
+        return {
+            "file": self.source,
+            "hosts": [{"name": h.name, "role": h.role, "parent": h.parent,
+                       "clock": self.clock(h.name).model_dump(),
+                       "addresses": [str(a) for a in self.addresses(h.name)],
+                       **({"sync_addr": str(self.sync_addr(h.name))}
+                          if h.role != "manager" else {})} for h in self.hosts],
+            "bridges": [{"name": b.name, "host": b.host, "addr": [str(a) for a in b.addr]}
+                        for b in self.bridges],
+            "links": [{"index": i, "a": lk.a, "b": lk.b,
+                       "a_addr": [str(a) for a in lk.a_addr],
+                       "b_addr": [str(a) for a in lk.b_addr],
+                       "a_tbf": lk.a_tbf.model_dump() if lk.a_tbf else None,
+                       "b_tbf": lk.b_tbf.model_dump() if lk.b_tbf else None}
+                      for i, lk in enumerate(self.links)],
+            "flows": [{**f.model_dump(mode="json", exclude_none=True),
+                       "dst_addr": str(self.flow_dst_addr(f)),
+                       "path_hosts": self.path_hosts(f)} for f in self.flows],
+            "sampling": self.sampling.model_dump(),
+        }
+
+
+# ---- loading and error reporting --------------------------------------------------------------
+
+class TopologyError(UserError):
+    """Every problem of one topology file, each naming file, line, field path and expectation."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]], lines: dict[str, int]):
+        self.source = source
+        self.problems = problems
+        parts = []
+        located = sorted(((_line_for(p, lines) or 0, p, m) for p, m in problems),
+                         key=lambda x: x[0])   # file order; stable within a line
+        for line, path, msg in located:
+            where = f"{source}:{line}" if line else source
+            parts.append(f"{where}: {path or '(top level)'}: {msg}")
+        head = f"{source}: {len(problems)} problem(s) in the topology file"
+        super().__init__(head + "\n  " + "\n  ".join(parts))
+
+
+def _line_for(path: str, lines: dict[str, int]) -> int | None:
+    while path:
+        if path in lines:
+            return lines[path]
+        shorter = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
+        path = "" if shorter == path else shorter
+    return None
+
+
+_BRANCH_LABELS = {"str", "int", "float", "bool", "none"}
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    """pydantic's location -> ``links[2].a_addr[0]`` (union-branch labels dropped)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier() and part not in _BRANCH_LABELS:
+            out += f".{part}" if out else part
+    return out
+
+
+def _strip_none(ann: Any) -> Any:
+    """``X | None`` -> ``X``; unions of several types are rebuilt without None."""
+    if typing.get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        return functools.reduce(operator.or_, args) if args else None
+    return ann
+
+
+def _model_at(loc: tuple[Any, ...]) -> Any:
+    """The annotation a pydantic error location points at (for 'expected ...' texts)."""
+    cur: Any = Topology
+    for part in loc:
+        if isinstance(cur, type) and issubclass(cur, BaseModel) and isinstance(part, str):
+            field = cur.model_fields.get(part)
+            if field is None:
+                return None
+            cur = _strip_none(field.annotation)
+        elif isinstance(part, int) and typing.get_origin(cur) is list:
+            cur = _strip_none(typing.get_args(cur)[0])
+    return cur
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(err["loc"])
+    path = _fmt_loc(loc)
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if isinstance(parent, type) and issubclass(
+            parent, BaseModel) else "?"
+        return path, f"unknown key {loc[-1]!r}; expected one of: {allowed}"
+    if err["type"] == "missing":
+        return path, "missing; this field is required"
+    expected = err["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
+    return path, f"got {value!r}: {expected}"
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Field path -> 1-based line, from the YAML node tree (for error messages)."""
+    out: dict[str, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node: yaml.Node, path: str) -> None:
+        out.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = f"{path}.{k.value}" if path else str(k.value)
+                out[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, f"{path}[{i}]")
+
+    if root is not None:
+        walk(root, "")
+    return out
+
+
+def _cross_check(t: Topology) -> Iterator[tuple[str, str]]:
+    """Problems pydantic cannot see: names, references, addresses and reachability."""
+    hosts = {h.name: h for h in t.hosts}
+    bridges = {b.name: b for b in t.bridges}
+    seen: dict[str, str] = {}
+    for i, h in enumerate(t.hosts):
+        if h.name in seen:
+            yield f"hosts[{i}].name", f"got {h.name!r}: duplicate host name (also {seen[h.name]})"
+        seen[h.name] = f"hosts[{i}]"
+    for i, b in enumerate(t.bridges):
+        if b.name in seen:
+            yield (f"bridges[{i}].name",
+                   f"got {b.name!r}: name already used by {seen[b.name]} (hosts and bridges "
+                   "share one name space: link endpoints name either)")
+        seen[b.name] = f"bridges[{i}]"
+        if b.host not in hosts:
+            yield f"bridges[{i}].host", f"got {b.host!r}: expected one of the hosts {list(hosts)}"
+    managers = [h.name for h in t.hosts if h.role == "manager"]
+    if len(managers) != 1:
+        yield "hosts", f"got {len(managers)} managers {managers}: expected exactly one host " \
+                       "with role: manager (the clock reference)"
+    for i, h in enumerate(t.hosts):
+        if h.role in ("container", "vm") and h.parent is None:
+            yield f"hosts[{i}].parent", f"missing: a {h.role} needs a parent host"
+        if h.parent is not None:
+            if h.parent not in hosts:
+                yield f"hosts[{i}].parent", f"got {h.parent!r}: expected one of the hosts " \
+                                            f"{list(hosts)}"
+            elif h.parent == h.name:
+                yield f"hosts[{i}].parent", f"got {h.parent!r}: a host cannot be its own parent"
+            if h.role in ("manager", "host"):
+                yield f"hosts[{i}].parent", f"got {h.parent!r}: only a vm or container has a parent"
+    endpoints = list(hosts) + list(bridges)
+    addr_seen: dict[Any, str] = {}
+    for i, b in enumerate(t.bridges):
+        for j, a in enumerate(b.addr):
+            addr_seen[a.ip] = f"bridges[{i}].addr[{j}]"
+    for i, link in enumerate(t.links):
+        for side in ("a", "b"):
+            name, addrs, _tbf = link.end(side)
+            if name not in endpoints:
+                yield f"links[{i}].{side}", f"got {name!r}: expected a host or bridge, one of " \
+                                            f"{endpoints}"
+            if name in bridges and addrs:
+                yield (f"links[{i}].{side}_addr",
+                       f"got {[str(a) for a in addrs]}: a bridge port has no address; put the "
+                       f"host's address on the bridge (bridges[].addr of {name})")
+            for j, a in enumerate(addrs):
+                p = f"links[{i}].{side}_addr[{j}]"
+                if a.ip in addr_seen:
+                    yield p, f"got {a}: address already used at {addr_seen[a.ip]}"
+                addr_seen[a.ip] = p
+                if a.network.prefixlen == a.max_prefixlen:
+                    yield p, f"got {a}: expected a prefix shorter than /{a.max_prefixlen} " \
+                             "(the peer must be on the same network)"
+        if link.a == link.b:
+            yield f"links[{i}].b", f"got {link.b!r}: a link joins two different endpoints"
+        if link.a in bridges and link.b in bridges:
+            yield f"links[{i}]", "a link joins at least one host (bridge to bridge is unsupported)"
+    for i, r in enumerate(t.routes):
+        if r.host not in hosts:
+            yield f"routes[{i}].host", f"got {r.host!r}: expected one of the hosts {list(hosts)}"
+    for i, h in enumerate(t.hosts):
+        if h.sync_addr is not None and t.owner(h.sync_addr) != h.name:
+            yield f"hosts[{i}].sync_addr", f"got {h.sync_addr}: expected one of {h.name}'s " \
+                                           f"addresses {[str(a.ip) for a in _safe_addrs(t, h)]}"
+    names: set[str] = set()
+    for i, f in enumerate(t.flows):
+        if f.name in names:
+            yield f"flows[{i}].name", f"got {f.name!r}: duplicate flow name"
+        names.add(f.name)
+        for key in ("src", "dst"):
+            if getattr(f, key) not in hosts:
+                yield f"flows[{i}].{key}", f"got {getattr(f, key)!r}: expected one of the hosts " \
+                                           f"{list(hosts)}"
+        if f.src == f.dst:
+            yield f"flows[{i}].dst", f"got {f.dst!r}: a flow joins two different hosts"
+        if f.dst_addr is not None and f.dst in hosts and t.owner(f.dst_addr) != f.dst:
+            yield f"flows[{i}].dst_addr", f"got {f.dst_addr}: expected an address of {f.dst}"
+
+
+def _safe_addrs(t: Topology, h: Host) -> list[IPInterface]:
+    try:
+        return t.addresses(h.name)
+    except KeyError:
+        return []
+
+
+def _check_reachability(t: Topology) -> Iterator[tuple[str, str]]:
+    """Every flow (and its answers) and every sync target must route, as the kernel will."""
+    for i, f in enumerate(t.flows):
+        try:
+            dst = t.flow_dst_addr(f)
+            t.path(f.src, dst)
+            t.path(f.dst, t.source_addr(f.src, dst))   # ACKs / replies come back
+        except ValueError as e:
+            yield f"flows[{i}]", f"flow {f.name} ({f.src} -> {f.dst}) cannot be routed: {e}"
+    mgr = t.manager.name
+    for i, h in enumerate(t.hosts):
+        if h.name == mgr or not t.addresses(h.name):
+            continue
+        try:
+            addr = t.sync_addr(h.name)
+            t.path(mgr, addr)
+            t.path(h.name, t.source_addr(mgr, addr))
+        except ValueError as e:
+            yield f"hosts[{i}]", f"the manager {mgr} cannot synchronise {h.name}: {e} " \
+                                 "(add routes, or set sync_addr)"
+
+
+def parse_topology(data: Any, source: str = "<topology>", text: str | None = None) -> Topology:
+    """Validate already-parsed YAML data; raises TopologyError listing every problem."""
+    lines = _line_index(text) if text is not None else {}
+    if not isinstance(data, dict):
+        raise TopologyError(source, [("", f"got {type(data).__name__}: expected a mapping with "
+                                          "hosts, links, bridges, routes, flows, sampling")], lines)
+    try:
+        topo = Topology.model_validate(data)
+        topo._source = source
+    except ValidationError as e:
+        problems = list(dict.fromkeys(_describe(err) for err in e.errors()))   # dedupe branches
+        raise TopologyError(source, problems, lines) from None
+    problems = list(_cross_check(topo))
+    if not problems:
+        problems = list(_check_reachability(topo))
+    if problems:
+        raise TopologyError(source, problems, lines)
+    return topo
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology YAML file (design §8)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TopologyError(str(path), [("", f"cannot read: {e.strerror}")], {}) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TopologyError(str(path), [("", f"not valid YAML{where}: "
+                                             f"{getattr(e, 'problem', e)}")], {}) from None
+    return parse_topology(data, str(path), text)
