@@ -1,0 +1,8 @@
+"""XDP clock synchronisation (design §4).
+
+``responder`` (XDP on each host: t2/t3, injected clock for simulated hosts), ``manager``
+(UDP probes; t1 at the driver, t4 at XDP; one estimator per host), ``estimator`` (pure:
+minimum-delay selection, Theil–Sen offset+drift, error bound), ``wire`` (layouts parsed
+from ``bpf/sync.h``), ``publish``/``status`` (Kafka), ``topology_run`` (a whole netns
+topology, for the demo), ``cli`` (``latscope sync manager|responder|status``).
+"""

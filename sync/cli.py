@@ -102,6 +102,8 @@ def cmd_manager(args: argparse.Namespace) -> int:
     interval = args.interval or (cfg.time_sync.interval_s if cfg else 1.0)
     bootstrap = args.bootstrap or (cfg.kafka.bootstrap if cfg else "127.0.0.1:9092")
     name = args.name or (cfg.management.hostname if cfg and cfg.management else "manager")
+    # The window must span several rounds: one minimum-delay sample per round is fitted.
+    window = args.window or max(60.0, 16 * interval)
     token = load_token(args, create=True)
     pub = None
     if not args.no_kafka:
@@ -111,7 +113,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
         except Exception as e:
             raise UserError(f"Kafka at {bootstrap}: {e}") from None
     mgr = Manager(targets, token, netns=args.netns, interval_s=interval, burst=args.burst,
-                  estimator=EstimatorConfig(window_ns=int(args.window * 1e9),
+                  estimator=EstimatorConfig(window_ns=int(window * 1e9),
                                             bucket_ns=int(interval * 1e9)),
                   on_sample=pub.sample if pub else None, on_model=pub.model if pub else None,
                   name=name)
@@ -177,7 +179,8 @@ def cmd_responder(args: argparse.Namespace) -> int:
     injection = ClockInjection(args.offset_ns, args.drift_ppm,
                                args.epoch_ns if args.epoch_ns is not None else monotonic_ns())
     r = Responder(args.ifname, load_token(args, create=False), allow, netns=args.netns,
-                  port=port or DEFAULT_PORT, injection=injection)
+                  port=port or DEFAULT_PORT, injection=injection,
+                  addresses=args.address or None, xdp_mode=args.xdp_mode)
     try:
         r.start()
     except (OSError, ValueError) as e:
@@ -252,8 +255,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--interval", type=float, metavar="S",
                    help="seconds between rounds (default: time_sync.yaml time_interval, else 1)")
     m.add_argument("--burst", type=int, default=4, help="probes per host per round (default 4)")
-    m.add_argument("--window", type=float, default=60.0, metavar="S",
-                   help="sliding window of the estimator in seconds (default 60)")
+    m.add_argument("--window", type=float, metavar="S",
+                   help="sliding window of the estimator (default: 16 rounds, at least 60 s)")
     m.add_argument("--bootstrap", help="Kafka bootstrap (default: config, else 127.0.0.1:9092)")
     m.add_argument("--name", help="manager name in the records (default: management hostname)")
     m.add_argument("--no-kafka", action="store_true", help="estimate only, publish nothing")
@@ -266,6 +269,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--ifname", required=True, help="the host's sync interface")
     r.add_argument("--allow", action="append", metavar="ADDRESS",
                    help="manager address to answer (repeatable; default: management_server)")
+    r.add_argument("--address", action="append", metavar="ADDRESS",
+                   help="own address to answer on (repeatable; default: all of IFNAME's); "
+                        "probes to other addresses are routed through and pass")
+    r.add_argument("--xdp-mode", choices=["auto", "native", "generic"], default="auto",
+                   help="auto: generic on veth (native XDP_TX there needs XDP on the peer), "
+                        "native elsewhere")
     r.add_argument("--offset-ns", type=int, default=0,
                    help="TESTING: inject this clock offset into t2/t3")
     r.add_argument("--drift-ppm", type=float, default=0.0,

@@ -72,7 +72,7 @@ class Model:
 class EstimatorConfig:
     window_ns: int = 30_000_000_000   # samples older than this (by t1) leave the window
     bucket_ns: int = 1_000_000_000    # one minimum-delay sample per bucket
-    min_buckets: int = 3              # fewer: no fit (drift needs spread in time)
+    min_buckets: int = 2              # fewer: no fit (drift needs two instants)
     delay_slack_ns: float = 2_000.0   # keep bucket minima within min delay + max(slack, 3*MAD)
     max_samples: int = 100_000        # hard cap on the window (memory)
 

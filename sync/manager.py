@@ -187,13 +187,15 @@ class Manager:
         while not stop.is_set() and (end is None or time.monotonic() < end):
             now = time.monotonic()
             if now >= next_round:
+                self.refit()  # whatever the last round brought, before the next one
                 self.send_round()
                 next_round += self.interval_s
                 if next_round < now:  # fell behind (slow machine): skip, do not burst
                     next_round = now + self.interval_s
             wait = max(0.0, min(next_round - time.monotonic(), 0.1))
-            if self.collect(int(wait * 1000)) or not self._pending:
-                self.refit()
+            self.collect(int(wait * 1000))
+            if not self._pending:
+                self.refit()  # the whole round is in: publish now, not a round later
             if progress:
                 progress(self)
         self.collect(0)

@@ -41,3 +41,45 @@ def test_bad_token_is_a_clear_error(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "--token: sync token 'not-hex': expected up to 16 hex digits" in out.stderr
+
+
+def test_responder_cli_answers_then_detaches(sync_net: SyncNet) -> None:
+    """`latscope sync responder` on r1 (which has none yet): answers the manager with its
+    injected clock, reports counters, and leaves no XDP program behind when stopped."""
+    import signal
+
+    from latscope.clock import ClockInjection, monotonic_ns
+    from latscope.sync.estimator import EstimatorConfig
+    from latscope.sync.manager import Manager, Target
+
+    net = sync_net.net
+    ifname = net.ifname("r1", "mgr")
+    inj = ClockInjection(7_000_000, -10.0, monotonic_ns())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latscope", "sync", "responder", "--netns", net.ns_name("r1"),
+         "--ifname", ifname, "--allow", "10.92.3.1", "--token", f"{sync_net.token:x}",
+         "--offset-ns", str(inj.offset_ns), "--drift-ppm", str(inj.drift_ppm),
+         "--epoch-ns", str(inj.epoch_ns), "--json", "--progress", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the first counters line: attached and running
+        assert json.loads(first)["answered"] == 0, first
+        mgr = Manager([Target("r1", "10.92.3.2")], sync_net.token, netns=net.ns_name("mgr"),
+                      interval_s=0.05,
+                      estimator=EstimatorConfig(window_ns=2_000_000_000, bucket_ns=50_000_000))
+        with mgr:
+            mgr.run(duration_s=1.5)
+            m = mgr.hosts["r1"].model
+        assert m is not None
+        assert abs(m.offset_ns - inj.true_offset(m.ref_ns)) <= m.error_bound_ns
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["answered"] >= 50 and final["bad_token"] == 0
+    link = json.loads(subprocess.run(["ip", "-n", net.ns_name("r1"), "-j", "link", "show", "dev",
+                                      ifname], capture_output=True, text=True,
+                                     check=True).stdout)[0]
+    assert "xdp" not in link, link
