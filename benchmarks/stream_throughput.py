@@ -52,13 +52,16 @@ def records(flows: list[PathSpec], first: int, n: int, t0: int, gap_ns: int) -> 
     return out
 
 
+EXTRA: list[str] = []   # --worker-arg passthrough
+
+
 def worker(info: stack.StackInfo, prefix: str, tmp: Path, name: str) -> WorkerProcess:
     return WorkerProcess(
         ["--bootstrap", info.kafka_bootstrap, "--app-id", f"{prefix}-{name}",
          "--data-dir", str(tmp / name), "--topology", str(REPO_ROOT / "topologies/default.yaml"),
          "--layer-topic", f"{prefix}-{name}-layer", "--clock-topic", f"{prefix}-clock",
          "--breakdown-topic", f"{prefix}-{name}-bd", "--dead-letter-topic", f"{prefix}-dlq",
-         "--influx-tag", f"run={prefix}", "--batch", "4000"],
+         "--influx-tag", f"run={prefix}", "--batch", "4000", *EXTRA],
         free_port(), tmp / f"{name}.log")
 
 
@@ -121,7 +124,11 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=3_000, help="phase 2 samples/s")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker-arg", action="append", default=[],
+                    help="extra `stream worker` option, e.g. --worker-arg=--no-raw-samples")
+    ap.add_argument("--skip-freshness", action="store_true")
     args = ap.parse_args()
+    EXTRA.extend(args.worker_arg)
     info = stack.status(stack.StackSettings.from_env())
     if not (info.kafka_up and info.influx_up):
         raise SystemExit("local stack not running: latscope stack up")
@@ -130,7 +137,9 @@ def main() -> int:
         "ClockModel", [clock_model(h, OFFSETS[h]) for h in ("h1", "h2")], "host"))
     with tempfile.TemporaryDirectory(prefix="lsxd-bench-") as d:
         tput = throughput(info, prefix, Path(d), args.samples)
-        fresh = freshness(info, prefix, Path(d), args.rate, args.seconds)
+        fresh = ({"fresh_p99_s": None, "fresh_p50_s": None, "offered_per_s": 0}
+                 if args.skip_freshness else
+                 freshness(info, prefix, Path(d), args.rate, args.seconds))
     result = {"throughput": tput, "freshness": fresh,
               "ratios": {"joined_per_s / target": round(tput["joined_per_s"] / TARGET_RATE, 3),
                          "fresh_p99 / target": round(fresh["fresh_p99_s"] / TARGET_FRESH_P99_S, 3)

@@ -7,6 +7,10 @@
                                                                └► latscope_sample ─► InfluxDB
     undecodable input ─► dead-letter topic (counted)
 
+Outputs (breakdowns, dead letters) go through a librdkafka producer, flushed at the end of
+every batch before Faust may commit the batch's offsets (at-least-once); Faust's own
+producer awaits one message at a time and capped the worker at well under 1k samples/s.
+
 Table writes name their partition explicitly: a ``take`` batch mixes partitions and a timer
 has no current event, while Faust's own ``table[key] = v`` uses the current event's
 partition. Every pending sample and open window carries its partition, so a rebalance
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from latscope import log
@@ -39,7 +44,7 @@ from latscope.stream.flows import FlowResolver
 from latscope.stream.join import Joiner, JoinPolicy
 from latscope.stream.segments import ClockView, breakdown
 from latscope.stream.sketch import Sketch
-from latscope.stream.windows import WindowPolicy, Windows, rows
+from latscope.stream.windows import TAGS, WindowPolicy, Windows
 
 _log = log.get("stream")
 
@@ -104,6 +109,7 @@ class Counters:
     dead_lettered: int = 0
     clock_models: int = 0
     published: int = 0        # breakdowns written to the breakdowns topic
+    publish_failed: int = 0   # delivery reports with an error (after librdkafka's retries)
     complete: int = 0
     incomplete: int = 0
     dropped_revoked: int = 0  # pending entries of partitions this worker no longer owns
@@ -123,7 +129,7 @@ class Runtime:
         self.joiner = Joiner(s.join, self.resolver.path)
         self.windows = Windows(s.windows)
         self.counters = Counters()
-        self.totals: dict[tuple, Sketch] = {}   # whole-run sketch per (flow, segment...)
+        self.totals: dict[tuple, Sketch] = {}   # closed windows merged, per stat series
         self.last_closed: dict[str, dict] = {}  # newest closed window per stat series
         self.sink = InfluxSink(s.influx) if s.influx else None
         self._tags = dict(s.influx.tags) if s.influx else {}
@@ -151,8 +157,6 @@ class Runtime:
                "value_serializer": "raw"}
         self.layer_topic = app.topic(s.layer_topic, **raw)
         self.clock_topic = app.topic(s.clock_topic, **raw)
-        self.breakdown_topic = app.topic(s.breakdown_topic, **raw)
-        self.dead_topic = app.topic(s.dead_letter_topic, **raw)
         json_table = {"key_type": str, "value_type": dict}   # both JSON on the changelog
         self.clock_models = app.GlobalTable("clock_models", partitions=parts[s.clock_topic],
                                             help="ClockModel per host", **json_table)
@@ -160,6 +164,12 @@ class Runtime:
                                  help="unmatched records per sampled byte", **json_table)
         self.stats = app.Table("stats", partitions=parts[s.layer_topic],
                                help="open statistics windows", **json_table)
+        self.out = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5,
+                             "enable.idempotence": True, "compression.type": "lz4",
+                             "queue.buffering.max.messages": 1_000_000,
+                             "delivery.report.only.error": True,
+                             "on_delivery": self._delivered})
+        self._unflushed = 0
         self._declare_agents()
         from latscope.stream.web import register_views
 
@@ -216,15 +226,18 @@ class Runtime:
         done, writes = self.joiner.process(decoded, self.pending.data, time.time())
         self._apply(self.pending, writes)
         self._emit(done)
+        self._flush_out()
 
     def on_tick(self, now: float) -> None:
         self._drop_revoked()
         done = self.joiner.expire(self.pending.data, now)
         self._apply(self.pending, {st["k"]: (st["p"], None) for st in done})
         self._emit(done)
+        self._flush_out()
         lines = []
         for key, win in self.windows.due(self.stats.data, now):
             sketch = Sketch.from_dict(win["s"])
+            self._add_total(win["tags"], sketch)
             lines.append(window_line(win["tags"], sketch, win["w"], self._tags))
             self.last_closed["|".join(key.split("|")[1:])] = win
             self._apply(self.stats, {key: (win["p"], None)})
@@ -234,6 +247,15 @@ class Runtime:
                 lines.append(counters_line(self.settings.app_id, self.all_counters(),
                                            time.time_ns(), self._tags))
             self.sink.write(lines)
+
+    def _add_total(self, tags: Mapping[str, str], sketch: Sketch) -> None:
+        """Whole-run statistics: the closed windows merged (cheaper than per sample)."""
+        tkey = tuple(tags[t] for t in TAGS)
+        total = self.totals.get(tkey)
+        if total is None:
+            self.totals[tkey] = sketch
+        else:
+            total.merge(sketch)
 
     def all_counters(self) -> dict[str, int]:
         out = self.counters.as_dict()
@@ -246,6 +268,10 @@ class Runtime:
         return out
 
     def close(self) -> None:
+        try:
+            self.out.flush(10)
+        except KafkaException as e:
+            _log.error("final flush of outputs failed: %s", e)
         if self.sink:
             self.sink.close()
             self.sink = None
@@ -266,16 +292,10 @@ class Runtime:
                 self.counters.complete += 1
             else:
                 self.counters.incomplete += 1
-            self.breakdown_topic.send_soon(key=bd["flow_id"].encode(),
-                                           value=codec.encode("Breakdown", bd))
+            self._produce(self.settings.breakdown_topic, bd["flow_id"].encode(),
+                          codec.encode("Breakdown", bd))
             wall = bd["ts_ns"] + self._wall_offset_ns
             folded.append((state["p"], bd, info.name, wall))
-            for tags, value in rows(bd, info.name):
-                tkey = tuple(tags.values())
-                sk = self.totals.get(tkey)
-                if sk is None:
-                    sk = self.totals[tkey] = Sketch()
-                sk.add(value)
             if self.sink and self.settings.raw_samples:
                 lines.append(sample_line(bd, info.name, wall, self._tags))
         self._apply(self.stats, self.windows.fold(folded, self.stats.data))
@@ -315,9 +335,31 @@ class Runtime:
                      source: str) -> None:
         self.counters.dead_lettered += 1
         _log.debug("dead-lettered a record from %s: %s", source, err)
-        self.dead_topic.send_soon(key=key, value=value,
-                                  headers={"error": str(err).encode(),
-                                           "source": source.encode()})
+        self._produce(self.settings.dead_letter_topic, key, value,
+                      {"error": str(err).encode(), "source": source.encode()})
+
+    def _delivered(self, err: object, msg: object) -> None:
+        if err is not None:
+            self.counters.publish_failed += 1
+            _log.error("publishing failed: %s", err)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: dict[str, bytes] | None = None) -> None:
+        while True:
+            try:
+                self.out.produce(topic, value=value, key=key, headers=headers)
+                break
+            except BufferError:   # queue full: wait for deliveries, never drop
+                self.out.poll(0.05)
+        self._unflushed += 1
+
+    def _flush_out(self) -> None:
+        """Block until this batch's outputs are acknowledged: only then may Faust commit."""
+        if not self._unflushed:
+            return
+        while (left := self.out.flush(5)) > 0:
+            _log.warning("still waiting for Kafka to acknowledge %d records", left)
+        self._unflushed = 0
 
 
 def run_worker(settings: StreamSettings, loglevel: str = "warning") -> int:

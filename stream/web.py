@@ -2,7 +2,7 @@
 
 ``/latscope/summary/``  counters, clock models, sink health, open windows
 ``/latscope/flows/``    per flow: every segment's statistics for the open windows, the
-                        newest closed window and the whole run so far (this worker's
+                        newest closed window and all closed windows so far (this worker's
                         partitions only: a flow lives on exactly one partition)
 Durations are µs, like the demo summary.
 """
