@@ -140,6 +140,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
         mgr.run(duration_s=args.duration, stop=_stop_on_signals(),
                 progress=None if args.json else progress)
         summary = {host: {"sent": st.sent, "samples": st.samples, "lost": st.lost,
+                          "send_errors": st.send_errors,
                           "model": None if st.model is None else {
                               "ref_ns": st.model.ref_ns, "offset_ns": st.model.offset_ns,
                               "drift_ppm": st.model.drift_ppm,
@@ -147,7 +148,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
                               "negative_delays": st.model.negative_delays,
                               "negative_one_way": st.model.negative_one_way}}
                    for host, st in mgr.hosts.items()}
-        out = {"hosts": summary, "kernel": mgr.counters()}
+        out = {"hosts": summary, "kernel": mgr.counters(), "unmatched": mgr.unmatched}
         if pub is not None:
             left = pub.flush()
             out["kafka"] = {"produced": pub.produced, "delivered": pub.delivered,

@@ -44,6 +44,7 @@ class HostState:
     sent: int = 0
     samples: int = 0
     lost: int = 0
+    send_errors: int = 0        # sendto failed (no route, neighbour unreachable, ...)
     model: Model | None = None
     fitted_at: float = 0.0      # time.time() of the last fit
     new_samples: int = 0        # since the last fit
@@ -122,6 +123,7 @@ class Manager:
             raise
         self._obj = obj
         self._pending: dict[int, tuple[str, float]] = {}
+        self.unmatched = 0
         self._next_id = int.from_bytes(os.urandom(4), "little") << 24
         _log.info("manager %s: %d host(s) via %s, every %.3g s, %d probe(s) per round",
                   self.name, len(targets), ", ".join(sorted(devices)), self.interval_s, self.burst)
@@ -135,8 +137,16 @@ class Manager:
                 pid = self._next_id
                 self._next_id += 1
                 fam = socket.AF_INET6 if ":" in t.address else socket.AF_INET
+                try:
+                    self._socks[fam].sendto(wire.probe_payload(pid, self.token),
+                                            (t.address, t.port))
+                except OSError as e:
+                    if not st.send_errors:
+                        _log.warning("%s: cannot send probes to %s: %s", t.host, t.address,
+                                     e.strerror)
+                    st.send_errors += 1
+                    continue
                 self._pending[pid] = (t.host, time.monotonic())
-                self._socks[fam].sendto(wire.probe_payload(pid, self.token), (t.address, t.port))
                 st.sent += 1
             if self.spacing_s:
                 time.sleep(self.spacing_s)
@@ -147,8 +157,9 @@ class Manager:
         for raw in self._ring.poll(timeout_ms):
             ev = wire.decode_sample(raw)
             owner = self._pending.pop(ev.probe_id, None)
-            if owner is None:
-                continue  # a probe of an earlier manager run with the same token
+            if owner is None:  # expired, or a probe of an earlier run with the same token
+                self.unmatched += 1
+                continue
             st = self.hosts[owner[0]]
             s = Sample(ev.probe_id, ev.t1_ns, ev.t2_ns, ev.t3_ns, ev.t4_ns)
             st.estimator.add(s)
