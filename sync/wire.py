@@ -61,10 +61,10 @@ MANAGER_COUNTERS = [n.removeprefix("MGR_").lower()
                     for n in _ENUMS["sync_manager_counter"] if n != "MGR_NCOUNTERS"]
 
 
-def probe_payload(probe_id: int, token: int) -> bytes:
-    """UDP payload of a request; magic is big-endian on the wire, the rest host order."""
+def probe_payload(probe_id: int, token: int, kind: int = KIND_REQUEST) -> bytes:
+    """UDP payload of a probe; magic is big-endian on the wire, the rest host order."""
     p = Probe(magic=int.from_bytes(MAGIC.to_bytes(4, "big"), "little"), version=VERSION,
-              kind=KIND_REQUEST, token=token, probe_id=probe_id)
+              kind=kind, token=token, probe_id=probe_id)
     return bytes(p)
 
 

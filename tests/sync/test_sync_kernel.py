@@ -36,6 +36,18 @@ def sync_run(sync_net: SyncNet) -> dict:
                   estimator=EstimatorConfig(window_ns=3_000_000_000, bucket_ns=20_000_000),
                   on_model=on_model)
     with mgr:
+        # Forged replies from h1's namespace while the manager runs: a wrong token, and the
+        # right token with a probe id the manager never sent.
+        with net.enter("h1"):
+            forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        forger.bind(("10.92.1.2", 51111))
+        for _ in range(3):
+            forger.sendto(wire.probe_payload(1, sync_net.token ^ 1, wire.KIND_REPLY),
+                          ("10.92.1.1", 40000))
+        for _ in range(2):
+            forger.sendto(wire.probe_payload(1, sync_net.token, wire.KIND_REPLY),
+                          ("10.92.1.1", 40000))
+        forger.close()
         mgr.run(duration_s=RUN_S)
         hosts = {n: (st.sent, st.samples, st.lost) for n, st in mgr.hosts.items()}
         kernel = mgr.counters()
@@ -73,7 +85,11 @@ def test_kernel_counters_balance(sync_run: dict) -> None:
     sent = sum(s for s, _, _ in sync_run["hosts"].values())
     assert k["t1"] == sent          # every probe stamped on departure
     assert k["samples"] == sum(n for _, n, _ in sync_run["hosts"].values())
-    assert k["bad_token"] == 0 and k["ringbuf_full"] == 0
+    assert k["ringbuf_full"] == 0
+    # The forged replies: counted and dropped, never turned into samples.
+    assert k["bad_token"] == 3
+    assert k["no_t1"] == 2
+    assert k["replies"] == k["samples"] + 5
 
 
 def _probe_from(sync_net: SyncNet, src: str, dst: str, token: int,
