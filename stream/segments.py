@@ -124,6 +124,33 @@ def host_order(hits_by_host: Mapping[str, Sequence[dict]], clocks: ClockView,
     return sorted(hosts, key=lambda h: (role(h), first_ref(h), h))
 
 
+_KEEP_LAST = frozenset({"tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"})
+
+
+def drop_repeats(hits: Sequence[dict]) -> tuple[list[dict], bool]:
+    """One hit per (point, device): a byte passing a point twice was retransmitted.
+
+    The last transmission is the one that got through (the earlier copy was lost), so
+    transmit points keep their last hit; sock_send keeps the first (when the app handed the
+    byte over) and receive points their first (a duplicate arrival changes nothing). The
+    loss-recovery wait then lands in sock_send→(tcp_tx|ip_out), where TCP held the byte,
+    and the breakdown is flagged ``retrans``.
+    """
+    chosen: dict[tuple[str, str | None], dict] = {}
+    repeated = False
+    for hit in hits:
+        k = (hit["point"], hit.get("dev"))
+        old = chosen.get(k)
+        if old is None:
+            chosen[k] = hit
+            continue
+        repeated = True
+        later = hit["ts_ns"] > old["ts_ns"]
+        if later == (hit["point"] in _KEEP_LAST):
+            chosen[k] = hit
+    return list(chosen.values()), repeated
+
+
 def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Point]:
     """One host's hits in stack order; device blocks by device, devices by first hit."""
     first_of_dev: dict[tuple[int, str | None], int] = {}
@@ -203,8 +230,11 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     by_host = dedup_hits(records)
     hosts = host_order(by_host, clocks, path)
     points: list[Point] = []
+    retrans = True in [r.get("retrans") for r in records]
     for h in hosts:
-        points.extend(order_points(h, by_host[h], clocks))
+        hits, repeated = drop_repeats(by_host[h])
+        retrans = retrans or repeated
+        points.extend(order_points(h, hits, clocks))
 
     segments = []
     bounds: dict[tuple[str, str], float] = {}
@@ -230,7 +260,7 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
         "schema_version": 1, "flow_id": first["flow_id"], "flow": first["flow"],
         "seq": first["seq"], "src_host": src, "dst_host": dst, "ts_ns": points[0].ts_ref,
         "end_to_end_ns": points[-1].ts_ref - points[0].ts_ref if complete else None,
-        "complete": complete, "retrans": True in [r.get("retrans") for r in records],
+        "complete": complete, "retrans": retrans,
         "hosts": hosts, "missing_hosts": missing, "segments": segments,
     }
 

@@ -95,3 +95,17 @@ def test_bridge_and_container_veth_are_virtual_hops() -> None:
     assert [s["layer"] for s in bd["segments"]] == [
         "device", "ip", "ip", "qdisc", "virtual", "qdisc"]
     assert bd["segments"][4]["device"] == "br0"
+
+
+def test_retransmitted_byte_keeps_the_copy_that_got_through() -> None:
+    recs = sample_records(PathSpec(["h1", "c1"], step_ns=1000), 0, 10**12)
+    h1 = recs[0]
+    # The first copy went out at ip_out/ip_post/dev_queue and was dropped by the qdisc;
+    # the retransmission 200 ms later went through.
+    first = [dict(h, ts_ns=h["ts_ns"] - 200_000_000) for h in h1["hits"]
+             if h["point"] in ("ip_out", "ip_post", "dev_queue")]
+    h1["hits"] = h1["hits"] + first
+    bd = breakdown(recs, ClockView({}, None), path=["h1", "c1"])
+    assert bd["retrans"] and bd["complete"]
+    assert [s["duration_ns"] for s in bd["segments"]] == [1000] * (len(bd["segments"]))
+    assert len({s["from"] for s in bd["segments"]}) == len(bd["segments"])

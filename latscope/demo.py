@@ -1,0 +1,289 @@
+"""The whole pipeline on one machine (design §7): namespaces, agents, sync, stream, sinks.
+
+``run_demo(DemoOptions(...))`` builds the topology as network namespaces, starts the local
+stack if it is down, starts one stream worker (a child process), the clock sync (manager
+and XDP responders), one agent per host on a flow's path (each with its host's injected
+clock), drives the topology's flows, waits until every sample is joined and every window
+closed, and returns the summary of design §8. Everything it started is stopped and torn
+down on the way out, Ctrl-C included. A component that is not available (e.g. BPF objects
+not built) is reported under ``missing`` instead of being faked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latscope import log
+from latscope.paths import REPO_ROOT, cache_dir
+from latscope.schemas.records import (
+    TOPIC_BREAKDOWNS,
+    TOPIC_CLOCK,
+    TOPIC_CLOCK_SAMPLES,
+    TOPIC_DEAD_LETTER,
+    TOPIC_LAYER_EVENTS,
+)
+
+_log = log.get("demo")
+DEFAULT_TOPOLOGY = REPO_ROOT / "topologies" / "default.yaml"
+
+
+@dataclass
+class DemoOptions:
+    topology: Path = DEFAULT_TOPOLOGY
+    duration_s: float = 20.0
+    prefix: str = "lsd"                  # namespace/link prefix
+    topic_prefix: str | None = None      # None: the standard latscope.* topics
+    web_port: int = 6066
+    interval_s: float = 1.0              # statistics window
+    sync_interval_s: float = 0.5
+    start_stack: bool = True
+    settle_timeout_s: float = 60.0
+    run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
+    progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
+
+    def topic(self, standard: str) -> str:
+        if self.topic_prefix is None:
+            return standard
+        return f"{self.topic_prefix}.{standard.removeprefix('latscope.')}"
+
+
+@dataclass
+class _Agents:
+    """One in-process agent per host, each on its own thread."""
+
+    agents: dict[str, Any] = field(default_factory=dict)
+    threads: list[threading.Thread] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def status(self) -> dict[str, dict]:
+        return {h: a.status() for h, a in self.agents.items()}
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        for a in self.agents.values():
+            if not any(t.is_alive() for t in self.threads):
+                with contextlib.suppress(Exception):
+                    a.shutdown()   # no-op after run() finished; detaches if run never started
+
+
+def _us(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def _segment_hosts(name: str) -> list[str]:
+    a, b = name.split("→")
+    ha, hb = a.split(":")[0], b.split(":")[0]
+    return [ha] if ha == hb else [ha, hb]
+
+
+def build_summary(topology: Any, duration_s: float, flows_view: dict, worker_summary: dict,
+                  agents: dict[str, dict], clock: dict, missing: dict[str, str]) -> dict:
+    """The §8 summary from the worker's views, the agents' and the sync's own counters."""
+    c = worker_summary.get("counters", {})
+    published = sum(a["counters"].get("published", 0) for a in agents.values())
+    consumed = c.get("records", 0)
+    counters = {
+        "sampled": sum(a["counters"].get("samples", 0) for a in agents.values()),
+        "published": published,
+        "joined": c.get("join_joined", 0),
+        "complete": c.get("complete", 0),
+        "incomplete": c.get("incomplete", 0),
+        # published by an agent but never joined: not consumed, or late for its sample
+        "lost": max(0, published - consumed) + c.get("join_late", 0),
+        "dead_lettered": c.get("dead_lettered", 0),
+        "late_for_statistics": c.get("window_late", 0),
+        "agent_ringbuf_drops": sum(a["counters"].get("ringbuf_drops", 0) for a in agents.values()),
+        "agent_rate_capped": sum(a["counters"].get("rate_capped", 0) for a in agents.values()),
+        "influx_lines_failed": c.get("influx_lines_failed", 0),
+    }
+    by_name = {f["flow"]: f for f in flows_view.get("flows", [])}
+    flows = []
+    for f in topology.flows:
+        view = by_name.get(f.name, {})
+        e2e = view.get("end_to_end", {}).get("total", {})
+        segs = []
+        for s in view.get("segments", []):
+            tot = s.get("total")
+            if not tot:
+                continue
+            frm, to = s["segment"].split("→")
+            segs.append({"from": frm, "to": to, "layer": s["layer"],
+                         "hosts": _segment_hosts(s["segment"]), "device": s["device"],
+                         "count": tot["count"], "p50_us": _us(tot["p50_us"]),
+                         "p99_us": _us(tot["p99_us"]), "mean_us": _us(tot["mean_us"])})
+        flows.append({"name": f.name, "src": f.src, "dst": f.dst, "proto": f.proto,
+                      "family": f.family, "samples": e2e.get("count", 0),
+                      "end_to_end_us": {"p50": _us(e2e.get("p50_us")),
+                                        "p99": _us(e2e.get("p99_us")),
+                                        "mean": _us(e2e.get("mean_us"))},
+                      "segments": segs})
+    out = {"duration_s": duration_s, "counters": counters, "clock": clock, "flows": flows}
+    if missing:
+        out["missing"] = missing
+    return out
+
+
+def run_demo(opts: DemoOptions) -> dict:
+    from latscope import netns, stack, traffic
+    from latscope.stream.process import WorkerProcess
+    from latscope.topology import load_topology
+
+    say = opts.progress
+    topo = load_topology(opts.topology)
+    info = stack.status(stack.StackSettings.from_env())
+    if not (info.kafka_up and info.influx_up):
+        if not opts.start_stack:
+            raise RuntimeError("the local stack is not running (latscope stack up)")
+        say("starting the local stack (Kafka, InfluxDB)…")
+        info = stack.up(stack.StackSettings.from_env())
+    missing: dict[str, str] = {}
+    run_dir = cache_dir() / "demo" / opts.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t = opts.topic
+    with contextlib.ExitStack() as es:
+        say(f"building {len(topo.hosts)} namespaces ({opts.prefix}-*) from {opts.topology}…")
+        net = es.enter_context(netns.build(topo, prefix=opts.prefix))
+        net.wait_all_reachable()
+
+        say("starting the stream worker…")
+        worker = WorkerProcess(
+            ["--bootstrap", info.kafka_bootstrap, "--app-id", f"latscope-{opts.run_id}",
+             "--data-dir", str(run_dir / "stream"), "--topology", str(opts.topology),
+             "--interval", str(opts.interval_s), "--latest", "--influx-tag", f"run={opts.run_id}",
+             "--layer-topic", t(TOPIC_LAYER_EVENTS), "--clock-topic", t(TOPIC_CLOCK),
+             "--breakdown-topic", t(TOPIC_BREAKDOWNS),
+             "--dead-letter-topic", t(TOPIC_DEAD_LETTER)],
+            opts.web_port, run_dir / "worker.log")
+        es.callback(worker.stop)
+        worker.start()
+        worker.wait_ready()
+
+        sync = _start_sync(net, info.kafka_bootstrap, topo.manager.name, opts, missing, say)
+        if sync is not None:
+            es.callback(sync.close)
+        agents = _start_agents(net, topo, info.kafka_bootstrap, t(TOPIC_LAYER_EVENTS),
+                               missing, say)
+        es.callback(agents.close)
+
+        say(f"running {len(topo.flows)} flow(s) for up to {opts.duration_s:.0f} s…")
+        started = time.monotonic()
+        runs = traffic.start_flows(net, duration_s=opts.duration_s)
+        results = []
+        for run in runs:
+            left = max(1.0, opts.duration_s + 30 - (time.monotonic() - started))
+            try:
+                results.append(run.wait(left))
+            except Exception as e:   # a flow that failed is reported, the rest still counts
+                missing[f"flow {run.flow.name}"] = str(e)[:300]
+                run.stop()
+        elapsed = time.monotonic() - started
+
+        say("flows done; waiting for the last samples to be joined and windows closed…")
+        agents.close()           # detaches probes, flushes the last records
+        status = agents.status()
+        published = sum(a["counters"].get("published", 0) for a in status.values())
+        _settle(worker, published, opts.settle_timeout_s)
+        summary = build_summary(topo, round(elapsed, 1), worker.flows(), worker.summary(),
+                                status, sync.summary() if sync else {}, missing)
+        summary["run"] = opts.run_id
+        summary["traffic"] = results
+    return summary
+
+
+def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
+                missing: dict[str, str], say: Callable[[str], None]) -> Any:
+    try:
+        from latscope.sync.publish import ClockPublisher
+        from latscope.sync.topology_run import TopologySync
+    except ImportError as e:
+        missing["sync"] = f"not available: {e}"
+        return None
+    say("starting clock sync (XDP responders, manager)…")
+    pub = ClockPublisher(bootstrap, manager=manager, models_topic=opts.topic(TOPIC_CLOCK),
+                         samples_topic=opts.topic(TOPIC_CLOCK_SAMPLES))
+    sync = TopologySync(net, interval_s=opts.sync_interval_s, on_sample=pub.sample,
+                        on_model=pub.model).start()
+    deadline = time.monotonic() + 30
+    while not sync.synced() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not sync.synced():
+        missing["sync"] = "no clock model for every host within 30 s"
+    pub.flush(10)
+    return sync
+
+
+def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict[str, str],
+                  say: Callable[[str], None]) -> _Agents:
+    out = _Agents()
+    try:
+        from latscope.producers.agent import Agent, AgentSettings
+    except ImportError as e:
+        missing["agents"] = f"not available: {e}"
+        return out
+    hosts = sorted({h for f in topo.flows for h in topo.path_hosts(f)})
+    say(f"starting agents on {', '.join(hosts)}…")
+    for h in hosts:
+        s = AgentSettings(host=h, netns=[net.ns_name(h)], clock=net.clock(h),
+                          sample_size=topo.sampling.size, ports=list(topo.sampling.ports),
+                          filter_retrans=bool(topo.sampling.filter_retrans),
+                          bootstrap=bootstrap, topic=topic)
+        agent = Agent(s)
+        try:
+            agent.start()
+        except Exception as e:
+            missing[f"agent {h}"] = f"could not start: {e}"[:300]
+            with contextlib.suppress(Exception):
+                agent.shutdown()
+            continue
+        out.agents[h] = agent
+        th = threading.Thread(target=agent.run, args=(out.stop,), name=f"agent-{h}", daemon=True)
+        th.start()
+        out.threads.append(th)
+    return out
+
+
+def _settle(worker: Any, published: int, timeout: float) -> None:
+    """Wait until the worker consumed what the agents published, joined it and closed
+    every window (so the summary's statistics are final)."""
+    def done(s: dict) -> bool:
+        c = s["counters"]
+        return (c["records"] + c["dead_lettered"] >= published and c["pending"] == 0
+                and c["open_windows"] == 0)
+
+    try:
+        worker.wait_until(done, timeout, "settled statistics")
+    except TimeoutError as e:
+        _log.warning("%s", str(e).splitlines()[0])
+
+
+def format_table(summary: dict) -> str:
+    """A readable per-flow breakdown (µs) for the terminal."""
+    lines = []
+    for f in summary["flows"]:
+        e = f["end_to_end_us"]
+        lines.append(f"\n{f['name']}: {f['src']} → {f['dst']} ({f['proto']}/IPv{f['family']}), "
+                     f"{f['samples']} samples, end-to-end p50 {e['p50']} µs, p99 {e['p99']} µs")
+        lines.append(f"  {'segment':<46} {'layer':<8} {'count':>6} {'p50 µs':>10} "
+                     f"{'p99 µs':>10} {'mean µs':>10}")
+        for s in f["segments"]:
+            name = f"{s['from']} → {s['to']}"
+            lines.append(f"  {name:<46} {s['layer']:<8} {s['count']:>6} {s['p50_us']!s:>10} "
+                         f"{s['p99_us']!s:>10} {s['mean_us']!s:>10}")
+    c = summary["counters"]
+    lines.append("\ncounters: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    for h, ck in summary["clock"].items():
+        lines.append(f"clock {h}: injected {ck.get('injected_offset_ns')} ns, estimated "
+                     f"{ck.get('estimated_offset_ns')} ns, error {ck.get('error_ns')} ns "
+                     f"(bound {ck.get('bound_ns')} ns)")
+    for k, v in summary.get("missing", {}).items():
+        lines.append(f"MISSING {k}: {v}")
+    return "\n".join(lines)
