@@ -140,6 +140,8 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=2, help="probes per round")
     ap.add_argument("--t1-at", choices=["xmit", "start_xmit"], default="xmit",
                     help="manager departure stamp: net_dev_xmit (default) or net_dev_start_xmit")
+    ap.add_argument("--responder-xdp", choices=["auto", "native", "generic"], default="auto")
+    ap.add_argument("--manager-xdp", choices=["auto", "native", "generic"], default="auto")
     ap.add_argument("--no-load", action="store_true", help="skip iperf3")
     ap.add_argument("--json", metavar="OUT", help="also write the figures here")
     args = ap.parse_args()
@@ -182,10 +184,10 @@ def main() -> int:
                                           str(int(total + 1)), "-J"],
                                   stdout=subprocess.PIPE, text=True))
         r = start_responder(net.ns_name("h1"), net.ifname("h1", "mgr"), inj, token,
-                            [str(topo.source_addr("mgr", dst))])
+                            [str(topo.source_addr("mgr", dst))], xdp_mode=args.responder_xdp)
         mgr = Manager([Target("h1", dst)], token, netns=net.ns_name("mgr"),
                       interval_s=args.interval, burst=args.burst, estimator=est,
-                      t1_after_xmit=args.t1_at == "xmit",
+                      t1_after_xmit=args.t1_at == "xmit", xdp_mode=args.manager_xdp,
                       on_model=lambda _h, m: record("xdp", m),
                       on_sample=lambda _h, smp: record_raw("xdp", smp))
         base = Baseline(net, dst, args.interval, args.burst, est,
