@@ -199,12 +199,16 @@ class Net:
         if key in self._ifnames:
             return self._ifnames[key]
         if isinstance(link_or_bridge, str):
-            matches = [i for i, lk in enumerate(self.topology.links)
-                       if {lk.a, lk.b} == {host, link_or_bridge}]
+            peer = link_or_bridge
+            matches = [i for i, lk in enumerate(self.topology.links) if {lk.a, lk.b} == {host, peer}]
+            if not matches:   # a port of a bridge in this host's namespace toward the peer
+                mine = {b.name for b in self.topology.bridges if b.host == host}
+                matches = [i for i, lk in enumerate(self.topology.links)
+                           if peer in (lk.a, lk.b) and {lk.a, lk.b} & mine]
             if len(matches) == 1:
                 return self._ifnames[(host, matches[0])]
             if len(matches) > 1:
-                raise KeyError(f"{host} has {len(matches)} links to {link_or_bridge}: "
+                raise KeyError(f"{host} has {len(matches)} links to {peer}: "
                                "name the link by its index")
         raise KeyError(f"{host} has no device on {link_or_bridge!r}")
 
@@ -343,6 +347,11 @@ def build(topology: Topology, prefix: str = "lsx") -> Net:
     if existing:
         raise NetnsError(f"namespaces {existing} already exist (another run, or a crashed one: "
                          f"`latscope topology down --prefix {prefix}` removes them)")
+    veth = re.compile(rf"^{re.escape(prefix)}-\d+[ab]$")
+    clash = [b.name for b in topology.bridges if veth.match(b.name)]
+    if clash:
+        raise NetnsError(f"bridge names {clash} clash with this prefix's veth names "
+                         f"({prefix}-<link><a|b>): rename the bridges or pick another prefix")
     net = Net(topology, prefix)
     try:
         _build(net)

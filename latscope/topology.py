@@ -667,6 +667,8 @@ def _cross_check(t: Topology) -> Iterator[tuple[str, str]]:
                    f"got {b.name!r}: name already used by {seen[b.name]} (hosts and bridges "
                    "share one name space: link endpoints name either)")
         seen[b.name] = f"bridges[{i}]"
+        if b.name == "lo":
+            yield f"bridges[{i}].name", "got 'lo': the loopback device's name; pick another"
         if b.host not in hosts:
             yield f"bridges[{i}].host", f"got {b.host!r}: expected one of the hosts {list(hosts)}"
     managers = [h.name for h in t.hosts if h.role == "manager"]
