@@ -3,13 +3,15 @@
 Measurements (all durations in ns):
 
 * ``latscope_segment`` — one point per (window, src/dst host, flow, segment); tags
-  ``src_host dst_host flow segment layer device``; fields ``count mean p50 p90 p99 max``;
+  ``src_host dst_host flow segment layer device``; fields ``count mean p50 p90 p99 max``
+  and ``pos`` (the segment's position on the path, for stacking in path order);
   time = window start.
 * ``latscope_flow`` — end-to-end delay per (window, flow), same fields; tags
   ``src_host dst_host flow``.
 * ``latscope_sample`` — optional raw per-sample breakdown: tags ``src_host dst_host flow
-  complete``; fields ``seq``, ``end_to_end`` (complete samples) and one field per segment
-  named ``from→to``; time = the sample's first point (reference clock on the wall).
+  complete``; fields ``seq``, ``end_to_end`` (complete samples), one field per segment
+  named ``from→to`` and per layer ``layer_<name>`` (the sample's total in that layer, for
+  per-layer CDFs); time = the sample's first point (reference clock on the wall).
 * ``latscope_stream`` — the worker's counters, tag ``worker``.
 
 Same series + same timestamp overwrite in InfluxDB, so replays after a restart are
@@ -55,17 +57,19 @@ def _stats_fields(stats: Mapping[str, float]) -> str:
 
 
 def window_line(tags: Mapping[str, str], sketch: Sketch, start_ns: int,
-                extra: Mapping[str, str] = {}) -> str:
+                extra: Mapping[str, str] = {}, pos: int = 0) -> str:
     """One window's statistics: a latscope_segment point, or latscope_flow for end-to-end.
 
     ``extra``: tags added to every point (e.g. ``run`` of a demo or test).
     """
+    fields = _stats_fields(sketch.summary())
     if tags.get("segment") == "end_to_end":
         m = M_FLOW
         tags = {k: tags[k] for k in ("src_host", "dst_host", "flow")}
     else:
         m = M_SEGMENT
-    return f"{m}{_tags({**tags, **extra})} {_stats_fields(sketch.summary())} {start_ns}"
+        fields += f",pos={pos}i"
+    return f"{m}{_tags({**tags, **extra})} {fields} {start_ns}"
 
 
 def sample_line(bd: Mapping, flow: str, wall_ns: int,
@@ -75,9 +79,12 @@ def sample_line(bd: Mapping, flow: str, wall_ns: int,
     fields = [f"seq={int(bd['seq'])}i"]
     if bd.get("end_to_end_ns") is not None:
         fields.append(f"end_to_end={int(bd['end_to_end_ns'])}i")
+    layers: dict[str, int] = {}
     for seg in bd["segments"]:
         name = f"{seg['from']}→{seg['to']}".translate(_TAG_ESC)
         fields.append(f"{name}={int(seg['duration_ns'])}i")
+        layers[seg["layer"]] = layers.get(seg["layer"], 0) + int(seg["duration_ns"])
+    fields += [f"layer_{k}={v}i" for k, v in layers.items()]
     return f"{M_SAMPLE}{_tags(tags)} {','.join(fields)} {wall_ns}"
 
 

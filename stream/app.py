@@ -238,7 +238,8 @@ class Runtime:
         for key, win in self.windows.due(self.stats.data, now):
             sketch = Sketch.from_dict(win["s"])
             self._add_total(win["tags"], sketch)
-            lines.append(window_line(win["tags"], sketch, win["w"], self._tags))
+            lines.append(window_line(win["tags"], sketch, win["w"], self._tags,
+                                     win.get("pos", 0)))
             self.last_closed["|".join(key.split("|")[1:])] = win
             self._apply(self.stats, {key: (win["p"], None)})
         if self.sink:

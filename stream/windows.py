@@ -38,14 +38,15 @@ def segment_name(seg: Mapping) -> str:
     return f"{seg['from']}→{seg['to']}"
 
 
-def rows(bd: Mapping, flow: str) -> Iterator[tuple[dict, int]]:
-    """(tags, duration ns) of every segment, plus the end-to-end delay of complete samples."""
+def rows(bd: Mapping, flow: str) -> Iterator[tuple[dict, int, int]]:
+    """(tags, duration ns, position on the path) of every segment, plus the end-to-end
+    delay of complete samples (position -1)."""
     base = {"src_host": bd["src_host"], "dst_host": bd["dst_host"], "flow": flow}
-    for seg in bd["segments"]:
+    for i, seg in enumerate(bd["segments"]):
         yield ({**base, "segment": segment_name(seg), "layer": seg["layer"],
-                "device": seg.get("device") or ""}, seg["duration_ns"])
+                "device": seg.get("device") or ""}, seg["duration_ns"], i)
     if bd.get("end_to_end_ns") is not None:
-        yield {**base, "segment": E2E, "layer": E2E, "device": ""}, bd["end_to_end_ns"]
+        yield {**base, "segment": E2E, "layer": E2E, "device": ""}, bd["end_to_end_ns"], -1
 
 
 def stat_key(start_ns: int, tags: Mapping[str, str]) -> str:
@@ -74,27 +75,34 @@ class Windows:
              table: Mapping[str, dict]) -> dict[str, dict]:
         """Fold (partition, breakdown, flow name, wall ns) into the open windows.
 
-        Returns the table writes: key → {"p", "w", "tags", "s": sketch dict}.
+        Returns the table writes: key → {"p", "w", "tags", "pos", "s": sketch dict}; ``pos``
+        is the segment's earliest position on the path (plots stack segments in that order).
         """
         partial: dict[str, tuple[int, int, dict, Sketch]] = {}
+        pos: dict[str, int] = {}
         for partition, bd, flow, wall_ns in items:
             start = self.policy.start_of(wall_ns)
             if start < self.closed_until_ns:
                 self.counters.late += 1
                 continue
             self.counters.samples += 1
-            for tags, value in rows(bd, flow):
+            for tags, value, i in rows(bd, flow):
                 key = stat_key(start, tags)
                 entry = partial.get(key)
                 if entry is None:
                     entry = partial[key] = (partition, start, tags, Sketch())
+                    pos[key] = i
+                elif i < pos[key]:
+                    pos[key] = i
                 entry[3].add(value)
         writes = {}
         for key, (partition, start, tags, sketch) in partial.items():
             old = table.get(key)
             if old is not None:
                 sketch.merge(Sketch.from_dict(old["s"]))
-            writes[key] = {"p": partition, "w": start, "tags": tags, "s": sketch.to_dict()}
+                pos[key] = min(pos[key], old.get("pos", pos[key]))
+            writes[key] = {"p": partition, "w": start, "tags": tags, "pos": pos[key],
+                           "s": sketch.to_dict()}
         return writes
 
     def due(self, table: Mapping[str, dict], now_s: float) -> list[tuple[str, dict]]:
