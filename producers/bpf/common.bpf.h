@@ -80,7 +80,7 @@ static __always_inline int ls_sampled(__u32 seq, __u32 len)
 		return 0;
 	off = seq % size;
 	off = off ? size - off : 0;
-	return off < len || (__u64)seq + len > 0xffffffffULL;
+	return off < len || (__u64)seq + len > 0x100000000ULL;
 }
 
 /* The flow and range of one hit, filled by the point, emitted by ls_emit. */
@@ -147,8 +147,8 @@ static __always_inline int ls_sk_flow(const struct sock *sk, struct ls_hit *h, i
 	}
 	if (fam != AF_INET6)
 		return -1;
-	BPF_CORE_READ_INTO(local, sk, __sk_common.skc_v6_rcv_saddr);
-	BPF_CORE_READ_INTO(remote, sk, __sk_common.skc_v6_daddr);
+	bpf_core_read(local, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	bpf_core_read(remote, 16, &sk->__sk_common.skc_v6_daddr);
 	if (((__u32 *)remote)[0] == 0 && ((__u32 *)remote)[1] == 0 &&
 	    ((__u32 *)remote)[2] == bpf_htonl(0xffff)) {
 		h->family = 4;
@@ -253,6 +253,12 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 			n = 0;
 		hash = ls_fnv(hash, (__u8 *)&uh.len, 2);
 		hash = ls_fnv(hash, payload, n);
+		/* murmur3's finaliser: FNV's low bits are too regular for a modulus. */
+		hash ^= hash >> 16;
+		hash *= 0x85ebca6bU;
+		hash ^= hash >> 13;
+		hash *= 0xc2b2ae35U;
+		hash ^= hash >> 16;
 		if (!udp_sample_mod || hash % udp_sample_mod)
 			return 0;
 		h->seq = hash;

@@ -1,8 +1,12 @@
 /* Socket points (TCP): the byte ranges an application hands over and receives, mapped to
  * absolute sequence numbers through tcp_sock.write_seq / copied_seq.
  * Hooks:
- *   sock_send  tp_btf/sock_send_length  bytes [write_seq - ret, write_seq)
- *   sock_recv  tp_btf/sock_recv_length  bytes [copied_seq - ret, copied_seq)
+ *   sock_send  tp_btf/tcp_sendmsg_locked  (first firing per call) when the app handed the
+ *              bytes over: remembered per thread, because TCP may transmit them before
+ *              sendmsg returns
+ *              tp_btf/sock_send_length    bytes [write_seq - ret, write_seq), stamped with
+ *              the remembered entry time (its own time if there is none)
+ *   sock_recv  tp_btf/sock_recv_length    bytes [copied_seq - ret, copied_seq) reach the app
  */
 #include "common.bpf.h"
 #include <bpf/bpf_tracing.h>
@@ -11,13 +15,39 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define MSG_PEEK 2
 
+/* pid_tgid -> when the current sendmsg started handing bytes to TCP, and write_seq then
+ * (checked against the call's range, so an entry left by a path without sock_send_length,
+ * e.g. splice, is never used for a later call). */
+struct send_start_v {
+	__u64 ts;
+	__u32 seq;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct send_start_v);
+} send_start SEC(".maps");
+
 static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 {
+	struct send_start_v start = {};
 	struct ls_hit h = {};
 	__u64 ts = ls_now();
 	__u32 netns, end;
 
-	if (ret <= 0 || ls_sk_protocol(sk) != IPPROTO_TCP)
+	if (ls_sk_protocol(sk) != IPPROTO_TCP)
+		return 0;
+	if (point == LS_SOCK_SEND) {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct send_start_v *v = bpf_map_lookup_elem(&send_start, &id);
+		if (v) {
+			start = *v;
+			bpf_map_delete_elem(&send_start, &id);
+		}
+	}
+	if (ret <= 0)
 		return 0;
 	netns = ls_sk_netns(sk);
 	if (!ls_netns_ok(netns))
@@ -32,10 +62,32 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 	else
 		end = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
 	h.seq = end - (__u32)ret;
+	if (start.ts && start.seq == h.seq)
+		ts = start.ts;
 	h.len = ret;
 	h.proto = IPPROTO_TCP;
 	if (ls_sampled(h.seq, h.len))
 		ls_emit(&h, point, ts, netns, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(send_entry, const struct sock *sk)
+{
+	struct send_start_v v;
+	__u64 id;
+	__u16 sport, dport;
+
+	if (!ls_netns_ok(ls_sk_netns(sk)))
+		return 0;
+	sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (!ls_ports_ok(sport, dport))
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	v.ts = ls_now();
+	v.seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+	bpf_map_update_elem(&send_start, &id, &v, BPF_NOEXIST);
 	return 0;
 }
 

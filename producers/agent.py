@@ -1,0 +1,217 @@
+"""The host agent: probes -> ring buffer (batches) -> sampled bytes -> one record per sampled
+byte and host -> Kafka. One agent covers a set of network namespaces (a host and its
+containers); on one machine each simulated host runs its own agent with its clock injection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from latscope import log
+from latscope.clock import ClockInjection
+from latscope.producers import layout, libbpf
+from latscope.producers.grouping import FlowT, Grouper, Hit
+from latscope.producers.probes import POINT_HOOKS, Probes
+from latscope.producers.publish import LayerEventPublisher
+from latscope.producers.sampling import effective_size, sampled_bytes
+from latscope.schemas.records import TOPIC_LAYER_EVENTS
+
+_log = log.get("producers.agent")
+_F = layout.FIELD_INDEX
+_PROTO = {6: "tcp", 17: "udp"}
+
+
+@dataclass
+class AgentSettings:
+    host: str
+    netns: list[str | None] = field(default_factory=lambda: [None])
+    clock: ClockInjection = field(default_factory=ClockInjection)
+    sample_size: int = 72400
+    ports: list[int] = field(default_factory=list)
+    filter_retrans: bool = True
+    linger_ms: int = 50
+    rate_cap_per_s: int = 200_000
+    ring_buffer_bytes: int = 8 << 20
+    bootstrap: str = "127.0.0.1:9092"
+    kafka_settings: dict = field(default_factory=dict)
+    topic: str = TOPIC_LAYER_EVENTS
+    points: tuple[str, ...] = tuple(POINT_HOOKS)
+
+
+@dataclass
+class AgentCounters:
+    hits: int = 0              # point hits (ranges) read from the ring buffer
+    sampled_hits: int = 0      # (point, sampled byte) pairs after expanding ranges
+    batches: int = 0
+
+
+def exit_devices(netns: list[str | None]) -> set[tuple[int, int]]:
+    """(netns inode, ifindex) of devices that leave the covered namespaces: a veth whose peer
+    lives in a namespace we do not cover, or a device without a peer (a NIC)."""
+    covered = {libbpf.netns_inode(ns) for ns in netns}
+    out: set[tuple[int, int]] = set()
+    for ns in netns:
+        pre = ["-n", ns] if ns else []
+        links = json.loads(subprocess.run(["ip", *pre, "-j", "-d", "link", "show"], check=True,
+                                          capture_output=True, text=True).stdout or "[]")
+        ids = json.loads(subprocess.run(["ip", *pre, "-j", "netns", "list-id"], check=True,
+                                        capture_output=True, text=True).stdout or "[]")
+        names = {i["nsid"]: i.get("name") for i in ids}
+        inode = libbpf.netns_inode(ns)
+        for dev in links:
+            kind = dev.get("linkinfo", {}).get("info_kind")
+            if dev["ifname"] == "lo" or kind in ("bridge", "dummy", "tun", "ipip", "sit"):
+                continue
+            if "link_netnsid" in dev:
+                peer = names.get(dev["link_netnsid"])
+                if peer is not None and libbpf.netns_inode(peer) in covered:
+                    continue
+            elif kind == "veth":
+                continue      # both ends in this namespace
+            out.add((inode, dev["ifindex"]))
+    return out
+
+
+class Agent:
+    def __init__(self, s: AgentSettings) -> None:
+        self.s = s
+        self.counters = AgentCounters()
+        self.grouper = Grouper(s.host, linger_ns=s.linger_ms * 1_000_000,
+                               rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
+        self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
+                             clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
+                             points=s.points)
+        self.publisher: LayerEventPublisher | None = None
+        self.ring: libbpf.RingBuffer | None = None
+        self._addr: dict[bytes, str] = {}
+        self._size = effective_size(s.sample_size)
+        self.started_at = 0.0
+        self.ready = threading.Event()
+
+    # -- lifecycle
+    def start(self) -> dict[str, str]:
+        if self.s.sample_size == 0:
+            _log.warning("sampling size 0 (every packet): sampling every %d bytes (one MSS)",
+                         self._size)
+        self.grouper.exit_devices = exit_devices(list(self.s.netns))
+        self.publisher = LayerEventPublisher(self.s.bootstrap, self.s.topic,
+                                             self.s.kafka_settings, linger_ms=50)
+        self.probes.load()
+        attached = self.probes.attach()
+        self.ring = libbpf.RingBuffer(self.probes.events_fd)
+        self.started_at = time.time()
+        self.ready.set()
+        _log.info("agent %s: %d points attached in %d namespace(s)", self.s.host, len(attached),
+                  len(self.s.netns))
+        return attached
+
+    def run(self, stop: threading.Event) -> None:
+        """Read, group and publish until stop is set; then detach, drain and flush."""
+        assert self.ring is not None and self.publisher is not None
+        out: list[dict] = []
+        last_expire = 0
+        try:
+            while not stop.is_set():
+                recs = self.ring.poll(20)
+                if recs:
+                    self.process(recs, out)
+                now = time.monotonic_ns()
+                if now - last_expire > 5_000_000:
+                    self.grouper.expire(out, now)
+                    last_expire = now
+                for r in out:
+                    self.publisher.publish(r)
+                out.clear()
+                self.publisher.poll()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Detach every probe first (nothing new arrives), then drain, flush, publish."""
+        if self.ring is None:
+            self.probes.close()
+            return
+        self.probes_counters = self.probes.kernel_counters()
+        for obj in self.probes.objects.values():
+            obj.detach_all()
+        out: list[dict] = []
+        self.process(self.ring.read(), out)
+        self.grouper.flush_all(out)
+        assert self.publisher is not None
+        for r in out:
+            self.publisher.publish(r)
+        left = self.publisher.flush(10.0)
+        if left:
+            _log.warning("%d layer events still undelivered at exit", left)
+        self.ring.close()
+        self.ring = None
+        self.probes.close()
+
+    # -- the data path
+    def _addr_str(self, raw: bytes, family: int) -> str:
+        key = raw if family == 6 else raw[:4]
+        s = self._addr.get(key)
+        if s is None:
+            s = self._addr[key] = str(ipaddress.ip_address(key))
+        return s
+
+    def process(self, recs: list[bytes], out: list[dict]) -> None:
+        unpack = layout.EVENT_STRUCT.unpack
+        grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
+        retrans = layout.RETRANS
+        self.counters.batches += 1
+        self.counters.hits += len(recs)
+        for raw in recs:
+            e = unpack(raw)
+            family = e[_F["family"]]
+            flow: FlowT = (_PROTO.get(e[_F["proto"]], "tcp"), family,
+                           self._addr_str(e[_F["saddr"]], family),
+                           self._addr_str(e[_F["daddr"]], family),
+                           e[_F["sport"]], e[_F["dport"]])
+            if e[_F["flags"]] & layout.FLAG_UDP:
+                seqs = [e[_F["seq"]]]
+            else:
+                seqs = sampled_bytes(e[_F["seq"]], e[_F["len"]], size)
+            point = e[_F["point"]]
+            if point == retrans:
+                for b in seqs:
+                    grouper.mark_retrans(flow, b)
+                continue
+            dev = e[_F["dev"]].split(b"\0", 1)[0].decode() or None
+            name = names[point]
+            for b in seqs:
+                self.counters.sampled_hits += 1
+                grouper.add(flow, b, Hit(name, e[_F["ts_ns"]], e[_F["ifindex"]], dev,
+                                         e[_F["netns"]], e[_F["cpu"]]), out)
+
+    # -- reporting
+    def status(self) -> dict:
+        kc = self.probes.kernel_counters() if self.probes.objects else getattr(
+            self, "probes_counters", {})
+        pub = self.publisher.counters if self.publisher else None
+        g = self.grouper.counters
+        return {
+            "host": self.s.host, "netns": [ns or "(own)" for ns in self.s.netns],
+            "points": dict(self.probes.attached),
+            "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0,
+            "counters": {
+                "hits": self.counters.hits, "sampled_hits": self.counters.sampled_hits,
+                "samples": g.samples, "records": g.records,
+                "published": pub.delivered if pub else 0,
+                "produced": pub.produced if pub else 0,
+                "failed_deliveries": pub.failed if pub else 0,
+                "buffer_waits": pub.buffer_waits if pub else 0,
+                "ringbuf_drops": kc.get("rb_drops", 0), "kernel_hits": kc.get("hits", 0),
+                "unparsed": kc.get("unparsed", 0), "seen": kc.get("seen", 0),
+                "rate_capped": g.rate_capped, "retrans": g.retrans,
+                "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
+                "open_groups": self.grouper.open_groups},
+            "settings": {k: v for k, v in asdict(self.s).items()
+                         if k not in ("kafka_settings", "clock", "points")}
+                        | {"clock": asdict(self.s.clock)},
+        }

@@ -1,0 +1,179 @@
+"""Group the point hits of one sampled byte on this host into one LayerEvent record (design §3).
+
+A group is flushed when the byte reaches this host's last point (sock_recv, or dev_xmit on a
+device that leaves the host), after `linger` without a new hit, or when the same byte
+passes a point it already passed (a retransmission, or a sequence number seen again):
+then the old group is flushed and a new one starts. Retransmitted groups are flagged,
+and dropped (counted) with filter_retrans. The host's rate cap applies to new sampled
+bytes; a capped byte's later hits are dropped too, so records are never partial.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from latscope.schemas.records import flow_id
+
+FlowT = tuple[str, int, str, str, int, int]   # proto, family, src, dst, sport, dport
+Key = tuple[FlowT, int]                         # flow, seq (TCP) or datagram hash (UDP)
+
+
+@dataclass(slots=True)
+class Hit:
+    point: str
+    ts_ns: int
+    ifindex: int
+    dev: str | None
+    netns: int
+    cpu: int
+
+    def as_record(self) -> dict:
+        return {"point": self.point, "ts_ns": self.ts_ns, "ifindex": self.ifindex,
+                "dev": self.dev, "netns": self.netns, "cpu": self.cpu}
+
+
+@dataclass(slots=True)
+class _Group:
+    hits: list[Hit]
+    seen: set[tuple[str, int, int]]
+    last_ns: int
+    retrans: bool = False
+    exited: bool = False       # left the host, waiting only for its sock_send hit
+
+
+@dataclass
+class GroupCounters:
+    samples: int = 0           # sampled bytes (groups) started
+    records: int = 0           # records handed on for publishing
+    rate_capped: int = 0       # sampled bytes dropped by the rate cap
+    retrans_dropped: int = 0   # retransmitted sampled bytes dropped (filter_retrans)
+    retrans: int = 0           # retransmitted sampled bytes seen
+    evicted: int = 0           # groups flushed early because max_open was reached
+
+
+@dataclass
+class Grouper:
+    host: str
+    linger_ns: int = 50_000_000
+    rate_cap_per_s: int = 200_000
+    filter_retrans: bool = False
+    exit_devices: set[tuple[int, int]] = field(default_factory=set)   # (netns, ifindex)
+    max_open: int = 500_000
+    clock: Callable[[], int] = time.monotonic_ns
+    counters: GroupCounters = field(default_factory=GroupCounters)
+
+    def __post_init__(self) -> None:
+        self._open: OrderedDict[Key, _Group] = OrderedDict()
+        self._capped: OrderedDict[Key, int] = OrderedDict()
+        self._tokens = float(self.rate_cap_per_s)
+        self._refill_ns = self.clock()
+        self._flow_ids: dict[FlowT, tuple[str, dict]] = {}
+
+    def _admit(self, now: int) -> bool:
+        cap = self.rate_cap_per_s
+        self._tokens = min(float(cap), self._tokens + (now - self._refill_ns) * cap / 1e9)
+        self._refill_ns = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def add(self, flow: FlowT, seq: int, hit: Hit, out: list[dict]) -> None:
+        """One hit of sampled byte (flow, seq); finished records are appended to out."""
+        key = (flow, seq)
+        now = self.clock()
+        g = self._open.get(key)
+        tag = (hit.point, hit.ifindex, hit.netns)
+        if g is not None and tag in g.seen:
+            del self._open[key]
+            self._emit(key, g, False, out)
+            g = None
+        if g is None:
+            if key in self._capped:
+                return
+            if not self._admit(now):
+                self.counters.rate_capped += 1
+                self._capped[key] = now
+                return
+            self.counters.samples += 1
+            g = _Group([], set(), now)
+            self._open[key] = g
+            if len(self._open) > self.max_open:
+                old_key, old = self._open.popitem(last=False)
+                self.counters.evicted += 1
+                self._emit(old_key, old, False, out)
+        else:
+            self._open.move_to_end(key)
+        g.hits.append(hit)
+        g.seen.add(tag)
+        g.last_ns = now
+        if hit.point == "sock_recv" or (
+                hit.point == "dev_xmit" and (hit.netns, hit.ifindex) in self.exit_devices
+                and not self._awaits_send(flow, g)):
+            del self._open[key]
+            self._emit(key, g, True, out)
+        elif hit.point == "sock_send" and g.exited:
+            del self._open[key]
+            self._emit(key, g, True, out)
+
+    def _awaits_send(self, flow: FlowT, g: _Group) -> bool:
+        """A TCP byte this host's own socket sent (it passed ip_out) is complete only with its
+        sock_send hit, which the kernel reports when sendmsg returns: often after the byte
+        already left. Until it arrives the group waits (then `exited` completes it)."""
+        if flow[0] == "tcp" and any(t[0] == "ip_out" for t in g.seen) and not any(
+                t[0] == "sock_send" for t in g.seen):
+            g.exited = True
+            return True
+        return False
+
+    def mark_retrans(self, flow: FlowT, seq: int) -> None:
+        """The sender's TCP retransmitted this byte (the tracepoint fires after the resend's
+        own hits): flag the open group, which holds those hits."""
+        g = self._open.get((flow, seq))
+        if g is not None and not g.retrans:
+            g.retrans = True
+            self.counters.retrans += 1
+
+    def expire(self, out: list[dict], now: int | None = None) -> None:
+        """Flush groups without a hit for `linger`."""
+        now = self.clock() if now is None else now
+        limit = now - self.linger_ns
+        while self._open:
+            key, g = next(iter(self._open.items()))
+            if g.last_ns > limit:
+                break
+            del self._open[key]
+            self._emit(key, g, False, out)
+        while self._capped:
+            key, t = next(iter(self._capped.items()))
+            if t > limit:
+                break
+            del self._capped[key]
+
+    def flush_all(self, out: list[dict]) -> None:
+        while self._open:
+            key, g = self._open.popitem(last=False)
+            self._emit(key, g, False, out)
+
+    @property
+    def open_groups(self) -> int:
+        return len(self._open)
+
+    def _emit(self, key: Key, g: _Group, complete: bool, out: list[dict]) -> None:
+        if g.retrans and self.filter_retrans:
+            self.counters.retrans_dropped += 1
+            return
+        flow, seq = key
+        ids = self._flow_ids.get(flow)
+        if ids is None:
+            fd = {"proto": flow[0], "family": flow[1], "src": flow[2], "dst": flow[3],
+                  "sport": flow[4], "dport": flow[5]}
+            ids = self._flow_ids[flow] = (flow_id(fd), fd)
+        g.hits.sort(key=lambda h: h.ts_ns)
+        self.counters.records += 1
+        out.append({"schema_version": 1, "host": self.host, "flow_id": ids[0], "flow": ids[1],
+                    "seq": seq, "retrans": g.retrans, "complete": complete,
+                    "hits": [h.as_record() for h in g.hits]})

@@ -1,0 +1,135 @@
+"""Load LatScope's probe objects, share one set of maps between them, configure and attach
+them for a set of network namespaces. Used by the agent and by `latscope doctor`.
+
+Point -> (object, program, hook). Netfilter points share one program attached per
+namespace, family (IPv4/IPv6) and hook; the hook number tells the program which point it is.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from latscope.clock import ClockInjection
+from latscope.netns import entered
+from latscope.producers import layout, libbpf
+from latscope.producers.sampling import effective_size, udp_modulus
+
+SHARED_MAPS = ("events", "counters", "netns_filter", "ports")
+# point -> (object, program, hook description)
+POINT_HOOKS: dict[str, tuple[str, str, str]] = {
+    "sock_send": ("sock", "sock_send", "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length"),
+    "ip_out": ("netfilter", "ip_point", "netfilter:LOCAL_OUT"),
+    "ip_post": ("netfilter", "ip_point", "netfilter:POST_ROUTING"),
+    "dev_queue": ("dev", "dev_queue", "tp_btf/net_dev_queue"),
+    "dev_xmit": ("dev", "dev_xmit", "tp_btf/net_dev_start_xmit"),
+    "dev_rx": ("dev", "dev_rx", "tp_btf/netif_receive_skb"),
+    "ip_pre": ("netfilter", "ip_point", "netfilter:PRE_ROUTING"),
+    "ip_in": ("netfilter", "ip_point", "netfilter:LOCAL_IN"),
+    "tcp_rx": ("tcp", "tcp_rx", "tp_btf/tcp_probe"),
+    "sock_recv": ("sock", "sock_recv", "tp_btf/sock_recv_length"),
+}
+RETRANS_HOOK = ("tcp", "retrans", "tp_btf/tcp_retransmit_skb")
+# Extra programs a point needs besides its own (sock_send's entry time).
+HELPERS = {"sock_send": [("sock", "send_entry", "tp_btf/tcp_sendmsg_locked")]}
+NF_HOOKS = {"ip_pre": libbpf.NF_INET_PRE_ROUTING, "ip_in": libbpf.NF_INET_LOCAL_IN,
+            "ip_out": libbpf.NF_INET_LOCAL_OUT, "ip_post": libbpf.NF_INET_POST_ROUTING}
+OBJECTS = ("sock", "tcp", "dev", "netfilter")
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(12, (n - 1).bit_length())
+
+
+@dataclass
+class Probes:
+    """All probe objects of one agent; close() detaches everything."""
+
+    netns: list[str | None]                  # namespace names (None: this process's own)
+    sample_size: int = 72400
+    ports: Iterable[int] = ()
+    clock: ClockInjection = field(default_factory=ClockInjection)
+    ring_buffer_bytes: int = 8 << 20
+    points: Iterable[str] = tuple(POINT_HOOKS)
+    objects: dict[str, libbpf.BpfObject] = field(default_factory=dict)
+    attached: dict[str, str] = field(default_factory=dict)     # point -> hook
+
+    def load(self) -> None:
+        size = effective_size(self.sample_size)
+        ports = sorted(set(self.ports))
+        wanted_progs = {POINT_HOOKS[p][:2] for p in self.points} | {RETRANS_HOOK[:2]} | {
+            h[:2] for p in self.points for h in HELPERS.get(p, [])}
+        first: libbpf.BpfObject | None = None
+        try:
+            for name in OBJECTS:
+                obj = libbpf.BpfObject.build(name)
+                self.objects[name] = obj
+                for prog in obj.programs():
+                    obj.set_autoload(prog, (name, prog) in wanted_progs)
+                if name == "netfilter":
+                    obj.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER,
+                                         libbpf.ATTACH_NETFILTER)
+                for var, value in (("clock_offset_ns", self.clock.offset_ns),
+                                   ("clock_drift_ppb", self.clock.drift_ppb),
+                                   ("clock_epoch_ns", self.clock.epoch_ns),
+                                   ("sample_size", size),
+                                   ("udp_sample_mod", udp_modulus(self.sample_size)),
+                                   ("ports_any", 0 if ports else 1)):
+                    obj.set_global(var, value)
+                if first is None:
+                    obj.set_max_entries("events", _pow2_at_least(self.ring_buffer_bytes))
+                    obj.load()
+                    first = obj
+                    for inode in {libbpf.netns_inode(ns) for ns in self.netns}:
+                        obj.map("netns_filter").update(inode, b"\x01")
+                    for port in ports:
+                        obj.map("ports").update(struct.pack("<H", port), b"\x01")
+                else:
+                    for m in SHARED_MAPS:
+                        obj.reuse_map(m, first.map(m).fd)
+                    obj.load()
+        except BaseException:
+            self.close()
+            raise
+
+    def attach(self) -> dict[str, str]:
+        """Attach every wanted point (netfilter in each namespace); returns point -> hook."""
+        try:
+            done: set[tuple[str, str]] = set()
+            for point in self.points:
+                obj_name, prog, hook = POINT_HOOKS[point]
+                obj = self.objects[obj_name]
+                if point in NF_HOOKS:
+                    for ns in self.netns:
+                        with entered(ns) if ns else nullcontext():
+                            for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
+                                obj.attach_netfilter(prog, pf, NF_HOOKS[point])
+                else:
+                    for o, pr, _ in [(obj_name, prog, hook), *HELPERS.get(point, [])]:
+                        if (o, pr) not in done:
+                            self.objects[o].attach(pr)
+                            done.add((o, pr))
+                self.attached[point] = hook
+            self.objects[RETRANS_HOOK[0]].attach(RETRANS_HOOK[1])
+        except BaseException:
+            self.close()
+            raise
+        return dict(self.attached)
+
+    @property
+    def events_fd(self) -> int:
+        return self.objects[OBJECTS[0]].map("events").fd
+
+    def kernel_counters(self) -> dict[str, int]:
+        m = self.objects[OBJECTS[0]].map("counters")
+        return {name: sum(struct.unpack("<Q", v)[0] for v in m.lookup_percpu(slot))
+                for name, slot in layout.COUNTERS.items()}
+
+    def close(self) -> None:
+        for obj in self.objects.values():
+            obj.close()
+        self.objects.clear()
+        self.attached.clear()
+

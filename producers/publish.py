@@ -1,0 +1,67 @@
+"""Publish LayerEvent records to Kafka (confluent-kafka): idempotent, compressed, every
+delivery outcome counted, a full local queue waited out (BufferError), never dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, Producer
+
+from latscope import log
+from latscope.schemas import codec
+from latscope.schemas.records import TOPIC_LAYER_EVENTS
+
+_log = log.get("producers.publish")
+
+
+@dataclass
+class PublishCounters:
+    produced: int = 0
+    delivered: int = 0
+    failed: int = 0
+    buffer_waits: int = 0      # times the local queue was full and we waited for deliveries
+
+
+@dataclass
+class LayerEventPublisher:
+    bootstrap: str
+    topic: str = TOPIC_LAYER_EVENTS
+    settings: dict = field(default_factory=dict)
+    linger_ms: int = 50
+    counters: PublishCounters = field(default_factory=PublishCounters)
+
+    def __post_init__(self) -> None:
+        self._producer = Producer({
+            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all",
+            "compression.type": "zstd", "linger.ms": self.linger_ms,
+            "batch.num.messages": 10_000, **self.settings})
+        self._last_error = ""
+
+    def _delivered(self, err: KafkaError | None, _msg: object) -> None:
+        if err is None:
+            self.counters.delivered += 1
+        else:
+            self.counters.failed += 1
+            if str(err) != self._last_error:   # log each distinct error once in a row
+                self._last_error = str(err)
+                _log.warning("layer event not delivered: %s", err)
+
+    def publish(self, record: dict) -> None:
+        value = codec.encode("LayerEvent", record)
+        key = record["flow_id"].encode()
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=value,
+                                       on_delivery=self._delivered)
+                break
+            except BufferError:
+                self.counters.buffer_waits += 1
+                self._producer.poll(0.05)
+        self.counters.produced += 1
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still undelivered."""
+        return self._producer.flush(timeout)

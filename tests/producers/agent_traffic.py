@@ -1,0 +1,78 @@
+"""Test traffic between namespaces: a TCP transfer (optionally a slow reader) and UDP
+datagrams. Sockets are created inside the namespace (a socket keeps its namespace), then
+driven from ordinary threads."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from latscope.netns import Net
+
+
+@dataclass
+class Transfer:
+    sport: int
+    received: int
+
+
+def tcp_transfer(net: Net, src: str, dst: str, dst_addr: str, port: int, nbytes: int,
+                 reader_delay_ms: int = 0, read_size: int = 1 << 16,
+                 timeout: float = 60.0) -> Transfer:
+    fam = socket.AF_INET6 if ":" in dst_addr else socket.AF_INET
+    with net.enter(dst):
+        srv = socket.socket(fam, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((dst_addr, port))
+        srv.listen(1)
+    with net.enter(src):
+        cli = socket.socket(fam, socket.SOCK_STREAM)
+    got = [0]
+
+    def reader() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            while True:
+                data = conn.recv(read_size)
+                if not data:
+                    break
+                got[0] += len(data)
+                if reader_delay_ms:
+                    time.sleep(reader_delay_ms / 1000)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        cli.settimeout(timeout)
+        cli.connect((dst_addr, port))
+        sport = cli.getsockname()[1]
+        cli.sendall(b"\x5a" * nbytes)
+        cli.shutdown(socket.SHUT_WR)
+        t.join(timeout)
+    finally:
+        cli.close()
+        srv.close()
+    return Transfer(sport, got[0])
+
+
+def udp_send(net: Net, src: str, dst: str, dst_addr: str, port: int, count: int,
+             size: int = 1000) -> int:
+    """Send count distinct datagrams; returns the sender's port."""
+    fam = socket.AF_INET6 if ":" in dst_addr else socket.AF_INET
+    with net.enter(dst):
+        rx = socket.socket(fam, socket.SOCK_DGRAM)
+        rx.bind((dst_addr, port))
+    with net.enter(src):
+        tx = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        tx.connect((dst_addr, port))
+        for i in range(count):
+            tx.send(i.to_bytes(8, "big") * (size // 8))
+            if i % 64 == 63:
+                time.sleep(0.001)      # pace, so the receiver's queue never overflows
+        return tx.getsockname()[1]
+    finally:
+        tx.close()
+        rx.close()

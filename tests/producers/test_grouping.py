@@ -1,0 +1,97 @@
+"""Grouping the hits of one sampled byte into one record (pure logic, fake clock)."""
+
+from __future__ import annotations
+
+from latscope.producers.grouping import Grouper, Hit
+from latscope.schemas import codec
+
+FLOW = ("tcp", 4, "10.1.0.1", "10.1.0.2", 40000, 5201)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def hit(point: str, ts: int, ifindex: int = 2, netns: int = 7) -> Hit:
+    return Hit(point, ts, ifindex, "veth0" if ifindex else None, netns, 0)
+
+
+def test_last_point_flushes_complete_and_sorted() -> None:
+    clk = Clock()
+    g = Grouper("h2", clock=clk)
+    out: list[dict] = []
+    g.add(FLOW, 72400, hit("ip_in", 30), out)
+    g.add(FLOW, 72400, hit("dev_rx", 10), out)
+    assert out == []
+    g.add(FLOW, 72400, hit("sock_recv", 50, ifindex=0), out)
+    assert len(out) == 1 and out[0]["complete"] and not out[0]["retrans"]
+    assert [h["point"] for h in out[0]["hits"]] == ["dev_rx", "ip_in", "sock_recv"]
+    assert out[0]["flow_id"] == "tcp:10.1.0.1:40000>10.1.0.2:5201"
+    name, rec = codec.decode(codec.encode("LayerEvent", out[0]))
+    assert name == "LayerEvent" and rec["seq"] == 72400
+
+
+def test_exit_device_completes_linger_flushes_incomplete() -> None:
+    clk = Clock()
+    g = Grouper("h1", linger_ns=50_000_000, exit_devices={(7, 3)}, clock=clk)
+    out: list[dict] = []
+    g.add(FLOW, 0, hit("dev_xmit", 5, ifindex=2), out)     # not the exit device
+    g.add(FLOW, 0, hit("dev_xmit", 9, ifindex=3), out)     # the exit device
+    assert len(out) == 1 and out[0]["complete"] and len(out[0]["hits"]) == 2
+    g.add(FLOW, 72400, hit("sock_send", 1, ifindex=0), out)
+    clk.now += 49_000_000
+    g.expire(out)
+    assert len(out) == 1
+    clk.now += 2_000_000
+    g.expire(out)
+    assert len(out) == 2 and not out[1]["complete"]
+
+
+def test_retransmission_splits_and_is_flagged_or_dropped() -> None:
+    for filt in (False, True):
+        clk = Clock()
+        g = Grouper("h1", filter_retrans=filt, clock=clk)
+        out: list[dict] = []
+        g.add(FLOW, 0, hit("ip_out", 1), out)
+        g.add(FLOW, 0, hit("dev_xmit", 2), out)
+        g.add(FLOW, 0, hit("ip_out", 100), out)        # the same byte again: a resend
+        assert len(out) == 1 and not out[0]["retrans"]
+        g.add(FLOW, 0, hit("dev_xmit", 101), out)
+        g.mark_retrans(FLOW, 0)
+        g.flush_all(out)
+        if filt:
+            assert len(out) == 1 and g.counters.retrans_dropped == 1
+        else:
+            assert len(out) == 2 and out[1]["retrans"] and len(out[1]["hits"]) == 2
+        assert g.counters.retrans == 1
+
+
+def test_rate_cap_drops_whole_bytes_and_counts() -> None:
+    clk = Clock()
+    g = Grouper("h1", rate_cap_per_s=2, clock=clk)
+    out: list[dict] = []
+    for seq in (0, 1, 2):
+        g.add(FLOW, seq, hit("ip_out", 1), out)
+    g.add(FLOW, 2, hit("dev_xmit", 2), out)             # later hit of a capped byte
+    g.flush_all(out)
+    assert len(out) == 2 and g.counters.rate_capped == 1 and g.counters.samples == 2
+    clk.now += 1_000_000_000                            # a second later: tokens again
+    g.add(FLOW, 3, hit("ip_out", 1), out)
+    assert g.counters.samples == 3
+
+
+def test_sender_waits_for_late_sock_send() -> None:
+    """sock_send is reported when sendmsg returns, after the byte left: still one record."""
+    clk = Clock()
+    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
+    out: list[dict] = []
+    g.add(FLOW, 0, hit("ip_out", 5), out)
+    g.add(FLOW, 0, hit("dev_xmit", 9, ifindex=3), out)
+    assert out == []
+    g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)
+    assert len(out) == 1 and out[0]["complete"]
+    assert [h["point"] for h in out[0]["hits"]] == ["sock_send", "ip_out", "dev_xmit"]
