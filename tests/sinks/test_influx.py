@@ -1,0 +1,88 @@
+"""The InfluxDB sink against the real InfluxDB: idempotent writes, flush on close, the
+dashboard's Flux queries, and the report's PNGs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from latscope.paths import REPO_ROOT
+from latscope.sinks.influx import InfluxSink, sample_line, window_line
+from latscope.sinks.report import ReportError, make_report, query
+from latscope.stream.segments import ClockView, breakdown
+from latscope.stream.sketch import Sketch
+from latscope.stream.synthetic import PathSpec, sample_records
+from latscope.stream.windows import rows
+
+pytestmark = pytest.mark.stack
+
+
+def write_windows(influx, n_windows: int = 3, start_ns: int | None = None) -> int:
+    """Window statistics and raw samples of a synthetic flow, as the worker writes them."""
+    start = start_ns or (time.time_ns() - 60 * 10**9)
+    sink = InfluxSink(influx)
+    lines = []
+    for w in range(n_windows):
+        t0 = start + w * 10**9
+        sketches: dict = {}
+        for i in range(20):
+            bd = breakdown(sample_records(PathSpec(["h1", "h2", "c1"], step_ns=3000 + 100 * i),
+                                          i, 10**12), ClockView({}, None), path=["h1", "h2", "c1"])
+            lines.append(sample_line(bd, "f9", t0 + i, influx.tags))
+            for tags, v, pos in rows(bd, "f9"):
+                sk, _ = sketches.setdefault(tuple(tags.items()), (Sketch(), pos))
+                sk.add(v)
+        for tkey, (sk, pos) in sketches.items():
+            lines.append(window_line(dict(tkey), sk, t0, influx.tags, pos))
+    sink.write(lines)
+    sink.close()   # flushes: the points must be there right after
+    assert sink.counters.lines_failed == 0
+    assert sink.counters.lines_written == len(lines)
+    return len(lines)
+
+
+def count_points(influx, measurement: str) -> int:
+    rows_ = query(influx, f'''from(bucket: "{influx.bucket}") |> range(start: -1h)
+      |> filter(fn: (r) => r._measurement == "{measurement}" and r.run == "{influx.tags['run']}"
+                           and r._field == "count")''')
+    return len(rows_)
+
+
+def test_writes_are_flushed_on_close_and_idempotent(influx) -> None:
+    start = time.time_ns() - 30 * 10**9
+    write_windows(influx, 2, start)
+    first = count_points(influx, "latscope_segment")
+    assert first == 2 * 15          # 15 segments per window
+    write_windows(influx, 2, start)   # a replay: same series, same timestamps
+    assert count_points(influx, "latscope_segment") == first
+    assert count_points(influx, "latscope_flow") == 2
+
+
+def test_report_writes_pngs(influx, tmp_path) -> None:
+    write_windows(influx)
+    rep = make_report(influx, tmp_path, since="1h", run=influx.tags["run"])
+    assert rep.flows == ["f9"] and rep.segments == 15 and rep.samples > 0
+    for f in rep.files:
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 10_000
+    with pytest.raises(ReportError, match="nothing to plot"):
+        make_report(influx, tmp_path, since="1h", run="lsxd-no-such-run")
+    with pytest.raises(ReportError, match="Flux duration"):
+        make_report(influx, tmp_path, since="10 minutes")
+
+
+def test_dashboard_queries_run(influx) -> None:
+    write_windows(influx)
+    dash = json.loads((REPO_ROOT / "compose/grafana/latscope-dashboard.json").read_text())
+    subst = {"${bucket}": influx.bucket, "${run}": influx.tags["run"],
+             "${flow:json}": '["f9"]', "${layer:json}": '["wire", "socket"]',
+             "v.timeRangeStart": "-1h", "v.timeRangeStop": "now()", "v.windowPeriod": "10s"}
+    results = {}
+    for panel in dash["panels"]:
+        flux = panel["targets"][0]["query"]
+        for k, v in subst.items():
+            flux = flux.replace(k, v)
+        results[panel["title"]] = query(influx, flux)
+    empty = [t for t, rows_ in results.items() if not rows_ and "counters" not in t]
+    assert not empty, f"panels without data: {empty}"
