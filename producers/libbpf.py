@@ -417,7 +417,10 @@ class BpfObject:
 def object_path(name: str) -> Path:
     """build/bpf/<name>.bpf.o, (re)built with `make bpf` when missing or older than sources."""
     out = paths.bpf_build_dir() / f"{name}.bpf.o"
-    srcs = [*paths.REPO_ROOT.glob("producers/bpf/*"), *paths.REPO_ROOT.glob("sync/bpf/*")]
+    # The same dependencies as bpf.mk's rule: the object's own .bpf.c and every header.
+    srcs = [p for d in ("producers/bpf", "sync/bpf")
+            for p in (*(paths.REPO_ROOT / d).glob("*.h"), paths.REPO_ROOT / d / f"{name}.bpf.c")
+            if p.exists()]
     newest = max((s.stat().st_mtime for s in srcs), default=0.0)
     if not out.exists() or out.stat().st_mtime < newest:
         _log.info("building BPF objects (make bpf)")

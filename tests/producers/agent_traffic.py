@@ -76,3 +76,25 @@ def udp_send(net: Net, src: str, dst: str, dst_addr: str, port: int, count: int,
     finally:
         tx.close()
         rx.close()
+
+
+def loopback_burst(ns: str, nbytes: int, port: int = 0) -> int:
+    """A TCP transfer over 127.0.0.1 inside namespace ns; returns the bytes received."""
+    from latscope.netns import entered
+    with entered(ns):
+        srv = socket.create_server(("127.0.0.1", port))
+        cli = socket.socket()
+    got = 0
+    try:
+        cli.connect(srv.getsockname())
+        conn, _ = srv.accept()
+        with conn:
+            sender = threading.Thread(target=cli.sendall, args=(b"y" * nbytes,), daemon=True)
+            sender.start()
+            while got < nbytes:
+                got += len(conn.recv(1 << 16))
+            sender.join(10)
+    finally:
+        cli.close()
+        srv.close()
+    return got

@@ -1,0 +1,170 @@
+"""``latscope agent`` and ``latscope doctor``: thin shells over producers.agent / .doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from latscope import log
+
+_log = log.get("producers.cli")
+
+
+def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy for --help)
+    from latscope.cli import UserError
+    from latscope.clock import ClockInjection
+    from latscope.config import Config, ConfigError
+    from latscope.config import load as load_config
+    from latscope.producers.agent import AgentSettings
+
+    try:
+        cfg = load_config(args.config).config if args.config else Config()
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    size, ports, filt = cfg.sampling.size, list(cfg.sampling.ports), cfg.sampling.filter_retrans
+    netns: list[str | None] = list(args.netns or [])
+    offset, drift = 0, 0.0
+    if args.topology:
+        from latscope.topology import TopologyError, load_topology
+        try:
+            topo = load_topology(args.topology)
+            topo.host(args.host)
+        except (TopologyError, KeyError) as e:
+            raise UserError(f"{args.topology}: {e}") from None
+        if not args.netns:
+            netns = [f"{args.prefix}-{h.name}" for h in topo.hosts
+                     if h.name == args.host or getattr(h, "parent", None) == args.host]
+        c = topo.clock(args.host)
+        offset, drift = c.offset_ns, c.drift_ppm
+        if not args.config and topo.sampling is not None:
+            size, ports = topo.sampling.size, list(topo.sampling.ports)
+            filt = bool(topo.sampling.filter_retrans)
+    for ns in netns:
+        if ns and not Path(f"/run/netns/{ns}").exists():
+            raise UserError(f"--netns {ns}: no such network namespace (/run/netns/{ns})")
+    if args.offset_ns is not None:
+        offset = args.offset_ns
+    if args.drift_ppm is not None:
+        drift = args.drift_ppm
+    return AgentSettings(
+        host=args.host, netns=netns or [None],
+        clock=ClockInjection(offset, drift, args.epoch_ns or 0),
+        sample_size=args.sample_size if args.sample_size is not None else size,
+        ports=args.port or ports, filter_retrans=filt,
+        linger_ms=cfg.agent.linger_ms, rate_cap_per_s=cfg.agent.rate_cap_per_s,
+        ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
+        bootstrap=args.bootstrap or cfg.kafka.bootstrap, kafka_settings=dict(cfg.kafka.settings),
+        **({"topic": args.topic} if args.topic else {}))
+
+
+def _config_metrics_port(args: argparse.Namespace) -> int | None:
+    from latscope.config import load as load_config
+    return load_config(args.config).config.agent.metrics_port if args.config else None
+
+
+def _write_status(path: Path, status: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(status, indent=1))
+    os.replace(tmp, path)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from latscope.cli import UserError
+    from latscope.producers import libbpf, metrics
+    from latscope.producers.agent import Agent
+    from latscope.producers.sampling import effective_size
+
+    if os.geteuid() != 0:
+        raise UserError("the agent attaches eBPF probes: run it as root")
+    s = _settings(args)
+    agent = Agent(s)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        attached = agent.start()
+    except libbpf.BpfError as e:
+        raise UserError(f"cannot attach the probes: {e} (see `latscope doctor`)") from None
+    _log.info("agent %s ready: %s; netns %s; sampling every %d bytes; topic %s", s.host,
+              ", ".join(attached), ", ".join(n or "(own)" for n in s.netns),
+              effective_size(s.sample_size), s.topic)
+    port = args.metrics_port if args.metrics_port is not None else _config_metrics_port(args)
+    server = metrics.serve(port, agent.status) if port else None
+    status_file = Path(args.status_file) if args.status_file else None
+    ticker = None
+    if status_file or args.duration:
+        def tick() -> None:
+            deadline = time.monotonic() + args.duration if args.duration else None
+            while not stop.wait(0.5):
+                if status_file:
+                    _write_status(status_file, agent.status())
+                if deadline and time.monotonic() >= deadline:
+                    stop.set()
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+    if status_file:
+        _write_status(status_file, agent.status())
+    print(f"agent {s.host}: ready ({len(attached)} points)", flush=True)
+    agent.run(stop)
+    final = agent.status()
+    if status_file:
+        _write_status(status_file, final)
+    if server is not None:
+        server.shutdown()
+    if args.json:
+        print(json.dumps(final, indent=1))
+    else:
+        c = final["counters"]
+        print(f"agent {s.host}: {c['samples']} sampled bytes, {c['published']} records "
+              f"published, {c['failed_deliveries']} failed, {c['ringbuf_drops']} ring-buffer "
+              f"drops, {c['rate_capped']} rate-capped")
+    return 0 if final["counters"]["failed_deliveries"] == 0 else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from latscope.producers import doctor
+
+    report = doctor.run()
+    print(json.dumps(report, indent=1) if args.json else doctor.render(report))
+    return 0 if report["btf"] and any(p["available"] for p in report["points"].values()) else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    a = subparsers.add_parser(
+        "agent", help="host agent: eBPF probes -> sampled bytes -> Kafka",
+        description="Attach LatScope's probes for a set of network namespaces (a host and its "
+                    "containers), group the hits of each sampled byte, publish one LayerEvent "
+                    "per byte to Kafka. SIGINT/SIGTERM detach, drain and flush.")
+    a.add_argument("--config", help="conf directory or latscope.yaml (default: built-in defaults)")
+    a.add_argument("--host", required=True, help="this host's name in the records")
+    a.add_argument("--netns", action="append", metavar="NAME",
+                   help="network namespace to cover (repeatable; default: the agent's own, or "
+                        "with --topology the host's and its containers')")
+    a.add_argument("--topology", help="topology file: namespaces, clock injection and sampling "
+                                      "of --host as built by `latscope topology up`")
+    a.add_argument("--prefix", default="lsx", help="namespace prefix of the built topology")
+    a.add_argument("--offset-ns", type=int, help="TESTING: inject this clock offset")
+    a.add_argument("--drift-ppm", type=float, help="TESTING: inject this clock drift")
+    a.add_argument("--epoch-ns", type=int,
+                   help="TESTING: CLOCK_MONOTONIC epoch of the drift (same as the responder's)")
+    a.add_argument("--sample-size", type=int, help="override sampling.size")
+    a.add_argument("--port", type=int, action="append", help="override sampling.ports")
+    a.add_argument("--bootstrap", help="override kafka.bootstrap")
+    a.add_argument("--topic", help="records topic (default latscope.layer-events)")
+    a.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    a.add_argument("--status-file", help="write the status JSON here every 0.5 s")
+    a.add_argument("--duration", type=float, help="stop after this many seconds")
+    a.add_argument("--json", action="store_true", help="print the final status as JSON")
+    a.set_defaults(func=cmd_agent)
+
+    d = subparsers.add_parser(
+        "doctor", help="which kernel hook serves each observation point",
+        description="Load and attach every probe once (then detach) and report, per point, "
+                    "the hook that serves it or why none can.")
+    d.add_argument("--json", action="store_true", help="machine-readable report (design §8)")
+    d.set_defaults(func=cmd_doctor)

@@ -1,0 +1,56 @@
+"""Prometheus text endpoint for the agent's counters (read live from Agent.status())."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+GAUGES = {"open_groups"}
+HELP = {
+    "hits": "point hits (byte ranges) read from the ring buffer",
+    "sampled_hits": "point hits of sampled bytes after expanding ranges",
+    "samples": "sampled bytes started on this host",
+    "records": "records produced by grouping",
+    "published": "records acknowledged by Kafka",
+    "produced": "records handed to the Kafka producer",
+    "failed_deliveries": "records Kafka did not acknowledge",
+    "buffer_waits": "times the producer queue was full and the agent waited",
+    "ringbuf_drops": "events lost because the ring buffer was full",
+    "kernel_hits": "events the probes emitted",
+    "unparsed": "packets whose headers the probes could not read",
+    "seen": "probe runs on covered namespaces and allowed ports",
+    "rate_capped": "sampled bytes dropped by the per-host rate cap",
+    "retrans": "retransmitted sampled bytes",
+    "retrans_dropped": "retransmitted sampled bytes dropped (filter_retrans)",
+    "evicted": "groups flushed early because too many were open",
+    "open_groups": "sampled bytes waiting for more hits",
+}
+
+
+class _Collector:
+    def __init__(self, status: Callable[[], dict]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._status()
+        labels = {"host": st["host"]}
+        for name, value in st["counters"].items():
+            fam: Metric
+            if name in GAUGES:
+                fam = GaugeMetricFamily(f"latscope_agent_{name}", HELP.get(name, name),
+                                        labels=list(labels))
+            else:
+                fam = CounterMetricFamily(f"latscope_agent_{name}", HELP.get(name, name),
+                                          labels=list(labels))
+            fam.add_metric(list(labels.values()), value)
+            yield fam
+
+
+def serve(port: int, status: Callable[[], dict], addr: str = "127.0.0.1") -> object:
+    """Serve /metrics on addr:port in a daemon thread; returns the server (call .shutdown())."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(status))
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server

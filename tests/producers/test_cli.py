@@ -1,0 +1,89 @@
+"""`latscope doctor --json` and `latscope agent` as a process: signals detach everything and
+flush; after SIGKILL the kernel holds nothing of ours (bpftool link list, ip link)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_traffic import loopback_burst
+
+from latscope.schemas.records import POINTS
+
+pytestmark = pytest.mark.root
+LATSCOPE = [sys.executable, "-m", "latscope"]
+
+
+def test_doctor_json_contract() -> None:
+    r = subprocess.run([*LATSCOPE, "doctor", "--json"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["btf"] is True and rep["kernel"]
+    assert set(rep["points"]) == set(POINTS)
+    for p in ("sock_send", "ip_out", "ip_post", "dev_queue", "dev_xmit", "dev_rx", "ip_pre",
+              "ip_in", "tcp_rx", "sock_recv"):
+        assert rep["points"][p]["available"] is True and rep["points"][p]["hook"], p
+    assert rep["points"]["sock_recv"]["hook"] == "tp_btf/sock_recv_length"
+    tx = rep["points"]["tcp_tx"]
+    assert tx["available"] is False and tx["hook"] is None and "merged" in tx["reason"]
+
+
+def _xdp_devices(ns: str) -> list[str]:
+    links = json.loads(subprocess.run(["ip", "-n", ns, "-j", "link", "show"], check=True,
+                                      capture_output=True, text=True).stdout)
+    return [lk["ifname"] for lk in links if "xdp" in lk]
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[int]],
+                               stack: Any, topic_name: str, tmp_path: Path,
+                               sig: signal.Signals) -> None:
+    before = link_ids()
+    status = tmp_path / "status.json"
+    proc = subprocess.Popen(
+        [*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns, "--json",
+         "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
+         "--status-file", str(status)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+        ours = link_ids() - before
+        # 8 tp_btf links (3 socket, 2 tcp, 3 device) + 4 netfilter hooks x 2 families
+        assert len(ours) == 8 + 8, ours
+        assert loopback_burst(scratch_netns, 3_000_000) == 3_000_000
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            st = json.loads(status.read_text())
+            if st["counters"]["samples"] >= 200:
+                break
+            time.sleep(0.1)
+        assert st["counters"]["samples"] >= 200, st["counters"]
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 0, err
+        final = json.loads(out[out.index("{"):])["counters"]
+        # flushed on the way out: every record produced was acknowledged
+        assert final["published"] == final["produced"] == final["records"] > 0, final
+        assert final["failed_deliveries"] == 0 and final["ringbuf_drops"] == 0
+    deadline = time.monotonic() + 5
+    while link_ids() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (link_ids() - before)
+    assert _xdp_devices(scratch_netns) == []
