@@ -179,6 +179,9 @@ class Net:
         self._devices: dict[str, list[tuple[int, str]]] = {}
         self._procs: list[subprocess.Popen] = []
         self._closed = False
+        # pyroute2 forks helper children; a signal handler that raises there would unwind
+        # into our cleanup inside the child and remove the namespaces under the parent.
+        self._owner_pid = os.getpid()
 
     # -- names and facts
     def ns_name(self, host: str) -> str:
@@ -276,7 +279,7 @@ class Net:
         self.close()
 
     def close(self) -> None:
-        if self._closed:
+        if self._closed or os.getpid() != self._owner_pid:
             return
         self._closed = True
         _stop_processes(self._procs)

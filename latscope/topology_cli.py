@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from typing import Any
@@ -101,15 +102,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     from latscope.netns import NetnsError, build
 
     t = _load(args.file)
-    stop = {"signal": None}
+    me = os.getpid()
 
-    def on_signal(signum: int, frame: object) -> None:
-        stop["signal"] = signum
-        raise KeyboardInterrupt
+    def on_sigterm(signum: int, frame: object) -> None:
+        if os.getpid() == me:   # not in a helper child pyroute2 forked from us
+            raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
     try:
         with build(t, prefix=args.prefix) as net:
+            signal.signal(signal.SIGTERM, on_sigterm)
             net.wait_all_reachable()
             info = _net_info(net)
             if args.json:
