@@ -35,6 +35,7 @@ class AgentSettings:
     ports: list[int] = field(default_factory=list)
     filter_retrans: bool = True
     linger_ms: int = 50
+    hold_ms: int = 5000          # TCP bytes still inside the host wait this long for more hits
     rate_cap_per_s: int = 200_000
     ring_buffer_bytes: int = 8 << 20
     bootstrap: str = "127.0.0.1:9092"
@@ -82,6 +83,7 @@ class Agent:
         self.s = s
         self.counters = AgentCounters()
         self.grouper = Grouper(s.host, linger_ns=s.linger_ms * 1_000_000,
+                               hold_ns=s.hold_ms * 1_000_000,
                                rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
@@ -180,7 +182,7 @@ class Agent:
             point = e[_F["point"]]
             if point == retrans:
                 for b in seqs:
-                    grouper.mark_retrans(flow, b)
+                    grouper.mark_retrans(flow, b, out)
                 continue
             dev = e[_F["dev"]].split(b"\0", 1)[0].decode() or None
             name = names[point]

@@ -1,9 +1,13 @@
 """Group the point hits of one sampled byte on this host into one LayerEvent record (design §3).
 
-A group is flushed when the byte reaches this host's last point (sock_recv, or dev_xmit on a
-device that leaves the host), after `linger` without a new hit, or when the same byte
-passes a point it already passed (a retransmission, or a sequence number seen again):
-then the old group is flushed and a new one starts. Retransmitted groups are flagged,
+A group is flushed when the byte reaches this host's last point (sock_recv; ip_in for UDP,
+which has no socket points; dev_xmit on a device that leaves the host, for a TCP byte of a
+local socket only once its sock_send hit is in too), or when the same byte passes a point it
+already passed (a retransmission, or a sequence number seen again): then the old group is
+flushed and a new one starts. Otherwise it is flushed, incomplete, after `linger` without a
+new hit; a TCP byte still inside the host (in a qdisc, in a socket's receive queue, or a
+send whose sock_send hit comes when sendmsg returns) waits up to `hold` instead, since those
+queues can hold it far longer than a linger. Retransmitted groups are flagged,
 and dropped (counted) with filter_retrans. The host's rate cap applies to new sampled
 bytes; a capped byte's later hits are dropped too, so records are never partial.
 """
@@ -58,6 +62,7 @@ class GroupCounters:
 class Grouper:
     host: str
     linger_ns: int = 50_000_000
+    hold_ns: int = 5_000_000_000
     rate_cap_per_s: int = 200_000
     filter_retrans: bool = False
     exit_devices: set[tuple[int, int]] = field(default_factory=set)   # (netns, ifindex)
@@ -67,6 +72,7 @@ class Grouper:
 
     def __post_init__(self) -> None:
         self._open: OrderedDict[Key, _Group] = OrderedDict()
+        self._held: OrderedDict[Key, _Group] = OrderedDict()    # idle, waiting up to hold_ns
         self._capped: OrderedDict[Key, int] = OrderedDict()
         self._tokens = float(self.rate_cap_per_s)
         self._refill_ns = self.clock()
@@ -86,6 +92,10 @@ class Grouper:
         key = (flow, seq)
         now = self.clock()
         g = self._open.get(key)
+        if g is None and self._held:
+            g = self._held.pop(key, None)
+            if g is not None:
+                self._open[key] = g
         tag = (hit.point, hit.ifindex, hit.netns)
         if g is not None and tag in g.seen:
             del self._open[key]
@@ -110,7 +120,7 @@ class Grouper:
         g.hits.append(hit)
         g.seen.add(tag)
         g.last_ns = now
-        if hit.point == "sock_recv" or (
+        if hit.point == "sock_recv" or (hit.point == "ip_in" and flow[0] == "udp") or (
                 hit.point == "dev_xmit" and (hit.netns, hit.ifindex) in self.exit_devices
                 and not self._awaits_send(flow, g)):
             del self._open[key]
@@ -123,19 +133,24 @@ class Grouper:
         """A TCP byte this host's own socket sent (it passed ip_out) is complete only with its
         sock_send hit, which the kernel reports when sendmsg returns: often after the byte
         already left. Until it arrives the group waits (then `exited` completes it)."""
-        if flow[0] == "tcp" and any(t[0] == "ip_out" for t in g.seen) and not any(
-                t[0] == "sock_send" for t in g.seen):
+        if flow[0] == "tcp" and not g.retrans and any(t[0] == "ip_out" for t in g.seen) \
+                and not any(t[0] == "sock_send" for t in g.seen):
             g.exited = True
             return True
         return False
 
-    def mark_retrans(self, flow: FlowT, seq: int) -> None:
+    def mark_retrans(self, flow: FlowT, seq: int, out: list[dict]) -> None:
         """The sender's TCP retransmitted this byte (the tracepoint fires after the resend's
         own hits): flag the open group, which holds those hits."""
-        g = self._open.get((flow, seq))
+        key = (flow, seq)
+        g = self._open.get(key) or self._held.get(key)
         if g is not None and not g.retrans:
             g.retrans = True
             self.counters.retrans += 1
+            if g.exited:      # it left, waiting for a sock_send a resend never has
+                if self._open.pop(key, None) is None:
+                    del self._held[key]
+                self._emit(key, g, True, out)
 
     def expire(self, out: list[dict], now: int | None = None) -> None:
         """Flush groups without a hit for `linger`."""
@@ -146,6 +161,16 @@ class Grouper:
             if g.last_ns > limit:
                 break
             del self._open[key]
+            if self._inside_host(key[0], g):
+                self._held[key] = g
+            else:
+                self._emit(key, g, False, out)
+        hold_limit = now - self.hold_ns
+        while self._held:
+            key, g = next(iter(self._held.items()))
+            if g.last_ns > hold_limit:
+                break
+            del self._held[key]
             self._emit(key, g, False, out)
         while self._capped:
             key, t = next(iter(self._capped.items()))
@@ -153,14 +178,21 @@ class Grouper:
                 break
             del self._capped[key]
 
+    @staticmethod
+    def _inside_host(flow: FlowT, g: _Group) -> bool:
+        """A TCP byte of the first transmission, not yet complete, is still in this host
+        (qdisc, socket queue, or a sendmsg not yet returned): worth holding."""
+        return flow[0] == "tcp" and not g.retrans
+
     def flush_all(self, out: list[dict]) -> None:
-        while self._open:
-            key, g = self._open.popitem(last=False)
-            self._emit(key, g, False, out)
+        for groups in (self._held, self._open):
+            while groups:
+                key, g = groups.popitem(last=False)
+                self._emit(key, g, False, out)
 
     @property
     def open_groups(self) -> int:
-        return len(self._open)
+        return len(self._open) + len(self._held)
 
     def _emit(self, key: Key, g: _Group, complete: bool, out: list[dict]) -> None:
         if g.retrans and self.filter_retrans:

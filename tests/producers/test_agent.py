@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,14 +25,15 @@ TX_PATH = ["sock_send", "ip_out", "ip_post", "dev_queue", "dev_xmit"]
 
 
 @contextlib.contextmanager
-def agents(net: Any, topic: str, bootstrap: str, **kw: Any) -> Iterator[dict[str, Agent]]:
+def agents(net: Any, topic: str, bootstrap: str, sample_size: int = SIZE,
+           **kw: Any) -> Iterator[dict[str, Agent]]:
     """One agent for h1 (its namespace) and one for h2 (its namespace and container c1)."""
     covered = {"h1": ["h1"], "h2": ["h2", "c1"]}
     run: dict[str, tuple[Agent, threading.Event, threading.Thread]] = {}
     try:
         for host, hosts in covered.items():
             a = Agent(AgentSettings(host=host, netns=[net.ns_name(h) for h in hosts],
-                                    clock=net.clock(host), sample_size=SIZE, topic=topic,
+                                    clock=net.clock(host), sample_size=sample_size, topic=topic,
                                     bootstrap=bootstrap, **kw))
             a.start()
             stop = threading.Event()
@@ -130,3 +133,80 @@ def test_udp_flow_sampled_by_hash(net: Any, stack: Any, topic_name: str) -> None
     assert r1["flow"]["proto"] == "udp"
     assert points(r1) == ["ip_out", "ip_post", "dev_queue", "dev_xmit"]
     assert points(r2)[:2] == ["dev_rx", "ip_pre"] and points(r2)[-1] == "ip_in"
+
+
+def gaps_us(recs: dict[int, dict], a: str, b: str, dev: str | None = None) -> list[float]:
+    """Per sampled byte: time from point a to point b (on dev, when given), in µs."""
+    out = []
+    for r in recs.values():
+        ts = {h["point"]: h["ts_ns"] for h in r["hits"] if dev is None or h["dev"] in (dev, None)}
+        if a in ts and b in ts:
+            out.append((ts[b] - ts[a]) / 1000)
+    return out
+
+
+def run_flow(net: Any, stack: Any, topic: str, nbytes: int, port: int = 5201,
+             reader_delay_ms: int = 0, read_size: int = 1 << 16,
+             **agent_kw: Any) -> tuple[dict[str, dict[int, dict]], dict[str, Agent]]:
+    with agents(net, topic, stack.kafka_bootstrap, **agent_kw) as ag:
+        tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", port, nbytes,
+                          reader_delay_ms=reader_delay_ms, read_size=read_size)
+        assert tr.received == nbytes
+    want = sum(a.grouper.counters.records for a in ag.values())
+    return by_host(consume(topic, stack.kafka_bootstrap, want), tr.sport), ag
+
+
+def test_slow_reader_shows_between_tcp_rx_and_sock_recv(net: Any, stack: Any,
+                                                        topic_name: str) -> None:
+    recs, _ = run_flow(net, stack, topic_name, 600_000, reader_delay_ms=50, read_size=16384)
+    slow = gaps_us(recs["h2"], "tcp_rx", "sock_recv")
+    assert len(slow) >= 30
+    # 50 ms between 16 KB reads: bytes wait in the receive queue for many reads
+    assert statistics.median(slow) > 40_000, statistics.median(slow)
+    # ... and nowhere else on the receiving host
+    assert statistics.median(gaps_us(recs["h2"], "dev_rx", "tcp_rx")) < 5_000
+
+
+@contextlib.contextmanager
+def tbf(net: Any, host: str, dev: str, *args: str) -> Iterator[None]:
+    ns = net.ns_name(host)
+    subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", *args],
+                   check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
+
+
+def test_tbf_shows_between_dev_queue_and_dev_xmit(net: Any, stack: Any, topic_name: str) -> None:
+    with tbf(net, "h1", "lsxa-0a", "rate", "20mbit", "burst", "16kb", "latency", "200ms"):
+        recs, _ = run_flow(net, stack, topic_name, 2_000_000)
+    qd = gaps_us(recs["h1"], "dev_queue", "dev_xmit", dev="lsxa-0a")
+    assert len(qd) >= 100
+    assert statistics.median(qd) > 2_000, statistics.median(qd)      # queued in tbf
+    assert statistics.median(gaps_us(recs["h1"], "ip_out", "ip_post")) < 1_000
+
+
+@pytest.mark.parametrize("filter_retrans", [False, True])
+def test_losses_flag_or_drop_retransmissions_and_port_filter(
+        net: Any, stack: Any, topic_name: str, filter_retrans: bool) -> None:
+    with tbf(net, "h1", "lsxa-0a", "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
+        with agents(net, topic_name, stack.kafka_bootstrap, sample_size=1448,
+                    filter_retrans=filter_retrans, ports=[5201]) as ag:
+            other = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5202, 300_000)
+            tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5201, 1_500_000)
+            assert tr.received == 1_500_000 and other.received == 300_000
+    want = sum(a.grouper.counters.records for a in ag.values())
+    all_recs = consume(topic_name, stack.kafka_bootstrap, want)
+    assert all_recs and len(all_recs) == want
+    assert all(5201 in (r["flow"]["sport"], r["flow"]["dport"]) for r in all_recs)  # port filter
+    h1 = [r for r in all_recs if r["host"] == "h1" and r["flow"]["sport"] == tr.sport]
+    c = ag["h1"].grouper.counters
+    assert c.retrans > 0, "the tiny tbf limit forced no retransmission of a sampled byte"
+    flagged = [r for r in h1 if r["retrans"]]
+    if filter_retrans:
+        assert flagged == [] and c.retrans_dropped == c.retrans
+    else:
+        assert len(flagged) == c.retrans and c.retrans_dropped == 0
+        # a retransmission record starts at IP: the app handed the byte over only once
+        assert all(r["hits"][0]["point"] == "ip_out" for r in flagged)

@@ -37,18 +37,26 @@ def test_last_point_flushes_complete_and_sorted() -> None:
 
 def test_exit_device_completes_linger_flushes_incomplete() -> None:
     clk = Clock()
-    g = Grouper("h1", linger_ns=50_000_000, exit_devices={(7, 3)}, clock=clk)
+    g = Grouper("h1", linger_ns=50_000_000, hold_ns=2_000_000_000, exit_devices={(7, 3)},
+                clock=clk)
     out: list[dict] = []
     g.add(FLOW, 0, hit("dev_xmit", 5, ifindex=2), out)     # not the exit device
     g.add(FLOW, 0, hit("dev_xmit", 9, ifindex=3), out)     # the exit device
     assert len(out) == 1 and out[0]["complete"] and len(out[0]["hits"]) == 2
-    g.add(FLOW, 72400, hit("sock_send", 1, ifindex=0), out)
+    g.add(FLOW, 72400, hit("sock_send", 1, ifindex=0), out)   # TCP, inside the host: held
+    udp = ("udp", *FLOW[1:])
+    g.add(udp, 99, hit("ip_out", 2), out)                     # UDP: linger only
     clk.now += 49_000_000
     g.expire(out)
     assert len(out) == 1
     clk.now += 2_000_000
     g.expire(out)
-    assert len(out) == 2 and not out[1]["complete"]
+    assert len(out) == 2 and out[1]["flow"]["proto"] == "udp" and not out[1]["complete"]
+    g.add(FLOW, 72400, hit("ip_out", 3), out)                 # a held group takes more hits
+    assert g.open_groups == 1 and len(out) == 2
+    clk.now += 2_100_000_000
+    g.expire(out)
+    assert len(out) == 3 and [h["point"] for h in out[2]["hits"]] == ["sock_send", "ip_out"]
 
 
 def test_retransmission_splits_and_is_flagged_or_dropped() -> None:
@@ -61,7 +69,7 @@ def test_retransmission_splits_and_is_flagged_or_dropped() -> None:
         g.add(FLOW, 0, hit("ip_out", 100), out)        # the same byte again: a resend
         assert len(out) == 1 and not out[0]["retrans"]
         g.add(FLOW, 0, hit("dev_xmit", 101), out)
-        g.mark_retrans(FLOW, 0)
+        g.mark_retrans(FLOW, 0, out)
         g.flush_all(out)
         if filt:
             assert len(out) == 1 and g.counters.retrans_dropped == 1
@@ -95,3 +103,17 @@ def test_sender_waits_for_late_sock_send() -> None:
     g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)
     assert len(out) == 1 and out[0]["complete"]
     assert [h["point"] for h in out[0]["hits"]] == ["sock_send", "ip_out", "dev_xmit"]
+
+
+def test_resend_that_left_completes_when_flagged() -> None:
+    clk = Clock()
+    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
+    out: list[dict] = []
+    g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)
+    g.add(FLOW, 0, hit("ip_out", 2), out)
+    g.add(FLOW, 0, hit("dev_xmit", 3, ifindex=3), out)
+    g.add(FLOW, 0, hit("ip_out", 50), out)                    # resend
+    g.add(FLOW, 0, hit("dev_xmit", 51, ifindex=3), out)       # left: waits for sock_send?
+    assert len(out) == 1
+    g.mark_retrans(FLOW, 0, out)                              # no: it is a resend
+    assert len(out) == 2 and out[1]["retrans"] and out[1]["complete"]
