@@ -267,9 +267,8 @@ class Net:
         t = self.topology
         for f in t.flows:
             self.wait_reachable(f.src, str(t.flow_dst_addr(f)), timeout)
-        for host, addr in t.sync_targets().items():
+        for addr in t.sync_targets().values():
             self.wait_reachable(t.manager.name, str(addr), timeout)
-            del host
 
     # -- lifecycle
     def __enter__(self) -> Net:
@@ -312,16 +311,43 @@ def list_namespaces(prefix: str) -> list[str]:
     return sorted(n for n in names if n.startswith(f"{prefix}-"))
 
 
-def teardown(prefix: str, hosts: Sequence[str] | None = None) -> list[str]:
+def namespace_pids(name: str) -> list[int]:
+    """Processes whose network namespace is /run/netns/NAME (they keep it alive unnamed)."""
+    try:
+        ino = os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == ino:
+                    pids.append(int(entry))
+    return sorted(pids)
+
+
+def teardown(prefix: str, hosts: Sequence[str] | None = None, *,
+             kill: bool = False) -> list[str]:
     """Remove the namespaces ``{prefix}-*`` (only those of ``hosts`` when given) and any
-    root-namespace veth ``{prefix}-N[ab]``. Devices inside a namespace die with it. Returns
-    what could not be removed (empty when clean)."""
+    root-namespace veth ``{prefix}-N[ab]``. Devices inside a namespace die with it.
+    Processes still inside are reported, and SIGKILLed with ``kill=True`` (a crashed run's
+    traffic, agents: started by whoever owns the prefix). Returns what could not be removed
+    (empty when clean)."""
     names = list_namespaces(prefix)
     if hosts is not None:
         wanted = {ns_name(prefix, h) for h in hosts}
         names = [n for n in names if n in wanted]
     left: list[str] = []
     for name in names:
+        pids = [p for p in namespace_pids(name) if p != os.getpid()]
+        if pids and kill:
+            LOG.warning("killing processes left in %s: %s", name, pids)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        elif pids:
+            LOG.warning("processes %s still run in %s: the namespace lives on unnamed until "
+                        "they exit", pids, name)
         try:
             p2netns.remove(name)
         except OSError as e:

@@ -239,6 +239,9 @@ class Route(_Model):
         return self
 
 
+FLOW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
 class Flow(_Model):
     name: str
     src: str
@@ -252,6 +255,14 @@ class Flow(_Model):
     read_size: int = Field(default=65536, gt=0)       # receiver's bytes per read()
     duration_s: float | None = Field(default=None, gt=0)  # paced flows: stop after this long
     dst_addr: IPAddress | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not FLOW_NAME_RE.match(v):
+            raise ValueError("expected 1-32 characters from A-Z, a-z, 0-9, '_', '.', '-' "
+                             "(it becomes a Kafka key and an InfluxDB tag)")
+        return v
 
     @field_validator("rate")
     @classmethod
@@ -291,10 +302,10 @@ class Iface:
 
 @dataclass(frozen=True)
 class Hop:
-    """One host a flow's packets cross. in_/out_ are link indexes or bridge names."""
+    """One host a packet crosses on its way (``Topology.path``)."""
     host: str
     l3: bool                     # False: only switched by a bridge in this host's namespace
-    via: int | str | None = None  # the link or bridge it arrives through (None at the source)
+    via: int | str | None = None  # link index or bridge name it arrives through; None at src
 
 
 class Topology(_Model):

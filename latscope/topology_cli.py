@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
     d = sub.add_parser("down", help="remove the namespaces a crashed `up`/demo left behind")
     d.add_argument("--prefix", default=DEFAULT_PREFIX,
                    help="namespace/device name prefix (default %(default)s)")
+    d.add_argument("--kill", action="store_true",
+                   help="also SIGKILL processes still running inside those namespaces")
     d.set_defaults(func=cmd_down)
 
     r = sub.add_parser("run", help="build, run the file's flows once, print results, tear down")
@@ -135,7 +137,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     from latscope.netns import list_namespaces, teardown
 
     found = list_namespaces(args.prefix)
-    left = teardown(args.prefix)
+    left = teardown(args.prefix, kill=args.kill)
     print(f"removed {len(found) - len(left)} namespace(s) with prefix {args.prefix}"
           + (f"; could not remove {left}" if left else ""))
     return 1 if left else 0

@@ -208,6 +208,8 @@ class FlowRun:
         sender = _collect(self.sender, deadline) if self.sender else None
         receiver = _collect(self.receiver, deadline)
         self.result = {"flow": self.flow.name, "sender": sender, "receiver": receiver}
+        if self.flow.proto == "udp" and sender is not None:   # UDP loss is counted, not hidden
+            self.result["lost_datagrams"] = sender["datagrams"] - receiver["datagrams"]
         return self.result
 
     def stop(self, timeout: float = 10.0) -> dict[str, Any]:

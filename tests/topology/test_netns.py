@@ -112,6 +112,7 @@ def test_udp_paced_delivers(net: Net, family: int) -> None:
     assert got["bytes"] == got["datagrams"] * (sent["bytes"] // sent["datagrams"])
     assert 6e6 < got["throughput_bps"] < 10e6        # paced by the app, not the link
     assert got["stopped_by"] == "end-marker"
+    assert r["lost_datagrams"] == sent["datagrams"] - got["datagrams"]
 
 
 def test_tbf_limits_throughput(net: Net) -> None:
@@ -158,6 +159,26 @@ def test_teardown_when_the_body_raises(default_topology: Topology) -> None:
     assert sleeper.poll() is not None               # processes we started are stopped
     assert list_namespaces(PREFIX) == []
     assert root_links() == []
+
+
+def test_teardown_reports_and_kills_leftover_processes(default_topology: Topology) -> None:
+    """What a crashed run leaves: namespaces with processes inside, and no Net to close."""
+    net = build(default_topology, prefix=PREFIX)
+    stray = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-h2", sys.executable, "-c",
+                              "import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 5
+        while stray.pid not in netns_mod.namespace_pids(f"{PREFIX}-h2"):
+            assert time.monotonic() < deadline, "stray process never entered the namespace"
+            time.sleep(0.02)
+        assert netns_mod.teardown(PREFIX, kill=True) == []
+        assert stray.wait(5) == -9
+        assert list_namespaces(PREFIX) == []
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()
+        net.close()
 
 
 def test_teardown_when_the_build_fails(default_topology: Topology,
