@@ -130,25 +130,37 @@ _KEEP_LAST = frozenset({"tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"})
 def drop_repeats(hits: Sequence[dict]) -> tuple[list[dict], bool]:
     """One hit per (point, device): a byte passing a point twice was retransmitted.
 
-    The last transmission is the one that got through (the earlier copy was lost), so
-    transmit points keep their last hit; sock_send keeps the first (when the app handed the
-    byte over) and receive points their first (a duplicate arrival changes nothing). The
-    loss-recovery wait then lands in sock_send→(tcp_tx|ip_out), where TCP held the byte,
-    and the breakdown is flagged ``retrans``.
+    The copy that got through is the one that reached the last transmit point, so the
+    transmit chain is resolved backwards from the latest last point: each earlier transmit
+    point keeps its latest hit not after the next point's chosen one. sock_send keeps the
+    first hit (when the app handed the byte over) and receive points their first (a
+    duplicate arrival changes nothing). The loss-recovery wait then lands in
+    sock_send→(tcp_tx|ip_out), where TCP held the byte, and the breakdown is flagged
+    ``retrans``.
     """
-    chosen: dict[tuple[str, str | None], dict] = {}
-    repeated = False
+    groups: dict[tuple[str, str | None], list[dict]] = {}
     for hit in hits:
-        k = (hit["point"], hit.get("dev"))
-        old = chosen.get(k)
-        if old is None:
-            chosen[k] = hit
-            continue
-        repeated = True
-        later = hit["ts_ns"] > old["ts_ns"]
-        if later == (hit["point"] in _KEEP_LAST):
-            chosen[k] = hit
-    return list(chosen.values()), repeated
+        groups.setdefault((hit["point"], hit.get("dev")), []).append(hit)
+    if all(len(g) == 1 for g in groups.values()):
+        return list(hits), False
+    chosen: dict[tuple[str, str | None], dict] = {}
+    tx = []
+    for k, g in groups.items():
+        if k[0] in _KEEP_LAST:
+            tx.append(k)
+        else:
+            chosen[k] = min(g, key=lambda h: h["ts_ns"])
+    # Transmit chain order: stack rank, devices by their first hit, queue before xmit.
+    tx.sort(key=lambda k: (_RANK[k[0]], min(h["ts_ns"] for h in groups[k]) if k[0] in
+                           DEVICE_POINTS else 0, _IN_BLOCK.get(k[0], 0)))
+    limit: int | None = None
+    for k in reversed(tx):
+        g = groups[k]
+        ok = [h for h in g if limit is None or h["ts_ns"] <= limit]
+        pick = max(ok, key=lambda h: h["ts_ns"]) if ok else min(g, key=lambda h: h["ts_ns"])
+        chosen[k] = pick
+        limit = pick["ts_ns"]
+    return list(chosen.values()), True
 
 
 def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Point]:

@@ -109,3 +109,15 @@ def test_retransmitted_byte_keeps_the_copy_that_got_through() -> None:
     assert bd["retrans"] and bd["complete"]
     assert [s["duration_ns"] for s in bd["segments"]] == [1000] * (len(bd["segments"]))
     assert len({s["from"] for s in bd["segments"]}) == len(bd["segments"])
+
+
+def test_repeats_after_the_copy_that_went_out_do_not_reorder_the_chain() -> None:
+    hits = [("sock_send", None, 0), ("ip_out", None, 100), ("ip_post", None, 110),
+            ("dev_queue", "e0", 120), ("dev_xmit", "e0", 200),
+            # later passes of the same byte that never reached dev_xmit
+            ("ip_out", None, 300), ("ip_post", None, 310), ("dev_queue", "e0", 320)]
+    rec = {"host": "h1", "flow_id": "f", "flow": {}, "seq": 1, "complete": True,
+           "hits": [{"point": p, "ts_ns": t, "dev": d, "ifindex": 0} for p, d, t in hits]}
+    bd = breakdown([rec], ClockView({}, None))
+    assert bd["retrans"]
+    assert [s["duration_ns"] for s in bd["segments"]] == [100, 10, 10, 80]

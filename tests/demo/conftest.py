@@ -1,0 +1,31 @@
+"""Run the real demo (namespaces, eBPF agents, XDP sync, Kafka, Faust, InfluxDB) for tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from latscope import netns
+from latscope.demo import DemoOptions, run_demo
+from latscope.stream.process import free_port
+
+PREFIX = "lsxd"
+
+
+@pytest.fixture(scope="session")
+def demo_runner() -> Iterator[Callable[..., dict]]:
+    """run(topology, duration) -> summary; each run on its own topics and run tag."""
+    def run(topology: Path, duration: float = 10.0) -> dict:
+        opts = DemoOptions(topology=topology, duration_s=duration, prefix=PREFIX,
+                           topic_prefix=f"lsxd-{uuid.uuid4().hex[:8]}", web_port=free_port(),
+                           start_stack=False, run_id=f"lsxd-{uuid.uuid4().hex[:8]}")
+        return run_demo(opts)
+
+    try:
+        yield run
+    finally:
+        left = netns.teardown(PREFIX)   # a crashed run's leftovers, if any
+        assert not netns.list_namespaces(PREFIX), left
