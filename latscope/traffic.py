@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from latscope.netns import Net
-    from latscope.topology import Flow
+    from latscope.topology import Flow, Topology
 
 UDP_END = b"LATSCOPE-END"       # end-of-flow marker datagram (sent a few times: UDP may drop)
 UDP_PAYLOAD = 1200              # fits a 1500-byte MTU for v4 and v6
@@ -205,7 +205,13 @@ class FlowRun:
         if self.result is not None:
             return self.result
         deadline = time.monotonic() + timeout
-        sender = _collect(self.sender, deadline) if self.sender else None
+        try:
+            sender = _collect(self.sender, deadline) if self.sender else None
+        except BaseException:
+            if self.receiver.poll() is None:   # it would wait for a sender that is gone
+                self.receiver.terminate()
+                self.receiver.wait(5)
+            raise
         receiver = _collect(self.receiver, deadline)
         self.result = {"flow": self.flow.name, "sender": sender, "receiver": receiver}
         if self.flow.proto == "udp" and sender is not None:   # UDP loss is counted, not hidden
@@ -268,14 +274,16 @@ def send_argv(flow: Flow, dst: str, tag: str, duration_s: float | None = None) -
     return argv
 
 
-def start_flows(net: Net, flows: Iterable[Flow | str] | None = None, *,
+def start_flows(net: Net, flows: Iterable[Flow | str] | Topology | None = None, *,
                 duration_s: float | None = None, ready_timeout: float = 10.0) -> list[FlowRun]:
     """Start receivers (awaiting each one's ``ready``), then senders, for the given flows
     (default: all of the topology's). ``duration_s`` bounds every flow without its own
     duration_s (``bytes`` still ends a flow earlier); a paced flow with neither runs until
     ``FlowRun.stop()``."""
     topo = net.topology
-    chosen = [topo.flow(f) if isinstance(f, str) else f for f in (flows or topo.flows)]
+    if flows is None or hasattr(flows, "flows"):   # None, or a Topology: all of its flows
+        flows = topo.flows if flows is None else flows.flows
+    chosen = [topo.flow(f) if isinstance(f, str) else f for f in flows]
     runs: list[FlowRun] = []
     try:
         for f in chosen:

@@ -135,6 +135,15 @@ def test_reader_delay_slows_the_receiver(net: Net) -> None:
     assert fast["throughput_bps"] > 5 * slow["throughput_bps"], fast
 
 
+def test_receiver_failure_is_reported_not_hung(net: Net) -> None:
+    import ipaddress
+    bad = flow(bytes=1000).model_copy(update={"dst_addr": ipaddress.ip_address("10.1.0.1")})  # not c1's
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="Cannot assign requested address"):
+        start_flows(net, [bad])
+    assert time.monotonic() - t0 < 5
+
+
 def test_paced_flow_open_ended_stops_on_request(net: Net) -> None:
     f = net.topology.flow("f2")                    # paced 2mbit, reader delay 40 ms
     (run,) = start_flows(net, [f])
