@@ -138,6 +138,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds ignored first")
     ap.add_argument("--interval", type=float, default=0.02, help="seconds between rounds")
     ap.add_argument("--burst", type=int, default=2, help="probes per round")
+    ap.add_argument("--window", type=float, default=3.0, help="estimator window in seconds")
     ap.add_argument("--t1-at", choices=["xmit", "start_xmit"], default="xmit",
                     help="manager departure stamp: net_dev_xmit (default) or net_dev_start_xmit")
     ap.add_argument("--responder-xdp", choices=["auto", "native", "generic"], default="auto")
@@ -149,7 +150,7 @@ def main() -> int:
     topo = parse_topology(TOPOLOGY, "sync_accuracy")
     netns.teardown(PREFIX)
     total = args.warmup + args.duration
-    est = EstimatorConfig(window_ns=3_000_000_000, bucket_ns=int(args.interval * 1e9))
+    est = EstimatorConfig(window_ns=int(args.window * 1e9), bucket_ns=int(args.interval * 1e9))
     with netns.build(topo, prefix=PREFIX) as net:
         dst = net.addr("h1")
         net.wait_reachable("mgr", dst)
@@ -157,6 +158,7 @@ def main() -> int:
         token = secrets.randbits(63)
         start = time.monotonic()
         errs: dict[str, list[float]] = {"xdp": [], "baseline": []}
+        inside: dict[str, list[bool]] = {"xdp": [], "baseline": []}
         raw: dict[str, list[tuple[float, int, float]]] = {"xdp": [], "baseline": []}
         bounds: list[float] = []
 
@@ -168,6 +170,7 @@ def main() -> int:
         def record(kind: str, m: Model) -> None:
             if time.monotonic() - start >= args.warmup:
                 errs[kind].append(m.offset_ns - inj.true_offset(m.ref_ns))
+                inside[kind].append(abs(errs[kind][-1]) <= m.error_bound_ns)
                 if kind == "xdp":
                     bounds.append(m.error_bound_ns)
 
@@ -217,8 +220,10 @@ def main() -> int:
         "load": None if args.no_load else {"iperf3": "TCP --bidir", "gbit_s_one_way": gbps},
         "injected": {"offset_ns": inj.offset_ns, "drift_ppm": inj.drift_ppm},
         "xdp": {**xdp, "median_bound_ns": statistics.median(bounds),
+                "within_bound": sum(inside["xdp"]) / len(inside["xdp"]),
                 "probes": xdp_counts[0], "samples": xdp_counts[1]},
-        "baseline": {**bl, "probes": base.sent, "samples": base.samples},
+        "baseline": {**bl, "probes": base.sent, "samples": base.samples,
+                     "within_bound": sum(inside["baseline"]) / len(inside["baseline"])},
         # every single exchange's offset against the truth, before any filtering: how good
         # the timestamps themselves are
         "raw_exchange": {k: stats([e for _, _, e in raw[k]]) for k in raw},
@@ -235,7 +240,7 @@ def main() -> int:
         s = result[k]
         print(f"{k:>9}: median |error| {s['median_ns']:8.0f} ns   p99 {s['p99_ns']:9.0f} ns   "
               f"max {s['max_ns']:9.0f} ns   ({s['n']} models, {s['samples']}/{s['probes']} "
-              "exchanges)")
+              f"exchanges, {100 * s['within_bound']:.1f}% within their bound)")
     for k in ("xdp", "baseline"):
         s = result["raw_exchange"][k]
         print(f"{k:>9}: per-exchange |error| median {s['median_ns']:8.0f} ns   "

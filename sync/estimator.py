@@ -7,19 +7,21 @@ Pure code (no kernel, no Kafka) so every rule here is unit-tested.
   offset lies within ``delay/2`` of the sample's (the half-delay bound).
 * Queueing only ever adds delay, so the samples with the least delay are the ones to
   trust: the window is cut into time buckets and only each bucket's minimum-delay sample
-  is kept, then the bucket minima whose delay is far above the window's best are dropped.
+  is kept, then only the least-delayed share of those (the lower envelope) is fitted.
 * Offset and drift are fitted to those with a Theil–Sen line (median of pairwise slopes,
   then median intercept), which shrugs off up to ~29 % outliers that least squares would
   follow. (Weighting pairs by their time spread was tried and rejected: one late outlier
   then dominates the median.)
-* The error bound adds the half-delay bound of the selected samples, the fit's residual
-  spread, and the drift's uncertainty carried to the reference instant.
+* The error bound rests on one selected sample: the truth lies within half its delay of
+  its offset, plus the line's distance from it, plus the drift's uncertainty carried from
+  its instant to the reference instant; the tightest sample gives the bound.
 * Delays and one-way delays are signed: negative ones are counted and reported, never
   hidden with ``abs()``.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
@@ -73,7 +75,8 @@ class EstimatorConfig:
     window_ns: int = 30_000_000_000   # samples older than this (by t1) leave the window
     bucket_ns: int = 1_000_000_000    # one minimum-delay sample per bucket
     min_buckets: int = 2              # fewer: no fit (drift needs two instants)
-    delay_slack_ns: float = 2_000.0   # keep bucket minima within min delay + max(slack, 3*MAD)
+    keep_fraction: float = 0.25       # of the bucket minima, the least-delayed share is fitted
+    delay_slack_ns: float = 2_000.0   # ... plus any within this of the window's best
     max_samples: int = 100_000        # hard cap on the window (memory)
 
 
@@ -82,15 +85,22 @@ def _mad(values: list[float]) -> float:
     return 1.4826 * statistics.median(abs(v - med) for v in values)
 
 
-def theil_sen(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Slope and intercept (at x=0) of the Theil–Sen line through (xs, ys)."""
+def theil_sen(xs: list[float], ys: list[float], z: float = 3.0) -> tuple[float, float, float]:
+    """Slope, intercept (at x=0) and slope uncertainty of the Theil–Sen line through
+    (xs, ys). The uncertainty is Sen's distribution-free interval at ``z`` sigmas: the
+    spread of the pairwise slopes around their median, so a biased stretch of samples
+    (a queue building up looks like drift) widens it even when residuals look small."""
     n = len(xs)
-    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i])
-              for i in range(n) for j in range(i + 1, n) if xs[j] != xs[i]]
+    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i])
+                    for i in range(n) for j in range(i + 1, n) if xs[j] != xs[i])
     if not slopes:
-        return 0.0, statistics.median(ys)
+        return 0.0, statistics.median(ys), 0.0
     slope = statistics.median(slopes)
-    return slope, statistics.median(y - slope * x for x, y in zip(xs, ys, strict=True))
+    c = z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    lo = slopes[max(0, math.floor((len(slopes) - c) / 2))]
+    hi = slopes[min(len(slopes) - 1, math.ceil((len(slopes) + c) / 2))]
+    intercept = statistics.median(y - slope * x for x, y in zip(xs, ys, strict=True))
+    return slope, intercept, max(hi - slope, slope - lo)
 
 
 class Estimator:
@@ -119,10 +129,14 @@ class Estimator:
             if b not in best or s.delay_ns < best[b].delay_ns:
                 best[b] = s
         chosen = sorted(best.values(), key=lambda s: s.t1)
-        if len(chosen) < 2:
+        if len(chosen) <= cfg.min_buckets:
             return chosen
-        delays = [s.delay_ns for s in chosen]
-        limit = min(delays) + max(cfg.delay_slack_ns, 3 * _mad(delays))
+        # The lower envelope: the best `keep_fraction` of the bucket minima (at least
+        # min_buckets), plus any other within delay_slack_ns of the very best. A standing
+        # queue that covers most of the window then stays out of the fit.
+        delays = sorted(s.delay_ns for s in chosen)
+        k = max(cfg.min_buckets, math.ceil(cfg.keep_fraction * len(delays)))
+        limit = max(delays[k - 1], delays[0] + cfg.delay_slack_ns)
         return [s for s in chosen if s.delay_ns <= limit]
 
     def fit(self) -> Model | None:
@@ -132,20 +146,19 @@ class Estimator:
         base = chosen[0].mid_ns
         xs = [s.mid_ns - base for s in chosen]
         ys = [s.offset_ns for s in chosen]
-        slope, intercept = theil_sen(xs, ys)
+        slope, intercept, slope_err = theil_sen(xs, ys)
         residuals = [y - (intercept + slope * x) for x, y in zip(xs, ys, strict=True)]
         spread = _mad(residuals)
         ref_ns = int(self._window[-1].mid_ns)  # the newest sample: the model is "now"
         x_ref = ref_ns - base
         offset = intercept + slope * x_ref
-        # Uncertainty of the slope (robust analogue of the OLS standard error), carried
-        # from the centre of the selected samples to the reference instant.
-        x_mean = statistics.fmean(xs)
-        sxx = sum((x - x_mean) ** 2 for x in xs)
-        slope_err = 3 * spread / sxx ** 0.5 if sxx > 0 else 0.0
-        half_delay = statistics.median(s.delay_ns for s in chosen) / 2
-        bound = (max(half_delay, 0.0) + 3 * spread / len(chosen) ** 0.5
-                 + slope_err * abs(x_ref - x_mean))
+        # The bound leans on one sample j: the truth at its instant lies within d_j/2 of
+        # its offset (one-way delays are never negative), the line's distance from that
+        # sample is known, and only the drift carries it from there to the reference
+        # instant. The tightest such sample gives the bound.
+        bound = min(abs(offset - (y + slope * (x_ref - x))) + max(s.delay_ns, 0) / 2
+                    + slope_err * abs(x_ref - x)
+                    for s, x, y in zip(chosen, xs, ys, strict=True))
 
         def host_offset(t: float) -> float:
             return intercept + slope * (t - base)

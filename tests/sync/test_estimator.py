@@ -29,9 +29,10 @@ def test_theil_sen_ignores_a_gross_outlier() -> None:
     xs = [float(i) for i in range(10)]
     ys = [3.0 + 2.0 * x for x in xs]
     ys[4] = 1e6
-    slope, intercept = theil_sen(xs, ys)
+    slope, intercept, slope_err = theil_sen(xs, ys)
     assert slope == pytest.approx(2.0)
     assert intercept == pytest.approx(3.0)
+    assert slope_err == pytest.approx(0.0)  # nine exact points: no doubt about the slope
 
 
 @pytest.mark.parametrize("offset_ns,drift_ppm", [(5_000_000, 50.0), (-7_000_000, -50.0),
