@@ -70,6 +70,7 @@ class StreamSettings:
     influx: InfluxSettings | None = None
     raw_samples: bool = True
     from_beginning: bool = True
+    clock_hold_s: float = 30.0
     default_partitions: int = 4
 
     @property
@@ -103,11 +104,21 @@ def ensure_topics(bootstrap: str, wanted: Mapping[str, tuple[int, dict[str, str]
     return have
 
 
+def keep_tighter(old: Mapping, new: Mapping, hold_s: float, factor: float = 4.0) -> bool:
+    """Keep using ``old`` when ``new`` claims a bound ``factor`` times looser and ``old`` is
+    younger than ``hold_s``: a sync path that is congested for a while (its probes queue
+    behind bulk traffic) yields fits with ms bounds, while the last good fit extrapolated
+    by its drift stays within µs for tens of seconds."""
+    return (new["error_bound_ns"] > factor * max(old["error_bound_ns"], 1.0)
+            and new["ref_ns"] - old["ref_ns"] < hold_s * 1e9)
+
+
 @dataclass
 class Counters:
     records: int = 0
     dead_lettered: int = 0
     clock_models: int = 0
+    clock_models_held: int = 0   # a much looser new model ignored for a recent tight one
     published: int = 0        # breakdowns written to the breakdowns topic
     publish_failed: int = 0   # delivery reports with an error (after librdkafka's retries)
     complete: int = 0
@@ -210,6 +221,10 @@ class Runtime:
             self._dead_letter(key, value, e, self.settings.clock_topic)
             return
         self.counters.clock_models += 1
+        old = self.clock_models.get(model["host"])
+        if old is not None and keep_tighter(old, model, self.settings.clock_hold_s):
+            self.counters.clock_models_held += 1
+            return
         self.clock_models[model["host"]] = model
 
     def clocks(self) -> ClockView:
