@@ -215,8 +215,8 @@ def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
     try:
         from latscope.sync.publish import ClockPublisher
         from latscope.sync.topology_run import TopologySync
-    except ImportError as e:
-        missing["sync"] = f"not available: {e}"
+    except Exception as e:   # not built yet, or broken: reported, never faked
+        missing["sync"] = f"not available: {type(e).__name__}: {e}"
         return None
     say("starting clock sync (XDP responders, manager)…")
     pub = ClockPublisher(bootstrap, manager=manager, models_topic=opts.topic(TOPIC_CLOCK),
@@ -247,8 +247,8 @@ def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict
     out = _Agents()
     try:
         from latscope.producers.agent import Agent, AgentSettings
-    except ImportError as e:
-        missing["agents"] = f"not available: {e}"
+    except Exception as e:   # not built yet, or broken: reported, never faked
+        missing["agents"] = f"not available: {type(e).__name__}: {e}"
         return out
     hosts = sorted({h for f in topo.flows for h in topo.path_hosts(f)})
     say(f"starting agents on {', '.join(hosts)}…")
