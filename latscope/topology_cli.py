@@ -113,21 +113,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         with build(t, prefix=args.prefix) as net:
             signal.signal(signal.SIGTERM, on_sigterm)
-            net.wait_all_reachable()
-            info = _net_info(net)
-            if args.json:
-                print(json.dumps(info), flush=True)
-            else:
-                for host, h in info["hosts"].items():
-                    devs = ", ".join(f"{d['ifname']}({d['ifindex']})" for d in h["devices"])
-                    print(f"{host:<12} {h['netns']:<20} inode {h['inode']}  {devs}")
-                print(f"up: `ip netns exec {args.prefix}-<host> ...` to run inside; "
-                      "Ctrl-C or SIGTERM tears it down", flush=True)
-            try:
+            try:   # everything after the handler: a SIGTERM anywhere here means "tear down"
+                net.wait_all_reachable()
+                info = _net_info(net)
+                if args.json:
+                    print(json.dumps(info), flush=True)
+                else:
+                    for host, h in info["hosts"].items():
+                        devs = ", ".join(f"{d['ifname']}({d['ifindex']})" for d in h["devices"])
+                        print(f"{host:<12} {h['netns']:<20} inode {h['inode']}  {devs}")
+                    print(f"up: `ip netns exec {args.prefix}-<host> ...` to run inside; "
+                          "Ctrl-C or SIGTERM tears it down", flush=True)
                 while True:
                     signal.pause()
             except KeyboardInterrupt:
                 print("tearing down", file=sys.stderr)
+            finally:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)   # let the teardown finish
     except NetnsError as e:
         raise UserError(str(e)) from None
     return 0
