@@ -64,6 +64,20 @@ class _Agents:
     agents: dict[str, Any] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    crashed: dict[str, str] = field(default_factory=dict)
+
+    def start(self, host: str, agent: Any) -> None:
+        def body() -> None:
+            try:
+                agent.run(self.stop)
+            except Exception as e:   # reported in the summary, never silent
+                _log.exception("agent %s crashed", host)
+                self.crashed[host] = f"crashed: {type(e).__name__}: {e}"[:300]
+
+        self.agents[host] = agent
+        th = threading.Thread(target=body, name=f"agent-{host}", daemon=True)
+        th.start()
+        self.threads.append(th)
 
     def status(self) -> dict[str, dict]:
         return {h: a.status() for h, a in self.agents.items()}
@@ -192,6 +206,7 @@ def run_demo(opts: DemoOptions) -> dict:
 
         say("flows done; waiting for the last samples to be joined and windows closed…")
         agents.close()           # detaches probes, flushes the last records
+        missing.update({f"agent {h}": why for h, why in agents.crashed.items()})
         status = agents.status()
         published = sum(a["counters"].get("published", 0) for a in status.values())
         _settle(worker, published, opts.settle_timeout_s)
@@ -265,10 +280,7 @@ def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict
             with contextlib.suppress(Exception):
                 agent.shutdown()
             continue
-        out.agents[h] = agent
-        th = threading.Thread(target=agent.run, args=(out.stop,), name=f"agent-{h}", daemon=True)
-        th.start()
-        out.threads.append(th)
+        out.start(h, agent)
     return out
 
 
