@@ -14,7 +14,9 @@ Pure code (no kernel, no Kafka) so every rule here is unit-tested.
   then dominates the median.)
 * The error bound rests on one selected sample: the truth lies within half its delay of
   its offset, plus the line's distance from it, plus the drift's uncertainty carried from
-  its instant to the reference instant; the tightest sample gives the bound.
+  its instant to the reference instant; the tightest sample gives the bound. The drift's
+  uncertainty comes from the delays too (``drift_interval``): both ends of every pair of
+  samples are pinned to within half their delay, which bounds the slope between them.
 * Delays and one-way delays are signed: negative ones are counted and reported, never
   hidden with ``abs()``.
 """
@@ -103,6 +105,26 @@ def theil_sen(xs: list[float], ys: list[float], z: float = 3.0) -> tuple[float, 
     return slope, intercept, max(hi - slope, slope - lo)
 
 
+def drift_interval(xs: list[float], ys: list[float],
+                   halves: list[float]) -> tuple[float, float] | None:
+    """Every drift the samples allow: the truth at x_i lies within halves[i] of ys[i] (half
+    the delay), so over any two samples the true slope is within
+    ((y_j - y_i) ± (h_i + h_j)) / (x_j - x_i); intersected over all pairs. None when the
+    samples contradict each other (a negative one-way delay, or a clock that is not linear
+    over the window)."""
+    lo, hi = -math.inf, math.inf
+    n = len(xs)
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx = xs[j] - xs[i]
+            if dx == 0:
+                continue
+            dy, w = ys[j] - ys[i], halves[i] + halves[j]
+            a, b = (dy - w) / dx, (dy + w) / dx
+            lo, hi = max(lo, min(a, b)), min(hi, max(a, b))
+    return (lo, hi) if lo <= hi else None
+
+
 class Estimator:
     """Sliding window of one host's samples; ``fit()`` gives the current Model or None."""
 
@@ -147,6 +169,11 @@ class Estimator:
         xs = [s.mid_ns - base for s in chosen]
         ys = [s.offset_ns for s in chosen]
         slope, intercept, slope_err = theil_sen(xs, ys)
+        # Prefer the drift interval the delays guarantee; Sen's interval only when the
+        # samples contradict each other.
+        allowed = drift_interval(xs, ys, [max(s.delay_ns, 0) / 2 for s in chosen])
+        if allowed is not None:
+            slope_err = max(slope - allowed[0], allowed[1] - slope, 0.0)
         residuals = [y - (intercept + slope * x) for x, y in zip(xs, ys, strict=True)]
         spread = _mad(residuals)
         ref_ns = int(self._window[-1].mid_ns)  # the newest sample: the model is "now"
