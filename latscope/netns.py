@@ -30,7 +30,7 @@ from pyroute2 import netns as p2netns
 
 from latscope import log
 from latscope.clock import ClockInjection, monotonic_ns
-from latscope.topology import Topology
+from latscope.topology import Flow, Topology
 
 LOG = log.get("netns")
 NETNS_DIR = "/run/netns"
@@ -214,6 +214,14 @@ class Net:
                 raise KeyError(f"{host} has {len(matches)} links to {peer}: "
                                "name the link by its index")
         raise KeyError(f"{host} has no device on {link_or_bridge!r}")
+
+    def path_devices(self, flow: Flow | str) -> list[tuple[str, list[str]]]:
+        """Each host a flow's data packets cross with the devices they pass there, in order,
+        e.g. [("h1", ["lsx-0a"]), ("h2", ["lsx-0b", "br0", "lsx-1b"]), ("c1", ["lsx-1a"])]."""
+        t = self.topology
+        f = t.flow(flow) if isinstance(flow, str) else flow
+        return [(h.host, [self.ifname(h.host, k) for k in h.devices])
+                for h in t.path(f.src, t.flow_dst_addr(f))]
 
     def devices(self, host: str) -> list[tuple[int, str]]:
         """(ifindex, ifname) of every device in the host's namespace, lo included."""

@@ -306,6 +306,10 @@ class Hop:
     host: str
     l3: bool                     # False: only switched by a bridge in this host's namespace
     via: int | str | None = None  # link index or bridge name it arrives through; None at src
+    # The devices it passes in this host, in order, as keys for ``Net.ifname(host, key)``:
+    # link indexes (this host's end, or a bridge port here) and bridge names (the bridge
+    # device: crossed only when the host itself sends or receives through its bridge).
+    devices: tuple[int | str, ...] = ()
 
 
 class Topology(_Model):
@@ -513,24 +517,39 @@ class Topology(_Model):
         target = self.owner(dst_ip)
         if target is None:
             raise ValueError(f"{dst_ip} is no host's address")
-        hops = [Hop(src, True)]
+        hops: list[tuple[str, bool, int | str | None]] = [(src, True, None)]
+        devices: list[list[int | str]] = [[]]
         host = src
         while host != target:
             if len(hops) > MAX_HOPS:
                 raise ValueError(f"routing loop toward {dst_ip}: "
-                                 + " -> ".join(h.host for h in hops))
+                                 + " -> ".join(h[0] for h in hops))
             egress, neigh = self._next_hop(host, dst_ip)
             nxt = next((f for f in self.ifaces() if f.segment == egress.segment and f is not egress
                         and any(a.ip == neigh for a in f.addrs)), None)
             if nxt is None:
                 raise ValueError(f"{host}: next hop {neigh} toward {dst_ip} is not on the "
                                  f"segment of its interface {egress.key}")
-            for b in self.bridges:   # switched through a bridge in a third namespace
-                if self._segments()[b.name] == egress.segment and b.host not in (host, nxt.host):
-                    hops.append(Hop(b.host, False, b.name))
-            hops.append(Hop(nxt.host, True, nxt.key))
+            out_dev, in_dev = self._crossing(egress, nxt)
+            devices[-1] += out_dev
+            bridge = next((b for b in self.bridges
+                           if self._segments()[b.name] == egress.segment), None)
+            if bridge is not None and bridge.host not in (host, nxt.host):
+                # switched at L2 in a third namespace: in one port, out the other
+                hops.append((bridge.host, False, bridge.name))
+                devices.append([egress.key, nxt.key])
+            hops.append((nxt.host, True, nxt.key))
+            devices.append(in_dev)
             host = nxt.host
-        return hops
+        return [Hop(h, l3, via, tuple(d)) for (h, l3, via), d in zip(hops, devices, strict=True)]
+
+    def _crossing(self, egress: Iface, nxt: Iface) -> tuple[list[int | str], list[int | str]]:
+        """Device keys a packet passes leaving ``egress``'s host and entering ``nxt``'s."""
+        if isinstance(egress.key, str):          # out through our own bridge, then its port
+            return [egress.key, nxt.key], [nxt.key]
+        if isinstance(nxt.key, str):             # into the bridge host: its port, then bridge
+            return [egress.key], [egress.key, nxt.key]
+        return [egress.key], [nxt.key]
 
     def path_hosts(self, flow: Flow | str) -> list[str]:
         """The topology hosts a flow's data packets cross, source to destination."""

@@ -71,7 +71,8 @@ def test_sync_over_a_shared_bridge_segment() -> None:
              routes=[{"host": "m", "dst": "10.6.0.0/24", "via": "10.5.0.1"}])
     assert t.sync_addr("h") == ip("10.5.0.3")
     # m -> h crosses sw's bridge only at L2
-    assert t.path("m", "10.5.0.3") == [Hop("m", True), Hop("sw", False, "br"), Hop("h", True, 2)]
+    assert t.path("m", "10.5.0.3") == [Hop("m", True, None, (1,)), Hop("sw", False, "br", (1, 2)),
+                                       Hop("h", True, 2, (2,))]
 
 
 def test_path_hosts_of_default(default: Topology) -> None:
@@ -79,8 +80,11 @@ def test_path_hosts_of_default(default: Topology) -> None:
     assert default.path_hosts("f2") == ["c1", "h2", "h1"]
     assert [h.host for h in default.path("mgr", "fd00:2::2")] == ["mgr", "h1", "h2", "c1"]
     assert [h.host for h in default.path("c1", "10.9.0.1")] == ["c1", "h2", "h1", "mgr"]
-    hops = default.path("h1", "10.2.0.2")
-    assert hops == [Hop("h1", True), Hop("h2", True, 0), Hop("c1", True, 1)]
+    hops = default.path("h1", "10.2.0.2")   # in h2: veth in, bridge device, bridge port out
+    assert hops == [Hop("h1", True, None, (0,)), Hop("h2", True, 0, (0, "br0", 1)),
+                    Hop("c1", True, 1, (1,))]
+    back = default.path("c1", "10.9.0.1")    # into h2 through its bridge, out toward h1
+    assert [h.devices for h in back] == [(1,), (1, "br0", 0), (0, 2), (2,)]
 
 
 def test_container_default_routes_to_its_bridge(default: Topology) -> None:

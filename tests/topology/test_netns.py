@@ -43,6 +43,8 @@ def test_built_namespaces_devices_and_facts(net: Net, default_topology: Topology
     assert net.ifname("h2", "c1") == "lsxb-1b" and net.ifname("h2", "br0") == "br0"
     assert net.ifname("c1", 1) == "lsxb-1a"
     assert net.addr("c1", 6) == "fd00:2::2"
+    assert net.path_devices("f1") == [("h1", ["lsxb-0a"]), ("h2", ["lsxb-0b", "br0", "lsxb-1b"]),
+                                      ("c1", ["lsxb-1a"])]
     c = net.clock("h1")
     assert (c.offset_ns, c.drift_ppm, c.epoch_ns) == (5_000_000, 20.0, net.epoch_ns)
     assert net.clock("c1") == net.clock("h2")
@@ -100,6 +102,33 @@ def test_tcp_delivers_over_h1_h2_br0_c1(net: Net, proto: str, family: int) -> No
     assert r["receiver"]["bytes"] == 3_000_000
     assert r["receiver"]["peer"].startswith("10.1.0.1:" if family == 4 else "fd00:1::1:")
     assert r["receiver"]["stopped_by"] == "eof"
+
+
+def device_bytes(net: Net) -> dict[tuple[str, str], int]:
+    """rx+tx bytes of every device in every namespace, from the kernel's counters."""
+    out = {}
+    for h in ("mgr", "h1", "h2", "c1"):
+        with net.ipr(h) as ipr:
+            for lk in ipr.get_links():
+                st = lk.get("IFLA_STATS64")
+                out[(h, lk.get("IFLA_IFNAME"))] = st["rx_bytes"] + st["tx_bytes"]
+    return out
+
+
+@pytest.mark.parametrize(("src", "dst", "family"), [("h1", "c1", 4), ("c1", "h1", 6),
+                                                    ("mgr", "c1", 4)])
+def test_path_devices_are_the_devices_the_kernel_uses(net: Net, src: str, dst: str,
+                                                      family: int) -> None:
+    f = flow(src=src, dst=dst, family=family, bytes=2_000_000)
+    before = device_bytes(net)
+    assert run_flow(net, f, timeout=30)["receiver"]["bytes"] == 2_000_000
+    moved = {k: v - before.get(k, 0) for k, v in device_bytes(net).items()}
+    on_path = {(h, d) for h, devs in net.path_devices(f) for d in devs}
+    for key in on_path:
+        assert moved[key] >= 2_000_000, (key, moved)
+    for key, n in moved.items():
+        if key not in on_path and key[1] != "lo":
+            assert n < 200_000, (key, n, sorted(on_path))
 
 
 @pytest.mark.parametrize("family", [4, 6])
