@@ -25,7 +25,8 @@ def demo(args: argparse.Namespace) -> int:
 
     opts = DemoOptions(topology=topology, duration_s=args.duration, prefix=args.prefix,
                        web_port=args.web_port, interval_s=args.interval,
-                       start_stack=not args.no_stack_start, progress=progress)
+                       start_stack=not args.no_stack_start, progress=progress,
+                       topic_prefix=args.topic_prefix)
     summary = run_demo(opts)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
@@ -47,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default="lsd", help="namespace/link name prefix (default lsd)")
     p.add_argument("--web-port", type=int, default=6066, help="stream worker web port")
     p.add_argument("--interval", type=float, default=1.0, help="statistics window, s")
+    p.add_argument("--topic-prefix", help="use PREFIX.layer-events, PREFIX.clock, ... instead "
+                                          "of the standard latscope.* topics")
     p.add_argument("--no-stack-start", action="store_true",
                    help="fail instead of starting the local stack when it is down")
     p.set_defaults(func=demo)
