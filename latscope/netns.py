@@ -6,6 +6,10 @@ namespaces, so nothing ever lands in the root namespace), bridges (named as in t
 their host's namespace, v4/v6 addresses without DAD, forwarding everywhere, the routes
 ``Topology.routes_for`` lists and tbf qdiscs. Everything is removed on exit, and on any
 failure during the build. ``teardown(prefix)`` removes what a crashed run left behind.
+
+pyroute2 forks helper children (to open sockets inside a namespace). A signal handler that
+raises (SIGTERM -> KeyboardInterrupt) must check ``os.getpid()`` first, or the exception
+unwinds the child through the caller's code; ``Net.close`` refuses to run in such a child.
 """
 
 from __future__ import annotations

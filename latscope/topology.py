@@ -83,6 +83,7 @@ RouteDst = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network | str,
 NAME_RE = re.compile(r"^[a-z0-9-]{1,12}$")
 ROLES = ("manager", "host", "vm", "container")
 MAX_HOPS = 32
+MIN_TBF_BYTES = 1600    # a 1500-byte MTU frame with its link-layer header fits
 
 # tc's units (iproute2 get_rate/get_size/get_time): rates are SI, sizes are binary.
 _RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12,
@@ -172,8 +173,10 @@ class Tbf(_Model):
     @field_validator("burst", "limit")
     @classmethod
     def _size(cls, v: str | int | None) -> str | int | None:
-        if v is not None and parse_size(v) <= 0:
-            raise ValueError("expected a positive size like 32kbit or 64kb")
+        if v is not None and parse_size(v) < MIN_TBF_BYTES:
+            # tbf drops every frame larger than its bucket: a smaller one is a black hole
+            raise ValueError(f"expected a size of at least {MIN_TBF_BYTES} bytes (one full "
+                             "frame), like 32kbit or 64kb")
         return v
 
     @field_validator("latency")
@@ -746,6 +749,10 @@ def _cross_check(t: Topology) -> Iterator[tuple[str, str]]:
     for i, r in enumerate(t.routes):
         if r.host not in hosts:
             yield f"routes[{i}].host", f"got {r.host!r}: expected one of the hosts {list(hosts)}"
+        elif not any(r.via in a.network for a in _safe_addrs(t, hosts[r.host])):
+            nets = sorted({str(a.network) for a in _safe_addrs(t, hosts[r.host])})
+            yield (f"routes[{i}].via", f"got {r.via}: expected a gateway on one of {r.host}'s "
+                                       f"networks {nets} (the kernel refuses anything else)")
     for i, h in enumerate(t.hosts):
         if h.sync_addr is not None and t.owner(h.sync_addr) != h.name:
             yield f"hosts[{i}].sync_addr", f"got {h.sync_addr}: expected one of {h.name}'s " \

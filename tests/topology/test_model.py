@@ -128,8 +128,11 @@ def test_shipped_topologies_are_valid(name: str) -> None:
      ["cannot be routed", "h1 has no route to 10.2.0.2"]),
     ("  - {host: h2, dst: 10.9.0.0/24, via: 10.1.0.1}\n", "", "hosts[2]", 4,
      ["cannot synchronise h2", "h2 has no route to 10.9.0.1"]),
-    ("dst: 10.2.0.0/24, via: 10.1.0.2", "dst: 10.2.0.0/24, via: 10.3.0.2", "flows[0]", 17,
-     ["10.3.0.2 is on none of h1's networks"]),
+    ("dst: 10.2.0.0/24, via: 10.1.0.2", "dst: 10.2.0.0/24, via: 10.3.0.2", "routes[0].via", 13,
+     ["10.3.0.2", "gateway on one of h1's networks", "10.1.0.0/24"]),
+    ("b_addr: [10.1.0.2/24]}",
+     "b_addr: [10.1.0.2/24], a_tbf: {rate: 5mbit, burst: 1000, latency: 5ms}}",
+     "links[0].a_tbf.burst", 9, ["1000", "at least 1600 bytes"]),
 ])
 def test_mistakes_are_named(tmp_path: Path, old: str, new: str, path: str, line: int,
                             fragments: list[str]) -> None:
