@@ -137,7 +137,7 @@ def test_udp_paced_delivers(net: Net, family: int) -> None:
     r = run_flow(net, f, timeout=20)
     sent, got = r["sender"], r["receiver"]
     assert sent["datagrams"] > 500                   # 8 Mbit/s of 1000-byte datagrams
-    assert got["datagrams"] >= 0.98 * sent["datagrams"]
+    assert got["datagrams"] >= 0.95 * sent["datagrams"]   # a loaded box may drop a few
     assert got["bytes"] == got["datagrams"] * (sent["bytes"] // sent["datagrams"])
     assert 6e6 < got["throughput_bps"] < 10e6        # paced by the app, not the link
     assert got["stopped_by"] == "end-marker"
