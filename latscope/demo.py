@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import subprocess
 import threading
 import time
 import uuid
@@ -48,6 +49,8 @@ class DemoOptions:
     sync_bound_ns: float = 20_000.0      # wait for models this good before the traffic
     start_stack: bool = True
     settle_timeout_s: float = 60.0
+    # Extra sysctls per host namespace, e.g. {"h1": {"net.ipv4.tcp_autocorking": "0"}}.
+    sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
     progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
 
@@ -170,6 +173,10 @@ def run_demo(opts: DemoOptions) -> dict:
         say(f"building {len(topo.hosts)} namespaces ({opts.prefix}-*) from {opts.topology}…")
         net = es.enter_context(netns.build(topo, prefix=opts.prefix))
         net.wait_all_reachable()
+        for host, values in opts.sysctls.items():
+            for key, value in values.items():
+                subprocess.run(["ip", "netns", "exec", net.ns_name(host), "sysctl", "-qw",
+                                f"{key}={value}"], check=True)
 
         say("starting the stream worker…")
         worker = WorkerProcess(

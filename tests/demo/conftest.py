@@ -18,8 +18,10 @@ PREFIX = "lsxd"
 @pytest.fixture(scope="session")
 def demo_runner() -> Iterator[Callable[..., dict]]:
     """run(topology, duration) -> summary; each run on its own topics and run tag."""
-    def run(topology: Path, duration: float = 10.0) -> dict:
+    def run(topology: Path, duration: float = 10.0,
+            sysctls: dict[str, dict[str, str]] | None = None) -> dict:
         opts = DemoOptions(topology=topology, duration_s=duration, prefix=PREFIX,
+                           sysctls=sysctls or {},
                            topic_prefix=f"lsxd-{uuid.uuid4().hex[:8]}", web_port=free_port(),
                            start_stack=False, run_id=f"lsxd-{uuid.uuid4().hex[:8]}")
         return run_demo(opts)
