@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import resource
 import subprocess
 import threading
 import time
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from latscope import log
 from latscope.clock import ClockInjection
 from latscope.producers import layout, libbpf
-from latscope.producers.grouping import FlowT, Grouper, Hit
+from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.probes import POINT_HOOKS, Probes
 from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
@@ -23,6 +24,11 @@ from latscope.schemas.records import TOPIC_LAYER_EVENTS
 
 _log = log.get("producers.agent")
 _F = layout.FIELD_INDEX
+# Field positions in an unpacked event (from latscope.h, never hard-coded).
+(_TS, _NETNS, _SADDR, _DADDR, _SEQ, _LEN, _IFINDEX, _CPU, _SPORT, _DPORT, _POINT, _FAMILY,
+ _PROTO_F, _FLAGS, _DEV) = (_F[n] for n in (
+    "ts_ns", "netns", "saddr", "daddr", "seq", "len", "ifindex", "cpu", "sport", "dport",
+    "point", "family", "proto", "flags", "dev"))
 _PROTO = {6: "tcp", 17: "udp"}
 
 
@@ -78,6 +84,11 @@ def exit_devices(netns: list[str | None]) -> set[tuple[int, int]]:
     return out
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class Agent:
     def __init__(self, s: AgentSettings) -> None:
         self.s = s
@@ -115,7 +126,7 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Read, group and publish until stop is set; then detach, drain and flush."""
         assert self.ring is not None and self.publisher is not None
-        out: list[dict] = []
+        out: list[Record] = []
         last_expire = 0
         try:
             while not stop.is_set():
@@ -141,7 +152,7 @@ class Agent:
         self.probes_counters = self.probes.kernel_counters()
         for obj in self.probes.objects.values():
             obj.detach_all()
-        out: list[dict] = []
+        out: list[Record] = []
         self.process(self.ring.read(), out)
         self.grouper.flush_all(out)
         assert self.publisher is not None
@@ -162,34 +173,36 @@ class Agent:
             s = self._addr[key] = str(ipaddress.ip_address(key))
         return s
 
-    def process(self, recs: list[bytes], out: list[dict]) -> None:
+    def process(self, recs: list[bytes], out: list[Record]) -> None:
         unpack = layout.EVENT_STRUCT.unpack
         grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
         retrans = layout.RETRANS
         self.counters.batches += 1
         self.counters.hits += len(recs)
+        now = time.monotonic_ns()
         for raw in recs:
             e = unpack(raw)
-            family = e[_F["family"]]
-            flow: FlowT = (_PROTO.get(e[_F["proto"]], "tcp"), family,
-                           self._addr_str(e[_F["saddr"]], family),
-                           self._addr_str(e[_F["daddr"]], family),
-                           e[_F["sport"]], e[_F["dport"]])
-            if e[_F["flags"]] & layout.FLAG_UDP:
-                seqs = [e[_F["seq"]]]
+            family = e[_FAMILY]
+            flow: FlowT = (_PROTO.get(e[_PROTO_F], "tcp"), family,
+                           self._addr_str(e[_SADDR], family),
+                           self._addr_str(e[_DADDR], family),
+                           e[_SPORT], e[_DPORT])
+            if e[_FLAGS] & layout.FLAG_UDP:
+                seqs = [e[_SEQ]]
             else:
-                seqs = sampled_bytes(e[_F["seq"]], e[_F["len"]], size)
-            point = e[_F["point"]]
+                seqs = sampled_bytes(e[_SEQ], e[_LEN], size)
+            point = e[_POINT]
             if point == retrans:
                 for b in seqs:
                     grouper.mark_retrans(flow, b, out)
                 continue
-            dev = e[_F["dev"]].split(b"\0", 1)[0].decode() or None
-            name = names[point]
+            dev = e[_DEV].split(b"\0", 1)[0].decode() or None
+            # one Hit per range, shared by its sampled bytes (encoded once when published)
+            hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS],
+                      e[_CPU])
+            self.counters.sampled_hits += len(seqs)
             for b in seqs:
-                self.counters.sampled_hits += 1
-                grouper.add(flow, b, Hit(name, e[_F["ts_ns"]], e[_F["ifindex"]], dev,
-                                         e[_F["netns"]], e[_F["cpu"]]), out)
+                grouper.add(flow, b, hit, out, now)
 
     # -- reporting
     def status(self) -> dict:
@@ -201,6 +214,7 @@ class Agent:
             "host": self.s.host, "netns": [ns or "(own)" for ns in self.s.netns],
             "points": dict(self.probes.attached),
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0,
+            "cpu_s": round(_cpu_s(), 3),
             "counters": {
                 "hits": self.counters.hits, "sampled_hits": self.counters.sampled_hits,
                 "samples": g.samples, "records": g.records,

@@ -56,7 +56,8 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         clock=ClockInjection(offset, drift, args.epoch_ns or 0),
         sample_size=args.sample_size if args.sample_size is not None else size,
         ports=args.port or ports, filter_retrans=filt,
-        linger_ms=cfg.agent.linger_ms, rate_cap_per_s=cfg.agent.rate_cap_per_s,
+        linger_ms=cfg.agent.linger_ms,
+        rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
         ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
         bootstrap=args.bootstrap or cfg.kafka.bootstrap, kafka_settings=dict(cfg.kafka.settings),
         **({"topic": args.topic} if args.topic else {}))
@@ -154,6 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="TESTING: CLOCK_MONOTONIC epoch of the drift (same as the responder's)")
     a.add_argument("--sample-size", type=int, help="override sampling.size")
     a.add_argument("--port", type=int, action="append", help="override sampling.ports")
+    a.add_argument("--rate-cap", type=int, help="override agent.rate_cap_per_s (sampled bytes/s)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")
     a.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")

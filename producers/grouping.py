@@ -3,8 +3,9 @@
 A group is flushed when the byte reaches this host's last point (sock_recv; ip_in for UDP,
 which has no socket points; dev_xmit on a device that leaves the host, for a TCP byte of a
 local socket only once its sock_send hit is in too), or when the same byte passes a point it
-already passed (a retransmission, or a sequence number seen again): then the old group is
-flushed and a new one starts. Otherwise it is flushed, incomplete, after `linger` without a
+already passed: then the old group is flushed and a new one starts, flagged as a
+retransmission (on a receiver that is the only way to know; on the sender the
+tcp_retransmit_skb marker flags it too). Otherwise it is flushed, incomplete, after `linger` without a
 new hit; a TCP byte still inside the host (in a qdisc, in a socket's receive queue, or a
 send whose sock_send hit comes when sendmsg returns) waits up to `hold` instead, since those
 queues can hold it far longer than a linger. Retransmitted groups are flagged,
@@ -33,10 +34,35 @@ class Hit:
     dev: str | None
     netns: int
     cpu: int
+    avro: bytes = b""      # this PointHit Avro-encoded; shared by every byte of one range
 
     def as_record(self) -> dict:
         return {"point": self.point, "ts_ns": self.ts_ns, "ifindex": self.ifindex,
                 "dev": self.dev, "netns": self.netns, "cpu": self.cpu}
+
+
+@dataclass(slots=True)
+class Record:
+    """One LayerEvent: every hit of one sampled byte on this host, in time order."""
+    host: str
+    flow: FlowT
+    flow_id: str
+    seq: int
+    retrans: bool
+    complete: bool
+    hits: list[Hit]
+
+    def as_dict(self) -> dict:
+        f = self.flow
+        return {"schema_version": 1, "host": self.host, "flow_id": self.flow_id,
+                "flow": {"proto": f[0], "family": f[1], "src": f[2], "dst": f[3],
+                         "sport": f[4], "dport": f[5]},
+                "seq": self.seq, "retrans": self.retrans, "complete": self.complete,
+                "hits": [h.as_record() for h in self.hits]}
+
+
+def _ts(h: Hit) -> int:
+    return h.ts_ns
 
 
 @dataclass(slots=True)
@@ -73,34 +99,56 @@ class Grouper:
     def __post_init__(self) -> None:
         self._open: OrderedDict[Key, _Group] = OrderedDict()
         self._held: OrderedDict[Key, _Group] = OrderedDict()    # idle, waiting up to hold_ns
+        # originals of resent bytes still waiting for their sock_send, up to hold_ns
+        self._superseded: OrderedDict[Key, _Group] = OrderedDict()
         self._capped: OrderedDict[Key, int] = OrderedDict()
         self._tokens = float(self.rate_cap_per_s)
         self._refill_ns = self.clock()
-        self._flow_ids: dict[FlowT, tuple[str, dict]] = {}
+        self._flow_ids: dict[FlowT, str] = {}
 
     def _admit(self, now: int) -> bool:
-        cap = self.rate_cap_per_s
-        self._tokens = min(float(cap), self._tokens + (now - self._refill_ns) * cap / 1e9)
-        self._refill_ns = now
+        if now != self._refill_ns:
+            cap = self.rate_cap_per_s
+            self._tokens += (now - self._refill_ns) * cap / 1e9
+            if self._tokens > cap:
+                self._tokens = float(cap)
+            self._refill_ns = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True
         return False
 
-    def add(self, flow: FlowT, seq: int, hit: Hit, out: list[dict]) -> None:
-        """One hit of sampled byte (flow, seq); finished records are appended to out."""
+    def add(self, flow: FlowT, seq: int, hit: Hit, out: list[Record],
+            now: int | None = None) -> None:
+        """One hit of sampled byte (flow, seq); finished records are appended to out.
+        `now`: the caller's clock reading for a whole batch (saves a clock call per hit)."""
         key = (flow, seq)
-        now = self.clock()
+        if now is None:
+            now = self.clock()
         g = self._open.get(key)
         if g is None and self._held:
             g = self._held.pop(key, None)
             if g is not None:
                 self._open[key] = g
+        if hit.point == "sock_send" and self._superseded:
+            orig = self._superseded.pop(key, None)
+            if orig is not None:          # the late sock_send of a resent byte's original
+                orig.hits.append(hit)
+                self._emit(key, orig, orig.exited, out)
+                return
         tag = (hit.point, hit.ifindex, hit.netns)
+        again = False
         if g is not None and tag in g.seen:
+            # The byte passes a point twice: this is a retransmitted copy (a receiver, which
+            # has no retransmit tracepoint, learns it only this way).
             del self._open[key]
-            self._emit(key, g, False, out)
+            if self._from_local_send(flow, g):
+                g.last_ns = now           # keep it for its sock_send, up to hold
+                self._superseded[key] = g
+            else:
+                self._emit(key, g, False, out)
             g = None
+            again = True
         if g is None:
             if key in self._capped:
                 return
@@ -109,7 +157,9 @@ class Grouper:
                 self._capped[key] = now
                 return
             self.counters.samples += 1
-            g = _Group([], set(), now)
+            g = _Group([], set(), now, retrans=again)
+            if again:
+                self.counters.retrans += 1
             self._open[key] = g
             if len(self._open) > self.max_open:
                 old_key, old = self._open.popitem(last=False)
@@ -129,17 +179,22 @@ class Grouper:
             del self._open[key]
             self._emit(key, g, True, out)
 
+    @staticmethod
+    def _from_local_send(flow: FlowT, g: _Group) -> bool:
+        """A first transmission by this host's own TCP socket (it passed ip_out) whose
+        sock_send hit is not in yet: the kernel reports it when sendmsg returns, often after
+        the byte already left."""
+        return flow[0] == "tcp" and not g.retrans and any(t[0] == "ip_out" for t in g.seen) \
+            and not any(t[0] == "sock_send" for t in g.seen)
+
     def _awaits_send(self, flow: FlowT, g: _Group) -> bool:
-        """A TCP byte this host's own socket sent (it passed ip_out) is complete only with its
-        sock_send hit, which the kernel reports when sendmsg returns: often after the byte
-        already left. Until it arrives the group waits (then `exited` completes it)."""
-        if flow[0] == "tcp" and not g.retrans and any(t[0] == "ip_out" for t in g.seen) \
-                and not any(t[0] == "sock_send" for t in g.seen):
+        """At the exit device: wait for the sock_send hit (then `exited` completes it)."""
+        if self._from_local_send(flow, g):
             g.exited = True
             return True
         return False
 
-    def mark_retrans(self, flow: FlowT, seq: int, out: list[dict]) -> None:
+    def mark_retrans(self, flow: FlowT, seq: int, out: list[Record]) -> None:
         """The sender's TCP retransmitted this byte (the tracepoint fires after the resend's
         own hits): flag the open group, which holds those hits."""
         key = (flow, seq)
@@ -152,7 +207,7 @@ class Grouper:
                     del self._held[key]
                 self._emit(key, g, True, out)
 
-    def expire(self, out: list[dict], now: int | None = None) -> None:
+    def expire(self, out: list[Record], now: int | None = None) -> None:
         """Flush groups without a hit for `linger`."""
         now = self.clock() if now is None else now
         limit = now - self.linger_ns
@@ -166,12 +221,13 @@ class Grouper:
             else:
                 self._emit(key, g, False, out)
         hold_limit = now - self.hold_ns
-        while self._held:
-            key, g = next(iter(self._held.items()))
-            if g.last_ns > hold_limit:
-                break
-            del self._held[key]
-            self._emit(key, g, False, out)
+        for groups in (self._held, self._superseded):
+            while groups:
+                key, g = next(iter(groups.items()))
+                if g.last_ns > hold_limit:
+                    break
+                del groups[key]
+                self._emit(key, g, False, out)
         while self._capped:
             key, t = next(iter(self._capped.items()))
             if t > limit:
@@ -184,28 +240,26 @@ class Grouper:
         (qdisc, socket queue, or a sendmsg not yet returned): worth holding."""
         return flow[0] == "tcp" and not g.retrans
 
-    def flush_all(self, out: list[dict]) -> None:
-        for groups in (self._held, self._open):
+    def flush_all(self, out: list[Record]) -> None:
+        for groups in (self._superseded, self._held, self._open):
             while groups:
                 key, g = groups.popitem(last=False)
                 self._emit(key, g, False, out)
 
     @property
     def open_groups(self) -> int:
-        return len(self._open) + len(self._held)
+        return len(self._open) + len(self._held) + len(self._superseded)
 
-    def _emit(self, key: Key, g: _Group, complete: bool, out: list[dict]) -> None:
+    def _emit(self, key: Key, g: _Group, complete: bool, out: list[Record]) -> None:
         if g.retrans and self.filter_retrans:
             self.counters.retrans_dropped += 1
             return
         flow, seq = key
-        ids = self._flow_ids.get(flow)
-        if ids is None:
-            fd = {"proto": flow[0], "family": flow[1], "src": flow[2], "dst": flow[3],
-                  "sport": flow[4], "dport": flow[5]}
-            ids = self._flow_ids[flow] = (flow_id(fd), fd)
-        g.hits.sort(key=lambda h: h.ts_ns)
+        fid = self._flow_ids.get(flow)
+        if fid is None:
+            fid = self._flow_ids[flow] = flow_id(
+                {"proto": flow[0], "src": flow[2], "dst": flow[3], "sport": flow[4],
+                 "dport": flow[5]})
+        g.hits.sort(key=_ts)
         self.counters.records += 1
-        out.append({"schema_version": 1, "host": self.host, "flow_id": ids[0], "flow": ids[1],
-                    "seq": seq, "retrans": g.retrans, "complete": complete,
-                    "hits": [h.as_record() for h in g.hits]})
+        out.append(Record(self.host, flow, fid, seq, g.retrans, complete, g.hits))

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Producer
 
 from latscope import log
-from latscope.schemas import codec
+from latscope.producers.avro import LayerEventEncoder
+from latscope.producers.grouping import Record
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
 
 _log = log.get("producers.publish")
@@ -36,6 +37,7 @@ class LayerEventPublisher:
             "compression.type": "zstd", "linger.ms": self.linger_ms,
             "batch.num.messages": 10_000, **self.settings})
         self._last_error = ""
+        self._encoder = LayerEventEncoder()
 
     def _delivered(self, err: KafkaError | None, _msg: object) -> None:
         if err is None:
@@ -46,9 +48,9 @@ class LayerEventPublisher:
                 self._last_error = str(err)
                 _log.warning("layer event not delivered: %s", err)
 
-    def publish(self, record: dict) -> None:
-        value = codec.encode("LayerEvent", record)
-        key = record["flow_id"].encode()
+    def publish(self, record: Record) -> None:
+        value = self._encoder.encode(record)
+        key = record.flow_id.encode()
         while True:
             try:
                 self._producer.produce(self.topic, key=key, value=value,

@@ -1,5 +1,6 @@
 /* Every kernel-version quirk the probes depend on lives here, nowhere else.
  * - sk_protocol became a plain __u16 in 5.6 (a bitfield before): read it either way.
+ * - sk_shutdown: a bitfield before 6.4, a byte since.
  * - TCP's per-skb control block (seq/end_seq/flags) lives in skb->cb; its offset is CO-RE.
  * - skb->network_header is 0xffff ("unset") until the stack sets it; RX device points run
  *   before __netif_receive_skb_core resets it, so they use skb->data instead. */
@@ -18,6 +19,12 @@ static __always_inline __u16 ls_sk_protocol(const struct sock *sk)
 	if (bpf_core_field_size(sk->sk_protocol) == sizeof(__u16))
 		return BPF_CORE_READ(sk, sk_protocol);
 	return BPF_CORE_READ_BITFIELD_PROBED((struct sock___old *)sk, sk_protocol);
+}
+
+/* sk_shutdown was a 2-bit bitfield before 6.4; the probed bitfield read handles both. */
+static __always_inline __u8 ls_sk_shutdown(const struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown);
 }
 
 static __always_inline struct tcp_skb_cb *ls_tcp_cb(const struct sk_buff *skb)

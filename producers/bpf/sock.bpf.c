@@ -14,6 +14,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define MSG_PEEK 2
+#define RCV_SHUTDOWN 1
 
 /* pid_tgid -> when the current sendmsg started handing bytes to TCP, and write_seq then
  * (checked against the call's range, so an entry left by a path without sock_send_length,
@@ -57,9 +58,14 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 	if (!ls_ports_ok(h.sport, h.dport))
 		return 0;
 	ls_count(LS_C_SEEN);
-	if (point == LS_SOCK_RECV)
+	if (point == LS_SOCK_RECV) {
 		end = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
-	else
+		/* A read that consumed the peer's FIN advanced copied_seq past it (one sequence
+		 * number, no data byte): the data ends one earlier. */
+		if ((ls_sk_shutdown(sk) & RCV_SHUTDOWN) &&
+		    end == BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt))
+			end--;
+	} else
 		end = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
 	h.seq = end - (__u32)ret;
 	if (start.ts && start.seq == h.seq)

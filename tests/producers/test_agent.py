@@ -47,6 +47,9 @@ def agents(net: Any, topic: str, bootstrap: str, sample_size: int = SIZE,
             t.join(30)
             assert not t.is_alive()
             a.probes.close()
+    for a, _, _ in run.values():
+        c = a.status()["counters"]
+        assert c["ringbuf_drops"] == 0 and c["unparsed"] == 0 and c["failed_deliveries"] == 0, c
 
 
 def consume(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> list[dict]:
@@ -70,9 +73,10 @@ def consume(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> lis
 
 
 def by_host(records: list[dict], sport: int) -> dict[str, dict[int, dict]]:
+    """First transmissions of the flow's sampled bytes, per host and byte (exactly one)."""
     out: dict[str, dict[int, dict]] = {}
     for r in records:
-        if r["flow"]["sport"] == sport:
+        if r["flow"]["sport"] == sport and not r["retrans"]:
             assert r["seq"] not in out.setdefault(r["host"], {}), "one record per byte and host"
             out[r["host"]][r["seq"]] = r
     return out
@@ -135,10 +139,10 @@ def test_udp_flow_sampled_by_hash(net: Any, stack: Any, topic_name: str) -> None
     assert points(r2)[:2] == ["dev_rx", "ip_pre"] and points(r2)[-1] == "ip_in"
 
 
-def gaps_us(recs: dict[int, dict], a: str, b: str, dev: str | None = None) -> list[float]:
-    """Per sampled byte: time from point a to point b (on dev, when given), in µs."""
+def gaps_us(recs: list[dict], a: str, b: str, dev: str | None = None) -> list[float]:
+    """Per record holding both: time from point a to point b (on dev, when given), in µs."""
     out = []
-    for r in recs.values():
+    for r in recs:
         ts = {h["point"]: h["ts_ns"] for h in r["hits"] if dev is None or h["dev"] in (dev, None)}
         if a in ts and b in ts:
             out.append((ts[b] - ts[a]) / 1000)
@@ -147,18 +151,24 @@ def gaps_us(recs: dict[int, dict], a: str, b: str, dev: str | None = None) -> li
 
 def run_flow(net: Any, stack: Any, topic: str, nbytes: int, port: int = 5201,
              reader_delay_ms: int = 0, read_size: int = 1 << 16,
-             **agent_kw: Any) -> tuple[dict[str, dict[int, dict]], dict[str, Agent]]:
+             **agent_kw: Any) -> tuple[dict[str, list[dict]], dict[str, Agent]]:
+    """One h1 -> c1 transfer; every record of it (retransmitted copies too), per host."""
     with agents(net, topic, stack.kafka_bootstrap, **agent_kw) as ag:
         tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", port, nbytes,
                           reader_delay_ms=reader_delay_ms, read_size=read_size)
         assert tr.received == nbytes
     want = sum(a.grouper.counters.records for a in ag.values())
-    return by_host(consume(topic, stack.kafka_bootstrap, want), tr.sport), ag
+    out: dict[str, list[dict]] = {}
+    for r in consume(topic, stack.kafka_bootstrap, want):
+        if r["flow"]["sport"] == tr.sport:
+            out.setdefault(r["host"], []).append(r)
+    return out, ag
 
 
 def test_slow_reader_shows_between_tcp_rx_and_sock_recv(net: Any, stack: Any,
                                                         topic_name: str) -> None:
-    recs, _ = run_flow(net, stack, topic_name, 600_000, reader_delay_ms=50, read_size=16384)
+    recs, _ = run_flow(net, stack, topic_name, 600_000, reader_delay_ms=50, read_size=16384,
+                       filter_retrans=False)
     slow = gaps_us(recs["h2"], "tcp_rx", "sock_recv")
     assert len(slow) >= 30
     # 50 ms between 16 KB reads: bytes wait in the receive queue for many reads

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from agent_traffic import loopback_burst
+from conftest import links_of
 
 from latscope.schemas.records import POINTS
 
@@ -47,7 +48,6 @@ def _xdp_devices(ns: str) -> list[str]:
 def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[int]],
                                stack: Any, topic_name: str, tmp_path: Path,
                                sig: signal.Signals) -> None:
-    before = link_ids()
     status = tmp_path / "status.json"
     proc = subprocess.Popen(
         [*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns, "--json",
@@ -57,9 +57,10 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "ready" in line, proc.stderr.read() if proc.stderr else line
-        ours = link_ids() - before
+        ours = links_of(proc.pid)
         # 8 tp_btf links (3 socket, 2 tcp, 3 device) + 4 netfilter hooks x 2 families
         assert len(ours) == 8 + 8, ours
+        assert ours <= link_ids()
         assert loopback_burst(scratch_netns, 3_000_000) == 3_000_000
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -83,7 +84,7 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
         assert final["published"] == final["produced"] == final["records"] > 0, final
         assert final["failed_deliveries"] == 0 and final["ringbuf_drops"] == 0
     deadline = time.monotonic() + 5
-    while link_ids() - before and time.monotonic() < deadline:
+    while ours & link_ids() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not (link_ids() - before)
+    assert not (ours & link_ids())            # the kernel holds none of the agent's links
     assert _xdp_devices(scratch_netns) == []

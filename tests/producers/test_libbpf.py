@@ -3,6 +3,7 @@ netfilter links in a namespace, the mmap ring buffer reader, per-CPU counters, d
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 
 import pytest
+from conftest import links_of
 
 from latscope.clock import monotonic_ns
 from latscope.netns import entered
@@ -40,7 +42,6 @@ def _tcp_burst(ns: str, nbytes: int) -> None:
 
 def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids) -> None:
     bpf_link_ids = link_ids
-    before = bpf_link_ids()
     inode = libbpf.netns_inode(scratch_netns)
     offset = 3_000_000_000_000
     dev = libbpf.BpfObject.build("dev")
@@ -60,7 +61,8 @@ def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids
         dev.attach("dev_xmit")
         with entered(scratch_netns):
             nf.attach_netfilter("ip_point", libbpf.NFPROTO_IPV4, libbpf.NF_INET_LOCAL_OUT)
-        assert len(bpf_link_ids() - before) == 2
+        ours = links_of(os.getpid())
+        assert len(ours) == 2 and ours <= bpf_link_ids()
 
         rb = libbpf.RingBuffer(dev.map("events").fd)
         t0 = monotonic_ns()
@@ -81,13 +83,12 @@ def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids
     finally:
         dev.close()
         nf.close()
-    assert not (bpf_link_ids() - before)
+    assert not (ours & bpf_link_ids())
 
 
 def test_links_gone_after_sigkill(scratch_netns: str, link_ids) -> None:
     """A process holding links is SIGKILLed: the kernel detaches everything."""
     bpf_link_ids = link_ids
-    before = bpf_link_ids()
     code = (
         "import sys,time\n"
         "from latscope.netns import entered\n"
@@ -102,14 +103,15 @@ def test_links_gone_after_sigkill(scratch_netns: str, link_ids) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        assert len(bpf_link_ids() - before) == 1
+        ours = links_of(proc.pid)
+        assert len(ours) == 1 and ours <= bpf_link_ids()
     finally:
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + 5
-    while bpf_link_ids() - before and time.monotonic() < deadline:
+    while ours & bpf_link_ids() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not (bpf_link_ids() - before)
+    assert not (ours & bpf_link_ids())
 
 
 def test_bad_names_are_clear_errors() -> None:
