@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import socket
 import statistics
@@ -122,6 +123,29 @@ def round_minima(raw: list[tuple[float, int, float]], interval_ns: float) -> lis
     return [err for _, err in best.values()]
 
 
+def enable_bpf_stats() -> int:
+    """BPF_ENABLE_STATS: run-time accounting while the returned fd is open (reference
+    counted by the kernel, so it never switches off anyone else's)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 4)(0)  # type = BPF_STATS_RUN_TIME (0)
+    fd = libc.syscall(321, 32, ctypes.byref(attr), ctypes.sizeof(attr))  # bpf(BPF_ENABLE_STATS)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "BPF_ENABLE_STATS")
+    return fd
+
+
+def prog_costs(names: set[str]) -> dict[str, dict]:
+    """Average ns per run of our programs, from the kernel's own accounting."""
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {p["name"]: {"runs": p.get("run_cnt", 0),
+                        "ns_per_run": round(p.get("run_time_ns", 0) / max(p.get("run_cnt", 0), 1),
+                                            1)}
+            for p in json.loads(out) if p.get("name") in names}
+
+
 def stats(errors: list[float]) -> dict[str, float]:
     a = sorted(abs(e) for e in errors)
     return {"n": len(a), "median_ns": statistics.median(a),
@@ -195,6 +219,7 @@ def main() -> int:
                       on_sample=lambda _h, smp: record_raw("xdp", smp))
         base = Baseline(net, dst, args.interval, args.burst, est,
                         lambda m: record("baseline", m), lambda smp: record_raw("baseline", smp))
+        stats_fd = enable_bpf_stats()
         try:
             with mgr:
                 t = threading.Thread(target=base.run, args=(total,), daemon=True)
@@ -204,7 +229,9 @@ def main() -> int:
                 mgr.run(duration_s=total)
                 t.join(total + 10)
                 xdp_counts = (mgr.hosts["h1"].sent, mgr.hosts["h1"].samples)
+                costs = prog_costs({"sync_t1", "sync_t1_sent", "sync_t4", "sync_responder"})
         finally:
+            os.close(stats_fd)
             r.close()
         gbps = None
         if load:
@@ -229,6 +256,8 @@ def main() -> int:
         "raw_exchange": {k: stats([e for _, _, e in raw[k]]) for k in raw},
         # each round's minimum-delay exchange alone (what a sync-once design would get)
         "round_min": {k: stats(round_minima(raw[k], args.interval * 1e9)) for k in raw},
+        # every run of the programs, probe or not (the tracepoints see every packet sent)
+        "bpf_cost": costs,
         "ratio_median": bl["median_ns"] / max(xdp["median_ns"], 1.0),
         "ratio_p99": bl["p99_ns"] / max(xdp["p99_ns"], 1.0),
     }
@@ -250,6 +279,8 @@ def main() -> int:
         print(f"{k:>9}: round-min    |error| median {s['median_ns']:8.0f} ns   "
               f"p99 {s['p99_ns']:9.0f} ns   (best exchange of each round)")
     print(f"baseline/xdp: median {result['ratio_median']:.1f}x, p99 {result['ratio_p99']:.1f}x")
+    print("bpf cost: " + ", ".join(f"{k} {v['ns_per_run']} ns x {v['runs']}"
+                                   for k, v in sorted(costs.items())))
     print(f"targets: {result['targets']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
