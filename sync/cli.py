@@ -146,7 +146,8 @@ def cmd_manager(args: argparse.Namespace) -> int:
                               "drift_ppm": st.model.drift_ppm,
                               "error_bound_ns": st.model.error_bound_ns,
                               "negative_delays": st.model.negative_delays,
-                              "negative_one_way": st.model.negative_one_way}}
+                              "negative_one_way": st.model.negative_one_way,
+                              "consistent": st.model.consistent}}
                    for host, st in mgr.hosts.items()}
         out = {"hosts": summary, "kernel": mgr.counters(), "unmatched": mgr.unmatched}
         if pub is not None:

@@ -67,6 +67,10 @@ class Model:
     residual_ns: float            # robust spread of the selected samples around the line
     negative_delays: int          # samples in the window with delay < 0
     negative_one_way: int         # samples whose forward or backward delay is < 0 under the fit
+    # False: the selected samples admit no common line within their half delays (negative
+    # one-way delays, or a clock that is not linear over the window); the bound then rests
+    # on Sen's statistical interval instead of the delays.
+    consistent: bool = True
 
     def offset_at(self, ref_ns: float) -> float:
         return self.offset_ns + self.drift_ppm * 1e-6 * (ref_ns - self.ref_ns)
@@ -143,7 +147,7 @@ class Estimator:
         return len(self._window)
 
     def select(self) -> list[Sample]:
-        """The minimum-delay sample of each time bucket, minus minima far above the best."""
+        """The minimum-delay sample of each time bucket, then the lower envelope of those."""
         cfg = self.config
         best: dict[int, Sample] = {}
         for s in self._window:
@@ -198,4 +202,4 @@ class Estimator:
                      min_delay_ns=float(min(s.delay_ns for s in chosen)),
                      residual_ns=spread,
                      negative_delays=sum(1 for s in self._window if s.delay_ns < 0),
-                     negative_one_way=negative_one_way)
+                     negative_one_way=negative_one_way, consistent=allowed is not None)
