@@ -64,6 +64,7 @@ def test_tracks_offset_and_drift_through_queueing(offset_ns: int, drift_ppm: flo
     # The half-delay bound dominates: about 40 µs / 2, plus a little drift allowance.
     assert 19_000 < m.error_bound_ns < 25_000
     assert m.negative_delays == 0
+    assert m.consistent
 
 
 def test_constant_asymmetry_stays_inside_the_bound() -> None:
