@@ -17,7 +17,7 @@ from latscope.netns import entered
 from latscope.producers import layout, libbpf
 from latscope.producers.sampling import effective_size, udp_modulus
 
-SHARED_MAPS = ("events", "counters", "netns_filter", "ports")
+SHARED_MAPS = ("events", "counters", "netns_filter")
 # point -> (object, program, hook description)
 POINT_HOOKS: dict[str, tuple[str, str, str]] = {
     "sock_send": ("sock", "sock_send", "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length"),
@@ -37,6 +37,16 @@ HELPERS = {"sock_send": [("sock", "send_entry", "tp_btf/tcp_sendmsg_locked")]}
 NF_HOOKS = {"ip_pre": libbpf.NF_INET_PRE_ROUTING, "ip_in": libbpf.NF_INET_LOCAL_IN,
             "ip_out": libbpf.NF_INET_LOCAL_OUT, "ip_post": libbpf.NF_INET_POST_ROUTING}
 OBJECTS = ("sock", "tcp", "dev", "netfilter")
+
+
+def port_bitmap(ports: list[int]) -> bytes:
+    """The probes' port allow-list: bit p of 65536 set when port p is allowed."""
+    words = [0] * 2048
+    for p in ports:
+        if not 0 < p < 65536:
+            raise ValueError(f"port {p}: expected 1..65535")
+        words[p >> 5] |= 1 << (p & 31)
+    return struct.pack("<2048I", *words)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -76,7 +86,8 @@ class Probes:
                                    ("clock_epoch_ns", self.clock.epoch_ns),
                                    ("sample_size", size),
                                    ("udp_sample_mod", udp_modulus(self.sample_size)),
-                                   ("ports_any", 0 if ports else 1)):
+                                   ("ports_any", 0 if ports else 1),
+                                   ("port_bits", port_bitmap(ports))):
                     obj.set_global(var, value)
                 if first is None:
                     obj.set_max_entries("events", _pow2_at_least(self.ring_buffer_bytes))
@@ -84,8 +95,6 @@ class Probes:
                     first = obj
                     for inode in {libbpf.netns_inode(ns) for ns in self.netns}:
                         obj.map("netns_filter").update(inode, b"\x01")
-                    for port in ports:
-                        obj.map("ports").update(struct.pack("<H", port), b"\x01")
                 else:
                     for m in SHARED_MAPS:
                         obj.reuse_map(m, first.map(m).fd)

@@ -1,7 +1,8 @@
 /* Every kernel-version quirk the probes depend on lives here, nowhere else.
- * - sk_protocol became a plain __u16 in 5.6 (a bitfield before): read it either way.
- * - sk_shutdown: a bitfield before 6.4, a byte since.
- * - TCP's per-skb control block (seq/end_seq/flags) lives in skb->cb; its offset is CO-RE.
+ * - sk_protocol and sk_shutdown are plain fields (a __u16 since 5.6, a byte since 6.4;
+ *   bitfields before): read through ls_sk_protocol/ls_sk_shutdown, the one place an older
+ *   kernel would need BPF_CORE_READ_BITFIELD_PROBED.
+ * - TCP's per-skb control block (seq/end_seq/flags) lives in skb->cb; its offsets are CO-RE.
  * - skb->network_header is 0xffff ("unset") until the stack sets it; RX device points run
  *   before __netif_receive_skb_core resets it, so they use skb->data instead. */
 #ifndef LATSCOPE_COMPAT_H
@@ -10,35 +11,49 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 
-struct sock___old {
-	unsigned int sk_protocol:8;
-} __attribute__((preserve_access_index));
-
+/* Plain fields on the kernels this targets (see above). */
 static __always_inline __u16 ls_sk_protocol(const struct sock *sk)
 {
-	if (bpf_core_field_size(sk->sk_protocol) == sizeof(__u16))
-		return BPF_CORE_READ(sk, sk_protocol);
-	return BPF_CORE_READ_BITFIELD_PROBED((struct sock___old *)sk, sk_protocol);
+	return sk->sk_protocol;
 }
 
-/* sk_shutdown was a 2-bit bitfield before 6.4; the probed bitfield read handles both. */
 static __always_inline __u8 ls_sk_shutdown(const struct sock *sk)
 {
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown);
+	return sk->sk_shutdown;
 }
 
-static __always_inline struct tcp_skb_cb *ls_tcp_cb(const struct sk_buff *skb)
+struct ls_tcp_range {
+	__u32 seq;
+	__u32 end_seq;
+	__u8 flags;
+};
+
+/* seq, end_seq and tcp_flags of TCP's control block in skb->cb, in one read (CO-RE offsets;
+ * they sit in its first 16 bytes on every kernel LatScope supports). */
+static __always_inline int ls_tcp_cb_range(const struct sk_buff *skb, struct ls_tcp_range *r)
 {
-	return (struct tcp_skb_cb *)((void *)skb + bpf_core_field_offset(struct sk_buff, cb));
+	__u8 buf[16];
+	__u32 o_seq = bpf_core_field_offset(struct tcp_skb_cb, seq);
+	__u32 o_end = bpf_core_field_offset(struct tcp_skb_cb, end_seq);
+	__u32 o_fl = bpf_core_field_offset(struct tcp_skb_cb, tcp_flags);
+
+	if (o_seq > 12 || o_end > 12 || o_fl > 15)
+		return -1;
+	if (bpf_probe_read_kernel(buf, sizeof(buf),
+				  (void *)skb + bpf_core_field_offset(struct sk_buff, cb)))
+		return -1;
+	r->seq = *(__u32 *)(buf + o_seq);
+	r->end_seq = *(__u32 *)(buf + o_end);
+	r->flags = buf[o_fl];
+	return 0;
 }
 
 /* Offset of the network header from skb->head, for a point that may run before it is set. */
 static __always_inline __u32 ls_skb_nh_off(const struct sk_buff *skb, int use_data)
 {
-	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 nh = skb->network_header;
 	if (use_data || nh == (__u16)~0U)
-		return (__u32)((unsigned long)BPF_CORE_READ(skb, data) -
-			       (unsigned long)BPF_CORE_READ(skb, head));
+		return (__u32)((unsigned long)skb->data - (unsigned long)skb->head);
 	return nh;
 }
 

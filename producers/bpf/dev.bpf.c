@@ -13,24 +13,23 @@ static __always_inline int dev_point(const struct sk_buff *skb, const struct net
 				     __u8 point, int rx)
 {
 	struct ls_hit h;
-	__u64 ts = ls_now();
 	__u32 netns;
 
 	if (!dev)
 		return 0;
-	netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	netns = dev->nd_net.net->ns.inum;
 	if (!ls_netns_ok(netns))
 		return 0;
-	if (!ls_parse_skb(skb, ls_skb_nh_off(skb, rx), BPF_CORE_READ(skb, protocol), &h))
+	if (!ls_parse_skb(skb, ls_skb_nh_off(skb, rx), skb->protocol, &h))
 		return 0;
-	ls_emit(&h, point, ts, netns, dev);
+	ls_emit(&h, point, 0, netns, dev);
 	return 0;
 }
 
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(dev_queue, struct sk_buff *skb)
 {
-	return dev_point(skb, BPF_CORE_READ(skb, dev), LS_DEV_QUEUE, 0);
+	return dev_point(skb, skb->dev, LS_DEV_QUEUE, 0);
 }
 
 SEC("tp_btf/net_dev_start_xmit")
@@ -42,5 +41,5 @@ int BPF_PROG(dev_xmit, const struct sk_buff *skb, const struct net_device *dev)
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(dev_rx, struct sk_buff *skb)
 {
-	return dev_point(skb, BPF_CORE_READ(skb, dev), LS_DEV_RX, 1);
+	return dev_point(skb, skb->dev, LS_DEV_RX, 1);
 }

@@ -26,7 +26,7 @@ enum ls_point {
 
 /* Counter slots of the per-CPU `counters` array. */
 enum ls_counter {
-	LS_C_SEEN = 0,        /* probe runs that passed the netns/port filters */
+	LS_C_SEEN = 0,        /* unused (kept so slots never move) */
 	LS_C_HITS = 1,        /* events emitted (a range holding >= 1 sampled byte) */
 	LS_C_RB_DROPS = 2,    /* ring buffer full: event lost */
 	LS_C_UNPARSED = 3,    /* packet headers we could not parse (e.g. IPv6 extension headers) */

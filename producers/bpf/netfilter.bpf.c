@@ -20,22 +20,20 @@ int ip_point(struct bpf_nf_ctx *ctx)
 	struct sk_buff *skb = ctx->skb;
 	const struct net_device *dev;
 	struct ls_hit h;
-	__u64 ts = ls_now();
 	__u32 netns;
-	__u8 hook, point;
+	__u8 point;
 
-	hook = BPF_CORE_READ(state, hook);
-	switch (hook) {
-	case 0: point = LS_IP_PRE; dev = BPF_CORE_READ(state, in); break;
-	case 1: point = LS_IP_IN; dev = BPF_CORE_READ(state, in); break;
-	case 3: point = LS_IP_OUT; dev = BPF_CORE_READ(state, out); break;
-	case 4: point = LS_IP_POST; dev = BPF_CORE_READ(state, out); break;
+	switch (state->hook) {
+	case 0: point = LS_IP_PRE; dev = state->in; break;
+	case 1: point = LS_IP_IN; dev = state->in; break;
+	case 3: point = LS_IP_OUT; dev = state->out; break;
+	case 4: point = LS_IP_POST; dev = state->out; break;
 	default: return NF_ACCEPT;
 	}
-	netns = BPF_CORE_READ(state, net, ns.inum);
+	netns = state->net->ns.inum;
 	if (!ls_netns_ok(netns))
 		return NF_ACCEPT;
-	if (ls_parse_skb(skb, ls_skb_nh_off(skb, 1), BPF_CORE_READ(skb, protocol), &h))
-		ls_emit(&h, point, ts, netns, dev);
+	if (ls_parse_skb(skb, ls_skb_nh_off(skb, 1), skb->protocol, &h))
+		ls_emit(&h, point, 0, netns, dev);
 	return NF_ACCEPT;
 }

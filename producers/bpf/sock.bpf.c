@@ -2,8 +2,8 @@
  * absolute sequence numbers through tcp_sock.write_seq / copied_seq.
  * Hooks:
  *   sock_send  tp_btf/tcp_sendmsg_locked  (first firing per call) when the app handed the
- *              bytes over: remembered per thread, because TCP may transmit them before
- *              sendmsg returns
+ *              bytes over: remembered in the task's local storage, because TCP may transmit
+ *              them before sendmsg returns
  *              tp_btf/sock_send_length    bytes [write_seq - ret, write_seq), stamped with
  *              the remembered entry time (its own time if there is none)
  *   sock_recv  tp_btf/sock_recv_length    bytes [copied_seq - ret, copied_seq) reach the app
@@ -16,18 +16,18 @@ char LICENSE[] SEC("license") = "GPL";
 #define MSG_PEEK 2
 #define RCV_SHUTDOWN 1
 
-/* pid_tgid -> when the current sendmsg started handing bytes to TCP, and write_seq then
- * (checked against the call's range, so an entry left by a path without sock_send_length,
- * e.g. splice, is never used for a later call). */
+/* When the current sendmsg started handing bytes to TCP, and write_seq then (checked against
+ * the call's range, so an entry left by a path without sock_send_length, e.g. splice, is
+ * never used for a later call). ts == 0: no call in progress. */
 struct send_start_v {
 	__u64 ts;
 	__u32 seq;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct send_start_v);
 } send_start SEC(".maps");
 
@@ -35,17 +35,17 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 {
 	struct send_start_v start = {};
 	struct ls_hit h = {};
-	__u64 ts = ls_now();
+	struct tcp_sock *tp;
 	__u32 netns, end;
 
 	if (ls_sk_protocol(sk) != IPPROTO_TCP)
 		return 0;
 	if (point == LS_SOCK_SEND) {
-		__u64 id = bpf_get_current_pid_tgid();
-		struct send_start_v *v = bpf_map_lookup_elem(&send_start, &id);
+		struct send_start_v *v = bpf_task_storage_get(&send_start,
+							      bpf_get_current_task_btf(), 0, 0);
 		if (v) {
 			start = *v;
-			bpf_map_delete_elem(&send_start, &id);
+			v->ts = 0;
 		}
 	}
 	if (ret <= 0)
@@ -57,43 +57,45 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 		return 0;
 	if (!ls_ports_ok(h.sport, h.dport))
 		return 0;
-	ls_count(LS_C_SEEN);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
 	if (point == LS_SOCK_RECV) {
-		end = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+		end = tp->copied_seq;
 		/* A read that consumed the peer's FIN advanced copied_seq past it (one sequence
 		 * number, no data byte): the data ends one earlier. */
-		if ((ls_sk_shutdown(sk) & RCV_SHUTDOWN) &&
-		    end == BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt))
+		if ((ls_sk_shutdown(sk) & RCV_SHUTDOWN) && end == tp->rcv_nxt)
 			end--;
-	} else
-		end = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+	} else {
+		end = tp->write_seq;
+	}
 	h.seq = end - (__u32)ret;
-	if (start.ts && start.seq == h.seq)
-		ts = start.ts;
 	h.len = ret;
 	h.proto = IPPROTO_TCP;
 	if (ls_sampled(h.seq, h.len))
-		ls_emit(&h, point, ts, netns, 0);
+		ls_emit(&h, point, start.ts && start.seq == h.seq ? start.ts : 0, netns, 0);
 	return 0;
 }
 
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(send_entry, const struct sock *sk)
 {
-	struct send_start_v v;
-	__u64 id;
-	__u16 sport, dport;
+	struct send_start_v *v;
+	struct tcp_sock *tp;
 
 	if (!ls_netns_ok(ls_sk_netns(sk)))
 		return 0;
-	sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (!ls_ports_ok(sport, dport))
+	if (!ls_ports_ok(sk->__sk_common.skc_num, bpf_ntohs(sk->__sk_common.skc_dport)))
 		return 0;
-	id = bpf_get_current_pid_tgid();
-	v.ts = ls_now();
-	v.seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
-	bpf_map_update_elem(&send_start, &id, &v, BPF_NOEXIST);
+	v = bpf_task_storage_get(&send_start, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!v || v->ts)
+		return 0;            /* not the first chunk of this call */
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
+	v->ts = ls_now();
+	v->seq = tp->write_seq;
 	return 0;
 }
 

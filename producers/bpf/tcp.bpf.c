@@ -15,11 +15,9 @@ char LICENSE[] SEC("license") = "GPL";
 static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff *skb,
 				     __u8 point, int rx)
 {
-	struct tcp_skb_cb *cb = ls_tcp_cb(skb);
+	struct ls_tcp_range r;
 	struct ls_hit h = {};
-	__u64 ts = ls_now();
 	__u32 netns = ls_sk_netns(sk), seq, end;
-	__u8 fl;
 
 	if (!ls_netns_ok(netns))
 		return 0;
@@ -27,14 +25,14 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 		return 0;
 	if (!ls_ports_ok(h.sport, h.dport))
 		return 0;
-	ls_count(LS_C_SEEN);
-	seq = BPF_CORE_READ(cb, seq);
-	end = BPF_CORE_READ(cb, end_seq);
-	fl = BPF_CORE_READ(cb, tcp_flags);
+	if (ls_tcp_cb_range(skb, &r))
+		return 0;
+	seq = r.seq;
+	end = r.end_seq;
 	/* SYN and FIN each take one sequence number but carry no data byte. */
-	if (fl & TCPHDR_SYN)
+	if (r.flags & TCPHDR_SYN)
 		seq++;
-	if (fl & TCPHDR_FIN)
+	if (r.flags & TCPHDR_FIN)
 		end--;
 	if ((__s32)(end - seq) <= 0)
 		return 0;
@@ -42,7 +40,7 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 	h.len = end - seq;
 	h.proto = IPPROTO_TCP;
 	if (ls_sampled(h.seq, h.len))
-		ls_emit(&h, point, ts, netns, 0);
+		ls_emit(&h, point, 0, netns, 0);
 	return 0;
 }
 

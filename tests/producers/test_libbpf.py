@@ -52,7 +52,7 @@ def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids
             o.set_global("sample_size", 1)         # every byte: every data packet hits
         nf.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER, libbpf.ATTACH_NETFILTER)
         dev.load()
-        for m in ("events", "counters", "netns_filter", "ports"):
+        for m in ("events", "counters", "netns_filter"):
             nf.reuse_map(m, dev.map(m).fd)
         nf.load()
         dev.map("netns_filter").update(inode, b"\x01")
