@@ -136,14 +136,20 @@ def enable_bpf_stats() -> int:
     return fd
 
 
-def prog_costs(names: set[str]) -> dict[str, dict]:
-    """Average ns per run of our programs, from the kernel's own accounting."""
+def prog_costs(fds: dict[str, int]) -> dict[str, dict]:
+    """Average ns per run of our own programs (by the ids behind our fds, so another run's
+    programs of the same name are not mixed in), from the kernel's own accounting."""
+    ids = {}
+    for name, fd in fds.items():
+        for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+            if line.startswith("prog_id:"):
+                ids[int(line.split()[1])] = name
     out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                          check=True).stdout
-    return {p["name"]: {"runs": p.get("run_cnt", 0),
-                        "ns_per_run": round(p.get("run_time_ns", 0) / max(p.get("run_cnt", 0), 1),
-                                            1)}
-            for p in json.loads(out) if p.get("name") in names}
+    return {ids[p["id"]]: {"runs": p.get("run_cnt", 0),
+                           "ns_per_run": round(p.get("run_time_ns", 0)
+                                               / max(p.get("run_cnt", 0), 1), 1)}
+            for p in json.loads(out) if p["id"] in ids}
 
 
 def stats(errors: list[float]) -> dict[str, float]:
@@ -229,7 +235,9 @@ def main() -> int:
                 mgr.run(duration_s=total)
                 t.join(total + 10)
                 xdp_counts = (mgr.hosts["h1"].sent, mgr.hosts["h1"].samples)
-                costs = prog_costs({"sync_t1", "sync_t1_sent", "sync_t4", "sync_responder"})
+                costs = prog_costs({
+                    **{n: mgr.bpf_object.prog_fd(n) for n in ("sync_t1", "sync_t1_sent", "sync_t4")},
+                    "sync_responder": r.bpf_object.prog_fd("sync_responder")})
         finally:
             os.close(stats_fd)
             r.close()

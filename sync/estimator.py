@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ class Model:
     # one-way delays, or a clock that is not linear over the window); the bound then rests
     # on Sen's statistical interval instead of the delays.
     consistent: bool = True
+    drift_err_ppm: float = 0.0    # how far the true drift may be from drift_ppm
+    held: bool = False            # carried over from an earlier, tighter fit (see fit())
 
     def offset_at(self, ref_ns: float) -> float:
         return self.offset_ns + self.drift_ppm * 1e-6 * (ref_ns - self.ref_ns)
@@ -135,6 +137,7 @@ class Estimator:
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         self.config = config or EstimatorConfig()
         self._window: deque[Sample] = deque()
+        self._last: Model | None = None
 
     def add(self, sample: Sample) -> None:
         self._window.append(sample)
@@ -166,6 +169,27 @@ class Estimator:
         return [s for s in chosen if s.delay_ns <= limit]
 
     def fit(self) -> Model | None:
+        """The current model. When a standing queue covers the whole window, a fresh fit
+        is worse than the previous model carried forward with its drift (its bound grows
+        by the drift uncertainty times the time since); the tighter of the two wins, so a
+        few seconds of congestion do not throw away what the quiet seconds before knew."""
+        fresh = self._fit()
+        last = self._last
+        if (fresh is not None and last is not None and last.consistent
+                and fresh.ref_ns > last.ref_ns):
+            held_bound = (last.error_bound_ns
+                          + last.drift_err_ppm * 1e-6 * (fresh.ref_ns - last.ref_ns))
+            if held_bound < fresh.error_bound_ns:
+                fresh = replace(last, ref_ns=fresh.ref_ns,
+                                offset_ns=last.offset_at(fresh.ref_ns),
+                                error_bound_ns=held_bound, held=True,
+                                negative_delays=fresh.negative_delays,
+                                negative_one_way=fresh.negative_one_way)
+        if fresh is not None:
+            self._last = fresh
+        return fresh
+
+    def _fit(self) -> Model | None:
         chosen = self.select()
         if len(chosen) < self.config.min_buckets:
             return None
@@ -202,4 +226,5 @@ class Estimator:
                      min_delay_ns=float(min(s.delay_ns for s in chosen)),
                      residual_ns=spread,
                      negative_delays=sum(1 for s in self._window if s.delay_ns < 0),
-                     negative_one_way=negative_one_way, consistent=allowed is not None)
+                     negative_one_way=negative_one_way, consistent=allowed is not None,
+                     drift_err_ppm=slope_err * 1e6)

@@ -212,6 +212,13 @@ class Manager:
         self.collect(0)
         self.refit()
 
+    @property
+    def bpf_object(self) -> libbpf.BpfObject:
+        """The loaded object (program fds for accounting, maps for inspection)."""
+        if self._obj is None:
+            raise RuntimeError("not started")
+        return self._obj
+
     def counters(self) -> dict[str, int]:
         if self._obj is None:
             raise RuntimeError("manager not started")

@@ -94,6 +94,13 @@ class Responder:
                   ", ".join(self.allow), self.injection.offset_ns, self.injection.drift_ppm)
         return self
 
+    @property
+    def bpf_object(self) -> libbpf.BpfObject:
+        """The loaded object (program fds for accounting, maps for inspection)."""
+        if self._obj is None:
+            raise RuntimeError("not started")
+        return self._obj
+
     def counters(self) -> dict[str, int]:
         """Per-outcome totals over all CPUs (see enum sync_responder_counter in sync.h)."""
         if self._obj is None:

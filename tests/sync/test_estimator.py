@@ -118,3 +118,24 @@ def test_drift_interval_holds_the_truth_and_detects_contradictions() -> None:
     assert hi - lo <= 2 * 1000 / 2e9 + 1e-12          # pinned by the widest pair
     # A sample 10 µs off with a 1 µs half delay cannot lie on any line with the others.
     assert drift_interval(xs, [truth[0], truth[1] + 10_000, truth[2]], [500.0] * 3) is None
+
+
+def test_a_window_full_of_queueing_holds_the_last_good_model() -> None:
+    """5 s of clean exchanges, then 3 s where every forward leg waits 200 µs in a standing
+    queue: the fresh fit would be ~100 µs off; the held model stays within its bound."""
+    inj = ClockInjection(5_000_000, 30.0, 0)
+    est = Estimator(EstimatorConfig(window_ns=2_000_000_000, bucket_ns=20_000_000))
+    t = 1_000_000_000
+    models = []
+    for pid in range(400):
+        queued = pid >= 250
+        est.add(exchange(inj, t, 20_000 + (200_000 if queued else 0), 2_000, 20_000, pid))
+        m = est.fit()
+        if m is not None and queued:
+            models.append(m)
+        t += 20_000_000
+    assert models and any(m.held for m in models)
+    for m in models:
+        err = m.offset_ns - inj.true_offset(m.ref_ns)
+        assert abs(err) <= m.error_bound_ns
+        assert abs(err) < 5_000
