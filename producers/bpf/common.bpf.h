@@ -187,37 +187,53 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 	__u32 linear_end = end - skb->data_len;
 	__u32 l4;
 	__u8 proto;
+	int have_l4 = 0;   /* th already holds the first 20 bytes of L4 */
+	struct tcphdr th;  /* the TCP header, or the UDP header in its first 8 bytes */
 
+	/* One read for the IP header and the first 20 bytes after it (the common case: no IPv4
+	 * options, no IPv6 extension headers); separate reads only when that fails or misses. */
 	if (l3proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+		struct { struct iphdr ip; struct tcphdr th; } b;
+		if (!bpf_probe_read_kernel(&b, sizeof(b), head + nh))
+			have_l4 = b.ip.ihl == 5;
+		else if (bpf_probe_read_kernel(&b.ip, sizeof(b.ip), head + nh))
 			goto bad;
-		proto = ip.protocol;
-		if (ip.frag_off & bpf_htons(0x1fff))
+		proto = b.ip.protocol;
+		if (b.ip.frag_off & bpf_htons(0x1fff))
 			return 0;          /* non-first fragment: no L4 header */
-		l4 = nh + ip.ihl * 4;
+		l4 = nh + b.ip.ihl * 4;
 		h->family = 4;
 		__builtin_memset(h->saddr, 0, 32);
-		*(__u32 *)h->saddr = ip.saddr;
-		*(__u32 *)h->daddr = ip.daddr;
+		*(__u32 *)h->saddr = b.ip.saddr;
+		*(__u32 *)h->daddr = b.ip.daddr;
+		if (have_l4)
+			th = b.th;
 	} else if (l3proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+		struct { struct ipv6hdr ip6; struct tcphdr th; } b;
+		if (!bpf_probe_read_kernel(&b, sizeof(b), head + nh))
+			have_l4 = 1;
+		else if (bpf_probe_read_kernel(&b.ip6, sizeof(b.ip6), head + nh))
 			goto bad;
-		proto = ip6.nexthdr;
-		l4 = nh + sizeof(ip6);
+		proto = b.ip6.nexthdr;
+		l4 = nh + sizeof(b.ip6);
 		h->family = 6;
-		__builtin_memcpy(h->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(h->daddr, &ip6.daddr, 16);
+		__builtin_memcpy(h->saddr, &b.ip6.saddr, 16);
+		__builtin_memcpy(h->daddr, &b.ip6.daddr, 16);
+		if (have_l4)
+			th = b.th;
 	} else {
 		return 0;
 	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	if (!have_l4) {
+		__builtin_memset(&th, 0, sizeof(th));
+		if (bpf_probe_read_kernel(&th, proto == IPPROTO_TCP ? sizeof(th) : 8, head + l4))
+			goto bad;
+	}
 
 	if (proto == IPPROTO_TCP) {
-		struct tcphdr th;
 		__u32 data;
-		if (bpf_probe_read_kernel(&th, sizeof(th), head + l4))
-			goto bad;
 		h->sport = bpf_ntohs(th.source);
 		h->dport = bpf_ntohs(th.dest);
 		if (!ls_ports_ok(h->sport, h->dport))
@@ -231,13 +247,11 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 		h->flags = 0;
 		return ls_sampled(h->seq, h->len);
 	}
-	if (proto == IPPROTO_UDP) {
-		struct udphdr uh;
+	{
+		struct udphdr uh = *(struct udphdr *)&th;
 		__u8 payload[16] = {};
 		__u32 hash = 2166136261U;
 		int n;
-		if (bpf_probe_read_kernel(&uh, sizeof(uh), head + l4))
-			goto bad;
 		h->sport = bpf_ntohs(uh.source);
 		h->dport = bpf_ntohs(uh.dest);
 		if (!ls_ports_ok(h->sport, h->dport))
@@ -263,7 +277,6 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 		h->flags = LS_F_UDP;
 		return 1;
 	}
-	return 0;
 bad:
 	ls_count(LS_C_UNPARSED);
 	return 0;
