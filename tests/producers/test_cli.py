@@ -4,10 +4,13 @@ flush; after SIGKILL the kernel holds nothing of ours (bpftool link list, ip lin
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,10 +52,14 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
                                stack: Any, topic_name: str, tmp_path: Path,
                                sig: signal.Signals) -> None:
     status = tmp_path / "status.json"
+    with socket.socket() as s:          # a free port for the metrics endpoint
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.Popen(
         [*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns, "--json",
          "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
-         "--status-file", str(status)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--status-file", str(status), "--metrics-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -69,6 +76,11 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
                 break
             time.sleep(0.1)
         assert st["counters"]["samples"] >= 200, st["counters"]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        samples = re.search(rb'^latscope_agent_samples_total\{host="lsxa-solo"\} (\S+)$',
+                            metrics, re.M)
+        assert samples and float(samples.group(1)) >= 200, metrics[:2000]
+        assert re.search(rb"^latscope_agent_ringbuf_drops_total\{", metrics, re.M)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
