@@ -223,7 +223,7 @@ class Agent:
                 "failed_deliveries": pub.failed if pub else 0,
                 "buffer_waits": pub.buffer_waits if pub else 0,
                 "ringbuf_drops": kc.get("rb_drops", 0), "kernel_hits": kc.get("hits", 0),
-                "unparsed": kc.get("unparsed", 0), "seen": kc.get("seen", 0),
+                "unparsed": kc.get("unparsed", 0),
                 "rate_capped": g.rate_capped, "retrans": g.retrans,
                 "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
                 "open_groups": self.grouper.open_groups},

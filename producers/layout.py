@@ -99,6 +99,7 @@ FLAG_UDP = parse_defines(_TEXT)["LS_F_UDP"]
 RETRANS = _POINT_ENUM["LS_RETRANS"]
 POINT_NAMES: dict[int, str] = {v: k[3:].lower() for k, v in _POINT_ENUM.items()
                                if k != "LS_RETRANS"}
+POINT_NAMES_REV: dict[str, int] = {v: k for k, v in POINT_NAMES.items()}
 for _num, _name in POINT_NAMES.items():
     if POINTS[_num] != _name:
         raise LayoutError(f"{HEADER}: enum ls_point: {_name}={_num} but the schema's point "

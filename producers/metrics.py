@@ -20,7 +20,6 @@ HELP = {
     "ringbuf_drops": "events lost because the ring buffer was full",
     "kernel_hits": "events the probes emitted",
     "unparsed": "packets whose headers the probes could not read",
-    "seen": "probe runs on covered namespaces and allowed ports",
     "rate_capped": "sampled bytes dropped by the per-host rate cap",
     "retrans": "retransmitted sampled bytes",
     "retrans_dropped": "retransmitted sampled bytes dropped (filter_retrans)",

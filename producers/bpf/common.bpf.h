@@ -224,6 +224,28 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 	} else {
 		return 0;
 	}
+	if (h->family == 6 && proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+		/* Walk up to 4 IPv6 extension headers (hop-by-hop 0, routing 43, fragment 44,
+		 * destination options 60); a longer chain is counted as unparsed. */
+		have_l4 = 0;
+		for (int i = 0; i < 4; i++) {
+			__u8 ext[4];
+			if (proto != 0 && proto != 43 && proto != 44 && proto != 60)
+				break;
+			if (bpf_probe_read_kernel(ext, sizeof(ext), head + l4))
+				goto bad;
+			if (proto == 44) {
+				if (((ext[2] << 8) | ext[3]) & 0xfff8)
+					return 0;  /* non-first fragment: no L4 header */
+				l4 += 8;
+			} else {
+				l4 += (ext[1] + 1) * 8;
+			}
+			proto = ext[0];
+		}
+		if (proto == 0 || proto == 43 || proto == 44 || proto == 60)
+			goto bad;
+	}
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return 0;
 	if (!have_l4) {

@@ -26,11 +26,10 @@ enum ls_point {
 
 /* Counter slots of the per-CPU `counters` array. */
 enum ls_counter {
-	LS_C_SEEN = 0,        /* unused (kept so slots never move) */
-	LS_C_HITS = 1,        /* events emitted (a range holding >= 1 sampled byte) */
-	LS_C_RB_DROPS = 2,    /* ring buffer full: event lost */
-	LS_C_UNPARSED = 3,    /* packet headers we could not parse (e.g. IPv6 extension headers) */
-	LS_C_MAX = 4,
+	LS_C_HITS = 0,        /* events emitted (a range holding >= 1 sampled byte) */
+	LS_C_RB_DROPS = 1,    /* ring buffer full: event lost */
+	LS_C_UNPARSED = 2,    /* headers we could not read (or > 4 IPv6 extension headers) */
+	LS_C_MAX = 3,
 };
 
 #define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */

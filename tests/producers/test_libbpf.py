@@ -16,7 +16,7 @@ from conftest import links_of
 
 from latscope.clock import monotonic_ns
 from latscope.netns import entered
-from latscope.producers import libbpf
+from latscope.producers import layout, libbpf
 
 pytestmark = pytest.mark.root
 
@@ -67,18 +67,21 @@ def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids
         rb = libbpf.RingBuffer(dev.map("events").fd)
         t0 = monotonic_ns()
         _tcp_burst(scratch_netns, 100_000)
-        recs: list[bytes] = []
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and {r[68] for r in recs} != {2, 5}:
-            recs += rb.poll(100)
-        points = {r[68] for r in recs}
-        assert points == {2, 5}, points            # ip_out and dev_xmit, nothing else
-        for r in recs:
-            ts, ns = struct.unpack_from("<QQ", r)
+        f = layout.FIELD_INDEX
+        want = {layout.POINT_NAMES_REV["ip_out"], layout.POINT_NAMES_REV["dev_xmit"]}
+        events: list[tuple] = []
+        while time.monotonic() < deadline and {e[f["point"]] for e in events} != want:
+            events += [layout.EVENT_STRUCT.unpack(r) for r in rb.poll(100)]
+        points = {e[f["point"]] for e in events}
+        assert points == want, points              # ip_out and dev_xmit, nothing else
+        for e in events:
+            ts, ns = e[f["ts_ns"]], e[f["netns"]]
             assert ns == inode                      # the netns filter held
             assert t0 + offset <= ts <= monotonic_ns() + offset   # clock_offset_ns applied
-        hits = sum(struct.unpack("<Q", v)[0] for v in dev.map("counters").lookup_percpu(1))
-        assert hits >= len(recs)
+        hits = sum(struct.unpack("<Q", v)[0] for v in dev.map("counters").lookup_percpu(
+            layout.COUNTERS["hits"]))
+        assert hits >= len(events)
         rb.close()
     finally:
         dev.close()
