@@ -101,7 +101,8 @@ class Agent:
                              points=s.points)
         self.publisher: LayerEventPublisher | None = None
         self.ring: libbpf.RingBuffer | None = None
-        self._addr: dict[bytes, str] = {}
+        self._flows: dict[tuple, FlowT] = {}
+        self._devs: dict[bytes, str] = {}
         self._size = effective_size(s.sample_size)
         self.started_at = 0.0
         self.ready = threading.Event()
@@ -166,12 +167,16 @@ class Agent:
         self.probes.close()
 
     # -- the data path
-    def _addr_str(self, raw: bytes, family: int) -> str:
-        key = raw if family == 6 else raw[:4]
-        s = self._addr.get(key)
-        if s is None:
-            s = self._addr[key] = str(ipaddress.ip_address(key))
-        return s
+    def _flow(self, fkey: tuple) -> FlowT:
+        """The flow tuple of an event's raw addresses/ports (cached: few flows, many events)."""
+        saddr, daddr, sport, dport, family, proto = fkey
+        n = 16 if family == 6 else 4
+        flow: FlowT = (_PROTO.get(proto, "tcp"), family, str(ipaddress.ip_address(saddr[:n])),
+                       str(ipaddress.ip_address(daddr[:n])), sport, dport)
+        if len(self._flows) > 100_000:
+            self._flows.clear()
+        self._flows[fkey] = flow
+        return flow
 
     def process(self, recs: list[bytes], out: list[Record]) -> None:
         unpack = layout.EVENT_STRUCT.unpack
@@ -180,13 +185,13 @@ class Agent:
         self.counters.batches += 1
         self.counters.hits += len(recs)
         now = time.monotonic_ns()
+        flows = self._flows
         for raw in recs:
             e = unpack(raw)
-            family = e[_FAMILY]
-            flow: FlowT = (_PROTO.get(e[_PROTO_F], "tcp"), family,
-                           self._addr_str(e[_SADDR], family),
-                           self._addr_str(e[_DADDR], family),
-                           e[_SPORT], e[_DPORT])
+            fkey = (e[_SADDR], e[_DADDR], e[_SPORT], e[_DPORT], e[_FAMILY], e[_PROTO_F])
+            flow = flows.get(fkey)
+            if flow is None:
+                flow = self._flow(fkey)
             if e[_FLAGS] & layout.FLAG_UDP:
                 seqs = [e[_SEQ]]
             else:
@@ -196,7 +201,10 @@ class Agent:
                 for b in seqs:
                     grouper.mark_retrans(flow, b, out)
                 continue
-            dev = e[_DEV].split(b"\0", 1)[0].decode() or None
+            dev = self._devs.get(e[_DEV])
+            if dev is None:
+                dev = self._devs[e[_DEV]] = e[_DEV].split(b"\0", 1)[0].decode()
+            dev = dev or None
             # one Hit per range, shared by its sampled bytes (encoded once when published)
             hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS],
                       e[_CPU])

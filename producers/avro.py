@@ -62,11 +62,19 @@ class LayerEventEncoder:
         self._proto = {p: _long(i) for i, p in enumerate(proto["symbols"])}
         self._header = MAGIC + c.fingerprint("LayerEvent")
         self._flows: dict[tuple[str, FlowT], bytes] = {}
+        self._where: dict[tuple[int, str | None, int, int], bytes] = {}
 
     def hit(self, h: Hit) -> bytes:
-        dev = b"\x00" if h.dev is None else b"\x02" + _str(h.dev)
-        return (self._point[h.point] + _long(h.ts_ns) + _long(h.ifindex) + dev +
-                _long(h.netns) + _long(h.cpu))
+        # Everything after ts_ns repeats for a device and CPU: encoded once, looked up.
+        where = (h.ifindex, h.dev, h.netns, h.cpu)
+        tail = self._where.get(where)
+        if tail is None:
+            dev = b"\x00" if h.dev is None else b"\x02" + _str(h.dev)
+            tail = _long(h.ifindex) + dev + _long(h.netns) + _long(h.cpu)
+            if len(self._where) > 100_000:
+                self._where.clear()
+            self._where[where] = tail
+        return self._point[h.point] + _long(h.ts_ns) + tail
 
     def _prefix(self, r: Record) -> bytes:
         key = (r.host, r.flow)
