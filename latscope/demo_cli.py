@@ -29,7 +29,9 @@ def demo(args: argparse.Namespace) -> int:
                        topic_prefix=args.topic_prefix)
     summary = run_demo(opts)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
         progress(f"summary written to {args.json}")
     print(format_table(summary))
     return 1 if summary.get("missing") else 0
