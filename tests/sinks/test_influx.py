@@ -86,3 +86,16 @@ def test_dashboard_queries_run(influx) -> None:
         results[panel["title"]] = query(influx, flux)
     empty = [t for t, rows_ in results.items() if not rows_ and "counters" not in t]
     assert not empty, f"panels without data: {empty}"
+
+
+def test_unreachable_influxdb_is_counted_not_fatal() -> None:
+    """An InfluxDB outage: the writes fail after their retries and are counted."""
+    from latscope.sinks.influx import InfluxSettings
+    from latscope.stream.process import free_port
+
+    dead = InfluxSettings(f"http://127.0.0.1:{free_port()}", "latscope", "latscope", "x",
+                          max_retries=1, flush_interval_ms=100)
+    sink = InfluxSink(dead)
+    sink.write([f"latscope_stream,worker=lsxd n={i}i {time.time_ns() + i}" for i in range(5)])
+    sink.close()
+    assert sink.counters.lines_failed == 5 and sink.counters.lines_written == 0
