@@ -227,3 +227,41 @@ def test_losses_flag_or_drop_retransmissions_and_port_filter(
         assert len(flagged) == c.retrans and c.retrans_dropped == 0
         # a retransmission record starts at IP: the app handed the byte over only once
         assert all(r["hits"][0]["point"] == "ip_out" for r in flagged)
+
+
+def test_records_on_the_real_topic_decode(net: Any, stack: Any) -> None:
+    """The default topic (latscope.layer-events), read from the offsets it had before the
+    run: this flow's records decode with the schema, keyed by flow id."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from latscope.schemas.records import TOPIC_LAYER_EVENTS
+
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "lsxa-real-topic",
+                  "enable.auto.commit": False})
+    try:
+        with agents(net, TOPIC_LAYER_EVENTS, stack.kafka_bootstrap):
+            meta = admin.list_topics(TOPIC_LAYER_EVENTS, timeout=10).topics[TOPIC_LAYER_EVENTS]
+            start = [TopicPartition(TOPIC_LAYER_EVENTS, p,
+                                    c.get_watermark_offsets(
+                                        TopicPartition(TOPIC_LAYER_EVENTS, p), timeout=10)[1])
+                     for p in meta.partitions]
+            tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5201, 500_000)
+        c.assign(start)
+        want_key = f"tcp:10.1.0.1:{tr.sport}>10.2.0.2:5201".encode()
+        mine: list[dict] = []
+        deadline = time.monotonic() + 20
+        while len(mine) < 2 * 30 and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    continue
+                if m.key() != want_key:      # other writers share this topic
+                    continue
+                _, rec = codec.decode(m.value(), expect="LayerEvent")
+                assert rec["flow_id"] == want_key.decode()
+                assert rec["flow"]["sport"] == tr.sport and rec["flow"]["dport"] == 5201
+                mine.append(rec)
+    finally:
+        c.close()
+    assert {r["host"] for r in mine} == {"h1", "h2"} and len(mine) >= 2 * 30
