@@ -24,6 +24,7 @@ API (stable; the sync engine uses it too)::
     link.detach()                               # or obj.close(): detaches every link, frees maps
     m = obj.map("name"); m.fd; m.update(k, v); m.lookup(k) -> bytes | None; m.delete(k)
     m.keys(); m.lookup_percpu(k) -> list[bytes]
+    obj.test_run("prog", packet) -> (retval, packet_after)   # BPF_PROG_TEST_RUN
     rb = RingBuffer(obj.map("events").fd); rb.poll(timeout_ms) -> list[bytes]; rb.close()
     netns_inode("lsxa-h1")                      # what BPF reads as net->ns.inum
 Namespaces: create XDP/tcx/netfilter links inside ``latscope.netns.entered(name)``; they stay
@@ -62,6 +63,7 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 _ATTACH_XDP = 37  # BPF_XDP
 
 _SYS_BPF = 321  # x86_64
+_BPF_PROG_TEST_RUN = 10
 _BPF_LINK_CREATE = 28
 _BTF_KIND_VAR = 14
 _BTF_KIND_DATASEC = 15
@@ -396,6 +398,21 @@ class BpfObject:
         at = ATTACH_TCX_INGRESS if ingress else ATTACH_TCX_EGRESS
         return self._link_create(prog, ifindex, at, [],
                                  f"{prog} tcx {'ingress' if ingress else 'egress'}@{ifindex}")
+
+    def test_run(self, prog: str, data: bytes) -> tuple[int, bytes]:
+        """BPF_PROG_TEST_RUN on a packet (XDP, tc): returns (return value, packet after)."""
+        din = ctypes.create_string_buffer(data, len(data))
+        dout = ctypes.create_string_buffer(len(data) + 256)
+        attr = (ctypes.c_uint32 * 20)()
+        attr[0] = self.prog_fd(prog)
+        attr[2], attr[3] = len(data), len(dout)             # data_size_in / _out
+        for i, buf in ((4, din), (6, dout)):                  # data_in / data_out
+            addr = ctypes.addressof(buf)
+            attr[i], attr[i + 1] = addr & 0xFFFFFFFF, addr >> 32
+        if _libc.syscall(_SYS_BPF, _BPF_PROG_TEST_RUN, ctypes.byref(attr),
+                         ctypes.sizeof(attr)) != 0:
+            raise _err(f"BPF_PROG_TEST_RUN {prog}")
+        return attr[1], dout.raw[:attr[3]]
 
     def detach_all(self) -> None:
         while self.links:

@@ -18,10 +18,19 @@ static __always_inline __s64 ls_floor_div_1e9(__s64 a)
 	return -(__s64)(((__u64)(-a) + 999999999ULL) / 1000000000ULL);
 }
 
+/* floor(since * ppb / 1e9) exactly, without overflowing 64 bits (a plain product would
+ * overflow after ~3.5 days at 30 ppm): since = q * 1e9 + r with 0 <= r < 1e9. */
+static __always_inline __s64 ls_drift_ns(__s64 since, __s64 ppb)
+{
+	__s64 q = ls_floor_div_1e9(since);
+	__s64 r = since - q * 1000000000LL;
+	return q * ppb + ls_floor_div_1e9(r * ppb);
+}
+
 static __always_inline __u64 ls_clock(__u64 ktime)
 {
-	__s64 since = (__s64)(ktime - clock_epoch_ns);
-	return ktime + clock_offset_ns + ls_floor_div_1e9(since * clock_drift_ppb);
+	return ktime + clock_offset_ns + ls_drift_ns((__s64)(ktime - clock_epoch_ns),
+						     clock_drift_ppb);
 }
 
 static __always_inline __u64 ls_now(void)
