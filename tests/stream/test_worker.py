@@ -63,8 +63,10 @@ def test_worker_joins_corrects_publishes_and_writes(stack, topics, worker, run_t
     dead = consume(stack.kafka_bootstrap, topics.dead_letter, lambda m: len(m) >= 3, 30)
     assert len(dead) == 3 and all(m.headers() for m in dead)
     summ = worker.wait_until(lambda s: s["counters"]["window_closed"] > 0
+                             and s["counters"]["open_windows"] == 0
+                             and s["counters"]["pending"] == 0
                              and s["counters"]["influx_lines_written"] > 300, 30,
-                             "closed windows written")
+                             "every window closed and written")
     c = summ["counters"]
     assert (c["dead_lettered"], c["complete"], c["incomplete"]) == (3, 300, 20)
     assert c["join_by_window"] == 20
