@@ -67,6 +67,12 @@ static __always_inline int ls_ports_ok(__u16 sport, __u16 dport)
 	       (port_bits[(dport >> 5) & 2047] & (1U << (dport & 31)));
 }
 
+static __always_inline int ls_sk_ports_ok(const struct sock *sk)
+{
+	return ports_any || ls_ports_ok(sk->__sk_common.skc_num,
+					bpf_ntohs(sk->__sk_common.skc_dport));
+}
+
 /* Does [seq, seq+len) (mod 2^32) hold a byte b with b % sample_size == 0? One division. */
 static __always_inline int ls_sampled(__u32 seq, __u32 len)
 {

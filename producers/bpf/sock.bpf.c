@@ -34,7 +34,7 @@ struct {
 static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 {
 	struct send_start_v start = {};
-	struct ls_hit h = {};
+	struct ls_hit h;
 	struct tcp_sock *tp;
 	__u32 netns, end;
 
@@ -51,11 +51,7 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 	if (ret <= 0)
 		return 0;
 	netns = ls_sk_netns(sk);
-	if (!ls_netns_ok(netns))
-		return 0;
-	if (ls_sk_flow(sk, &h, point == LS_SOCK_RECV))
-		return 0;
-	if (!ls_ports_ok(h.sport, h.dport))
+	if (!ls_netns_ok(netns) || !ls_sk_ports_ok(sk))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -69,11 +65,15 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point)
 	} else {
 		end = tp->write_seq;
 	}
+	if (!ls_sampled(end - (__u32)ret, ret))
+		return 0;
+	__builtin_memset(&h, 0, sizeof(h));
+	if (ls_sk_flow(sk, &h, point == LS_SOCK_RECV))
+		return 0;
 	h.seq = end - (__u32)ret;
 	h.len = ret;
 	h.proto = IPPROTO_TCP;
-	if (ls_sampled(h.seq, h.len))
-		ls_emit(&h, point, start.ts && start.seq == h.seq ? start.ts : 0, netns, 0);
+	ls_emit(&h, point, start.ts && start.seq == h.seq ? start.ts : 0, netns, 0);
 	return 0;
 }
 
@@ -83,9 +83,7 @@ int BPF_PROG(send_entry, const struct sock *sk)
 	struct send_start_v *v;
 	struct tcp_sock *tp;
 
-	if (!ls_netns_ok(ls_sk_netns(sk)))
-		return 0;
-	if (!ls_ports_ok(sk->__sk_common.skc_num, bpf_ntohs(sk->__sk_common.skc_dport)))
+	if (!ls_netns_ok(ls_sk_netns(sk)) || !ls_sk_ports_ok(sk))
 		return 0;
 	v = bpf_task_storage_get(&send_start, bpf_get_current_task_btf(), 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);

@@ -16,14 +16,10 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 				     __u8 point, int rx)
 {
 	struct ls_tcp_range r;
-	struct ls_hit h = {};
+	struct ls_hit h;
 	__u32 netns = ls_sk_netns(sk), seq, end;
 
-	if (!ls_netns_ok(netns))
-		return 0;
-	if (ls_sk_flow(sk, &h, rx))
-		return 0;
-	if (!ls_ports_ok(h.sport, h.dport))
+	if (!ls_netns_ok(netns) || !ls_sk_ports_ok(sk))
 		return 0;
 	if (ls_tcp_cb_range(skb, &r))
 		return 0;
@@ -34,13 +30,15 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 		seq++;
 	if (r.flags & TCPHDR_FIN)
 		end--;
-	if ((__s32)(end - seq) <= 0)
+	if ((__s32)(end - seq) <= 0 || !ls_sampled(seq, end - seq))
+		return 0;
+	__builtin_memset(&h, 0, sizeof(h));
+	if (ls_sk_flow(sk, &h, rx))
 		return 0;
 	h.seq = seq;
 	h.len = end - seq;
 	h.proto = IPPROTO_TCP;
-	if (ls_sampled(h.seq, h.len))
-		ls_emit(&h, point, 0, netns, 0);
+	ls_emit(&h, point, 0, netns, 0);
 	return 0;
 }
 
