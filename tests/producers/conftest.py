@@ -6,7 +6,6 @@ import json
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,20 +33,6 @@ def _bpf_link_ids() -> set[int]:
 def link_ids() -> Callable[[], set[int]]:
     """IDs of every BPF link in the kernel right now (bpftool), to compare before/after."""
     return _bpf_link_ids
-
-
-def links_of(pid: int) -> set[int]:
-    """IDs of the BPF links a process holds (from its fds' fdinfo): other engineers' agents
-    may attach and detach links at the same time, so tests count only their own."""
-    out = set()
-    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            for line in fd.read_text().splitlines():
-                if line.startswith("link_id:"):
-                    out.add(int(line.split()[1]))
-        except OSError:
-            continue
-    return out
 
 
 # ---- a two-host topology with a container, and traffic through it ------------------------------

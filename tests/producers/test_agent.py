@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agent_traffic import tcp_transfer, udp_send
 from confluent_kafka import Consumer
+from producer_helpers import tcp_transfer, udp_send
 
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.schemas import codec

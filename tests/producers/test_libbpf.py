@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import links_of
+from producer_helpers import links_of
 
 from latscope.clock import monotonic_ns
 from latscope.netns import entered

@@ -1,6 +1,6 @@
-"""Test traffic between namespaces: a TCP transfer (optionally a slow reader) and UDP
-datagrams. Sockets are created inside the namespace (a socket keeps its namespace), then
-driven from ordinary threads."""
+"""Helpers of the producer tests: traffic between namespaces (a TCP transfer, optionally with
+a slow reader, and UDP datagrams; sockets are created inside the namespace, which they
+keep, then driven from ordinary threads) and the BPF links a process holds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from latscope.netns import Net
 
@@ -98,3 +99,17 @@ def loopback_burst(ns: str, nbytes: int, port: int = 0) -> int:
         cli.close()
         srv.close()
     return got
+
+
+def links_of(pid: int) -> set[int]:
+    """IDs of the BPF links a process holds (from its fds' fdinfo): other engineers' agents
+    may attach and detach links at the same time, so tests count only their own."""
+    out = set()
+    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            for line in fd.read_text().splitlines():
+                if line.startswith("link_id:"):
+                    out.add(int(line.split()[1]))
+        except OSError:
+            continue
+    return out

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_traffic import loopback_burst
-from conftest import links_of
+from producer_helpers import links_of, loopback_burst
 
 from latscope.schemas.records import POINTS
 
