@@ -17,7 +17,7 @@ from latscope import log
 from latscope.clock import ClockInjection
 from latscope.producers import layout, libbpf
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
-from latscope.producers.probes import POINT_HOOKS, Probes
+from latscope.producers.probes import POINT_HOOKS, Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
@@ -30,6 +30,7 @@ _F = layout.FIELD_INDEX
     "ts_ns", "netns", "saddr", "daddr", "seq", "len", "ifindex", "cpu", "sport", "dport",
     "point", "family", "proto", "flags", "dev"))
 _PROTO = {6: "tcp", 17: "udp"}
+_XDP = layout.POINT_NAMES_REV["xdp"]
 
 
 @dataclass
@@ -48,6 +49,7 @@ class AgentSettings:
     kafka_settings: dict = field(default_factory=dict)
     topic: str = TOPIC_LAYER_EVENTS
     points: tuple[str, ...] = tuple(POINT_HOOKS)
+    xdp: bool = False            # opt-in xdp point (changes the receive path it measures)
 
 
 @dataclass
@@ -57,6 +59,12 @@ class AgentCounters:
     batches: int = 0
 
 
+def device_names(netns: list[str | None]) -> dict[tuple[int, int], str]:
+    """(netns inode, ifindex) -> device name, for the XDP point (its hook has no device)."""
+    return {(libbpf.netns_inode(ns), d["ifindex"]): d["ifname"]
+            for ns in netns for d in list_links(ns)}
+
+
 def exit_devices(netns: list[str | None]) -> set[tuple[int, int]]:
     """(netns inode, ifindex) of devices that leave the covered namespaces: a veth whose peer
     lives in a namespace we do not cover, or a device without a peer (a NIC)."""
@@ -64,8 +72,7 @@ def exit_devices(netns: list[str | None]) -> set[tuple[int, int]]:
     out: set[tuple[int, int]] = set()
     for ns in netns:
         pre = ["-n", ns] if ns else []
-        links = json.loads(subprocess.run(["ip", *pre, "-j", "-d", "link", "show"], check=True,
-                                          capture_output=True, text=True).stdout or "[]")
+        links = list_links(ns)
         ids = json.loads(subprocess.run(["ip", *pre, "-j", "netns", "list-id"], check=True,
                                         capture_output=True, text=True).stdout or "[]")
         names = {i["nsid"]: i.get("name") for i in ids}
@@ -98,12 +105,13 @@ class Agent:
                                rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
-                             points=s.points)
+                             points=s.points, xdp=s.xdp)
         self.publisher: LayerEventPublisher | None = None
         self.ring: libbpf.RingBuffer | None = None
         self._flows: dict[tuple, FlowT] = {}
         self._devs: dict[bytes, str] = {}
         self._size = effective_size(s.sample_size)
+        self._xdp_names: dict[tuple[int, int], str] = {}
         self.started_at = 0.0
         self.ready = threading.Event()
 
@@ -113,6 +121,7 @@ class Agent:
             _log.warning("sampling size 0 (every packet): sampling every %d bytes (one MSS)",
                          self._size)
         self.grouper.exit_devices = exit_devices(list(self.s.netns))
+        self._xdp_names = device_names(list(self.s.netns)) if self.s.xdp else {}
         self.publisher = LayerEventPublisher(self.s.bootstrap, self.s.topic,
                                              self.s.kafka_settings, linger_ms=50)
         self.probes.load()
@@ -151,7 +160,7 @@ class Agent:
             self.probes.close()
             return
         self.probes_counters = self.probes.kernel_counters()
-        for obj in self.probes.objects.values():
+        for obj in self.probes.all_objects():
             obj.detach_all()
         out: list[Record] = []
         self.process(self.ring.read(), out)
@@ -205,6 +214,8 @@ class Agent:
             if dev is None:
                 dev = self._devs[e[_DEV]] = e[_DEV].split(b"\0", 1)[0].decode()
             dev = dev or None
+            if dev is None and e[_POINT] == _XDP:
+                dev = self._xdp_names.get((e[_NETNS], e[_IFINDEX]))
             # one Hit per range, shared by its sampled bytes (encoded once when published)
             hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS],
                       e[_CPU])
@@ -221,6 +232,8 @@ class Agent:
         return {
             "host": self.s.host, "netns": [ns or "(own)" for ns in self.s.netns],
             "points": dict(self.probes.attached),
+            **({"xdp_refused": dict(self.probes.xdp_refused)} if self.probes.xdp_refused else {}),
+            **({"xdp_generic": list(self.probes.xdp_generic)} if self.probes.xdp_generic else {}),
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0,
             "cpu_s": round(_cpu_s(), 3),
             "counters": {

@@ -60,6 +60,7 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
         ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
         bootstrap=args.bootstrap or cfg.kafka.bootstrap, kafka_settings=dict(cfg.kafka.settings),
+        xdp=args.xdp,
         **({"topic": args.topic} if args.topic else {}))
 
 
@@ -155,6 +156,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="TESTING: CLOCK_MONOTONIC epoch of the drift (same as the responder's)")
     a.add_argument("--sample-size", type=int, help="override sampling.size")
     a.add_argument("--port", type=int, action="append", help="override sampling.ports")
+    a.add_argument("--xdp", action="store_true",
+                   help="also the xdp point: XDP on every covered device (changes the receive "
+                        "path it measures; a device with the sync responder keeps its own)")
     a.add_argument("--rate-cap", type=int, help="override agent.rate_cap_per_s (sampled bytes/s)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")

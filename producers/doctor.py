@@ -12,8 +12,9 @@ from latscope.producers.probes import NF_HOOKS, OBJECTS, POINT_HOOKS, RETRANS_HO
 from latscope.schemas.records import POINTS
 
 BTF = Path("/sys/kernel/btf/vmlinux")
-XDP_REASON = ("not attached by the agent: XDP on a veth switches it to NAPI/GRO receive, "
-              "changing the path being measured; dev_rx is the earliest RX point")
+XDP_OPT_IN = ("opt-in (`latscope agent --xdp`): XDP on a veth switches it to NAPI/GRO receive, "
+              "changing the path being measured, and a device holds one XDP link (the sync "
+              "responder's); without it dev_rx is the earliest RX point")
 
 
 def _load(name: str) -> tuple[libbpf.BpfObject | None, str | None]:
@@ -50,6 +51,15 @@ def _tcp_tx() -> dict:
                       "socket and TCP transmit segments are reported merged (sock_send -> ip_out)."}
 
 
+def _xdp() -> dict:
+    obj, err = _load("xdp")
+    if obj is None:
+        return {"hook": None, "available": False, "reason": err}
+    obj.close()
+    return {"hook": "xdp.frags (native, generic fallback)", "available": True,
+            "opt_in": True, "reason": XDP_OPT_IN}
+
+
 def run() -> dict:
     libbpf.quiet_libbpf()
     out: dict = {"kernel": platform.release(), "btf": BTF.exists(), "root": os.geteuid() == 0,
@@ -61,7 +71,7 @@ def run() -> dict:
                 out["points"][point] = _tcp_tx()
                 continue
             if point == "xdp":
-                out["points"][point] = {"hook": None, "available": False, "reason": XDP_REASON}
+                out["points"][point] = _xdp()
                 continue
             obj_name, prog, hook = POINT_HOOKS[point]
             obj, err = objs[obj_name]

@@ -18,7 +18,7 @@ API (stable; the sync engine uses it too)::
     obj.load()
     link = obj.attach("prog")                   # tp/, tp_btf/, raw_tp/ by its SEC name
     link = obj.attach_netfilter("prog", pf=NFPROTO_IPV4, hooknum=NF_INET_LOCAL_OUT, priority=0)
-    link = obj.attach_xdp("prog", ifindex)      # in the current netns: wrap in `with netns(name)`
+    link = obj.attach_xdp("prog", ifindex, flags=XDP_FLAGS_SKB_MODE)   # flags 0: native if any
     link = obj.attach_tcx("prog", ifindex, ingress=True)
     link = obj.attach_cgroup("prog", "/sys/fs/cgroup/unified")
     link.detach()                               # or obj.close(): detaches every link, frees maps

@@ -7,17 +7,23 @@ namespace, family (IPv4/IPv6) and hook; the hook number tells the program which 
 
 from __future__ import annotations
 
+import errno
+import json
 import struct
+import subprocess
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from latscope import log
 from latscope.clock import ClockInjection
 from latscope.netns import entered
 from latscope.producers import layout, libbpf
 from latscope.producers.sampling import effective_size, udp_modulus
 
+_log = log.get("producers.probes")
 SHARED_MAPS = ("events", "counters", "netns_filter")
+XDP_HOOK = "xdp (native, generic where the driver has none) on every covered device"
 # point -> (object, program, hook description)
 POINT_HOOKS: dict[str, tuple[str, str, str]] = {
     "sock_send": ("sock", "sock_send", "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length"),
@@ -37,6 +43,14 @@ HELPERS = {"sock_send": [("sock", "send_entry", "tp_btf/tcp_sendmsg_locked")]}
 NF_HOOKS = {"ip_pre": libbpf.NF_INET_PRE_ROUTING, "ip_in": libbpf.NF_INET_LOCAL_IN,
             "ip_out": libbpf.NF_INET_LOCAL_OUT, "ip_post": libbpf.NF_INET_POST_ROUTING}
 OBJECTS = ("sock", "tcp", "dev", "netfilter")
+
+
+def list_links(ns: str | None) -> list[dict]:
+    """`ip -j -d link show` in a namespace (None: our own)."""
+    pre = ["-n", ns] if ns else []
+    out = subprocess.run(["ip", *pre, "-j", "-d", "link", "show"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out or "[]")
 
 
 def port_bitmap(ports: list[int]) -> bytes:
@@ -63,8 +77,12 @@ class Probes:
     clock: ClockInjection = field(default_factory=ClockInjection)
     ring_buffer_bytes: int = 8 << 20
     points: Iterable[str] = tuple(POINT_HOOKS)
+    xdp: bool = False                        # opt-in: the xdp point (see xdp.bpf.c)
     objects: dict[str, libbpf.BpfObject] = field(default_factory=dict)
+    xdp_objects: dict[str | None, libbpf.BpfObject] = field(default_factory=dict)
     attached: dict[str, str] = field(default_factory=dict)     # point -> hook
+    xdp_refused: dict[str, str] = field(default_factory=dict)  # "ns/dev" -> why
+    xdp_generic: list[str] = field(default_factory=list)       # "ns/dev" in generic mode
 
     def load(self) -> None:
         size = effective_size(self.sample_size)
@@ -81,13 +99,7 @@ class Probes:
                 if name == "netfilter":
                     obj.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER,
                                          libbpf.ATTACH_NETFILTER)
-                for var, value in (("clock_offset_ns", self.clock.offset_ns),
-                                   ("clock_drift_ppb", self.clock.drift_ppb),
-                                   ("clock_epoch_ns", self.clock.epoch_ns),
-                                   ("sample_size", size),
-                                   ("udp_sample_mod", udp_modulus(self.sample_size)),
-                                   ("ports_any", 0 if ports else 1),
-                                   ("port_bits", port_bitmap(ports))):
+                for var, value in self._globals(size, ports):
                     obj.set_global(var, value)
                 if first is None:
                     obj.set_max_entries("events", _pow2_at_least(self.ring_buffer_bytes))
@@ -99,9 +111,29 @@ class Probes:
                     for m in SHARED_MAPS:
                         obj.reuse_map(m, first.map(m).fd)
                     obj.load()
+            if self.xdp:
+                assert first is not None
+                for ns in self.netns:      # one object per namespace: it knows its inode
+                    obj = libbpf.BpfObject.build("xdp")
+                    self.xdp_objects[ns] = obj
+                    for var, value in self._globals(size, ports):
+                        obj.set_global(var, value)
+                    obj.set_global("xdp_netns", libbpf.netns_inode(ns))
+                    for m in SHARED_MAPS:
+                        obj.reuse_map(m, first.map(m).fd)
+                    obj.load()
         except BaseException:
             self.close()
             raise
+
+    def _globals(self, size: int, ports: list[int]) -> list[tuple[str, int | bytes]]:
+        return [("clock_offset_ns", self.clock.offset_ns),
+                ("clock_drift_ppb", self.clock.drift_ppb),
+                ("clock_epoch_ns", self.clock.epoch_ns),
+                ("sample_size", size),
+                ("udp_sample_mod", udp_modulus(self.sample_size)),
+                ("ports_any", 0 if ports else 1),
+                ("port_bits", port_bitmap(ports))]
 
     def attach(self) -> dict[str, str]:
         """Attach every wanted point (netfilter in each namespace); returns point -> hook."""
@@ -122,10 +154,42 @@ class Probes:
                             done.add((o, pr))
                 self.attached[point] = hook
             self.objects[RETRANS_HOOK[0]].attach(RETRANS_HOOK[1])
+            if self.xdp:
+                self._attach_xdp()
         except BaseException:
             self.close()
             raise
         return dict(self.attached)
+
+    def _attach_xdp(self) -> None:
+        """XDP on every device (not lo) of every covered namespace, native where the driver
+        has it, else generic. A device that already holds an XDP program (e.g. the sync
+        responder's) keeps it: named in xdp_refused and logged; the others get the point."""
+        n = 0
+        for ns, obj in self.xdp_objects.items():
+            with entered(ns) if ns else nullcontext():
+                for dev in list_links(ns):
+                    # Not lo; not a bridge: XDP on a bridge keeps its ports from getting
+                    # any (EEXIST), and its ports' XDP sees the frames first anyway.
+                    if dev["ifname"] == "lo" or \
+                            dev.get("linkinfo", {}).get("info_kind") == "bridge":
+                        continue
+                    where = f"{ns or '(own)'}/{dev['ifname']}"
+                    try:
+                        try:
+                            obj.attach_xdp("xdp_point", dev["ifindex"], libbpf.XDP_FLAGS_DRV_MODE)
+                        except libbpf.BpfError as e:
+                            if e.errno == errno.EBUSY:
+                                raise
+                            obj.attach_xdp("xdp_point", dev["ifindex"],
+                                           libbpf.XDP_FLAGS_SKB_MODE)
+                            self.xdp_generic.append(where)
+                        n += 1
+                    except libbpf.BpfError as e:
+                        self.xdp_refused[where] = str(e)
+                        _log.warning("xdp point not attached on %s: %s", where, e)
+        if n:
+            self.attached["xdp"] = XDP_HOOK
 
     @property
     def events_fd(self) -> int:
@@ -136,9 +200,13 @@ class Probes:
         return {name: sum(struct.unpack("<Q", v)[0] for v in m.lookup_percpu(slot))
                 for name, slot in layout.COUNTERS.items()}
 
+    def all_objects(self) -> list[libbpf.BpfObject]:
+        return [*self.objects.values(), *self.xdp_objects.values()]
+
     def close(self) -> None:
-        for obj in self.objects.values():
+        for obj in self.all_objects():
             obj.close()
         self.objects.clear()
+        self.xdp_objects.clear()
         self.attached.clear()
 

@@ -100,8 +100,8 @@ struct ls_hit {
 
 /* ts == 0: stamp now. Points stamp only once they know the range holds a sampled byte, so
  * the unsampled path never reads the clock (a few hundred ns after the hook's entry). */
-static __always_inline void ls_emit(const struct ls_hit *h, __u8 point, __u64 ts, __u32 netns,
-				    const struct net_device *dev)
+static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64 ts,
+				       __u32 netns, const struct net_device *dev, __u32 ifindex)
 {
 	struct ls_event *e;
 
@@ -129,11 +129,17 @@ static __always_inline void ls_emit(const struct ls_hit *h, __u8 point, __u64 ts
 		e->ifindex = dev->ifindex;
 		bpf_probe_read_kernel_str(e->dev, sizeof(e->dev), dev->name);
 	} else {
-		e->ifindex = 0;
+		e->ifindex = ifindex;     /* XDP: user space names the device */
 		e->dev[0] = 0;
 	}
 	bpf_ringbuf_submit(e, 0);
 	ls_count(LS_C_HITS);
+}
+
+static __always_inline void ls_emit(const struct ls_hit *h, __u8 point, __u64 ts, __u32 netns,
+				    const struct net_device *dev)
+{
+	ls_emit_at(h, point, ts, netns, dev, 0);
 }
 
 /* Fill family and addresses from a socket; reversed for the receive direction. A v4-mapped
@@ -182,15 +188,14 @@ static __always_inline __u32 ls_fnv(__u32 h, const __u8 *p, int n)
 	return h;
 }
 
-/* Parse the IP/TCP/UDP headers of an skb whose network header starts at head+nh and whose
- * data ends at head+end. Returns 1 if it holds a sampled byte (TCP) or is a sampled datagram
- * (UDP) of an allowed port, with h filled; 0 otherwise. */
-static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
-					struct ls_hit *h)
+/* Parse the IP/TCP/UDP headers of a packet whose network header starts at head+nh, whose
+ * data ends at head+end and whose linear part at head+linear_end (headers are read with
+ * bpf_probe_read_kernel, so head may be an skb's head or an XDP packet's data). Returns 1
+ * if it holds a sampled byte (TCP) or is a sampled datagram (UDP) of an allowed port, with
+ * h filled; 0 otherwise. */
+static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __u32 linear_end,
+				    __u16 l3proto, struct ls_hit *h)
 {
-	unsigned char *head = skb->head;
-	__u32 end = (__u32)((unsigned long)skb->data - (unsigned long)head) + skb->len;
-	__u32 linear_end = end - skb->data_len;
 	__u32 l4;
 	__u8 proto;
 	int have_l4 = 0;   /* th already holds the first 20 bytes of L4 */
@@ -308,6 +313,15 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 bad:
 	ls_count(LS_C_UNPARSED);
 	return 0;
+}
+
+static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
+					struct ls_hit *h)
+{
+	unsigned char *head = skb->head;
+	__u32 end = (__u32)((unsigned long)skb->data - (unsigned long)head) + skb->len;
+
+	return ls_parse(head, nh, end, end - skb->data_len, l3proto, h);
 }
 
 #endif

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
 import subprocess
 import threading
@@ -265,3 +266,28 @@ def test_records_on_the_real_topic_decode(net: Any, stack: Any) -> None:
     finally:
         c.close()
     assert {r["host"] for r in mine} == {"h1", "h2"} and len(mine) >= 2 * 30
+
+
+def test_xdp_point_opt_in(net: Any, stack: Any, topic_name: str) -> None:
+    """--xdp: every device in the covered namespaces but bridges gets XDP (native on veth);
+    the receiving host's records carry xdp hits, named by device, on the veths before their
+    dev_rx; everything detaches afterwards."""
+    with agents(net, topic_name, stack.kafka_bootstrap, xdp=True) as ag:
+        st = ag["h2"].status()
+        assert st["points"].get("xdp") and "xdp_refused" not in st, st
+        assert "xdp_generic" not in st, st                 # veths: native XDP
+        tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5201, 1_000_000)
+        assert tr.received == 1_000_000
+    recs = by_host(consume(topic_name, stack.kafka_bootstrap, 2 * 69), tr.sport)
+    h2 = recs["h2"]
+    assert len(h2) >= 60
+    for r in h2.values():
+        if not r["complete"]:
+            continue
+        seq_points = [(h["point"], h["dev"]) for h in r["hits"]]
+        for dev in ("lsxa-0b", "lsxa-1a"):     # native XDP: before the stack sees it
+            assert seq_points.index(("xdp", dev)) < seq_points.index(("dev_rx", dev)), seq_points
+    for host in ("h1", "h2", "c1"):
+        links = json.loads(subprocess.run(["ip", "-n", net.ns_name(host), "-j", "link", "show"],
+                                          check=True, capture_output=True, text=True).stdout)
+        assert [lk["ifname"] for lk in links if "xdp" in lk] == []
