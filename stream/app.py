@@ -168,9 +168,15 @@ class Runtime:
                "value_serializer": "raw"}
         self.layer_topic = app.topic(s.layer_topic, **raw)
         self.clock_topic = app.topic(s.clock_topic, **raw)
-        json_table = {"key_type": str, "value_type": dict}   # both JSON on the changelog
+        # JSON both ways; value_type stays unset: Faust would call dict.from_data in recovery.
+        json_table = {"key_type": str}
+        # Every worker follows every model live, not only at recovery: faust-streaming
+        # keeps consuming a global table's changelog after recovery only when its
+        # recovery buffer is 1 (otherwise a worker that does not consume the clock topic
+        # never sees a model published after it started).
         self.clock_models = app.GlobalTable("clock_models", partitions=parts[s.clock_topic],
-                                            help="ClockModel per host", **json_table)
+                                            help="ClockModel per host", recovery_buffer_size=1,
+                                            **json_table)
         self.pending = app.Table("pending", partitions=parts[s.layer_topic],
                                  help="unmatched records per sampled byte", **json_table)
         self.stats = app.Table("stats", partitions=parts[s.layer_topic],

@@ -9,7 +9,7 @@ from latscope.paths import REPO_ROOT
 from latscope.schemas import codec
 from latscope.stream.kafkaio import consume, produce
 from latscope.stream.process import WorkerProcess, free_port
-from latscope.stream.synthetic import PathSpec, encoded, sample_records
+from latscope.stream.synthetic import PathSpec, clock_model, encoded, sample_records
 
 pytestmark = pytest.mark.stack
 
@@ -32,6 +32,12 @@ def test_two_workers_split_partitions(stack, topics, tmp_path, run_tag) -> None:
                                     "a share of the partitions")["partitions"]
         assert sorted(parts[a] + parts[b]) == [0, 1, 2, 3]
 
+        # Clock models reach both workers (GlobalTable), whoever consumes the clock topic.
+        models = [clock_model(h, o) for h, o in (("h1", 5_000_000), ("h2", -3_000_000))]
+        produce(stack.kafka_bootstrap, topics.clock, encoded("ClockModel", models, "host"))
+        for w in (a, b):
+            w.wait_until(lambda s: set(s["clock"]) == {"h1", "h2"}, 60, "both clock models")
+
         specs = [PathSpec(["h1", "h2", "c1"], flow={
             "proto": "tcp", "family": 4, "src": "10.1.0.1", "dst": "10.2.0.2",
             "sport": 41000 + i, "dport": 5201}) for i in range(16)]
@@ -45,3 +51,29 @@ def test_two_workers_split_partitions(stack, topics, tmp_path, run_tag) -> None:
         pub = [w.wait_until(lambda s: s["counters"]["published"] > 0, 30, "work")
                ["counters"]["published"] for w in (a, b)]
         assert sum(pub) >= 400 and min(pub) > 0, pub
+
+
+def test_pending_samples_survive_a_worker_restart(stack, topics, tmp_path, run_tag) -> None:
+    """Unmatched records wait in the changelog-backed table: a new worker recovers them and
+    completes the samples when the last host's records arrive."""
+    def worker(name: str) -> WorkerProcess:
+        return WorkerProcess(
+            ["--bootstrap", stack.kafka_bootstrap, "--app-id", f"lsxd-{run_tag}",
+             "--data-dir", str(tmp_path / name), "--window", "60",
+             "--topology", str(REPO_ROOT / "topologies/default.yaml"), "--no-influx",
+             *topics.args()], free_port(), tmp_path / f"{name}.log")
+
+    spec = PathSpec(["h1", "h2", "c1"], flow={"proto": "tcp", "family": 4, "src": "10.1.0.1",
+                                            "dst": "10.2.0.2", "sport": 42000, "dport": 5201})
+    recs = [sample_records(spec, i, monotonic_ns() + i) for i in range(50)]
+    with worker("a") as a:
+        a.wait_ready()
+        produce(stack.kafka_bootstrap, topics.layer,
+                encoded("LayerEvent", [r for s in recs for r in s[:2]], "flow_id"))
+        a.wait_until(lambda s: s["counters"]["pending"] == 50, 60, "50 pending samples")
+    with worker("b") as b:
+        b.wait_until(lambda s: s["counters"]["pending"] == 50, 90, "recovered pending samples")
+        produce(stack.kafka_bootstrap, topics.layer,
+                encoded("LayerEvent", [s[2] for s in recs], "flow_id"))
+        done = b.wait_until(lambda s: s["counters"]["complete"] == 50, 60, "completed samples")
+        assert done["counters"]["pending"] == 0 and done["counters"]["records"] == 50
