@@ -234,6 +234,7 @@ class Agent:
             "points": dict(self.probes.attached),
             **({"xdp_refused": dict(self.probes.xdp_refused)} if self.probes.xdp_refused else {}),
             **({"xdp_generic": list(self.probes.xdp_generic)} if self.probes.xdp_generic else {}),
+            **({"unavailable": dict(self.probes.unavailable)} if self.probes.unavailable else {}),
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0,
             "cpu_s": round(_cpu_s(), 3),
             "counters": {

@@ -8,7 +8,13 @@ import platform
 from pathlib import Path
 
 from latscope.producers import libbpf
-from latscope.producers.probes import NF_HOOKS, OBJECTS, POINT_HOOKS, RETRANS_HOOK
+from latscope.producers.probes import (
+    NF_HOOKS,
+    OBJECTS,
+    POINT_HOOKS,
+    RETRANS_HOOK,
+    cgroup2_root,
+)
 from latscope.schemas.records import POINTS
 
 BTF = Path("/sys/kernel/btf/vmlinux")
@@ -28,12 +34,12 @@ def _load(name: str) -> tuple[libbpf.BpfObject | None, str | None]:
         return None, f"loading {name}.bpf.o failed: {e}"
 
 
-def _tcp_tx() -> dict:
+def _tcp_tx_fallback_reason() -> str:
     obj, err = _load("capability")
     if obj is not None:
         try:
             obj.attach("tcp_tx_fentry")
-            why = "fentry/__tcp_transmit_skb loads, but this agent has no fentry probe yet"
+            why = "fentry/__tcp_transmit_skb loads, but this agent has no fentry probe"
         except libbpf.BpfError as e:
             why = f"fentry/__tcp_transmit_skb: {e}"
         finally:
@@ -44,11 +50,24 @@ def _tcp_tx() -> dict:
             why = "fentry/__tcp_transmit_skb refused (EPERM)"
     kprobes = Path("/sys/kernel/tracing/kprobe_events").exists() or Path(
         "/sys/kernel/debug/tracing/kprobe_events").exists()
-    return {"hook": None, "available": False, "merged_into": "sock_send",
-            "reason": f"no tracepoint inside __tcp_transmit_skb; {why}; kprobes "
-                      f"{'present' if kprobes else 'absent (CONFIG_KPROBES off)'}; the sock_ops "
-                      "header-option callback would add option bytes to every segment. The "
-                      "socket and TCP transmit segments are reported merged (sock_send -> ip_out)."}
+    return (f"no tracepoint inside __tcp_transmit_skb; {why}; kprobes "
+            f"{'present' if kprobes else 'absent (CONFIG_KPROBES off)'}")
+
+
+def _tcp_tx(objs: dict) -> dict:
+    """sock_ops header-option callbacks (the preferred hook); else why not, and the merge."""
+    obj_name, prog, hook = POINT_HOOKS["tcp_tx"]
+    obj, err = objs[obj_name]
+    try:
+        if obj is None:
+            raise libbpf.BpfError(0, err or "not loaded")
+        obj.attach_cgroup(prog, cgroup2_root()).detach()
+        return {"hook": hook, "available": True,
+                "note": "adds 4 TCP option bytes (NOPs) to the segments of covered sockets"}
+    except libbpf.BpfError as e:
+        return {"hook": None, "available": False, "merged_into": "sock_send",
+                "reason": f"sockops: {e}; {_tcp_tx_fallback_reason()}. The socket and TCP "
+                          "transmit segments are reported merged (sock_send -> ip_out)."}
 
 
 def _xdp() -> dict:
@@ -68,7 +87,7 @@ def run() -> dict:
     try:
         for point in POINTS:
             if point == "tcp_tx":
-                out["points"][point] = _tcp_tx()
+                out["points"][point] = _tcp_tx(objs)
                 continue
             if point == "xdp":
                 out["points"][point] = _xdp()

@@ -27,6 +27,7 @@ XDP_HOOK = "xdp (native, generic where the driver has none) on every covered dev
 # point -> (object, program, hook description)
 POINT_HOOKS: dict[str, tuple[str, str, str]] = {
     "sock_send": ("sock", "sock_send", "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length"),
+    "tcp_tx": ("tcp_tx", "tcp_tx", "sockops:WRITE_HDR_OPT_CB (cgroup v2 root, 4 option bytes)"),
     "ip_out": ("netfilter", "ip_point", "netfilter:LOCAL_OUT"),
     "ip_post": ("netfilter", "ip_point", "netfilter:POST_ROUTING"),
     "dev_queue": ("dev", "dev_queue", "tp_btf/net_dev_queue"),
@@ -42,7 +43,8 @@ RETRANS_HOOK = ("tcp", "retrans", "tp_btf/tcp_retransmit_skb")
 HELPERS = {"sock_send": [("sock", "send_entry", "tp_btf/tcp_sendmsg_locked")]}
 NF_HOOKS = {"ip_pre": libbpf.NF_INET_PRE_ROUTING, "ip_in": libbpf.NF_INET_LOCAL_IN,
             "ip_out": libbpf.NF_INET_LOCAL_OUT, "ip_post": libbpf.NF_INET_POST_ROUTING}
-OBJECTS = ("sock", "tcp", "dev", "netfilter")
+OBJECTS = ("sock", "tcp", "dev", "netfilter", "tcp_tx")
+SO_NETNS_COOKIE = 71
 
 
 def list_links(ns: str | None) -> list[dict]:
@@ -51,6 +53,25 @@ def list_links(ns: str | None) -> list[dict]:
     out = subprocess.run(["ip", *pre, "-j", "-d", "link", "show"], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out or "[]")
+
+
+def cgroup2_root() -> str:
+    """Where the cgroup v2 hierarchy is mounted (sock_ops programs attach to its root)."""
+    with open("/proc/mounts") as f:
+        for line in f:
+            _dev, mnt, fstype = line.split()[:3]
+            if fstype == "cgroup2":
+                return mnt
+    raise libbpf.BpfError(errno.ENOENT, "no cgroup v2 hierarchy mounted (tcp_tx needs one)")
+
+
+def netns_cookie(ns: str | None) -> int:
+    """The kernel's cookie of a namespace (what bpf_get_netns_cookie returns there)."""
+    import socket
+    with entered(ns) if ns else nullcontext():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
 
 
 def port_bitmap(ports: list[int]) -> bytes:
@@ -83,6 +104,7 @@ class Probes:
     attached: dict[str, str] = field(default_factory=dict)     # point -> hook
     xdp_refused: dict[str, str] = field(default_factory=dict)  # "ns/dev" -> why
     xdp_generic: list[str] = field(default_factory=list)       # "ns/dev" in generic mode
+    unavailable: dict[str, str] = field(default_factory=dict)  # point -> why not attached
 
     def load(self) -> None:
         size = effective_size(self.sample_size)
@@ -92,6 +114,8 @@ class Probes:
         first: libbpf.BpfObject | None = None
         try:
             for name in OBJECTS:
+                if name == "tcp_tx" and "tcp_tx" not in self.points:
+                    continue
                 obj = libbpf.BpfObject.build(name)
                 self.objects[name] = obj
                 for prog in obj.programs():
@@ -107,10 +131,29 @@ class Probes:
                     first = obj
                     for inode in {libbpf.netns_inode(ns) for ns in self.netns}:
                         obj.map("netns_filter").update(inode, b"\x01")
+                elif name == "tcp_tx":
+                    # The one point whose hook a kernel may refuse (sock_ops header options):
+                    # without it, socket and TCP transmit stay one segment, as doctor says.
+                    try:
+                        for m in SHARED_MAPS:
+                            obj.reuse_map(m, first.map(m).fd)
+                        obj.load()
+                    except libbpf.BpfError as e:
+                        self.unavailable["tcp_tx"] = str(e)
+                        _log.warning("tcp_tx not available (%s): socket and TCP transmit "
+                                     "are reported as one segment", e)
+                        obj.close()
+                        del self.objects[name]
+                        continue
                 else:
                     for m in SHARED_MAPS:
                         obj.reuse_map(m, first.map(m).fd)
                     obj.load()
+                if name == "tcp_tx":
+                    for ns in self.netns:
+                        obj.map("netns_cookies").update(
+                            struct.pack("<Q", netns_cookie(ns)),
+                            struct.pack("<I", libbpf.netns_inode(ns)))
             if self.xdp:
                 assert first is not None
                 for ns in self.netns:      # one object per namespace: it knows its inode
@@ -141,8 +184,18 @@ class Probes:
             done: set[tuple[str, str]] = set()
             for point in self.points:
                 obj_name, prog, hook = POINT_HOOKS[point]
-                obj = self.objects[obj_name]
-                if point in NF_HOOKS:
+                obj = self.objects.get(obj_name)
+                if point == "tcp_tx":
+                    if obj_name not in self.objects:
+                        continue
+                    try:
+                        self.objects[obj_name].attach_cgroup(prog, cgroup2_root())
+                    except libbpf.BpfError as e:
+                        self.unavailable["tcp_tx"] = str(e)
+                        _log.warning("tcp_tx not attached (%s): socket and TCP transmit "
+                                     "are reported as one segment", e)
+                        continue
+                elif point in NF_HOOKS:
                     for ns in self.netns:
                         with entered(ns) if ns else nullcontext():
                             for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):

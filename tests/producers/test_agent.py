@@ -22,7 +22,7 @@ from latscope.schemas import codec
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
 SIZE = 14480        # 10 MSS: enough sampled bytes in a short transfer
-TX_PATH = ["sock_send", "ip_out", "ip_post", "dev_queue", "dev_xmit"]
+TX_PATH = ["sock_send", "tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"]
 
 
 @contextlib.contextmanager
@@ -114,7 +114,7 @@ def test_tcp_flow_every_point_both_hosts_same_bytes(net: Any, stack: Any, topic_
         assert r1["flow"]["family"] == family and r1["flow"]["dport"] == 5201
         assert points(r1) == TX_PATH, points(r1)         # in path order (sorted by time)
         assert r1["complete"]                             # left h1 through its exit device
-        assert {h["dev"] for h in r1["hits"][3:]} == {"lsxa-0a"}
+        assert {h["dev"] for h in r1["hits"][4:]} == {"lsxa-0a"}
         p2 = points(r2)
         assert p2[0] == "dev_rx" and p2[-3:] == ["ip_in", "tcp_rx", "sock_recv"], p2
         assert r2["complete"]
@@ -226,8 +226,8 @@ def test_losses_flag_or_drop_retransmissions_and_port_filter(
         assert flagged == [] and c.retrans_dropped == c.retrans
     else:
         assert len(flagged) == c.retrans and c.retrans_dropped == 0
-        # a retransmission record starts at IP: the app handed the byte over only once
-        assert all(r["hits"][0]["point"] == "ip_out" for r in flagged)
+        # a retransmission record starts at TCP: the app handed the byte over only once
+        assert all(r["hits"][0]["point"] == "tcp_tx" for r in flagged)
 
 
 def test_records_on_the_real_topic_decode(net: Any, stack: Any) -> None:

@@ -31,12 +31,12 @@ def test_doctor_json_contract() -> None:
     rep = json.loads(r.stdout)
     assert rep["btf"] is True and rep["kernel"]
     assert set(rep["points"]) == set(POINTS)
-    for p in ("sock_send", "ip_out", "ip_post", "dev_queue", "dev_xmit", "dev_rx", "ip_pre",
-              "ip_in", "tcp_rx", "sock_recv"):
+    for p in ("sock_send", "tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit", "xdp",
+              "dev_rx", "ip_pre", "ip_in", "tcp_rx", "sock_recv"):
         assert rep["points"][p]["available"] is True and rep["points"][p]["hook"], p
     assert rep["points"]["sock_recv"]["hook"] == "tp_btf/sock_recv_length"
-    tx = rep["points"]["tcp_tx"]
-    assert tx["available"] is False and tx["hook"] is None and "merged" in tx["reason"]
+    assert rep["points"]["tcp_tx"]["hook"].startswith("sockops:")
+    assert rep["points"]["xdp"]["opt_in"] is True
 
 
 def _xdp_devices(ns: str) -> list[str]:
@@ -64,8 +64,8 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
         line = proc.stdout.readline()
         assert "ready" in line, proc.stderr.read() if proc.stderr else line
         ours = links_of(proc.pid)
-        # 8 tp_btf links (3 socket, 2 tcp, 3 device) + 4 netfilter hooks x 2 families
-        assert len(ours) == 8 + 8, ours
+        # 8 tp_btf links (3 socket, 2 tcp, 3 device), 4 netfilter hooks x 2 families, sockops
+        assert len(ours) == 8 + 8 + 1, ours
         assert ours <= link_ids()
         assert loopback_burst(scratch_netns, 3_000_000) == 3_000_000
         deadline = time.monotonic() + 10

@@ -1,0 +1,89 @@
+/* The TCP transmit point: TCP has built the segment's header (sequence number known) and is
+ * about to hand it to IP. No tracepoint sits there; the sock_ops header-option callbacks
+ * inside __tcp_transmit_skb do. They only run for sockets that ask for them, so the
+ * program asks (at connection establishment) only for sockets of covered namespaces, and
+ * reserves 4 option bytes on their segments (written as NOPs: the cost of the callback).
+ * Namespaces are known by their netns cookie here (sock_ops has no kernel socket pointer):
+ * user space fills netns_cookies with cookie -> inode for the namespaces it covers.
+ * Hooks:
+ *   tcp_tx  sockops (cgroup v2 root): ACTIVE/PASSIVE_ESTABLISHED_CB set the header-option
+ *           flag; HDR_OPT_LEN_CB reserves 4 bytes; WRITE_HDR_OPT_CB reports the segment
+ */
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, __u32);
+} netns_cookies SEC(".maps");
+
+static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_netns_cookie(skops);
+	return bpf_map_lookup_elem(&netns_cookies, &cookie);
+}
+
+SEC("sockops")
+int tcp_tx(struct bpf_sock_ops *skops)
+{
+	struct ls_hit h = {};
+	struct tcphdr *th;
+	__u32 *netns, len;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		if (ours(skops) && ls_ports_ok(skops->local_port, bpf_ntohl(skops->remote_port)))
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+		return 1;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		if (ours(skops))
+			bpf_reserve_hdr_opt(skops, 4, 0);
+		return 1;
+	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
+		break;
+	default:
+		return 1;
+	}
+	netns = ours(skops);
+	if (!netns)
+		return 1;
+	th = (struct tcphdr *)(long)skops->skb_data;
+	if ((void *)(th + 1) > (void *)(long)skops->skb_data_end)
+		return 1;
+	len = skops->skb_len;
+	if (len <= th->doff * 4)
+		return 1;                  /* no data */
+	len -= th->doff * 4;
+	h.seq = bpf_ntohl(th->seq);
+	if (!ls_sampled(h.seq, len))
+		return 1;
+	h.len = len;
+	h.sport = skops->local_port;
+	h.dport = bpf_ntohs(th->dest);
+	h.proto = IPPROTO_TCP;
+	if (skops->family == AF_INET) {
+		h.family = 4;
+		*(__u32 *)h.saddr = skops->local_ip4;
+		*(__u32 *)h.daddr = skops->remote_ip4;
+	} else {
+		__u32 *s = (__u32 *)h.saddr, *d = (__u32 *)h.daddr;
+		h.family = 6;
+		s[0] = skops->local_ip6[0]; s[1] = skops->local_ip6[1];
+		s[2] = skops->local_ip6[2]; s[3] = skops->local_ip6[3];
+		d[0] = skops->remote_ip6[0]; d[1] = skops->remote_ip6[1];
+		d[2] = skops->remote_ip6[2]; d[3] = skops->remote_ip6[3];
+		if (d[0] == 0 && d[1] == 0 && d[2] == bpf_htonl(0xffff)) {   /* v4-mapped */
+			h.family = 4;
+			s[0] = s[3];
+			d[0] = d[3];
+			s[2] = s[3] = d[2] = d[3] = 0;
+		}
+	}
+	ls_emit_at(&h, LS_TCP_TX, 0, *netns, 0, 0);
+	return 1;
+}
