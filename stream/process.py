@@ -44,10 +44,10 @@ class WorkerProcess:
         return self
 
     def summary(self) -> dict:
-        return get_json(self.web_port, "/latscope/summary/")
+        return get_json(self.web_port, "/latscope/summary")
 
     def flows(self) -> dict:
-        return get_json(self.web_port, "/latscope/flows/")
+        return get_json(self.web_port, "/latscope/flows")
 
     def wait_until(self, cond: Callable[[dict], bool], timeout: float, what: str) -> dict:
         """Poll the summary until ``cond`` holds; raise with the log tail if it never does."""

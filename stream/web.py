@@ -1,7 +1,7 @@
 """LatScope's pages on the Faust web server (next to Faust's own ``/table/<name>/``).
 
-``/latscope/summary/``  counters, clock models, sink health, open windows
-``/latscope/flows/``    per flow: every segment's statistics for the open windows, the
+``/latscope/summary``   counters, clock models, sink health, open windows
+``/latscope/flows``     per flow: every segment's statistics for the open windows, the
                         newest closed window and all closed windows so far (this worker's
                         partitions only: a flow lives on exactly one partition)
 Durations are µs, like the demo summary.
@@ -82,12 +82,11 @@ def flows(rt: Runtime) -> dict[str, Any]:
 
 
 def register_views(rt: Runtime) -> None:
-    app = rt.app
+    """Both ``/latscope/summary`` and ``/latscope/summary/`` (likewise flows) answer."""
+    for name, build in (("summary", summary), ("flows", flows)):
+        async def page(web: Any, request: Any, build: Any = build) -> Any:
+            return web.json(build(rt))
 
-    @app.page("/latscope/summary/")
-    async def summary_view(web: Any, request: Any) -> Any:
-        return web.json(summary(rt))
-
-    @app.page("/latscope/flows/")
-    async def flows_view(web: Any, request: Any) -> Any:
-        return web.json(flows(rt))
+        for suffix in ("", "/"):
+            rt.app.page(f"/latscope/{name}{suffix}",
+                        name=f"latscope_{name}{'_dir' if suffix else ''}")(page)
