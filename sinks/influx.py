@@ -102,7 +102,7 @@ class InfluxSettings:
     token: str
     tags: dict[str, str] = field(default_factory=dict)   # added to every point
     batch_size: int = 5000
-    flush_interval_ms: int = 500
+    flush_interval_ms: int = 250
     max_retries: int = 5
 
 
