@@ -39,7 +39,7 @@ TOPO = {
     "links": [{"a": "bnch1", "b": "bnch2", "a_addr": ["10.77.0.1/24"], "b_addr": ["10.77.0.2/24"]}],
 }
 PROGS = {"dev_queue", "dev_xmit", "dev_rx", "ip_point", "tcp_rx", "retrans", "sock_send",
-         "sock_recv", "send_entry"}
+         "sock_recv", "send_entry", "tcp_tx"}
 PY = [sys.executable, "-m", "latscope"]
 
 
