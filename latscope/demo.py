@@ -187,6 +187,8 @@ def run_demo(opts: DemoOptions) -> dict:
              "--breakdown-topic", t(TOPIC_BREAKDOWNS),
              "--dead-letter-topic", t(TOPIC_DEAD_LETTER)],
             opts.web_port, run_dir / "worker.log")
+        # LIFO: the worker stops first, then its per-run internal topics go.
+        es.callback(_delete_internal_topics, info.kafka_bootstrap, f"latscope-{opts.run_id}-")
         es.callback(worker.stop)
         worker.start()
         worker.wait_ready()
@@ -230,6 +232,19 @@ def run_demo(opts: DemoOptions) -> dict:
         summary["worker"] = {"counters": worker.summary()["counters"]}
         summary["traffic"] = results
     return summary
+
+
+def _delete_internal_topics(bootstrap: str, prefix: str) -> None:
+    """The run's Faust changelog/assignor topics: state of a worker that is gone."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        for fut in admin.delete_topics(names).values() if names else ():
+            fut.result(10)
+    except Exception as e:   # leftovers are harmless: say so, do not fail the run
+        _log.warning("could not delete the run's internal topics %s*: %s", prefix, e)
 
 
 def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
