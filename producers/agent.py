@@ -43,6 +43,7 @@ class AgentSettings:
     filter_retrans: bool = True
     linger_ms: int = 50
     hold_ms: int = 5000          # TCP bytes still inside the host wait this long for more hits
+    max_open: int = 500_000      # sampled bytes grouped at once (memory bound; evictions counted)
     rate_cap_per_s: int = 200_000
     ring_buffer_bytes: int = 8 << 20
     bootstrap: str = "127.0.0.1:9092"
@@ -101,7 +102,7 @@ class Agent:
         self.s = s
         self.counters = AgentCounters()
         self.grouper = Grouper(s.host, linger_ns=s.linger_ms * 1_000_000,
-                               hold_ns=s.hold_ms * 1_000_000,
+                               hold_ns=s.hold_ms * 1_000_000, max_open=s.max_open,
                                rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
@@ -148,14 +149,15 @@ class Agent:
                     self.grouper.expire(out, now)
                     last_expire = now
                 for r in out:
-                    self.publisher.publish(r)
+                    self.publisher.publish(r, stop)
                 out.clear()
                 self.publisher.poll()
         finally:
             self.shutdown()
 
-    def shutdown(self) -> None:
-        """Detach every probe first (nothing new arrives), then drain, flush, publish."""
+    def shutdown(self, flush_timeout: float = 10.0) -> None:
+        """Detach every probe first (nothing new arrives), then drain, flush, publish; what
+        Kafka has not acknowledged within flush_timeout is counted as failed."""
         if self.ring is None:
             self.probes.close()
             return
@@ -166,9 +168,15 @@ class Agent:
         self.process(self.ring.read(), out)
         self.grouper.flush_all(out)
         assert self.publisher is not None
-        for r in out:
-            self.publisher.publish(r)
-        left = self.publisher.flush(10.0)
+        deadline = threading.Event()
+        timer = threading.Timer(flush_timeout, deadline.set)
+        timer.start()
+        try:
+            for r in out:
+                self.publisher.publish(r, deadline)
+            left = self.publisher.flush(max(0.1, flush_timeout / 2))
+        finally:
+            timer.cancel()
         if left:
             _log.warning("%d layer events still undelivered at exit", left)
         self.ring.close()

@@ -56,7 +56,7 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         clock=ClockInjection(offset, drift, args.epoch_ns or 0),
         sample_size=args.sample_size if args.sample_size is not None else size,
         ports=args.port or ports, filter_retrans=filt,
-        linger_ms=cfg.agent.linger_ms,
+        linger_ms=cfg.agent.linger_ms, hold_ms=args.hold_ms,
         rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
         ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
         bootstrap=args.bootstrap or cfg.kafka.bootstrap, kafka_settings=dict(cfg.kafka.settings),
@@ -159,6 +159,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--xdp", action="store_true",
                    help="also the xdp point: XDP on every covered device (changes the receive "
                         "path it measures; a device with the sync responder keeps its own)")
+    a.add_argument("--hold-ms", type=int, default=5000,
+                   help="how long a TCP byte still inside the host (qdisc, socket queue) may "
+                        "wait for its next hit before it is published incomplete")
     a.add_argument("--rate-cap", type=int, help="override agent.rate_cap_per_s (sampled bytes/s)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")

@@ -257,6 +257,8 @@ class Grouper:
         flow, seq = key
         fid = self._flow_ids.get(flow)
         if fid is None:
+            if len(self._flow_ids) > 100_000:     # bounded: a cache, not a flow table
+                self._flow_ids.clear()
             fid = self._flow_ids[flow] = flow_id(
                 {"proto": flow[0], "src": flow[2], "dst": flow[3], "sport": flow[4],
                  "dport": flow[5]})

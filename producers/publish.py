@@ -3,6 +3,7 @@ delivery outcome counted, a full local queue waited out (BufferError), never dro
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Producer
@@ -48,7 +49,9 @@ class LayerEventPublisher:
                 self._last_error = str(err)
                 _log.warning("layer event not delivered: %s", err)
 
-    def publish(self, record: Record) -> None:
+    def publish(self, record: Record, abort: threading.Event | None = None) -> bool:
+        """Queue one record; a full queue is waited out (never dropped) unless `abort` gets
+        set meanwhile (shutdown with the broker unreachable): then it counts as failed."""
         value = self._encoder.encode(record)
         key = record.flow_id.encode()
         while True:
@@ -59,11 +62,18 @@ class LayerEventPublisher:
             except BufferError:
                 self.counters.buffer_waits += 1
                 self._producer.poll(0.05)
+                if abort is not None and abort.is_set():
+                    self.counters.failed += 1
+                    return False
         self.counters.produced += 1
+        return True
 
     def poll(self) -> None:
         self._producer.poll(0)
 
     def flush(self, timeout: float = 10.0) -> int:
-        """Wait for outstanding deliveries; returns how many are still undelivered."""
-        return self._producer.flush(timeout)
+        """Wait for outstanding deliveries; returns how many are still undelivered (counted
+        as failed: the producer goes away with them)."""
+        left = self._producer.flush(timeout)
+        self.counters.failed += left
+        return left

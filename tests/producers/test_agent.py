@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
-from producer_helpers import tcp_transfer, udp_send
+from producer_helpers import links_of, loopback_burst, tcp_transfer, udp_send
 
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.schemas import codec
@@ -291,3 +292,27 @@ def test_xdp_point_opt_in(net: Any, stack: Any, topic_name: str) -> None:
         links = json.loads(subprocess.run(["ip", "-n", net.ns_name(host), "-j", "link", "show"],
                                           check=True, capture_output=True, text=True).stdout)
         assert [lk["ifname"] for lk in links if "xdp" in lk] == []
+
+
+def test_broker_unreachable_shutdown_counts_losses(scratch_netns: str) -> None:
+    """No broker: the agent still stops promptly on request, detaches everything, and
+    counts every record it could not deliver (nothing silent)."""
+    a = Agent(AgentSettings(host="lsxa-nokafka", netns=[scratch_netns], sample_size=14480,
+                            bootstrap="127.0.0.1:1", topic="lsx-test-unreachable"))
+    a.start()
+    ours = links_of(os.getpid())
+    stop = threading.Event()
+    t = threading.Thread(target=a.run, args=(stop,), daemon=True)
+    t.start()
+    assert loopback_burst(scratch_netns, 2_000_000) == 2_000_000
+    deadline = time.monotonic() + 10
+    while a.grouper.counters.records < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    stop.set()
+    t.join(30)
+    assert not t.is_alive() and time.monotonic() - started < 15
+    c = a.status()["counters"]
+    assert c["records"] >= 100 and c["published"] == 0
+    assert c["failed_deliveries"] == c["records"], c
+    assert not (links_of(os.getpid()) & ours)
