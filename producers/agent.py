@@ -179,6 +179,7 @@ class Agent:
             timer.cancel()
         if left:
             _log.warning("%d layer events still undelivered at exit", left)
+        self.publisher.close()
         self.ring.close()
         self.ring = None
         self.probes.close()

@@ -77,3 +77,7 @@ class LayerEventPublisher:
         left = self._producer.flush(timeout)
         self.counters.failed += left
         return left
+
+    def close(self) -> None:
+        """Drop the producer (its threads stop retrying an unreachable broker)."""
+        self._producer = None  # type: ignore[assignment]
