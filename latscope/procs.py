@@ -41,19 +41,31 @@ class Service:
         self.pid_file = run_dir / f"{name}.pid"
         self.log_file = run_dir / f"{name}.log"
         self.marker = marker  # a string our command line contains: we never signal anyone else
+        self._proc: subprocess.Popen | None = None
 
     def pid(self) -> int | None:
+        """The pid in our pid file, if that process is alive and really ours."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            return None
-        return pid if self.marker in cmdline else None
+        # cmdline reads empty while a process is exec'ing (the JVM launcher re-execs itself)
+        # and once it is a zombie: retry briefly, then give up.
+        for _ in range(20):
+            if not _alive(pid):
+                return None
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                return None
+            if cmdline:
+                return pid if self.marker in cmdline else None
+            time.sleep(0.05)
+        return None
 
     def running(self) -> bool:
+        if self._proc is not None:  # started by this process: the child's own status is exact
+            return self._proc.poll() is None
         return self.pid() is not None
 
     def start(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
@@ -62,6 +74,7 @@ class Service:
             proc = subprocess.Popen(
                 list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, **(env or {})})
+        self._proc = proc
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
@@ -77,6 +90,8 @@ class Service:
         except TimeoutError:
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not _alive(pid), 10, f"kill {self.name}")
+        if self._proc is not None:
+            self._proc.poll()  # reap our own child so it does not linger as a zombie
         self.pid_file.unlink(missing_ok=True)
         return True
 
