@@ -33,12 +33,8 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_C_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+#define LS_NCOUNTERS LS_C_MAX
+#include "counters.bpf.h"
 
 /* Network namespaces (inodes) this agent covers: tracepoints are global, so on one machine
  * every agent sees every namespace's packets and must keep only its own. */
@@ -48,13 +44,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } netns_filter SEC(".maps");
-
-static __always_inline void ls_count(__u32 slot)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
-	if (c)
-		*c += 1;
-}
 
 static __always_inline int ls_netns_ok(__u32 inum)
 {

@@ -61,20 +61,8 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } samples SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MGR_NCOUNTERS);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-
-	if (v)
-		*v += 1;
-}
+#define LS_NCOUNTERS MGR_NCOUNTERS
+#include "counters.bpf.h"
 
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
@@ -130,7 +118,7 @@ int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
 	skb_addr = (__u64)skb;
 	if (bpf_map_update_elem(&inflight, &skb_addr, &probe.probe_id, BPF_NOEXIST) == 0)
 		__sync_fetch_and_add(&inflight_n, 1);
-	count(MGR_T1);
+	ls_count(MGR_T1);
 	return 0;
 }
 
@@ -165,20 +153,20 @@ int sync_t4(struct xdp_md *ctx)
 	if (sync_parse(ctx, &f) != SYNC_PROBE || f.udp->source != bpf_htons(sync_port) ||
 	    f.probe->magic != bpf_htonl(SYNC_MAGIC) || f.probe->kind != SYNC_KIND_REPLY)
 		return XDP_PASS;
-	count(MGR_REPLIES);
+	ls_count(MGR_REPLIES);
 	if (f.probe->token != sync_token) {
-		count(MGR_BAD_TOKEN);
+		ls_count(MGR_BAD_TOKEN);
 		return XDP_DROP;
 	}
 	id = f.probe->probe_id;
 	t1 = bpf_map_lookup_elem(&departures, &id);
 	if (!t1) {
-		count(MGR_NO_T1);
+		ls_count(MGR_NO_T1);
 		return XDP_DROP;
 	}
 	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
 	if (!s) {
-		count(MGR_RINGBUF_FULL);
+		ls_count(MGR_RINGBUF_FULL);
 		bpf_map_delete_elem(&departures, &id);
 		return XDP_DROP;
 	}
@@ -191,7 +179,7 @@ int sync_t4(struct xdp_md *ctx)
 	s->flags = 0;
 	bpf_ringbuf_submit(s, 0);
 	bpf_map_delete_elem(&departures, &id);
-	count(MGR_SAMPLES);
+	ls_count(MGR_SAMPLES);
 	return XDP_DROP;
 }
 

@@ -36,20 +36,8 @@ struct {
 	__type(value, __u8);
 } local SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RESP_NCOUNTERS);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-
-	if (v)
-		*v += 1;
-}
+#define LS_NCOUNTERS RESP_NCOUNTERS
+#include "counters.bpf.h"
 
 static __always_inline __u16 csum_fold(__s64 sum)
 {
@@ -78,19 +66,19 @@ int sync_responder(struct xdp_md *ctx)
 	sync_dst_key(&f, &dst);
 	if (!bpf_map_lookup_elem(&local, &dst))
 		return XDP_PASS; /* for another host behind this one: forward it */
-	count(RESP_PROBES);
+	ls_count(RESP_PROBES);
 	if (parsed != SYNC_PROBE || f.probe->magic != bpf_htonl(SYNC_MAGIC) ||
 	    f.probe->version != SYNC_VERSION || f.probe->kind != SYNC_KIND_REQUEST) {
-		count(RESP_MALFORMED);
+		ls_count(RESP_MALFORMED);
 		return XDP_DROP;
 	}
 	sync_src_key(&f, &src);
 	if (!bpf_map_lookup_elem(&allow, &src)) {
-		count(RESP_BAD_SOURCE);
+		ls_count(RESP_BAD_SOURCE);
 		return XDP_DROP;
 	}
 	if (f.probe->token != sync_token) {
-		count(RESP_BAD_TOKEN);
+		ls_count(RESP_BAD_TOKEN);
 		return XDP_DROP;
 	}
 
@@ -133,7 +121,7 @@ int sync_responder(struct xdp_md *ctx)
 		f.udp->check = csum_fold(sum) ?: 0xffff;
 	}
 out:
-	count(RESP_ANSWERED);
+	ls_count(RESP_ANSWERED);
 	return XDP_TX;
 }
 
