@@ -14,7 +14,8 @@ Layer of a consecutive pair (design §2 point names):
               dev_xmit→next device point (another device) virtual | dev_rx→dev_rx
               (bridge port → bridge) virtual | xdp/dev_rx→ip_pre device | ip_in→tcp_rx tcp |
               tcp_rx→sock_recv socket
-  two hosts   wire (clock-corrected; error bound = sum of the two hosts' bounds)
+  two hosts   wire (clock-corrected; error bound = sum of the two hosts' bounds) |
+              dev_queue→(other host) qdisc: dev_xmit missing, the merged qdisc+wire segment
 
 Device kind is not guessed from names: a hop between two devices on one host is
 ``virtual`` (only veth/bridge/tap hand packets over inside a host), a hop between hosts is
@@ -189,6 +190,8 @@ def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Poi
 def layer_of(a: Point, b: Point) -> tuple[str, str | None]:
     """(layer, device) of the segment between two consecutive points."""
     if a.host != b.host:
+        if a.point == "dev_queue":      # dev_xmit missing: the queue wait (ms) dwarfs the wire (µs)
+            return "qdisc", a.dev
         return "wire", a.dev if a.point in DEVICE_POINTS else None
     pa, pb = a.point, b.point
     if pa == "dev_queue" and pb == "dev_xmit" and a.dev == b.dev:

@@ -84,6 +84,15 @@ def test_no_topology_orders_by_roles_and_merged_socket_tcp() -> None:
     assert layers(bd)[0] == ("h1:sock_send", "h1:ip_out", "socket")
 
 
+def test_missing_dev_xmit_merges_into_the_qdisc_segment() -> None:
+    recs = sample_records(PathSpec(PATH), 0, 10**12)
+    recs[0]["hits"] = [h for h in recs[0]["hits"] if h["point"] != "dev_xmit"]
+    bd = breakdown(recs, ClockView({}, "mgr"), path=PATH)
+    merged = [s for s in bd["segments"] if s["from"] == "h1:dev_queue@eth0"]
+    assert [(s["to"], s["layer"], s["device"]) for s in merged] == [
+        ("h2:dev_rx@eth0", "qdisc", "eth0")]
+
+
 def test_bridge_and_container_veth_are_virtual_hops() -> None:
     # h2 routes into br0, the bridge hands the skb to the container's veth port.
     hits = [("dev_rx", "v12"), ("ip_pre", None), ("ip_post", None), ("dev_queue", "br0"),
