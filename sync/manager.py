@@ -18,12 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from latscope import log
 from latscope.producers import libbpf
 from latscope.sync import wire
+from latscope.sync.attached import Attached
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
-from latscope.sync.responder import DEFAULT_PORT, ifindex_in, inside, read_counters, xdp_flags
+from latscope.sync.responder import DEFAULT_PORT, ifindex_in, inside, xdp_flags
 
 _log = log.get("sync.manager")
 
@@ -66,7 +68,8 @@ ModelSink = Callable[[str, Model], None]
 
 
 @dataclass
-class Manager:
+class Manager(Attached):
+    COUNTERS: ClassVar[list[str]] = wire.MANAGER_COUNTERS
     targets: Iterable[Target]
     token: int
     netns: str | None = None
@@ -212,29 +215,8 @@ class Manager:
         self.collect(0)
         self.refit()
 
-    @property
-    def bpf_object(self) -> libbpf.BpfObject:
-        """The loaded object (program fds for accounting, maps for inspection)."""
-        if self._obj is None:
-            raise RuntimeError("not started")
-        return self._obj
-
-    def counters(self) -> dict[str, int]:
-        if self._obj is None:
-            raise RuntimeError("manager not started")
-        return read_counters(self._obj.map("counters"), wire.MANAGER_COUNTERS)
-
-    def close(self) -> None:
-        if self._obj is not None:
-            self._ring.close()
-            for s in self._socks.values():
-                s.close()
-            self._obj.close()
-            self._obj = None
-
-    def __enter__(self) -> Manager:
-        return self.start() if self._obj is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        self._ring.close()
+        for s in self._socks.values():
+            s.close()
 

@@ -13,12 +13,14 @@ import socket
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from latscope import log
 from latscope import netns as nsmod
 from latscope.clock import ClockInjection
 from latscope.producers import libbpf
 from latscope.sync import wire
+from latscope.sync.attached import Attached
 
 _log = log.get("sync.responder")
 
@@ -41,8 +43,10 @@ def ifindex_in(netns: str | None, ifname: str) -> int:
 
 
 @dataclass
-class Responder:
+class Responder(Attached):
     """One host's responder; ``start()`` attaches it, ``close()`` detaches it."""
+
+    COUNTERS: ClassVar[list[str]] = wire.RESPONDER_COUNTERS  # enum sync_responder_counter
 
     ifname: str
     token: int
@@ -94,30 +98,6 @@ class Responder:
                   ", ".join(self.allow), self.injection.offset_ns, self.injection.drift_ppm)
         return self
 
-    @property
-    def bpf_object(self) -> libbpf.BpfObject:
-        """The loaded object (program fds for accounting, maps for inspection)."""
-        if self._obj is None:
-            raise RuntimeError("not started")
-        return self._obj
-
-    def counters(self) -> dict[str, int]:
-        """Per-outcome totals over all CPUs (see enum sync_responder_counter in sync.h)."""
-        if self._obj is None:
-            raise RuntimeError("responder not started")
-        return read_counters(self._obj.map("counters"), wire.RESPONDER_COUNTERS)
-
-    def close(self) -> None:
-        if self._obj is not None:
-            self._obj.close()
-            self._obj = None
-
-    def __enter__(self) -> Responder:
-        return self.start() if self._obj is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def interface_addresses(netns: str | None, ifname: str) -> list[str]:
     """Every IPv4/IPv6 address on the device (link-local ones included)."""
@@ -145,11 +125,6 @@ def xdp_flags(mode: str, netns: str | None, ifname: str) -> int:
     if mode != "auto":
         raise ValueError(f"xdp mode {mode!r}: expected native, generic or auto")
     return libbpf.XDP_FLAGS_SKB_MODE if link_kind(netns, ifname) == "veth" else 0
-
-
-def read_counters(m: libbpf.Map, names: list[str]) -> dict[str, int]:
-    return {name: sum(int.from_bytes(v, "little") for v in m.lookup_percpu(i))
-            for i, name in enumerate(names)}
 
 
 def start_responder(netns: str | None, ifname: str, injection: ClockInjection, token: int,
