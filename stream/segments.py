@@ -3,8 +3,13 @@
 Path order never comes from sorting corrected timestamps across hosts: that would hide
 exactly the negative durations a bad clock produces. Hosts are ordered along the path
 (topology when known, else sender first, receiver last, forwarders by time), and points
-inside one host by where they sit in the stack; only points of one host's device blocks
-(several devices: container veth, bridge, NIC) are ordered by that host's own clock.
+inside one host by where they sit in the stack. Only where the stack order itself varies
+does one host's own clock decide (it is one clock, so this hides no clock error): the
+device blocks (several devices: container veth, bridge, NIC) and the receive block
+(xdp, dev_rx of every device, ip_pre). The latter matters with br_netfilter
+(``bridge-nf-call-iptables=1``): the IPv4 PREROUTING hook then runs inside the bridge,
+before the frame is passed up to the bridge device, so the real order is
+dev_rx@port → ip_pre → dev_rx@bridge → ip_post/ip_in.
 
 Layer of a consecutive pair (design §2 point names):
 
@@ -14,19 +19,26 @@ Layer of a consecutive pair (design §2 point names):
               dev_xmit→next device point (another device) virtual | dev_rx→dev_rx
               (bridge port → bridge) virtual | xdp/dev_rx→ip_pre device | ip_in→tcp_rx tcp |
               tcp_rx→sock_recv socket
+              br_netfilter: dev_rx@port→ip_pre device (the port's receive up to the IP
+              hook, as without a bridge) | ip_pre→dev_rx@bridge virtual, device = the
+              bridge (the bridge passing the frame up to its own device: the rest of the
+              bridge hop) | dev_rx@bridge→ip_post/ip_in ip (IP work after its hook)
   two hosts   wire (clock-corrected; error bound = sum of the two hosts' bounds) |
               dev_queue→(other host) qdisc: dev_xmit missing, the merged qdisc+wire segment
 
 Device kind is not guessed from names: a hop between two devices on one host is
 ``virtual`` (only veth/bridge/tap hand packets over inside a host), a hop between hosts is
 ``wire`` whatever carries it (a veth pair between namespaces in the demo).
+
+A byte passing a host twice (retransmitted, or a spurious resend of which both copies got
+through) must not mix copies: see ``drop_repeats``.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from latscope.clock import to_reference
 
@@ -126,24 +138,65 @@ def host_order(hits_by_host: Mapping[str, Sequence[dict]], clocks: ClockView,
 
 
 _KEEP_LAST = frozenset({"tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"})
+# Points only a host with the flow's socket has: a host with none of them forwards.
+_LOCAL = frozenset({"sock_send", "tcp_tx", "ip_out", "ip_in", "tcp_rx", "sock_recv"})
+_RX_BLOCK = frozenset({"xdp", "dev_rx", "ip_pre"})
+# Copies of one byte are >= 10 ms apart (TLP floor; RTO >= 200 ms): a clock error beyond
+# the sync bound up to this much still picks the right copy.
+COPY_SLACK_NS = 1_000_000
 
 
-def drop_repeats(hits: Sequence[dict]) -> tuple[list[dict], bool]:
+def passes(hits: Sequence[dict]) -> list[list[dict]]:
+    """One host's hits split into passes of the byte, in time order (one clock): a pass
+    ends where a (point, device) repeats."""
+    out: list[list[dict]] = []
+    cur: list[dict] = []
+    seen: set[tuple[str, str | None]] = set()
+    for hit in sorted(hits, key=lambda h: h["ts_ns"]):
+        k = (hit["point"], hit.get("dev"))
+        if k in seen:
+            out.append(cur)
+            cur, seen = [], set()
+        cur.append(hit)
+        seen.add(k)
+    out.append(cur)
+    return out
+
+
+def drop_repeats(hits: Sequence[dict],
+                 not_after: Callable[[int], bool] | None = None) -> tuple[list[dict], bool]:
     """One hit per (point, device): a byte passing a point twice was retransmitted.
 
-    The copy that got through is the one that reached the last transmit point, so the
-    transmit chain is resolved backwards from the latest last point: each earlier transmit
-    point keeps its latest hit not after the next point's chosen one. sock_send keeps the
-    first hit (when the app handed the byte over) and receive points their first (a
-    duplicate arrival changes nothing). The loss-recovery wait then lands in
-    sock_send→(tcp_tx|ip_out), where TCP held the byte, and the breakdown is flagged
-    ``retrans``.
+    ``not_after(ts)``: whether a hit of this host (its clock) is not after the next host's
+    chosen entry (clock-corrected, with the sync bound plus COPY_SLACK_NS); None for the
+    last host or an unsynced pair. The copy this host handed on is the one the next host
+    got, so picks are made against it.
+
+    A forwarding host (no socket-side point) keeps one whole pass: the latest that ended
+    not after the next host's entry, else (no such pass, or no next host) the earliest of
+    the passes that went furthest. Mixing passes would put a later copy's exit after an
+    earlier copy's entry: an inflated ip segment and a matching negative wire.
+
+    On the sender the copy that got through is the one that reached the last transmit
+    point, so the transmit chain is resolved backwards from the latest last point (not
+    after the next host's entry): each earlier transmit point keeps its latest hit not
+    after the next point's chosen one. sock_send keeps the first hit (when the app handed
+    the byte over) and receive points their first (a duplicate arrival changes nothing).
+    The loss-recovery wait then lands in sock_send→(tcp_tx|ip_out), where TCP held the
+    byte, and the breakdown is flagged ``retrans``.
     """
     groups: dict[tuple[str, str | None], list[dict]] = {}
     for hit in hits:
         groups.setdefault((hit["point"], hit.get("dev")), []).append(hit)
     if all(len(g) == 1 for g in groups.values()):
         return list(hits), False
+    if not any(k[0] in _LOCAL for k in groups):
+        ps = passes(hits)
+        fit = [p for p in ps if not_after is not None and not_after(p[-1]["ts_ns"])]
+        if fit:
+            return fit[-1], True
+        furthest = max(len(p) for p in ps)
+        return next(p for p in ps if len(p) == furthest), True
     chosen: dict[tuple[str, str | None], dict] = {}
     tx = []
     for k, g in groups.items():
@@ -158,6 +211,8 @@ def drop_repeats(hits: Sequence[dict]) -> tuple[list[dict], bool]:
     for k in reversed(tx):
         g = groups[k]
         ok = [h for h in g if limit is None or h["ts_ns"] <= limit]
+        if limit is None and not_after is not None:
+            ok = [h for h in ok if not_after(h["ts_ns"])] or ok
         pick = max(ok, key=lambda h: h["ts_ns"]) if ok else min(g, key=lambda h: h["ts_ns"])
         chosen[k] = pick
         limit = pick["ts_ns"]
@@ -165,7 +220,8 @@ def drop_repeats(hits: Sequence[dict]) -> tuple[list[dict], bool]:
 
 
 def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Point]:
-    """One host's hits in stack order; device blocks by device, devices by first hit."""
+    """One host's hits in stack order; device blocks by device, devices by first hit; the
+    receive block (xdp, dev_rx, ip_pre) by this host's clock (br_netfilter, see above)."""
     first_of_dev: dict[tuple[int, str | None], int] = {}
     for hit in hits:
         if hit["point"] in DEVICE_POINTS:
@@ -173,9 +229,12 @@ def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Poi
             first_of_dev[k] = min(first_of_dev.get(k, hit["ts_ns"]), hit["ts_ns"])
 
     def key(hit: dict) -> tuple:
-        rank = _RANK[hit["point"]]
-        if hit["point"] in DEVICE_POINTS:
-            return (rank, first_of_dev[(rank, hit.get("dev"))], _IN_BLOCK[hit["point"]],
+        point = hit["point"]
+        rank = _RANK[point]
+        if point in _RX_BLOCK:
+            return (_RANK["dev_rx"], hit["ts_ns"], rank, _IN_BLOCK.get(point, 0))
+        if point in DEVICE_POINTS:
+            return (rank, first_of_dev[(rank, hit.get("dev"))], _IN_BLOCK[point],
                     hit["ts_ns"])
         return (rank, 0, 0, hit["ts_ns"])
 
@@ -187,8 +246,9 @@ def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Poi
             for h in sorted(hits, key=key)]
 
 
-def layer_of(a: Point, b: Point) -> tuple[str, str | None]:
-    """(layer, device) of the segment between two consecutive points."""
+def layer_of(a: Point, b: Point, *, past_ip_pre: bool = False) -> tuple[str, str | None]:
+    """(layer, device) of the segment between two consecutive points; ``past_ip_pre``:
+    this host's ip_pre came before ``a`` (br_netfilter order)."""
     if a.host != b.host:
         if a.point == "dev_queue":      # dev_xmit missing: the queue wait (ms) dwarfs the wire (µs)
             return "qdisc", a.dev
@@ -196,6 +256,10 @@ def layer_of(a: Point, b: Point) -> tuple[str, str | None]:
     pa, pb = a.point, b.point
     if pa == "dev_queue" and pb == "dev_xmit" and a.dev == b.dev:
         return "qdisc", a.dev
+    if pa == "ip_pre" and pb in ("dev_rx", "xdp"):   # br_netfilter: bridge → its device
+        return "virtual", b.dev
+    if past_ip_pre and pa in ("dev_rx", "xdp") and pb.startswith("ip_"):
+        return "ip", None
     if pa in DEVICE_POINTS and pb in DEVICE_POINTS:
         if a.dev != b.dev:
             return "virtual", a.dev
@@ -244,17 +308,32 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     first = records[0]
     by_host = dedup_hits(records)
     hosts = host_order(by_host, clocks, path)
-    points: list[Point] = []
     retrans = True in [r.get("retrans") for r in records]
-    for h in hosts:
-        hits, repeated = drop_repeats(by_host[h])
+    # Last host first: each host's copy is chosen against the next host's entry.
+    chosen: dict[str, list[Point]] = {}
+    entry: tuple[str, int] | None = None      # next host, its first point (reference)
+    for h in reversed(hosts):
+        not_after = None
+        if entry is not None:
+            slack = clocks.pair_bound(h, entry[0]) + COPY_SLACK_NS
+            if math.isfinite(slack):
+                limit = entry[1] + slack
+
+                def not_after(ts: int, h: str = h, limit: float = limit) -> bool:
+                    return clocks.to_ref(h, ts) <= limit
+        hits, repeated = drop_repeats(by_host[h], not_after)
         retrans = retrans or repeated
-        points.extend(order_points(h, hits, clocks))
+        chosen[h] = order_points(h, hits, clocks)
+        if chosen[h]:
+            entry = (h, chosen[h][0].ts_ref)
+    points = [p for h in hosts for p in chosen[h]]
 
     segments = []
     bounds: dict[tuple[str, str], float] = {}
+    past_ip_pre = False
     for a, b in itertools.pairwise(points):
-        layer, dev = layer_of(a, b)
+        past_ip_pre = a.host == b.host and (past_ip_pre or a.point == "ip_pre")
+        layer, dev = layer_of(a, b, past_ip_pre=past_ip_pre)
         if a.host == b.host:
             bound = 0.0
         else:

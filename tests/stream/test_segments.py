@@ -140,3 +140,61 @@ def test_a_much_looser_recent_model_does_not_replace_a_tight_one() -> None:
     assert keep_tighter(tight, loose, hold_s=30)
     assert not keep_tighter(tight, dict(loose, ref_ns=10**12 + 31 * 10**9), hold_s=30)
     assert not keep_tighter(tight, dict(loose, error_bound_ns=9000), hold_s=30)
+
+
+def test_br_netfilter_order_follows_the_hosts_clock() -> None:
+    # bridge-nf-call-iptables=1: PREROUTING runs inside the bridge, before the frame is
+    # passed up to br0, so h2 stamps dev_rx@port, ip_pre, dev_rx@br0, ip_post in that order.
+    path = ["c1", "h2", "h1"]
+    recs = sample_records(PathSpec(path, step_ns=1000), 0, 10**12)
+    h2 = next(r for r in recs if r["host"] == "h2")
+    ip_pre = next(h for h in h2["hits"] if h["point"] == "ip_pre")
+    h2["hits"].append(dict(ip_pre, point="dev_rx", dev="br0", ts_ns=ip_pre["ts_ns"] + 400))
+    bd = breakdown(recs, ClockView({}, "mgr"), path=path)
+    h2_segs = [(s["from"], s["to"], s["layer"], s["device"], s["duration_ns"])
+               for s in bd["segments"] if s["hosts"] == ["h2"]]
+    assert h2_segs[:3] == [
+        ("h2:dev_rx@eth0", "h2:ip_pre", "device", "eth0", 1000),
+        ("h2:ip_pre", "h2:dev_rx@br0", "virtual", "br0", 400),
+        ("h2:dev_rx@br0", "h2:ip_post", "ip", None, 600)]
+    assert bd["end_to_end_ns"] == sum(s["duration_ns"] for s in bd["segments"])
+    # A wrong clock model still shows as a negative wire segment: only one host's own
+    # points are ordered by time.
+    bd = breakdown(recs, ClockView({"h1": clock_model("h1", 50_000)}, "mgr"), path=path)
+    assert [s["duration_ns"] for s in bd["segments"] if s["layer"] == "wire"] == [
+        1000, 1000 - 50_000]
+
+
+def _copy(rec: dict, shift_ns: int, points: tuple[str, ...] | None = None) -> dict:
+    """A second record of this host: the same byte passing again ``shift_ns`` later."""
+    hits = [dict(h, ts_ns=h["ts_ns"] + shift_ns) for h in rec["hits"]
+            if points is None or h["point"] in points]
+    return dict(rec, hits=hits)
+
+
+def test_forwarder_keeps_one_copy_of_a_resent_byte() -> None:
+    # A spurious resend 15 ms later: both copies cross h2 (two h2 records, the second
+    # not flagged: h2 had already flushed the first), h1 keeps its first arrival.
+    path = ["c1", "h2", "h1"]
+    offsets = {"c1": -3_000_000, "h2": -3_000_000, "h1": 5_000_000}
+    models = {h: clock_model(h, o, bound_ns=2000) for h, o in offsets.items()}
+    clocks = ClockView(models, "mgr", clock_hosts={"c1": "h2"})
+    recs = sample_records(PathSpec(path, step_ns=1000, offsets_ns=offsets), 0, 10**12)
+    h2 = next(r for r in recs if r["host"] == "h2")
+    h1 = next(r for r in recs if r["host"] == "h1")
+    both = [*recs, _copy(h2, 15_000_000),
+            _copy(h1, 15_000_000, ("dev_rx", "ip_pre", "ip_in", "tcp_rx"))]
+    bd = breakdown(both, clocks, path=path)
+    assert bd["retrans"] and bd["complete"]
+    assert [s["duration_ns"] for s in bd["segments"]] == [1000] * len(bd["segments"])
+    # The first copy was lost after h2: h1 only got the second, so h2's second pass is
+    # the one that counts, again whole.
+    lost = [*(r for r in recs if r["host"] != "h1"), _copy(h2, 15_000_000),
+            _copy(h1, 15_000_000)]
+    bd = breakdown(lost, clocks, path=path)
+    segs = {(s["from"], s["to"]): s["duration_ns"] for s in bd["segments"]}
+    assert segs[("h2:dev_rx@eth0", "h2:ip_pre")] == 1000
+    assert segs[("h2:ip_pre", "h2:ip_post")] == 1000
+    assert segs[("h2:dev_xmit@eth1", "h1:dev_rx@eth0")] == 1000
+    # c1's single pass went out 15 ms before h2 got the copy that counts: TCP's resend.
+    assert segs[("c1:dev_xmit@eth0", "h2:dev_rx@eth0")] == 15_001_000
