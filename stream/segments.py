@@ -141,9 +141,6 @@ _KEEP_LAST = frozenset({"tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"})
 # Points only a host with the flow's socket has: a host with none of them forwards.
 _LOCAL = frozenset({"sock_send", "tcp_tx", "ip_out", "ip_in", "tcp_rx", "sock_recv"})
 _RX_BLOCK = frozenset({"xdp", "dev_rx", "ip_pre"})
-# Copies of one byte are >= 10 ms apart (TLP floor; RTO >= 200 ms): a clock error beyond
-# the sync bound up to this much still picks the right copy.
-COPY_SLACK_NS = 1_000_000
 
 
 def passes(hits: Sequence[dict]) -> list[list[dict]]:
@@ -168,9 +165,10 @@ def drop_repeats(hits: Sequence[dict],
     """One hit per (point, device): a byte passing a point twice was retransmitted.
 
     ``not_after(ts)``: whether a hit of this host (its clock) is not after the next host's
-    chosen entry (clock-corrected, with the sync bound plus COPY_SLACK_NS); None for the
-    last host or an unsynced pair. The copy this host handed on is the one the next host
-    got, so picks are made against it.
+    chosen entry (clock-corrected, plus the pair's sync bound); None for the last host or
+    an unsynced pair. Copies of a byte are at least an RTT apart (a resend needs an ACK or
+    a timer of >= 2 srtt), longer than the one-way hop to the next host, so the latest
+    copy that left not after the next host's entry is the one the next host got.
 
     A forwarding host (no socket-side point) keeps one whole pass: the latest that ended
     not after the next host's entry, else (no such pass, or no next host) the earliest of
@@ -315,9 +313,9 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     for h in reversed(hosts):
         not_after = None
         if entry is not None:
-            slack = clocks.pair_bound(h, entry[0]) + COPY_SLACK_NS
-            if math.isfinite(slack):
-                limit = entry[1] + slack
+            bound = clocks.pair_bound(h, entry[0])
+            if math.isfinite(bound):
+                limit = entry[1] + bound
 
                 def not_after(ts: int, h: str = h, limit: float = limit) -> bool:
                     return clocks.to_ref(h, ts) <= limit

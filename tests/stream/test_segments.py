@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from latscope.stream.segments import ClockView, breakdown
 from latscope.stream.synthetic import PathSpec, clock_model, sample_records
 
@@ -172,9 +174,10 @@ def _copy(rec: dict, shift_ns: int, points: tuple[str, ...] | None = None) -> di
     return dict(rec, hits=hits)
 
 
-def test_forwarder_keeps_one_copy_of_a_resent_byte() -> None:
-    # A spurious resend 15 ms later: both copies cross h2 (two h2 records, the second
-    # not flagged: h2 had already flushed the first), h1 keeps its first arrival.
+@pytest.mark.parametrize("gap_ns", [15_000_000, 50_000])   # a timer resend; ~ an RTT
+def test_forwarder_keeps_one_copy_of_a_resent_byte(gap_ns: int) -> None:
+    # A spurious resend: both copies cross h2 (two h2 records, the second not flagged:
+    # h2 had already flushed the first), h1 keeps its first arrival.
     path = ["c1", "h2", "h1"]
     offsets = {"c1": -3_000_000, "h2": -3_000_000, "h1": 5_000_000}
     models = {h: clock_model(h, o, bound_ns=2000) for h, o in offsets.items()}
@@ -182,19 +185,19 @@ def test_forwarder_keeps_one_copy_of_a_resent_byte() -> None:
     recs = sample_records(PathSpec(path, step_ns=1000, offsets_ns=offsets), 0, 10**12)
     h2 = next(r for r in recs if r["host"] == "h2")
     h1 = next(r for r in recs if r["host"] == "h1")
-    both = [*recs, _copy(h2, 15_000_000),
-            _copy(h1, 15_000_000, ("dev_rx", "ip_pre", "ip_in", "tcp_rx"))]
+    both = [*recs, _copy(h2, gap_ns),
+            _copy(h1, gap_ns, ("dev_rx", "ip_pre", "ip_in", "tcp_rx"))]
     bd = breakdown(both, clocks, path=path)
     assert bd["retrans"] and bd["complete"]
     assert [s["duration_ns"] for s in bd["segments"]] == [1000] * len(bd["segments"])
     # The first copy was lost after h2: h1 only got the second, so h2's second pass is
     # the one that counts, again whole.
-    lost = [*(r for r in recs if r["host"] != "h1"), _copy(h2, 15_000_000),
-            _copy(h1, 15_000_000)]
+    lost = [*(r for r in recs if r["host"] != "h1"), _copy(h2, gap_ns),
+            _copy(h1, gap_ns)]
     bd = breakdown(lost, clocks, path=path)
     segs = {(s["from"], s["to"]): s["duration_ns"] for s in bd["segments"]}
     assert segs[("h2:dev_rx@eth0", "h2:ip_pre")] == 1000
     assert segs[("h2:ip_pre", "h2:ip_post")] == 1000
     assert segs[("h2:dev_xmit@eth1", "h1:dev_rx@eth0")] == 1000
-    # c1's single pass went out 15 ms before h2 got the copy that counts: TCP's resend.
-    assert segs[("c1:dev_xmit@eth0", "h2:dev_rx@eth0")] == 15_001_000
+    # c1's single pass went out gap_ns before h2 got the copy that counts: TCP's resend.
+    assert segs[("c1:dev_xmit@eth0", "h2:dev_rx@eth0")] == gap_ns + 1000
