@@ -185,7 +185,9 @@ def test_forwarder_keeps_one_copy_of_a_resent_byte(gap_ns: int) -> None:
     recs = sample_records(PathSpec(path, step_ns=1000, offsets_ns=offsets), 0, 10**12)
     h2 = next(r for r in recs if r["host"] == "h2")
     h1 = next(r for r in recs if r["host"] == "h1")
-    both = [*recs, _copy(h2, gap_ns),
+    c1 = next(r for r in recs if r["host"] == "c1")
+    resent = ("tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit")   # filter_retrans 0
+    both = [*recs, _copy(c1, gap_ns, resent), _copy(h2, gap_ns),
             _copy(h1, gap_ns, ("dev_rx", "ip_pre", "ip_in", "tcp_rx"))]
     bd = breakdown(both, clocks, path=path)
     assert bd["retrans"] and bd["complete"]
