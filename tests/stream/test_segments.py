@@ -203,3 +203,38 @@ def test_forwarder_keeps_one_copy_of_a_resent_byte(gap_ns: int) -> None:
     assert segs[("h2:dev_xmit@eth1", "h1:dev_rx@eth0")] == 1000
     # c1's single pass went out gap_ns before h2 got the copy that counts: TCP's resend.
     assert segs[("c1:dev_xmit@eth0", "h2:dev_rx@eth0")] == gap_ns + 1000
+
+
+def test_demo_sample_with_two_h2_records_keeps_one_copy() -> None:
+    # Real records of f2 from a `make demo` run (latscope.layer-events): h2 flushed the
+    # first copy at its exit device, so the resend 6.75 ms later came as a second,
+    # unflagged h2 record; h1 flushed its record at the duplicate (no sock_recv).
+    def rec(host: str, hits: list[tuple[str, str | None, int]]) -> dict:
+        return {"host": host, "flow_id": "f2", "flow": {}, "seq": 1054940400,
+                "retrans": False, "complete": host != "h1",
+                "hits": [{"point": p, "dev": d, "ts_ns": t, "ifindex": 0} for p, d, t in hits]}
+
+    h2_pass = [("dev_rx", "lsd-1b"), ("ip_pre", "br0"), ("dev_rx", "br0"),
+               ("ip_post", "lsd-0b"), ("dev_queue", "lsd-0b"), ("dev_xmit", "lsd-0b")]
+    recs = [
+        rec("h2", [(p, d, t) for (p, d), t in zip(h2_pass, (
+            421968643, 421987211, 421988573, 421990416, 421991227, 421992298), strict=True)]),
+        rec("h2", [(p, d, t) for (p, d), t in zip(h2_pass, (
+            428723457, 428737668, 428738780, 428740212, 428740863, 428741654), strict=True)]),
+        rec("c1", [("sock_send", None, 421948123), ("tcp_tx", None, 421951408),
+                   ("ip_out", "lsd-1a", 421964317), ("ip_post", "lsd-1a", 421964867),
+                   ("dev_queue", "lsd-1a", 421965528), ("dev_xmit", "lsd-1a", 421966770)]),
+        rec("h1", [("dev_rx", "lsd-0a", 430737253), ("ip_pre", "lsd-0a", 430745715),
+                   ("ip_in", "lsd-0a", 430746396), ("tcp_rx", None, 430747428)])]
+    # h2's kernel clock is the reference here; h1 runs ~8.74 ms ahead of it (injected
+    # offsets and drifts of that run), known to within the bound.
+    clocks = ClockView({"h1": clock_model("h1", 8_742_000, manager="h2", bound_ns=5000)},
+                       "h2", clock_hosts={"c1": "h2"})
+    bd = breakdown(recs, clocks, path=["c1", "h2", "h1"])
+    segs = {(s["from"], s["to"]): s["duration_ns"] for s in bd["segments"]}
+    assert bd["retrans"] and not bd["complete"]
+    assert segs[("h2:dev_rx@lsd-1b", "h2:ip_pre")] == 18568
+    assert segs[("h2:ip_pre", "h2:dev_rx@br0")] == 1362
+    assert segs[("h2:dev_rx@br0", "h2:ip_post")] == 1843
+    assert segs[("h2:dev_xmit@lsd-0b", "h1:dev_rx@lsd-0a")] == 8744955 - 8_742_000
+    assert all(0 < s["duration_ns"] < 30_000 for s in bd["segments"])
