@@ -348,14 +348,17 @@ class Topology(_Model):
                 return f
         raise KeyError(f"no flow {name!r} in {self.source}")
 
+    def clock_host(self, name: str) -> str:
+        """The host whose clock ``name`` reads: a container without a clock of its own runs
+        on its parent's kernel."""
+        h = self.host(name)
+        if h.clock is None and h.role == "container" and h.parent is not None and h.parent != name:
+            return self.clock_host(h.parent)
+        return name
+
     def clock(self, name: str) -> Clock:
         """The injected clock error of a host: its own, a container's parent's, else none."""
-        h = self.host(name)
-        if h.clock is not None:
-            return h.clock
-        if h.role == "container" and h.parent is not None and h.parent != name:
-            return self.clock(h.parent)
-        return Clock()
+        return self.host(self.clock_host(name)).clock or Clock()
 
     @property
     def manager(self) -> Host:

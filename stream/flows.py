@@ -50,8 +50,6 @@ class FlowResolver:
         addr_host = {str(a.ip): f.host for f in topo.ifaces() for a in f.addrs}
         flows = {(f.proto, f.dst, f.port): FlowInfo(f.name, tuple(topo.path_hosts(f)))
                  for f in topo.flows}
-        clock_hosts = {}
-        for h in topo.hosts:
-            if h.clock is None and h.role == "container" and h.parent:
-                clock_hosts[h.name] = h.parent
+        clock_hosts = {h.name: topo.clock_host(h.name) for h in topo.hosts
+                       if topo.clock_host(h.name) != h.name}
         return cls(addr_host, flows, clock_hosts, topo.manager.name)
