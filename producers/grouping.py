@@ -11,6 +11,14 @@ send whose sock_send hit comes when sendmsg returns) waits up to `hold` instead,
 queues can hold it far longer than a linger. Retransmitted groups are flagged,
 and dropped (counted) with filter_retrans. The host's rate cap applies to new sampled
 bytes; a capped byte's later hits are dropped too, so records are never partial.
+
+A closed TCP byte is remembered for `recent_ns` (LRU-bounded by `max_recent`): a copy seen
+again later is a resend too. A forwarder closes a byte at its exit device and has no
+retransmit tracepoint, so this is how its second copy gets flagged; a receiver's duplicate
+after the app read the byte likewise. A duplicate reaching a receiver before the app reads
+the byte leaves the first copy's group waiting for its sock_recv (the read belongs to the
+byte, whose first arrival is the one that counts), as a sender's original waits for its
+sock_send. The time bound matters: a sequence number repeats after 4 GiB of a flow.
 """
 
 from __future__ import annotations
@@ -93,15 +101,18 @@ class Grouper:
     filter_retrans: bool = False
     exit_devices: set[tuple[int, int]] = field(default_factory=set)   # (netns, ifindex)
     max_open: int = 500_000
+    recent_ns: int = 3_000_000_000     # remember closed TCP bytes this long (resends)
+    max_recent: int = 200_000
     clock: Callable[[], int] = time.monotonic_ns
     counters: GroupCounters = field(default_factory=GroupCounters)
 
     def __post_init__(self) -> None:
         self._open: OrderedDict[Key, _Group] = OrderedDict()
         self._held: OrderedDict[Key, _Group] = OrderedDict()    # idle, waiting up to hold_ns
-        # originals of resent bytes still waiting for their sock_send, up to hold_ns
+        # originals of resent bytes still waiting for their sock_send/sock_recv, up to hold_ns
         self._superseded: OrderedDict[Key, _Group] = OrderedDict()
         self._capped: OrderedDict[Key, int] = OrderedDict()
+        self._recent: OrderedDict[Key, int] = OrderedDict()   # closed TCP bytes -> close time
         self._tokens = float(self.rate_cap_per_s)
         self._refill_ns = self.clock()
         self._flow_ids: dict[FlowT, str] = {}
@@ -130,11 +141,11 @@ class Grouper:
             g = self._held.pop(key, None)
             if g is not None:
                 self._open[key] = g
-        if hit.point == "sock_send" and self._superseded:
+        if self._superseded and (hit.point == "sock_send" or hit.point == "sock_recv"):
             orig = self._superseded.pop(key, None)
-            if orig is not None:          # the late sock_send of a resent byte's original
+            if orig is not None:          # the late socket point of a resent byte's original
                 orig.hits.append(hit)
-                self._emit(key, orig, orig.exited, out)
+                self._emit(key, orig, orig.exited or hit.point == "sock_recv", out)
                 return
         tag = (hit.point, hit.ifindex, hit.netns)
         again = False
@@ -142,8 +153,8 @@ class Grouper:
             # The byte passes a point twice: this is a retransmitted copy (a receiver, which
             # has no retransmit tracepoint, learns it only this way).
             del self._open[key]
-            if self._from_local_send(flow, g):
-                g.last_ns = now           # keep it for its sock_send, up to hold
+            if self._from_local_send(flow, g) or self._awaits_recv(flow, g):
+                g.last_ns = now           # keep it for its socket point, up to hold
                 self._superseded[key] = g
             else:
                 self._emit(key, g, False, out)
@@ -156,6 +167,9 @@ class Grouper:
                 self.counters.rate_capped += 1
                 self._capped[key] = now
                 return
+            if not again and flow[0] == "tcp" and self._recent:
+                closed = self._recent.get(key)
+                again = closed is not None and now - closed <= self.recent_ns
             self.counters.samples += 1
             g = _Group([], set(), now, retrans=again)
             if again:
@@ -186,6 +200,12 @@ class Grouper:
         the byte already left."""
         return flow[0] == "tcp" and not g.retrans and any(t[0] == "ip_out" for t in g.seen) \
             and not any(t[0] == "sock_send" for t in g.seen)
+
+    @staticmethod
+    def _awaits_recv(flow: FlowT, g: _Group) -> bool:
+        """A first copy delivered to this host's TCP (ip_in/tcp_rx), not yet read."""
+        return flow[0] == "tcp" and not g.retrans and any(
+            t[0] == "ip_in" or t[0] == "tcp_rx" for t in g.seen)
 
     def _awaits_send(self, flow: FlowT, g: _Group) -> bool:
         """At the exit device: wait for the sock_send hit (then `exited` completes it)."""
@@ -233,6 +253,12 @@ class Grouper:
             if t > limit:
                 break
             del self._capped[key]
+        recent_limit = now - self.recent_ns
+        while self._recent:
+            key, t = next(iter(self._recent.items()))
+            if t > recent_limit:
+                break
+            del self._recent[key]
 
     @staticmethod
     def _inside_host(flow: FlowT, g: _Group) -> bool:
@@ -251,6 +277,12 @@ class Grouper:
         return len(self._open) + len(self._held) + len(self._superseded)
 
     def _emit(self, key: Key, g: _Group, complete: bool, out: list[Record]) -> None:
+        if key[0][0] == "tcp":
+            recent = self._recent
+            recent[key] = g.last_ns
+            recent.move_to_end(key)
+            if len(recent) > self.max_recent:
+                recent.popitem(last=False)
         if g.retrans and self.filter_retrans:
             self.counters.retrans_dropped += 1
             return

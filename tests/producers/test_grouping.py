@@ -108,17 +108,24 @@ def test_sender_waits_for_late_sock_send() -> None:
 
 
 def test_resend_that_left_completes_when_flagged() -> None:
-    clk = Clock()
-    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
-    out: list[Record] = []
-    g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)
-    g.add(FLOW, 0, hit("ip_out", 2), out)
-    g.add(FLOW, 0, hit("dev_xmit", 3, ifindex=3), out)
-    g.add(FLOW, 0, hit("ip_out", 50), out)                    # resend
-    g.add(FLOW, 0, hit("dev_xmit", 51, ifindex=3), out)       # left: waits for sock_send?
-    assert len(out) == 1
-    g.mark_retrans(FLOW, 0, out)                              # no: it is a resend
-    assert len(out) == 2 and out[1].as_dict()["retrans"] and out[1].as_dict()["complete"]
+    """A resend leaving the host completes once known as one: at its first hit when the
+    original closed recently, else when tcp_retransmit_skb flags it (the resend never gets
+    a sock_send to wait for)."""
+    for remembered in (True, False):
+        clk = Clock()
+        g = Grouper("h1", exit_devices={(7, 3)}, clock=clk,
+                    recent_ns=3_000_000_000 if remembered else 1)
+        out: list[Record] = []
+        g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)
+        g.add(FLOW, 0, hit("ip_out", 2), out)
+        g.add(FLOW, 0, hit("dev_xmit", 3, ifindex=3), out)
+        clk.now += 200_000_000
+        g.add(FLOW, 0, hit("ip_out", 50), out)                    # resend
+        g.add(FLOW, 0, hit("dev_xmit", 51, ifindex=3), out)       # left: waits for sock_send?
+        assert len(out) == (2 if remembered else 1)
+        g.mark_retrans(FLOW, 0, out)                              # no: it is a resend
+        assert len(out) == 2 and out[1].as_dict()["retrans"] and out[1].as_dict()["complete"]
+        assert g.counters.retrans == 1 and g.open_groups == 0
 
 
 def test_late_sock_send_goes_to_the_original_not_the_resend() -> None:
@@ -137,3 +144,106 @@ def test_late_sock_send_goes_to_the_original_not_the_resend() -> None:
     assert len(out) == 2 and not out[1].retrans and not out[1].complete
     assert [h.point for h in out[1].hits] == ["sock_send", "ip_out", "dev_queue"]
     assert g.open_groups == 0
+
+
+def _forward(g: Grouper, out: list[Record], t: int) -> None:
+    """One copy of byte 0 passing the forwarder: in by ifindex 2, out by exit ifindex 3."""
+    for i, p in enumerate(("dev_rx", "ip_pre", "ip_post")):
+        g.add(FLOW, 0, hit(p, t + i, ifindex=2), out)
+    g.add(FLOW, 0, hit("dev_xmit", t + 3, ifindex=3), out)
+
+
+def test_forwarder_flags_a_second_copy_of_a_closed_byte() -> None:
+    """A forwarder closes a byte at its exit device and has no retransmit tracepoint: a
+    second copy of the same (flow, seq) shortly after is a resend, flagged (and dropped with
+    filter_retrans, counted) rather than a new unflagged record."""
+    for filt in (False, True):
+        clk = Clock()
+        g = Grouper("h2", filter_retrans=filt, exit_devices={(7, 3)}, clock=clk)
+        out: list[Record] = []
+        _forward(g, out, 10)
+        assert len(out) == 1 and out[0].complete and not out[0].retrans
+        clk.now += 200_000_000                       # an RTO later
+        g.expire(out)
+        _forward(g, out, 200_000_010)
+        assert g.counters.retrans == 1
+        if filt:
+            assert len(out) == 1 and g.counters.retrans_dropped == 1
+        else:
+            assert len(out) == 2 and out[1].retrans and out[1].complete
+        assert g.open_groups == 0
+
+
+def test_forwarder_forgets_closed_bytes_after_recent_ns() -> None:
+    """The memory is bounded in time (a sequence number repeats after 4 GiB) and size."""
+    clk = Clock()
+    g = Grouper("h2", exit_devices={(7, 3)}, recent_ns=1_000_000_000, clock=clk)
+    out: list[Record] = []
+    _forward(g, out, 10)
+    clk.now += 1_100_000_000
+    g.expire(out)
+    _forward(g, out, 1_100_000_010)
+    assert [r.retrans for r in out] == [False, False] and g.counters.retrans == 0
+    small = Grouper("h2", exit_devices={(7, 3)}, max_recent=2, clock=clk)
+    for seq in (0, 1, 2):
+        small.add(FLOW, seq, hit("dev_xmit", 1, ifindex=3), out)
+    small.add(FLOW, 0, hit("dev_xmit", 2, ifindex=3), out)   # forgotten: least recent
+    small.add(FLOW, 2, hit("dev_xmit", 2, ifindex=3), out)   # remembered
+    assert [r.retrans for r in out[-2:]] == [False, True]
+
+
+def test_udp_is_never_flagged_as_resent() -> None:
+    """UDP has no resends; equal datagrams (same hash) are distinct samples."""
+    clk = Clock()
+    g = Grouper("h2", exit_devices={(7, 3)}, clock=clk)
+    out: list[Record] = []
+    udp = ("udp", *FLOW[1:])
+    for t in (1, 2):
+        g.add(udp, 99, hit("dev_xmit", t, ifindex=3), out)
+    assert [r.retrans for r in out] == [False, False]
+
+
+def _receive(g: Grouper, out: list[Record], t: int, tcp_rx: bool = True) -> None:
+    for i, p in enumerate(("dev_rx", "ip_pre", "ip_in", "tcp_rx")[:4 if tcp_rx else 3]):
+        g.add(FLOW, 0, hit(p, t + i), out)
+
+
+def test_receiver_duplicate_before_read_keeps_sock_recv_on_the_first_copy() -> None:
+    """Both copies arrive before the app reads the byte: the read (sock_recv) belongs to the
+    first copy's record, which completes; the duplicate is flagged (dropped when filtered)."""
+    for filt in (False, True):
+        clk = Clock()
+        g = Grouper("h1", filter_retrans=filt, clock=clk)
+        out: list[Record] = []
+        _receive(g, out, 10)
+        clk.now += 1_000_000
+        _receive(g, out, 1_000_010, tcp_rx=False)     # the duplicate (TCP discards it)
+        assert out == []
+        g.add(FLOW, 0, hit("sock_recv", 5_000_000, ifindex=0), out)
+        assert len(out) == 1 and out[0].complete and not out[0].retrans
+        assert [h.ts_ns for h in out[0].hits] == [10, 11, 12, 13, 5_000_000]
+        clk.now += 100_000_000
+        g.expire(out)
+        assert g.open_groups == 0 and g.counters.retrans == 1
+        if filt:
+            assert len(out) == 1 and g.counters.retrans_dropped == 1
+        else:
+            assert len(out) == 2 and out[1].retrans and not out[1].complete
+            assert [h.point for h in out[1].hits] == ["dev_rx", "ip_pre", "ip_in"]
+
+
+def test_receiver_duplicate_after_read_is_flagged_not_held() -> None:
+    """The app already read the byte: a later duplicate never gets a sock_recv; it is a
+    flagged resend (dropped with filter_retrans), not an unflagged incomplete record."""
+    clk = Clock()
+    g = Grouper("h1", filter_retrans=True, clock=clk)
+    out: list[Record] = []
+    _receive(g, out, 10)
+    g.add(FLOW, 0, hit("sock_recv", 20, ifindex=0), out)
+    assert len(out) == 1 and out[0].complete
+    clk.now += 200_000_000
+    _receive(g, out, 200_000_000, tcp_rx=False)
+    clk.now += 100_000_000                             # past linger, far below hold
+    g.expire(out)
+    assert len(out) == 1 and g.open_groups == 0
+    assert g.counters.retrans == 1 and g.counters.retrans_dropped == 1
