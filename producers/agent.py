@@ -19,7 +19,7 @@ from latscope.producers import layout, libbpf
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.probes import POINT_HOOKS, Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
-from latscope.producers.sampling import effective_size, sampled_bytes
+from latscope.producers.sampling import SEQ_SPACE, effective_size, sampled_bytes
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
 
 _log = log.get("producers.agent")
@@ -31,6 +31,7 @@ _F = layout.FIELD_INDEX
     "point", "family", "proto", "flags", "dev"))
 _PROTO = {6: "tcp", 17: "udp"}
 _XDP = layout.POINT_NAMES_REV["xdp"]
+_NO_DEV = object()     # not yet in the device-name cache (None is a cached "no device")
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Agent:
         self.publisher: LayerEventPublisher | None = None
         self.ring: libbpf.RingBuffer | None = None
         self._flows: dict[tuple, FlowT] = {}
-        self._devs: dict[bytes, str] = {}
+        self._devs: dict[bytes, str | None] = {}
         self._size = effective_size(s.sample_size)
         self._xdp_names: dict[tuple[int, int], str] = {}
         self.started_at = 0.0
@@ -199,38 +200,46 @@ class Agent:
     def process(self, recs: list[bytes], out: list[Record]) -> None:
         unpack = layout.EVENT_STRUCT.unpack
         grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
-        retrans = layout.RETRANS
+        add = grouper.add
+        retrans, udp = layout.RETRANS, layout.FLAG_UDP
         self.counters.batches += 1
         self.counters.hits += len(recs)
         now = time.monotonic_ns()
-        flows = self._flows
+        flows, devs = self._flows, self._devs
+        sampled = 0
         for raw in recs:
             e = unpack(raw)
             fkey = (e[_SADDR], e[_DADDR], e[_SPORT], e[_DPORT], e[_FAMILY], e[_PROTO_F])
             flow = flows.get(fkey)
             if flow is None:
                 flow = self._flow(fkey)
-            if e[_FLAGS] & layout.FLAG_UDP:
-                seqs = [e[_SEQ]]
+            seq = e[_SEQ]
+            if e[_FLAGS] & udp:
+                seqs = [seq]
             else:
-                seqs = sampled_bytes(e[_SEQ], e[_LEN], size)
+                end = seq + e[_LEN]
+                # common case inline: a range no longer than the stride, not wrapping
+                if end - seq <= size and end <= SEQ_SPACE:
+                    b = seq + (-seq) % size
+                    seqs = [b] if b < end else []
+                else:
+                    seqs = sampled_bytes(seq, end - seq, size)
             point = e[_POINT]
             if point == retrans:
                 for b in seqs:
                     grouper.mark_retrans(flow, b, out)
                 continue
-            dev = self._devs.get(e[_DEV])
-            if dev is None:
-                dev = self._devs[e[_DEV]] = e[_DEV].split(b"\0", 1)[0].decode()
-            dev = dev or None
-            if dev is None and e[_POINT] == _XDP:
+            dev = devs.get(e[_DEV], _NO_DEV)
+            if dev is _NO_DEV:
+                dev = devs[e[_DEV]] = e[_DEV].split(b"\0", 1)[0].decode() or None
+            if dev is None and point == _XDP:
                 dev = self._xdp_names.get((e[_NETNS], e[_IFINDEX]))
             # one Hit per range, shared by its sampled bytes (encoded once when published)
-            hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS],
-                      e[_CPU])
-            self.counters.sampled_hits += len(seqs)
+            hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS], e[_CPU])
+            sampled += len(seqs)
             for b in seqs:
-                grouper.add(flow, b, hit, out, now)
+                add(flow, b, hit, out, now)
+        self.counters.sampled_hits += sampled
 
     # -- reporting
     def status(self) -> dict:

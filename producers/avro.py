@@ -23,16 +23,34 @@ class SchemaChanged(RuntimeError):
     """schemas/*.avsc no longer has the shape this encoder writes."""
 
 
-def _long(v: int) -> bytes:
-    n = (v << 1) ^ (v >> 63)
-    if n < 0x80:
-        return bytes((n,))
+def _varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_HIGH: dict[int, bytes] = {}     # varint of n >> 28 (a timestamp's changes every ~134 ms)
+
+
+def _long(v: int) -> bytes:
+    """Avro long (zigzag varint). Timestamps dominate: their low 28 bits are four varint
+    bytes built at once, the rest is looked up rather than looped over."""
+    n = (v << 1) ^ (v >> 63)
+    if n < 0x80:
+        return bytes((n,))
+    if n < 1 << 28:
+        return _varint(n)
+    hi = n >> 28
+    tail = _HIGH.get(hi)
+    if tail is None:
+        if len(_HIGH) > 4096:
+            _HIGH.clear()
+        tail = _HIGH[hi] = _varint(hi)
+    return bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, (n >> 14 & 0x7F) | 0x80,
+                  (n >> 21 & 0x7F) | 0x80)) + tail
 
 
 def _str(s: str) -> bytes:

@@ -136,23 +136,25 @@ class Grouper:
         key = (flow, seq)
         if now is None:
             now = self.clock()
-        g = self._open.get(key)
+        opened = self._open
+        point = hit.point
+        g = opened.get(key)
         if g is None and self._held:
             g = self._held.pop(key, None)
             if g is not None:
-                self._open[key] = g
-        if self._superseded and (hit.point == "sock_send" or hit.point == "sock_recv"):
+                opened[key] = g
+        if self._superseded and (point == "sock_send" or point == "sock_recv"):
             orig = self._superseded.pop(key, None)
             if orig is not None:          # the late socket point of a resent byte's original
                 orig.hits.append(hit)
-                self._emit(key, orig, orig.exited or hit.point == "sock_recv", out)
+                self._emit(key, orig, orig.exited or point == "sock_recv", out)
                 return
-        tag = (hit.point, hit.ifindex, hit.netns)
+        tag = (point, hit.ifindex, hit.netns)
         again = False
         if g is not None and tag in g.seen:
             # The byte passes a point twice: this is a retransmitted copy (a receiver, which
             # has no retransmit tracepoint, learns it only this way).
-            del self._open[key]
+            del opened[key]
             if self._from_local_send(flow, g) or self._awaits_recv(flow, g):
                 g.last_ns = now           # keep it for its socket point, up to hold
                 self._superseded[key] = g
@@ -174,23 +176,23 @@ class Grouper:
             g = _Group([], set(), now, retrans=again)
             if again:
                 self.counters.retrans += 1
-            self._open[key] = g
-            if len(self._open) > self.max_open:
-                old_key, old = self._open.popitem(last=False)
+            opened[key] = g
+            if len(opened) > self.max_open:
+                old_key, old = opened.popitem(last=False)
                 self.counters.evicted += 1
                 self._emit(old_key, old, False, out)
         else:
-            self._open.move_to_end(key)
+            opened.move_to_end(key)
         g.hits.append(hit)
         g.seen.add(tag)
         g.last_ns = now
-        if hit.point == "sock_recv" or (hit.point == "ip_in" and flow[0] == "udp") or (
-                hit.point == "dev_xmit" and (hit.netns, hit.ifindex) in self.exit_devices
+        if point == "sock_recv" or (point == "ip_in" and flow[0] == "udp") or (
+                point == "dev_xmit" and (hit.netns, hit.ifindex) in self.exit_devices
                 and not self._awaits_send(flow, g)):
-            del self._open[key]
+            del opened[key]
             self._emit(key, g, True, out)
-        elif hit.point == "sock_send" and g.exited:
-            del self._open[key]
+        elif point == "sock_send" and g.exited:
+            del opened[key]
             self._emit(key, g, True, out)
 
     @staticmethod

@@ -29,3 +29,12 @@ def test_byte_identical_to_codec_and_decodes() -> None:
     # negative numbers use zigzag as well
     r = Record("h", flows[0], "x", 0, False, False, [Hit("xdp", -5, -1, None, 0, 0)])
     assert enc.encode(r) == codec.encode("LayerEvent", r.as_dict())
+
+
+def test_varint_boundaries() -> None:
+    enc = LayerEventEncoder()
+    for v in (0, 63, 64, -64, -65, (1 << 27) - 1, 1 << 27, -(1 << 27), -(1 << 27) - 1,
+              (1 << 34) + 5, (1 << 62) + 1, (1 << 63) - 1, -(1 << 63)):
+        r = Record("h", ("tcp", 4, "10.1.0.1", "10.2.0.2", 1, 2), "x", 7, False, True,
+                   [Hit("dev_rx", v, 0, None, 0, 0)])
+        assert enc.encode(r) == codec.encode("LayerEvent", r.as_dict()), v
