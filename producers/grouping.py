@@ -169,7 +169,9 @@ class Grouper:
                 self.counters.rate_capped += 1
                 self._capped[key] = now
                 return
-            if not again and flow[0] == "tcp" and self._recent:
+            # a socket point is passed once per byte, whatever the copies: never a resend
+            if not again and flow[0] == "tcp" and self._recent and point != "sock_send" \
+                    and point != "sock_recv":
                 closed = self._recent.get(key)
                 again = closed is not None and now - closed <= self.recent_ns
             self.counters.samples += 1

@@ -247,3 +247,17 @@ def test_receiver_duplicate_after_read_is_flagged_not_held() -> None:
     g.expire(out)
     assert len(out) == 1 and g.open_groups == 0
     assert g.counters.retrans == 1 and g.counters.retrans_dropped == 1
+
+
+def test_late_socket_point_after_close_is_not_a_resend() -> None:
+    """One agent covering both ends: the reader may read the byte before sendmsg returns.
+    The late sock_send is no second copy of the byte, so it is not flagged or dropped."""
+    clk = Clock()
+    g = Grouper("h1", filter_retrans=True, clock=clk)
+    out: list[Record] = []
+    for i, p in enumerate(("ip_out", "dev_xmit", "dev_rx", "ip_in")):
+        g.add(FLOW, 0, hit(p, i), out)
+    g.add(FLOW, 0, hit("sock_recv", 9, ifindex=0), out)
+    g.add(FLOW, 0, hit("sock_send", 10, ifindex=0), out)
+    g.flush_all(out)
+    assert g.counters.retrans == 0 and g.counters.retrans_dropped == 0 and len(out) == 2
