@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-MSS_STRIDE = 1448  # `size: 0` ("every packet") becomes one MSS between sampled bytes
+from latscope.producers.sampling import effective_size
 
 LEGACY_FILES = {
     "servers": "connect_info.yaml",
@@ -93,7 +93,7 @@ class Sampling(Strict):
     @property
     def stride(self) -> int:
         """Bytes between sampled bytes; the legacy `size: 0` means one MSS."""
-        return self.size or MSS_STRIDE
+        return effective_size(self.size)
 
 
 class SyncTarget(Strict):

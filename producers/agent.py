@@ -19,7 +19,7 @@ from latscope.producers import layout, libbpf
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.probes import POINT_HOOKS, Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
-from latscope.producers.sampling import SEQ_SPACE, effective_size, sampled_bytes
+from latscope.producers.sampling import effective_size, sampled_bytes
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
 
 _log = log.get("producers.agent")
@@ -214,16 +214,7 @@ class Agent:
             if flow is None:
                 flow = self._flow(fkey)
             seq = e[_SEQ]
-            if e[_FLAGS] & udp:
-                seqs = [seq]
-            else:
-                end = seq + e[_LEN]
-                # common case inline: a range no longer than the stride, not wrapping
-                if end - seq <= size and end <= SEQ_SPACE:
-                    b = seq + (-seq) % size
-                    seqs = [b] if b < end else []
-                else:
-                    seqs = sampled_bytes(seq, end - seq, size)
+            seqs = [seq] if e[_FLAGS] & udp else sampled_bytes(seq, e[_LEN], size)
             point = e[_POINT]
             if point == retrans:
                 for b in seqs:

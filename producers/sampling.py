@@ -33,11 +33,14 @@ def holds_sample(seq: int, length: int, size: int) -> bool:
 
 def sampled_bytes(seq: int, length: int, size: int) -> list[int]:
     """Every b in [seq, seq+length) mod 2^32 with b % size == 0, in stream order."""
+    end = seq + length
+    first = seq + (-seq) % size
+    if length <= size and end <= SEQ_SPACE:   # the hot case (one skb or call, no wrap): 0 or 1
+        return [first] if first < end else []
     if length <= 0:
         return []
     length = min(length, SEQ_SPACE)
     end = seq + length
-    first = seq + (-seq) % size
     out = list(range(first, min(end, SEQ_SPACE), size))
     if end > SEQ_SPACE:            # the range wraps: continue from 0
         out += range(0, end - SEQ_SPACE, size)
