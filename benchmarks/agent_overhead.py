@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 from latscope import netns
+from latscope.producers import libbpf
 from latscope.topology import parse_topology
 
 PREFIX = "lsxa"
@@ -82,22 +83,8 @@ def iperf(net: netns.Net, seconds: float, *extra: str) -> float:
     return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
 
 
-def prog_ids(pid: int) -> set[int]:
-    """IDs of the BPF programs a process holds (its fds' fdinfo; Debian's bpftool lists no
-    owner pids)."""
-    out = set()
-    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            for line in fd.read_text().splitlines():
-                if line.startswith("prog_id:"):
-                    out.add(int(line.split()[1]))
-        except OSError:
-            continue
-    return out
-
-
 def bpf_stats(pids: set[int]) -> dict[str, tuple[int, int]]:
-    ours = set().union(*(prog_ids(p) for p in pids))
+    ours = set().union(*(libbpf.held_ids(p, "prog_id") for p in pids))
     progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
                                       capture_output=True, text=True).stdout)
     out: dict[str, tuple[int, int]] = {}

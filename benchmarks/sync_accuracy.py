@@ -35,6 +35,7 @@ from pathlib import Path
 
 from latscope import netns
 from latscope.clock import ClockInjection
+from latscope.producers import libbpf
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
 from latscope.sync.manager import Manager, Target
 from latscope.sync.responder import start_responder
@@ -139,11 +140,7 @@ def enable_bpf_stats() -> int:
 def prog_costs(fds: dict[str, int]) -> dict[str, dict]:
     """Average ns per run of our own programs (by the ids behind our fds, so another run's
     programs of the same name are not mixed in), from the kernel's own accounting."""
-    ids = {}
-    for name, fd in fds.items():
-        for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
-            if line.startswith("prog_id:"):
-                ids[int(line.split()[1])] = name
+    ids = {libbpf.fdinfo_int(fd, "prog_id"): name for name, fd in fds.items()}
     out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                          check=True).stdout
     return {ids[p["id"]]: {"runs": p.get("run_cnt", 0),

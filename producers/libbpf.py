@@ -512,12 +512,35 @@ class RingBuffer:
             self._ep.close()
 
 
-def _map_max_entries(map_fd: int) -> int:
-    # /proc/self/fdinfo/<fd> lists max_entries for every map fd: no BPF_OBJ_GET_INFO needed.
-    for line in Path(f"/proc/self/fdinfo/{map_fd}").read_text().splitlines():
-        if line.startswith("max_entries:"):
+def fdinfo_int(fd: int, key: str, pid: int | str = "self") -> int | None:
+    """An integer field of /proc/PID/fdinfo/FD (``max_entries``, ``prog_id``, ``link_id``…):
+    the kernel lists them for every BPF fd, so no BPF_OBJ_GET_INFO is needed."""
+    prefix = f"{key}:"
+    for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith(prefix):
             return int(line.split()[1])
-    raise BpfError(errno.EINVAL, f"fd {map_fd} is not a BPF map")
+    return None
+
+
+def held_ids(pid: int, key: str) -> set[int]:
+    """IDs (``prog_id``, ``link_id``, ``map_id``) of the BPF objects a process holds by fd:
+    Debian's bpftool lists no owner pids, and other processes' objects must not be counted."""
+    out = set()
+    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            value = fdinfo_int(int(fd.name), key, pid)
+        except OSError:
+            continue    # closed while we looked
+        if value is not None:
+            out.add(value)
+    return out
+
+
+def _map_max_entries(map_fd: int) -> int:
+    entries = fdinfo_int(map_fd, "max_entries")
+    if entries is None:
+        raise BpfError(errno.EINVAL, f"fd {map_fd} is not a BPF map")
+    return entries
 
 
 def netns_inode(name: str | None) -> int:

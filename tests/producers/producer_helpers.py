@@ -8,9 +8,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from latscope.netns import Net
+from latscope.producers import libbpf
 
 
 @dataclass
@@ -102,14 +102,6 @@ def loopback_burst(ns: str, nbytes: int, port: int = 0) -> int:
 
 
 def links_of(pid: int) -> set[int]:
-    """IDs of the BPF links a process holds (from its fds' fdinfo): other engineers' agents
-    may attach and detach links at the same time, so tests count only their own."""
-    out = set()
-    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            for line in fd.read_text().splitlines():
-                if line.startswith("link_id:"):
-                    out.add(int(line.split()[1]))
-        except OSError:
-            continue
-    return out
+    """IDs of the BPF links a process holds: other engineers' agents may attach and detach
+    links at the same time, so tests count only their own."""
+    return libbpf.held_ids(pid, "link_id")
