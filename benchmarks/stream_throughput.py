@@ -29,8 +29,9 @@ from confluent_kafka import Producer
 from latscope import stack
 from latscope.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
+from latscope.procs import free_port
 from latscope.stream.kafkaio import produce
-from latscope.stream.process import WorkerProcess, free_port
+from latscope.stream.process import WorkerProcess
 from latscope.stream.synthetic import PathSpec, clock_model, encoded, sample_records
 
 TARGET_RATE = 20_000      # joined samples/s per worker

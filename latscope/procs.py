@@ -84,12 +84,7 @@ class Service:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.kill(pid, signal.SIGTERM)
-        try:
-            wait_for(lambda: not _alive(pid), timeout, f"stop {self.name}")
-        except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not _alive(pid), 10, f"kill {self.name}")
+        terminate(pid, timeout, self.name)
         if self._proc is not None:
             self._proc.poll()  # reap our own child so it does not linger as a zombie
         self.pid_file.unlink(missing_ok=True)
@@ -100,6 +95,23 @@ class Service:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def terminate(pid: int, timeout: float, name: str) -> None:
+    """SIGTERM (services flush on it), SIGKILL if it is still alive after ``timeout``."""
+    os.kill(pid, signal.SIGTERM)
+    try:
+        wait_for(lambda: not _alive(pid), timeout, f"stop {name}")
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not _alive(pid), 10, f"kill {name}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:

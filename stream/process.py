@@ -7,16 +7,15 @@ process, as in production, stopped by its own PID.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from latscope.procs import terminate, wait_for
 
 
 def get_json(port: int, path: str, timeout: float = 5.0) -> Any:
@@ -51,21 +50,26 @@ class WorkerProcess:
 
     def wait_until(self, cond: Callable[[dict], bool], timeout: float, what: str) -> dict:
         """Poll the summary until ``cond`` holds; raise with the log tail if it never does."""
-        deadline = time.monotonic() + timeout
         last: dict = {}
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"stream worker exited ({self.proc.returncode}) while "
-                                   f"waiting for {what}:\n{self.log_tail()}")
+
+        def holds() -> bool:
+            nonlocal last
             try:
                 last = self.summary()
-                if cond(last):
-                    return last
             except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"stream worker: no {what} within {timeout:.0f}s; last summary "
-                           f"{json.dumps(last)[:800]}\n{self.log_tail()}")
+                return False
+            return cond(last)
+
+        try:
+            wait_for(holds, timeout, f"stream worker: {what}",
+                     alive=lambda: self.proc is None or self.proc.poll() is None)
+        except RuntimeError:
+            raise RuntimeError(f"stream worker exited ({self.proc.returncode if self.proc else '?'})"
+                               f" while waiting for {what}:\n{self.log_tail()}") from None
+        except TimeoutError:
+            raise TimeoutError(f"stream worker: no {what} within {timeout:.0f}s; last summary "
+                               f"{json.dumps(last)[:800]}\n{self.log_tail()}") from None
+        return last
 
     def wait_ready(self, timeout: float = 90) -> dict:
         return self.wait_until(lambda s: bool(s.get("partitions")), timeout,
@@ -81,23 +85,11 @@ class WorkerProcess:
         """SIGTERM (the worker flushes InfluxDB on shutdown), SIGKILL if it hangs."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(10)
+        terminate(self.proc.pid, timeout, "stream worker")
+        return self.proc.wait(10)
 
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -10,7 +10,7 @@ import pytest
 
 from latscope import netns
 from latscope.demo import DemoOptions, run_demo
-from latscope.stream.process import free_port
+from latscope.procs import free_port
 
 PREFIX = "lsxd"
 

@@ -13,7 +13,8 @@ import uuid
 import pytest
 
 from latscope import netns
-from latscope.stream.process import free_port, get_json
+from latscope.procs import free_port
+from latscope.stream.process import get_json
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 

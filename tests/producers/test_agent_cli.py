@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from producer_helpers import links_of, loopback_burst
 
+from latscope.procs import free_port
 from latscope.schemas.records import POINTS
 
 pytestmark = pytest.mark.root
@@ -51,9 +51,7 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
                                stack: Any, topic_name: str, tmp_path: Path,
                                sig: signal.Signals) -> None:
     status = tmp_path / "status.json"
-    with socket.socket() as s:          # a free port for the metrics endpoint
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()                  # for the metrics endpoint
     proc = subprocess.Popen(
         [*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns, "--json",
          "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",

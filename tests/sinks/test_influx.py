@@ -90,8 +90,8 @@ def test_dashboard_queries_run(influx) -> None:
 
 def test_unreachable_influxdb_is_counted_not_fatal() -> None:
     """An InfluxDB outage: the writes fail after their retries and are counted."""
+    from latscope.procs import free_port
     from latscope.sinks.influx import InfluxSettings
-    from latscope.stream.process import free_port
 
     dead = InfluxSettings(f"http://127.0.0.1:{free_port()}", "latscope", "latscope", "x",
                           max_retries=1, flush_interval_ms=100)

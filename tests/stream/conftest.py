@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from latscope.paths import REPO_ROOT
-from latscope.stream.process import WorkerProcess, free_port
+from latscope.procs import free_port
+from latscope.stream.process import WorkerProcess
 
 TOPOLOGY = REPO_ROOT / "topologies" / "default.yaml"
 

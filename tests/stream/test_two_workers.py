@@ -6,9 +6,10 @@ import pytest
 
 from latscope.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
+from latscope.procs import free_port
 from latscope.schemas import codec
 from latscope.stream.kafkaio import consume, produce
-from latscope.stream.process import WorkerProcess, free_port
+from latscope.stream.process import WorkerProcess
 from latscope.stream.synthetic import PathSpec, clock_model, encoded, sample_records
 
 pytestmark = pytest.mark.stack
