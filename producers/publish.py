@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Producer
 
-from latscope import log
+from latscope import kafka, log
 from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.grouping import Record
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
@@ -54,17 +54,13 @@ class LayerEventPublisher:
         set meanwhile (shutdown with the broker unreachable): then it counts as failed."""
         value = self._encoder.encode(record)
         key = record.flow_id.encode()
-        while True:
-            try:
-                self._producer.produce(self.topic, key=key, value=value,
-                                       on_delivery=self._delivered)
-                break
-            except BufferError:
-                self.counters.buffer_waits += 1
-                self._producer.poll(0.05)
-                if abort is not None and abort.is_set():
-                    self.counters.failed += 1
-                    return False
+        try:
+            self.counters.buffer_waits += kafka.produce(
+                self._producer, self.topic, value, key=key, on_delivery=self._delivered,
+                abort=abort)
+        except kafka.Aborted:
+            self.counters.failed += 1
+            return False
         self.counters.produced += 1
         return True
 

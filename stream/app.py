@@ -27,9 +27,8 @@ from pathlib import Path
 
 import faust
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from latscope import log
+from latscope import kafka, log
 from latscope.clock import monotonic_ns
 from latscope.paths import cache_dir
 from latscope.schemas import codec
@@ -78,32 +77,6 @@ class StreamSettings:
         return self.data_dir or cache_dir() / "stream" / self.app_id
 
 
-def ensure_topics(bootstrap: str, wanted: Mapping[str, tuple[int, dict[str, str]]]) -> dict[str, int]:
-    """Partition count of each topic, creating missing ones (partitions, config)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    meta = admin.list_topics(timeout=15)
-    missing = [NewTopic(t, num_partitions=n, replication_factor=1, config=cfg)
-               for t, (n, cfg) in wanted.items() if t not in meta.topics]
-    if missing:
-        for fut in admin.create_topics(missing).values():
-            try:
-                fut.result(15)
-            except Exception as e:   # created concurrently by another worker: fine
-                if "TOPIC_ALREADY_EXISTS" not in str(e):
-                    raise
-    deadline = time.monotonic() + 15
-    while True:
-        meta = admin.list_topics(timeout=15)
-        have = {t: len(meta.topics[t].partitions) for t in wanted
-                if t in meta.topics and meta.topics[t].partitions}
-        if len(have) == len(wanted) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    if len(have) != len(wanted):
-        raise RuntimeError(f"topics not visible on {bootstrap}: {sorted(set(wanted) - set(have))}")
-    return have
-
-
 def keep_tighter(old: Mapping, new: Mapping, hold_s: float, factor: float = 4.0) -> bool:
     """Keep using ``old`` when ``new`` claims a bound ``factor`` times looser and ``old`` is
     younger than ``hold_s``: a sync path that is congested for a while (its probes queue
@@ -146,7 +119,7 @@ class Runtime:
         self._tags = dict(s.influx.tags) if s.influx else {}
         self._wall_offset_ns = time.time_ns() - monotonic_ns()
         self._last_counters_write = 0.0
-        parts = ensure_topics(s.bootstrap, {
+        parts = kafka.ensure_topics(s.bootstrap, {
             s.layer_topic: (s.default_partitions, {}),
             s.clock_topic: (1, {"cleanup.policy": "compact"}),
             s.breakdown_topic: (s.default_partitions, {}),
@@ -367,12 +340,7 @@ class Runtime:
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: dict[str, bytes] | None = None) -> None:
-        while True:
-            try:
-                self.out.produce(topic, value=value, key=key, headers=headers)
-                break
-            except BufferError:   # queue full: wait for deliveries, never drop
-                self.out.poll(0.05)
+        kafka.produce(self.out, topic, value, key=key, headers=headers)
         self._unflushed += 1
 
     def _flush_out(self) -> None:

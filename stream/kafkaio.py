@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 
 from confluent_kafka import Consumer, Message, Producer
 
+from latscope import kafka
+
 
 def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
     """Publish (key, value) pairs; BufferError is handled by polling, never by dropping."""
@@ -21,12 +23,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
 
     n = 0
     for key, value in items:
-        while True:
-            try:
-                p.produce(topic, value=value, key=key, on_delivery=report)
-                break
-            except BufferError:
-                p.poll(0.1)
+        kafka.produce(p, topic, value, key=key, on_delivery=report)
         n += 1
         p.poll(0)
     left = p.flush(60)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
 
-from latscope import log
+from latscope import kafka, log
 from latscope.schemas import codec
 from latscope.schemas.records import TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES
 from latscope.sync.estimator import Model, Sample
@@ -30,17 +30,9 @@ def ensure_topics(bootstrap: str, models_topic: str = TOPIC_CLOCK,
                   samples_topic: str = TOPIC_CLOCK_SAMPLES, settings: dict | None = None,
                   timeout: float = 15.0) -> None:
     """Create the model topic compacted and the sample topic; check an existing model topic."""
+    kafka.ensure_topics(bootstrap, {models_topic: (1, {"cleanup.policy": "compact"}),
+                                    samples_topic: (1, {})}, settings, timeout)
     admin = AdminClient({"bootstrap.servers": bootstrap, **(settings or {})})
-    wanted = [NewTopic(models_topic, num_partitions=1, replication_factor=1,
-                       config={"cleanup.policy": "compact"}),
-              NewTopic(samples_topic, num_partitions=1, replication_factor=1)]
-    for topic, fut in admin.create_topics(wanted, request_timeout=timeout).items():
-        try:
-            fut.result()
-            _log.info("created topic %s", topic)
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
     res = ConfigResource(ConfigResource.Type.TOPIC, models_topic)
     config = admin.describe_configs([res], request_timeout=timeout)[res].result()
     policy = config["cleanup.policy"].value
@@ -91,13 +83,7 @@ class ClockPublisher:
             _log.warning("clock record not delivered: %s", err)
 
     def _produce(self, topic: str, key: str, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, key=key.encode(), value=value,
-                                       on_delivery=self._delivered)
-                break
-            except BufferError:  # local queue full: wait for deliveries, never drop
-                self._producer.poll(0.1)
+        kafka.produce(self._producer, topic, value, key=key.encode(), on_delivery=self._delivered)
         self.produced += 1
         self._producer.poll(0)
 
