@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import random
+from pathlib import Path
 
 import pytest
 
 from latscope.stream.segments import ClockView, breakdown
+from latscope.stream.sketch import Sketch
 from latscope.stream.synthetic import PathSpec, clock_model, sample_records
 
 PATH = ["h1", "h2", "c1"]
@@ -238,3 +244,125 @@ def test_demo_sample_with_two_h2_records_keeps_one_copy() -> None:
     assert segs[("h2:dev_rx@br0", "h2:ip_post")] == 1843
     assert segs[("h2:dev_xmit@lsd-0b", "h1:dev_rx@lsd-0a")] == 8744955 - 8_742_000
     assert all(0 < s["duration_ns"] < 30_000 for s in bd["segments"])
+
+
+# -- output snapshot: the fast path must reproduce the original outputs exactly -----------
+# tests/stream/breakdown_golden.json holds a digest per case of what the original
+# (pre-optimisation) segments/windows/influx code produced for a varied, seeded corpus:
+# breakdown dicts (key order, floats, segment order), sample lines, window folds and
+# window lines, and the Avro encoding of each breakdown. Regenerate it ONLY for an
+# intended change of output: LSX_REGEN_GOLDEN=1 pytest tests/stream/test_segments.py
+
+GOLDEN = Path(__file__).with_name("breakdown_golden.json")
+_FLOWS = [{"proto": "tcp", "family": 4, "src": "10.1.0.1", "dst": "10.2.0.2",
+           "sport": 40000, "dport": 5201},
+          {"proto": "udp", "family": 6, "src": "fd00::1", "dst": "fd00:0:0:2::2",
+           "sport": 5353, "dport": 65535},
+          {"proto": "tcp", "family": 4, "src": "10.3.0.3", "dst": "10.1.0.1",
+           "sport": 1, "dport": 80}]
+_PATHS = [["h1", "c1"], ["h1", "h2", "c1"], ["c1", "h2", "h1"], ["h1", "r1", "r2", "h2"]]
+
+
+def _case(rng: random.Random) -> tuple[list[dict], ClockView, list[str] | None]:
+    """One sampled byte's records, mangled the ways real ones are: jittered durations,
+    clock offsets and drift, missing points and hosts, br_netfilter, resent copies, split
+    records, shuffled hits, odd device names."""
+    path = rng.choice(_PATHS)
+    offsets = {h: rng.choice([0, rng.randrange(-9_000_000, 9_000_000)]) for h in path}
+    spec = PathSpec(path, step_ns=rng.choice([1, 700, 9000]), offsets_ns=offsets,
+                    flow=rng.choice(_FLOWS))
+    t0 = rng.choice([10**12, 2**62, 5_000_000, rng.randrange(2**40)])
+    recs = sample_records(spec, seq=rng.randrange(2**32), t0_ref_ns=t0)
+    for r in recs:
+        for h in r["hits"]:
+            h["ts_ns"] += rng.randrange(-800, 800) if rng.random() < 0.3 else 0
+            if h["dev"] and rng.random() < 0.1:
+                h["dev"] = rng.choice(["br0", "vëth-ü", "lsd-1b", "eth0"])
+            if h["dev"] is None and rng.random() < 0.05:
+                h["dev"] = "lsd-1a"
+    if rng.random() < 0.25:          # points a kernel lacks, or lost
+        r = rng.choice(recs)
+        del r["hits"][rng.randrange(len(r["hits"]))]
+    if rng.random() < 0.15:          # br_netfilter on a forwarder or receiver
+        r = rng.choice(recs[1:])
+        pre = next((h for h in r["hits"] if h["point"] == "ip_pre"), None)
+        if pre:
+            r["hits"].append(dict(pre, point="dev_rx", dev="br0",
+                                  ts_ns=pre["ts_ns"] + rng.choice([-50, 400]), ifindex=7))
+    if rng.random() < 0.1:           # an xdp point before dev_rx
+        r = rng.choice(recs[1:])
+        rx = next((h for h in r["hits"] if h["point"] == "dev_rx"), None)
+        if rx:
+            r["hits"].append(dict(rx, point="xdp", ts_ns=rx["ts_ns"] - 100))
+    if rng.random() < 0.2:           # a resent copy crossing some hosts again
+        gap = rng.choice([50_000, 15_000_000, -200_000_000])
+        for r in list(recs):
+            if rng.random() < 0.6:
+                hits = [dict(h, ts_ns=h["ts_ns"] + gap) for h in r["hits"]
+                        if rng.random() < 0.7]
+                if rng.random() < 0.5:
+                    r["hits"] = r["hits"] + hits
+                else:
+                    recs.append(dict(r, hits=hits, complete=False))
+    if rng.random() < 0.1:           # linger flush: one host's record split, overlapping
+        r = rng.choice(recs)
+        cut = rng.randrange(len(r["hits"]) + 1)
+        recs.append(dict(r, hits=r["hits"][max(0, cut - 1):]))
+        r["hits"] = r["hits"][:cut]
+    if rng.random() < 0.15 and len(recs) > 1:   # a host never reported
+        recs.pop(rng.randrange(len(recs)))
+    for r in recs:
+        r["retrans"] = rng.random() < 0.05
+        if rng.random() < 0.3:
+            rng.shuffle(r["hits"])
+    rng.shuffle(recs)
+    recs = [r for r in recs if r["hits"]] or recs[:1]
+    manager = rng.choice(["mgr", path[0], path[-1], None])
+    models = {h: dict(clock_model(h, offsets[h], manager=manager or "mgr",
+                                  bound_ns=rng.choice([0.0, 300.0, 2500.5])),
+                      drift_ppm=rng.choice([0.0, 0.0, 12.5, -3.25]),
+                      ref_ns=rng.choice([0, t0]))
+              for h in path if rng.random() < 0.8}
+    clock_hosts = {"c1": "h2"} if rng.random() < 0.2 else None
+    return recs, ClockView(models, manager, clock_hosts), rng.choice([path, path, None,
+                                                                       path[:-1]])
+
+
+def _outputs(n: int = 600, seed: int = 20261125) -> dict[str, str]:
+    from latscope.schemas import codec
+    from latscope.sinks.influx import sample_line, window_line
+    from latscope.stream.windows import WindowPolicy, Windows
+
+    rng = random.Random(seed)
+    out: dict[str, str] = {}
+    windows = Windows(WindowPolicy(interval_s=1.0, lateness_s=0.5))
+    table: dict = {}
+    batch = []
+    for i in range(n):
+        recs, clocks, path = _case(rng)
+        bd = breakdown(recs, clocks, path=path)
+        flow = rng.choice(["f1", "f 2,=x", "tcp:[fd00::1]:5353>[fd00::2]:1"])
+        wall = 10**18 + rng.randrange(4 * 10**9)
+        extra = rng.choice([{}, {"run": "lsxe-1"}])
+        text = repr(bd) + sample_line(bd, flow, wall, extra) + codec.encode("Breakdown", bd).hex()
+        out[f"bd{i}"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        batch.append((i % 4, bd, flow, wall))
+        if len(batch) == 37 or i == n - 1:
+            writes = windows.fold(batch, table)
+            out[f"fold{i}"] = hashlib.sha256(repr(sorted(writes.items())).encode()).hexdigest()[:16]
+            table.update(writes)
+            batch = []
+    lines = [window_line(v["tags"], Sketch.from_dict(v["s"]), v["w"], {"run": "x"}, v["pos"])
+             for _, v in sorted(table.items())]
+    out["windows"] = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    return out
+
+
+def test_outputs_match_the_snapshot() -> None:
+    got = _outputs()
+    if os.environ.get("LSX_REGEN_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=0) + "\n")
+    want = json.loads(GOLDEN.read_text())
+    differ = [k for k in want if got.get(k) != want[k]]
+    assert not differ, f"{len(differ)} of {len(want)} outputs changed, first: {differ[:10]}"
+    assert got.keys() == want.keys()
