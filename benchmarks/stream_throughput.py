@@ -5,9 +5,10 @@ topology's f1 path, injected clock offsets with ClockModel records) go through t
 broker into one real ``latscope stream worker``, which joins, publishes breakdowns and
 writes InfluxDB.
 
-Phase 1 (throughput): a backlog of N samples is produced first, then a fresh worker drains
-it; joined samples/s = samples published / time from first to last, read from the worker's
-own counters.
+Phase 1 (throughput): a backlog of N samples is produced first, as agents write it (a
+LayerEventBatch per host and flow), then a fresh worker drains it; joined samples/s =
+samples published / time from first to last, read from the worker's own counters. The same
+with one LayerEvent per Kafka message (N/4 samples), side by side.
 Phase 2 (freshness): a fresh worker, records produced live at a fixed rate with current
 timestamps; freshness = InfluxDB write acknowledged − the sample's sock_send time, p99 from
 the worker's sketch (every raw sample point).
@@ -32,12 +33,19 @@ from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
 from latscope.stream.kafkaio import produce
 from latscope.stream.process import WorkerProcess
-from latscope.stream.synthetic import PathSpec, clock_model, encoded, sample_records
+from latscope.stream.synthetic import (
+    PathSpec,
+    clock_model,
+    encoded,
+    encoded_batches,
+    sample_records,
+)
 
 TARGET_RATE = 20_000      # joined samples/s per worker
 TARGET_FRESH_P99_S = 3.0
 OFFSETS = {"h1": 5_000_000, "h2": -3_000_000, "c1": -3_000_000}
 HOSTS = ["h1", "h2", "c1"]
+BATCH = 100      # records per LayerEventBatch: a busy flow's 20 ms poll at default sampling
 
 
 def specs(n_flows: int) -> list[PathSpec]:
@@ -66,13 +74,16 @@ def worker(info: stack.StackInfo, prefix: str, tmp: Path, name: str) -> WorkerPr
         free_port(), tmp / f"{name}.log")
 
 
-def throughput(info: stack.StackInfo, prefix: str, tmp: Path, n: int) -> dict:
+def throughput(info: stack.StackInfo, prefix: str, tmp: Path, n: int, batched: bool) -> dict:
     flows = specs(64)
     t0 = monotonic_ns()
-    w = worker(info, prefix, tmp, "tput")
+    name = "tput-batch" if batched else "tput-single"
+    w = worker(info, prefix, tmp, name)
     recs = records(flows, 0, n, t0, 1000)
-    print(f"phase 1: producing a backlog of {n} samples ({len(recs)} records)…", flush=True)
-    produce(info.kafka_bootstrap, f"{prefix}-tput-layer", encoded("LayerEvent", recs, "flow_id"))
+    msgs = encoded_batches(recs, BATCH) if batched else encoded("LayerEvent", recs, "flow_id")
+    print(f"phase 1 ({'LayerEventBatch' if batched else 'one LayerEvent a message'}): "
+          f"a backlog of {n} samples ({len(recs)} records, {len(msgs)} messages)…", flush=True)
+    produce(info.kafka_bootstrap, f"{prefix}-{name}-layer", msgs)
     with w:
         w.wait_ready()
         first = w.wait_until(lambda s: s["counters"]["published"] > 0, 120, "first breakdown")
@@ -81,7 +92,8 @@ def throughput(info: stack.StackInfo, prefix: str, tmp: Path, n: int) -> dict:
         last = w.wait_until(lambda s: s["counters"]["published"] >= n, 600, "all breakdowns")
         t_last = time.monotonic()
     rate = (last["counters"]["published"] - n_first) / max(t_last - t_first, 1e-9)
-    return {"samples": n, "records": len(recs), "joined_per_s": round(rate),
+    return {"samples": n, "records": len(recs), "messages": len(msgs),
+            "joined_per_s": round(rate),
             "complete": last["counters"]["complete"], "seconds": round(t_last - t_first, 2)}
 
 
@@ -97,9 +109,8 @@ def freshness(info: stack.StackInfo, prefix: str, tmp: Path, rate: int, seconds:
         sent = 0
         while time.monotonic() - start < seconds:
             tick = time.monotonic()
-            batch = max(1, rate // 20)
-            for key, value in encoded("LayerEvent", records(flows, sent, batch,
-                                                            monotonic_ns(), 0), "flow_id"):
+            batch = max(1, rate // 20)   # a 50 ms flush, as the agent's linger
+            for key, value in encoded_batches(records(flows, sent, batch, monotonic_ns(), 0)):
                 producer.produce(f"{prefix}-fresh-layer", value=value, key=key)
             producer.poll(0)
             sent += batch
@@ -128,6 +139,8 @@ def main() -> int:
     ap.add_argument("--worker-arg", action="append", default=[],
                     help="extra `stream worker` option, e.g. --worker-arg=--no-raw-samples")
     ap.add_argument("--skip-freshness", action="store_true")
+    ap.add_argument("--skip-single", action="store_true",
+                    help="skip the comparison run with one LayerEvent per message")
     args = ap.parse_args()
     EXTRA.extend(args.worker_arg)
     info = stack.status(stack.StackSettings.from_env())
@@ -137,19 +150,25 @@ def main() -> int:
     produce(info.kafka_bootstrap, f"{prefix}-clock", encoded(
         "ClockModel", [clock_model(h, OFFSETS[h]) for h in ("h1", "h2")], "host"))
     with tempfile.TemporaryDirectory(prefix="lsxd-bench-") as d:
-        tput = throughput(info, prefix, Path(d), args.samples)
+        single = (None if args.skip_single else
+                  throughput(info, prefix, Path(d), args.samples // 4, batched=False))
+        tput = throughput(info, prefix, Path(d), args.samples, batched=True)
         fresh = ({"fresh_p99_s": None, "fresh_p50_s": None, "offered_per_s": 0}
                  if args.skip_freshness else
                  freshness(info, prefix, Path(d), args.rate, args.seconds))
-    result = {"throughput": tput, "freshness": fresh,
+    result = {"throughput": tput, "throughput_one_record_a_message": single,
+              "freshness": fresh,
               "ratios": {"joined_per_s / target": round(tput["joined_per_s"] / TARGET_RATE, 3),
+                         "batched / one record a message": round(
+                             tput["joined_per_s"] / single["joined_per_s"], 2) if single else None,
                          "fresh_p99 / target": round(fresh["fresh_p99_s"] / TARGET_FRESH_P99_S, 3)
                          if fresh["fresh_p99_s"] is not None else None}}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"joined samples/s per worker: {tput['joined_per_s']} "
-              f"(target ≥ {TARGET_RATE}: ratio {result['ratios']['joined_per_s / target']})")
+              f"(target ≥ {TARGET_RATE}: ratio {result['ratios']['joined_per_s / target']}); "
+              f"vs one record a message: {result['ratios']['batched / one record a message']}×")
         print(f"sample → InfluxDB freshness p99: {fresh['fresh_p99_s']} s, p50 "
               f"{fresh['fresh_p50_s']} s at {fresh['offered_per_s']} samples/s "
               f"(target ≤ {TARGET_FRESH_P99_S} s: ratio {result['ratios']['fresh_p99 / target']})")

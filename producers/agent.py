@@ -149,9 +149,9 @@ class Agent:
                 if now - last_expire > 5_000_000:
                     self.grouper.expire(out, now)
                     last_expire = now
-                for r in out:
-                    self.publisher.publish(r, stop)
-                out.clear()
+                if out:
+                    self.publisher.publish_all(out, stop)
+                    out.clear()
                 self.publisher.poll()
         finally:
             self.shutdown()
@@ -173,8 +173,7 @@ class Agent:
         timer = threading.Timer(flush_timeout, deadline.set)
         timer.start()
         try:
-            for r in out:
-                self.publisher.publish(r, deadline)
+            self.publisher.publish_all(out, deadline)
             left = self.publisher.flush(max(0.1, flush_timeout / 2))
         finally:
             timer.cancel()
@@ -251,6 +250,7 @@ class Agent:
                 "samples": g.samples, "records": g.records,
                 "published": pub.delivered if pub else 0,
                 "produced": pub.produced if pub else 0,
+                "messages": pub.messages if pub else 0,
                 "failed_deliveries": pub.failed if pub else 0,
                 "buffer_waits": pub.buffer_waits if pub else 0,
                 "ringbuf_drops": kc.get("rb_drops", 0), "kernel_hits": kc.get("hits", 0),

@@ -76,9 +76,15 @@ class LayerEventEncoder:
             if got != want:
                 raise SchemaChanged(f"schemas: {what} fields are {got}, this encoder writes "
                                     f"{want}: update producers/avro.py")
+        batch = json.loads((codec.SCHEMA_DIR / "layer_event_batch.avsc").read_text())
+        if [(f["name"], f["type"]) for f in batch["fields"]] != [
+                ("events", {"type": "array", "items": "latscope.LayerEvent"})]:
+            raise SchemaChanged("schemas: LayerEventBatch is no longer an array of LayerEvent "
+                                "named events: update producers/avro.py")
         self._point = {p: _long(i) for i, p in enumerate(point["symbols"])}
         self._proto = {p: _long(i) for i, p in enumerate(proto["symbols"])}
         self._header = MAGIC + c.fingerprint("LayerEvent")
+        self._batch_header = MAGIC + c.fingerprint("LayerEventBatch")
         self._flows: dict[tuple[str, FlowT], bytes] = {}
         self._where: dict[tuple[int, str | None, int, int], bytes] = {}
 
@@ -99,7 +105,7 @@ class LayerEventEncoder:
         p = self._flows.get(key)
         if p is None:
             f = r.flow
-            p = (self._header + _long(1) + _str(r.host) + _str(r.flow_id) + self._proto[f[0]] +
+            p = (_long(1) + _str(r.host) + _str(r.flow_id) + self._proto[f[0]] +
                  _long(f[1]) + _str(f[2]) + _str(f[3]) + _long(f[4]) + _long(f[5]))
             if len(self._flows) > 100_000:
                 self._flows.clear()
@@ -107,6 +113,15 @@ class LayerEventEncoder:
         return p
 
     def encode(self, r: Record) -> bytes:
+        """One LayerEvent, single-object encoded."""
+        return self._header + self.body(r)
+
+    def batch(self, bodies: list[bytes]) -> bytes:
+        """A LayerEventBatch of LayerEvent bodies (from body()), single-object encoded."""
+        return b"".join((self._batch_header, _long(len(bodies)), *bodies, b"\x00"))
+
+    def body(self, r: Record) -> bytes:
+        """A LayerEvent's Avro body (no single-object header)."""
         parts = [self._prefix(r), _long(r.seq), b"\x01" if r.retrans else b"\x00",
                  b"\x01" if r.complete else b"\x00"]
         if r.hits:

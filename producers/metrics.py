@@ -15,6 +15,7 @@ HELP = {
     "records": "records produced by grouping",
     "published": "records acknowledged by Kafka",
     "produced": "records handed to the Kafka producer",
+    "messages": "Kafka messages queued (one LayerEventBatch per flow and poll)",
     "failed_deliveries": "records Kafka did not acknowledge",
     "buffer_waits": "times the producer queue was full and the agent waited",
     "ringbuf_drops": "events lost because the ring buffer was full",

@@ -19,8 +19,8 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 SCHEMA_DIR = Path(__file__).resolve().parent
-# Named types other schemas refer to; loaded first.
-_SHARED = ("flow_key.avsc",)
+# Named types other schemas refer to; loaded first, in this order.
+_SHARED = ("flow_key.avsc", "layer_event.avsc")
 
 
 class DecodeError(ValueError):
@@ -43,7 +43,8 @@ def _load(paths: Iterable[Path]) -> dict[str, dict]:
     """Parse .avsc files (shared named types first) into fastavro schemas by full name."""
     named: dict[str, Any] = {}
     out: dict[str, dict] = {}
-    ordered = sorted(paths, key=lambda p: (p.name not in _SHARED, str(p)))
+    ordered = sorted(paths, key=lambda p: (_SHARED.index(p.name) if p.name in _SHARED
+                                           else len(_SHARED), str(p)))
     for path in ordered:
         try:
             raw = json.loads(path.read_text())
@@ -122,3 +123,14 @@ def encode(name: str, record: dict) -> bytes:
 
 def decode(data: bytes, expect: str | None = None) -> tuple[str, dict]:
     return default_codec().decode(data, expect)
+
+
+def decode_layer_events(data: bytes) -> list[dict]:
+    """The LayerEvent records of one message on the layer-events topic: a LayerEventBatch
+    (what agents write) or a single LayerEvent (older agents, tools)."""
+    name, record = default_codec().decode(data)
+    if name == "LayerEventBatch":
+        return record["events"]
+    if name == "LayerEvent":
+        return [record]
+    raise DecodeError(f"expected a LayerEvent or LayerEventBatch record, got {name}")

@@ -88,8 +88,9 @@ def keep_tighter(old: Mapping, new: Mapping, hold_s: float, factor: float = 4.0)
 
 @dataclass
 class Counters:
-    records: int = 0
-    dead_lettered: int = 0
+    messages: int = 0         # Kafka messages read from the layer-events topic
+    records: int = 0          # LayerEvents in them (an agent batches a flow's records)
+    dead_lettered: int = 0    # undecodable messages
     clock_models: int = 0
     clock_models_held: int = 0   # a much looser new model ignored for a recent tight one
     published: int = 0        # breakdowns written to the breakdowns topic
@@ -212,11 +213,14 @@ class Runtime:
     def on_batch(self, items: Sequence[tuple[int, bytes | None, bytes]]) -> None:
         decoded = []
         for partition, key, value in items:
-            self.counters.records += 1
+            self.counters.messages += 1
             try:
-                decoded.append((partition, codec.decode(value, expect="LayerEvent")[1]))
+                events = codec.decode_layer_events(value)
             except codec.DecodeError as e:
                 self._dead_letter(key, value, e, self.settings.layer_topic)
+                continue
+            self.counters.records += len(events)
+            decoded.extend((partition, ev) for ev in events)
         done, writes = self.joiner.process(decoded, self.pending.data, time.time())
         self._apply(self.pending, writes)
         self._emit(done)

@@ -65,6 +65,29 @@ def clock_model(host: str, offset_ns: float, *, manager: str = "mgr", ref_ns: in
             "samples": 16, "min_delay_ns": 20_000.0, "updated_unix_ms": 0}
 
 
+def encoded_batches(records: Sequence[dict], per_message: int = 500) -> list[tuple[bytes, bytes]]:
+    """(flow id, LayerEventBatch) messages as agents write them: one host's records of one
+    flow together, in order, at most ``per_message`` a message."""
+    from latscope.schemas import codec
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    out: list[tuple[bytes, bytes]] = []
+
+    def emit(host_flow: tuple[str, str]) -> None:
+        out.append((host_flow[1].encode(),
+                    codec.encode("LayerEventBatch", {"events": groups.pop(host_flow)})))
+
+    for r in records:
+        key = (r["host"], r["flow_id"])
+        group = groups.setdefault(key, [])
+        group.append(r)
+        if len(group) >= per_message:
+            emit(key)
+    for key in list(groups):
+        emit(key)
+    return out
+
+
 def encoded(name: str, records: list[dict], key_field: str) -> list[tuple[bytes, bytes]]:
     """(key, Avro single-object value) pairs ready to produce."""
     from latscope.schemas import codec

@@ -135,3 +135,17 @@ def test_not_single_object(data: bytes) -> None:
 def test_expect_other_name() -> None:
     with pytest.raises(codec.DecodeError, match="expected a Breakdown"):
         codec.decode(codec.encode("ClockModel", MODEL), expect="Breakdown")
+
+
+def test_layer_events_of_a_message() -> None:
+    """The layer-events topic carries batches (agents) and single records (older writers);
+    anything else is a typed error the worker dead-letters."""
+    one = codec.decode(codec.encode("LayerEvent", EVENT))[1]
+    other = {**one, "seq": 2, "host": "h2"}
+    batch = codec.encode("LayerEventBatch", {"events": [EVENT, other]})
+    assert codec.decode_layer_events(batch) == [one, other]
+    assert codec.decode_layer_events(codec.encode("LayerEvent", EVENT)) == [one]
+    with pytest.raises(codec.DecodeError, match="LayerEventBatch"):
+        codec.decode_layer_events(codec.encode("ClockModel", MODEL))
+    with pytest.raises(codec.TruncatedRecord):
+        codec.decode_layer_events(batch[:-4])

@@ -21,8 +21,17 @@ def load(bootstrap: str, summary: dict) -> tuple[list[dict], dict]:
         bootstrap, summary["topics"]["breakdowns"], lambda ms: len(ms) >= n, 60)]
     recs: dict = defaultdict(list)
     m = summary["worker"]["counters"]["records"]
-    for msg in consume(bootstrap, summary["topics"]["layer_events"], lambda ms: len(ms) >= m, 60):
-        r = codec.decode(msg.value(), expect="LayerEvent")[1]
+    events: list[dict] = []
+    read = [0]     # messages decoded so far: each is decoded once, as it arrives
+
+    def enough(msgs: list) -> bool:
+        for msg in msgs[read[0]:]:
+            events.extend(codec.decode_layer_events(msg.value()))
+        read[0] = len(msgs)
+        return len(events) >= m
+
+    consume(bootstrap, summary["topics"]["layer_events"], enough, 60)
+    for r in events:
         recs[(r["flow_id"], r["seq"])].append(r)
     return bds, recs
 

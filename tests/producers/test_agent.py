@@ -65,10 +65,11 @@ def consume(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> lis
             for m in c.consume(1000, 0.5):
                 if m.error():
                     continue
-                name, rec = codec.decode(m.value())
-                assert name == "LayerEvent"
-                assert m.key().decode() == rec["flow_id"]
-                out.append(rec)
+                name, batch = codec.decode(m.value())
+                assert name == "LayerEventBatch" and batch["events"]
+                for rec in batch["events"]:
+                    assert m.key().decode() == rec["flow_id"]
+                    out.append(rec)
         return out
     finally:
         c.close()
@@ -260,10 +261,10 @@ def test_records_on_the_real_topic_decode(net: Any, stack: Any) -> None:
                     continue
                 if m.key() != want_key:      # other writers share this topic
                     continue
-                _, rec = codec.decode(m.value(), expect="LayerEvent")
-                assert rec["flow_id"] == want_key.decode()
-                assert rec["flow"]["sport"] == tr.sport and rec["flow"]["dport"] == 5201
-                mine.append(rec)
+                for rec in codec.decode(m.value(), expect="LayerEventBatch")[1]["events"]:
+                    assert rec["flow_id"] == want_key.decode()
+                    assert rec["flow"]["sport"] == tr.sport and rec["flow"]["dport"] == 5201
+                    mine.append(rec)
     finally:
         c.close()
     assert {r["host"] for r in mine} == {"h1", "h2"} and len(mine) >= 2 * 30
