@@ -34,11 +34,13 @@ A byte passing a host twice (retransmitted, or a spurious resend of which both c
 through) must not mix copies: see ``drop_repeats``.
 """
 
+
 from __future__ import annotations
 
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 
 from latscope.clock import to_reference
 
@@ -55,20 +57,30 @@ _POINT_LAYER = {"sock_send": "socket", "sock_recv": "socket", "tcp_tx": "tcp",
                 "tcp_rx": "tcp", "ip_out": "ip", "ip_post": "ip", "ip_pre": "ip",
                 "ip_in": "ip", "dev_queue": "qdisc", "dev_xmit": "device",
                 "dev_rx": "device", "xdp": "device"}
+_KEEP_LAST = frozenset({"tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"})
+# Points only a host with the flow's socket has: a host with none of them forwards.
+_LOCAL = frozenset({"sock_send", "tcp_tx", "ip_out", "ip_in", "tcp_rx", "sock_recv"})
+_RX_BLOCK = frozenset({"xdp", "dev_rx", "ip_pre"})
+# Sort kinds of a point inside one host (order_points): the receive block, ordered by the
+# host's clock; a transmit device block, ordered by device then queue/xmit; the rest, by rank.
+_RX, _TX_DEV, _PLAIN = 0, 1, 2
 
 
 class Point:
-    """One timestamp of the path; ``label`` is ``host:point`` or ``host:point@device`` (§8)."""
+    """One stack point of one host, interned per (host, point, device): per sample only
+    timestamps change, so everything derived from the names is computed once. ``label``
+    is ``host:point`` or ``host:point@device`` (§8)."""
 
-    __slots__ = ("dev", "host", "label", "point", "ts_host", "ts_ref")
+    __slots__ = ("dev", "host", "in_block", "kind", "label", "point", "rank")
 
-    def __init__(self, host: str, point: str, dev: str | None, ts_host: int,
-                 ts_ref: int) -> None:
+    def __init__(self, host: str, point: str, dev: str | None) -> None:
         self.host, self.point, self.dev = host, point, dev
-        self.ts_host = ts_host
-        self.ts_ref = ts_ref   # reference clock, rounded to ns so segments telescope exactly
         self.label = (f"{host}:{point}@{dev}" if dev and point in DEVICE_POINTS
                       else f"{host}:{point}")
+        self.rank = _RANK[point]
+        self.in_block = _IN_BLOCK.get(point, 0)
+        self.kind = (_RX if point in _RX_BLOCK else _TX_DEV if point in DEVICE_POINTS
+                     else _PLAIN)
 
 
 class ClockView:
@@ -135,12 +147,6 @@ def host_order(hits_by_host: Mapping[str, Sequence[dict]], clocks: ClockView,
         return 1
 
     return sorted(hosts, key=lambda h: (role(h), first_ref(h), h))
-
-
-_KEEP_LAST = frozenset({"tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"})
-# Points only a host with the flow's socket has: a host with none of them forwards.
-_LOCAL = frozenset({"sock_send", "tcp_tx", "ip_out", "ip_in", "tcp_rx", "sock_recv"})
-_RX_BLOCK = frozenset({"xdp", "dev_rx", "ip_pre"})
 
 
 def passes(hits: Sequence[dict]) -> list[list[dict]]:
@@ -217,31 +223,109 @@ def drop_repeats(hits: Sequence[dict],
     return list(chosen.values()), True
 
 
-def order_points(host: str, hits: Sequence[dict], clocks: ClockView) -> list[Point]:
-    """One host's hits in stack order; device blocks by device, devices by first hit; the
-    receive block (xdp, dev_rx, ip_pre) by this host's clock (br_netfilter, see above)."""
+class _Shape:
+    """The (point, device) sequence of one host's record, as it arrives: its interned
+    points, whether a point repeats (then drop_repeats chooses first), and how to put it in
+    stack order. ``order`` is that order when it does not depend on timestamps; the
+    receive block (``rx``: (index, rank, in_block) in arrival order, at ``rx_at`` in
+    ``order``) is then sorted by time alone. ``order`` None: sort every hit by its key."""
+
+    __slots__ = ("order", "points", "rx", "rx_at", "unique")
+
+    def __init__(self, host: str, pds: tuple[tuple[str, str | None], ...]) -> None:
+        self.points = tuple(_point(host, p, d) for p, d in pds)
+        self.unique = len(set(pds)) == len(pds)
+        self.order: tuple[int, ...] | None = None
+        self.rx: tuple[tuple[int, int, int], ...] = ()
+        self.rx_at = 0
+        groups: dict[int, list[int]] = {}
+        for i, pt in enumerate(self.points):
+            groups.setdefault(3 if pt.kind == _RX else pt.rank, []).append(i)
+        order: list[int] = []
+        for primary in sorted(groups):
+            g = groups[primary]
+            kinds = {self.points[i].kind for i in g}
+            if kinds == {_RX}:
+                self.rx_at = len(order)
+                self.rx = tuple((i, self.points[i].rank, self.points[i].in_block) for i in g)
+                order.extend(g)
+            elif len(g) == 1:
+                order.extend(g)
+            elif kinds == {_TX_DEV} and len({self.points[i].dev for i in g}) == 1:
+                # One device's queue and xmit (unique: at most one of each).
+                order.extend(sorted(g, key=lambda i: self.points[i].in_block))
+            else:
+                return   # several devices or ranks shared: timestamps decide
+        self.order = tuple(order)
+
+
+_POINTS: dict[tuple[str, str, str | None], Point] = {}
+_SHAPES: dict[tuple, _Shape] = {}
+_SEGMENTS: dict[tuple[Point, ...], tuple] = {}
+_CACHE_MAX = 100_000   # distinct hosts × record shapes seen; cleared (not grown) past this
+_PD = itemgetter("point", "dev")
+
+
+def _point(host: str, point: str, dev: str | None) -> Point:
+    k = (host, point, dev)
+    p = _POINTS.get(k)
+    if p is None:
+        p = _POINTS[k] = Point(host, point, dev)
+    return p
+
+
+def _shape(host: str, hits: Sequence[dict]) -> _Shape:
+    try:
+        pds = tuple(map(_PD, hits))
+    except KeyError:   # dev is optional in hand-made records
+        pds = tuple((h["point"], h.get("dev")) for h in hits)
+    k = (host, pds)
+    s = _SHAPES.get(k)
+    if s is None:
+        if len(_SHAPES) > _CACHE_MAX:
+            _SHAPES.clear()
+            _SEGMENTS.clear()
+            _POINTS.clear()
+        s = _SHAPES[k] = _Shape(host, pds)
+    return s
+
+
+def order_points(shape: _Shape, hits: Sequence[dict]) -> tuple[list[Point], list[int]]:
+    """One host's hits (one per point) in stack order, with their host-clock timestamps.
+
+    Stack order by rank; device blocks by device, devices by their first hit, queue before
+    xmit; the receive block (xdp, dev_rx, ip_pre) by this host's clock (br_netfilter, see
+    above); a tie keeps arrival order."""
+    ts = [h["ts_ns"] for h in hits]
+    pts = shape.points
+    order = shape.order
+    if order is not None:
+        if len(shape.rx) > 1:
+            rx = shape.rx
+            if len(rx) == 2:
+                (i, ri, bi), (j, rj, bj) = rx
+                swap = (ts[j], rj, bj) < (ts[i], ri, bi)
+                block = (j, i) if swap else (i, j)
+            else:
+                block = tuple(e[0] for e in sorted(rx, key=lambda e: (ts[e[0]], e[1], e[2])))
+            at = shape.rx_at
+            order = order[:at] + block + order[at + len(rx):]
+        return [pts[i] for i in order], [ts[i] for i in order]
     first_of_dev: dict[tuple[int, str | None], int] = {}
-    for hit in hits:
-        if hit["point"] in DEVICE_POINTS:
-            k = (_RANK[hit["point"]], hit.get("dev"))
-            first_of_dev[k] = min(first_of_dev.get(k, hit["ts_ns"]), hit["ts_ns"])
-
-    def key(hit: dict) -> tuple:
-        point = hit["point"]
-        rank = _RANK[point]
-        if point in _RX_BLOCK:
-            return (_RANK["dev_rx"], hit["ts_ns"], rank, _IN_BLOCK.get(point, 0))
-        if point in DEVICE_POINTS:
-            return (rank, first_of_dev[(rank, hit.get("dev"))], _IN_BLOCK[point],
-                    hit["ts_ns"])
-        return (rank, 0, 0, hit["ts_ns"])
-
-    model = clocks.model(host)
-    if model is None:
-        return [Point(host, h["point"], h.get("dev"), h["ts_ns"], h["ts_ns"])
-                for h in sorted(hits, key=key)]
-    return [Point(host, h["point"], h.get("dev"), h["ts_ns"], round(to_reference(model, h["ts_ns"])))
-            for h in sorted(hits, key=key)]
+    for pt, t in zip(pts, ts, strict=True):
+        if pt.kind == _TX_DEV:
+            k = (pt.rank, pt.dev)
+            first_of_dev[k] = min(first_of_dev.get(k, t), t)
+    keys = []
+    for pt, t in zip(pts, ts, strict=True):
+        if pt.kind == _RX:
+            keys.append((3, t, pt.rank, pt.in_block))
+        elif pt.kind == _TX_DEV:
+            keys.append((pt.rank, first_of_dev[(pt.rank, pt.dev)], pt.in_block, t))
+        else:
+            keys.append((pt.rank, 0, 0, t))
+    idx = sorted(range(len(pts)), key=keys.__getitem__)
+    return [pts[i] for i in idx], [ts[i] for i in idx]
 
 
 def layer_of(a: Point, b: Point, *, past_ip_pre: bool = False) -> tuple[str, str | None]:
@@ -277,6 +361,22 @@ def layer_of(a: Point, b: Point, *, past_ip_pre: bool = False) -> tuple[str, str
     return _POINT_LAYER[pb], None
 
 
+def _segments_of(points: tuple[Point, ...]) -> tuple:
+    """What a path's segments are, from its points alone: (from, to, layer, hosts, device,
+    host pair or None) each, the cross-host pairs, and whether it runs sock_send→sock_recv."""
+    segs = []
+    past_ip_pre = False
+    for a, b in itertools.pairwise(points):
+        past_ip_pre = a.host == b.host and (past_ip_pre or a.point == "ip_pre")
+        layer, dev = layer_of(a, b, past_ip_pre=past_ip_pre)
+        same = a.host == b.host
+        segs.append((a.label, b.label, layer, (a.host,) if same else (a.host, b.host), dev,
+                     None if same else (a.host, b.host)))
+    pairs = tuple(dict.fromkeys(s[5] for s in segs if s[5] is not None))
+    ends_ok = points[0].point == "sock_send" and points[-1].point == "sock_recv"
+    return tuple(segs), pairs, ends_ok
+
+
 def dedup_hits(records: Sequence[dict]) -> dict[str, list[dict]]:
     """Hits per host; a host that sent several records (linger flush, then the rest) merges."""
     if len({r["host"] for r in records}) == len(records):   # the usual case: one each
@@ -300,6 +400,9 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     ``path``: the hosts the byte should cross (topology); hosts missing from it make the
     sample incomplete. Without a path a sample is complete when it runs from sock_send to
     sock_recv. ``end_to_end_ns`` is only set for complete samples.
+
+    Hot path (design §9): names, labels, stack order and layers are worked out once per
+    record shape and path (interned, cached); per sample only timestamps are handled.
     """
     if not records:
         raise ValueError("breakdown of no records")
@@ -308,50 +411,57 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     hosts = host_order(by_host, clocks, path)
     retrans = True in [r.get("retrans") for r in records]
     # Last host first: each host's copy is chosen against the next host's entry.
-    chosen: dict[str, list[Point]] = {}
+    chosen: dict[str, tuple[list[Point], list[int]]] = {}
     entry: tuple[str, int] | None = None      # next host, its first point (reference)
     for h in reversed(hosts):
-        not_after = None
-        if entry is not None:
-            bound = clocks.pair_bound(h, entry[0])
-            if math.isfinite(bound):
-                limit = entry[1] + bound
+        hits = by_host[h]
+        shape = _shape(h, hits)
+        if not shape.unique:
+            not_after = None
+            if entry is not None:
+                bound = clocks.pair_bound(h, entry[0])
+                if math.isfinite(bound):
+                    limit = entry[1] + bound
 
-                def not_after(ts: int, h: str = h, limit: float = limit) -> bool:
-                    return clocks.to_ref(h, ts) <= limit
-        hits, repeated = drop_repeats(by_host[h], not_after)
-        retrans = retrans or repeated
-        chosen[h] = order_points(h, hits, clocks)
-        if chosen[h]:
-            entry = (h, chosen[h][0].ts_ref)
-    points = [p for h in hosts for p in chosen[h]]
-
-    segments = []
-    bounds: dict[tuple[str, str], float] = {}
-    past_ip_pre = False
-    for a, b in itertools.pairwise(points):
-        past_ip_pre = a.host == b.host and (past_ip_pre or a.point == "ip_pre")
-        layer, dev = layer_of(a, b, past_ip_pre=past_ip_pre)
-        if a.host == b.host:
-            bound = 0.0
-        else:
-            bound = bounds.get((a.host, b.host))
-            if bound is None:
-                bound = bounds[(a.host, b.host)] = clocks.pair_bound(a.host, b.host)
-        segments.append({"from": a.label, "to": b.label, "layer": layer,
-                         "hosts": [a.host] if a.host == b.host else [a.host, b.host],
-                         "device": dev, "duration_ns": b.ts_ref - a.ts_ref,
-                         "error_bound_ns": bound})
+                    def not_after(ts: int, h: str = h, limit: float = limit) -> bool:
+                        return clocks.to_ref(h, ts) <= limit
+            hits, repeated = drop_repeats(hits, not_after)
+            retrans = retrans or repeated
+            shape = _shape(h, hits)
+        pts, ts = order_points(shape, hits)
+        model = clocks.model(h)
+        if model is not None:
+            # clock.to_reference, its arithmetic unchanged, with the constants hoisted.
+            drift = model["drift_ppm"] * 1e-6
+            off, lift, scale = model["offset_ns"], drift * model["ref_ns"], 1.0 + drift
+            ts = [round((t - off + lift) / scale) for t in ts]
+        chosen[h] = pts, ts
+        if pts:
+            entry = (h, ts[0])
+    points: list[Point] = []
+    refs: list[int] = []
+    for h in hosts:
+        pts, ts = chosen[h]
+        points += pts
+        refs += ts
+    key = tuple(points)
+    shaped = _SEGMENTS.get(key)
+    if shaped is None:
+        shaped = _SEGMENTS[key] = _segments_of(key)
+    templates, pairs, ends_ok = shaped
+    bounds = {p: clocks.pair_bound(*p) for p in pairs}
+    segments = [{"from": f, "to": t, "layer": layer, "hosts": list(hs), "device": dev,
+                 "duration_ns": b - a, "error_bound_ns": 0.0 if pair is None else bounds[pair]}
+                for (f, t, layer, hs, dev, pair), a, b in zip(templates, refs, refs[1:], strict=False)]
 
     missing = [h for h in (path or ()) if h not in by_host]
-    ends_ok = points[0].point == "sock_send" and points[-1].point == "sock_recv"
     complete = ends_ok and not missing
     src = path[0] if path else hosts[0]
     dst = path[-1] if path else hosts[-1]
     return {
         "schema_version": 1, "flow_id": first["flow_id"], "flow": first["flow"],
-        "seq": first["seq"], "src_host": src, "dst_host": dst, "ts_ns": points[0].ts_ref,
-        "end_to_end_ns": points[-1].ts_ref - points[0].ts_ref if complete else None,
+        "seq": first["seq"], "src_host": src, "dst_host": dst, "ts_ns": refs[0],
+        "end_to_end_ns": refs[-1] - refs[0] if complete else None,
         "complete": complete, "retrans": retrans,
         "hosts": hosts, "missing_hosts": missing, "segments": segments,
     }
