@@ -454,8 +454,11 @@ def object_path(name: str) -> Path:
 class RingBuffer:
     """Batch reader of a BPF_MAP_TYPE_RINGBUF, straight from its mmap (no per-record callback).
 
-    poll() returns every committed record since the last call; busy (still being written)
-    records stop the batch and are picked up next time, discarded ones are skipped.
+    poll() waits for the kernel's wakeup (or the timeout), then returns every committed
+    record since the last call; busy (still being written) records stop the batch and are
+    picked up next time, discarded ones are skipped. The epoll is edge-triggered, so data a
+    producer left without a wakeup (BPF_RB_NO_WAKEUP: the agent's probes wake it only once a
+    batch waits) does not end the wait early: the reader takes batches, not single events.
     """
 
     _BUSY, _DISCARD, _HDR = 1 << 31, 1 << 30, 8
@@ -475,7 +478,7 @@ class RingBuffer:
         self._cons_pos = ctypes.c_uint64.from_address(self._cons)
         self._prod_pos = ctypes.c_uint64.from_address(self._prod)
         self._ep = select.epoll()
-        self._ep.register(map_fd, select.EPOLLIN)
+        self._ep.register(map_fd, select.EPOLLIN | select.EPOLLET)
 
     def pending(self) -> int:
         return self._prod_pos.value - self._cons_pos.value
@@ -498,9 +501,6 @@ class RingBuffer:
         return out
 
     def poll(self, timeout_ms: int) -> list[bytes]:
-        got = self.read()
-        if got:
-            return got
         self._ep.poll(timeout_ms / 1000)
         return self.read()
 

@@ -174,6 +174,8 @@ class Probes:
                 ("clock_drift_ppb", self.clock.drift_ppb),
                 ("clock_epoch_ns", self.clock.epoch_ns),
                 ("sample_size", size),
+                # a quarter full: the agent also reads every poll interval on its own
+                ("wakeup_bytes", _pow2_at_least(self.ring_buffer_bytes) // 4),
                 ("udp_sample_mod", udp_modulus(self.sample_size)),
                 ("ports_any", 0 if ports else 1),
                 ("port_bits", port_bitmap(ports))]

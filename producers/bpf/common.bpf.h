@@ -22,6 +22,7 @@
 /* Set by the loader before load. */
 volatile const __u32 sample_size = 72400;   /* TCP: byte b is sampled when b % size == 0 */
 volatile const __u32 udp_sample_mod = 50;   /* UDP: datagram sampled when hash % mod == 0 */
+volatile const __u32 wakeup_bytes = 1 << 20; /* unread bytes that wake the agent */
 volatile const __u8 netns_any = 0;          /* 1: skip the netns filter (single-host use) */
 volatile const __u8 ports_any = 1;          /* 1: no port allow-list */
 /* Port allow-list as a bitmap (bit p set: port p allowed), used when ports_any == 0: one
@@ -32,6 +33,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
+
 
 #define LS_NCOUNTERS LS_C_MAX
 #include "counters.bpf.h"
@@ -121,7 +123,10 @@ static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64
 		e->ifindex = ifindex;     /* XDP: user space names the device */
 		e->dev[0] = 0;
 	}
-	bpf_ringbuf_submit(e, 0);
+	/* Wake the agent only once a batch waits (it also reads on its own every few ms):
+	 * a wakeup per event costs the traced path an irq_work and the agent a read each. */
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+			      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	ls_count(LS_C_HITS);
 }
 
