@@ -19,6 +19,7 @@ from latscope.stream.sketch import Sketch
 
 E2E = "end_to_end"   # pseudo segment: the sample's end-to-end delay
 TAGS = ("src_host", "dst_host", "flow", "segment", "layer", "device")
+_SERIES_MAX = 10_000   # cached (flow, hosts) of the series cache; cleared past this
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,18 @@ def rows(bd: Mapping, flow: str) -> Iterator[tuple[dict, int, int]]:
     delay of complete samples (position -1)."""
     base = {"src_host": bd["src_host"], "dst_host": bd["dst_host"], "flow": flow}
     for i, seg in enumerate(bd["segments"]):
-        yield ({**base, "segment": segment_name(seg), "layer": seg["layer"],
-                "device": seg.get("device") or ""}, seg["duration_ns"], i)
+        yield _segment_tags(base, seg), seg["duration_ns"], i
     if bd.get("end_to_end_ns") is not None:
-        yield {**base, "segment": E2E, "layer": E2E, "device": ""}, bd["end_to_end_ns"], -1
+        yield _e2e_tags(base), bd["end_to_end_ns"], -1
+
+
+def _segment_tags(base: Mapping[str, str], seg: Mapping) -> dict[str, str]:
+    return {**base, "segment": segment_name(seg), "layer": seg["layer"],
+            "device": seg.get("device") or ""}
+
+
+def _e2e_tags(base: Mapping[str, str]) -> dict[str, str]:
+    return {**base, "segment": E2E, "layer": E2E, "device": ""}
 
 
 def stat_key(start_ns: int, tags: Mapping[str, str]) -> str:
@@ -70,6 +79,8 @@ class Windows:
         self.policy = policy
         self.counters = WindowCounters()
         self.closed_until_ns = 0   # every window starting before this has been emitted
+        # (flow, src host, dst host) → segment (from, to, layer, device) → series name, tags
+        self._series: dict[tuple[str, str, str], dict] = {}
 
     def fold(self, items: Iterable[tuple[int, Mapping, str, int]],
              table: Mapping[str, dict]) -> dict[str, dict]:
@@ -77,33 +88,76 @@ class Windows:
 
         Returns the table writes: key → {"p", "w", "tags", "pos", "s": sketch dict}; ``pos``
         is the segment's earliest position on the path (plots stack segments in that order).
+
+        Hot path (design §9): a series' tags and key are built once per (flow, hosts,
+        segment) and cached; a batch's durations are collected per series and sketched at
+        once, with one conversion from and to the table's dict form per series and batch.
         """
-        partial: dict[str, tuple[int, int, dict, Sketch]] = {}
-        pos: dict[str, int] = {}
+        # (window start, series) → [partition, tags, durations, earliest position]
+        partial: dict[tuple[int, str], list] = {}
+        step = int(self.policy.interval_s * 1e9)
+        closed = self.closed_until_ns
+        series_of = self._series
         for partition, bd, flow, wall_ns in items:
-            start = self.policy.start_of(wall_ns)
-            if start < self.closed_until_ns:
+            start = wall_ns - wall_ns % step
+            if start < closed:
                 self.counters.late += 1
                 continue
             self.counters.samples += 1
-            for tags, value, i in rows(bd, flow):
-                key = stat_key(start, tags)
+            base = (flow, bd["src_host"], bd["dst_host"])
+            series = series_of.get(base)
+            if series is None:
+                if len(series_of) > _SERIES_MAX:
+                    series_of.clear()
+                series = series_of[base] = {}
+            i = 0
+            for seg in bd["segments"]:
+                sk = (seg["from"], seg["to"], seg["layer"], seg.get("device"))
+                name = series.get(sk)
+                if name is None:
+                    name = series[sk] = self._name(base, _segment_tags(self._base(base), seg))
+                key = (start, name[0])
                 entry = partial.get(key)
                 if entry is None:
-                    entry = partial[key] = (partition, start, tags, Sketch())
-                    pos[key] = i
-                elif i < pos[key]:
-                    pos[key] = i
-                entry[3].add(value)
+                    partial[key] = [partition, name[1], [seg["duration_ns"]], i]
+                else:
+                    entry[2].append(seg["duration_ns"])
+                    if i < entry[3]:
+                        entry[3] = i
+                i += 1
+            e2e = bd.get("end_to_end_ns")
+            if e2e is not None:
+                name = series.get(E2E)
+                if name is None:
+                    name = series[E2E] = self._name(base, _e2e_tags(self._base(base)))
+                key = (start, name[0])
+                entry = partial.get(key)
+                if entry is None:
+                    partial[key] = [partition, name[1], [e2e], -1]
+                else:
+                    entry[2].append(e2e)
+                    entry[3] = -1
         writes = {}
-        for key, (partition, start, tags, sketch) in partial.items():
+        for (start, name), (partition, tags, values, pos) in partial.items():
+            key = f"{start}|{name}"
+            sketch = Sketch()
+            sketch.add_all(values)
             old = table.get(key)
             if old is not None:
                 sketch.merge(Sketch.from_dict(old["s"]))
-                pos[key] = min(pos[key], old.get("pos", pos[key]))
-            writes[key] = {"p": partition, "w": start, "tags": tags, "pos": pos[key],
+                pos = min(pos, old.get("pos", pos))
+            writes[key] = {"p": partition, "w": start, "tags": dict(tags), "pos": pos,
                            "s": sketch.to_dict()}
         return writes
+
+    @staticmethod
+    def _base(base: tuple[str, str, str]) -> dict[str, str]:
+        return {"src_host": base[1], "dst_host": base[2], "flow": base[0]}
+
+    @staticmethod
+    def _name(base: tuple[str, str, str], tags: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """A series' key without its window start (see stat_key), and its tags."""
+        return stat_key(0, tags).split("|", 1)[1], tags
 
     def due(self, table: Mapping[str, dict], now_s: float) -> list[tuple[str, dict]]:
         """Windows to emit and delete now; advances the late horizon."""
