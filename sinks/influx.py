@@ -74,18 +74,46 @@ def window_line(tags: Mapping[str, str], sketch: Sketch, start_ns: int,
 
 def sample_line(bd: Mapping, flow: str, wall_ns: int,
                 extra: Mapping[str, str] = {}) -> str:
-    tags = {"src_host": bd["src_host"], "dst_host": bd["dst_host"], "flow": flow,
-            "complete": "true" if bd["complete"] else "false", **extra}
-    fields = [f"seq={int(bd['seq'])}i"]
-    if bd.get("end_to_end_ns") is not None:
-        fields.append(f"end_to_end={int(bd['end_to_end_ns'])}i")
+    """One raw sample point. Hot path (design §9): a (flow, hosts) tag set and a segment's
+    field name are escaped once and cached; per sample only numbers are formatted."""
+    complete = bool(bd["complete"])
+    try:
+        tk = (bd["src_host"], bd["dst_host"], flow, complete, *extra.items())
+        head = _SAMPLE_HEADS.get(tk)
+    except TypeError:   # an unhashable tag value: not cached
+        tk, head = None, None
+    if head is None:
+        tags = {"src_host": bd["src_host"], "dst_host": bd["dst_host"], "flow": flow,
+                "complete": "true" if complete else "false", **extra}
+        head = f"{M_SAMPLE}{_tags(tags)} seq="
+        if tk is not None:
+            if len(_SAMPLE_HEADS) > _CACHE_MAX:
+                _SAMPLE_HEADS.clear()
+            _SAMPLE_HEADS[tk] = head
+    fields = [f"{head}{int(bd['seq'])}i"]
+    e2e = bd.get("end_to_end_ns")
+    if e2e is not None:
+        fields.append(f"end_to_end={int(e2e)}i")
     layers: dict[str, int] = {}
+    names = _FIELD_NAMES
     for seg in bd["segments"]:
-        name = f"{seg['from']}→{seg['to']}".translate(_TAG_ESC)
-        fields.append(f"{name}={int(seg['duration_ns'])}i")
-        layers[seg["layer"]] = layers.get(seg["layer"], 0) + int(seg["duration_ns"])
+        d = int(seg["duration_ns"])
+        nk = (seg["from"], seg["to"])
+        name = names.get(nk)
+        if name is None:
+            if len(names) > _CACHE_MAX:
+                names.clear()
+            name = names[nk] = f"{nk[0]}→{nk[1]}".translate(_TAG_ESC) + "="
+        fields.append(f"{name}{d}i")
+        layer = seg["layer"]
+        layers[layer] = layers.get(layer, 0) + d
     fields += [f"layer_{k}={v}i" for k, v in layers.items()]
-    return f"{M_SAMPLE}{_tags(tags)} {','.join(fields)} {wall_ns}"
+    return f"{','.join(fields)} {wall_ns}"
+
+
+_SAMPLE_HEADS: dict[tuple, str] = {}    # measurement and tags of a (flow, hosts, extra)
+_FIELD_NAMES: dict[tuple[str, str], str] = {}   # a segment's escaped field name
+_CACHE_MAX = 50_000
 
 
 def counters_line(worker: str, counters: Mapping[str, int], now_ns: int,
