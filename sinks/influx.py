@@ -165,10 +165,12 @@ class InfluxSink:
             retry_callback=self._retry)
 
     def write(self, lines: Iterable[str]) -> None:
-        lines = list(lines)
-        if lines:
+        # One joined item, not a list: the client's batcher costs ~5 µs per item it is
+        # handed (a reactive pipeline per item), ~0.3 µs per line this way.
+        text = "\n".join(lines)
+        if text:
             self._write.write(bucket=self.settings.bucket, org=self.settings.org,
-                              record=lines, write_precision="ns")
+                              record=text, write_precision="ns")
 
     def close(self) -> None:
         """Flush everything pending (blocks up to the retry budget), then disconnect."""
