@@ -2,12 +2,13 @@
  * about to hand it to IP. No tracepoint sits there; the sock_ops header-option callbacks
  * inside __tcp_transmit_skb do. They only run for sockets that ask for them, so the
  * program asks (at connection establishment) only for sockets of covered namespaces, and
- * reserves 4 option bytes on their segments (written as NOPs: the cost of the callback).
+ * reserves 4 option bytes on their data segments (written as NOPs: the cost of the callback).
  * Namespaces are known by their netns cookie here (sock_ops has no kernel socket pointer):
  * user space fills netns_cookies with cookie -> inode for the namespaces it covers.
  * Hooks:
  *   tcp_tx  sockops (cgroup v2 root): ACTIVE/PASSIVE_ESTABLISHED_CB set the header-option
- *           flag; HDR_OPT_LEN_CB reserves 4 bytes; WRITE_HDR_OPT_CB reports the segment
+ *           flag; HDR_OPT_LEN_CB reserves 4 bytes in data segments; WRITE_HDR_OPT_CB
+ *           reports the segment
  */
 #include "common.bpf.h"
 
@@ -41,7 +42,11 @@ int tcp_tx(struct bpf_sock_ops *skops)
 						  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
-		if (ours(skops))
+		/* skb_len is the payload here (no header yet). Pure ACKs (no payload, flags
+		 * set) get no room, so the kernel skips WRITE_HDR_OPT_CB for them: half the
+		 * runs on a bulk flow's ACKs. No skb at all (flags 0) is tcp_current_mss()
+		 * sizing segments: it must count the room data segments will get. */
+		if ((skops->skb_len || !skops->skb_tcp_flags) && ours(skops))
 			bpf_reserve_hdr_opt(skops, 4, 0);
 		return 1;
 	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
