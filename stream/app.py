@@ -39,6 +39,7 @@ from latscope.schemas.records import (
     TOPIC_LAYER_EVENTS,
 )
 from latscope.sinks.influx import InfluxSettings, InfluxSink, counters_line, sample_line, window_line
+from latscope.stream.breakdown_avro import encode_breakdown
 from latscope.stream.flows import FlowResolver
 from latscope.stream.join import Joiner, JoinPolicy
 from latscope.stream.segments import ClockView, breakdown
@@ -292,7 +293,7 @@ class Runtime:
             else:
                 self.counters.incomplete += 1
             self._produce(self.settings.breakdown_topic, bd["flow_id"].encode(),
-                          codec.encode("Breakdown", bd))
+                          encode_breakdown(bd))
             wall = bd["ts_ns"] + self._wall_offset_ns
             folded.append((state["p"], bd, info.name, wall))
             if self.sink and self.settings.raw_samples:
