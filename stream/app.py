@@ -20,6 +20,7 @@ recovers each entry on the worker that owns its flow's partition.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -285,7 +286,7 @@ class Runtime:
         lines = []
         for state in done:
             events = state["ev"]
-            info = self.resolver.resolve(events[0]["flow"])
+            info = self.resolver.resolve(events[0]["flow"], events[0]["flow_id"])
             bd = breakdown(events, clocks, path=info.path)
             self.counters.published += 1
             if bd["complete"]:
@@ -364,6 +365,11 @@ def run_worker(settings: StreamSettings, loglevel: str = "warning") -> int:
 
     rt = Runtime(settings)
     worker = Worker(rt.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # Every sample makes and drops a few dozen small dicts; with the default thresholds the
+    # collector ran so often it took half the CPU (benchmarks/stream_cpu.py). Start-up
+    # objects (modules, Faust) are frozen out of its scans, and young collections are rarer.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         worker.execute_from_commandline()
     finally:

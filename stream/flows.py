@@ -28,8 +28,10 @@ class FlowResolver:
     manager: str | None = None
     _cache: dict[str, FlowInfo] = field(default_factory=dict)
 
-    def resolve(self, flow: Mapping) -> FlowInfo:
-        fid = flow_id(flow)
+    def resolve(self, flow: Mapping, fid: str | None = None) -> FlowInfo:
+        """``fid``: the flow's id when the caller has it (every record carries it)."""
+        if fid is None:
+            fid = flow_id(flow)
         info = self._cache.get(fid)
         if info is None:
             dst_host = self.addr_host.get(flow["dst"])
@@ -39,8 +41,9 @@ class FlowResolver:
             self._cache[fid] = info
         return info
 
-    def path(self, flow: Mapping) -> Sequence[str] | None:
-        return self.resolve(flow).path
+    def path(self, event: Mapping) -> Sequence[str] | None:
+        """The hosts a record's bytes must cross (None: unknown flow)."""
+        return self.resolve(event["flow"], event["flow_id"]).path
 
     @classmethod
     def from_topology(cls, path: str | Path) -> FlowResolver:

@@ -43,10 +43,14 @@ def is_ready(state: Mapping, path: Sequence[str] | None) -> bool:
     """
     if not path:
         return False
-    hosts = {e["host"] for e in state["ev"]}
-    if not all(h in hosts for h in path):
+    evs = state["ev"]
+    if len(evs) < len(path):     # cheap and usual: not every host has reported yet
         return False
-    return any(e["host"] == path[-1] and e.get("complete") for e in state["ev"])
+    last = path[-1]
+    if not any(e["host"] == last and e.get("complete") for e in evs):
+        return False
+    hosts = {e["host"] for e in evs}
+    return all(h in hosts for h in path)
 
 
 def is_due(state: Mapping, now: float, policy: JoinPolicy) -> bool:
@@ -69,7 +73,7 @@ class Joiner:
     """In-memory half of the join; the caller owns the durable table of unmatched samples."""
 
     policy: JoinPolicy
-    path_of: Callable[[Mapping], Sequence[str] | None]
+    path_of: Callable[[Mapping], Sequence[str] | None]    # a record -> hosts on its path
     counters: JoinCounters = field(default_factory=JoinCounters)
     _closed: set[str] = field(default_factory=set)
     _closed_at: deque[tuple[float, str]] = field(default_factory=deque)
@@ -84,9 +88,11 @@ class Joiner:
         done: list[dict] = []
         touched: dict[str, dict] = {}
         writes: dict[str, tuple[int, dict | None]] = {}
+        path_of, closed = self.path_of, self._closed
+        n = 0
         for partition, ev in events:
-            self.counters.records += 1
-            key = sample_key(ev)
+            n += 1
+            key = f"{ev['flow_id']}#{ev['seq']}"     # sample_key(), inlined: per record
             state = touched.get(key)
             if state is None:
                 state = table.get(key)
@@ -96,12 +102,12 @@ class Joiner:
                     writes[key] = (state["p"], None)
                     state = None
                 if state is None:
-                    if key in self._closed:
+                    if key in closed:
                         self.counters.late += 1
                         continue
                     state = {"k": key, "p": partition, "t": now, "ev": []}
-            state["ev"].append(dict(ev))
-            if is_ready(state, self.path_of(ev["flow"])):
+            state["ev"].append(ev)   # decoded for this batch alone: no copy needed
+            if is_ready(state, path_of(ev)):
                 touched.pop(key, None)
                 self._close(state, now, done, by_window=False)
                 if key in table:
@@ -112,6 +118,7 @@ class Joiner:
                 touched[key] = state
         for key, state in touched.items():
             writes[key] = (state["p"], state)
+        self.counters.records += n
         return done, writes
 
     def expire(self, table: Mapping[str, dict], now: float) -> list[dict]:

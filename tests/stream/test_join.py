@@ -17,7 +17,7 @@ def apply(table: dict, writes: dict) -> None:
 
 
 def test_all_hosts_in_one_batch_never_touch_the_table() -> None:
-    j = Joiner(JoinPolicy(), lambda flow: PATH)
+    j = Joiner(JoinPolicy(), lambda ev: PATH)
     recs = sample_records(PathSpec(PATH), 7, 10**12)
     done, writes = j.process([(1, r) for r in recs], {}, now=100.0)
     assert len(done) == 1 and writes == {}
@@ -25,7 +25,7 @@ def test_all_hosts_in_one_batch_never_touch_the_table() -> None:
 
 
 def test_partners_across_batches_wait_in_table() -> None:
-    j = Joiner(JoinPolicy(), lambda flow: PATH)
+    j = Joiner(JoinPolicy(), lambda ev: PATH)
     recs = sample_records(PathSpec(PATH), 7, 10**12)
     table: dict = {}
     done, writes = j.process([(3, recs[0])], table, now=100.0)
@@ -40,7 +40,7 @@ def test_partners_across_batches_wait_in_table() -> None:
 
 def test_window_closes_incomplete_and_late_records_are_counted() -> None:
     pol = JoinPolicy(window_s=1.0, lateness_s=0.5)
-    j = Joiner(pol, lambda flow: PATH)
+    j = Joiner(pol, lambda ev: PATH)
     recs = sample_records(PathSpec(PATH), 7, 10**12)
     table: dict = {}
     _, writes = j.process([(0, recs[0])], table, now=10.0)
@@ -57,7 +57,7 @@ def test_window_closes_incomplete_and_late_records_are_counted() -> None:
 
 
 def test_without_topology_only_the_window_closes() -> None:
-    j = Joiner(JoinPolicy(window_s=1, lateness_s=0), lambda flow: None)
+    j = Joiner(JoinPolicy(window_s=1, lateness_s=0), lambda ev: None)
     recs = sample_records(PathSpec(PATH), 7, 10**12)
     done, writes = j.process([(0, r) for r in recs], {}, now=0.0)
     assert done == [] and len(writes[sample_key(recs[0])][1]["ev"]) == 3
