@@ -1,0 +1,190 @@
+"""Stream worker CPU per joined sample, stage by stage, in process (no Faust, no Kafka).
+
+Budget (design §9): 20k joined samples/s per worker is 50 µs of CPU per sample for
+everything. Synthetic 3-host samples (the default topology's f1 path, injected clock
+offsets with ClockModel records, 64 flows) go through the worker's per-sample code:
+decode (3 LayerEvents) → join → breakdown → Breakdown Avro → window fold → raw sample line.
+Each stage's µs per sample is printed, and, measured side by side in the same run on the
+same inputs, the hand-written Avro paths against the generic codec they replace:
+
+* decode: stream/layer_avro.decode_layer_event vs codec.decode (one record a message) and
+  decode_layer_events vs codec.decode_layer_events (the agents' LayerEventBatch)
+* encode: stream/breakdown_avro.encode_breakdown vs codec.encode("Breakdown")
+
+Garbage collection runs as in the worker (``--gc freeze``: the inputs are moved out of
+the collector's sight first, as a worker's long-lived heap would be with gc.freeze();
+``--gc off`` for pure CPU).
+
+    .venv/bin/python benchmarks/stream_cpu.py [--samples 20000] [--gc on|freeze|off] [--json] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import sys
+import time
+from collections.abc import Callable
+
+from latscope.paths import REPO_ROOT
+from latscope.schemas import codec
+from latscope.sinks.influx import sample_line
+from latscope.stream.breakdown_avro import encode_breakdown
+from latscope.stream.flows import FlowResolver
+from latscope.stream.join import Joiner, JoinPolicy
+from latscope.stream.layer_avro import decode_layer_event, decode_layer_events
+from latscope.stream.segments import ClockView, breakdown
+from latscope.stream.synthetic import PathSpec, clock_model, sample_records
+from latscope.stream.windows import WindowPolicy, Windows
+
+BUDGET_US = 50.0
+OFFSETS = {"h1": 5_000_000, "h2": -3_000_000, "c1": -3_000_000}
+BATCH = 4000          # records per worker batch, as the Faust agent's take()
+STAGES = ("decode", "join", "bd", "enc", "fold", "line")
+
+
+def inputs(n: int) -> tuple[list[bytes], list[bytes]]:
+    """n samples as single-record messages, and as LayerEventBatch messages (one per flow
+    and host, 8 samples each: what an agent's poll sends)."""
+    specs = [PathSpec(["h1", "h2", "c1"], step_ns=9000, offsets_ns=OFFSETS,
+                      flow={"proto": "tcp", "family": 4, "src": "10.1.0.1", "dst": "10.2.0.2",
+                            "sport": 30000 + i, "dport": 5201}) for i in range(64)]
+    recs = []
+    for i in range(n):
+        recs += sample_records(specs[i % 64], seq=i * 1448, t0_ref_ns=10**12 + i * 1000)
+    singles = [codec.encode("LayerEvent", r) for r in recs]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in recs:
+        groups.setdefault((r["flow_id"], r["host"]), []).append(r)
+    batches = []
+    for g in groups.values():
+        batches += [codec.encode("LayerEventBatch", {"events": g[i:i + 8]})
+                    for i in range(0, len(g), 8)]
+    return singles, batches
+
+
+def pipeline(values: list[bytes]) -> dict[str, float]:
+    """Seconds per stage over every value, as the worker runs them batch by batch."""
+    resolver = FlowResolver.from_topology(REPO_ROOT / "topologies/default.yaml")
+    models = {h: clock_model(h, OFFSETS[h]) for h in ("h1", "h2")}
+    clocks = ClockView(models, resolver.manager, resolver.clock_hosts)
+    joiner = Joiner(JoinPolicy(), resolver.path)
+    windows = Windows(WindowPolicy())
+    table: dict = {}
+    stats: dict = {}
+    t = dict.fromkeys(STAGES, 0.0)
+    clock = time.perf_counter
+    for i in range(0, len(values), BATCH):
+        a = clock()
+        decoded = [(0, decode_layer_event(v)) for v in values[i:i + BATCH]]
+        b = clock()
+        done, writes = joiner.process(decoded, table, time.time())
+        for k, (_, v) in writes.items():
+            if v is None:
+                table.pop(k, None)
+            else:
+                table[k] = v
+        c = clock()
+        bds = []
+        for st in done:
+            ev0 = st["ev"][0]
+            info = resolver.resolve(ev0["flow"], ev0["flow_id"])
+            bds.append((breakdown(st["ev"], clocks, path=info.path), info.name))
+        d = clock()
+        for bd, _ in bds:
+            encode_breakdown(bd)
+        e = clock()
+        stats.update(windows.fold([(0, bd, name, bd["ts_ns"]) for bd, name in bds], stats))
+        f = clock()
+        for bd, name in bds:
+            sample_line(bd, name, bd["ts_ns"], {})
+        g = clock()
+        for k, dt in zip(STAGES, (b - a, c - b, d - c, e - d, f - e, g - f), strict=True):
+            t[k] += dt
+    return t
+
+
+def per_item_us(f: Callable, items: list) -> float:
+    t = time.perf_counter()
+    for x in items:
+        f(x)
+    return (time.perf_counter() - t) / len(items) * 1e6
+
+
+def side_by_side(singles: list[bytes], batches: list[bytes], bds: list[dict]) -> dict:
+    """Generic vs hand-written, alternated (twice each) on the same inputs; best of each."""
+    pairs = {
+        "decode_record": (lambda v: codec.decode(v, expect="LayerEvent"), decode_layer_event,
+                          singles),
+        "decode_batch": (codec.decode_layer_events, decode_layer_events, batches),
+        "encode_breakdown": (lambda bd: codec.encode("Breakdown", bd), encode_breakdown, bds),
+    }
+    out = {}
+    for name, (generic, fast, items) in pairs.items():
+        g = min(per_item_us(generic, items) for _ in range(2))
+        h = min(per_item_us(fast, items) for _ in range(2))
+        out[name] = {"generic_us": round(g, 2), "fast_us": round(h, 2),
+                     "speedup": round(g / h, 2)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=20_000, help="joined samples (3 records each)")
+    ap.add_argument("--gc", choices=("on", "freeze", "off"), default="on",
+                    help="on: as is; freeze: inputs frozen out of the collector first; off")
+    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--profile", action="store_true", help="also print a cProfile top 25")
+    args = ap.parse_args()
+    if args.samples < 1:
+        ap.error("--samples must be at least 1")
+
+    print(f"building {args.samples} samples…", file=sys.stderr, flush=True)
+    singles, batches = inputs(args.samples)
+    if args.gc == "freeze":
+        gc.freeze()
+    elif args.gc == "off":
+        gc.disable()
+    print("pipeline…", file=sys.stderr, flush=True)
+    cpu = time.process_time()
+    t = pipeline(singles)
+    cpu = time.process_time() - cpu
+    stages = {k: round(v / args.samples * 1e6, 1) for k, v in t.items()}
+    ours = round(sum(stages[k] for k in ("decode", "bd", "enc", "fold", "line")), 1)
+
+    print("side by side vs the generic codec…", file=sys.stderr, flush=True)
+    resolver = FlowResolver.from_topology(REPO_ROOT / "topologies/default.yaml")
+    clocks = ClockView({h: clock_model(h, OFFSETS[h]) for h in ("h1", "h2")},
+                       resolver.manager, resolver.clock_hosts)
+    recs = [decode_layer_event(v) for v in singles[:3 * min(args.samples, 5000)]]
+    bds = [breakdown(recs[i:i + 3], clocks, path=resolver.path(recs[i]))
+           for i in range(0, len(recs), 3)]
+    compare = side_by_side(singles[:15000], batches[:2000], bds)
+
+    result = {"samples": args.samples, "gc": args.gc,
+              "samples_per_cpu_s": round(args.samples / cpu),
+              "us_per_sample": stages, "decode_bd_enc_fold_line_us": ours,
+              "all_stages_us": round(sum(stages.values()), 1), "budget_us": BUDGET_US,
+              "side_by_side": compare}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.samples} samples, gc {args.gc}: {result['samples_per_cpu_s']} samples/s "
+              f"of CPU; µs per sample: {stages}")
+        print(f"decode+bd+enc+fold+line: {ours} µs; all stages: {result['all_stages_us']} µs "
+              f"(budget {BUDGET_US:.0f} µs for everything)")
+        for name, r in compare.items():
+            print(f"{name}: codec {r['generic_us']} µs, hand-written {r['fast_us']} µs: "
+                  f"{r['speedup']}x")
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.runcall(pipeline, singles)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
