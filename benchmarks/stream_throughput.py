@@ -91,6 +91,9 @@ def throughput(info: stack.StackInfo, prefix: str, tmp: Path, n: int, batched: b
         n_first = first["counters"]["published"]
         last = w.wait_until(lambda s: s["counters"]["published"] >= n, 600, "all breakdowns")
         t_last = time.monotonic()
+    if n_first > n // 2:
+        raise SystemExit(f"phase 1: {n_first} of {n} samples were done before the first "
+                         f"status poll: too small a backlog to time, raise --samples")
     rate = (last["counters"]["published"] - n_first) / max(t_last - t_first, 1e-9)
     return {"samples": n, "records": len(recs), "messages": len(msgs),
             "joined_per_s": round(rate),

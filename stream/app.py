@@ -43,6 +43,7 @@ from latscope.sinks.influx import InfluxSettings, InfluxSink, counters_line, sam
 from latscope.stream.breakdown_avro import encode_breakdown
 from latscope.stream.flows import FlowResolver
 from latscope.stream.join import Joiner, JoinPolicy
+from latscope.stream.layer_avro import decode_layer_events
 from latscope.stream.segments import ClockView, breakdown
 from latscope.stream.sketch import Sketch
 from latscope.stream.windows import TAGS, WindowPolicy, Windows
@@ -217,7 +218,7 @@ class Runtime:
         for partition, key, value in items:
             self.counters.messages += 1
             try:
-                events = codec.decode_layer_events(value)
+                events = decode_layer_events(value)
             except codec.DecodeError as e:
                 self._dead_letter(key, value, e, self.settings.layer_topic)
                 continue
