@@ -71,7 +71,7 @@ class LayerEventDecoder:
         self._heads: dict[bytes, tuple[int, int, str, str, dict]] = {}
         self._tails: dict[bytes, tuple[int, dict[int, dict], tuple]] = {}
         self._head_len = 0    # where to look first
-        self._tail_len = 0
+        self._tail_len = [0] * 256
         self._tail_lens: set[int] = set()
 
     # -- public -------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class LayerEventDecoder:
         hits = []
         if n:
             tails = self._tails
-            tl = self._tail_len
+            tail_len = self._tail_len      # by point byte: a point's tails look alike
             for _ in range(n >> 1):
                 pb = d[pos]                # point (checked with the template below)
                 # ts_ns: zigzag varint, 9 bytes at most (10 go to the codec)
@@ -154,18 +154,17 @@ class LayerEventDecoder:
                     if shift > 63:
                         raise _NotMine
                 # ifindex, dev, netns, cpu: repeat per device and CPU; prefix-free as above
-                tail = tails.get(d[pos:pos + tl])
+                tail = tails.get(d[pos:pos + tail_len[pb]])
                 if tail is None:
                     tail = self._tail_at(d, pos)
-                tl = tail[0]
-                pos += tl
+                    tail_len[pb] = tail[0]
+                pos += tail[0]
                 hit = tail[1].get(pb)
                 if hit is None:
                     hit = self._template(tail, pb)
                 hit = hit.copy()
                 hit["ts_ns"] = (v >> 1) ^ -(v & 1)
                 hits.append(hit)
-            self._tail_len = tl
             if d[pos] != 0:                # the array's end (several blocks: the codec's)
                 raise _NotMine
             pos += 1
