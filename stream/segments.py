@@ -230,7 +230,7 @@ class _Shape:
     receive block (``rx``: (index, rank, in_block) in arrival order, at ``rx_at`` in
     ``order``) is then sorted by time alone. ``order`` None: sort every hit by its key."""
 
-    __slots__ = ("order", "points", "rx", "rx_at", "unique")
+    __slots__ = ("order", "points", "rx", "rx_at", "rx_pair", "tie_swap", "unique")
 
     def __init__(self, host: str, pds: tuple[tuple[str, str | None], ...]) -> None:
         self.points = tuple(_point(host, p, d) for p, d in pds)
@@ -238,6 +238,8 @@ class _Shape:
         self.order: tuple[int, ...] | None = None
         self.rx: tuple[tuple[int, int, int], ...] = ()
         self.rx_at = 0
+        self.rx_pair = -1        # rx_at when the receive block is two points, else -1
+        self.tie_swap = False    # those two at one timestamp: the second goes first
         groups: dict[int, list[int]] = {}
         for i, pt in enumerate(self.points):
             groups.setdefault(3 if pt.kind == _RX else pt.rank, []).append(i)
@@ -257,6 +259,14 @@ class _Shape:
             else:
                 return   # several devices or ranks shared: timestamps decide
         self.order = tuple(order)
+        if len(self.rx) == 2:
+            (_, ri, bi), (_, rj, bj) = self.rx
+            self.rx_pair, self.tie_swap = self.rx_at, (rj, bj) < (ri, bi)
+
+    @property
+    def plain(self) -> bool:
+        """No repeats, and stack order decided by at most one pair of timestamps."""
+        return self.unique and self.order is not None and len(self.rx) <= 2
 
 
 _POINTS: dict[tuple[str, str, str | None], Point] = {}
@@ -286,6 +296,7 @@ def _shape(host: str, hits: Sequence[dict]) -> _Shape:
             _SHAPES.clear()
             _SEGMENTS.clear()
             _POINTS.clear()
+            _PLANS.clear()
         s = _SHAPES[k] = _Shape(host, pds)
     return s
 
@@ -362,19 +373,47 @@ def layer_of(a: Point, b: Point, *, past_ip_pre: bool = False) -> tuple[str, str
 
 
 def _segments_of(points: tuple[Point, ...]) -> tuple:
-    """What a path's segments are, from its points alone: (from, to, layer, hosts, device,
-    host pair or None) each, the cross-host pairs, and whether it runs sock_send→sock_recv."""
+    """What a path's segments are, from its points alone: each one's Segment dict to copy
+    (duration, hosts and a cross-host bound to fill in), hosts, and host pair (None: one
+    host); the cross-host pairs; whether it runs sock_send→sock_recv."""
     segs = []
     past_ip_pre = False
     for a, b in itertools.pairwise(points):
         past_ip_pre = a.host == b.host and (past_ip_pre or a.point == "ip_pre")
         layer, dev = layer_of(a, b, past_ip_pre=past_ip_pre)
         same = a.host == b.host
-        segs.append((a.label, b.label, layer, (a.host,) if same else (a.host, b.host), dev,
+        segs.append(({"from": a.label, "to": b.label, "layer": layer, "hosts": None,
+                      "device": dev, "duration_ns": 0, "error_bound_ns": 0.0},
+                     (a.host,) if same else (a.host, b.host),
                      None if same else (a.host, b.host)))
-    pairs = tuple(dict.fromkeys(s[5] for s in segs if s[5] is not None))
+    pairs = tuple(dict.fromkeys(s[2] for s in segs if s[2] is not None))
     ends_ok = points[0].point == "sock_send" and points[-1].point == "sock_recv"
     return tuple(segs), pairs, ends_ok
+
+
+class _Plan:
+    """A whole sample's shape (its hosts' record shapes, all plain): segment templates per
+    outcome of the hosts' two-point receive blocks (bit i set: host i's swapped)."""
+
+    __slots__ = ("segments", "shapes")
+
+    def __init__(self, shapes: tuple[_Shape, ...]) -> None:
+        self.shapes = shapes
+        self.segments: dict[int, tuple] = {}
+
+    def segments_for(self, swapped: int) -> tuple:
+        points: list[Point] = []
+        for i, shape in enumerate(self.shapes):
+            pts = [shape.points[k] for k in shape.order]
+            at = shape.rx_pair
+            if swapped >> i & 1:
+                pts[at], pts[at + 1] = pts[at + 1], pts[at]
+            points += pts
+        out = self.segments[swapped] = _segments_of(tuple(points))
+        return out
+
+
+_PLANS: dict[tuple[_Shape, ...], _Plan] = {}
 
 
 def dedup_hits(records: Sequence[dict]) -> dict[str, list[dict]]:
@@ -391,6 +430,71 @@ def dedup_hits(records: Sequence[dict]) -> dict[str, list[dict]]:
             seen.add(k)
             out.setdefault(rec["host"], []).append(hit)
     return out
+
+
+def _to_ref(ts: list[int], model: dict) -> list[int]:
+    """clock.to_reference of every timestamp, its arithmetic unchanged, constants hoisted."""
+    drift = model["drift_ppm"] * 1e-6
+    off, lift, scale = model["offset_ns"], drift * model["ref_ns"], 1.0 + drift
+    return [round((t - off + lift) / scale) for t in ts]
+
+
+def _plain_refs(hosts: list[str], shapes: tuple[_Shape, ...], by_host: Mapping[str, list],
+                clocks: ClockView) -> tuple[list[int], int]:
+    """Reference timestamps in path order of a sample of plain shapes, and which hosts'
+    receive pair came the other way round (bit per host)."""
+    refs: list[int] = []
+    swapped = 0
+    for i, (h, shape) in enumerate(zip(hosts, shapes, strict=True)):
+        hits = by_host[h]
+        ts = [hits[k]["ts_ns"] for k in shape.order]
+        at = shape.rx_pair
+        if at >= 0:
+            a, b = ts[at], ts[at + 1]
+            if b < a or (b == a and shape.tie_swap):
+                ts[at], ts[at + 1] = b, a
+                swapped |= 1 << i
+        model = clocks.model(h)
+        refs += ts if model is None else _to_ref(ts, model)
+    return refs, swapped
+
+
+def _refs(hosts: list[str], shapes: tuple[_Shape, ...], by_host: Mapping[str, list],
+          clocks: ClockView) -> tuple[list[int], list[Point], bool]:
+    """Reference timestamps and points in path order of any sample, and whether a host's
+    record repeated points (then one copy is chosen, see drop_repeats)."""
+    retrans = False
+    # Last host first: each host's copy is chosen against the next host's entry.
+    chosen: dict[str, tuple[list[Point], list[int]]] = {}
+    entry: tuple[str, int] | None = None      # next host, its first point (reference)
+    for h, shape in zip(reversed(hosts), reversed(shapes), strict=True):
+        hits = by_host[h]
+        if not shape.unique:
+            not_after = None
+            if entry is not None:
+                bound = clocks.pair_bound(h, entry[0])
+                if math.isfinite(bound):
+                    limit = entry[1] + bound
+
+                    def not_after(ts: int, h: str = h, limit: float = limit) -> bool:
+                        return clocks.to_ref(h, ts) <= limit
+            hits, repeated = drop_repeats(hits, not_after)
+            retrans = retrans or repeated
+            shape = _shape(h, hits)
+        pts, ts = order_points(shape, hits)
+        model = clocks.model(h)
+        if model is not None:
+            ts = _to_ref(ts, model)
+        chosen[h] = pts, ts
+        if pts:
+            entry = (h, ts[0])
+    points: list[Point] = []
+    refs: list[int] = []
+    for h in hosts:
+        pts, ts = chosen[h]
+        points += pts
+        refs += ts
+    return refs, points, retrans
 
 
 def breakdown(records: Sequence[dict], clocks: ClockView, *,
@@ -410,49 +514,31 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     by_host = dedup_hits(records)
     hosts = host_order(by_host, clocks, path)
     retrans = True in [r.get("retrans") for r in records]
-    # Last host first: each host's copy is chosen against the next host's entry.
-    chosen: dict[str, tuple[list[Point], list[int]]] = {}
-    entry: tuple[str, int] | None = None      # next host, its first point (reference)
-    for h in reversed(hosts):
-        hits = by_host[h]
-        shape = _shape(h, hits)
-        if not shape.unique:
-            not_after = None
-            if entry is not None:
-                bound = clocks.pair_bound(h, entry[0])
-                if math.isfinite(bound):
-                    limit = entry[1] + bound
-
-                    def not_after(ts: int, h: str = h, limit: float = limit) -> bool:
-                        return clocks.to_ref(h, ts) <= limit
-            hits, repeated = drop_repeats(hits, not_after)
-            retrans = retrans or repeated
-            shape = _shape(h, hits)
-        pts, ts = order_points(shape, hits)
-        model = clocks.model(h)
-        if model is not None:
-            # clock.to_reference, its arithmetic unchanged, with the constants hoisted.
-            drift = model["drift_ppm"] * 1e-6
-            off, lift, scale = model["offset_ns"], drift * model["ref_ns"], 1.0 + drift
-            ts = [round((t - off + lift) / scale) for t in ts]
-        chosen[h] = pts, ts
-        if pts:
-            entry = (h, ts[0])
-    points: list[Point] = []
-    refs: list[int] = []
-    for h in hosts:
-        pts, ts = chosen[h]
-        points += pts
-        refs += ts
-    key = tuple(points)
-    shaped = _SEGMENTS.get(key)
-    if shaped is None:
-        shaped = _SEGMENTS[key] = _segments_of(key)
+    shapes = tuple([_shape(h, by_host[h]) for h in hosts])
+    plan = _PLANS.get(shapes)
+    if plan is None and all(s.plain for s in shapes):
+        plan = _PLANS[shapes] = _Plan(shapes)
+    if plan is not None:
+        refs, swapped = _plain_refs(hosts, shapes, by_host, clocks)
+        shaped = plan.segments.get(swapped) or plan.segments_for(swapped)
+    else:
+        refs, points, repeated = _refs(hosts, shapes, by_host, clocks)
+        retrans = retrans or repeated
+        key = tuple(points)
+        shaped = _SEGMENTS.get(key)
+        if shaped is None:
+            shaped = _SEGMENTS[key] = _segments_of(key)
     templates, pairs, ends_ok = shaped
     bounds = {p: clocks.pair_bound(*p) for p in pairs}
-    segments = [{"from": f, "to": t, "layer": layer, "hosts": list(hs), "device": dev,
-                 "duration_ns": b - a, "error_bound_ns": 0.0 if pair is None else bounds[pair]}
-                for (f, t, layer, hs, dev, pair), a, b in zip(templates, refs, refs[1:], strict=False)]
+    segments = []
+    append = segments.append
+    for (template, seg_hosts, pair), a, b in zip(templates, refs, refs[1:], strict=False):
+        seg = template.copy()
+        seg["hosts"] = [*seg_hosts]
+        seg["duration_ns"] = b - a
+        if pair is not None:
+            seg["error_bound_ns"] = bounds[pair]
+        append(seg)
 
     missing = [h for h in (path or ()) if h not in by_host]
     complete = ends_ok and not missing
