@@ -11,11 +11,12 @@ same inputs, the hand-written Avro paths against the generic codec they replace:
   decode_layer_events vs codec.decode_layer_events (the agents' LayerEventBatch)
 * encode: stream/breakdown_avro.encode_breakdown vs codec.encode("Breakdown")
 
-Garbage collection runs as in the worker (``--gc freeze``: the inputs are moved out of
-the collector's sight first, as a worker's long-lived heap would be with gc.freeze();
-``--gc off`` for pure CPU).
+Garbage collection: ``--gc worker`` (default) as the worker runs it (stream/app.py
+run_worker: start-up objects, here the inputs, frozen out of the collector's scans, young
+collections rarer); ``on``: Python's defaults, nothing frozen (the inputs then make every
+full collection slow); ``off``: pure CPU.
 
-    .venv/bin/python benchmarks/stream_cpu.py [--samples 20000] [--gc on|freeze|off] [--json] [--profile]
+    .venv/bin/python benchmarks/stream_cpu.py [--samples 20000] [--gc worker|on|off] [--json] [--profile]
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ def side_by_side(singles: list[bytes], batches: list[bytes], bds: list[dict]) ->
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=20_000, help="joined samples (3 records each)")
-    ap.add_argument("--gc", choices=("on", "freeze", "off"), default="on",
-                    help="on: as is; freeze: inputs frozen out of the collector first; off")
+    ap.add_argument("--gc", choices=("worker", "on", "off"), default="worker",
+                    help="worker: as stream/app.py sets it (default); on: Python's defaults; off")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile top 25")
     args = ap.parse_args()
@@ -144,8 +145,9 @@ def main() -> int:
 
     print(f"building {args.samples} samples…", file=sys.stderr, flush=True)
     singles, batches = inputs(args.samples)
-    if args.gc == "freeze":
-        gc.freeze()
+    if args.gc == "worker":
+        gc.freeze()                          # the same two calls as stream/app.py run_worker
+        gc.set_threshold(50_000, 20, 100)
     elif args.gc == "off":
         gc.disable()
     print("pipeline…", file=sys.stderr, flush=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import struct
+from operator import itemgetter
 
 from latscope.schemas import codec
 
@@ -69,6 +70,8 @@ def _str(s: str) -> bytes:
 
 
 _double = struct.Struct("<d").pack
+_SEG_KEY = itemgetter("from", "to", "layer", "device")
+_SEG_VALUES = itemgetter("hosts", "duration_ns", "error_bound_ns")
 _FLAGS = {(False, False): b"\x00\x00", (False, True): b"\x00\x01",
           (True, False): b"\x01\x00", (True, True): b"\x01\x01"}
 _CACHE_MAX = 50_000   # entries per cache; cleared (not grown) past this
@@ -134,15 +137,19 @@ class BreakdownEncoder:
             cache = self._segs
             small = _SMALL
             for s in segs:
-                sk = (s["from"], s["to"], s["layer"], s["device"])
-                hosts = s["hosts"]
+                sk = _SEG_KEY(s)
+                hosts, d, bound = _SEG_VALUES(s)
                 pre = cache.get(sk)
                 if pre is None or pre[0] != hosts:
                     pre = cache[sk] = (list(hosts), self._segment(s))
-                d = s["duration_ns"]
                 n = (d << 1) ^ (d >> 63)
-                parts += (pre[1], small[n] if 0 <= n < 16384 else _long(d),
-                          _double(s["error_bound_ns"]))
+                if 0 <= n < 16384:
+                    v = small[n]
+                elif 16384 <= n < 2097152:       # three bytes: |d| < 1 ms, built inline
+                    v = bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, n >> 14))
+                else:
+                    v = _long(d)
+                parts += (pre[1], v, _double(bound))
         parts.append(b"\x00")
         return b"".join(parts)
 
