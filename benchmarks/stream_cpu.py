@@ -43,7 +43,7 @@ from latscope.stream.windows import WindowPolicy, Windows
 
 BUDGET_US = 50.0
 OFFSETS = {"h1": 5_000_000, "h2": -3_000_000, "c1": -3_000_000}
-BATCH = 4000          # records per worker batch, as the Faust agent's take()
+BATCH = 2000          # messages per worker batch: the worker's --batch default
 STAGES = ("decode", "join", "bd", "enc", "fold", "line")
 
 
@@ -67,7 +67,7 @@ def inputs(n: int) -> tuple[list[bytes], list[bytes]]:
     return singles, batches
 
 
-def pipeline(values: list[bytes]) -> dict[str, float]:
+def pipeline(values: list[bytes], batch: int = BATCH) -> dict[str, float]:
     """Seconds per stage over every value, as the worker runs them batch by batch."""
     resolver = FlowResolver.from_topology(REPO_ROOT / "topologies/default.yaml")
     models = {h: clock_model(h, OFFSETS[h]) for h in ("h1", "h2")}
@@ -78,9 +78,9 @@ def pipeline(values: list[bytes]) -> dict[str, float]:
     stats: dict = {}
     t = dict.fromkeys(STAGES, 0.0)
     clock = time.perf_counter
-    for i in range(0, len(values), BATCH):
+    for i in range(0, len(values), batch):
         a = clock()
-        decoded = [(0, decode_layer_event(v)) for v in values[i:i + BATCH]]
+        decoded = [(0, decode_layer_event(v)) for v in values[i:i + batch]]
         b = clock()
         done, writes = joiner.process(decoded, table, time.time())
         for k, (_, v) in writes.items():
@@ -137,11 +137,13 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=20_000, help="joined samples (3 records each)")
     ap.add_argument("--gc", choices=("worker", "on", "off"), default="worker",
                     help="worker: as stream/app.py sets it (default); on: Python's defaults; off")
+    ap.add_argument("--batch", type=int, default=BATCH,
+                    help="records per batch, as the worker's take() (smaller: warmer caches)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile top 25")
     args = ap.parse_args()
-    if args.samples < 1:
-        ap.error("--samples must be at least 1")
+    if args.samples < 1 or args.batch < 1:
+        ap.error("--samples and --batch must be at least 1")
 
     print(f"building {args.samples} samples…", file=sys.stderr, flush=True)
     singles, batches = inputs(args.samples)
@@ -152,7 +154,7 @@ def main() -> int:
         gc.disable()
     print("pipeline…", file=sys.stderr, flush=True)
     cpu = time.process_time()
-    t = pipeline(singles)
+    t = pipeline(singles, args.batch)
     cpu = time.process_time() - cpu
     stages = {k: round(v / args.samples * 1e6, 1) for k, v in t.items()}
     ours = round(sum(stages[k] for k in ("decode", "bd", "enc", "fold", "line")), 1)
@@ -166,7 +168,7 @@ def main() -> int:
            for i in range(0, len(recs), 3)]
     compare = side_by_side(singles[:15000], batches[:2000], bds)
 
-    result = {"samples": args.samples, "gc": args.gc,
+    result = {"samples": args.samples, "gc": args.gc, "batch": args.batch,
               "samples_per_cpu_s": round(args.samples / cpu),
               "us_per_sample": stages, "decode_bd_enc_fold_line_us": ours,
               "all_stages_us": round(sum(stages.values()), 1), "budget_us": BUDGET_US,
@@ -174,7 +176,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.samples} samples, gc {args.gc}: {result['samples_per_cpu_s']} samples/s "
+        print(f"{args.samples} samples, batches of {args.batch}, gc {args.gc}: "
+              f"{result['samples_per_cpu_s']} samples/s "
               f"of CPU; µs per sample: {stages}")
         print(f"decode+bd+enc+fold+line: {ours} µs; all stages: {result['all_stages_us']} µs "
               f"(budget {BUDGET_US:.0f} µs for everything)")
@@ -183,7 +186,7 @@ def main() -> int:
                   f"{r['speedup']}x")
     if args.profile:
         prof = cProfile.Profile()
-        prof.runcall(pipeline, singles)
+        prof.runcall(pipeline, singles, args.batch)
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     return 0
 
