@@ -33,6 +33,13 @@ _HEADER = codec.HEADER_LEN
 _CACHE_MAX = 50_000          # entries per cache; cleared (not grown) past this
 
 
+# A varint of n bytes (n <= 8) read little-endian as one int: the continuation bits it
+# must have (all bytes but the last), and its 7-bit groups two bytes at a time.
+_CONT_MASK = [(1 << 8 * n) - 1 & 0x8080808080808080 for n in range(9)]
+_CONT = [m & ~(0x80 << 8 * (n - 1)) if n else -1 for n, m in enumerate(_CONT_MASK)]
+_GROUPS = [(i & 0x7F) | (i >> 8 & 0x7F) << 7 for i in range(1 << 16)]
+
+
 class SchemaChanged(RuntimeError):
     """schemas/layer_event*.avsc no longer have the wire shape this reader takes."""
 
@@ -72,6 +79,7 @@ class LayerEventDecoder:
         self._tails: dict[bytes, tuple[int, dict[int, dict], tuple]] = {}
         self._head_len = 0    # where to look first
         self._tail_len = [0] * 256
+        self._ts_len = [0] * 256
         self._tail_lens: set[int] = set()
 
     # -- public -------------------------------------------------------------------------
@@ -138,21 +146,35 @@ class LayerEventDecoder:
         hits = []
         if n:
             tails = self._tails
+            from_bytes = int.from_bytes
+            cont_mask, cont, groups = _CONT_MASK, _CONT, _GROUPS
             tail_len = self._tail_len      # by point byte: a point's tails look alike
+            ts_len = self._ts_len          # by point byte: a timestamp's varint length
             for _ in range(n >> 1):
                 pb = d[pos]                # point (checked with the template below)
-                # ts_ns: zigzag varint, 9 bytes at most (10 go to the codec)
-                b = d[pos + 1]
-                pos += 2
-                v = b & 0x7F
-                shift = 7
-                while b & 0x80:
-                    b = d[pos]
-                    pos += 1
-                    v |= (b & 0x7F) << shift
-                    shift += 7
-                    if shift > 63:
-                        raise _NotMine
+                # ts_ns: zigzag varint. At the length last seen for this point (up to 8
+                # bytes) its 7-bit groups are read two bytes at a time from a table.
+                tl = ts_len[pb]
+                x = from_bytes(d[pos + 1:pos + 1 + tl], "little")
+                if x & cont_mask[tl] == cont[tl]:
+                    v = (groups[x & 0xFFFF] | groups[x >> 16 & 0xFFFF] << 14 |
+                         groups[x >> 32 & 0xFFFF] << 28 | groups[x >> 48] << 42)
+                    pos += 1 + tl
+                else:              # another length: byte by byte, 9 at most (10: the codec's)
+                    b = d[pos + 1]
+                    start = pos + 1
+                    pos += 2
+                    v = b & 0x7F
+                    shift = 7
+                    while b & 0x80:
+                        b = d[pos]
+                        pos += 1
+                        v |= (b & 0x7F) << shift
+                        shift += 7
+                        if shift > 63:
+                            raise _NotMine
+                    if pos - start <= 8:
+                        ts_len[pb] = pos - start
                 # ifindex, dev, netns, cpu: repeat per device and CPU; prefix-free as above
                 tail = tails.get(d[pos:pos + tail_len[pb]])
                 if tail is None:
