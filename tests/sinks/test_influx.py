@@ -99,3 +99,28 @@ def test_unreachable_influxdb_is_counted_not_fatal() -> None:
     sink.write([f"latscope_stream,worker=lsxd n={i}i {time.time_ns() + i}" for i in range(5)])
     sink.close()
     assert sink.counters.lines_failed == 5 and sink.counters.lines_written == 0
+
+
+def test_sample_line_fields_tags_and_cached_parts() -> None:
+    """The raw sample line by its definition; cached tag sets and field names never leak
+    between flows, hosts, completeness or extra tags."""
+    bd = {"src_host": "h 1", "dst_host": "c1", "complete": True, "seq": 7, "end_to_end_ns": 30,
+          "segments": [
+              {"from": "h 1:sock_send", "to": "h 1:tcp_tx", "layer": "socket", "duration_ns": 10},
+              {"from": "h 1:tcp_tx", "to": "c1:dev_rx@e=0", "layer": "wire", "duration_ns": -5},
+              {"from": "c1:dev_rx@e=0", "to": "c1:sock_recv", "layer": "socket",
+               "duration_ns": 25}]}
+    want = ("latscope_sample,complete=true,dst_host=c1,flow=f\\,1,run=x,src_host=h\\ 1 "
+            "seq=7i,end_to_end=30i,h\\ 1:sock_send→h\\ 1:tcp_tx=10i,"
+            "h\\ 1:tcp_tx→c1:dev_rx@e\\=0=-5i,c1:dev_rx@e\\=0→c1:sock_recv=25i,"
+            "layer_socket=35i,layer_wire=-5i 123")
+    for _ in range(2):   # the second time from the caches
+        assert sample_line(bd, "f,1", 123, {"run": "x"}) == want
+    incomplete = dict(bd, complete=False, end_to_end_ns=None)
+    assert sample_line(incomplete, "f,1", 5, {"run": "x"}).startswith(
+        "latscope_sample,complete=false,dst_host=c1,flow=f\\,1,run=x,src_host=h\\ 1 seq=7i,h")
+    assert sample_line(bd, "f2", 5).startswith(
+        "latscope_sample,complete=true,dst_host=c1,flow=f2,src_host=h\\ 1 seq=7i,end_to_end")
+    assert sample_line(bd, "f2", 5, {"run": "y", "src_host": "z"}).startswith(
+        "latscope_sample,complete=true,dst_host=c1,flow=f2,run=y,src_host=z seq=7i,")
+    assert sample_line(bd, "f2", 5, {"run": ""}) == sample_line(bd, "f2", 5)   # empty: no tag

@@ -58,3 +58,19 @@ def test_round_trip_and_empty() -> None:
     assert back.summary() == sk.summary()
     with pytest.raises(ValueError, match="accuracy"):
         back.merge(Sketch(accuracy=0.05))
+
+
+def test_add_all_is_add_per_value() -> None:
+    rng = random.Random(8)
+    values = [rng.choice([0, 0.4, -0.4, 1, -1, 7, -7, 10**9, -(10**9), 2**62]) for _ in range(50)]
+    values += [rng.uniform(-1e6, 1e6) for _ in range(500)] + [rng.randrange(10**7) for _ in range(500)]
+    one, many = Sketch(), Sketch()
+    for v in values:
+        one.add(v)
+    many.add_all(values[:300])
+    many.add_all(values[300:])
+    assert many.to_dict() == one.to_dict()
+    assert many.count == len(values) and many.zeros == one.zeros > 0
+    empty = Sketch()
+    empty.add_all([])
+    assert empty.to_dict() == Sketch().to_dict()
