@@ -4,7 +4,8 @@ namespaces (lsxa-bnch1 -> lsxa-bnch2), real probes, real Kafka:
 1. throughput: iperf3 TCP with the agents (one per host) off and on, alternated
    (off,on,on,off,...), default sampling (72400): target loss <= 2 %. The same with a
    1 GiB sampling stride, where (nearly) every probe run takes the unsampled path and the
-   agents' user space has next to nothing to do: the kernel side's share of the cost.
+   agents' user space has next to nothing to do: the kernel side's share of the cost;
+   with --by-layer, the same for each layer's points alone.
 2. per-probe cost: kernel.bpf_stats_enabled=1 for extra "on" runs, run_time_ns/run_cnt
    of each of our programs (bpftool prog show, filtered to the programs our agents hold):
    at 1 GiB stride = the unsampled path, target <= 150 ns; at default sampling, where a
@@ -42,6 +43,8 @@ TOPO = {
 PROGS = {"dev_queue", "dev_xmit", "dev_rx", "ip_point", "tcp_rx", "retrans", "sock_send",
          "sock_recv", "send_entry", "tcp_tx"}
 PY = [sys.executable, "-m", "latscope"]
+LAYER_POINTS = {"socket": "sock_send,sock_recv", "tcp": "tcp_tx,tcp_rx",
+                "ip": "ip_out,ip_post,ip_pre,ip_in", "device": "dev_queue,dev_xmit,dev_rx"}
 
 
 def start_agent(host: str, ns: list[str], topic: str, *extra: str) -> subprocess.Popen:
@@ -100,6 +103,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="per iperf3 run")
     ap.add_argument("--rounds", type=int, default=3, help="off/on pairs")
     ap.add_argument("--dense-rate", default="1500M", help="iperf3 -b for the pipeline phase")
+    ap.add_argument("--by-layer", action="store_true",
+                    help="also the unsampled throughput ratio with one layer's points at a time")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root")
@@ -139,6 +144,12 @@ def main() -> int:
             uoff, uon, _ = alternate(["--sample-size", str(1 << 30)])
             uratio = statistics.median(uon) / statistics.median(uoff)
 
+            # 1b. which layer's hooks cost what (probes unsampled, one layer at a time)
+            by_layer = {}
+            for layer, pts in (LAYER_POINTS.items() if args.by_layer else ()):
+                loff, lon, _ = alternate(["--sample-size", str(1 << 30), "--points", pts])
+                by_layer[layer] = (statistics.median(lon) / statistics.median(loff), loff, lon)
+
             # 2. per-probe cost
             subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
             stats: dict[str, dict[str, tuple[int, int]]] = {}
@@ -172,6 +183,9 @@ def main() -> int:
     print(f"throughput on/off, probes on but unsampled (1 GiB stride): {uratio:.4f}  "
           f"(loss {100 * (1 - uratio):.2f} %)  off {statistics.median(uoff) / 1e9:.2f}, "
           f"on {statistics.median(uon) / 1e9:.2f} Gbit/s")
+    for layer, (r, loff, lon) in by_layer.items():
+        print(f"  only the {layer} points, unsampled: {r:.4f}  (loss {100 * (1 - r):.2f} %)  "
+              f"off {statistics.median(loff) / 1e9:.2f}, on {statistics.median(lon) / 1e9:.2f}")
     for label, st in stats.items():
         total_t = sum(t for t, _ in st.values())
         total_n = sum(n for _, n in st.values())

@@ -21,6 +21,7 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
     from latscope.config import Config, ConfigError
     from latscope.config import load as load_config
     from latscope.producers.agent import AgentSettings
+    from latscope.producers.probes import POINT_HOOKS
 
     try:
         cfg = load_config(args.config).config if args.config else Config()
@@ -44,6 +45,13 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         if not args.config and topo.sampling is not None:
             size, ports = topo.sampling.size, list(topo.sampling.ports)
             filt = bool(topo.sampling.filter_retrans)
+    points = tuple(POINT_HOOKS)
+    if args.points:
+        points = tuple(p.strip() for p in args.points.split(",") if p.strip())
+        bad = [p for p in points if p not in POINT_HOOKS]
+        if bad or not points:
+            raise UserError(f"--points: unknown point(s) {', '.join(bad) or '(none given)'}: "
+                            f"expected a comma-separated subset of {', '.join(POINT_HOOKS)}")
     for ns in netns:
         if ns and not Path(f"/run/netns/{ns}").exists():
             raise UserError(f"--netns {ns}: no such network namespace (/run/netns/{ns})")
@@ -60,7 +68,7 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
         ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
         bootstrap=args.bootstrap or cfg.kafka.bootstrap, kafka_settings=dict(cfg.kafka.settings),
-        xdp=args.xdp,
+        xdp=args.xdp, points=points,
         **({"topic": args.topic} if args.topic else {}))
 
 
@@ -156,6 +164,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="TESTING: CLOCK_MONOTONIC epoch of the drift (same as the responder's)")
     a.add_argument("--sample-size", type=int, help="override sampling.size")
     a.add_argument("--port", type=int, action="append", help="override sampling.ports")
+    a.add_argument("--points", metavar="P1,P2,...",
+                   help="attach only these points (default: all but xdp, which is --xdp); "
+                        "fewer points, less overhead")
     a.add_argument("--xdp", action="store_true",
                    help="also the xdp point: XDP on every covered device (changes the receive "
                         "path it measures; a device with the sync responder keeps its own)")

@@ -97,3 +97,32 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
         time.sleep(0.05)
     assert not (ours & link_ids())            # the kernel holds none of the agent's links
     assert _xdp_devices(scratch_netns) == []
+
+
+@pytest.mark.stack
+def test_agent_points_subset(scratch_netns: str, stack: Any, topic_name: str) -> None:
+    """--points attaches only the points asked for (less overhead), and the records hold
+    only those; an unknown point is a clear error before anything is attached."""
+    bad = subprocess.run([*LATSCOPE, "agent", "--host", "lsxa-solo", "--points",
+                          "dev_rx,ip_nowhere"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--points: unknown point(s) ip_nowhere" in bad.stderr
+    proc = subprocess.Popen(
+        [*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns, "--json",
+         "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
+         "--points", "dev_queue,dev_xmit,dev_rx"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "ready (3 points)" in line, proc.stderr.read() if proc.stderr else line
+        assert len(links_of(proc.pid)) == 3 + 1       # + the retransmission marker
+        assert loopback_burst(scratch_netns, 1_000_000) == 1_000_000
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    final = json.loads(out[out.index("{"):])
+    assert sorted(final["points"]) == ["dev_queue", "dev_rx", "dev_xmit"]
+    assert final["counters"]["published"] > 0, final["counters"]
