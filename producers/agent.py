@@ -163,6 +163,7 @@ class Agent:
             self.probes.close()
             return
         self.probes_counters = self.probes.kernel_counters()
+        self.points_attached = dict(self.probes.attached)   # the final status still says
         for obj in self.probes.all_objects():
             obj.detach_all()
         out: list[Record] = []
@@ -239,7 +240,8 @@ class Agent:
         g = self.grouper.counters
         return {
             "host": self.s.host, "netns": [ns or "(own)" for ns in self.s.netns],
-            "points": dict(self.probes.attached),
+            "points": dict(self.probes.attached) if self.probes.objects else getattr(
+                self, "points_attached", {}),
             **({"xdp_refused": dict(self.probes.xdp_refused)} if self.probes.xdp_refused else {}),
             **({"xdp_generic": list(self.probes.xdp_generic)} if self.probes.xdp_generic else {}),
             **({"unavailable": dict(self.probes.unavailable)} if self.probes.unavailable else {}),
