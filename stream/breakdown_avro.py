@@ -42,9 +42,10 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-# Zigzag varints of the values that fit two bytes (|v| < 8192): most durations in ns of
-# one host's stack are below that; looked up instead of built.
+# Varints built from tables instead of loops: _SMALL[n] is the whole varint of n < 2**14
+# (one or two bytes), _LOW[n] the two continued bytes of n's low 14 bits.
 _SMALL = [_varint(n) for n in range(1 << 14)]
+_LOW = [bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80)) for n in range(1 << 14)]
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -55,10 +56,9 @@ def _long(v: int) -> bytes:
     if n < 16384:
         return _SMALL[n]
     if n < 1 << 28:
-        if n < 1 << 21:
-            return bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, n >> 14))
-        return bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, (n >> 14 & 0x7F) | 0x80,
-                      n >> 21))
+        return _LOW[n & 16383] + _SMALL[n >> 14]
+    if n < 1 << 42:                 # timestamps of the first ~24 h of uptime
+        return _LOW[n & 16383] + _LOW[n >> 14 & 16383] + _SMALL[n >> 28]
     if not _LONG_MIN <= v <= _LONG_MAX:
         raise OverflowError(f"{v} does not fit an Avro long")
     return _varint(n)
@@ -71,7 +71,9 @@ def _str(s: str) -> bytes:
 
 _double = struct.Struct("<d").pack
 _SEG_KEY = itemgetter("from", "to", "layer", "device")
-_SEG_VALUES = itemgetter("hosts", "duration_ns", "error_bound_ns")
+_SEG_HOSTS = itemgetter("hosts")
+_SEG_DURATION = itemgetter("duration_ns")
+_SEG_BOUND = itemgetter("error_bound_ns")
 _FLAGS = {(False, False): b"\x00\x00", (False, True): b"\x00\x01",
           (True, False): b"\x01\x00", (True, True): b"\x01\x01"}
 _CACHE_MAX = 50_000   # entries per cache; cleared (not grown) past this
@@ -96,7 +98,8 @@ class BreakdownEncoder:
         self._heads: dict[tuple, bytes] = {}     # header .. flow
         self._strs: dict[str, bytes] = {}        # host names
         self._lists: dict[tuple[str, ...], bytes] = {}   # hosts, missing_hosts
-        self._segs: dict[tuple, tuple[list[str], bytes]] = {}   # a segment from .. device
+        # a path's segments' keys → their hosts, and the bytes of each one's from .. device
+        self._segs: dict[tuple, tuple[list[list[str]], list[bytes]]] = {}
 
     def encode(self, bd: dict) -> bytes:
         try:
@@ -133,23 +136,24 @@ class BreakdownEncoder:
                  self._list(bd["hosts"]), self._list(bd["missing_hosts"])]
         segs = bd["segments"]
         if segs:
+            # A path's segments (names, layers, hosts, devices) repeat sample after sample:
+            # their bytes are looked up for the whole list; per segment only numbers.
+            keys = tuple(map(_SEG_KEY, segs))
+            known = self._segs.get(keys)
+            hosts = list(map(_SEG_HOSTS, segs))
+            if known is None or known[0] != hosts:
+                known = self._segs[keys] = (hosts, [self._segment(s) for s in segs])
             parts.append(_long(len(segs)))
-            cache = self._segs
-            small = _SMALL
-            for s in segs:
-                sk = _SEG_KEY(s)
-                hosts, d, bound = _SEG_VALUES(s)
-                pre = cache.get(sk)
-                if pre is None or pre[0] != hosts:
-                    pre = cache[sk] = (list(hosts), self._segment(s))
-                n = (d << 1) ^ (d >> 63)
-                if 0 <= n < 16384:
-                    v = small[n]
-                elif 16384 <= n < 2097152:       # three bytes: |d| < 1 ms, built inline
-                    v = bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, n >> 14))
+            small, low = _SMALL, _LOW
+            for pre, d, bound in zip(known[1], map(_SEG_DURATION, segs), map(_SEG_BOUND, segs),
+                                     strict=True):
+                n = (d << 1) ^ (d >> 63)       # durations: |d| < 134 ms inline (_long)
+                if n < 16384:
+                    parts += (pre, small[n], _double(bound))
+                elif n < 268435456:
+                    parts += (pre, low[n & 16383], small[n >> 14], _double(bound))
                 else:
-                    v = _long(d)
-                parts += (pre[1], v, _double(bound))
+                    parts += (pre, _long(d), _double(bound))
         parts.append(b"\x00")
         return b"".join(parts)
 

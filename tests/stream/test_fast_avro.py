@@ -181,3 +181,15 @@ def test_both_check_the_schema_they_were_written_for(monkeypatch) -> None:
     monkeypatch.setitem(layer_avro._PINNED, "LayerEvent", "0" * 16)
     with pytest.raises(layer_avro.SchemaChanged, match=r"layer_avro\.py"):
         LayerEventDecoder()
+
+
+def test_encoder_varint_boundaries() -> None:
+    bd = breakdowns(1, seed=4)[0]
+    edges = [0]
+    for bits in (6, 13, 20, 27, 34, 41, 48, 55, 62):
+        edges += [(1 << bits) - 1, 1 << bits, -(1 << bits), -(1 << bits) - 1]
+    edges += [(1 << 63) - 1, -(1 << 63)]
+    for v in edges:
+        seg = dict(bd["segments"][0], duration_ns=v)
+        odd = dict(bd, seq=v, ts_ns=v, end_to_end_ns=v, segments=[seg, *bd["segments"][1:]])
+        assert encode_breakdown(odd) == codec.encode("Breakdown", odd), v
