@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import WriteOptions
@@ -74,8 +75,9 @@ def window_line(tags: Mapping[str, str], sketch: Sketch, start_ns: int,
 
 def sample_line(bd: Mapping, flow: str, wall_ns: int,
                 extra: Mapping[str, str] = {}) -> str:
-    """One raw sample point. Hot path (design §9): a (flow, hosts) tag set and a segment's
-    field name are escaped once and cached; per sample only numbers are formatted."""
+    """One raw sample point. Hot path (design §9): a (flow, hosts) tag set and a path's
+    segment and layer fields are escaped and laid out once and cached; per sample only
+    numbers are formatted."""
     complete = bool(bd["complete"])
     try:
         tk = (bd["src_host"], bd["dst_host"], flow, complete, *extra.items())
@@ -90,29 +92,42 @@ def sample_line(bd: Mapping, flow: str, wall_ns: int,
             if len(_SAMPLE_HEADS) > _CACHE_MAX:
                 _SAMPLE_HEADS.clear()
             _SAMPLE_HEADS[tk] = head
-    fields = [f"{head}{int(bd['seq'])}i"]
+    line = f"{head}{int(bd['seq'])}i"
     e2e = bd.get("end_to_end_ns")
     if e2e is not None:
-        fields.append(f"end_to_end={int(e2e)}i")
-    layers: dict[str, int] = {}
-    names = _FIELD_NAMES
-    for seg in bd["segments"]:
-        d = int(seg["duration_ns"])
-        nk = (seg["from"], seg["to"])
-        name = names.get(nk)
-        if name is None:
-            if len(names) > _CACHE_MAX:
-                names.clear()
-            name = names[nk] = f"{nk[0]}→{nk[1]}".translate(_TAG_ESC) + "="
-        fields.append(f"{name}{d}i")
-        layer = seg["layer"]
-        layers[layer] = layers.get(layer, 0) + d
-    fields += [f"layer_{k}={v}i" for k, v in layers.items()]
-    return f"{','.join(fields)} {wall_ns}"
+        line += f",end_to_end={int(e2e)}i"
+    segs = bd["segments"]
+    if segs:
+        key = tuple(map(_SEG_NAME_LAYER, segs))
+        shape = _SAMPLE_SHAPES.get(key)
+        if shape is None:
+            shape = _sample_shape(key)
+        fmt, layer_segments = shape
+        ds = [*map(int, map(_SEG_DURATION, segs))]
+        get = ds.__getitem__
+        line += fmt % (*ds, *[sum(map(get, idx)) for idx in layer_segments])
+    return f"{line} {wall_ns}"
+
+
+def _sample_shape(key: tuple[tuple[str, str, str], ...]) -> tuple[str, list[tuple[int, ...]]]:
+    """A path's segment fields as one %-format (``,from→to=%di`` each, then
+    ``,layer_<name>=%di`` per layer in order of appearance) and each layer's segments."""
+    layers: dict[str, list[int]] = {}
+    fmt = []
+    for i, (frm, to, layer) in enumerate(key):
+        fmt.append("," + f"{frm}→{to}".translate(_TAG_ESC).replace("%", "%%") + "=%di")
+        layers.setdefault(layer, []).append(i)
+    fmt += [f",layer_{k}".replace("%", "%%") + "=%di" for k in layers]
+    if len(_SAMPLE_SHAPES) > _CACHE_MAX:
+        _SAMPLE_SHAPES.clear()
+    shape = _SAMPLE_SHAPES[key] = "".join(fmt), [tuple(v) for v in layers.values()]
+    return shape
 
 
 _SAMPLE_HEADS: dict[tuple, str] = {}    # measurement and tags of a (flow, hosts, extra)
-_FIELD_NAMES: dict[tuple[str, str], str] = {}   # a segment's escaped field name
+_SAMPLE_SHAPES: dict[tuple, tuple[str, list[tuple[int, ...]]]] = {}   # see _sample_shape
+_SEG_NAME_LAYER = itemgetter("from", "to", "layer")
+_SEG_DURATION = itemgetter("duration_ns")
 _CACHE_MAX = 50_000
 
 

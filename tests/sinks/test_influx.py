@@ -124,3 +124,7 @@ def test_sample_line_fields_tags_and_cached_parts() -> None:
     assert sample_line(bd, "f2", 5, {"run": "y", "src_host": "z"}).startswith(
         "latscope_sample,complete=true,dst_host=c1,flow=f2,run=y,src_host=z seq=7i,")
     assert sample_line(bd, "f2", 5, {"run": ""}) == sample_line(bd, "f2", 5)   # empty: no tag
+    odd = dict(bd, segments=[{"from": "a%d", "to": "b", "layer": "x%s", "duration_ns": 2.9}])
+    assert sample_line(odd, "f", 1) == ("latscope_sample,complete=true,dst_host=c1,flow=f,"
+                                        "src_host=h\\ 1 seq=7i,end_to_end=30i,a%d→b=2i,"
+                                        "layer_x%s=2i 1")
