@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 
 from latscope.stream.sketch import Sketch
 
 E2E = "end_to_end"   # pseudo segment: the sample's end-to-end delay
 TAGS = ("src_host", "dst_host", "flow", "segment", "layer", "device")
 _SERIES_MAX = 10_000   # cached (flow, hosts) of the series cache; cleared past this
+_SEG_KEY = itemgetter("from", "to", "layer", "device")
+_SEG_DURATION = itemgetter("duration_ns")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Windows:
         """
         # (window start, series) → [partition, tags, durations, earliest position]
         partial: dict[tuple[int, str], list] = {}
+        # (window start, flow and hosts, segment keys) → each segment's durations list
+        slots: dict[tuple, list[list]] = {}
         step = int(self.policy.interval_s * 1e9)
         closed = self.closed_until_ns
         series_of = self._series
@@ -110,21 +115,28 @@ class Windows:
                 if len(series_of) > _SERIES_MAX:
                     series_of.clear()
                 series = series_of[base] = {}
-            i = 0
-            for seg in bd["segments"]:
-                sk = (seg["from"], seg["to"], seg["layer"], seg.get("device"))
-                name = series.get(sk)
-                if name is None:
-                    name = series[sk] = self._name(base, _segment_tags(self._base(base), seg))
-                key = (start, name[0])
-                entry = partial.get(key)
-                if entry is None:
-                    partial[key] = [partition, name[1], [seg["duration_ns"]], i]
-                else:
-                    entry[2].append(seg["duration_ns"])
-                    if i < entry[3]:
+            segs = bd["segments"]
+            try:
+                keys = tuple(map(_SEG_KEY, segs))
+            except KeyError:   # device is optional
+                keys = tuple((s["from"], s["to"], s["layer"], s.get("device")) for s in segs)
+            slot = slots.get((start, base, keys))
+            if slot is None:   # first sample of this path and window in the batch
+                slot = slots[(start, base, keys)] = []
+                for i, (sk, seg) in enumerate(zip(keys, segs, strict=True)):
+                    name = series.get(sk)
+                    if name is None:
+                        name = series[sk] = self._name(base, _segment_tags(self._base(base),
+                                                                           seg))
+                    entry = partial.get((start, name[0]))
+                    if entry is None:
+                        entry = partial[(start, name[0])] = [partition, name[1], [], i]
+                    elif i < entry[3]:
                         entry[3] = i
-                i += 1
+                    slot.append(entry[2])
+            # every segment's duration onto its series' list, in sample order (C loop:
+            # list.append returns None, so any() runs it to the end)
+            any(map(list.append, slot, map(_SEG_DURATION, segs)))
             e2e = bd.get("end_to_end_ns")
             if e2e is not None:
                 name = series.get(E2E)
