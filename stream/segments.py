@@ -517,6 +517,8 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
     shapes = tuple([_shape(h, by_host[h]) for h in hosts])
     plan = _PLANS.get(shapes)
     if plan is None and all(s.plain for s in shapes):
+        if len(_PLANS) > _CACHE_MAX:
+            _PLANS.clear()
         plan = _PLANS[shapes] = _Plan(shapes)
     if plan is not None:
         refs, swapped = _plain_refs(hosts, shapes, by_host, clocks)
@@ -527,6 +529,8 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
         key = tuple(points)
         shaped = _SEGMENTS.get(key)
         if shaped is None:
+            if len(_SEGMENTS) > _CACHE_MAX:
+                _SEGMENTS.clear()
             shaped = _SEGMENTS[key] = _segments_of(key)
     templates, pairs, ends_ok = shaped
     bounds = {p: clocks.pair_bound(*p) for p in pairs}
