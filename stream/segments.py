@@ -130,10 +130,11 @@ class ClockView:
 def host_order(hits_by_host: Mapping[str, Sequence[dict]], clocks: ClockView,
                path: Sequence[str] | None) -> list[str]:
     """Hosts along the path: the topology's order, else sender, forwarders by time, receiver."""
-    hosts = list(hits_by_host)
     if path:
         known = [h for h in path if h in hits_by_host]
-        return known + sorted(h for h in hosts if h not in path)
+        off = [h for h in hits_by_host if h not in path]
+        return known + sorted(off) if off else known
+    hosts = list(hits_by_host)
 
     def first_ref(h: str) -> int:
         return min(clocks.to_ref(h, hit["ts_ns"]) for hit in hits_by_host[h])
@@ -418,8 +419,9 @@ _PLANS: dict[tuple[_Shape, ...], _Plan] = {}
 
 def dedup_hits(records: Sequence[dict]) -> dict[str, list[dict]]:
     """Hits per host; a host that sent several records (linger flush, then the rest) merges."""
-    if len({r["host"] for r in records}) == len(records):   # the usual case: one each
-        return {r["host"]: r["hits"] for r in records}
+    by_host = {r["host"]: r["hits"] for r in records}
+    if len(by_host) == len(records):   # the usual case: one record each
+        return by_host
     out: dict[str, list[dict]] = {}
     seen: set[tuple] = set()
     for rec in records:
