@@ -112,14 +112,16 @@ class ClockView:
         return ts if model is None else round(to_reference(model, ts))
 
     def bound(self, host: str) -> float:
-        if self.is_reference(host):
+        host = self.clock_hosts.get(host, host)
+        if host == self.manager:
             return 0.0
-        model = self.model(host)
+        model = self.models.get(host)
         return math.inf if model is None else float(model["error_bound_ns"])
 
     def pair_bound(self, a: str, b: str) -> float:
         """Error bound of a duration between two hosts: 0 when they share one clock."""
-        if self.clock_hosts.get(a, a) == self.clock_hosts.get(b, b):
+        clock_hosts = self.clock_hosts
+        if clock_hosts.get(a, a) == clock_hosts.get(b, b):
             return 0.0
         return self.bound(a) + self.bound(b)
 
