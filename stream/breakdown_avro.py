@@ -4,8 +4,9 @@ to that).
 
 Why: fastavro's generic writer costs ~45 µs per 3-host breakdown, most of it walking the
 schema for 15 segments whose names, layer, hosts and device repeat sample after sample.
-Here each repeated part (a flow's header, a segment's names, a host list) is encoded once
-and looked up; per sample only the numbers are encoded.
+Here each repeated part (a flow's header, a path's segments' names, layers, hosts and
+devices, a host list) is encoded once and looked up; per sample only the numbers are
+encoded, varints from tables (~9 µs per breakdown).
 
 The encoder is pinned to the Breakdown schema's wire shape (its parsing canonical form
 fingerprint): if schemas/breakdown.avsc or flow_key.avsc change in any way that changes
