@@ -193,3 +193,39 @@ def test_encoder_varint_boundaries() -> None:
         seg = dict(bd["segments"][0], duration_ns=v)
         odd = dict(bd, seq=v, ts_ns=v, end_to_end_ns=v, segments=[seg, *bd["segments"][1:]])
         assert encode_breakdown(odd) == codec.encode("Breakdown", odd), v
+
+
+def test_mutated_messages_decode_or_fail_as_the_codec_does() -> None:
+    """Bytes changed, inserted, deleted or cut, in single records and batches."""
+    rng = random.Random(17)
+    msgs = [codec.encode("LayerEvent", layer_event(rng)) for _ in range(40)]
+    msgs += [codec.encode("LayerEventBatch", {"events": [layer_event(rng)
+                                                         for _ in range(rng.randrange(4))]})
+             for _ in range(20)]
+
+    def run(f, data):
+        try:
+            return f(data)
+        except codec.DecodeError as e:
+            return type(e)
+
+    decoded = 0
+    for _ in range(3000):
+        b = bytearray(rng.choice(msgs))
+        i = rng.randrange(10, len(b) + 1)
+        op = rng.randrange(4)
+        if op == 0 and i < len(b):
+            b[i] = rng.randrange(256)
+        elif op == 1:
+            del b[i:i + rng.randrange(1, 4)]
+        elif op == 2:
+            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4)))
+        else:
+            del b[i:]
+        data = bytes(b)
+        want = run(codec.decode_layer_events, data)
+        assert run(decode_layer_events, data) == want, data.hex()
+        assert run(decode_layer_event, data) == run(
+            lambda d: codec.decode(d, expect="LayerEvent")[1], data), data.hex()
+        decoded += isinstance(want, list)
+    assert 0 < decoded < 3000
