@@ -28,6 +28,7 @@ from pathlib import Path
 
 import faust
 from confluent_kafka import KafkaException, Producer
+from faust.types import TP
 
 from latscope import kafka, log
 from latscope.clock import monotonic_ns
@@ -124,7 +125,8 @@ class Runtime:
         self._wall_offset_ns = time.time_ns() - monotonic_ns()
         self._last_counters_write = 0.0
         parts = kafka.ensure_topics(s.bootstrap, {
-            s.layer_topic: (s.default_partitions, {}),
+            # The join's window runs on arrival: the broker's clock, not each agent's.
+            s.layer_topic: (s.default_partitions, {"message.timestamp.type": "LogAppendTime"}),
             s.clock_topic: (1, {"cleanup.policy": "compact"}),
             s.breakdown_topic: (s.default_partitions, {}),
             s.dead_letter_topic: (1, {}),
@@ -164,6 +166,7 @@ class Runtime:
                              "delivery.report.only.error": True,
                              "on_delivery": self._delivered})
         self._unflushed = 0
+        self._read_to: dict[int, int] = {}   # layer-events partition -> last offset read
         self._declare_agents()
         from latscope.stream.web import register_views
 
@@ -176,7 +179,10 @@ class Runtime:
         @app.agent(self.layer_topic, name="join_layer_events")
         async def join_layer_events(stream: faust.StreamT) -> None:
             async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
-                self.on_batch([(e.message.partition, e.message.key, e.value) for e in events])
+                self.on_batch([(e.message.partition, e.message.key, e.value,
+                                e.message.timestamp) for e in events])
+                for e in events:     # in offset order within each partition
+                    self._read_to[e.message.partition] = e.message.offset
                 await asyncio.sleep(0)
 
         @app.agent(self.clock_topic, name="clock_models")
@@ -213,9 +219,10 @@ class Runtime:
     def clocks(self) -> ClockView:
         return ClockView(self.clock_models, self.manager, self.resolver.clock_hosts)
 
-    def on_batch(self, items: Sequence[tuple[int, bytes | None, bytes]]) -> None:
+    def on_batch(self, items: Sequence[tuple[int, bytes | None, bytes, float]]) -> None:
+        """(partition, key, value, Kafka timestamp in s) of layer-events messages."""
         decoded = []
-        for partition, key, value in items:
+        for partition, key, value, ts in items:
             self.counters.messages += 1
             try:
                 events = decode_layer_events(value)
@@ -223,7 +230,7 @@ class Runtime:
                 self._dead_letter(key, value, e, self.settings.layer_topic)
                 continue
             self.counters.records += len(events)
-            decoded.extend((partition, ev) for ev in events)
+            decoded.extend((partition, ts, ev) for ev in events)
         done, writes = self.joiner.process(decoded, self.pending.data, time.time())
         self._apply(self.pending, writes)
         self._emit(done)
@@ -231,6 +238,7 @@ class Runtime:
 
     def on_tick(self, now: float) -> None:
         self._drop_revoked()
+        self.joiner.backlogged = self._backlogged()
         done = self.joiner.expire(self.pending.data, now)
         self._apply(self.pending, {st["k"]: (st["p"], None) for st in done})
         self._emit(done)
@@ -321,6 +329,18 @@ class Runtime:
         except Exception:   # consumer not started yet
             return []
         return sorted(tp.partition for tp in assignment if tp.topic == self.settings.layer_topic)
+
+    def _backlogged(self) -> set[int]:
+        """Layer-events partitions holding records this worker has not read yet."""
+        out = set()
+        for p, offset in self._read_to.items():
+            try:
+                high = self.app.consumer.highwater(TP(self.settings.layer_topic, p))
+            except Exception:   # consumer (re)starting: no fetch state to judge by
+                continue
+            if high is not None and offset + 1 < high:
+                out.add(p)
+        return out
 
     def _drop_revoked(self) -> None:
         """Forget pending samples and windows of partitions another worker now owns."""

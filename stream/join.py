@@ -8,18 +8,27 @@ there for its partners until every expected host has reported or the window (plu
 lateness) closes it. Records of a sample that was already closed are counted as late and
 dropped (they would otherwise open a second, one-host sample).
 
+The window runs on arrival time (the records' Kafka timestamps: the broker's append time on
+topics the worker creates), measured against each partition's watermark, the newest arrival
+the worker has read there. So a worker catching up on a backlog, or busy with one large
+batch, does not close samples whose partners are already in the partition but not yet
+read, as a wall-clock window would. A partition that goes quiet has no watermark to
+advance: once it has been quiet for a whole window, its samples close by wall time.
+
 Everything here is plain data (JSON-able dicts) so the Faust table can hold it and tests
 can drive it without a broker.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # state dict keys (short: they go to the changelog for every unmatched sample)
-#   k: sample key   p: partition   t: wall time of the first record   ev: records
+#   k: sample key   p: partition   t: arrival time (Kafka timestamp) of the first record
+#   s: wall time the worker first saw it   ev: records
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,6 @@ def is_ready(state: Mapping, path: Sequence[str] | None) -> bool:
     return all(h in hosts for h in path)
 
 
-def is_due(state: Mapping, now: float, policy: JoinPolicy) -> bool:
-    return now >= state["t"] + policy.close_after_s
 
 
 @dataclass
@@ -77,10 +84,25 @@ class Joiner:
     counters: JoinCounters = field(default_factory=JoinCounters)
     _closed: set[str] = field(default_factory=set)
     _closed_at: deque[tuple[float, str]] = field(default_factory=deque)
+    watermark: dict[int, float] = field(default_factory=dict)    # partition -> newest arrival
+    # Partitions with records the worker has not read yet (the caller knows its consumer's
+    # offsets): never "quiet", whatever the wall clock says.
+    backlogged: set[int] = field(default_factory=set)
+    _advanced: dict[int, float] = field(default_factory=dict)    # partition -> wall time it moved
 
-    def process(self, events: Iterable[tuple[int, Mapping]], table: Mapping[str, dict],
+    def is_due(self, state: Mapping, now: float) -> bool:
+        """The window closed on the partition's watermark, or the partition has been
+        quiet (read to its end, nothing new) for a window and the sample was seen a window
+        ago."""
+        after, p = self.policy.close_after_s, state["p"]
+        if self.watermark.get(p, -math.inf) >= state["t"] + after:
+            return True
+        return (p not in self.backlogged and now - self._advanced.get(p, -math.inf) >= after
+                and now >= state.get("s", state["t"]) + after)
+
+    def process(self, events: Iterable[tuple[int, float, Mapping]], table: Mapping[str, dict],
                 now: float) -> tuple[list[dict], dict[str, tuple[int, dict | None]]]:
-        """Join one batch of (partition, LayerEvent).
+        """Join one batch of (partition, arrival time, LayerEvent).
 
         Returns (closed sample states, table writes ``key → (partition, state or None)``).
         """
@@ -88,15 +110,18 @@ class Joiner:
         done: list[dict] = []
         touched: dict[str, dict] = {}
         writes: dict[str, tuple[int, dict | None]] = {}
-        path_of, closed = self.path_of, self._closed
+        path_of, closed, wm = self.path_of, self._closed, self.watermark
         n = 0
-        for partition, ev in events:
+        for partition, ts, ev in events:
             n += 1
+            if ts > wm.get(partition, -math.inf):
+                wm[partition] = ts
+                self._advanced[partition] = now
             key = f"{ev['flow_id']}#{ev['seq']}"     # sample_key(), inlined: per record
             state = touched.get(key)
             if state is None:
                 state = table.get(key)
-                if state is not None and is_due(state, now, self.policy):
+                if state is not None and self.is_due(state, now):
                     # Stale entry the timer has not reached yet: close it first.
                     self._close(state, now, done, by_window=True)
                     writes[key] = (state["p"], None)
@@ -105,7 +130,7 @@ class Joiner:
                     if key in closed:
                         self.counters.late += 1
                         continue
-                    state = {"k": key, "p": partition, "t": now, "ev": []}
+                    state = {"k": key, "p": partition, "t": ts, "s": now, "ev": []}
             state["ev"].append(ev)   # decoded for this batch alone: no copy needed
             if is_ready(state, path_of(ev)):
                 touched.pop(key, None)
@@ -125,7 +150,7 @@ class Joiner:
         """Samples whose window closed; the caller deletes them from the table."""
         done: list[dict] = []
         for state in list(table.values()):
-            if is_due(state, now, self.policy):
+            if self.is_due(state, now):
                 self._close(state, now, done, by_window=True)
         self._forget(now)
         return done
