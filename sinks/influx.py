@@ -15,26 +15,16 @@ Measurements (all durations in ns):
 * ``latscope_stream`` — the worker's counters, tag ``worker``.
 
 Same series + same timestamp overwrite in InfluxDB, so replays after a restart are
-idempotent. Writes are batched and retried by influxdb-client's batching writer; failures
-after its retries are counted, and ``close()`` flushes (``flush()`` is a no-op in 1.50).
-Lines are built by hand: influxdb-client's Point is several times slower per sample.
+idempotent. This module builds the lines (by hand: influxdb-client's Point is several times
+slower per sample); ``sinks/influx_writer.py`` sends them, batched and retried.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from operator import itemgetter
 
-from influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import WriteOptions
-
-from latscope import log
 from latscope.stream.sketch import Sketch
-
-_log = log.get("sinks.influx")
 
 M_SEGMENT = "latscope_segment"
 M_FLOW = "latscope_flow"
@@ -135,82 +125,3 @@ def counters_line(worker: str, counters: Mapping[str, int], now_ns: int,
                   extra: Mapping[str, str] = {}) -> str:
     fields = ",".join(f"{k}={int(v)}i" for k, v in sorted(counters.items()))
     return f"{M_STREAM}{_tags({'worker': worker, **extra})} {fields} {now_ns}"
-
-
-@dataclass
-class InfluxSettings:
-    url: str
-    org: str
-    bucket: str
-    token: str
-    tags: dict[str, str] = field(default_factory=dict)   # added to every point
-    batch_size: int = 5000
-    flush_interval_ms: int = 250
-    max_retries: int = 5
-
-
-@dataclass
-class SinkCounters:
-    lines_written: int = 0
-    lines_failed: int = 0
-    batches_retried: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class InfluxSink:
-    """Batched, retried line-protocol writer; thread-safe counters (callbacks run in a pool)."""
-
-    settings: InfluxSettings
-    counters: SinkCounters = field(default_factory=SinkCounters)
-    freshness: Sketch = field(default_factory=Sketch)   # sample ns → acknowledged write, ns
-
-    def __post_init__(self) -> None:
-        s = self.settings
-        self._lock = threading.Lock()
-        self._client = InfluxDBClient(url=s.url, token=s.token, org=s.org, timeout=30_000)
-        self._write = self._client.write_api(
-            write_options=WriteOptions(batch_size=s.batch_size,
-                                       flush_interval=s.flush_interval_ms,
-                                       retry_interval=1000, max_retries=s.max_retries,
-                                       max_retry_delay=15_000, max_retry_time=60_000),
-            success_callback=self._ok, error_callback=self._failed,
-            retry_callback=self._retry)
-
-    def write(self, lines: Iterable[str]) -> None:
-        # One joined item, not a list: the client's batcher costs ~5 µs per item it is
-        # handed (a reactive pipeline per item), ~0.3 µs per line this way.
-        text = "\n".join(lines)
-        if text:
-            self._write.write(bucket=self.settings.bucket, org=self.settings.org,
-                              record=text, write_precision="ns")
-
-    def close(self) -> None:
-        """Flush everything pending (blocks up to the retry budget), then disconnect."""
-        self._write.close()
-        self._client.close()
-
-    def _ok(self, conf: tuple, data: str | bytes) -> None:
-        now = time.time_ns()
-        text = data.decode() if isinstance(data, bytes) else data
-        lines = text.split("\n")
-        fresh = Sketch()
-        for line in lines:
-            if line.startswith(M_SAMPLE + ","):
-                fresh.add(now - int(line.rsplit(" ", 1)[1]))
-        with self._lock:
-            self.counters.lines_written += len(lines)
-            self.freshness.merge(fresh)
-
-    def _failed(self, conf: tuple, data: str | bytes, exc: Exception) -> None:
-        n = (data.decode() if isinstance(data, bytes) else data).count("\n") + 1
-        with self._lock:
-            self.counters.lines_failed += n
-        _log.error("InfluxDB write of %d lines failed after retries: %s", n, exc)
-
-    def _retry(self, conf: tuple, data: str | bytes, exc: Exception) -> None:
-        with self._lock:
-            self.counters.batches_retried += 1
-        _log.warning("InfluxDB write failed, retrying: %s", exc)

@@ -40,7 +40,8 @@ from latscope.schemas.records import (
     TOPIC_DEAD_LETTER,
     TOPIC_LAYER_EVENTS,
 )
-from latscope.sinks.influx import InfluxSettings, InfluxSink, counters_line, sample_line, window_line
+from latscope.sinks.influx import counters_line, sample_line, window_line
+from latscope.sinks.influx_writer import InfluxSettings, InfluxSink
 from latscope.stream.breakdown_avro import encode_breakdown
 from latscope.stream.flows import FlowResolver
 from latscope.stream.join import Joiner, JoinPolicy
@@ -293,6 +294,7 @@ class Runtime:
         clocks = self.clocks()
         folded = []
         lines = []
+        walls = []      # the raw samples' times, for the sink's freshness
         for state in done:
             events = state["ev"]
             info = self.resolver.resolve(events[0]["flow"], events[0]["flow_id"])
@@ -308,9 +310,10 @@ class Runtime:
             folded.append((state["p"], bd, info.name, wall))
             if self.sink and self.settings.raw_samples:
                 lines.append(sample_line(bd, info.name, wall, self._tags))
+                walls.append(wall)
         self._apply(self.stats, self.windows.fold(folded, self.stats.data))
         if self.sink:
-            self.sink.write(lines)
+            self.sink.write(lines, walls)
 
     def _apply(self, table: faust.Table, writes: Mapping[str, tuple[int, dict | None] | dict]) -> None:
         for key, w in writes.items():

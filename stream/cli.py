@@ -12,7 +12,7 @@ from latscope.stream.windows import WindowPolicy
 def influx_from(args: argparse.Namespace, config: object | None) -> object | None:
     """InfluxDB settings: the config file's, else the running local stack's; None if off."""
     from latscope.cli import UserError
-    from latscope.sinks.influx import InfluxSettings
+    from latscope.sinks.influx_writer import InfluxSettings
 
     if args.no_influx:
         return None

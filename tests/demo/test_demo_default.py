@@ -9,7 +9,7 @@ import pytest
 
 from latscope.demo import DEFAULT_TOPOLOGY
 from latscope.schemas.records import LAYERS
-from latscope.sinks.influx import InfluxSettings
+from latscope.sinks.influx_writer import InfluxSettings
 from latscope.sinks.report import make_report, query
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -123,6 +123,7 @@ def test_agent_points_subset(scratch_netns: str, stack: Any, topic_name: str) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.returncode == 0, err
     final = json.loads(out[out.index("{"):])
     assert sorted(final["points"]) == ["dev_queue", "dev_rx", "dev_xmit"]
     assert final["counters"]["published"] > 0, final["counters"]

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from latscope.sinks.influx import InfluxSettings
+from latscope.sinks.influx_writer import InfluxSettings
 
 
 @pytest.fixture

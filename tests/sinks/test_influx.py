@@ -9,7 +9,8 @@ import time
 import pytest
 
 from latscope.paths import REPO_ROOT
-from latscope.sinks.influx import InfluxSink, sample_line, window_line
+from latscope.sinks.influx import sample_line, window_line
+from latscope.sinks.influx_writer import InfluxSink
 from latscope.sinks.report import ReportError, make_report, query
 from latscope.stream.segments import ClockView, breakdown
 from latscope.stream.sketch import Sketch
@@ -91,10 +92,10 @@ def test_dashboard_queries_run(influx) -> None:
 def test_unreachable_influxdb_is_counted_not_fatal() -> None:
     """An InfluxDB outage: the writes fail after their retries and are counted."""
     from latscope.procs import free_port
-    from latscope.sinks.influx import InfluxSettings
+    from latscope.sinks.influx_writer import InfluxSettings
 
     dead = InfluxSettings(f"http://127.0.0.1:{free_port()}", "latscope", "latscope", "x",
-                          max_retries=1, flush_interval_ms=100)
+                          max_retries=1, flush_interval_ms=100, retry_interval_s=0.1)
     sink = InfluxSink(dead)
     sink.write([f"latscope_stream,worker=lsxd n={i}i {time.time_ns() + i}" for i in range(5)])
     sink.close()
@@ -128,3 +129,27 @@ def test_sample_line_fields_tags_and_cached_parts() -> None:
     assert sample_line(odd, "f", 1) == ("latscope_sample,complete=true,dst_host=c1,flow=f,"
                                         "src_host=h\\ 1 seq=7i,end_to_end=30i,a%d→b=2i,"
                                         "layer_x%s=2i 1")
+
+
+def test_freshness_and_backlog_bound(influx) -> None:
+    """Freshness is measured from each raw sample's time to InfluxDB's acknowledgement;
+    while InfluxDB is away the queue is bounded and what it sheds is counted."""
+    from latscope.procs import free_port
+    from latscope.sinks.influx_writer import InfluxSettings
+
+    sink = InfluxSink(influx)
+    sent = time.time_ns() - 2 * 10**9          # samples taken 2 s ago
+    sink.write([f"lsxd_fresh,run={influx.tags['run']} n={i}i {sent + i}" for i in range(50)],
+               [sent + i for i in range(50)])
+    sink.close()
+    assert sink.counters.lines_written == 50 and sink.freshness.count == 50
+    assert 1.95 <= sink.freshness.quantile(0.5) / 1e9 < 30      # sketch: 1 % relative error
+
+    dead = InfluxSettings(f"http://127.0.0.1:{free_port()}", "latscope", "latscope", "x",
+                          max_retries=0, flush_interval_ms=5000, max_pending_lines=10)
+    sink = InfluxSink(dead)
+    for i in range(4):
+        sink.write([f"x n={i}i {time.time_ns()}"] * 4)
+    assert sink.counters.lines_failed == 8        # two oldest chunks shed, counted
+    sink.close()
+    assert sink.counters.lines_failed == 16 and sink.counters.lines_written == 0
