@@ -67,6 +67,7 @@ class StreamSettings:
     join: JoinPolicy = field(default_factory=JoinPolicy)
     windows: WindowPolicy = field(default_factory=WindowPolicy)
     batch_max: int = 2000
+    chunk_records: int = 512
     batch_within_s: float = 0.1
     tick_s: float = 0.25
     topology: Path | None = None
@@ -168,6 +169,8 @@ class Runtime:
                              "on_delivery": self._delivered})
         self._unflushed = 0
         self._read_to: dict[int, int] = {}   # layer-events partition -> last offset read
+        # table name -> (table, key -> (partition, value or None, already in the changelog))
+        self._dirty: dict[str, tuple[faust.Table, dict[str, tuple[int, dict | None, bool]]]] = {}
         self._declare_agents()
         from latscope.stream.web import register_views
 
@@ -222,7 +225,7 @@ class Runtime:
 
     def on_batch(self, items: Sequence[tuple[int, bytes | None, bytes, float]]) -> None:
         """(partition, key, value, Kafka timestamp in s) of layer-events messages."""
-        decoded = []
+        decoded: list[tuple[int, float, dict]] = []
         for partition, key, value, ts in items:
             self.counters.messages += 1
             try:
@@ -232,10 +235,20 @@ class Runtime:
                 continue
             self.counters.records += len(events)
             decoded.extend((partition, ts, ev) for ev in events)
+            # Join and emit in chunks: records decoded long before they are used fall out
+            # of the CPU caches (~10 µs a sample in 2000-message batches of agent batches).
+            if len(decoded) >= self.settings.chunk_records:
+                self._join(decoded)
+                decoded = []
+        if decoded:
+            self._join(decoded)
+        self._send_changelogs()
+        self._flush_out()
+
+    def _join(self, decoded: list[tuple[int, float, dict]]) -> None:
         done, writes = self.joiner.process(decoded, self.pending.data, time.time())
         self._apply(self.pending, writes)
         self._emit(done)
-        self._flush_out()
 
     def on_tick(self, now: float) -> None:
         self._drop_revoked()
@@ -243,7 +256,6 @@ class Runtime:
         done = self.joiner.expire(self.pending.data, now)
         self._apply(self.pending, {st["k"]: (st["p"], None) for st in done})
         self._emit(done)
-        self._flush_out()
         lines = []
         for key, win in self.windows.due(self.stats.data, now):
             sketch = Sketch.from_dict(win["s"])
@@ -252,6 +264,8 @@ class Runtime:
                                      win.get("pos", 0)))
             self.last_closed["|".join(key.split("|")[1:])] = win
             self._apply(self.stats, {key: (win["p"], None)})
+        self._send_changelogs()
+        self._flush_out()
         if self.sink:
             if now - self._last_counters_write >= 5:
                 self._last_counters_write = now
@@ -316,14 +330,28 @@ class Runtime:
             self.sink.write(lines, walls)
 
     def _apply(self, table: faust.Table, writes: Mapping[str, tuple[int, dict | None] | dict]) -> None:
+        """Change the table in memory now; its changelog goes out once per key, with the
+        key's last value, at _send_changelogs() (the end of a batch or tick)."""
+        dirty = self._dirty.setdefault(table.name, (table, {}))[1]
+        data = table.data
         for key, w in writes.items():
             partition, value = (w["p"], w) if isinstance(w, dict) else w
+            was = dirty.get(key)
+            # in the changelog already: it was in the table before this batch
+            dirty[key] = (partition, value, key in data if was is None else was[2])
             if value is None:
-                table.data.pop(key, None)
-                table.send_changelog(partition, key, None, value_serializer="raw")
+                data.pop(key, None)
             else:
-                table.data[key] = value
-                table.send_changelog(partition, key, value)
+                data[key] = value
+
+    def _send_changelogs(self) -> None:
+        for table, dirty in self._dirty.values():
+            for key, (partition, value, logged) in dirty.items():
+                if value is not None:
+                    table.send_changelog(partition, key, value)
+                elif logged:     # a key born and gone within the batch needs no tombstone
+                    table.send_changelog(partition, key, None, value_serializer="raw")
+        self._dirty.clear()
 
     def owned_partitions(self) -> list[int]:
         """Partitions of the layer-events topic this worker consumes now."""
