@@ -6,7 +6,7 @@ broker into one real ``latscope stream worker``, which joins, publishes breakdow
 writes InfluxDB.
 
 Phase 1 (throughput): a backlog of N samples is produced first, as agents write it (a
-LayerEventBatch per host and flow), then a fresh worker drains it; joined samples/s =
+LayerEventBatch per host and partition), then a fresh worker drains it; joined samples/s =
 samples published / time from first to last, read from the worker's own counters. The same
 with one LayerEvent per Kafka message (N/4 samples), side by side.
 Phase 2 (freshness): a fresh worker, records produced live at a fixed rate with current
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from latscope import stack
+from latscope import kafka, stack
 from latscope.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
@@ -45,7 +45,8 @@ TARGET_RATE = 20_000      # joined samples/s per worker
 TARGET_FRESH_P99_S = 3.0
 OFFSETS = {"h1": 5_000_000, "h2": -3_000_000, "c1": -3_000_000}
 HOSTS = ["h1", "h2", "c1"]
-BATCH = 100      # records per LayerEventBatch: a busy flow's 20 ms poll at default sampling
+BATCH = 500      # records per LayerEventBatch at most (the agent's limit)
+PARTITIONS = 4   # of the layer-events topics (the broker's default, as the worker sees it)
 
 
 def specs(n_flows: int) -> list[PathSpec]:
@@ -80,9 +81,13 @@ def throughput(info: stack.StackInfo, prefix: str, tmp: Path, n: int, batched: b
     name = "tput-batch" if batched else "tput-single"
     w = worker(info, prefix, tmp, name)
     recs = records(flows, 0, n, t0, 1000)
-    msgs = encoded_batches(recs, BATCH) if batched else encoded("LayerEvent", recs, "flow_id")
+    msgs = (encoded_batches(recs, PARTITIONS, BATCH) if batched
+            else encoded("LayerEvent", recs, "flow_id"))
     print(f"phase 1 ({'LayerEventBatch' if batched else 'one LayerEvent a message'}): "
           f"a backlog of {n} samples ({len(recs)} records, {len(msgs)} messages)…", flush=True)
+    # as the worker creates it (it is not running yet): PARTITIONS, the broker's clock
+    kafka.ensure_topics(info.kafka_bootstrap, {f"{prefix}-{name}-layer": (
+        PARTITIONS, {"message.timestamp.type": "LogAppendTime"})})
     produce(info.kafka_bootstrap, f"{prefix}-{name}-layer", msgs)
     with w:
         w.wait_ready()
@@ -113,8 +118,9 @@ def freshness(info: stack.StackInfo, prefix: str, tmp: Path, rate: int, seconds:
         while time.monotonic() - start < seconds:
             tick = time.monotonic()
             batch = max(1, rate // 20)   # a 50 ms flush, as the agent's linger
-            for key, value in encoded_batches(records(flows, sent, batch, monotonic_ns(), 0)):
-                producer.produce(f"{prefix}-fresh-layer", value=value, key=key)
+            for _, value, part in encoded_batches(records(flows, sent, batch, monotonic_ns(), 0),
+                                                  PARTITIONS):
+                producer.produce(f"{prefix}-fresh-layer", value=value, partition=part)
             producer.poll(0)
             sent += batch
             time.sleep(max(0.0, 0.05 - (time.monotonic() - tick)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -15,15 +16,24 @@ class Aborted(RuntimeError):
     """The local queue stayed full until the caller's abort event was set (not queued)."""
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (consistent_random) gives a message
+    with this key: CRC-32 of the key modulo the partitions. A writer that batches several
+    keys into one message sends it there, so every key keeps its partition."""
+    return zlib.crc32(key) % partitions
+
+
 def produce(producer: Producer, topic: str, value: bytes | None, *, key: bytes | None = None,
-            headers: dict[str, bytes] | None = None,
+            partition: int | None = None, headers: dict[str, bytes] | None = None,
             on_delivery: Callable[[KafkaError | None, object], None] | None = None,
             abort: threading.Event | None = None, wait_s: float = 0.05) -> int:
     """Queue one message. A full local queue (BufferError) is waited out by serving delivery
     reports, never by dropping; returns how many times it waited. With ``abort`` (shutdown
     with the broker gone) raises Aborted once that is set, so the caller counts a failure."""
     waits = 0
-    kwargs = {"key": key, "headers": headers}
+    kwargs: dict = {"key": key, "headers": headers}
+    if partition is not None:
+        kwargs["partition"] = partition
     if on_delivery is not None:
         kwargs["on_delivery"] = on_delivery
     while True:

@@ -1,19 +1,23 @@
 """Publish LayerEvent records to Kafka (confluent-kafka): idempotent, compressed, every
 delivery outcome counted, a full local queue waited out (BufferError), never dropped.
 
-The records of one flow go out together as one LayerEventBatch message (key = the flow id,
-so the partition is the one each record would have had alone): a busy flow yields tens of
-thousands of records a second, and a message each would cost the agent, the broker and the
-stream worker far more than the records themselves."""
+Records go out together as LayerEventBatch messages, one per partition and poll: a busy
+flow yields tens of thousands of records a second, and many flows a few each, and a message
+per record (or per flow) would cost the agent, the broker and the stream worker far more than
+the records themselves. Every record still lands in its flow's partition: the message goes
+to the partition librdkafka would give a message keyed by that flow id
+(``kafka.partition_of``), which is what the join relies on. Until the topic's partition
+count is known (broker not reachable yet), a flow's records go out keyed by its flow id."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from latscope import kafka, log
 from latscope.producers.avro import LayerEventEncoder
@@ -49,6 +53,8 @@ class LayerEventPublisher:
             "batch.num.messages": 10_000, **self.settings})
         self._last_error = ""
         self._encoder = LayerEventEncoder()
+        self._partitions: int | None = None
+        self._meta_at = 0.0       # monotonic time of the last partition-count lookup
 
     def _delivered(self, n: int, err: KafkaError | None, _msg: object) -> None:
         if err is None:
@@ -63,26 +69,44 @@ class LayerEventPublisher:
         """Queue records, one batch message per flow (at most MAX_BATCH each). A full queue
         is waited out (never dropped) unless `abort` gets set meanwhile (shutdown with the
         broker unreachable): then what is left counts as failed."""
-        by_flow: dict[str, list[bytes]] = {}
+        n = self._partition_count()
+        groups: dict[str | int, list[bytes]] = {}   # partition (or flow id) -> bodies
+        where: dict[str, str | int] = {}            # flow id -> its group
         body = self._encoder.body
         for r in records:
-            bodies = by_flow.get(r.flow_id)
+            g = where.get(r.flow_id)
+            if g is None:
+                g = where[r.flow_id] = (kafka.partition_of(r.flow_id.encode(), n) if n
+                                        else r.flow_id)
+            bodies = groups.get(g)
             if bodies is None:
-                bodies = by_flow[r.flow_id] = []
+                bodies = groups[g] = []
             bodies.append(body(r))
-        for fid, bodies in by_flow.items():
-            key = fid.encode()
+        for g, bodies in groups.items():
+            dest = {"key": g.encode()} if isinstance(g, str) else {"partition": g}
             for i in range(0, len(bodies), MAX_BATCH):
                 chunk = bodies[i:i + MAX_BATCH]
                 try:
                     self.counters.buffer_waits += kafka.produce(
-                        self._producer, self.topic, self._encoder.batch(chunk), key=key,
+                        self._producer, self.topic, self._encoder.batch(chunk), **dest,
                         on_delivery=partial(self._delivered, len(chunk)), abort=abort)
                 except kafka.Aborted:
                     self.counters.failed += len(bodies) - i
                     break
                 self.counters.produced += len(chunk)
                 self.counters.messages += 1
+
+    def _partition_count(self) -> int | None:
+        """The topic's partitions, looked up (briefly) at most every 5 s until known."""
+        if self._partitions is None and time.monotonic() - self._meta_at >= 5:
+            self._meta_at = time.monotonic()
+            try:
+                meta = self._producer.list_topics(self.topic, timeout=0.5).topics.get(self.topic)
+            except KafkaException:
+                meta = None
+            if meta is not None and meta.error is None and meta.partitions:
+                self._partitions = len(meta.partitions)
+        return self._partitions
 
     def poll(self) -> None:
         self._producer.poll(0)

@@ -11,8 +11,10 @@ from confluent_kafka import Consumer, Message, Producer
 from latscope import kafka
 
 
-def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
-    """Publish (key, value) pairs; BufferError is handled by polling, never by dropping."""
+def produce(bootstrap: str, topic: str,
+            items: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]]) -> int:
+    """Publish (key, value) pairs, or (key, value, partition) triples; BufferError is handled
+    by polling, never by dropping."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
                   "enable.idempotence": True, "compression.type": "lz4"})
     failed: list = []
@@ -22,8 +24,9 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
             failed.append(err)
 
     n = 0
-    for key, value in items:
-        kafka.produce(p, topic, value, key=key, on_delivery=report)
+    for key, value, *partition in items:
+        kafka.produce(p, topic, value, key=key, partition=partition[0] if partition else None,
+                      on_delivery=report)
         n += 1
         p.poll(0)
     left = p.flush(60)

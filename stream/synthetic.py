@@ -65,20 +65,23 @@ def clock_model(host: str, offset_ns: float, *, manager: str = "mgr", ref_ns: in
             "samples": 16, "min_delay_ns": 20_000.0, "updated_unix_ms": 0}
 
 
-def encoded_batches(records: Sequence[dict], per_message: int = 500) -> list[tuple[bytes, bytes]]:
-    """(flow id, LayerEventBatch) messages as agents write them: one host's records of one
-    flow together, in order, at most ``per_message`` a message."""
+def encoded_batches(records: Sequence[dict], partitions: int,
+                    per_message: int = 500) -> list[tuple[None, bytes, int]]:
+    """(no key, LayerEventBatch, partition) messages as agents write them: one host's records
+    of one partition together (several flows), in order, at most ``per_message`` a message,
+    each in the partition of its records' flow ids."""
+    from latscope.kafka import partition_of
     from latscope.schemas import codec
 
-    groups: dict[tuple[str, str], list[dict]] = {}
-    out: list[tuple[bytes, bytes]] = []
+    groups: dict[tuple[str, int], list[dict]] = {}
+    out: list[tuple[None, bytes, int]] = []
 
-    def emit(host_flow: tuple[str, str]) -> None:
-        out.append((host_flow[1].encode(),
-                    codec.encode("LayerEventBatch", {"events": groups.pop(host_flow)})))
+    def emit(host_part: tuple[str, int]) -> None:
+        out.append((None, codec.encode("LayerEventBatch", {"events": groups.pop(host_part)}),
+                    host_part[1]))
 
     for r in records:
-        key = (r["host"], r["flow_id"])
+        key = (r["host"], partition_of(r["flow_id"].encode(), partitions))
         group = groups.setdefault(key, [])
         group.append(r)
         if len(group) >= per_message:
