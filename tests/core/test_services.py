@@ -94,3 +94,21 @@ def test_influx_point_read_back_with_flux(stack: StackInfo) -> None:
 def test_undecodable_kafka_value_raises_typed(bad: bytes) -> None:
     with pytest.raises(codec.DecodeError):
         codec.decode(bad)
+
+
+def test_partition_of_matches_librdkafka(stack: StackInfo) -> None:
+    """Agents put several flows in one message, sent to kafka.partition_of(flow id): it must
+    be the partition librdkafka itself gives a message keyed by that flow id."""
+    from latscope import kafka
+
+    topic = f"lsx-part-{uuid.uuid4().hex[:8]}"
+    kafka.ensure_topics(stack.kafka_bootstrap, {topic: (5, {})})
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    got: list[tuple[bytes, int]] = []
+    for i in range(300):
+        key = flow_id({**FLOW, "proto": "tcp", "sport": 30000 + i}).encode()
+        producer.produce(topic, value=b"x", key=key,
+                         on_delivery=lambda err, msg: got.append((msg.key(), msg.partition())))
+    assert producer.flush(15) == 0
+    assert len(got) == 300 and len({p for _, p in got}) == 5
+    assert all(kafka.partition_of(k, 5) == p for k, p in got)
