@@ -11,6 +11,8 @@ import json
 
 from latscope.producers.grouping import FlowT, Hit, Record
 from latscope.schemas import codec
+from latscope.schemas.avro_write import long as _long
+from latscope.schemas.avro_write import string as _str
 from latscope.schemas.codec import MAGIC
 
 # The shape this encoder writes, checked against the schema at construction.
@@ -21,41 +23,6 @@ _POINT_HIT = ["point", "ts_ns", "ifindex", "dev", "netns", "cpu"]
 
 class SchemaChanged(RuntimeError):
     """schemas/*.avsc no longer has the shape this encoder writes."""
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_HIGH: dict[int, bytes] = {}     # varint of n >> 28 (a timestamp's changes every ~134 ms)
-
-
-def _long(v: int) -> bytes:
-    """Avro long (zigzag varint). Timestamps dominate: their low 28 bits are four varint
-    bytes built at once, the rest is looked up rather than looped over."""
-    n = (v << 1) ^ (v >> 63)
-    if n < 0x80:
-        return bytes((n,))
-    if n < 1 << 28:
-        return _varint(n)
-    hi = n >> 28
-    tail = _HIGH.get(hi)
-    if tail is None:
-        if len(_HIGH) > 4096:
-            _HIGH.clear()
-        tail = _HIGH[hi] = _varint(hi)
-    return bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, (n >> 14 & 0x7F) | 0x80,
-                  (n >> 21 & 0x7F) | 0x80)) + tail
-
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return _long(len(b)) + b
 
 
 def _fields(schema: dict) -> list[str]:

@@ -24,6 +24,9 @@ import struct
 from operator import itemgetter
 
 from latscope.schemas import codec
+from latscope.schemas.avro_write import LOW14, SMALL
+from latscope.schemas.avro_write import long as _long
+from latscope.schemas.avro_write import string as _str
 
 # Wire shape this encoder writes: the CRC-64-AVRO fingerprint of Breakdown's parsing
 # canonical form when it was written (checked at construction).
@@ -32,42 +35,6 @@ _PINNED_FINGERPRINT = "9c9e40fc1f809036"
 
 class SchemaChanged(RuntimeError):
     """schemas/breakdown.avsc no longer has the wire shape this encoder writes."""
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-# Varints built from tables instead of loops: _SMALL[n] is the whole varint of n < 2**14
-# (one or two bytes), _LOW[n] the two continued bytes of n's low 14 bits.
-_SMALL = [_varint(n) for n in range(1 << 14)]
-_LOW = [bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80)) for n in range(1 << 14)]
-_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def _long(v: int) -> bytes:
-    """Avro long: zigzag varint; out of the 64-bit range raises (the generic codec then
-    decides what that input gets)."""
-    n = (v << 1) ^ (v >> 63)
-    if n < 16384:
-        return _SMALL[n]
-    if n < 1 << 28:
-        return _LOW[n & 16383] + _SMALL[n >> 14]
-    if n < 1 << 42:                 # timestamps of the first ~24 h of uptime
-        return _LOW[n & 16383] + _LOW[n >> 14 & 16383] + _SMALL[n >> 28]
-    if not _LONG_MIN <= v <= _LONG_MAX:
-        raise OverflowError(f"{v} does not fit an Avro long")
-    return _varint(n)
-
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return _long(len(b)) + b
 
 
 _double = struct.Struct("<d").pack
@@ -145,7 +112,7 @@ class BreakdownEncoder:
             if known is None or known[0] != hosts:
                 known = self._segs[keys] = (hosts, [self._segment(s) for s in segs])
             parts.append(_long(len(segs)))
-            small, low = _SMALL, _LOW
+            small, low = SMALL, LOW14
             for pre, d, bound in zip(known[1], map(_SEG_DURATION, segs), map(_SEG_BOUND, segs),
                                      strict=True):
                 n = (d << 1) ^ (d >> 63)       # durations: |d| < 134 ms inline (_long)
