@@ -258,7 +258,7 @@ class Runtime:
         self._emit(done)
         lines = []
         for key, win in self.windows.due(self.stats.data, now):
-            sketch = Sketch.from_dict(win["s"])
+            sketch = Sketch.of(win["s"])
             self._add_total(win["tags"], sketch)
             lines.append(window_line(win["tags"], sketch, win["w"], self._tags,
                                      win.get("pos", 0)))
@@ -277,10 +277,9 @@ class Runtime:
         """Whole-run statistics: the closed windows merged (cheaper than per sample)."""
         tkey = tuple(tags[t] for t in TAGS)
         total = self.totals.get(tkey)
-        if total is None:
-            self.totals[tkey] = sketch
-        else:
-            total.merge(sketch)
+        if total is None:   # its own object: the closed window's sketch stays as it was
+            total = self.totals[tkey] = Sketch(accuracy=sketch.accuracy)
+        total.merge(sketch)
 
     def all_counters(self) -> dict[str, int]:
         out = self.counters.as_dict()
@@ -348,6 +347,8 @@ class Runtime:
         for table, dirty in self._dirty.values():
             for key, (partition, value, logged) in dirty.items():
                 if value is not None:
+                    if isinstance(value.get("s"), Sketch):   # an open window: JSON form
+                        value = {**value, "s": value["s"].to_dict()}
                     table.send_changelog(partition, key, value)
                 elif logged:     # a key born and gone within the batch needs no tombstone
                     table.send_changelog(partition, key, None, value_serializer="raw")

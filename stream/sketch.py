@@ -134,6 +134,12 @@ class Sketch:
                 "ng": [[i, c] for i, c in self.neg.items()]}
 
     @classmethod
+    def of(cls, v: Sketch | dict) -> Sketch:
+        """A window's sketch as held in memory (a Sketch) or recovered from a changelog
+        (its dict form)."""
+        return v if isinstance(v, Sketch) else cls.from_dict(v)
+
+    @classmethod
     def from_dict(cls, d: dict) -> Sketch:
         s = cls(accuracy=d["a"], count=d["n"], total=d["s"], zeros=d["z"],
                 pos={int(i): c for i, c in d["p"]}, neg={int(i): c for i, c in d["ng"]})

@@ -69,12 +69,12 @@ def flows(rt: Runtime) -> dict[str, Any]:
     for v in rt.stats.data.values():
         k = tuple(v["tags"][t] for t in TAGS)
         sk = open_sk.setdefault(k, Sketch())
-        sk.merge(Sketch.from_dict(v["s"]))
+        sk.merge(Sketch.of(v["s"]))
     for k, sk in open_sk.items():
         entry(dict(zip(TAGS, k, strict=True)))["open"] = _us(sk.summary())
     for v in rt.last_closed.values():
         entry(v["tags"])["last_window"] = {"start_ns": v["w"],
-                                           **_us(Sketch.from_dict(v["s"]).summary())}
+                                           **_us(Sketch.of(v["s"]).summary())}
     for k, sk in rt.totals.items():
         entry(dict(zip(TAGS, k, strict=True)))["total"] = _us(sk.summary())
     return {"flows": [{**f, "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}

@@ -89,12 +89,14 @@ class Windows:
              table: Mapping[str, dict]) -> dict[str, dict]:
         """Fold (partition, breakdown, flow name, wall ns) into the open windows.
 
-        Returns the table writes: key → {"p", "w", "tags", "pos", "s": sketch dict}; ``pos``
+        Returns the table writes: key → {"p", "w", "tags", "pos", "s": Sketch}; ``pos``
         is the segment's earliest position on the path (plots stack segments in that order).
+        The table holds live Sketch objects (a recovered entry may hold the dict form,
+        ``Sketch.of`` takes either); the dict form is made only for the changelog.
 
         Hot path (design §9): a series' tags and key are built once per (flow, hosts,
-        segment) and cached; a batch's durations are collected per series and sketched at
-        once, with one conversion from and to the table's dict form per series and batch.
+        segment) and cached; a batch's durations are collected per series and added to
+        its open sketch at once.
         """
         # (window start, series) → [partition, tags, durations, earliest position]
         partial: dict[tuple[int, str], list] = {}
@@ -152,14 +154,15 @@ class Windows:
         writes = {}
         for (start, name), (partition, tags, values, pos) in partial.items():
             key = f"{start}|{name}"
-            sketch = Sketch()
-            sketch.add_all(values)
             old = table.get(key)
-            if old is not None:
-                sketch.merge(Sketch.from_dict(old["s"]))
+            if old is None:
+                sketch = Sketch()
+            else:
+                sketch = Sketch.of(old["s"])
                 pos = min(pos, old.get("pos", pos))
+            sketch.add_all(values)
             writes[key] = {"p": partition, "w": start, "tags": dict(tags), "pos": pos,
-                           "s": sketch.to_dict()}
+                           "s": sketch}
         return writes
 
     @staticmethod
