@@ -13,7 +13,7 @@ Phase 2 (freshness): a fresh worker, records produced live at a fixed rate with 
 timestamps; freshness = InfluxDB write acknowledged − the sample's sock_send time, p99 from
 the worker's sketch (every raw sample point).
 
-    .venv/bin/python benchmarks/stream_throughput.py [--samples 40000] [--rate 1000]
+    .venv/bin/python benchmarks/stream_throughput.py [--samples 250000] [--rate 2000]
 """
 
 from __future__ import annotations
@@ -141,8 +141,10 @@ def freshness(info: stack.StackInfo, prefix: str, tmp: Path, rate: int, seconds:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=40_000, help="phase 1 backlog")
-    ap.add_argument("--rate", type=int, default=1_000, help="phase 2 samples/s")
+    ap.add_argument("--samples", type=int, default=250_000,
+                    help="phase 1 backlog (large enough that the worker cannot drain it before "
+                         "its first status poll)")
+    ap.add_argument("--rate", type=int, default=2_000, help="phase 2 samples/s")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker-arg", action="append", default=[],
