@@ -13,6 +13,10 @@ TOPIC_CLOCK = "latscope.clock"
 TOPIC_CLOCK_SAMPLES = "latscope.clock-samples"
 TOPIC_BREAKDOWNS = "latscope.breakdowns"
 TOPIC_DEAD_LETTER = "latscope.dead-letter"
+# How whoever comes first (an agent or the stream worker) creates the layer-events topic:
+# the join's window runs on arrival, so on the broker's clock, not on each agent's.
+LAYER_EVENTS_PARTITIONS = 4
+LAYER_EVENTS_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 
 def flow_id(flow: dict) -> str:

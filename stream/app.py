@@ -35,6 +35,8 @@ from latscope.clock import monotonic_ns
 from latscope.paths import cache_dir
 from latscope.schemas import codec
 from latscope.schemas.records import (
+    LAYER_EVENTS_CONFIG,
+    LAYER_EVENTS_PARTITIONS,
     TOPIC_BREAKDOWNS,
     TOPIC_CLOCK,
     TOPIC_DEAD_LETTER,
@@ -76,7 +78,7 @@ class StreamSettings:
     raw_samples: bool = True
     from_beginning: bool = True
     clock_hold_s: float = 30.0
-    default_partitions: int = 4
+    default_partitions: int = LAYER_EVENTS_PARTITIONS
 
     @property
     def state_dir(self) -> Path:
@@ -127,8 +129,7 @@ class Runtime:
         self._wall_offset_ns = time.time_ns() - monotonic_ns()
         self._last_counters_write = 0.0
         parts = kafka.ensure_topics(s.bootstrap, {
-            # The join's window runs on arrival: the broker's clock, not each agent's.
-            s.layer_topic: (s.default_partitions, {"message.timestamp.type": "LogAppendTime"}),
+            s.layer_topic: (s.default_partitions, LAYER_EVENTS_CONFIG),
             s.clock_topic: (1, {"cleanup.policy": "compact"}),
             s.breakdown_topic: (s.default_partitions, {}),
             s.dead_letter_topic: (1, {}),

@@ -127,3 +127,10 @@ def test_agent_points_subset(scratch_netns: str, stack: Any, topic_name: str) ->
     final = json.loads(out[out.index("{"):])
     assert sorted(final["points"]) == ["dev_queue", "dev_rx", "dev_xmit"]
     assert final["counters"]["published"] > 0, final["counters"]
+    # the agent created the topic as the worker would: arrival time on the broker's clock
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    cfg = admin.describe_configs([res])[res].result(15)
+    assert cfg["message.timestamp.type"].value == "LogAppendTime"
