@@ -66,9 +66,10 @@ class LayerEventPublisher:
                 _log.warning("%d layer events not delivered: %s", n, err)
 
     def publish_all(self, records: Sequence[Record], abort: threading.Event | None = None) -> None:
-        """Queue records, one batch message per flow (at most MAX_BATCH each). A full queue
-        is waited out (never dropped) unless `abort` gets set meanwhile (shutdown with the
-        broker unreachable): then what is left counts as failed."""
+        """Queue records, one batch message per partition (per flow while the partition
+        count is unknown), at most MAX_BATCH each. A full queue is waited out (never
+        dropped) unless `abort` gets set meanwhile (shutdown with the broker unreachable):
+        then what is left counts as failed."""
         n = self._partition_count()
         groups: dict[str | int, list[bytes]] = {}   # partition (or flow id) -> bodies
         where: dict[str, str | int] = {}            # flow id -> its group

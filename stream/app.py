@@ -348,8 +348,8 @@ class Runtime:
         for table, dirty in self._dirty.values():
             for key, (partition, value, logged) in dirty.items():
                 if value is not None:
-                    if isinstance(value.get("s"), Sketch):   # an open window: JSON form
-                        value = {**value, "s": value["s"].to_dict()}
+                    if table is self.stats:   # an open window holds a live Sketch: JSON form
+                        value = {**value, "s": Sketch.of(value["s"]).to_dict()}
                     table.send_changelog(partition, key, value)
                 elif logged:     # a key born and gone within the batch needs no tombstone
                     table.send_changelog(partition, key, None, value_serializer="raw")
