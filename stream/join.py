@@ -9,7 +9,7 @@ lateness) closes it. Records of a sample that was already closed are counted as 
 dropped (they would otherwise open a second, one-host sample).
 
 The window runs on arrival time (the records' Kafka timestamps: the broker's append time on
-topics the worker creates), measured against each partition's watermark, the newest arrival
+the topic as LatScope creates it), measured against each partition's watermark, the newest arrival
 the worker has read there. So a worker catching up on a backlog, or busy with one large
 batch, does not close samples whose partners are already in the partition but not yet
 read, as a wall-clock window would. A partition that goes quiet has no watermark to
