@@ -107,23 +107,19 @@ class InfluxSink:
         self._thread.join()
         self._client.close()
 
-    def _take(self) -> list[_Chunk]:
-        with self._cond:
-            if not self._pending and not self._closing:
-                self._cond.wait(self.settings.flush_interval_ms / 1000)
-            chunks, self._pending, self._pending_lines = self._pending, [], 0
-            return chunks
-
     def _run(self) -> None:
+        """Every flush interval (at once on close), send what is pending; on close, stop
+        once that is sent."""
         while True:
-            closing = self._closing
-            chunks = self._take()
+            with self._cond:
+                if not self._closing:
+                    self._cond.wait(self.settings.flush_interval_ms / 1000)
+                closing = self._closing
+                chunks, self._pending, self._pending_lines = self._pending, [], 0
             if chunks:
                 self._send(chunks)
-            elif closing:
+            if closing:
                 return
-            if not closing:
-                time.sleep(self.settings.flush_interval_ms / 1000)
 
     def _send(self, chunks: list[_Chunk]) -> None:
         s = self.settings
