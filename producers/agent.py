@@ -13,18 +13,14 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from latscope import kafka, log
+from latscope import log
 from latscope.clock import ClockInjection
 from latscope.producers import layout, libbpf
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.probes import POINT_HOOKS, Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
-from latscope.schemas.records import (
-    LAYER_EVENTS_CONFIG,
-    LAYER_EVENTS_PARTITIONS,
-    TOPIC_LAYER_EVENTS,
-)
+from latscope.schemas.records import TOPIC_LAYER_EVENTS
 
 _log = log.get("producers.agent")
 _F = layout.FIELD_INDEX
@@ -130,9 +126,6 @@ class Agent:
         self._xdp_names = device_names(list(self.s.netns)) if self.s.xdp else {}
         self.publisher = LayerEventPublisher(self.s.bootstrap, self.s.topic,
                                              self.s.kafka_settings, linger_ms=50)
-        # Create the topic as the worker would, unless it exists; in the background, so a
-        # broker that is not up yet does not hold the probes back (records wait meanwhile).
-        threading.Thread(target=self._ensure_topic, name="ensure-topic", daemon=True).start()
         self.probes.load()
         attached = self.probes.attach()
         self.ring = libbpf.RingBuffer(self.probes.events_fd)
@@ -141,13 +134,6 @@ class Agent:
         _log.info("agent %s: %d points attached in %d namespace(s)", self.s.host, len(attached),
                   len(self.s.netns))
         return attached
-
-    def _ensure_topic(self) -> None:
-        try:
-            kafka.ensure_topics(self.s.bootstrap, {self.s.topic: (
-                LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG)}, self.s.kafka_settings)
-        except Exception as e:   # unreachable broker: the producer reports its own failures
-            _log.warning("could not check or create topic %s: %s", self.s.topic, e)
 
     def run(self, stop: threading.Event) -> None:
         """Read, group and publish until stop is set; then detach, drain and flush."""

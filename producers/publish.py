@@ -6,23 +6,27 @@ flow yields tens of thousands of records a second, and many flows a few each, an
 per record (or per flow) would cost the agent, the broker and the stream worker far more than
 the records themselves. Every record still lands in its flow's partition: the message goes
 to the partition librdkafka would give a message keyed by that flow id
-(``kafka.partition_of``), which is what the join relies on. Until the topic's partition
-count is known (broker not reachable yet), a flow's records go out keyed by its flow id."""
+(``kafka.partition_of``), which is what the join relies on. The publisher creates the topic
+as the worker would (its partitions, the broker's clock); until the broker has answered, a
+flow's records go out keyed by its flow id."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 
 from latscope import kafka, log
 from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.grouping import Record
-from latscope.schemas.records import TOPIC_LAYER_EVENTS
+from latscope.schemas.records import (
+    LAYER_EVENTS_CONFIG,
+    LAYER_EVENTS_PARTITIONS,
+    TOPIC_LAYER_EVENTS,
+)
 
 _log = log.get("producers.publish")
 MAX_BATCH = 500     # events per message: ~150 KB, well under the broker's 1 MB default
@@ -53,8 +57,9 @@ class LayerEventPublisher:
             "batch.num.messages": 10_000, **self.settings})
         self._last_error = ""
         self._encoder = LayerEventEncoder()
-        self._partitions: int | None = None
-        self._meta_at = 0.0       # monotonic time of the last partition-count lookup
+        self._partitions: int | None = None      # known once the topic is (see _know_topic)
+        self._closed = threading.Event()
+        threading.Thread(target=self._know_topic, name="layer-topic", daemon=True).start()
 
     def _delivered(self, n: int, err: KafkaError | None, _msg: object) -> None:
         if err is None:
@@ -70,7 +75,7 @@ class LayerEventPublisher:
         count is unknown), at most MAX_BATCH each. A full queue is waited out (never
         dropped) unless `abort` gets set meanwhile (shutdown with the broker unreachable):
         then what is left counts as failed."""
-        n = self._partition_count()
+        n = self._partitions
         groups: dict[str | int, list[bytes]] = {}   # partition (or flow id) -> bodies
         where: dict[str, str | int] = {}            # flow id -> its group
         body = self._encoder.body
@@ -97,17 +102,19 @@ class LayerEventPublisher:
                 self.counters.produced += len(chunk)
                 self.counters.messages += 1
 
-    def _partition_count(self) -> int | None:
-        """The topic's partitions, looked up (briefly) at most every 5 s until known."""
-        if self._partitions is None and time.monotonic() - self._meta_at >= 5:
-            self._meta_at = time.monotonic()
+    def _know_topic(self) -> None:
+        """Create the topic as the worker would, unless it exists, and learn its partition
+        count; retried every 5 s in the background until the broker answers, so a broker
+        that is not up yet holds up neither the probes nor the agent's loop."""
+        while self._producer is not None:
             try:
-                meta = self._producer.list_topics(self.topic, timeout=0.5).topics.get(self.topic)
-            except KafkaException:
-                meta = None
-            if meta is not None and meta.error is None and meta.partitions:
-                self._partitions = len(meta.partitions)
-        return self._partitions
+                parts = kafka.ensure_topics(self.bootstrap, {self.topic: (
+                    LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG)}, self.settings)
+                self._partitions = parts[self.topic]
+                return
+            except Exception as e:   # unreachable broker: deliveries report their own failures
+                _log.debug("topic %s not checked yet: %s", self.topic, e)
+            self._closed.wait(5)
 
     def poll(self) -> None:
         self._producer.poll(0)
@@ -123,4 +130,5 @@ class LayerEventPublisher:
 
     def close(self) -> None:
         """Drop the producer (its threads stop retrying an unreachable broker)."""
+        self._closed.set()
         self._producer = None  # type: ignore[assignment]
