@@ -31,6 +31,7 @@ from latscope import kafka, stack
 from latscope.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
+from latscope.schemas.records import LAYER_EVENTS_CONFIG, LAYER_EVENTS_PARTITIONS
 from latscope.stream.kafkaio import produce
 from latscope.stream.process import WorkerProcess
 from latscope.stream.synthetic import (
@@ -46,7 +47,6 @@ TARGET_FRESH_P99_S = 3.0
 OFFSETS = {"h1": 5_000_000, "h2": -3_000_000, "c1": -3_000_000}
 HOSTS = ["h1", "h2", "c1"]
 BATCH = 500      # records per LayerEventBatch at most (the agent's limit)
-PARTITIONS = 4   # of the layer-events topics (the broker's default, as the worker sees it)
 
 
 def specs(n_flows: int) -> list[PathSpec]:
@@ -81,13 +81,13 @@ def throughput(info: stack.StackInfo, prefix: str, tmp: Path, n: int, batched: b
     name = "tput-batch" if batched else "tput-single"
     w = worker(info, prefix, tmp, name)
     recs = records(flows, 0, n, t0, 1000)
-    msgs = (encoded_batches(recs, PARTITIONS, BATCH) if batched
+    msgs = (encoded_batches(recs, LAYER_EVENTS_PARTITIONS, BATCH) if batched
             else encoded("LayerEvent", recs, "flow_id"))
     print(f"phase 1 ({'LayerEventBatch' if batched else 'one LayerEvent a message'}): "
           f"a backlog of {n} samples ({len(recs)} records, {len(msgs)} messages)…", flush=True)
-    # as the worker creates it (it is not running yet): PARTITIONS, the broker's clock
+    # as the worker or an agent creates it (the worker is not running yet)
     kafka.ensure_topics(info.kafka_bootstrap, {f"{prefix}-{name}-layer": (
-        PARTITIONS, {"message.timestamp.type": "LogAppendTime"})})
+        LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG)})
     produce(info.kafka_bootstrap, f"{prefix}-{name}-layer", msgs)
     with w:
         w.wait_ready()
@@ -119,7 +119,7 @@ def freshness(info: stack.StackInfo, prefix: str, tmp: Path, rate: int, seconds:
             tick = time.monotonic()
             batch = max(1, rate // 20)   # a 50 ms flush, as the agent's linger
             for _, value, part in encoded_batches(records(flows, sent, batch, monotonic_ns(), 0),
-                                                  PARTITIONS):
+                                                  LAYER_EVENTS_PARTITIONS):
                 producer.produce(f"{prefix}-fresh-layer", value=value, partition=part)
             producer.poll(0)
             sent += batch

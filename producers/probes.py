@@ -106,6 +106,11 @@ class Probes:
     xdp_generic: list[str] = field(default_factory=list)       # "ns/dev" in generic mode
     unavailable: dict[str, str] = field(default_factory=dict)  # point -> why not attached
 
+    @property
+    def ring_size(self) -> int:
+        """The ring buffer's bytes: the kernel wants a power of two."""
+        return _pow2_at_least(self.ring_buffer_bytes)
+
     def load(self) -> None:
         size = effective_size(self.sample_size)
         ports = sorted(set(self.ports))
@@ -126,7 +131,7 @@ class Probes:
                 for var, value in self._globals(size, ports):
                     obj.set_global(var, value)
                 if first is None:
-                    obj.set_max_entries("events", _pow2_at_least(self.ring_buffer_bytes))
+                    obj.set_max_entries("events", self.ring_size)
                     obj.load()
                     first = obj
                     for inode in {libbpf.netns_inode(ns) for ns in self.netns}:
@@ -175,7 +180,7 @@ class Probes:
                 ("clock_epoch_ns", self.clock.epoch_ns),
                 ("sample_size", size),
                 # a quarter full: the agent also reads every poll interval on its own
-                ("wakeup_bytes", _pow2_at_least(self.ring_buffer_bytes) // 4),
+                ("wakeup_bytes", self.ring_size // 4),
                 ("udp_sample_mod", udp_modulus(self.sample_size)),
                 ("ports_any", 0 if ports else 1),
                 ("port_bits", port_bitmap(ports))]
