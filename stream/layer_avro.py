@@ -162,7 +162,7 @@ class LayerEventDecoder:
                     v = (groups[x & 0xFFFF] | groups[x >> 16 & 0xFFFF] << 14 |
                          groups[x >> 32 & 0xFFFF] << 28 | groups[x >> 48] << 42)
                     pos += 1 + tl
-                else:              # another length: byte by byte, 9 at most (10: the codec's)
+                else:   # another length: _varint inlined (a call per hit costs), 9 bytes at most
                     b = d[pos + 1]
                     start = pos + 1
                     pos += 2
