@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LATSCOPE := $(VENV)/bin/latscope
-APT_PACKAGES := clang llvm bpftool libbpf-dev libbpf1 iperf3 iproute2 maven openjdk-17-jre-headless pkg-config docker-compose
+APT_PACKAGES := gcc libc6-dev python3-dev clang llvm bpftool libbpf-dev libbpf1 iperf3 iproute2 maven openjdk-17-jre-headless pkg-config docker-compose
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv provision stack-up bpf test demo lint bench clean help
@@ -27,7 +27,9 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The editable install also builds the stream worker's C extension (setup.py): again when its
+# sources change.
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard stream/native/*.c stream/native/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"

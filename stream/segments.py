@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 
 from latscope.clock import to_reference
+from latscope.stream._native import fill_segments
 
 DEVICE_POINTS = frozenset({"xdp", "dev_rx", "dev_queue", "dev_xmit"})
 # Stack position inside one host. Ingress device block (xdp, dev_rx of every device the
@@ -537,16 +538,7 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
                 _SEGMENTS.clear()
             shaped = _SEGMENTS[key] = _segments_of(key)
     templates, pairs, ends_ok = shaped
-    bounds = {p: clocks.pair_bound(*p) for p in pairs}
-    segments = []
-    append = segments.append
-    for (template, seg_hosts, pair), a, b in zip(templates, refs, refs[1:], strict=False):
-        seg = template.copy()
-        seg["hosts"] = [*seg_hosts]
-        seg["duration_ns"] = b - a
-        if pair is not None:
-            seg["error_bound_ns"] = bounds[pair]
-        append(seg)
+    segments = fill_segments(templates, refs, {p: clocks.pair_bound(*p) for p in pairs})
 
     missing = [h for h in (path or ()) if h not in by_host]
     complete = ends_ok and not missing

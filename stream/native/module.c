@@ -1,0 +1,29 @@
+/* latscope.stream._native: the module table; the work is in decode.c, encode.c and segments.c. */
+#include "native.h"
+
+static PyMethodDef methods[] = {
+    {"decode_events", ls_decode_events, METH_VARARGS,
+     "decode_events(data, pos, batch, points, protos) -> list[dict] | NotImplemented"},
+    {"encode_breakdown", ls_encode_breakdown, METH_VARARGS,
+     "encode_breakdown(bd, layers, protos) -> bytes | NotImplemented"},
+    {"fill_segments", ls_fill_segments, METH_VARARGS,
+     "fill_segments(templates, refs, bounds) -> list[dict]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native", "The stream worker's hot path in C.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (ls_decode_init(m) < 0 || ls_encode_init(m) < 0 ||
+        ls_segments_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
