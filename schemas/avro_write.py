@@ -1,8 +1,9 @@
-"""Avro primitive encoders for the hand-written hot-path encoders (the agent's LayerEvent,
-the stream worker's Breakdown); the generic path is fastavro, in schemas/codec.py.
+"""Avro primitive encoders for the agent's hand-written LayerEvent encoder
+(producers/avro.py); the generic path is fastavro, in schemas/codec.py, and the stream
+worker's Breakdown is written in C (stream/native/encode.c).
 
-Varints come from tables rather than loops (callers may inline them): ``SMALL[n]`` is the
-whole varint of ``n < 2**14``, ``LOW14[n]`` the two continued bytes of n's low 14 bits, and the part above
+Varints come from tables rather than loops: ``SMALL[n]`` is the whole varint of
+``n < 2**14``, ``LOW14[n]`` the two continued bytes of n's low 14 bits, and the part above
 bit 28 of a large value (a nanosecond timestamp's changes every ~134 ms) is cached.
 """
 

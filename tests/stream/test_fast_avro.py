@@ -5,6 +5,7 @@ class, on many varied records and on broken bytes."""
 from __future__ import annotations
 
 import random
+from collections import OrderedDict, deque
 
 import pytest
 
@@ -229,3 +230,138 @@ def test_mutated_messages_decode_or_fail_as_the_codec_does() -> None:
             lambda d: codec.decode(d, expect="LayerEvent")[1], data), data.hex()
         decoded += isinstance(want, list)
     assert 0 < decoded < 3000
+
+
+def result(f, bd: dict) -> object:
+    """f(bd), or the class of what it raised."""
+    try:
+        return f(bd)
+    except Exception as e:
+        return type(e)
+
+
+def test_encoder_writes_plain_breakdowns_in_c_not_via_the_codec(monkeypatch) -> None:
+    from latscope.stream import _native, breakdown_avro
+
+    bds = breakdowns(200, seed=21)
+    calls = []
+    generic = codec.encode
+    monkeypatch.setattr(codec, "encode", lambda *a: calls.append(1) or generic(*a))
+    for bd in bds:
+        assert encode_breakdown(bd) == generic("Breakdown", bd)
+    assert calls == []
+    enc = breakdown_avro.BreakdownEncoder()
+    body = _native.encode_breakdown(bds[0], enc._layers, enc._protos)
+    assert codec.MAGIC + codec.default_codec().fingerprint("Breakdown") + body == \
+        generic("Breakdown", bds[0])
+
+
+def test_encoder_rejects_to_the_codec_what_it_does_not_write_exactly(monkeypatch) -> None:
+    bd = breakdowns(1, seed=3)[0]
+    seg = bd["segments"][0]
+
+    def with_seg(**kw) -> dict:
+        return dict(bd, segments=[dict(seg, **kw), *bd["segments"][1:]])
+
+    class Str(str):
+        pass
+
+    cases = [
+        # bools where ints are, ints where bools are
+        dict(bd, seq=True), dict(bd, schema_version=False), with_seg(duration_ns=True),
+        dict(bd, end_to_end_ns=True), dict(bd, flow=dict(bd["flow"], sport=True)),
+        dict(bd, complete=1), dict(bd, retrans=None), dict(bd, complete="yes"),
+        # ints beyond Avro's int (32-bit) and long (64-bit)
+        dict(bd, schema_version=1 << 31), dict(bd, schema_version=-(1 << 31) - 1),
+        dict(bd, flow=dict(bd["flow"], dport=1 << 40)), dict(bd, seq=1 << 63),
+        dict(bd, ts_ns=-(1 << 63) - 1), dict(bd, end_to_end_ns=1 << 64),
+        with_seg(duration_ns=1 << 70),
+        # surrogates, str subclasses, bytes, None where a string is
+        dict(bd, flow_id="\ud800"), dict(bd, hosts=["h1", "\udcff"]), with_seg(device="\ud83d"),
+        dict(bd, src_host=Str("h1")), dict(bd, dst_host=b"c1"), dict(bd, src_host=None),
+        with_seg(layer=Str(seg["layer"])),
+        # floats as durations and longs, odd doubles
+        with_seg(duration_ns=1.0), with_seg(duration_ns=1.5), dict(bd, end_to_end_ns=2.0),
+        with_seg(error_bound_ns=None), with_seg(error_bound_ns="1"), with_seg(error_bound_ns=True),
+        with_seg(error_bound_ns=1 << 1100),
+        # unknown enum symbols
+        with_seg(layer="nope"), with_seg(layer=0), dict(bd, flow=dict(bd["flow"], proto="sctp")),
+        # missing keys (the codec defaults some, raises for others)
+        {k: v for k, v in bd.items() if k != "retrans"},
+        {k: v for k, v in bd.items() if k != "missing_hosts"},
+        {k: v for k, v in bd.items() if k != "seq"},
+        dict(bd, flow={k: v for k, v in bd["flow"].items() if k != "dport"}),
+        dict(bd, segments=[{k: v for k, v in seg.items() if k != "device"}]),
+        dict(bd, segments=[{k: v for k, v in seg.items() if k != "duration_ns"}]),
+        # containers of other types
+        dict(bd, hosts=deque(["h1"])), dict(bd, hosts="ab"), dict(bd, segments=deque(bd["segments"])),
+        dict(bd, flow=list(bd["flow"].items())),
+    ]
+    cases.append(OrderedDict(bd))
+    generic = codec.encode
+    fallbacks = []
+    monkeypatch.setattr(codec, "encode", lambda *a: fallbacks.append(1) or generic(*a))
+    kinds = set()
+    for case in cases:
+        want = result(lambda r: generic("Breakdown", r), case)
+        n = len(fallbacks)
+        assert result(encode_breakdown, case) == want, case
+        assert len(fallbacks) == n + 1, case          # C declined, the codec answered
+        kinds.add(want if isinstance(want, type) else bytes)
+    assert {bytes, OverflowError, ValueError, TypeError, UnicodeEncodeError} <= kinds
+
+
+def test_encoder_writes_what_it_takes_as_the_codec_does(monkeypatch) -> None:
+    """Valid values at the edges, written in C (no fall-back) and byte-identical."""
+    bd = breakdowns(1, seed=5)[0]
+    seg = bd["segments"][0]
+
+    def with_seg(**kw) -> dict:
+        return dict(bd, segments=[dict(seg, **kw), *bd["segments"][1:]])
+
+    cases = [with_seg(error_bound_ns=b) for b in (
+        float("inf"), float("-inf"), float("nan"), -float("nan"), -0.0, 5e-324, 1.7976931348623157e308,
+        7, -3, 1 << 53, (1 << 53) + 1, 1 << 64, (1 << 1000))]
+    cases += [dict(bd, schema_version=v) for v in ((1 << 31) - 1, -(1 << 31), 0)]
+    cases += [dict(bd, flow=dict(bd["flow"], sport=-(1 << 31), dport=(1 << 31) - 1))]
+    cases += [dict(bd, hosts=("h1", "c1"), missing_hosts=(), segments=tuple(bd["segments"])),
+              dict(bd, hosts=[], missing_hosts=[], segments=[]),
+              dict(bd, extra="ignored by both", flow=dict(bd["flow"], extra=1)),
+              dict(bd, end_to_end_ns=None, complete=False, retrans=True),
+              dict(bd, flow_id="😀" * 40, src_host="ü", dst_host="")]
+    # huge lists and strings: counts and lengths in multi-byte varints, the buffer grown
+    cases += [dict(bd, hosts=[f"h{i}" for i in range(100_000)]),
+              dict(bd, segments=bd["segments"] * 2000),
+              dict(bd, flow_id="x" * 3_000_000)]
+    generic = codec.encode
+    fallbacks = []
+    monkeypatch.setattr(codec, "encode", lambda *a: fallbacks.append(1) or generic(*a))
+    for case in cases:
+        assert encode_breakdown(case) == generic("Breakdown", case)
+    assert fallbacks == []
+
+
+def test_encoder_survives_a_breakdown_changed_while_it_is_written() -> None:
+    """A key whose __eq__ runs on a hash collision empties the segments mid-write: the C
+    encoder neither crashes nor writes a stale count; the codec answers."""
+    bd = breakdowns(1, seed=6)[0]
+    segs = [dict(s) for s in bd["segments"]]
+
+    armed = []
+
+    class Evil:
+        def __hash__(self) -> int:
+            return hash("from")
+
+        def __eq__(self, other: object) -> bool:
+            if armed:
+                segs.clear()
+            return False
+
+    segs[0] = {Evil(): 0, **segs[0]}
+    armed.append(1)
+    evil = dict(bd, segments=segs)
+    assert len(segs) > 1
+    got = result(encode_breakdown, evil)
+    assert segs == []
+    assert got == result(lambda r: codec.encode("Breakdown", r), evil)
