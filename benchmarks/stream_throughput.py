@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -62,6 +63,12 @@ def records(flows: list[PathSpec], first: int, n: int, t0: int, gap_ns: int) -> 
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 EXTRA: list[str] = []   # --worker-arg passthrough
 
 
@@ -92,16 +99,22 @@ def throughput(info: stack.StackInfo, prefix: str, tmp: Path, n: int, batched: b
     with w:
         w.wait_ready()
         first = w.wait_until(lambda s: s["counters"]["published"] > 0, 120, "first breakdown")
-        t_first = time.monotonic()
+        t_first, cpu_first = time.monotonic(), cpu_seconds(w.proc.pid)
         n_first = first["counters"]["published"]
         last = w.wait_until(lambda s: s["counters"]["published"] >= n, 600, "all breakdowns")
-        t_last = time.monotonic()
+        t_last, cpu_last = time.monotonic(), cpu_seconds(w.proc.pid)
     if n_first > n // 2:
         raise SystemExit(f"phase 1: {n_first} of {n} samples were done before the first "
                          f"status poll: too small a backlog to time, raise --samples")
-    rate = (last["counters"]["published"] - n_first) / max(t_last - t_first, 1e-9)
+    done = last["counters"]["published"] - n_first
+    rate = done / max(t_last - t_first, 1e-9)
+    cpu_us = (cpu_last - cpu_first) / max(done, 1) * 1e6
     return {"samples": n, "records": len(recs), "messages": len(msgs),
             "joined_per_s": round(rate),
+            # The worker's own CPU (all its threads) per sample, and the rate that makes on
+            # one whole core: steadier than the wall-clock rate on a shared 2-core machine.
+            "worker_cpu_us_per_sample": round(cpu_us, 1),
+            "joined_per_cpu_s": round(1e6 / cpu_us) if cpu_us > 0 else None,
             "complete": last["counters"]["complete"], "seconds": round(t_last - t_first, 2)}
 
 
@@ -170,6 +183,8 @@ def main() -> int:
     result = {"throughput": tput, "throughput_one_record_a_message": single,
               "freshness": fresh,
               "ratios": {"joined_per_s / target": round(tput["joined_per_s"] / TARGET_RATE, 3),
+                         "joined_per_cpu_s / target": round(
+                             (tput["joined_per_cpu_s"] or 0) / TARGET_RATE, 3),
                          "batched / one record a message": round(
                              tput["joined_per_s"] / single["joined_per_s"], 2) if single else None,
                          "fresh_p99 / target": round(fresh["fresh_p99_s"] / TARGET_FRESH_P99_S, 3)
@@ -180,6 +195,9 @@ def main() -> int:
         print(f"joined samples/s per worker: {tput['joined_per_s']} "
               f"(target ≥ {TARGET_RATE}: ratio {result['ratios']['joined_per_s / target']}); "
               f"vs one record a message: {result['ratios']['batched / one record a message']}×")
+        print(f"worker CPU per sample: {tput['worker_cpu_us_per_sample']} µs, "
+              f"{tput['joined_per_cpu_s']} samples per CPU second (ratio "
+              f"{result['ratios']['joined_per_cpu_s / target']})")
         print(f"sample → InfluxDB freshness p99: {fresh['fresh_p99_s']} s, p50 "
               f"{fresh['fresh_p50_s']} s at {fresh['offered_per_s']} samples/s "
               f"(target ≤ {TARGET_FRESH_P99_S} s: ratio {result['ratios']['fresh_p99 / target']})")
