@@ -225,7 +225,10 @@ class Runtime:
         self.clock_models[model["host"]] = model
 
     def clocks(self) -> ClockView:
-        return ClockView(self.clock_models, self.manager, self.resolver.clock_hosts)
+        """The clock models as they are now: a plain copy (a few hosts), read per sample
+        without the table's per-access bookkeeping."""
+        return ClockView(dict(self.clock_models.data.items()), self.manager,
+                         self.resolver.clock_hosts)
 
     def on_batch(self, items: Sequence[tuple[int, bytes | None, bytes, float]]) -> None:
         """(partition, key, value, Kafka timestamp in s) of layer-events messages."""

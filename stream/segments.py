@@ -98,6 +98,7 @@ class ClockView:
         self.models = models
         self.manager = manager
         self.clock_hosts = clock_hosts or {}
+        self._pair_bounds: dict[tuple[str, str], float] = {}   # see pair_bound
 
     def model(self, host: str) -> dict | None:
         host = self.clock_hosts.get(host, host)
@@ -120,11 +121,17 @@ class ClockView:
         return math.inf if model is None else float(model["error_bound_ns"])
 
     def pair_bound(self, a: str, b: str) -> float:
-        """Error bound of a duration between two hosts: 0 when they share one clock."""
-        clock_hosts = self.clock_hosts
-        if clock_hosts.get(a, a) == clock_hosts.get(b, b):
-            return 0.0
-        return self.bound(a) + self.bound(b)
+        """Error bound of a duration between two hosts: 0 when they share one clock.
+
+        Remembered per pair (every sample's cross-host segments ask): a view is read while
+        its models stay as they are, the stream worker makes a new one per batch."""
+        got = self._pair_bounds.get((a, b))
+        if got is None:
+            clock_hosts = self.clock_hosts
+            got = (0.0 if clock_hosts.get(a, a) == clock_hosts.get(b, b)
+                   else self.bound(a) + self.bound(b))
+            self._pair_bounds[(a, b)] = got
+        return got
 
     def synced(self, host: str) -> bool:
         return self.is_reference(host) or self.model(host) is not None
