@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from latscope.stream._native import sketch_add_all
+
 DEFAULT_ACCURACY = 0.01
 # |v| below this many ns counts as zero: timestamps are integer ns.
 _ZERO = 1.0
@@ -36,6 +38,7 @@ class Sketch:
 
     # -- building -----------------------------------------------------------------------
     def add(self, value: float, n: int = 1) -> None:
+        """The definition (add_all does the same per value, in C)."""
         self.count += n
         self.total += value * n
         if value < self.min:
@@ -51,26 +54,11 @@ class Sketch:
         store[i] = store.get(i, 0) + n
 
     def add_all(self, values: Iterable[float]) -> None:
-        """add(v) for every v, in order (the same sketch), without a call per value: the
-        stream worker folds a batch's durations per series at once."""
-        count, total, lo, hi, zeros = self.count, self.total, self.min, self.max, self.zeros
-        pos, neg, log_gamma = self.pos, self.neg, self._log_gamma
-        log, ceil = math.log, math.ceil
-        for v in values:
-            count += 1
-            total += v
-            if v < lo:
-                lo = v
-            if v > hi:
-                hi = v
-            mag = abs(v)
-            if mag < _ZERO:
-                zeros += 1
-                continue
-            i = ceil(log(mag) / log_gamma)
-            store = pos if v > 0 else neg
-            store[i] = store.get(i, 0) + 1
-        self.count, self.total, self.min, self.max, self.zeros = count, total, lo, hi, zeros
+        """add(v) for every v, in order (the same sketch), in C (stream/native/sketch.c):
+        the stream worker folds a batch's durations per series at once."""
+        self.count, self.total, self.min, self.max, self.zeros = sketch_add_all(
+            values, self._log_gamma, self.pos, self.neg, self.count, self.total, self.min,
+            self.max, self.zeros)
 
     def merge(self, other: Sketch) -> None:
         if other.accuracy != self.accuracy:

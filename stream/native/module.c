@@ -1,4 +1,4 @@
-/* latscope.stream._native: the module table; the work is in decode.c, encode.c and segments.c. */
+/* latscope.stream._native: the module table; the work is in the files native.h lists. */
 #include "native.h"
 
 static PyMethodDef methods[] = {
@@ -8,6 +8,9 @@ static PyMethodDef methods[] = {
      "encode_breakdown(bd, layers, protos) -> bytes | NotImplemented"},
     {"fill_segments", ls_fill_segments, METH_VARARGS,
      "fill_segments(templates, refs, bounds) -> list[dict]"},
+    {"sketch_add_all", ls_sketch_add_all, METH_VARARGS,
+     "sketch_add_all(values, log_gamma, pos, neg, count, total, lo, hi, zeros) -> "
+     "(count, total, lo, hi, zeros)"},
     {NULL, NULL, 0, NULL},
 };
 

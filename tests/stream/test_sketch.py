@@ -74,3 +74,26 @@ def test_add_all_is_add_per_value() -> None:
     empty = Sketch()
     empty.add_all([])
     assert empty.to_dict() == Sketch().to_dict()
+
+
+def test_add_all_keeps_what_add_keeps() -> None:
+    # min and max stay the values given (int or float), compared as Python compares them,
+    # also beyond 2**53 where two ints can round to one float; any iterable is taken.
+    cases = [[2**53 + 1, 2**53, float(2**53)], [-(2**60) - 1, -(2**60), 3.5, 3],
+             [5, 5.0, -0.0, 0], [1e300, -1e300, 7]]
+    for values in cases:
+        one, many = Sketch(), Sketch()
+        for v in values:
+            one.add(v)
+        many.add_all(v for v in values)
+        assert (many.min, many.max) == (one.min, one.max)
+        assert (type(many.min), type(many.max)) == (type(one.min), type(one.max))
+        assert many.to_dict() == one.to_dict()
+
+
+def test_add_all_refuses_what_is_not_a_number() -> None:
+    sk = Sketch()
+    with pytest.raises(TypeError, match="int or float"):
+        sk.add_all([1, "2"])
+    with pytest.raises(OverflowError):
+        sk.add_all([10**400])
