@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from operator import itemgetter
 
+from latscope.stream._native import sample_line as _native_line
 from latscope.stream.sketch import Sketch
 
 M_SEGMENT = "latscope_segment"
@@ -64,10 +65,11 @@ def window_line(tags: Mapping[str, str], sketch: Sketch, start_ns: int,
 
 
 def sample_line(bd: Mapping, flow: str, wall_ns: int,
-                extra: Mapping[str, str] = {}) -> str:
+                extra: Mapping[str, str] = {}, *, native: bool = True) -> str:
     """One raw sample point. Hot path (design §9): a (flow, hosts) tag set and a path's
     segment and layer fields are escaped and laid out once and cached; per sample only
-    numbers are formatted."""
+    numbers are formatted, in C (stream/native/line.c). ``native=False``: in Python only,
+    the reference, which also formats what C hands back (non-int numbers, past 64 bits)."""
     complete = bool(bd["complete"])
     try:
         tk = (bd["src_host"], bd["dst_host"], flow, complete, *extra.items())
@@ -82,40 +84,57 @@ def sample_line(bd: Mapping, flow: str, wall_ns: int,
             if len(_SAMPLE_HEADS) > _CACHE_MAX:
                 _SAMPLE_HEADS.clear()
             _SAMPLE_HEADS[tk] = head
-    line = f"{head}{int(bd['seq'])}i"
+    seq = bd["seq"]
     e2e = bd.get("end_to_end_ns")
-    if e2e is not None:
-        line += f",end_to_end={int(e2e)}i"
     segs = bd["segments"]
+    shape = _NO_SEGMENTS
     if segs:
         key = tuple(map(_SEG_NAME_LAYER, segs))
-        shape = _SAMPLE_SHAPES.get(key)
-        if shape is None:
-            shape = _sample_shape(key)
-        fmt, layer_segments = shape
+        shape = _SAMPLE_SHAPES.get(key) or _sample_shape(key)
+    if native:
+        line = _native_line(head, seq, e2e, segs, shape[2], shape[3], wall_ns)
+        if line is not NotImplemented:
+            return line
+    # Python: non-int numbers (int() taken, as the fields are integers), sums beyond 64 bits.
+    line = f"{head}{int(seq)}i"
+    if e2e is not None:
+        line += f",end_to_end={int(e2e)}i"
+    if segs:
+        fmt, layer_segments = shape[:2]
         ds = [*map(int, map(_SEG_DURATION, segs))]
         get = ds.__getitem__
         line += fmt % (*ds, *[sum(map(get, idx)) for idx in layer_segments])
     return f"{line} {wall_ns}"
 
 
-def _sample_shape(key: tuple[tuple[str, str, str], ...]) -> tuple[str, list[tuple[int, ...]]]:
+_Shape = tuple[str, list[tuple[int, ...]], tuple[str, ...] | None, bytes]
+
+
+def _sample_shape(key: tuple[tuple[str, str, str], ...]) -> _Shape:
     """A path's segment fields as one %-format (``,from→to=%di`` each, then
-    ``,layer_<name>=%di`` per layer in order of appearance) and each layer's segments."""
+    ``,layer_<name>=%di`` per layer in order of appearance) and each layer's segments, for
+    Python; for C the same field names as ``,name=`` and each segment's layer ordinal
+    (bytes: a path of over 255 layers, absurd, is left to Python)."""
     layers: dict[str, list[int]] = {}
-    fmt = []
+    names = []
     for i, (frm, to, layer) in enumerate(key):
-        fmt.append("," + f"{frm}→{to}".translate(_TAG_ESC).replace("%", "%%") + "=%di")
+        names.append("," + f"{frm}→{to}".translate(_TAG_ESC) + "=")
         layers.setdefault(layer, []).append(i)
-    fmt += [f",layer_{k}".replace("%", "%%") + "=%di" for k in layers]
+    names += [f",layer_{k}=" for k in layers]
+    fmt = "".join(n.replace("%", "%%") + "%di" for n in names)
+    ordinal = {k: j for j, k in enumerate(layers)}
+    c_names, layer_of = None, b""
+    if len(layers) < 256:
+        c_names, layer_of = tuple(names), bytes(ordinal[layer] for _, _, layer in key)
     if len(_SAMPLE_SHAPES) > _CACHE_MAX:
         _SAMPLE_SHAPES.clear()
-    shape = _SAMPLE_SHAPES[key] = "".join(fmt), [tuple(v) for v in layers.values()]
+    shape = _SAMPLE_SHAPES[key] = fmt, [tuple(v) for v in layers.values()], c_names, layer_of
     return shape
 
 
 _SAMPLE_HEADS: dict[tuple, str] = {}    # measurement and tags of a (flow, hosts, extra)
-_SAMPLE_SHAPES: dict[tuple, tuple[str, list[tuple[int, ...]]]] = {}   # see _sample_shape
+_SAMPLE_SHAPES: dict[tuple, _Shape] = {}   # see _sample_shape
+_NO_SEGMENTS: _Shape = ("", [], (), b"")
 _SEG_NAME_LAYER = itemgetter("from", "to", "layer")
 _SEG_DURATION = itemgetter("duration_ns")
 _CACHE_MAX = 50_000

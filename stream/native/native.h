@@ -5,6 +5,7 @@
  *   encode.c    Breakdown dict -> its Avro body
  *   segments.c  a breakdown's Segment dicts from its path's templates and timestamps
  *   sketch.c    Sketch.add_all: a batch of values into a sketch's buckets
+ *   line.c      a raw sample's InfluxDB line: its numbers into the cached head and names
  * stream/layer_avro.py and stream/breakdown_avro.py keep the schema pins and the fall-back
  * to the generic codec and hand only the plain form to C: decode and encode return
  * NotImplemented for input they do not take on (the codec decides), never a guess.
@@ -20,8 +21,10 @@ PyObject *ls_decode_events(PyObject *self, PyObject *args);
 PyObject *ls_encode_breakdown(PyObject *self, PyObject *args);
 PyObject *ls_fill_segments(PyObject *self, PyObject *args);
 PyObject *ls_sketch_add_all(PyObject *self, PyObject *args);
+PyObject *ls_sample_line(PyObject *self, PyObject *args);
 int ls_decode_init(PyObject *module);
 int ls_segments_init(PyObject *module);
 int ls_encode_init(PyObject *module);
+int ls_line_init(PyObject *module);
 
 #endif

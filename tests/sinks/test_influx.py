@@ -4,7 +4,10 @@ dashboard's Flux queries, and the report's PNGs."""
 from __future__ import annotations
 
 import json
+import random
+import sys
 import time
+from types import MappingProxyType
 
 import pytest
 
@@ -153,3 +156,139 @@ def test_freshness_and_backlog_bound(influx) -> None:
     assert sink.counters.lines_failed == 8        # two oldest chunks shed, counted
     sink.close()
     assert sink.counters.lines_failed == 16 and sink.counters.lines_written == 0
+
+
+def both_paths(bd: dict, flow: str = "f1", wall_ns: int = 1_700_000_000_000_000_000,
+               extra: dict | None = None) -> str:
+    """The raw sample line from C and from the Python reference: they must be identical."""
+    extra = extra or {}
+    c = sample_line(bd, flow, wall_ns, extra)
+    py = sample_line(bd, flow, wall_ns, extra, native=False)
+    assert c == py
+    return c
+
+
+def test_sample_line_c_equals_python_on_varied_breakdowns() -> None:
+    """Paths of 2-4 hosts, skewed clocks (negative segments), hosts missing (incomplete, no
+    end_to_end), many flows and tag sets: C's line is the Python reference's, every time."""
+    rng = random.Random(7)
+    names = ["h1", "h2", "r 1", "c=1", "c,2", "hé", "h%d"]
+    seen_incomplete = 0
+    for _ in range(400):
+        hosts = rng.sample(names, rng.randint(2, 4))
+        spec = PathSpec(hosts, step_ns=rng.choice([1, 999, 10**6, 2**40]),
+                        offsets_ns={h: rng.randint(-10**7, 10**7) for h in hosts})
+        recs = sample_records(spec, rng.randint(0, 2**32), rng.randint(0, 2**62))
+        if rng.random() < 0.3:
+            recs = recs[:-1]     # the receiver's record never came
+        bd = breakdown(recs, ClockView({}, None), path=hosts)
+        seen_incomplete += not bd["complete"]
+        extra = rng.choice([{}, {"run": "lsxline"}, {"run": "a b", "z": "é"}])
+        line = both_paths(bd, rng.choice(["f1", "f,1", "f é"]), rng.randint(-2**63, 2**63 - 1),
+                          extra)
+        assert line.count("layer_") >= 1 and f"seq={bd['seq']}i" in line
+    assert 0 < seen_incomplete < 400
+
+
+def _odd(durations: list, layers: list[str] | None = None, names: list[str] | None = None,
+         **over) -> dict:
+    layers = layers or ["socket", "wire", "socket"] * (len(durations) // 3 + 1)
+    names = names or [f"p{i}" for i in range(len(durations) + 1)]
+    segs = [{"from": names[i], "to": names[i + 1], "layer": layers[i], "duration_ns": d}
+            for i, d in enumerate(durations)]
+    return {"src_host": "h1", "dst_host": "c1", "complete": True, "seq": 1,
+            "end_to_end_ns": 5, "segments": segs, **over}
+
+
+class _Dur(int):
+    def __int__(self) -> int:
+        return 42
+
+
+I64 = 2**63 - 1
+ODD = {
+    "no segments": _odd([]),
+    "segments None": _odd([], segments=None),
+    "no end_to_end key": {k: v for k, v in _odd([1, 2]).items() if k != "end_to_end_ns"},
+    "end_to_end None": _odd([1, 2], end_to_end_ns=None),
+    "negative": _odd([-1, -2, -3, -(10**12)]),
+    "64-bit extremes": _odd([I64, -I64 - 1, 0]),
+    "layer sum past 64 bits": _odd([I64, 0, 1]),
+    "layer sum below 64 bits": _odd([-I64 - 1, 0, -1]),
+    "huge int": _odd([2**70, 3]),
+    "bool and float": _odd([True, 2.9, -0.5]),
+    "str duration": _odd(["12", 3]),
+    "int subclass with its own __int__": _odd([_Dur(7), 1]),
+    "seq huge, e2e float": _odd([1], seq=2**64 + 1, end_to_end_ns=2.5),
+    "seq bool": _odd([1], seq=True),
+    "64-bit seq and e2e": _odd([1], seq=-I64 - 1, end_to_end_ns=I64),
+    "names with % , = space": _odd([1, 2, 3], layers=["s%d", "w,x", "s%d"],
+                                   names=["a%s", "b,c", "d=e", "f g"]),
+    "non-ASCII names": _odd([1, 2, 3], layers=["é", "wire", "😀"], names=["ä", "→", "😀", "z"]),
+    "one layer, many segments (heap)": _odd(list(range(-50, 150)), layers=["x"] * 200),
+    "300 layers (Python only)": _odd([1] * 300, layers=[f"l{i}" for i in range(300)]),
+    "tuple of segments": _odd([1, 2], segments=tuple(_odd([1, 2])["segments"])),
+    "segments not dicts": _odd([1, 2], segments=[MappingProxyType(s)
+                                                 for s in _odd([1, 2])["segments"]]),
+}
+
+
+@pytest.mark.parametrize("bd", ODD.values(), ids=ODD.keys())
+@pytest.mark.parametrize("wall_ns", [0, -1, 2**63 - 1, 2**64, 1.5])
+def test_sample_line_c_equals_python_on_odd_input(bd: dict, wall_ns) -> None:
+    """Whatever C does not take (non-int numbers, past 64 bits) it hands back to Python:
+    the same line either way, names with %, escapes and any script included."""
+    line = both_paths(bd, "f1", wall_ns)
+    assert line.endswith(f" {wall_ns}")
+
+
+def test_sample_line_odd_values_by_definition() -> None:
+    """A few odd lines spelled out, so the reference itself is checked, not only C == Python."""
+    head = "latscope_sample,complete=true,dst_host=c1,flow=f1,src_host=h1 "
+    assert both_paths(ODD["no segments"], wall_ns=9) == head + "seq=1i,end_to_end=5i 9"
+    assert both_paths(ODD["layer sum past 64 bits"], wall_ns=9) == (
+        head + f"seq=1i,end_to_end=5i,p0→p1={I64}i,p1→p2=0i,p2→p3=1i,"
+        f"layer_socket={I64 + 1}i,layer_wire=0i 9")
+    assert both_paths(ODD["names with % , = space"], wall_ns=9) == (
+        head + "seq=1i,end_to_end=5i,a%s→b\\,c=1i,b\\,c→d\\=e=2i,d\\=e→f\\ g=3i,"
+        "layer_s%d=4i,layer_w,x=2i 9")
+    assert both_paths(ODD["non-ASCII names"], wall_ns=9) == (
+        head + "seq=1i,end_to_end=5i,ä→→=1i,→→😀=2i,😀→z=3i,layer_é=1i,layer_wire=2i,"
+        "layer_😀=3i 9")
+    assert both_paths(ODD["int subclass with its own __int__"], wall_ns=9) == (
+        head + "seq=1i,end_to_end=5i,p0→p1=42i,p1→p2=1i,layer_socket=42i,layer_wire=1i 9")
+
+
+def test_sample_line_errors_are_pythons() -> None:
+    """A segment without a duration, or not a mapping: the same error from either path."""
+    for bad, err in ((_odd([1], segments=[{"from": "a", "to": "b", "layer": "x"}]), KeyError),
+                     (_odd([1], seq="x"), ValueError)):
+        for native in (True, False):
+            with pytest.raises(err):
+                sample_line(bad, "f1", 1, native=native)
+
+
+def c_functions_called(bd: dict) -> set[str]:
+    called: set[str] = set()
+
+    def prof(frame, event, arg) -> None:
+        if event == "c_call":
+            called.add(f"{getattr(arg, '__module__', None)}.{arg.__name__}")
+
+    sys.setprofile(prof)
+    try:
+        sample_line(bd, "f1", 1)
+    finally:
+        sys.setprofile(None)
+    return called
+
+
+def test_sample_line_formats_plain_samples_in_c() -> None:
+    """A plain breakdown's numbers are formatted in C, not handed back: Python's layer
+    sums (builtin sum) never run; an odd one (a float duration) does run them."""
+    bd = breakdown(sample_records(PathSpec(["h1", "h2", "c1"]), 1, 10**12), ClockView({}, None),
+                   path=["h1", "h2", "c1"])
+    plain = c_functions_called(bd)
+    assert "latscope.stream._native.sample_line" in plain and "builtins.sum" not in plain
+    bd["segments"][0]["duration_ns"] = 1.0
+    assert "builtins.sum" in c_functions_called(bd)
