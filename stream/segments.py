@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 
 from latscope.clock import to_reference
-from latscope.stream._native import fill_segments
+from latscope.stream._native import fill_segments, plain_refs
 
 DEVICE_POINTS = frozenset({"xdp", "dev_rx", "dev_queue", "dev_xmit"})
 # Stack position inside one host. Ingress device block (xdp, dev_rx of every device the
@@ -99,12 +99,23 @@ class ClockView:
         self.manager = manager
         self.clock_hosts = clock_hosts or {}
         self._pair_bounds: dict[tuple[str, str], float] = {}   # see pair_bound
+        self._params: dict[str, tuple[float, float, float] | None] = {}   # see ref_params
 
     def model(self, host: str) -> dict | None:
         host = self.clock_hosts.get(host, host)
         if host == self.manager:
             return None
         return self.models.get(host)
+
+    def ref_params(self, host: str) -> tuple[float, float, float] | None:
+        """(offset_ns, drift * ref_ns, 1 + drift) of the host's model (None: no model or the
+        reference): _to_ref's constants, remembered per host like pair_bound."""
+        try:
+            return self._params[host]
+        except KeyError:
+            model = self.model(host)
+            got = self._params[host] = None if model is None else _ref_params(model)
+            return got
 
     def is_reference(self, host: str) -> bool:
         return self.clock_hosts.get(host, host) == self.manager
@@ -406,11 +417,15 @@ class _Plan:
     """A whole sample's shape (its hosts' record shapes, all plain): segment templates per
     outcome of the hosts' two-point receive blocks (bit i set: host i's swapped)."""
 
-    __slots__ = ("segments", "shapes")
+    __slots__ = ("orders", "rx_pairs", "segments", "shapes", "tie_swaps")
 
     def __init__(self, shapes: tuple[_Shape, ...]) -> None:
         self.shapes = shapes
         self.segments: dict[int, tuple] = {}
+        # per host, for plain_refs (stream/native/segments.c)
+        self.orders = tuple(s.order for s in shapes)
+        self.rx_pairs = tuple(s.rx_pair for s in shapes)
+        self.tie_swaps = tuple(s.tie_swap for s in shapes)
 
     def segments_for(self, swapped: int) -> tuple:
         points: list[Point] = []
@@ -444,31 +459,17 @@ def dedup_hits(records: Sequence[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def _to_ref(ts: list[int], model: dict) -> list[int]:
-    """clock.to_reference of every timestamp, its arithmetic unchanged, constants hoisted."""
+def _ref_params(model: Mapping) -> tuple[float, float, float]:
+    """clock.to_reference's constants: ref = (host - offset + lift) / scale."""
     drift = model["drift_ppm"] * 1e-6
-    off, lift, scale = model["offset_ns"], drift * model["ref_ns"], 1.0 + drift
+    return model["offset_ns"], drift * model["ref_ns"], 1.0 + drift
+
+
+def _to_ref(ts: list[int], model: dict) -> list[int]:
+    """clock.to_reference of every timestamp, its arithmetic unchanged, constants hoisted
+    (plain_refs in stream/native/segments.c does the same)."""
+    off, lift, scale = _ref_params(model)
     return [round((t - off + lift) / scale) for t in ts]
-
-
-def _plain_refs(hosts: list[str], shapes: tuple[_Shape, ...], by_host: Mapping[str, list],
-                clocks: ClockView) -> tuple[list[int], int]:
-    """Reference timestamps in path order of a sample of plain shapes, and which hosts'
-    receive pair came the other way round (bit per host)."""
-    refs: list[int] = []
-    swapped = 0
-    for i, (h, shape) in enumerate(zip(hosts, shapes, strict=True)):
-        hits = by_host[h]
-        ts = [hits[k]["ts_ns"] for k in shape.order]
-        at = shape.rx_pair
-        if at >= 0:
-            a, b = ts[at], ts[at + 1]
-            if b < a or (b == a and shape.tie_swap):
-                ts[at], ts[at + 1] = b, a
-                swapped |= 1 << i
-        model = clocks.model(h)
-        refs += ts if model is None else _to_ref(ts, model)
-    return refs, swapped
 
 
 def _refs(hosts: list[str], shapes: tuple[_Shape, ...], by_host: Mapping[str, list],
@@ -532,8 +533,11 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
         if len(_PLANS) > _CACHE_MAX:
             _PLANS.clear()
         plan = _PLANS[shapes] = _Plan(shapes)
-    if plan is not None:
-        refs, swapped = _plain_refs(hosts, shapes, by_host, clocks)
+    got = NotImplemented if plan is None else plain_refs(
+        [by_host[h] for h in hosts], plan.orders, plan.rx_pairs, plan.tie_swaps,
+        [clocks.ref_params(h) for h in hosts])
+    if got is not NotImplemented:   # NotImplemented: a timestamp not an int, say
+        refs, swapped = got
         shaped = plan.segments.get(swapped) or plan.segments_for(swapped)
     else:
         refs, points, repeated = _refs(hosts, shapes, by_host, clocks)

@@ -8,6 +8,8 @@ static PyMethodDef methods[] = {
      "encode_breakdown(bd, layers, protos) -> bytes | NotImplemented"},
     {"fill_segments", ls_fill_segments, METH_VARARGS,
      "fill_segments(templates, refs, bounds) -> list[dict]"},
+    {"plain_refs", ls_plain_refs, METH_VARARGS,
+     "plain_refs(hits, orders, rx_pairs, tie_swaps, models) -> (refs, swapped) | NotImplemented"},
     {"sketch_add_all", ls_sketch_add_all, METH_VARARGS,
      "sketch_add_all(values, log_gamma, pos, neg, count, total, lo, hi, zeros) -> "
      "(count, total, lo, hi, zeros)"},

@@ -3,7 +3,7 @@
  * Each file holds one job:
  *   decode.c    LayerEvent / LayerEventBatch bodies -> the codec's dicts
  *   encode.c    Breakdown dict -> its Avro body
- *   segments.c  a breakdown's Segment dicts from its path's templates and timestamps
+ *   segments.c  a known path's reference timestamps and Segment dicts, per sample
  *   sketch.c    Sketch.add_all: a batch of values into a sketch's buckets
  *   line.c      a raw sample's InfluxDB line: its numbers into the cached head and names
  * stream/layer_avro.py and stream/breakdown_avro.py keep the schema pins and the fall-back
@@ -20,6 +20,7 @@
 PyObject *ls_decode_events(PyObject *self, PyObject *args);
 PyObject *ls_encode_breakdown(PyObject *self, PyObject *args);
 PyObject *ls_fill_segments(PyObject *self, PyObject *args);
+PyObject *ls_plain_refs(PyObject *self, PyObject *args);
 PyObject *ls_sketch_add_all(PyObject *self, PyObject *args);
 PyObject *ls_sample_line(PyObject *self, PyObject *args);
 int ls_decode_init(PyObject *module);

@@ -373,3 +373,63 @@ def test_outputs_match_the_snapshot() -> None:
     differ = [k for k in want if got.get(k) != want[k]]
     assert not differ, f"{len(differ)} of {len(want)} outputs changed, first: {differ[:10]}"
     assert got.keys() == want.keys()
+
+
+def test_known_paths_c_timestamps_equal_the_general_paths() -> None:
+    # plain_refs (C, for a path whose shape is cached) against _refs (Python, any sample):
+    # the same reference timestamps, with drift, int and float offsets, ties and large ts.
+    from latscope.stream import segments as seg
+    from latscope.stream._native import plain_refs
+
+    rng = random.Random(21)
+    for _ in range(400):
+        path = rng.choice([["h1", "c1"], PATH, ["c1", "h2", "h1"]])
+        offsets = {h: rng.choice([0, 7, -10**7, 2**40]) for h in path}
+        spec = PathSpec(path, step_ns=rng.choice([0, 1, 900, 70_000]), offsets_ns=offsets)
+        recs = sample_records(spec, seq=rng.randrange(2**32),
+                              t0_ref_ns=rng.choice([0, 10**12, 2**52 + 1, 2**60]))
+        models = {}
+        for h, o in offsets.items():
+            if rng.random() < 0.8:
+                m = clock_model(h, 0.0, ref_ns=rng.randrange(10**13))
+                m["offset_ns"] = rng.choice([o, o + 0.5, float(o), o - 3])   # int or float
+                m["drift_ppm"] = rng.choice([0.0, 3.25, -40.0])
+                models[h] = m
+        clocks = ClockView(models, rng.choice(["mgr", path[0]]))
+        by_host = seg.dedup_hits(recs)
+        hosts = seg.host_order(by_host, clocks, path)
+        shapes = tuple(seg._shape(h, by_host[h]) for h in hosts)
+        assert all(s.plain for s in shapes)
+        plan = seg._Plan(shapes)
+        refs, swapped = plain_refs([by_host[h] for h in hosts], plan.orders, plan.rx_pairs,
+                                   plan.tie_swaps, [clocks.ref_params(h) for h in hosts])
+        want, points, _ = seg._refs(hosts, shapes, by_host, clocks)
+        assert refs == want
+        assert [type(r) for r in refs] == [int] * len(want)
+        assert swapped == plan_swaps(plan, points, shapes)
+
+
+def plan_swaps(plan, points, shapes) -> int:
+    """Which hosts' receive pairs the general path put the other way round."""
+    out, at = 0, 0
+    for i, shape in enumerate(shapes):
+        order = [shape.points[k] for k in shape.order]
+        mine = points[at:at + len(order)]
+        if mine != order:
+            out |= 1 << i
+        at += len(order)
+    return out
+
+
+def test_known_paths_c_timestamps_leave_odd_input_to_the_general_path() -> None:
+    from latscope.stream._native import plain_refs
+
+    hits = [[{"ts_ns": 5}, {"ts_ns": 4.0}]]
+    assert plain_refs(hits, ((0, 1),), (-1,), (False,), [None]) is NotImplemented
+    hits = [[{"ts_ns": 5}, {"ts_ns": 2**64}]]
+    assert plain_refs(hits, ((0, 1),), (-1,), (False,), [None]) is NotImplemented
+    # and a breakdown of such records is still made (by the general path)
+    recs = sample_records(PathSpec(["h1", "c1"]), seq=1, t0_ref_ns=10**12)
+    recs[0]["hits"][0]["ts_ns"] = float(recs[0]["hits"][0]["ts_ns"])
+    bd = breakdown(recs, ClockView({}, "h1"), path=["h1", "c1"])
+    assert bd["complete"] and len(bd["segments"]) == sum(len(r["hits"]) for r in recs) - 1
