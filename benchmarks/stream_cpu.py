@@ -5,7 +5,7 @@ everything. Synthetic 3-host samples (the default topology's f1 path, injected c
 offsets with ClockModel records, 64 flows) go through the worker's per-sample code:
 decode (3 LayerEvents) → join → breakdown → Breakdown Avro → window fold → raw sample line.
 Each stage's µs per sample is printed, and, measured side by side in the same run on the
-same inputs, the hand-written Avro paths against the generic codec they replace:
+same inputs, the C Avro paths (stream/native/) against the generic codec they replace:
 
 * decode: stream/layer_avro.decode_layer_event vs codec.decode (one record a message) and
   decode_layer_events vs codec.decode_layer_events (the agents' LayerEventBatch)
@@ -117,7 +117,7 @@ def per_item_us(f: Callable, items: list) -> float:
 
 
 def side_by_side(singles: list[bytes], batches: list[bytes], bds: list[dict]) -> dict:
-    """Generic vs hand-written, alternated (twice each) on the same inputs; best of each."""
+    """Generic vs C, alternated (twice each) on the same inputs; best of each."""
     pairs = {
         "decode_record": (lambda v: codec.decode(v, expect="LayerEvent"), decode_layer_event,
                           singles),
@@ -183,7 +183,7 @@ def main() -> int:
         print(f"decode+bd+enc+fold+line: {ours} µs; all stages: {result['all_stages_us']} µs "
               f"(budget {BUDGET_US:.0f} µs for everything)")
         for name, r in compare.items():
-            print(f"{name}: codec {r['generic_us']} µs, hand-written {r['fast_us']} µs: "
+            print(f"{name}: codec {r['generic_us']} µs, C {r['fast_us']} µs: "
                   f"{r['speedup']}x")
     if args.profile:
         prof = cProfile.Profile()

@@ -1,4 +1,4 @@
-"""The stream worker's hand-written Avro paths equal the shared codec: the Breakdown
+"""The stream worker's C Avro paths (stream/native/) equal the shared codec: the Breakdown
 encoder byte for byte, the LayerEvent decoder dict for dict and error class for error
 class, on many varied records and on broken bytes."""
 
