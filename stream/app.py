@@ -250,6 +250,7 @@ class Runtime:
                 decoded = []
         if decoded:
             self._join(decoded)
+        self._fold()
         self.out.poll(0)   # delivery reports (errors are counted); acks are awaited at commit
 
     def _join(self, decoded: list[tuple[int, float, dict]]) -> None:
@@ -263,6 +264,7 @@ class Runtime:
         done = self.joiner.expire(self.pending.data, now)
         self._apply(self.pending, {st["k"]: (st["p"], None) for st in done})
         self._emit(done)
+        self._fold()
         lines = []
         for key, win in self.windows.due(self.stats.data, now):
             sketch = Sketch.of(win["s"])
@@ -330,9 +332,13 @@ class Runtime:
             if self.sink and self.settings.raw_samples:
                 lines.append(sample_line(bd, info.name, wall, self._tags))
                 walls.append(wall)
-        self._apply(self.stats, self.windows.fold(folded, self.stats.data))
+        self.windows.collect(folded)   # flushed into the window table per batch: _fold
         if self.sink:
             self.sink.write(lines, walls)
+
+    def _fold(self) -> None:
+        """The samples emitted since the last call into the open windows' sketches."""
+        self._apply(self.stats, self.windows.flush(self.stats.data))
 
     def _apply(self, table: faust.Table, writes: Mapping[str, tuple[int, dict | None] | dict]) -> None:
         """Change the table in memory now; its changelog goes out once per key, with the
