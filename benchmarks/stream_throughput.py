@@ -33,6 +33,7 @@ from latscope.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
 from latscope.schemas.records import LAYER_EVENTS_CONFIG, LAYER_EVENTS_PARTITIONS
+from latscope.sinks.influx_writer import InfluxSettings, delete_run
 from latscope.stream.kafkaio import produce
 from latscope.stream.process import WorkerProcess
 from latscope.stream.synthetic import (
@@ -173,13 +174,19 @@ def main() -> int:
     prefix = f"lsxd-bench-{uuid.uuid4().hex[:6]}"
     produce(info.kafka_bootstrap, f"{prefix}-clock", encoded(
         "ClockModel", [clock_model(h, OFFSETS[h]) for h in ("h1", "h2")], "host"))
-    with tempfile.TemporaryDirectory(prefix="lsxd-bench-") as d:
-        single = (None if args.skip_single else
-                  throughput(info, prefix, Path(d), args.samples // 4, batched=False))
-        tput = throughput(info, prefix, Path(d), args.samples, batched=True)
-        fresh = ({"fresh_p99_s": None, "fresh_p50_s": None, "offered_per_s": 0}
-                 if args.skip_freshness else
-                 freshness(info, prefix, Path(d), args.rate, args.seconds))
+    try:
+        with tempfile.TemporaryDirectory(prefix="lsxd-bench-") as d:
+            single = (None if args.skip_single else
+                      throughput(info, prefix, Path(d), args.samples // 4, batched=False))
+            tput = throughput(info, prefix, Path(d), args.samples, batched=True)
+            fresh = ({"fresh_p99_s": None, "fresh_p50_s": None, "offered_per_s": 0}
+                     if args.skip_freshness else
+                     freshness(info, prefix, Path(d), args.rate, args.seconds))
+    finally:   # a million records and points each run: not left behind
+        print("deleting the run's topics and InfluxDB points…", flush=True)
+        kafka.delete_topics_with_prefix(info.kafka_bootstrap, prefix)
+        delete_run(InfluxSettings(info.influx_url, info.influx_org, info.influx_bucket,
+                                  info.influx_token or ""), prefix)
     result = {"throughput": tput, "throughput_one_record_a_message": single,
               "freshness": fresh,
               "ratios": {"joined_per_s / target": round(tput["joined_per_s"] / TARGET_RATE, 3),

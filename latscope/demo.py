@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latscope import log
+from latscope import kafka, log
 from latscope.paths import REPO_ROOT, cache_dir
 from latscope.schemas.records import (
     TOPIC_BREAKDOWNS,
@@ -236,13 +236,8 @@ def run_demo(opts: DemoOptions) -> dict:
 
 def _delete_internal_topics(bootstrap: str, prefix: str) -> None:
     """The run's Faust changelog/assignor topics: state of a worker that is gone."""
-    from confluent_kafka.admin import AdminClient
-
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-        for fut in admin.delete_topics(names).values() if names else ():
-            fut.result(10)
+        kafka.delete_topics_with_prefix(bootstrap, prefix)
     except Exception as e:   # leftovers are harmless: say so, do not fail the run
         _log.warning("could not delete the run's internal topics %s*: %s", prefix, e)
 

@@ -73,3 +73,13 @@ def ensure_topics(bootstrap: str, wanted: Mapping[str, tuple[int, dict[str, str]
     if len(have) != len(wanted):
         raise RuntimeError(f"topics not visible on {bootstrap}: {sorted(set(wanted) - set(have))}")
     return have
+
+
+def delete_topics_with_prefix(bootstrap: str, prefix: str, timeout: float = 10.0) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a run's own topics, Faust's
+    changelogs included); the names deleted."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(prefix)]
+    for fut in admin.delete_topics(names).values() if names else ():
+        fut.result(timeout)
+    return names

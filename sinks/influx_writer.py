@@ -54,6 +54,14 @@ class SinkCounters:
         return dict(self.__dict__)
 
 
+def delete_run(settings: InfluxSettings, run: str) -> None:
+    """Delete every point tagged ``run=<run>`` (a benchmark's or test's own data: left in
+    the bucket, it slows every whole-bucket query, the dashboard's among them)."""
+    with InfluxDBClient(url=settings.url, token=settings.token, org=settings.org) as client:
+        client.delete_api().delete("1970-01-01T00:00:00Z", "2100-01-01T00:00:00Z",
+                                   f'run="{run}"', bucket=settings.bucket, org=settings.org)
+
+
 def _retryable(e: Exception) -> bool:
     if isinstance(e, InfluxDBError) and e.response is not None:
         status = getattr(e.response, "status", None)
