@@ -330,11 +330,16 @@ static PyObject *event(reader *r, PyObject *points, PyObject *protos)
         return Py_NewRef(Py_NotImplemented);
     }
     PyObject *ev = PyDict_Copy(tmpl);
-    PyObject *flow = PyDict_GetItemWithError(tmpl, k_flow); /* borrowed */
     Py_DECREF(tmpl);
     PyObject *hits = PyList_New(0);
-    if (ev == NULL || flow == NULL || hits == NULL)
+    if (ev == NULL || hits == NULL)
         goto fail;
+    PyObject *flow = PyDict_GetItemWithError(ev, k_flow); /* borrowed: the template's */
+    if (flow == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "decode_events: a head without its flow");
+        goto fail;
+    }
     PyObject *flow_copy = PyDict_Copy(flow);
     PyObject *seq_obj = PyLong_FromLongLong(seq);
     int err = flow_copy == NULL || seq_obj == NULL ||
@@ -416,8 +421,12 @@ PyObject *ls_decode_events(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*npO!O!", &buf, &pos, &batch, &PyTuple_Type, &points,
                           &PyTuple_Type, &protos))
         return NULL;
-    PyObject *out = PyList_New(0);
-    if (out == NULL || pos < 0 || pos > buf.len)
+    PyObject *out = NULL;
+    if (pos < 0 || pos > buf.len) {
+        PyErr_SetString(PyExc_ValueError, "decode_events: pos outside data");
+        goto done;
+    }
+    if ((out = PyList_New(0)) == NULL)
         goto done;
     reader r = {(const unsigned char *)buf.buf + pos, (const unsigned char *)buf.buf + buf.len,
                 0};
