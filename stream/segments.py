@@ -43,7 +43,13 @@ from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 
 from latscope.clock import to_reference
-from latscope.stream._native import fill_segments, plain_refs
+from latscope.stream._native import (
+    fill_segments,
+    plain_refs,
+    shape_cached,
+    shape_forget,
+    shape_remember,
+)
 
 DEVICE_POINTS = frozenset({"xdp", "dev_rx", "dev_queue", "dev_xmit"})
 # Stack position inside one host. Ingress device block (xdp, dev_rx of every device the
@@ -307,6 +313,9 @@ def _point(host: str, point: str, dev: str | None) -> Point:
 
 
 def _shape(host: str, hits: Sequence[dict]) -> _Shape:
+    s = shape_cached(host, hits)   # by the names' identity (stream/native/shapes.c)
+    if s is not None:
+        return s
     try:
         pds = tuple(map(_PD, hits))
     except KeyError:   # dev is optional in hand-made records
@@ -319,7 +328,9 @@ def _shape(host: str, hits: Sequence[dict]) -> _Shape:
             _SEGMENTS.clear()
             _POINTS.clear()
             _PLANS.clear()
+            shape_forget()
         s = _SHAPES[k] = _Shape(host, pds)
+    shape_remember(host, hits, s)
     return s
 
 

@@ -10,6 +10,11 @@ static PyMethodDef methods[] = {
      "fill_segments(templates, refs, bounds) -> list[dict]"},
     {"plain_refs", ls_plain_refs, METH_VARARGS,
      "plain_refs(hits, orders, rx_pairs, tie_swaps, models) -> (refs, swapped) | NotImplemented"},
+    {"shape_cached", ls_shape_cached, METH_VARARGS,
+     "shape_cached(host, hits) -> the shape remembered for these objects, or None"},
+    {"shape_remember", ls_shape_remember, METH_VARARGS,
+     "shape_remember(host, hits, shape) -> None"},
+    {"shape_forget", ls_shape_forget, METH_NOARGS, "shape_forget() -> None"},
     {"sketch_add_all", ls_sketch_add_all, METH_VARARGS,
      "sketch_add_all(values, log_gamma, pos, neg, count, total, lo, hi, zeros) -> "
      "(count, total, lo, hi, zeros)"},
@@ -29,7 +34,7 @@ PyMODINIT_FUNC PyInit__native(void)
     if (m == NULL)
         return NULL;
     if (ls_decode_init(m) < 0 || ls_encode_init(m) < 0 ||
-        ls_segments_init(m) < 0 || ls_line_init(m) < 0) {
+        ls_segments_init(m) < 0 || ls_shapes_init(m) < 0 || ls_line_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

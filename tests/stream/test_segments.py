@@ -433,3 +433,25 @@ def test_known_paths_c_timestamps_leave_odd_input_to_the_general_path() -> None:
     recs[0]["hits"][0]["ts_ns"] = float(recs[0]["hits"][0]["ts_ns"])
     bd = breakdown(recs, ClockView({}, "h1"), path=["h1", "c1"])
     assert bd["complete"] and len(bd["segments"]) == sum(len(r["hits"]) for r in recs) - 1
+
+
+def test_a_records_shape_is_found_by_identity_and_by_value() -> None:
+    from latscope.stream import segments as seg
+    from latscope.stream._native import shape_cached
+
+    hits = [{"point": "ip_out", "ts_ns": 1, "dev": None},
+            {"point": "dev_queue", "ts_ns": 2, "dev": "eth0"},
+            {"point": "dev_xmit", "ts_ns": 3, "dev": "eth0"}]
+    first = seg._shape("h1", hits)
+    assert shape_cached("h1", hits) is first and seg._shape("h1", hits) is first
+    # equal names in other objects: found by value, the same shape
+    fresh = [{"point": "".join(h["point"]), "ts_ns": 9,
+              "dev": None if h["dev"] is None else "".join(["et", "h0"])} for h in hits]
+    assert fresh[1]["dev"] is not hits[1]["dev"]
+    assert seg._shape("".join(["h", "1"]), fresh) is first
+    # another device, or a missing dev key (None), is what the names say
+    other = [dict(h) for h in hits]
+    other[2]["dev"] = "eth1"
+    assert seg._shape("h1", other).points[2].dev == "eth1"
+    no_dev = [{k: v for k, v in h.items() if k != "dev" or v is not None} for h in hits]
+    assert seg._shape("h1", no_dev) is first
