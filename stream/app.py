@@ -254,19 +254,19 @@ class Runtime:
         self.out.poll(0)   # delivery reports (errors are counted); acks are awaited at commit
 
     def _join(self, decoded: list[tuple[int, float, dict]]) -> None:
-        done, writes = self.joiner.process(decoded, self.pending.data, time.time())
+        done, writes = self.joiner.process(decoded, rows(self.pending), time.time())
         self._apply(self.pending, writes)
         self._emit(done)
 
     def on_tick(self, now: float) -> None:
         self._drop_revoked()
         self.joiner.backlogged = self._backlogged()
-        done = self.joiner.expire(self.pending.data, now)
+        done = self.joiner.expire(rows(self.pending), now)
         self._apply(self.pending, {st["k"]: (st["p"], None) for st in done})
         self._emit(done)
         self._fold()
         lines = []
-        for key, win in self.windows.due(self.stats.data, now):
+        for key, win in self.windows.due(rows(self.stats), now):
             sketch = Sketch.of(win["s"])
             self._add_total(win["tags"], sketch)
             lines.append(window_line(win["tags"], sketch, win["w"], self._tags,
@@ -338,13 +338,13 @@ class Runtime:
 
     def _fold(self) -> None:
         """The samples emitted since the last call into the open windows' sketches."""
-        self._apply(self.stats, self.windows.flush(self.stats.data))
+        self._apply(self.stats, self.windows.flush(rows(self.stats)))
 
     def _apply(self, table: faust.Table, writes: Mapping[str, tuple[int, dict | None] | dict]) -> None:
         """Change the table in memory now; its changelog goes out once per key, with the
         key's last value, when Faust next commits (before_commit)."""
         dirty = self._dirty.setdefault(table.name, (table, {}))[1]
-        data = table.data
+        data = rows(table)
         for key, w in writes.items():
             partition, value = (w["p"], w) if isinstance(w, dict) else w
             was = dirty.get(key)
@@ -431,6 +431,13 @@ class Runtime:
         while (left := self.out.flush(5)) > 0:
             _log.warning("still waiting for Kafka to acknowledge %d records", left)
         self._unflushed = 0
+
+
+def rows(table: faust.Table) -> dict:
+    """A table's contents as the plain dict the memory store keeps them in (Faust's
+    recovery writes that same dict). Read and written per record on the hot path: the
+    store's Mapping methods are Python wrappers around it, ~0.3 µs a call."""
+    return table.data.data
 
 
 class _BeforeCommit(faust.Sensor):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from latscope.schemas.records import flow_id
 
+_CACHE_MAX = 100_000   # flow ids remembered; cleared (not grown) past this
+
 
 @dataclass(frozen=True)
 class FlowInfo:
@@ -38,6 +40,8 @@ class FlowResolver:
             info = self.flows.get((flow["proto"], dst_host or "", flow["dport"]))
             if info is None:
                 info = FlowInfo(fid, None)
+            if len(self._cache) > _CACHE_MAX:   # flows come and go (new source ports)
+                self._cache.clear()
             self._cache[fid] = info
         return info
 
