@@ -51,10 +51,15 @@ class LayerEventPublisher:
     counters: PublishCounters = field(default_factory=PublishCounters)
 
     def __post_init__(self) -> None:
+        # No auto-creation by the first produce: a broker that allows it would make the
+        # topic with its defaults (CreateTime, whatever partition count) before _know_topic
+        # creates it as the worker does; records for it wait for that instead (a race seen
+        # once in CI).
         self._producer = Producer({
             "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all",
             "compression.type": "zstd", "linger.ms": self.linger_ms,
-            "batch.num.messages": 10_000, **self.settings})
+            "batch.num.messages": 10_000, "allow.auto.create.topics": False,
+            **self.settings})
         self._last_error = ""
         self._encoder = LayerEventEncoder()
         self._partitions: int | None = None      # known once the topic is (see _know_topic)
