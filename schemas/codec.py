@@ -110,6 +110,13 @@ class Codec:
 _default: Codec | None = None
 
 
+def enum_symbols(record: dict, field: str) -> tuple[str, ...]:
+    """The symbols of a record schema's enum field (the hot paths' enum tables are built
+    from the schema files, never written out by hand)."""
+    t = next(f["type"] for f in record["fields"] if f["name"] == field)
+    return tuple(t["symbols"])
+
+
 def default_codec() -> Codec:
     global _default
     if _default is None:

@@ -38,9 +38,8 @@ class SchemaChanged(RuntimeError):
 
 
 def _symbols(schema: dict, field: str) -> dict[str, int]:
-    t = next(f["type"] for f in schema["fields"] if f["name"] == field)
     # interned: breakdown()'s symbols are source literals, so C's lookups match by identity
-    return {sys.intern(s): i for i, s in enumerate(t["symbols"])}
+    return {sys.intern(s): i for i, s in enumerate(codec.enum_symbols(schema, field))}
 
 
 class BreakdownEncoder:

@@ -37,11 +37,6 @@ class SchemaChanged(RuntimeError):
     """schemas/layer_event*.avsc no longer have the wire shape this reader takes."""
 
 
-def _symbols(schema: dict, field: str) -> tuple[str, ...]:
-    t = next(f["type"] for f in schema["fields"] if f["name"] == field)
-    return tuple(t["symbols"])
-
-
 class LayerEventDecoder:
     def __init__(self) -> None:
         c = codec.default_codec()
@@ -54,10 +49,10 @@ class LayerEventDecoder:
         event = json.loads((codec.SCHEMA_DIR / "layer_event.avsc").read_text())
         flow = json.loads((codec.SCHEMA_DIR / "flow_key.avsc").read_text())
         hit = next(f["type"] for f in event["fields"] if f["name"] == "hits")["items"]
-        if _symbols(hit, "point") != POINTS:
+        if codec.enum_symbols(hit, "point") != POINTS:
             raise SchemaChanged("schemas: PointHit.point symbols are not records.POINTS")
         self._points = POINTS
-        self._protos = _symbols(flow, "proto")
+        self._protos = codec.enum_symbols(flow, "proto")
         self._event_fp = c.fingerprint("LayerEvent")
         self._batch_fp = c.fingerprint("LayerEventBatch")
 

@@ -65,21 +65,27 @@ static shape_slot *slot_of(PyObject *host, PyObject **pd, Py_ssize_t n)
     return &shapes[(h ^ (h >> 32)) & (SHAPE_SLOTS - 1)];
 }
 
+/* The slot of (host, hits), its key in pd and *n; NULL with *n -1 (not remembered here)
+ * or -2 (an error). */
+static shape_slot *slot_for_hits(PyObject *host, PyObject *hits, PyObject **pd, Py_ssize_t *n)
+{
+    *n = key_of(hits, pd);
+    return *n >= 0 ? slot_of(host, pd, *n) : NULL;
+}
+
 /* shape_cached(host, hits) -> the remembered shape, or None */
 PyObject *ls_shape_cached(PyObject *self, PyObject *args)
 {
     PyObject *host, *hits, *pd[2 * SHAPE_HITS];
+    Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "OO", &host, &hits))
         return NULL;
-    Py_ssize_t n = key_of(hits, pd);
+    shape_slot *e = slot_for_hits(host, hits, pd, &n);
     if (n == -2)
         return NULL;
-    if (n >= 0) {
-        shape_slot *e = slot_of(host, pd, n);
-        if (e->value != NULL && e->host == host && e->n == n &&
-            memcmp(e->pd, pd, 2 * n * sizeof(PyObject *)) == 0)
-            return Py_NewRef(e->value);
-    }
+    if (e != NULL && e->value != NULL && e->host == host && e->n == n &&
+        memcmp(e->pd, pd, 2 * n * sizeof(PyObject *)) == 0)
+        return Py_NewRef(e->value);
     Py_RETURN_NONE;
 }
 
@@ -99,13 +105,13 @@ static void slot_clear(shape_slot *e)
 PyObject *ls_shape_remember(PyObject *self, PyObject *args)
 {
     PyObject *host, *hits, *value, *pd[2 * SHAPE_HITS];
+    Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "OOO", &host, &hits, &value))
         return NULL;
-    Py_ssize_t n = key_of(hits, pd);
+    shape_slot *e = slot_for_hits(host, hits, pd, &n);
     if (n == -2)
         return NULL;
-    if (n >= 0) {
-        shape_slot *e = slot_of(host, pd, n);
+    if (e != NULL) {
         slot_clear(e);
         e->host = Py_NewRef(host);
         e->n = n;
