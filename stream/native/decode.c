@@ -170,8 +170,8 @@ static PyObject *unicode_error(void)
 
 /* The event template of a head (schema_version .. flow): a dict with this head's values
  * and placeholders for the rest, in the codec's key order. */
-static PyObject *parse_head(const unsigned char *start, const unsigned char *end,
-                            PyObject *protos)
+static PyObject *parse_head(PyObject *protos, const unsigned char *start,
+                            const unsigned char *end)
 {
     reader r = {start, end, 0};
     const unsigned char *host, *fid, *src, *dst;
@@ -265,8 +265,9 @@ static inline void skip_tail(reader *r)
     rd_long(r);
 }
 
-/* The cached template for bytes [start, end) (shorter than KEY_MAX; first: a tag byte),
- * parsed when new: a borrowed reference, NotImplemented, or NULL with an exception. */
+/* The template for bytes [start, end) (first: a tag byte): from the cache, else parsed
+ * and, when shorter than KEY_MAX, cached; a new reference, NotImplemented (a new
+ * reference too), or NULL with an exception. */
 static PyObject *cached(slot *table, unsigned char first, const unsigned char *start,
                         const unsigned char *end,
                         PyObject *(*parse)(PyObject *, const unsigned char *,
@@ -274,27 +275,17 @@ static PyObject *cached(slot *table, unsigned char first, const unsigned char *s
                         PyObject *arg)
 {
     size_t n = (size_t)(end - start);
-    int hit;
-    slot *e = slot_for(table, first, start, n, &hit);
-    if (hit)
-        return e->value;
-    PyObject *v = parse(arg, start, end);
-    if (v == NULL || v == Py_NotImplemented) {
-        Py_XDECREF(v);
-        return v == NULL ? NULL : Py_NotImplemented;
+    slot *e = NULL;
+    if (n < KEY_MAX) {   /* longer ones are rare: parsed every time */
+        int hit;
+        e = slot_for(table, first, start, n, &hit);
+        if (hit)
+            return Py_NewRef(e->value);
     }
-    slot_store(e, first, start, n, v);
+    PyObject *v = parse(arg, start, end);
+    if (e != NULL && v != NULL && v != Py_NotImplemented)
+        slot_store(e, first, start, n, Py_NewRef(v));
     return v;
-}
-
-static PyObject *head_parse(PyObject *protos, const unsigned char *s, const unsigned char *e)
-{
-    return parse_head(s, e, protos);
-}
-
-static PyObject *hit_parse(PyObject *point, const unsigned char *s, const unsigned char *e)
-{
-    return parse_hit(point, s, e);
 }
 
 /* One LayerEvent at r->p: a new dict, NotImplemented (r->bad), or NULL with an exception. */
@@ -304,18 +295,9 @@ static PyObject *event(reader *r, PyObject *points, PyObject *protos)
     skip_head(r);
     if (r->bad)
         return Py_NewRef(Py_NotImplemented);
-    PyObject *tmpl;
-    size_t hn = (size_t)(r->p - hs);
-    if (hn < KEY_MAX) {
-        tmpl = cached(heads, 0, hs, r->p, head_parse, protos);
-        if (tmpl == NULL || tmpl == Py_NotImplemented)
-            return tmpl == NULL ? NULL : Py_NewRef(Py_NotImplemented);
-        Py_INCREF(tmpl);
-    } else { /* a head this long is rare: parsed every time */
-        tmpl = parse_head(hs, r->p, protos);
-        if (tmpl == NULL || tmpl == Py_NotImplemented)
-            return tmpl;
-    }
+    PyObject *tmpl = cached(heads, 0, hs, r->p, parse_head, protos);
+    if (tmpl == NULL || tmpl == Py_NotImplemented)
+        return tmpl;
     int64_t seq = rd_long(r);
     if (r->p + 2 > r->end)
         r->bad = 1;
@@ -366,24 +348,13 @@ static PyObject *event(reader *r, PyObject *points, PyObject *protos)
             skip_tail(r);
             if (r->bad || point < 0 || point >= npoints)
                 goto not_mine;
-            size_t tn = (size_t)(r->p - ts_end);
-            PyObject *ht;
-            if (tn < KEY_MAX) {
-                ht = cached(tails, (unsigned char)point, ts_end, r->p, hit_parse,
-                            PyTuple_GET_ITEM(points, point));
-                if (ht == NULL)
-                    goto fail;
-                if (ht == Py_NotImplemented)
-                    goto not_mine;
-                Py_INCREF(ht);
-            } else {
-                ht = parse_hit(PyTuple_GET_ITEM(points, point), ts_end, r->p);
-                if (ht == NULL)
-                    goto fail;
-                if (ht == Py_NotImplemented) {
-                    Py_DECREF(ht);
-                    goto not_mine;
-                }
+            PyObject *ht = cached(tails, (unsigned char)point, ts_end, r->p, parse_hit,
+                                  PyTuple_GET_ITEM(points, point));
+            if (ht == NULL)
+                goto fail;
+            if (ht == Py_NotImplemented) {
+                Py_DECREF(ht);
+                goto not_mine;
             }
             PyObject *hit = PyDict_Copy(ht);
             Py_DECREF(ht);
