@@ -31,9 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
-from latscope import netns
-from latscope.producers import libbpf
-from latscope.topology import parse_topology
+from latscope.bpf import libbpf
+from latscope.lab import netns
+from latscope.lab.topology import parse_topology
 
 PREFIX = "lsxa"
 TOPO = {

@@ -29,7 +29,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from latscope import kafka, stack
-from latscope.clock import monotonic_ns
+from latscope.bpf.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
 from latscope.schemas.records import LAYER_EVENTS_CONFIG, LAYER_EVENTS_PARTITIONS

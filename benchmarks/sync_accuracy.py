@@ -33,13 +33,13 @@ import threading
 import time
 from pathlib import Path
 
-from latscope import netns
-from latscope.clock import ClockInjection
-from latscope.producers import libbpf
+from latscope.bpf import libbpf
+from latscope.bpf.clock import ClockInjection
+from latscope.lab import netns
+from latscope.lab.topology import parse_topology
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
 from latscope.sync.manager import Manager, Target
 from latscope.sync.responder import start_responder
-from latscope.topology import parse_topology
 
 PREFIX = "lsxcb"
 PORT_BASELINE = 51112

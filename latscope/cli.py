@@ -12,17 +12,18 @@ import sys
 from collections.abc import Sequence
 
 from latscope import __version__, log
+from latscope.errors import UserError
 
 # Modules with a ``register(subparsers)``; order is the order of ``latscope --help``.
 COMMAND_MODULES = (
-    "latscope.stack_cli",        # stack up|down|status
+    "latscope.stack.cli",        # stack up|down|status
     "latscope.config_cli",       # config check
-    "latscope.topology_cli",     # topology check|up
+    "latscope.lab.topology_cli",     # topology check|up
     "latscope.producers.cli",    # agent, doctor
     "latscope.sync.cli",         # sync manager|responder|status
     "latscope.stream.cli",       # stream worker
     "latscope.sinks.cli",        # report
-    "latscope.demo_cli",         # demo
+    "latscope.lab.demo_cli",         # demo
 )
 
 
@@ -56,10 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"latscope: {e}", file=sys.stderr)
         return 2
-
-
-class UserError(Exception):
-    """Bad input or a missing prerequisite: printed as one clear line, exit status 2."""
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from latscope.cli import UserError
 from latscope.config import Config, ConfigError, load
+from latscope.errors import UserError
 
 
 def resolved(config: Config) -> dict:

@@ -1,15 +1,102 @@
-"""The Kafka habits every stage shares: queue a message without ever dropping it, and
-create the topics a stage needs."""
+"""The one Kafka client factory, and the Kafka habits every stage shares.
+
+Every client LatScope makes (the agent's and sync's producers, the stream worker's Faust app,
+its producer and admin client, the tools' consumers) is configured here from one
+``KafkaSettings``: the bootstrap plus ``kafka.settings`` (librdkafka keys: security, SASL,
+TLS…), so a broker one component can reach, every component can reach.
+"""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+# librdkafka security keys that have a Faust/aiokafka equivalent (faust_options).
+_FAUST_SECURITY = {"security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username",
+                   "sasl.password", "ssl.ca.location", "ssl.certificate.location",
+                   "ssl.key.location", "ssl.key.password", "ssl.endpoint.identification.algorithm"}
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the broker is and how to talk to it (``kafka`` section of the config)."""
+
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    settings: Mapping[str, str | int | bool] = field(default_factory=dict)  # librdkafka keys
+
+    @classmethod
+    def of(cls, value: KafkaSettings | str) -> KafkaSettings:
+        """A bare bootstrap string (tools, tests) means no extra settings."""
+        return value if isinstance(value, KafkaSettings) else cls(value)
+
+    def config(self, **conf: Any) -> dict[str, Any]:
+        """librdkafka configuration: the caller's tuning, then ``kafka.settings`` on top."""
+        return {"bootstrap.servers": self.bootstrap, **conf, **self.settings}
+
+    def __repr__(self) -> str:   # never the settings' values: they hold passwords
+        return f"KafkaSettings(bootstrap={self.bootstrap!r}, settings={sorted(self.settings)})"
+
+
+def producer(ks: KafkaSettings | str, **conf: Any) -> Producer:
+    return Producer(KafkaSettings.of(ks).config(**conf))
+
+
+def consumer(ks: KafkaSettings | str, group_id: str | None = None, **conf: Any) -> Consumer:
+    """A consumer; without ``group_id`` a fresh throwaway group (tools that only read)."""
+    return Consumer(KafkaSettings.of(ks).config(
+        **{"group.id": group_id or f"latscope-read-{uuid.uuid4().hex}", **conf}))
+
+
+def admin(ks: KafkaSettings | str) -> AdminClient:
+    return AdminClient(KafkaSettings.of(ks).config())
+
+
+def faust_options(ks: KafkaSettings | str) -> dict[str, Any]:
+    """``faust.App`` keyword arguments for the same broker: its URLs and, when
+    ``kafka.settings`` asks for TLS or SASL, the matching credentials. A librdkafka security
+    key Faust cannot honour is an error naming the key (never its value)."""
+    ks = KafkaSettings.of(ks)
+    opts: dict[str, Any] = {"broker": [f"kafka://{b.strip()}" for b in ks.bootstrap.split(",")]}
+    s = {k: v for k, v in ks.settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
+    unknown = sorted(set(s) - _FAUST_SECURITY)
+    if unknown:
+        raise ValueError(f"kafka.settings: {', '.join(unknown)}: not supported by the stream "
+                         f"worker's Kafka client (supported: {', '.join(sorted(_FAUST_SECURITY))})")
+    proto = str(s.get("security.protocol", "PLAINTEXT")).upper()
+    if proto == "PLAINTEXT":
+        return opts
+    import faust  # only the worker needs it
+
+    context = None
+    if proto in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=s.get("ssl.ca.location") or None)
+        if s.get("ssl.certificate.location"):
+            context.load_cert_chain(str(s["ssl.certificate.location"]),
+                                    str(s.get("ssl.key.location") or s["ssl.certificate.location"]),
+                                    password=s.get("ssl.key.password") or None)
+        if str(s.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
+            context.check_hostname = False
+    if proto in ("SASL_PLAINTEXT", "SASL_SSL"):
+        mech = str(s.get("sasl.mechanism") or s.get("sasl.mechanisms") or "PLAIN").upper()
+        opts["broker_credentials"] = faust.SASLCredentials(
+            username=str(s.get("sasl.username", "")), password=str(s.get("sasl.password", "")),
+            mechanism=mech, ssl_context=context)
+    elif proto == "SSL":
+        opts["broker_credentials"] = faust.SSLCredentials(context)
+    else:
+        raise ValueError(f"kafka.settings: security.protocol: expected PLAINTEXT, SSL, "
+                         f"SASL_PLAINTEXT or SASL_SSL, got {proto!r}")
+    return opts
 
 
 class Aborted(RuntimeError):
@@ -47,16 +134,16 @@ def produce(producer: Producer, topic: str, value: bytes | None, *, key: bytes |
                 raise Aborted(f"{topic}: local queue full at shutdown") from None
 
 
-def ensure_topics(bootstrap: str, wanted: Mapping[str, tuple[int, dict[str, str]]],
-                  settings: Mapping[str, object] | None = None,
+def ensure_topics(ks: KafkaSettings | str, wanted: Mapping[str, tuple[int, dict[str, str]]],
                   timeout: float = 15.0) -> dict[str, int]:
     """Create the missing topics of ``{name: (partitions, config)}``, wait until every one is
     visible, and return each one's partition count (existing topics keep theirs)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(settings or {})})
-    meta = admin.list_topics(timeout=timeout)
+    ks = KafkaSettings.of(ks)
+    adm = admin(ks)
+    meta = adm.list_topics(timeout=timeout)
     missing = [NewTopic(t, num_partitions=n, replication_factor=1, config=cfg)
                for t, (n, cfg) in wanted.items() if t not in meta.topics]
-    for fut in admin.create_topics(missing, request_timeout=timeout).values() if missing else ():
+    for fut in adm.create_topics(missing, request_timeout=timeout).values() if missing else ():
         try:
             fut.result(timeout)
         except KafkaException as e:   # created concurrently by another process: fine
@@ -64,22 +151,23 @@ def ensure_topics(bootstrap: str, wanted: Mapping[str, tuple[int, dict[str, str]
                 raise
     deadline = time.monotonic() + timeout
     while True:
-        meta = admin.list_topics(timeout=timeout)
+        meta = adm.list_topics(timeout=timeout)
         have = {t: len(meta.topics[t].partitions) for t in wanted
                 if t in meta.topics and meta.topics[t].partitions}
         if len(have) == len(wanted) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     if len(have) != len(wanted):
-        raise RuntimeError(f"topics not visible on {bootstrap}: {sorted(set(wanted) - set(have))}")
+        raise RuntimeError(f"topics not visible on {ks.bootstrap}: {sorted(set(wanted) - set(have))}")
     return have
 
 
-def delete_topics_with_prefix(bootstrap: str, prefix: str, timeout: float = 10.0) -> list[str]:
+def delete_topics_with_prefix(ks: KafkaSettings | str, prefix: str,
+                              timeout: float = 10.0) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (a run's own topics, Faust's
     changelogs included); the names deleted."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(prefix)]
-    for fut in admin.delete_topics(names).values() if names else ():
+    adm = admin(ks)
+    names = [t for t in adm.list_topics(timeout=timeout).topics if t.startswith(prefix)]
+    for fut in adm.delete_topics(names).values() if names else ():
         fut.result(timeout)
     return names

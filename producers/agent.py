@@ -14,8 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from latscope import log
-from latscope.clock import ClockInjection
-from latscope.producers import layout, libbpf
+from latscope.bpf import libbpf
+from latscope.bpf.clock import ClockInjection
+from latscope.kafka import KafkaSettings
+from latscope.producers import layout
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.probes import POINT_HOOKS, Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
@@ -47,8 +49,7 @@ class AgentSettings:
     max_open: int = 500_000      # sampled bytes grouped at once (memory bound; evictions counted)
     rate_cap_per_s: int = 200_000
     ring_buffer_bytes: int = 8 << 20
-    bootstrap: str = "127.0.0.1:9092"
-    kafka_settings: dict = field(default_factory=dict)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topic: str = TOPIC_LAYER_EVENTS
     points: tuple[str, ...] = tuple(POINT_HOOKS)
     xdp: bool = False            # opt-in xdp point (changes the receive path it measures)
@@ -124,8 +125,7 @@ class Agent:
                          self._size)
         self.grouper.exit_devices = exit_devices(list(self.s.netns))
         self._xdp_names = device_names(list(self.s.netns)) if self.s.xdp else {}
-        self.publisher = LayerEventPublisher(self.s.bootstrap, self.s.topic,
-                                             self.s.kafka_settings, linger_ms=50)
+        self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic, linger_ms=50)
         self.probes.load()
         attached = self.probes.attach()
         self.ring = libbpf.RingBuffer(self.probes.events_fd)
@@ -261,6 +261,6 @@ class Agent:
                 "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
                 "open_groups": self.grouper.open_groups},
             "settings": {k: v for k, v in asdict(self.s).items()
-                         if k not in ("kafka_settings", "clock", "points")}
-                        | {"clock": asdict(self.s.clock)},
+                         if k not in ("kafka", "clock", "points")}
+                        | {"clock": asdict(self.s.clock), "bootstrap": self.s.kafka.bootstrap},
         }

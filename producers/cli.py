@@ -16,10 +16,11 @@ _log = log.get("producers.cli")
 
 
 def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy for --help)
-    from latscope.cli import UserError
-    from latscope.clock import ClockInjection
+    from latscope.bpf.clock import ClockInjection
     from latscope.config import Config, ConfigError
     from latscope.config import load as load_config
+    from latscope.errors import UserError
+    from latscope.kafka import KafkaSettings
     from latscope.producers.agent import AgentSettings
     from latscope.producers.probes import POINT_HOOKS
 
@@ -31,7 +32,7 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
     netns: list[str | None] = list(args.netns or [])
     offset, drift = 0, 0.0
     if args.topology:
-        from latscope.topology import TopologyError, load_topology
+        from latscope.lab.topology import TopologyError, load_topology
         try:
             topo = load_topology(args.topology)
             topo.host(args.host)
@@ -67,7 +68,7 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         linger_ms=cfg.agent.linger_ms, hold_ms=args.hold_ms,
         rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
         ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
-        bootstrap=args.bootstrap or cfg.kafka.bootstrap, kafka_settings=dict(cfg.kafka.settings),
+        kafka=KafkaSettings(args.bootstrap or cfg.kafka.bootstrap, cfg.kafka.settings),
         xdp=args.xdp, points=points,
         **({"topic": args.topic} if args.topic else {}))
 
@@ -84,8 +85,9 @@ def _write_status(path: Path, status: dict) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from latscope.cli import UserError
-    from latscope.producers import libbpf, metrics
+    from latscope.bpf import libbpf
+    from latscope.errors import UserError
+    from latscope.producers import metrics
     from latscope.producers.agent import Agent
     from latscope.producers.sampling import effective_size
 

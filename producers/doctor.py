@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from latscope.producers import libbpf
+from latscope.bpf import libbpf
 from latscope.producers.probes import (
     NF_HOOKS,
     OBJECTS,

@@ -16,9 +16,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from latscope import log
-from latscope.clock import ClockInjection
-from latscope.netns import entered
-from latscope.producers import layout, libbpf
+from latscope.bpf import libbpf
+from latscope.bpf.clock import ClockInjection
+from latscope.bpf.netns import entered
+from latscope.producers import layout
 from latscope.producers.sampling import effective_size, udp_modulus
 
 _log = log.get("producers.probes")

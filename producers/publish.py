@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError
 
 from latscope import kafka, log
 from latscope.producers.avro import LayerEventEncoder
@@ -44,9 +44,8 @@ class PublishCounters:
 
 @dataclass
 class LayerEventPublisher:
-    bootstrap: str
+    kafka: kafka.KafkaSettings | str
     topic: str = TOPIC_LAYER_EVENTS
-    settings: dict = field(default_factory=dict)
     linger_ms: int = 50
     counters: PublishCounters = field(default_factory=PublishCounters)
 
@@ -55,11 +54,10 @@ class LayerEventPublisher:
         # topic with its defaults (CreateTime, whatever partition count) before _know_topic
         # creates it as the worker does; records for it wait for that instead (a race seen
         # once in CI).
-        self._producer = Producer({
-            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all",
-            "compression.type": "zstd", "linger.ms": self.linger_ms,
-            "batch.num.messages": 10_000, "allow.auto.create.topics": False,
-            **self.settings})
+        self._producer = kafka.producer(
+            self.kafka, **{"enable.idempotence": True, "acks": "all",
+                           "compression.type": "zstd", "linger.ms": self.linger_ms,
+                           "batch.num.messages": 10_000, "allow.auto.create.topics": False})
         self._last_error = ""
         self._encoder = LayerEventEncoder()
         self._partitions: int | None = None      # known once the topic is (see _know_topic)
@@ -113,8 +111,8 @@ class LayerEventPublisher:
         that is not up yet holds up neither the probes nor the agent's loop."""
         while self._producer is not None:
             try:
-                parts = kafka.ensure_topics(self.bootstrap, {self.topic: (
-                    LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG)}, self.settings)
+                parts = kafka.ensure_topics(self.kafka, {self.topic: (
+                    LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG)})
                 self._partitions = parts[self.topic]
                 return
             except Exception as e:   # unreachable broker: deliveries report their own failures

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def report(args: argparse.Namespace) -> int:
-    from latscope.cli import UserError
+    from latscope.errors import UserError
     from latscope.sinks.report import ReportError, make_report
     from latscope.stream.cli import influx_from
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 from faust.types import TP
 
 from latscope import kafka, log
-from latscope.clock import monotonic_ns
+from latscope.bpf.clock import monotonic_ns
 from latscope.paths import cache_dir
 from latscope.schemas import codec
 from latscope.schemas.records import (
@@ -59,7 +59,7 @@ _log = log.get("stream")
 
 @dataclass
 class StreamSettings:
-    bootstrap: str = "127.0.0.1:9092"
+    kafka: kafka.KafkaSettings = field(default_factory=kafka.KafkaSettings)
     app_id: str = "latscope-stream"
     layer_topic: str = TOPIC_LAYER_EVENTS
     clock_topic: str = TOPIC_CLOCK
@@ -130,7 +130,7 @@ class Runtime:
         self._tags = dict(s.influx.tags) if s.influx else {}
         self._wall_offset_ns = time.time_ns() - monotonic_ns()
         self._last_counters_write = 0.0
-        parts = kafka.ensure_topics(s.bootstrap, {
+        parts = kafka.ensure_topics(s.kafka, {
             s.layer_topic: (s.default_partitions, LAYER_EVENTS_CONFIG),
             s.clock_topic: (1, {"cleanup.policy": "compact"}),
             s.breakdown_topic: (s.default_partitions, {}),
@@ -138,7 +138,7 @@ class Runtime:
         })
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.app = app = faust.App(
-            s.app_id, broker=f"kafka://{s.bootstrap}", store="memory://",
+            s.app_id, **kafka.faust_options(s.kafka), store="memory://",
             datadir=str(s.state_dir), web_enabled=True, web_bind=s.web_host,
             web_host=s.web_host, web_port=s.web_port,
             topic_partitions=parts[s.layer_topic], topic_replication_factor=1,
@@ -165,11 +165,10 @@ class Runtime:
                                  help="unmatched records per sampled byte", **json_table)
         self.stats = app.Table("stats", partitions=parts[s.layer_topic],
                                help="open statistics windows", **json_table)
-        self.out = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5,
-                             "enable.idempotence": True, "compression.type": "lz4",
-                             "queue.buffering.max.messages": 1_000_000,
-                             "delivery.report.only.error": True,
-                             "on_delivery": self._delivered})
+        self.out = kafka.producer(s.kafka, **{
+            "linger.ms": 5, "enable.idempotence": True, "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000, "delivery.report.only.error": True,
+            "on_delivery": self._delivered})
         self._unflushed = 0
         app.sensors.add(_BeforeCommit(self))
         self._read_to: dict[int, int] = {}   # layer-events partition -> last offset read

@@ -11,7 +11,7 @@ from latscope.stream.windows import WindowPolicy
 
 def influx_from(args: argparse.Namespace, config: object | None) -> object | None:
     """InfluxDB settings: the config file's, else the running local stack's; None if off."""
-    from latscope.cli import UserError
+    from latscope.errors import UserError
     from latscope.sinks.influx_writer import InfluxSettings
 
     if args.no_influx:
@@ -28,7 +28,7 @@ def influx_from(args: argparse.Namespace, config: object | None) -> object | Non
         if not token:
             raise UserError("influxdb: no token or token_file in the config (or pass --no-influx)")
         return InfluxSettings(db.url, db.org, db.bucket, token, tags)
-    from latscope import stack
+    from latscope.stack import services as stack
 
     info = stack.status(stack.StackSettings.from_env())
     if not info.influx_up or not info.influx_token:
@@ -39,6 +39,7 @@ def influx_from(args: argparse.Namespace, config: object | None) -> object | Non
 
 
 def settings_from(args: argparse.Namespace) -> object:
+    from latscope.kafka import KafkaSettings
     from latscope.stream.app import StreamSettings
 
     config = None
@@ -49,7 +50,8 @@ def settings_from(args: argparse.Namespace) -> object:
     interval = args.interval or (config.sampling.interval if config else 1.0)
     bootstrap = args.bootstrap or (config.kafka.bootstrap if config else "127.0.0.1:9092")
     s = StreamSettings(
-        bootstrap=bootstrap, app_id=args.app_id, web_host=args.web_host, web_port=args.web_port,
+        kafka=KafkaSettings(bootstrap, config.kafka.settings if config else {}),
+        app_id=args.app_id, web_host=args.web_host, web_port=args.web_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         join=JoinPolicy(args.window, args.lateness),
         # A window must wait for samples that close by the join window (incomplete ones),

@@ -51,7 +51,7 @@ class FlowResolver:
 
     @classmethod
     def from_topology(cls, path: str | Path) -> FlowResolver:
-        from latscope.topology import load_topology
+        from latscope.lab.topology import load_topology
 
         topo = load_topology(path)
         addr_host = {str(a.ip): f.host for f in topo.ifaces() for a in f.addrs}

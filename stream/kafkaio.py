@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message
 
 from latscope import kafka
 
 
-def produce(bootstrap: str, topic: str,
+def produce(ks: kafka.KafkaSettings | str, topic: str,
             items: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]]) -> int:
     """Publish (key, value) pairs, or (key, value, partition) triples; BufferError is handled
     by polling, never by dropping."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                  "enable.idempotence": True, "compression.type": "lz4"})
+    p = kafka.producer(ks, **{"linger.ms": 20, "enable.idempotence": True,
+                              "compression.type": "lz4"})
     failed: list = []
 
     def report(err: object, msg: object) -> None:
@@ -36,12 +35,11 @@ def produce(bootstrap: str, topic: str,
     return n
 
 
-def consume(bootstrap: str, topic: str, until: Callable[[list[Message]], bool],
+def consume(ks: kafka.KafkaSettings | str, topic: str, until: Callable[[list[Message]], bool],
             timeout: float = 60, from_beginning: bool = True) -> list[Message]:
     """Read ``topic`` with a fresh group until ``until(messages)`` holds or the deadline."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"latscope-read-{uuid.uuid4().hex}",
-                  "auto.offset.reset": "earliest" if from_beginning else "latest",
-                  "enable.auto.commit": False})
+    c = kafka.consumer(ks, **{"auto.offset.reset": "earliest" if from_beginning else "latest",
+                              "enable.auto.commit": False})
     c.subscribe([topic])
     out: list[Message] = []
     deadline = time.monotonic() + timeout

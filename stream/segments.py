@@ -42,7 +42,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 
-from latscope.clock import to_reference
 from latscope.stream._native import (
     fill_segments,
     plain_refs,
@@ -50,6 +49,7 @@ from latscope.stream._native import (
     shape_forget,
     shape_remember,
 )
+from latscope.stream.clock_model import to_reference
 
 DEVICE_POINTS = frozenset({"xdp", "dev_rx", "dev_queue", "dev_xmit"})
 # Stack position inside one host. Ingress device block (xdp, dev_rx of every device the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Self
 
-from latscope.producers import libbpf
+from latscope.bpf import libbpf
 
 
 def read_counters(m: libbpf.Map, names: list[str]) -> dict[str, int]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from latscope import log, paths
-from latscope.clock import ClockInjection, monotonic_ns
+from latscope.bpf.clock import ClockInjection, monotonic_ns
 
 _log = log.get("sync.cli")
 
@@ -24,7 +24,7 @@ def default_token_file() -> Path:
 def load_token(args: argparse.Namespace, create: bool) -> int:
     """The session token: --token, $LATSCOPE_SYNC_TOKEN, or the token file (the manager
     creates it, mode 0600, when missing)."""
-    from latscope.cli import UserError
+    from latscope.errors import UserError
 
     raw = args.token or os.environ.get("LATSCOPE_SYNC_TOKEN")
     source = "--token" if args.token else "LATSCOPE_SYNC_TOKEN"
@@ -55,7 +55,7 @@ def _load_config(path: str | None):  # -> latscope.config.Config | None
     if path is None:
         return None
     from latscope import config
-    from latscope.cli import UserError
+    from latscope.errors import UserError
 
     try:
         return config.load(path).config
@@ -71,7 +71,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _targets(args: argparse.Namespace, cfg) -> list:
-    from latscope.cli import UserError
+    from latscope.errors import UserError
     from latscope.sync.manager import Target
     from latscope.sync.responder import DEFAULT_PORT
 
@@ -92,7 +92,8 @@ def _targets(args: argparse.Namespace, cfg) -> list:
 
 
 def cmd_manager(args: argparse.Namespace) -> int:
-    from latscope.cli import UserError
+    from latscope.errors import UserError
+    from latscope.kafka import KafkaSettings
     from latscope.sync.estimator import EstimatorConfig
     from latscope.sync.manager import Manager
     from latscope.sync.publish import ClockPublisher
@@ -108,8 +109,8 @@ def cmd_manager(args: argparse.Namespace) -> int:
     pub = None
     if not args.no_kafka:
         try:
-            pub = ClockPublisher(bootstrap, manager=name,
-                                 settings=dict(cfg.kafka.settings) if cfg else {})
+            pub = ClockPublisher(KafkaSettings(bootstrap, cfg.kafka.settings if cfg else {}),
+                                 manager=name)
         except Exception as e:
             raise UserError(f"Kafka at {bootstrap}: {e}") from None
     mgr = Manager(targets, token, netns=args.netns, interval_s=interval, burst=args.burst,
@@ -166,7 +167,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
 
 
 def cmd_responder(args: argparse.Namespace) -> int:
-    from latscope.cli import UserError
+    from latscope.errors import UserError
     from latscope.sync.responder import DEFAULT_PORT, Responder
 
     cfg = _load_config(args.config)
@@ -205,14 +206,16 @@ def cmd_responder(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from latscope.cli import UserError
+    from latscope.errors import UserError
+    from latscope.kafka import KafkaSettings
     from latscope.schemas.records import TOPIC_CLOCK
     from latscope.sync.status import describe, read_models
 
     cfg = _load_config(args.config)
     bootstrap = args.bootstrap or (cfg.kafka.bootstrap if cfg else "127.0.0.1:9092")
     try:
-        models, bad = read_models(bootstrap, args.topic or TOPIC_CLOCK, timeout=args.timeout)
+        models, bad = read_models(KafkaSettings(bootstrap, cfg.kafka.settings if cfg else {}),
+                                  args.topic or TOPIC_CLOCK, timeout=args.timeout)
     except Exception as e:
         raise UserError(f"Kafka at {bootstrap}: {e}") from None
     rows = describe(models)

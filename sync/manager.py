@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from latscope import log
-from latscope.producers import libbpf
+from latscope.bpf import libbpf
 from latscope.sync import wire
 from latscope.sync.attached import Attached
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample

@@ -9,10 +9,10 @@ finds every host's current model; it is created explicitly with ``cleanup.policy
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import ConfigResource
 
 from latscope import kafka, log
 from latscope.schemas import codec
@@ -26,13 +26,12 @@ class TopicError(RuntimeError):
     """A topic exists with settings LatScope cannot use."""
 
 
-def ensure_topics(bootstrap: str, models_topic: str = TOPIC_CLOCK,
-                  samples_topic: str = TOPIC_CLOCK_SAMPLES, settings: dict | None = None,
-                  timeout: float = 15.0) -> None:
+def ensure_topics(ks: kafka.KafkaSettings | str, models_topic: str = TOPIC_CLOCK,
+                  samples_topic: str = TOPIC_CLOCK_SAMPLES, timeout: float = 15.0) -> None:
     """Create the model topic compacted and the sample topic; check an existing model topic."""
-    kafka.ensure_topics(bootstrap, {models_topic: (1, {"cleanup.policy": "compact"}),
-                                    samples_topic: (1, {})}, settings, timeout)
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(settings or {})})
+    kafka.ensure_topics(ks, {models_topic: (1, {"cleanup.policy": "compact"}),
+                             samples_topic: (1, {})}, timeout)
+    admin = kafka.admin(ks)
     res = ConfigResource(ConfigResource.Type.TOPIC, models_topic)
     config = admin.describe_configs([res], request_timeout=timeout)[res].result()
     policy = config["cleanup.policy"].value
@@ -59,21 +58,19 @@ def model_record(manager: str, host: str, m: Model, updated_unix_ms: int | None 
 class ClockPublisher:
     """Sinks for Manager(on_sample=..., on_model=...); delivery outcomes are counted."""
 
-    bootstrap: str
+    kafka: kafka.KafkaSettings | str
     manager: str = "manager"
     models_topic: str = TOPIC_CLOCK
     samples_topic: str = TOPIC_CLOCK_SAMPLES
     publish_samples: bool = True
-    settings: dict = field(default_factory=dict)
     produced: int = 0
     delivered: int = 0
     failed: int = 0
 
     def __post_init__(self) -> None:
-        ensure_topics(self.bootstrap, self.models_topic, self.samples_topic, self.settings)
-        self._producer = Producer({"bootstrap.servers": self.bootstrap,
-                                   "enable.idempotence": True, "compression.type": "zstd",
-                                   "linger.ms": 20, **self.settings})
+        ensure_topics(self.kafka, self.models_topic, self.samples_topic)
+        self._producer = kafka.producer(self.kafka, **{
+            "enable.idempotence": True, "compression.type": "zstd", "linger.ms": 20})
 
     def _delivered(self, err: KafkaError | None, _msg: object) -> None:
         if err is None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from latscope import log
-from latscope import netns as nsmod
-from latscope.clock import ClockInjection
-from latscope.producers import libbpf
+from latscope.bpf import libbpf
+from latscope.bpf import netns as nsmod
+from latscope.bpf.clock import ClockInjection
 from latscope.sync import wire
 from latscope.sync.attached import Attached
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from latscope import kafka
 from latscope.schemas import codec
 from latscope.schemas.records import TOPIC_CLOCK
 
 
-def read_models(bootstrap: str, topic: str = TOPIC_CLOCK, timeout: float = 10.0,
-                settings: dict | None = None) -> tuple[dict[str, dict], int]:
+def read_models(ks: kafka.KafkaSettings | str, topic: str = TOPIC_CLOCK,
+                timeout: float = 10.0) -> tuple[dict[str, dict], int]:
     """Latest ClockModel per host (by Kafka key) and the number of undecodable records."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"latscope-status-{uuid.uuid4()}",
-                  "enable.auto.commit": False, **(settings or {})})
+    c = kafka.consumer(ks, f"latscope-status-{uuid.uuid4()}", **{"enable.auto.commit": False})
     try:
         meta = c.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:

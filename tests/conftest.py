@@ -8,7 +8,11 @@ import uuid
 
 import pytest
 
-from latscope import stack as stack_mod
+from latscope.stack import services as stack_mod
+
+# Every namespace, link and consumer group a test makes carries this run's id (`lsx<tag><id>`),
+# so two suites on one machine never tear down or read each other's resources.
+RUN_ID = os.environ.setdefault("LSX_RUN_ID", uuid.uuid4().hex[:3])
 
 
 @pytest.fixture(scope="session")

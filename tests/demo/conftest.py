@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from latscope import netns
-from latscope.demo import DemoOptions, run_demo
+from latscope.lab import netns
+from latscope.lab.demo import DemoOptions, run_demo
 from latscope.procs import free_port
 
-PREFIX = "lsxd"
+PREFIX = "lsxd" + os.environ["LSX_RUN_ID"]
 
 
 @pytest.fixture(scope="session")

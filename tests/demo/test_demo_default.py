@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from latscope.demo import DEFAULT_TOPOLOGY
+from latscope.lab.demo import DEFAULT_TOPOLOGY
 from latscope.schemas.records import LAYERS
 from latscope.sinks.influx_writer import InfluxSettings
 from latscope.sinks.report import make_report, query

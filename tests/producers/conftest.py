@@ -52,10 +52,12 @@ TOPOLOGY = {
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Any]:
-    """h1 ==veth== h2 --br0-- c1, namespaces lsxa-*, removed afterwards."""
-    from latscope import netns
-    from latscope.topology import parse_topology
-    netns.teardown("lsxa", ["h1", "h2", "c1"])
-    with netns.build(parse_topology(TOPOLOGY, "producers-test"), prefix="lsxa") as n:
+    """h1 ==veth== h2 --br0-- c1, namespaces lsxa<run id>-*, removed afterwards."""
+    from producer_helpers import PREFIX
+
+    from latscope.lab import netns
+    from latscope.lab.topology import parse_topology
+    netns.teardown(PREFIX, ["h1", "h2", "c1"])
+    with netns.build(parse_topology(TOPOLOGY, "producers-test"), prefix=PREFIX) as n:
         n.wait_all_reachable()
         yield n

@@ -4,13 +4,16 @@ keep, then driven from ordinary threads) and the BPF links a process holds."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
 
-from latscope.netns import Net
-from latscope.producers import libbpf
+from latscope.bpf import libbpf
+from latscope.lab.netns import Net
+
+PREFIX = "lsxa" + os.environ["LSX_RUN_ID"]   # the module network's namespaces and veths
 
 
 @dataclass
@@ -81,7 +84,7 @@ def udp_send(net: Net, src: str, dst: str, dst_addr: str, port: int, count: int,
 
 def loopback_burst(ns: str, nbytes: int, port: int = 0) -> int:
     """A TCP transfer over 127.0.0.1 inside namespace ns; returns the bytes received."""
-    from latscope.netns import entered
+    from latscope.bpf.netns import entered
     with entered(ns):
         srv = socket.create_server(("127.0.0.1", port))
         cli = socket.socket()

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
-from producer_helpers import links_of, loopback_burst, tcp_transfer, udp_send
+from producer_helpers import PREFIX, links_of, loopback_burst, tcp_transfer, udp_send
 
-from latscope.kafka import partition_of
+from latscope.kafka import KafkaSettings, partition_of
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.schemas import codec
 
@@ -37,7 +37,7 @@ def agents(net: Any, topic: str, bootstrap: str, sample_size: int = SIZE,
         for host, hosts in covered.items():
             a = Agent(AgentSettings(host=host, netns=[net.ns_name(h) for h in hosts],
                                     clock=net.clock(host), sample_size=sample_size, topic=topic,
-                                    bootstrap=bootstrap, **kw))
+                                    kafka=KafkaSettings(bootstrap), **kw))
             a.start()
             stop = threading.Event()
             t = threading.Thread(target=a.run, args=(stop,), daemon=True)
@@ -118,14 +118,14 @@ def test_tcp_flow_every_point_both_hosts_same_bytes(net: Any, stack: Any, topic_
         assert r1["flow"]["family"] == family and r1["flow"]["dport"] == 5201
         assert points(r1) == TX_PATH, points(r1)         # in path order (sorted by time)
         assert r1["complete"]                             # left h1 through its exit device
-        assert {h["dev"] for h in r1["hits"][4:]} == {"lsxa-0a"}
+        assert {h["dev"] for h in r1["hits"][4:]} == {f"{PREFIX}-0a"}
         p2 = points(r2)
         assert p2[0] == "dev_rx" and p2[-3:] == ["ip_in", "tcp_rx", "sock_recv"], p2
         assert r2["complete"]
         devs = [f"{h['point']}@{h['dev']}" for h in r2["hits"] if h["dev"]]
-        assert devs[:2] == ["dev_rx@lsxa-0b", "ip_pre@lsxa-0b"], devs
-        for want in ("dev_queue@br0", "dev_xmit@br0", "dev_queue@lsxa-1b", "dev_xmit@lsxa-1b",
-                     "dev_rx@lsxa-1a", "ip_in@lsxa-1a"):
+        assert devs[:2] == [f"dev_rx@{PREFIX}-0b", f"ip_pre@{PREFIX}-0b"], devs
+        for want in ("dev_queue@br0", "dev_xmit@br0", f"dev_queue@{PREFIX}-1b", f"dev_xmit@{PREFIX}-1b",
+                     f"dev_rx@{PREFIX}-1a", f"ip_in@{PREFIX}-1a"):
             assert want in devs, (want, devs)
         netns = {h["netns"] for h in r2["hits"]}
         assert netns == {net.netns_inode("h2"), net.netns_inode("c1")}
@@ -201,9 +201,9 @@ def tbf(net: Any, host: str, dev: str, *args: str) -> Iterator[None]:
 
 
 def test_tbf_shows_between_dev_queue_and_dev_xmit(net: Any, stack: Any, topic_name: str) -> None:
-    with tbf(net, "h1", "lsxa-0a", "rate", "20mbit", "burst", "16kb", "latency", "200ms"):
+    with tbf(net, "h1", f"{PREFIX}-0a", "rate", "20mbit", "burst", "16kb", "latency", "200ms"):
         recs, _ = run_flow(net, stack, topic_name, 2_000_000)
-    qd = gaps_us(recs["h1"], "dev_queue", "dev_xmit", dev="lsxa-0a")
+    qd = gaps_us(recs["h1"], "dev_queue", "dev_xmit", dev=f"{PREFIX}-0a")
     assert len(qd) >= 100
     assert statistics.median(qd) > 2_000, statistics.median(qd)      # queued in tbf
     assert statistics.median(gaps_us(recs["h1"], "ip_out", "ip_post")) < 1_000
@@ -212,7 +212,7 @@ def test_tbf_shows_between_dev_queue_and_dev_xmit(net: Any, stack: Any, topic_na
 @pytest.mark.parametrize("filter_retrans", [False, True])
 def test_losses_flag_or_drop_retransmissions_and_port_filter(
         net: Any, stack: Any, topic_name: str, filter_retrans: bool) -> None:
-    with tbf(net, "h1", "lsxa-0a", "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
+    with tbf(net, "h1", f"{PREFIX}-0a", "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
         with agents(net, topic_name, stack.kafka_bootstrap, sample_size=1448,
                     filter_retrans=filter_retrans, ports=[5201]) as ag:
             other = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5202, 300_000)
@@ -243,7 +243,7 @@ def test_records_on_the_real_topic_decode(net: Any, stack: Any) -> None:
     from latscope.schemas.records import TOPIC_LAYER_EVENTS
 
     admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "lsxa-real-topic",
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"{PREFIX}-real-topic",
                   "enable.auto.commit": False})
     try:
         with agents(net, TOPIC_LAYER_EVENTS, stack.kafka_bootstrap):
@@ -288,7 +288,7 @@ def test_xdp_point_opt_in(net: Any, stack: Any, topic_name: str) -> None:
         if not r["complete"]:
             continue
         seq_points = [(h["point"], h["dev"]) for h in r["hits"]]
-        for dev in ("lsxa-0b", "lsxa-1a"):     # native XDP: before the stack sees it
+        for dev in (f"{PREFIX}-0b", f"{PREFIX}-1a"):     # native XDP: before the stack sees it
             assert seq_points.index(("xdp", dev)) < seq_points.index(("dev_rx", dev)), seq_points
     for host in ("h1", "h2", "c1"):
         links = json.loads(subprocess.run(["ip", "-n", net.ns_name(host), "-j", "link", "show"],
@@ -300,7 +300,7 @@ def test_broker_unreachable_shutdown_counts_losses(scratch_netns: str) -> None:
     """No broker: the agent still stops promptly on request, detaches everything, and
     counts every record it could not deliver (nothing silent)."""
     a = Agent(AgentSettings(host="lsxa-nokafka", netns=[scratch_netns], sample_size=14480,
-                            bootstrap="127.0.0.1:1", topic="lsx-test-unreachable"))
+                            kafka=KafkaSettings("127.0.0.1:1"), topic="lsx-test-unreachable"))
     a.start()
     ours = links_of(os.getpid())
     stop = threading.Event()

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from latscope.clock import ClockInjection
-from latscope.producers import libbpf
+from latscope.bpf import libbpf
+from latscope.bpf.clock import ClockInjection
 
 pytestmark = pytest.mark.root
 

@@ -14,9 +14,10 @@ import time
 import pytest
 from producer_helpers import links_of
 
-from latscope.clock import monotonic_ns
-from latscope.netns import entered
-from latscope.producers import layout, libbpf
+from latscope.bpf import libbpf
+from latscope.bpf.clock import monotonic_ns
+from latscope.bpf.netns import entered
+from latscope.producers import layout
 
 pytestmark = pytest.mark.root
 
@@ -94,8 +95,8 @@ def test_links_gone_after_sigkill(scratch_netns: str, link_ids) -> None:
     bpf_link_ids = link_ids
     code = (
         "import sys,time\n"
-        "from latscope.netns import entered\n"
-        "from latscope.producers import libbpf as L\n"
+        "from latscope.lab.netns import entered\n"
+        "from latscope.bpf import libbpf as L\n"
         "o = L.BpfObject.build('netfilter')\n"
         "o.set_program_type('ip_point', L.PROG_TYPE_NETFILTER, L.ATTACH_NETFILTER)\n"
         "o.load()\n"

@@ -9,7 +9,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from latscope.clock import monotonic_ns
+from latscope.bpf.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
 from latscope.schemas import codec

@@ -11,7 +11,7 @@ import time
 import pytest
 from influxdb_client import InfluxDBClient
 
-from latscope.clock import monotonic_ns
+from latscope.bpf.clock import monotonic_ns
 from latscope.schemas import codec
 from latscope.stream.kafkaio import consume, produce
 from latscope.stream.process import get_json

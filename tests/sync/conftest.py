@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from sync_testnet import PREFIX, SYNC_IFACE_PEER, TARGETS, TOPOLOGY, SyncNet
 
-from latscope import netns
-from latscope.topology import load_topology
+from latscope.lab import netns
+from latscope.lab.topology import load_topology
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,15 @@
-"""The sync tests' network (prefix `lsxc`): what it holds and how to reach it."""
+"""The sync tests' network (prefix `lsxc<run id>`): what it holds and how to reach it."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latscope import netns
+from latscope.lab import netns
 
 TOPOLOGY = Path(__file__).with_name("topology.yaml")
-PREFIX = "lsxc"
+PREFIX = "lsxc" + os.environ["LSX_RUN_ID"]
 
 # target name -> (host, address, what the path crosses)
 TARGETS = {

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from latscope.clock import ClockInjection
+from latscope.bpf.clock import ClockInjection
 from latscope.sync.estimator import Estimator, EstimatorConfig, Sample, theil_sen
 
 

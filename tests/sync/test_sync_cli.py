@@ -48,7 +48,7 @@ def test_responder_cli_answers_then_detaches(sync_net: SyncNet) -> None:
     injected clock, reports counters, and leaves no XDP program behind when stopped."""
     import signal
 
-    from latscope.clock import ClockInjection, monotonic_ns
+    from latscope.bpf.clock import ClockInjection, monotonic_ns
     from latscope.sync.estimator import EstimatorConfig
     from latscope.sync.manager import Manager, Target
 

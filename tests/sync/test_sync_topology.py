@@ -3,19 +3,20 @@ library entry point the demo uses, containers and the shaped link included."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
-from latscope import netns
+from latscope.lab import netns
+from latscope.lab.sync_run import TopologySync
+from latscope.lab.topology import load_topology
 from latscope.paths import REPO_ROOT
 from latscope.sync.estimator import EstimatorConfig
-from latscope.sync.topology_run import TopologySync
-from latscope.topology import load_topology
 
 pytestmark = pytest.mark.root
 
-PREFIX = "lsxcd"
+PREFIX = "lsxcd" + os.environ["LSX_RUN_ID"]
 
 
 def test_default_topology_every_host_within_bound() -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from latscope.netns import Net, build, list_namespaces, teardown
-from latscope.topology import Topology, load_topology
+from latscope.lab.netns import Net, build, list_namespaces, teardown
+from latscope.lab.topology import Topology, load_topology
 
-PREFIX = "lsxb"
+PREFIX = "lsxb" + os.environ["LSX_RUN_ID"]
 REPO = Path(__file__).resolve().parents[2]
 
 

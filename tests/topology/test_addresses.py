@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from latscope.topology import (
+from latscope.lab.topology import (
     Hop,
     Topology,
     load_topology,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latscope.cli import UserError
-from latscope.topology import TopologyError, load_topology
+from latscope.errors import UserError
+from latscope.lab.topology import TopologyError, load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 

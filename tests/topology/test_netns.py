@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from latscope import netns as netns_mod
-from latscope.netns import Net, NetnsError, build, list_namespaces
-from latscope.topology import Flow, Topology
-from latscope.traffic import run_flow, start_flows
+from latscope.lab import netns as netns_mod
+from latscope.lab.netns import Net, NetnsError, build, list_namespaces
+from latscope.lab.topology import Flow, Topology
+from latscope.lab.traffic import run_flow, start_flows
 
 pytestmark = pytest.mark.root
 PREFIX = "lsxb"                # the fixture `net` in conftest.py builds under it

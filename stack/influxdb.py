@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from latscope.kafka_local import require
 from latscope.procs import Service, port_open, run_step, wait_for
+from latscope.stack.kafka import require
 
 MODULE = "github.com/influxdata/influxdb/v2"
 

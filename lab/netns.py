@@ -1,4 +1,4 @@
-"""Build a topology (latscope.topology) as network namespaces, and tear it down again.
+"""Build a topology (latscope.lab.topology) as network namespaces, and tear it down again.
 
 ``with build(topology, prefix="lsx") as net:`` creates one namespace ``{prefix}-{host}`` per
 host, veth pairs ``{prefix}-{link index}{a|b}`` for links (created straight into their
@@ -15,7 +15,6 @@ unwinds the child through the caller's code; ``Net.close`` refuses to run in suc
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import os
 import random
@@ -24,22 +23,20 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as p2netns
 
 from latscope import log
-from latscope.clock import ClockInjection, monotonic_ns
-from latscope.topology import Flow, Topology
+from latscope.bpf.clock import ClockInjection, monotonic_ns
+from latscope.bpf.netns import NETNS_DIR, entered, run_in_netns
+from latscope.lab.topology import Flow, Topology
 
 LOG = log.get("netns")
-NETNS_DIR = "/run/netns"
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")   # keeps {prefix}-{idx}{a|b} within 15 chars
-CLONE_NEWNET = 0x40000000
 IFA_F_NODAD = 0x02
 T = TypeVar("T")
 
@@ -55,61 +52,10 @@ SYSCTLS = {
     "net/ipv4/conf/default/rp_filter": "0",
 }
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetnsError(RuntimeError):
     """The topology could not be built (after the partial build was torn down)."""
-
-
-# ---- thread-level namespace switching -----------------------------------------------------------
-
-def _setns(fd: int) -> None:
-    # Python 3.11 has no os.setns; setns(2) on a thread moves only that thread.
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def entered(ns_name: str) -> Iterator[None]:
-    """Move the CALLING THREAD into namespace ``ns_name`` for the block, then back.
-
-    Sockets, netlink and BPF links created inside stay bound to that namespace afterwards.
-    Other threads of the process are unaffected.
-    """
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(os.path.join(NETNS_DIR, ns_name), os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                yield
-            finally:
-                _setns(own)
-        finally:
-            os.close(target)
-    finally:
-        os.close(own)
-
-
-def run_in_netns(ns_name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn`` on a fresh thread that lives in namespace ``ns_name``; return or raise."""
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            with entered(ns_name):
-                box["value"] = fn(*args, **kwargs)
-        except BaseException as e:
-            box["error"] = e
-
-    t = threading.Thread(target=body, name=f"netns-{ns_name}", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _write_sysctls(values: dict[str, str]) -> None:

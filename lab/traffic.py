@@ -1,6 +1,6 @@
 """Test traffic: a bulk or self-paced sender and a (deliberately slow) receiver, TCP/UDP, v4/v6.
 
-Run inside a namespace as ``python -m latscope.traffic recv|send ...``. The receiver prints
+Run inside a namespace as ``python -m latscope.lab.traffic recv|send ...``. The receiver prints
 ``ready`` once it listens (callers await that line instead of sleeping) and one JSON line
 with what it received when the sender finishes or on SIGTERM; the sender prints one JSON
 line too. ``start_flows(net)`` runs every flow of a built topology (receivers first).
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from latscope.netns import Net
-    from latscope.topology import Flow, Topology
+    from latscope.lab.netns import Net
+    from latscope.lab.topology import Flow, Topology
 
 UDP_END = b"LATSCOPE-END"       # end-of-flow marker datagram (sent a few times: UDP may drop)
 UDP_PAYLOAD = 1200              # fits a 1500-byte MTU for v4 and v6
@@ -255,14 +255,14 @@ def _await_ready(proc: subprocess.Popen, timeout: float) -> None:
 
 
 def recv_argv(flow: Flow, bind: str, tag: str) -> list[str]:
-    return [sys.executable, "-m", "latscope.traffic", "recv", "--proto", flow.proto,
+    return [sys.executable, "-m", "latscope.lab.traffic", "recv", "--proto", flow.proto,
             "--bind", bind, "--port", str(flow.port),
             "--reader-delay-ms", str(flow.reader_delay_ms), "--read-size", str(flow.read_size),
             "--tag", tag]
 
 
 def send_argv(flow: Flow, dst: str, tag: str, duration_s: float | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "latscope.traffic", "send", "--proto", flow.proto,
+    argv = [sys.executable, "-m", "latscope.lab.traffic", "send", "--proto", flow.proto,
             "--dst", dst, "--port", str(flow.port), "--tag", tag]
     if flow.bytes is not None:
         argv += ["--bytes", str(flow.bytes)]
@@ -318,7 +318,7 @@ def run_flow(net: Net, flow: Flow | str, timeout: float = 60.0,
 # ---- command line -----------------------------------------------------------------------------
 
 def _rate_arg(value: str) -> int:
-    from latscope.topology import parse_rate  # pydantic import only when a rate is given
+    from latscope.lab.topology import parse_rate  # pydantic import only when a rate is given
     try:
         return parse_rate(value)
     except ValueError as e:
@@ -326,7 +326,7 @@ def _rate_arg(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m latscope.traffic",
+    p = argparse.ArgumentParser(prog="python -m latscope.lab.traffic",
                                 description="LatScope test traffic: sender and receiver.")
     sub = p.add_subparsers(dest="mode", required=True)
     r = sub.add_parser("recv", help="receive one flow; prints 'ready', then a JSON report")

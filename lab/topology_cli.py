@@ -1,4 +1,4 @@
-"""``latscope topology check|up|down|run``: thin shells over latscope.topology/netns/traffic."""
+"""``latscope topology check|up|down|run``: thin shells over latscope.lab.topology/netns/traffic."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import signal
 import sys
 from typing import Any
 
-from latscope.cli import UserError
-from latscope.topology import Topology, load_topology
+from latscope.errors import UserError
+from latscope.lab.topology import Topology, load_topology
 
 DEFAULT_PREFIX = "lsx"
 
@@ -101,7 +101,7 @@ def _net_info(net: Any) -> dict[str, Any]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from latscope.netns import NetnsError, build
+    from latscope.lab.netns import NetnsError, build
 
     t = _load(args.file)
     me = os.getpid()
@@ -136,7 +136,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from latscope.netns import list_namespaces, teardown
+    from latscope.lab.netns import list_namespaces, teardown
 
     found = list_namespaces(args.prefix)
     left = teardown(args.prefix, kill=args.kill)
@@ -146,8 +146,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from latscope.netns import NetnsError, build
-    from latscope.traffic import start_flows
+    from latscope.lab.netns import NetnsError, build
+    from latscope.lab.traffic import start_flows
 
     t = _load(args.file)
     try:

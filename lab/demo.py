@@ -153,9 +153,10 @@ def build_summary(topology: Any, duration_s: float, flows_view: dict, worker_sum
 
 
 def run_demo(opts: DemoOptions) -> dict:
-    from latscope import netns, stack, traffic
+    from latscope.lab import netns, traffic
+    from latscope.lab.topology import load_topology
+    from latscope.stack import services as stack
     from latscope.stream.process import WorkerProcess
-    from latscope.topology import load_topology
 
     say = opts.progress
     topo = load_topology(opts.topology)
@@ -245,8 +246,8 @@ def _delete_internal_topics(bootstrap: str, prefix: str) -> None:
 def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
                 missing: dict[str, str], say: Callable[[str], None]) -> Any:
     try:
+        from latscope.lab.sync_run import TopologySync
         from latscope.sync.publish import ClockPublisher
-        from latscope.sync.topology_run import TopologySync
     except Exception as e:   # not built yet, or broken: reported, never faked
         missing["sync"] = f"not available: {type(e).__name__}: {e}"
         return None
@@ -288,7 +289,7 @@ def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict
         s = AgentSettings(host=h, netns=[net.ns_name(h)], clock=net.clock(h),
                           sample_size=topo.sampling.size, ports=list(topo.sampling.ports),
                           filter_retrans=bool(topo.sampling.filter_retrans),
-                          bootstrap=bootstrap, topic=topic)
+                          kafka=kafka.KafkaSettings(bootstrap), topic=topic)
         agent = Agent(s)
         try:
             agent.start()

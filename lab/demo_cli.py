@@ -11,8 +11,8 @@ from pathlib import Path
 def demo(args: argparse.Namespace) -> int:
     import os
 
-    from latscope.cli import UserError
-    from latscope.demo import DEFAULT_TOPOLOGY, DemoOptions, format_table, run_demo
+    from latscope.errors import UserError
+    from latscope.lab.demo import DEFAULT_TOPOLOGY, DemoOptions, format_table, run_demo
 
     if os.geteuid() != 0:
         raise UserError("the demo builds network namespaces and loads eBPF: run it as root")

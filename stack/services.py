@@ -8,9 +8,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from latscope.influx_local import LocalInfluxDB
-from latscope.kafka_local import LocalKafka
 from latscope.paths import cache_dir
+from latscope.stack.influxdb import LocalInfluxDB
+from latscope.stack.kafka import LocalKafka
 
 KAFKA_VERSION = "4.1.1"
 INFLUXDB_VERSION = "v2.7.12"

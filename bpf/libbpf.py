@@ -27,7 +27,7 @@ API (stable; the sync engine uses it too)::
     obj.test_run("prog", packet) -> (retval, packet_after)   # BPF_PROG_TEST_RUN
     rb = RingBuffer(obj.map("events").fd); rb.poll(timeout_ms) -> list[bytes]; rb.close()
     netns_inode("lsxa-h1")                      # what BPF reads as net->ns.inum
-Namespaces: create XDP/tcx/netfilter links inside ``latscope.netns.entered(name)``; they stay
+Namespaces: create XDP/tcx/netfilter links inside ``latscope.bpf.netns.entered(name)``; they stay
 bound to that namespace afterwards.
 
 Keys and values are ``bytes`` (pack them with ``struct``); ints are accepted as u32 keys.
@@ -435,7 +435,7 @@ def object_path(name: str) -> Path:
     """build/bpf/<name>.bpf.o, (re)built with `make bpf` when missing or older than sources."""
     out = paths.bpf_build_dir() / f"{name}.bpf.o"
     # The same dependencies as bpf.mk's rule: the object's own .bpf.c and every header.
-    srcs = [p for d in ("producers/bpf", "sync/bpf")
+    srcs = [p for d in ("bpf/include", "producers/bpf", "sync/bpf")
             for p in (*(paths.REPO_ROOT / d).glob("*.h"), paths.REPO_ROOT / d / f"{name}.bpf.c")
             if p.exists()]
     newest = max((s.stat().st_mtime for s in srcs), default=0.0)

@@ -36,17 +36,3 @@ class ClockInjection:
 def monotonic_ns() -> int:
     """The clock bpf_ktime_get_ns() reads."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-
-
-def model_offset(model: dict, ref_ns: float) -> float:
-    """Offset (host minus reference) a ClockModel record predicts at reference instant ref_ns."""
-    return model["offset_ns"] + model["drift_ppm"] * 1e-6 * (ref_ns - model["ref_ns"])
-
-
-def to_reference(model: dict, host_ns: int) -> float:
-    """Map a host-clock timestamp onto the reference (manager) clock with a ClockModel record.
-
-    Solves host = ref + offset + drift*(ref - ref_ns) for ref; exact for the linear model.
-    """
-    drift = model["drift_ppm"] * 1e-6
-    return (host_ns - model["offset_ns"] + drift * model["ref_ns"]) / (1.0 + drift)

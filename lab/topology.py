@@ -3,7 +3,7 @@
 ``load_topology(path)`` parses and validates a YAML file; every mistake is reported with the
 file, the line, the field path (``links[2].a_addr[0]``), the bad value and what was expected.
 The address and path rules here are the single source of truth: the namespace builder
-(``latscope.netns``) creates exactly the routes ``Topology.routes_for`` lists, and
+(``latscope.lab.netns``) creates exactly the routes ``Topology.routes_for`` lists, and
 ``Topology.path_hosts`` simulates the same longest-prefix forwarding the kernel does.
 """
 
@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from latscope.cli import UserError
+from latscope.errors import UserError
 
 
 def _to_interface(v: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:

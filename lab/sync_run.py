@@ -1,4 +1,4 @@
-"""Clock sync for a whole topology built by ``latscope.netns`` (the demo and tests).
+"""Clock sync for a whole topology built by ``latscope.lab.netns`` (the demo and tests).
 
 One responder per non-manager host, on the device that holds the address the manager
 syncs it at (design §8 address rules), with that host's injected clock; one manager in the
@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from latscope import log
-from latscope.netns import Net
+from latscope.lab.netns import Net
 from latscope.sync.estimator import EstimatorConfig
 from latscope.sync.manager import Manager, ModelSink, SampleSink, Target
 from latscope.sync.responder import DEFAULT_PORT, Responder, start_responder

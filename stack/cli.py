@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from latscope import stack
-from latscope.cli import UserError
-from latscope.kafka_local import MissingTool
+from latscope.errors import UserError
+from latscope.stack import services as stack
+from latscope.stack.kafka import MissingTool
 
 
 def _settings(args: argparse.Namespace) -> stack.StackSettings:
