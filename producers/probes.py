@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from latscope import log
-from latscope.bpf import libbpf
+from latscope.bpf import counters, libbpf
 from latscope.bpf.clock import ClockInjection
 from latscope.bpf.netns import entered
 from latscope.producers import layout
@@ -257,9 +257,7 @@ class Probes:
         return self.objects[OBJECTS[0]].map("events").fd
 
     def kernel_counters(self) -> dict[str, int]:
-        m = self.objects[OBJECTS[0]].map("counters")
-        return {name: sum(struct.unpack("<Q", v)[0] for v in m.lookup_percpu(slot))
-                for name, slot in layout.COUNTERS.items()}
+        return counters.read(self.objects[OBJECTS[0]].map("counters"), layout.COUNTERS)
 
     def all_objects(self) -> list[libbpf.BpfObject]:
         return [*self.objects.values(), *self.xdp_objects.values()]

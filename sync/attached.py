@@ -5,13 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Self
 
-from latscope.bpf import libbpf
-
-
-def read_counters(m: libbpf.Map, names: list[str]) -> dict[str, int]:
-    """Per-outcome totals over all CPUs of a per-CPU counter array."""
-    return {name: sum(int.from_bytes(v, "little") for v in m.lookup_percpu(i))
-            for i, name in enumerate(names)}
+from latscope.bpf import counters, libbpf
 
 
 class Attached:
@@ -31,7 +25,7 @@ class Attached:
         return self._obj
 
     def counters(self) -> dict[str, int]:
-        return read_counters(self.bpf_object.map("counters"), self.COUNTERS)
+        return counters.read(self.bpf_object.map("counters"), self.COUNTERS)
 
     def _release(self) -> None:
         """Close what the subclass opened beside the object (sockets, ring buffers)."""

@@ -81,7 +81,7 @@ def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids
             assert ns == inode                      # the netns filter held
             assert t0 + offset <= ts <= monotonic_ns() + offset   # clock_offset_ns applied
         hits = sum(struct.unpack("<Q", v)[0] for v in dev.map("counters").lookup_percpu(
-            layout.COUNTERS["hits"]))
+            layout.COUNTERS.index("hits")))
         assert hits >= len(events)
         rb.close()
     finally:
