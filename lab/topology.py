@@ -2,23 +2,20 @@
 
 ``load_topology(path)`` parses and validates a YAML file; every mistake is reported with the
 file, the line, the field path (``links[2].a_addr[0]``), the bad value and what was expected.
-The address and path rules here are the single source of truth: the namespace builder
-(``latscope.lab.netns``) creates exactly the routes ``Topology.routes_for`` lists, and
-``Topology.path_hosts`` simulates the same longest-prefix forwarding the kernel does.
+The model lives here; the address and path rules are ``latscope.lab.routing`` (mixed into
+``Topology``), the single source of truth: the namespace builder (``latscope.lab.netns``)
+creates exactly the routes ``Topology.routes_for`` lists, and ``Topology.path_hosts``
+simulates the same longest-prefix forwarding the kernel does. Error texts with file and
+line come from ``latscope.lab.yaml_errors``.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-import operator
 import re
-import types
-import typing
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -33,7 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from latscope.errors import UserError
+from latscope.lab.routing import Routing, check_reachability
+from latscope.lab.yaml_errors import TopologyError, describe, line_index
 
 
 def _to_interface(v: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -82,7 +80,6 @@ RouteDst = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network | str,
 
 NAME_RE = re.compile(r"^[a-z0-9-]{1,12}$")
 ROLES = ("manager", "host", "vm", "container")
-MAX_HOPS = 32
 MIN_TBF_BYTES = 1600    # a 1500-byte MTU frame with its link-layer header fits
 
 # tc's units (iproute2 get_rate/get_size/get_time): rates are SI, sizes are binary.
@@ -293,29 +290,7 @@ class Sampling(_Model):
     filter_retrans: Literal[0, 1, True, False] = 1
 
 
-@dataclass(frozen=True)
-class Iface:
-    """An L3 interface of a host: one end of a link, or a bridge's own address."""
-    host: str
-    key: int | str               # link index, or bridge name
-    side: str | None             # "a"/"b" for a link end, None for a bridge
-    addrs: tuple[IPInterface, ...]
-    segment: int                 # L2 segment id (a link, or a bridge with its ports)
-
-
-@dataclass(frozen=True)
-class Hop:
-    """One host a packet crosses on its way (``Topology.path``)."""
-    host: str
-    l3: bool                     # False: only switched by a bridge in this host's namespace
-    via: int | str | None = None  # link index or bridge name it arrives through; None at src
-    # The devices it passes in this host, in order, as keys for ``Net.ifname(host, key)``:
-    # link indexes (this host's end, or a bridge port here) and bridge names (the bridge
-    # device: crossed only when the host itself sends or receives through its bridge).
-    devices: tuple[int | str, ...] = ()
-
-
-class Topology(_Model):
+class Topology(_Model, Routing):
     hosts: list[Host]
     bridges: list[Bridge] = []
     links: list[Link] = []
@@ -371,197 +346,6 @@ class Topology(_Model):
         """The host whose namespace holds a link endpoint (a host, or a bridge's host)."""
         return self.bridge(endpoint).host if self.is_bridge(endpoint) else endpoint
 
-    # ---- interfaces and segments -----------------------------------------------------------
-    def _segments(self) -> dict[int | str, int]:
-        """Union of links that share a bridge: each link/bridge key -> segment id."""
-        parent: dict[int | str, int | str] = {}
-
-        def find(x: int | str) -> int | str:
-            while parent.setdefault(x, x) != x:
-                x = parent[x]
-            return x
-
-        for i, link in enumerate(self.links):
-            find(i)
-            for end in (link.a, link.b):
-                if self.is_bridge(end):
-                    parent[find(i)] = find("br:" + end)
-        for b in self.bridges:
-            find("br:" + b.name)
-        roots: dict[int | str, int] = {}
-        out: dict[int | str, int] = {}
-        for key in list(parent):
-            r = find(key)
-            seg = roots.setdefault(r, len(roots))
-            out[key if isinstance(key, int) else key[3:]] = seg
-        return out
-
-    def ifaces(self, host: str | None = None) -> list[Iface]:
-        """L3 interfaces in §8 order: link ends in link order, then the host's bridges."""
-        seg = self._segments()
-        out: list[Iface] = []
-        for i, link in enumerate(self.links):
-            for side in ("a", "b"):
-                name, addrs, _ = link.end(side)
-                if not self.is_bridge(name):
-                    out.append(Iface(name, i, side, tuple(addrs), seg[i]))
-        for b in self.bridges:
-            out.append(Iface(b.host, b.name, None, tuple(b.addr), seg[b.name]))
-        return [f for f in out if host is None or f.host == host]
-
-    def addresses(self, host: str, family: int | None = None) -> list[IPInterface]:
-        """The host's addresses (with prefix) in §8 order, optionally of one family (4/6)."""
-        self.host(host)
-        return [a for f in self.ifaces(host) for a in f.addrs
-                if family is None or a.version == family]
-
-    def owner(self, addr: IPAddress | str) -> str | None:
-        ip = ipaddress.ip_address(addr)
-        for f in self.ifaces():
-            if any(a.ip == ip for a in f.addrs):
-                return f.host
-        return None
-
-    # ---- §8 address rules --------------------------------------------------------------------
-    def flow_dst_addr(self, flow: Flow | str) -> IPAddress:
-        """dst_addr when given, else the destination's first address of the flow's family."""
-        flow = self.flow(flow) if isinstance(flow, str) else flow
-        if flow.dst_addr is not None:
-            return flow.dst_addr
-        addrs = self.addresses(flow.dst, flow.family)
-        if not addrs:
-            raise ValueError(f"flow {flow.name}: {flow.dst} has no IPv{flow.family} address")
-        return addrs[0].ip
-
-    def sync_addr(self, host: str, family: int = 4) -> IPAddress:
-        """Where the manager probes ``host``: sync_addr, else its address on a link (or
-        bridge segment) shared with the manager, else its first address."""
-        h = self.host(host)
-        if h.sync_addr is not None:
-            return h.sync_addr
-        mgr_segments = {f.segment for f in self.ifaces(self.manager.name)
-                        if any(a.version == family for a in f.addrs)}
-        for f in self.ifaces(host):
-            if f.segment in mgr_segments:
-                for a in f.addrs:
-                    if a.version == family:
-                        return a.ip
-        addrs = self.addresses(host, family) or self.addresses(host)
-        if not addrs:
-            raise ValueError(f"host {host} has no address to synchronise with")
-        return addrs[0].ip
-
-    def sync_targets(self, family: int = 4) -> dict[str, IPAddress]:
-        """Every non-manager host and the address the manager syncs it at."""
-        return {h.name: self.sync_addr(h.name, family) for h in self.hosts if h.role != "manager"}
-
-    # ---- routing -------------------------------------------------------------------------------
-    def routes_for(self, host: str) -> list[tuple[IPNetwork, IPAddress]]:
-        """Static routes the builder installs: the file's, plus a default route of each family
-        for a vm/container toward its parent's address on a segment they share."""
-        out = [(r.network, r.via) for r in self.routes if r.host == host]
-        h = self.host(host)
-        if h.parent is None:
-            return out
-        parent_ifaces = self.ifaces(h.parent)
-        for family in (4, 6):
-            if any(net.prefixlen == 0 and net.version == family for net, _ in out):
-                continue
-            gw = self._parent_gateway(host, parent_ifaces, family)
-            if gw is not None:
-                out.append((ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0"), gw))
-        return out
-
-    def _parent_gateway(self, host: str, parent_ifaces: list[Iface],
-                        family: int) -> IPAddress | None:
-        for mine in self.ifaces(host):
-            for theirs in parent_ifaces:
-                if theirs.segment != mine.segment:
-                    continue
-                for a in theirs.addrs:
-                    if a.version == family and any(a in m.network for m in mine.addrs):
-                        return a.ip
-        return None
-
-    def _next_hop(self, host: str, dst: IPAddress) -> tuple[Iface, IPAddress]:
-        """Longest-prefix match over connected networks and routes: (egress iface, neighbour)."""
-        best: tuple[int, int, Iface, IPAddress] | None = None   # (prefixlen, connected, ...)
-        mine = self.ifaces(host)
-        for f in mine:
-            for a in f.addrs:
-                if a.version == dst.version and dst in a.network:
-                    cand = (a.network.prefixlen, 1, f, dst)
-                    if best is None or cand[:2] > best[:2]:
-                        best = cand
-        for net, via in self.routes_for(host):
-            if net.version == dst.version and dst in net:
-                egress = next((f for f in mine for a in f.addrs
-                               if a.version == via.version and via in a.network), None)
-                if egress is None:
-                    raise ValueError(f"{host}: route {net} via {via}: {via} is on none of "
-                                     f"{host}'s networks")
-                cand = (net.prefixlen, 0, egress, via)
-                if best is None or cand[:2] > best[:2]:
-                    best = cand
-        if best is None:
-            raise ValueError(f"{host} has no route to {dst}")
-        return best[2], best[3]
-
-    def source_addr(self, host: str, dst: IPAddress | str) -> IPAddress:
-        """The source address the kernel picks on ``host`` toward ``dst`` (its egress iface's)."""
-        dst = ipaddress.ip_address(dst)
-        egress, _ = self._next_hop(host, dst)
-        for a in egress.addrs:
-            if a.version == dst.version:
-                return a.ip
-        raise ValueError(f"{host}: the interface toward {dst} has no IPv{dst.version} address")
-
-    def path(self, src: str, dst_addr: IPAddress | str) -> list[Hop]:
-        """The hosts packets from ``src`` to ``dst_addr`` cross, with the L2-only hops of
-        bridges that live in a third host's namespace."""
-        dst_ip = ipaddress.ip_address(dst_addr)
-        target = self.owner(dst_ip)
-        if target is None:
-            raise ValueError(f"{dst_ip} is no host's address")
-        hops: list[tuple[str, bool, int | str | None]] = [(src, True, None)]
-        devices: list[list[int | str]] = [[]]
-        host = src
-        while host != target:
-            if len(hops) > MAX_HOPS:
-                raise ValueError(f"routing loop toward {dst_ip}: "
-                                 + " -> ".join(h[0] for h in hops))
-            egress, neigh = self._next_hop(host, dst_ip)
-            nxt = next((f for f in self.ifaces() if f.segment == egress.segment and f is not egress
-                        and any(a.ip == neigh for a in f.addrs)), None)
-            if nxt is None:
-                raise ValueError(f"{host}: next hop {neigh} toward {dst_ip} is not on the "
-                                 f"segment of its interface {egress.key}")
-            out_dev, in_dev = self._crossing(egress, nxt)
-            devices[-1] += out_dev
-            bridge = next((b for b in self.bridges
-                           if self._segments()[b.name] == egress.segment), None)
-            if bridge is not None and bridge.host not in (host, nxt.host):
-                # switched at L2 in a third namespace: in one port, out the other
-                hops.append((bridge.host, False, bridge.name))
-                devices.append([egress.key, nxt.key])
-            hops.append((nxt.host, True, nxt.key))
-            devices.append(in_dev)
-            host = nxt.host
-        return [Hop(h, l3, via, tuple(d)) for (h, l3, via), d in zip(hops, devices, strict=True)]
-
-    def _crossing(self, egress: Iface, nxt: Iface) -> tuple[list[int | str], list[int | str]]:
-        """Device keys a packet passes leaving ``egress``'s host and entering ``nxt``'s."""
-        if isinstance(egress.key, str):          # out through our own bridge, then its port
-            return [egress.key, nxt.key], [nxt.key]
-        if isinstance(nxt.key, str):             # into the bridge host: its port, then bridge
-            return [egress.key], [egress.key, nxt.key]
-        return [egress.key], [nxt.key]
-
-    def path_hosts(self, flow: Flow | str) -> list[str]:
-        """The topology hosts a flow's data packets cross, source to destination."""
-        flow = self.flow(flow) if isinstance(flow, str) else flow
-        return [h.host for h in self.path(flow.src, self.flow_dst_addr(flow))]
-
     def summary(self) -> dict[str, Any]:
         """What ``latscope topology check --json`` prints."""
         return {
@@ -587,106 +371,6 @@ class Topology(_Model):
 
 
 # ---- loading and error reporting --------------------------------------------------------------
-
-class TopologyError(UserError):
-    """Every problem of one topology file, each naming file, line, field path and expectation."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]], lines: dict[str, int]):
-        self.source = source
-        self.problems = problems
-        parts = []
-        located = sorted(((_line_for(p, lines) or 0, p, m) for p, m in problems),
-                         key=lambda x: x[0])   # file order; stable within a line
-        for line, path, msg in located:
-            where = f"{source}:{line}" if line else source
-            parts.append(f"{where}: {path or '(top level)'}: {msg}")
-        head = f"{source}: {len(problems)} problem(s) in the topology file"
-        super().__init__(head + "\n  " + "\n  ".join(parts))
-
-
-def _line_for(path: str, lines: dict[str, int]) -> int | None:
-    while path:
-        if path in lines:
-            return lines[path]
-        shorter = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
-        path = "" if shorter == path else shorter
-    return None
-
-
-_BRANCH_LABELS = {"str", "int", "float", "bool", "none"}
-
-
-def _fmt_loc(loc: tuple[Any, ...]) -> str:
-    """pydantic's location -> ``links[2].a_addr[0]`` (union-branch labels dropped)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.isidentifier() and part not in _BRANCH_LABELS:
-            out += f".{part}" if out else part
-    return out
-
-
-def _strip_none(ann: Any) -> Any:
-    """``X | None`` -> ``X``; unions of several types are rebuilt without None."""
-    if typing.get_origin(ann) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(ann) if a is not type(None)]
-        return functools.reduce(operator.or_, args) if args else None
-    return ann
-
-
-def _model_at(loc: tuple[Any, ...]) -> Any:
-    """The annotation a pydantic error location points at (for 'expected ...' texts)."""
-    cur: Any = Topology
-    for part in loc:
-        if isinstance(cur, type) and issubclass(cur, BaseModel) and isinstance(part, str):
-            field = cur.model_fields.get(part)
-            if field is None:
-                return None
-            cur = _strip_none(field.annotation)
-        elif isinstance(part, int) and typing.get_origin(cur) is list:
-            cur = _strip_none(typing.get_args(cur)[0])
-    return cur
-
-
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
-    loc = tuple(err["loc"])
-    path = _fmt_loc(loc)
-    value = err.get("input")
-    if err["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        allowed = ", ".join(parent.model_fields) if isinstance(parent, type) and issubclass(
-            parent, BaseModel) else "?"
-        return path, f"unknown key {loc[-1]!r}; expected one of: {allowed}"
-    if err["type"] == "missing":
-        return path, "missing; this field is required"
-    expected = err["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
-    return path, f"got {value!r}: {expected}"
-
-
-def _line_index(text: str) -> dict[str, int]:
-    """Field path -> 1-based line, from the YAML node tree (for error messages)."""
-    out: dict[str, int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return out
-
-    def walk(node: yaml.Node, path: str) -> None:
-        out.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                p = f"{path}.{k.value}" if path else str(k.value)
-                out[p] = k.start_mark.line + 1
-                walk(v, p)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, f"{path}[{i}]")
-
-    if root is not None:
-        walk(root, "")
-    return out
-
 
 def _cross_check(t: Topology) -> Iterator[tuple[str, str]]:
     """Problems pydantic cannot see: names, references, addresses and reachability."""
@@ -782,31 +466,9 @@ def _safe_addrs(t: Topology, h: Host) -> list[IPInterface]:
         return []
 
 
-def _check_reachability(t: Topology) -> Iterator[tuple[str, str]]:
-    """Every flow (and its answers) and every sync target must route, as the kernel will."""
-    for i, f in enumerate(t.flows):
-        try:
-            dst = t.flow_dst_addr(f)
-            t.path(f.src, dst)
-            t.path(f.dst, t.source_addr(f.src, dst))   # ACKs / replies come back
-        except ValueError as e:
-            yield f"flows[{i}]", f"flow {f.name} ({f.src} -> {f.dst}) cannot be routed: {e}"
-    mgr = t.manager.name
-    for i, h in enumerate(t.hosts):
-        if h.name == mgr or not t.addresses(h.name):
-            continue
-        try:
-            addr = t.sync_addr(h.name)
-            t.path(mgr, addr)
-            t.path(h.name, t.source_addr(mgr, addr))
-        except ValueError as e:
-            yield f"hosts[{i}]", f"the manager {mgr} cannot synchronise {h.name}: {e} " \
-                                 "(add routes, or set sync_addr)"
-
-
 def parse_topology(data: Any, source: str = "<topology>", text: str | None = None) -> Topology:
     """Validate already-parsed YAML data; raises TopologyError listing every problem."""
-    lines = _line_index(text) if text is not None else {}
+    lines = line_index(text) if text is not None else {}
     if not isinstance(data, dict):
         raise TopologyError(source, [("", f"got {type(data).__name__}: expected a mapping with "
                                           "hosts, links, bridges, routes, flows, sampling")], lines)
@@ -814,11 +476,11 @@ def parse_topology(data: Any, source: str = "<topology>", text: str | None = Non
         topo = Topology.model_validate(data)
         topo._source = source
     except ValidationError as e:
-        problems = list(dict.fromkeys(_describe(err) for err in e.errors()))   # dedupe branches
+        problems = list(dict.fromkeys(describe(Topology, err) for err in e.errors()))   # dedupe branches
         raise TopologyError(source, problems, lines) from None
     problems = list(_cross_check(topo))
     if not problems:
-        problems = list(_check_reachability(topo))
+        problems = list(check_reachability(topo))
     if problems:
         raise TopologyError(source, problems, lines)
     return topo

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from latscope.schemas import codec
 from latscope.schemas.records import flow_id
-from latscope.stack import StackInfo
+from latscope.stack.services import StackInfo
 
 FLOW = {"proto": "udp", "family": 4, "src": "10.1.0.1", "dst": "10.1.0.2", "sport": 9, "dport": 53}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from latscope.stack import StackSettings
+from latscope.stack.services import StackSettings
 
 
 def _free_port_pair() -> int:

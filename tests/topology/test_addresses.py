@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from latscope.lab.routing import Hop
 from latscope.lab.topology import (
-    Hop,
     Topology,
     load_topology,
     parse_rate,
