@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 from latscope.paths import REPO_ROOT
 from latscope.schemas import codec
+from latscope.settings import flow_resolver
 from latscope.sinks.influx import sample_line
 from latscope.stream.breakdown_avro import encode_breakdown
-from latscope.stream.flows import FlowResolver
 from latscope.stream.join import Joiner, JoinPolicy
 from latscope.stream.layer_avro import decode_layer_event, decode_layer_events
 from latscope.stream.segments import ClockView, breakdown
@@ -69,7 +69,7 @@ def inputs(n: int) -> tuple[list[bytes], list[bytes]]:
 
 def pipeline(values: list[bytes], batch: int = BATCH) -> dict[str, float]:
     """Seconds per stage over every value, as the worker runs them batch by batch."""
-    resolver = FlowResolver.from_topology(REPO_ROOT / "topologies/default.yaml")
+    resolver = flow_resolver(REPO_ROOT / "topologies/default.yaml")
     models = {h: clock_model(h, OFFSETS[h]) for h in ("h1", "h2")}
     clocks = ClockView(models, resolver.manager, resolver.clock_hosts)
     joiner = Joiner(JoinPolicy(), resolver.path)
@@ -161,7 +161,7 @@ def main() -> int:
     ours = round(sum(stages[k] for k in ("decode", "bd", "enc", "fold", "line")), 1)
 
     print("side by side vs the generic codec…", file=sys.stderr, flush=True)
-    resolver = FlowResolver.from_topology(REPO_ROOT / "topologies/default.yaml")
+    resolver = flow_resolver(REPO_ROOT / "topologies/default.yaml")
     clocks = ClockView({h: clock_model(h, OFFSETS[h]) for h in ("h1", "h2")},
                        resolver.manager, resolver.clock_hosts)
     recs = [decode_layer_event(v) for v in singles[:3 * min(args.samples, 5000)]]

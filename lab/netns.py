@@ -118,6 +118,30 @@ def veth_name(prefix: str, link_index: int, side: str) -> str:
     return f"{prefix}-{link_index}{side}"
 
 
+def iface_name(topology: Topology, prefix: str, host: str, addr: str) -> str:
+    """The device of ``host`` holding ``addr`` in a topology built with ``prefix`` (a link
+    end's veth, or the host's own bridge): known from the file, without the built Net."""
+    for f in topology.ifaces(host):
+        if any(str(a.ip) == addr for a in f.addrs):
+            return str(f.key) if f.side is None else veth_name(prefix, int(f.key), f.side)
+    raise KeyError(f"{host} has no interface with address {addr}")
+
+
+# The drift epoch of a built topology is written into every namespace it builds (the alias of
+# its loopback device), so each command started later against that topology (agents, sync
+# responders, the manager) reads the same epoch from the namespaces themselves.
+EPOCH_ALIAS = "latscope epoch_ns="
+
+
+def built_epoch(ns: str) -> int:
+    """The drift epoch the lab stamped into namespace ``ns`` when it built it."""
+    with IPRoute(netns=ns) as ipr:
+        alias = ipr.get_links(ipr.link_lookup(ifname="lo")[0])[0].get_attr("IFLA_IFALIAS") or ""
+    if not alias.startswith(EPOCH_ALIAS):
+        raise NetnsError(f"namespace {ns}: no drift epoch (not built by `latscope topology up`)")
+    return int(alias.removeprefix(EPOCH_ALIAS))
+
+
 class Net:
     """A built topology. Use as a context manager; ``close()`` tears everything down."""
 
@@ -361,7 +385,8 @@ def _build(net: Net) -> None:
             p2netns.create(ns_name(prefix, h))
             run_in_netns(ns_name(prefix, h), _write_sysctls, SYSCTLS)
             iprs[h] = IPRoute(netns=ns_name(prefix, h))
-            iprs[h].link("set", index=iprs[h].link_lookup(ifname="lo")[0], state="up")
+            lo = iprs[h].link_lookup(ifname="lo")[0]
+            iprs[h].link("set", index=lo, state="up", IFLA_IFALIAS=f"{EPOCH_ALIAS}{net.epoch_ns}")
         for b in t.bridges:
             ipr = iprs[b.host]
             ipr.link("add", ifname=b.name, kind="bridge")

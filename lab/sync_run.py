@@ -13,20 +13,12 @@ import threading
 from dataclasses import dataclass, field
 
 from latscope import log
-from latscope.lab.netns import Net
+from latscope.lab.netns import Net, iface_name
 from latscope.sync.estimator import EstimatorConfig
 from latscope.sync.manager import Manager, ModelSink, SampleSink, Target
 from latscope.sync.responder import DEFAULT_PORT, Responder, start_responder
 
 _log = log.get("sync.topology")
-
-
-def sync_device(net: Net, host: str, addr: str) -> str:
-    """The device of ``host`` holding ``addr`` (a link end, or the host's own bridge)."""
-    for f in net.topology.ifaces(host):
-        if any(str(a.ip) == addr for a in f.addrs):
-            return net.ifname(host, f.key)
-    raise ValueError(f"{host} has no interface with address {addr}")
 
 
 @dataclass
@@ -50,7 +42,7 @@ class TopologySync:
         try:
             for host, addr in targets.items():
                 self.responders[host] = start_responder(
-                    self.net.ns_name(host), sync_device(self.net, host, addr),
+                    self.net.ns_name(host), iface_name(self.net.topology, self.net.prefix, host, addr),
                     self.net.clock(host), self.token, [str(t.source_addr(mgr, addr))],
                     port=self.port)
             self.manager = Manager([Target(h, a, self.port) for h, a in targets.items()],

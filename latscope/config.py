@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from latscope.producers.sampling import effective_size
+from latscope.schemas.sampling import effective_size
 
 LEGACY_FILES = {
     "servers": "connect_info.yaml",

@@ -10,72 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-from latscope import log
+from latscope import log, settings
 
 _log = log.get("producers.cli")
 
 
-def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy for --help)
-    from latscope.bpf.clock import ClockInjection
-    from latscope.config import Config, ConfigError
-    from latscope.config import load as load_config
-    from latscope.errors import UserError
-    from latscope.kafka import KafkaSettings
-    from latscope.producers.agent import AgentSettings
-    from latscope.producers.probes import POINT_HOOKS
-
-    try:
-        cfg = load_config(args.config).config if args.config else Config()
-    except ConfigError as e:
-        raise UserError(str(e)) from None
-    size, ports, filt = cfg.sampling.size, list(cfg.sampling.ports), cfg.sampling.filter_retrans
-    netns: list[str | None] = list(args.netns or [])
-    offset, drift = 0, 0.0
-    if args.topology:
-        from latscope.lab.topology import TopologyError, load_topology
-        try:
-            topo = load_topology(args.topology)
-            topo.host(args.host)
-        except (TopologyError, KeyError) as e:
-            raise UserError(f"{args.topology}: {e}") from None
-        if not args.netns:
-            netns = [f"{args.prefix}-{h.name}" for h in topo.hosts
-                     if h.name == args.host or getattr(h, "parent", None) == args.host]
-        c = topo.clock(args.host)
-        offset, drift = c.offset_ns, c.drift_ppm
-        if not args.config and topo.sampling is not None:
-            size, ports = topo.sampling.size, list(topo.sampling.ports)
-            filt = bool(topo.sampling.filter_retrans)
-    points = tuple(POINT_HOOKS)
-    if args.points:
-        points = tuple(p.strip() for p in args.points.split(",") if p.strip())
-        bad = [p for p in points if p not in POINT_HOOKS]
-        if bad or not points:
-            raise UserError(f"--points: unknown point(s) {', '.join(bad) or '(none given)'}: "
-                            f"expected a comma-separated subset of {', '.join(POINT_HOOKS)}")
-    for ns in netns:
-        if ns and not Path(f"/run/netns/{ns}").exists():
-            raise UserError(f"--netns {ns}: no such network namespace (/run/netns/{ns})")
-    if args.offset_ns is not None:
-        offset = args.offset_ns
-    if args.drift_ppm is not None:
-        drift = args.drift_ppm
-    return AgentSettings(
-        host=args.host, netns=netns or [None],
-        clock=ClockInjection(offset, drift, args.epoch_ns or 0),
-        sample_size=args.sample_size if args.sample_size is not None else size,
-        ports=args.port or ports, filter_retrans=filt,
-        linger_ms=cfg.agent.linger_ms, hold_ms=args.hold_ms,
-        rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
-        ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
-        kafka=KafkaSettings(args.bootstrap or cfg.kafka.bootstrap, cfg.kafka.settings),
-        xdp=args.xdp, points=points,
-        **({"topic": args.topic} if args.topic else {}))
-
-
 def _config_metrics_port(args: argparse.Namespace) -> int | None:
-    from latscope.config import load as load_config
-    return load_config(args.config).config.agent.metrics_port if args.config else None
+    return settings.config(args.config).agent.metrics_port
 
 
 def _write_status(path: Path, status: dict) -> None:
@@ -93,7 +34,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     if os.geteuid() != 0:
         raise UserError("the agent attaches eBPF probes: run it as root")
-    s = _settings(args)
+    s = settings.agent(args)
     agent = Agent(s)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,20 +6,12 @@ bytes, modulo 2^32, exactly as the kernel tests it.
 
 from __future__ import annotations
 
-MSS_STRIDE = 1448   # the seed's `size: 0` ("every packet") becomes one MSS
+from latscope.schemas.sampling import MSS_STRIDE, effective_size, udp_modulus
+
+__all__ = ["MSS_STRIDE", "SEQ_SPACE", "effective_size", "holds_sample", "sampled_bytes",
+           "udp_modulus"]
+
 SEQ_SPACE = 1 << 32
-
-
-def effective_size(size: int) -> int:
-    """The stride used for a configured sampling size (0 = every packet = one MSS)."""
-    if size < 0:
-        raise ValueError(f"sampling size must be >= 0, got {size}")
-    return size or MSS_STRIDE
-
-
-def udp_modulus(size: int) -> int:
-    """UDP is sampled by datagram hash: one datagram in size/MSS (at least every one)."""
-    return max(1, effective_size(size) // MSS_STRIDE)
 
 
 def holds_sample(seq: int, length: int, size: int) -> bool:

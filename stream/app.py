@@ -74,7 +74,7 @@ class StreamSettings:
     chunk_records: int = 512
     batch_within_s: float = 0.1
     tick_s: float = 0.25
-    topology: Path | None = None
+    flows: FlowResolver | None = None   # a topology's flows (latscope.settings.flow_resolver)
     manager: str | None = None
     influx: InfluxSettings | None = None
     raw_samples: bool = True
@@ -119,7 +119,7 @@ class Runtime:
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = s = settings
         self.started = time.time()
-        self.resolver = FlowResolver.from_topology(s.topology) if s.topology else FlowResolver()
+        self.resolver = s.flows or FlowResolver()
         self.manager = s.manager or self.resolver.manager
         self.joiner = Joiner(s.join, self.resolver.path)
         self.windows = Windows(s.windows)

@@ -39,18 +39,14 @@ def influx_from(args: argparse.Namespace, config: object | None) -> object | Non
 
 
 def settings_from(args: argparse.Namespace) -> object:
-    from latscope.kafka import KafkaSettings
+    from latscope import settings
+    from latscope.config import Config
     from latscope.stream.app import StreamSettings
 
-    config = None
-    if args.config:
-        from latscope.config import load
-
-        config = load(args.config).config
+    config = settings.config(args.config) if args.config else None
     interval = args.interval or (config.sampling.interval if config else 1.0)
-    bootstrap = args.bootstrap or (config.kafka.bootstrap if config else "127.0.0.1:9092")
     s = StreamSettings(
-        kafka=KafkaSettings(bootstrap, config.kafka.settings if config else {}),
+        kafka=settings.kafka(config or Config(), args.bootstrap),
         app_id=args.app_id, web_host=args.web_host, web_port=args.web_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         join=JoinPolicy(args.window, args.lateness),
@@ -58,7 +54,8 @@ def settings_from(args: argparse.Namespace) -> object:
         # plus the allowed lateness of their transport.
         windows=WindowPolicy(interval, args.window + 2 * args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
-        topology=Path(args.topology) if args.topology else None, manager=args.manager,
+        flows=settings.flow_resolver(args.topology) if args.topology else None,
+        manager=args.manager,
         influx=influx_from(args, config), raw_samples=not args.no_raw_samples,
         from_beginning=not args.latest)
     for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic"):

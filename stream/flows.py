@@ -1,13 +1,14 @@
 """Which topology flow a record's FlowKey belongs to, and which hosts its bytes must cross.
 
-Without a topology every flow is known only by its flow id and samples close by window.
+The tables come from the settings resolver (``latscope.settings.flow_resolver``), which reads
+a topology file; the stream never reads one itself. Without a topology every flow is known
+only by its flow id and samples close by window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from latscope.schemas.records import flow_id
 
@@ -48,15 +49,3 @@ class FlowResolver:
     def path(self, event: Mapping) -> Sequence[str] | None:
         """The hosts a record's bytes must cross (None: unknown flow)."""
         return self.resolve(event["flow"], event["flow_id"]).path
-
-    @classmethod
-    def from_topology(cls, path: str | Path) -> FlowResolver:
-        from latscope.lab.topology import load_topology
-
-        topo = load_topology(path)
-        addr_host = {str(a.ip): f.host for f in topo.ifaces() for a in f.addrs}
-        flows = {(f.proto, f.dst, f.port): FlowInfo(f.name, tuple(topo.path_hosts(f)))
-                 for f in topo.flows}
-        clock_hosts = {h.name: topo.clock_host(h.name) for h in topo.hosts
-                       if topo.clock_host(h.name) != h.name}
-        return cls(addr_host, flows, clock_hosts, topo.manager.name)

@@ -4,63 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import signal
 import threading
 import time
-from pathlib import Path
 
-from latscope import log, paths
-from latscope.bpf.clock import ClockInjection, monotonic_ns
+from latscope import log
 
 _log = log.get("sync.cli")
-
-
-def default_token_file() -> Path:
-    return paths.cache_dir() / "sync" / "token"
-
-
-def load_token(args: argparse.Namespace, create: bool) -> int:
-    """The session token: --token, $LATSCOPE_SYNC_TOKEN, or the token file (the manager
-    creates it, mode 0600, when missing)."""
-    from latscope.errors import UserError
-
-    raw = args.token or os.environ.get("LATSCOPE_SYNC_TOKEN")
-    source = "--token" if args.token else "LATSCOPE_SYNC_TOKEN"
-    if raw is None:
-        path = Path(args.token_file or default_token_file()).expanduser()
-        source = str(path)
-        if not path.exists():
-            if not create:
-                raise UserError(f"{path}: no sync token (start the manager first, or pass "
-                                "--token / --token-file)")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{secrets.randbits(63):016x}\n")
-            _log.info("new session token in %s", path)
-        raw = path.read_text().strip()
-    try:
-        token = int(raw, 16)
-    except ValueError:
-        raise UserError(f"{source}: sync token {raw[:20]!r}: expected up to 16 hex digits") \
-            from None
-    if not 0 < token < 1 << 64:
-        raise UserError(f"{source}: sync token: expected a non-zero 64-bit hex value")
-    return token
-
-
-def _load_config(path: str | None):  # -> latscope.config.Config | None
-    if path is None:
-        return None
-    from latscope import config
-    from latscope.errors import UserError
-
-    try:
-        return config.load(path).config
-    except config.ConfigError as e:
-        raise UserError(str(e)) from None
 
 
 def _stop_on_signals() -> threading.Event:
@@ -70,54 +20,26 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _targets(args: argparse.Namespace, cfg) -> list:
-    from latscope.errors import UserError
-    from latscope.sync.manager import Target
-    from latscope.sync.responder import DEFAULT_PORT
-
-    targets = []
-    for spec in args.host or []:
-        name, sep, addr = spec.partition("=")
-        if not sep or not name or not addr:
-            raise UserError(f"--host {spec!r}: expected NAME=ADDRESS")
-        targets.append(Target(name, addr, args.port or DEFAULT_PORT))
-    if cfg is not None and cfg.ping is not None and not targets:
-        names = {a: s.hostname for s in cfg.servers for a in (s.address, *s.other_address)}
-        targets = [Target(names.get(t.address, t.address), t.address, t.port)
-                   for t in cfg.ping.servers]
-    if not targets:
-        raise UserError("no hosts to synchronise: give --host NAME=ADDRESS or --config with "
-                        "ping_info.yaml (or a `ping:` section)")
-    return targets
-
-
 def cmd_manager(args: argparse.Namespace) -> int:
+    from latscope import settings
     from latscope.errors import UserError
-    from latscope.kafka import KafkaSettings
     from latscope.sync.estimator import EstimatorConfig
     from latscope.sync.manager import Manager
     from latscope.sync.publish import ClockPublisher
 
-    cfg = _load_config(args.config)
-    targets = _targets(args, cfg)
-    interval = args.interval or (cfg.time_sync.interval_s if cfg else 1.0)
-    bootstrap = args.bootstrap or (cfg.kafka.bootstrap if cfg else "127.0.0.1:9092")
-    name = args.name or (cfg.management.hostname if cfg and cfg.management else "manager")
-    # The window must span several rounds: one minimum-delay sample per round is fitted.
-    window = args.window or max(60.0, 16 * interval)
-    token = load_token(args, create=True)
+    ms = settings.sync_manager(args)
     pub = None
-    if not args.no_kafka:
+    if ms.kafka is not None:
         try:
-            pub = ClockPublisher(KafkaSettings(bootstrap, cfg.kafka.settings if cfg else {}),
-                                 manager=name)
+            pub = ClockPublisher(ms.kafka, manager=ms.name, models_topic=ms.models_topic,
+                                 samples_topic=ms.samples_topic)
         except Exception as e:
-            raise UserError(f"Kafka at {bootstrap}: {e}") from None
-    mgr = Manager(targets, token, netns=args.netns, interval_s=interval, burst=args.burst,
-                  estimator=EstimatorConfig(window_ns=int(window * 1e9),
-                                            bucket_ns=int(interval * 1e9)),
+            raise UserError(f"Kafka at {ms.kafka.bootstrap}: {e}") from None
+    mgr = Manager(ms.targets, ms.token, netns=ms.netns, interval_s=ms.interval_s, burst=ms.burst,
+                  estimator=EstimatorConfig(window_ns=int(ms.window_s * 1e9),
+                                            bucket_ns=int(ms.interval_s * 1e9)),
                   on_sample=pub.sample if pub else None, on_model=pub.model if pub else None,
-                  name=name)
+                  name=ms.name)
     last = [0.0]
 
     def progress(m: Manager) -> None:
@@ -167,23 +89,13 @@ def cmd_manager(args: argparse.Namespace) -> int:
 
 
 def cmd_responder(args: argparse.Namespace) -> int:
+    from latscope import settings
     from latscope.errors import UserError
-    from latscope.sync.responder import DEFAULT_PORT, Responder
+    from latscope.sync.responder import Responder
 
-    cfg = _load_config(args.config)
-    allow = list(args.allow or [])
-    port = args.port
-    if cfg is not None and cfg.ping is not None:
-        allow = allow or [cfg.ping.management_server]
-        port = port or (cfg.ping.servers[0].port if cfg.ping.servers else None)
-    if not allow:
-        raise UserError("no manager address to answer: give --allow ADDRESS or --config with "
-                        "ping_info.yaml (management_server)")
-    injection = ClockInjection(args.offset_ns, args.drift_ppm,
-                               args.epoch_ns if args.epoch_ns is not None else monotonic_ns())
-    r = Responder(args.ifname, load_token(args, create=False), allow, netns=args.netns,
-                  port=port or DEFAULT_PORT, injection=injection,
-                  addresses=args.address or None, xdp_mode=args.xdp_mode)
+    rs = settings.sync_responder(args)
+    r = Responder(rs.ifname, rs.token, rs.allow, netns=rs.netns, port=rs.port,
+                  injection=rs.injection, addresses=rs.addresses, xdp_mode=rs.xdp_mode)
     try:
         r.start()
     except (OSError, ValueError) as e:
@@ -206,18 +118,16 @@ def cmd_responder(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from latscope import settings
     from latscope.errors import UserError
-    from latscope.kafka import KafkaSettings
     from latscope.schemas.records import TOPIC_CLOCK
     from latscope.sync.status import describe, read_models
 
-    cfg = _load_config(args.config)
-    bootstrap = args.bootstrap or (cfg.kafka.bootstrap if cfg else "127.0.0.1:9092")
+    ks = settings.kafka(settings.config(args.config), args.bootstrap)
     try:
-        models, bad = read_models(KafkaSettings(bootstrap, cfg.kafka.settings if cfg else {}),
-                                  args.topic or TOPIC_CLOCK, timeout=args.timeout)
+        models, bad = read_models(ks, args.topic or TOPIC_CLOCK, timeout=args.timeout)
     except Exception as e:
-        raise UserError(f"Kafka at {bootstrap}: {e}") from None
+        raise UserError(f"Kafka at {ks.bootstrap}: {e}") from None
     rows = describe(models)
     if args.json:
         print(json.dumps({"hosts": rows, "undecodable": bad}, indent=2))
@@ -237,7 +147,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="conf directory (ping_info.yaml, time_sync.yaml, ...) or latscope.yaml")
     p.add_argument("--token", metavar="HEX", help="session token (default: the token file)")
     p.add_argument("--token-file", metavar="PATH",
-                   help=f"session token file (default {default_token_file()})")
+                   help="session token file (default ~/.cache/latscope/sync/token; whichever "
+                        "of manager and responder starts first creates it)")
+    p.add_argument("--topology", metavar="FILE",
+                   help="a topology built by `latscope topology up`: hosts, addresses, devices, "
+                        "namespaces and injected clocks come from it")
+    p.add_argument("--prefix", default="lsx", help="namespace prefix of the built topology")
     p.add_argument("--port", type=int, help="sync UDP port (default 51111 or from the config)")
     p.add_argument("--netns", metavar="NAME", help="run in network namespace /run/netns/NAME")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -256,14 +171,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "offset and drift per host, publish ClockSample/ClockModel.")
     _common(m)
     m.add_argument("--host", action="append", metavar="NAME=ADDRESS",
-                   help="a host to synchronise (repeatable; default: ping_info.yaml servers)")
+                   help="a host to synchronise (repeatable; default: the topology's hosts, "
+                        "else ping_info.yaml servers)")
     m.add_argument("--interval", type=float, metavar="S",
                    help="seconds between rounds (default: time_sync.yaml time_interval, else 1)")
     m.add_argument("--burst", type=int, default=4, help="probes per host per round (default 4)")
     m.add_argument("--window", type=float, metavar="S",
                    help="sliding window of the estimator (default: 16 rounds, at least 60 s)")
     m.add_argument("--bootstrap", help="Kafka bootstrap (default: config, else 127.0.0.1:9092)")
-    m.add_argument("--name", help="manager name in the records (default: management hostname)")
+    m.add_argument("--name", help="manager name in the records (default: the topology's "
+                                  "manager, else the management hostname)")
+    m.add_argument("--topic", help="clock model topic (default latscope.clock)")
+    m.add_argument("--samples-topic", help="clock sample topic (default latscope.clock-samples)")
     m.add_argument("--no-kafka", action="store_true", help="estimate only, publish nothing")
     m.set_defaults(func=cmd_manager)
 
@@ -271,7 +190,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Attach the XDP responder to IFNAME; answer only allow-listed "
                                    "managers carrying the session token, count everything else.")
     _common(r)
-    r.add_argument("--ifname", required=True, help="the host's sync interface")
+    r.add_argument("--host", help="with --topology: the host this responder serves")
+    r.add_argument("--ifname", help="the host's sync interface (default: from --topology)")
     r.add_argument("--allow", action="append", metavar="ADDRESS",
                    help="manager address to answer (repeatable; default: management_server)")
     r.add_argument("--address", action="append", metavar="ADDRESS",
@@ -280,11 +200,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--xdp-mode", choices=["auto", "native", "generic"], default="auto",
                    help="auto: generic on veth (native XDP_TX there needs XDP on the peer), "
                         "native elsewhere")
-    r.add_argument("--offset-ns", type=int, default=0,
-                   help="TESTING: inject this clock offset into t2/t3")
-    r.add_argument("--drift-ppm", type=float, default=0.0,
-                   help="TESTING: inject this clock drift into t2/t3")
-    r.add_argument("--epoch-ns", type=int, help="TESTING: CLOCK_MONOTONIC epoch of the drift")
+    r.add_argument("--offset-ns", type=int,
+                   help="TESTING: inject this clock offset into t2/t3 (default: the topology's)")
+    r.add_argument("--drift-ppm", type=float,
+                   help="TESTING: inject this clock drift into t2/t3 (default: the topology's)")
+    r.add_argument("--epoch-ns", type=int,
+                   help="TESTING: CLOCK_MONOTONIC epoch of the drift (default: the built "
+                        "topology's, else now)")
     r.set_defaults(func=cmd_responder)
 
     s = sub.add_parser("status", help="per-host offset, drift, error bound, model age",

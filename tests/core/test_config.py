@@ -11,7 +11,7 @@ from latscope.cli import main
 from latscope.config import ConfigError, load
 from latscope.config_cli import resolved
 from latscope.paths import REPO_ROOT
-from latscope.producers.sampling import MSS_STRIDE
+from latscope.schemas.sampling import MSS_STRIDE
 
 EXAMPLE = REPO_ROOT / "conf"
 SEED = Path(__file__).resolve().parent / "data" / "seed-conf"  # the original format, verbatim

@@ -1,0 +1,19 @@
+"""The sampling contract every host computes the same way (design §3): which stride a
+configured size means. Shared by the configuration and the agent, so a byte sampled on one
+host is sampled on every host it crosses."""
+
+from __future__ import annotations
+
+MSS_STRIDE = 1448   # the seed's `size: 0` ("every packet") becomes one MSS
+
+
+def effective_size(size: int) -> int:
+    """The stride used for a configured sampling size (0 = every packet = one MSS)."""
+    if size < 0:
+        raise ValueError(f"sampling size must be >= 0, got {size}")
+    return size or MSS_STRIDE
+
+
+def udp_modulus(size: int) -> int:
+    """UDP is sampled by datagram hash: one datagram in size/MSS (at least every one)."""
+    return max(1, effective_size(size) // MSS_STRIDE)
