@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from latscope import __version__, log
+from latscope.config import ConfigError
 from latscope.errors import UserError
 
 # Modules with a ``register(subparsers)``; order is the order of ``latscope --help``.
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except UserError as e:
+    except (UserError, ConfigError) as e:   # a bad config is a user error wherever it surfaces
         print(f"latscope: {e}", file=sys.stderr)
         return 2
 
