@@ -46,7 +46,7 @@ stack-up: provision
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	LATSCOPE_TESTS_STRICT=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: setup
 	@mkdir -p out

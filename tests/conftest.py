@@ -7,6 +7,7 @@ import os
 import uuid
 
 import pytest
+from needs import missing, strict
 
 from latscope.stack import services as stack_mod
 
@@ -19,9 +20,9 @@ RUN_ID = os.environ.setdefault("LSX_RUN_ID", uuid.uuid4().hex[:3])
 def stack() -> stack_mod.StackInfo:
     """The running local Kafka + InfluxDB (``.ci/run`` starts them with ``latscope stack up``)."""
     info = stack_mod.status(stack_mod.StackSettings.from_env())
-    missing = [n for n, up in (("kafka", info.kafka_up), ("influxdb", info.influx_up)) if not up]
-    if missing:
-        pytest.skip(f"local stack not running ({', '.join(missing)} down): run `latscope stack up`")
+    down = [n for n, up in (("kafka", info.kafka_up), ("influxdb", info.influx_up)) if not up]
+    if down:
+        missing(f"local stack not running ({', '.join(down)} down): run `latscope stack up`")
     return info
 
 
@@ -32,8 +33,11 @@ def topic_name() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 or not any("root" in item.keywords for item in items):
         return
+    if strict():
+        raise pytest.UsageError("the suite needs root (eBPF, network namespaces): run it as "
+                                "root, or run a developer's plain `pytest` to skip those tests")
     skip = pytest.mark.skip(reason="needs root (eBPF, network namespaces)")
     for item in items:
         if "root" in item.keywords:

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from needs import missing
 
 from latscope.paths import REPO_ROOT
 
@@ -35,7 +35,7 @@ def _client() -> list[str] | None:
 def test_compose_client_accepts_it(tmp_path: Path) -> None:
     client = _client()
     if client is None:
-        pytest.skip("no compose client (make setup installs docker-compose)")
+        missing("no compose client (make setup installs docker-compose)")
     copy = tmp_path / "compose"
     shutil.copytree(COMPOSE.parent, copy)
     (copy / "secrets").mkdir(exist_ok=True)

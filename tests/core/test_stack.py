@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from needs import missing
 
 from latscope.stack.services import StackSettings
 
@@ -47,7 +48,7 @@ def _pids(run_dir: Path) -> list[int]:
 def own_stack(tmp_path: Path):
     settings = StackSettings.from_env()
     if not (settings.kafka().provisioned() and settings.influxdb().provisioned()):
-        pytest.skip("Kafka jars / influxd not provisioned: run `make setup`")
+        missing("Kafka jars / influxd not provisioned: run `make setup`")
     run_dir = tmp_path / "run"
     kport, iport = _free_port_pair(), _free_port_pair()
     yield run_dir, kport, iport
