@@ -208,9 +208,32 @@ def _describe(e: ValidationError, sources: dict[str, Path], fallback: Path) -> s
         # In a legacy file the section name is the file itself; connect_info's list is `servers`.
         shown = loc[1:] if legacy and section != "servers" else loc
         field = _index_path(shown) if shown else "(top level)"
-        got = "" if err["type"] in ("missing", "extra_forbidden") else f"got {err['input']!r}: "
+        got = "" if err["type"] in ("missing", "extra_forbidden") else f"got {_shown(loc, err['input'])}: "
         lines.append(f"{path}: {field}: {got}{_expected(err)}")
     return "\n".join(lines)
+
+
+# Fields whose values are secrets: an error names the field and what was expected, never the
+# value (nor a section or list that holds one).
+_SECRET_PARTS = ("password", "token", "secret", "key", "credential")
+
+
+def _secret(loc: list[str]) -> bool:
+    if any(p in ("settings",) for p in loc[:2]) and loc and loc[0] == "kafka":
+        return True    # kafka.settings: SASL passwords, TLS key passwords, …
+    return any(s in p.lower() for p in loc for s in _SECRET_PARTS if p != "metadata_key")
+
+
+def _shown(loc: list[str], value: Any) -> str:
+    """What an error may show of a bad value: scalars of ordinary fields; for a mapping or
+    list only its type (it may hold a secret); for a secret field nothing."""
+    if _secret(loc):
+        return "a value (not shown: secret)"
+    if isinstance(value, dict):
+        return f"a mapping with keys {sorted(map(str, value))}"
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        return f"a list of {len(value)}"
+    return repr(value)
 
 
 def _index_path(parts: list[str]) -> str:

@@ -122,3 +122,30 @@ def test_password_never_printed(conf: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["config", "check", "--json", str(conf)]) == 0
     assert "hunter2" not in capsys.readouterr().out
     assert "hunter2" not in repr(load(conf).config)
+
+
+@pytest.mark.parametrize("file,old,new,secret,named", [
+    ("management_server_info.yaml", "username: ops", "username: ops\npassword: 123456",
+     "123456", "password"),
+    ("management_server_info.yaml", "username: ops", "username: ops\npassword: [hunter2x]",
+     "hunter2x", "password"),
+    ("latscope.yaml", "token_file:", "token: 12345678901234\n  token_file:", "12345678901234",
+     "influxdb.token"),
+    ("latscope.yaml", "settings: {}", "settings: {sasl.password: [s3cr3t-pw]}", "s3cr3t-pw",
+     "kafka.settings"),
+    ("latscope.yaml", "influxdb:\n  url: http://127.0.0.1:8086",
+     "influxdb: {url: 1, token: tok-77777, turbo: 1}\nunused:\n  url: http://127.0.0.1:8086",
+     "tok-77777", "influxdb"),
+    ("connect_info.yaml", "hostname: node2", "hostname: node2\n      password: [pw-4242]",
+     "pw-4242", "servers[1].password"),
+])
+def test_config_errors_never_show_a_secret(conf: Path, capsys: pytest.CaptureFixture[str],
+                                           file: str, old: str, new: str, secret: str,
+                                           named: str) -> None:
+    """A bad secret is named by file and field, never shown (nor the section holding it)."""
+    _edit(conf / file, old, new)
+    message = _error(conf)
+    assert named in message and str(conf / file) in message
+    assert secret not in message
+    assert main(["config", "check", str(conf)]) == 2
+    assert secret not in capsys.readouterr().err
