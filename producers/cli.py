@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -19,10 +20,28 @@ def _config_metrics_port(args: argparse.Namespace) -> int | None:
     return settings.config(args.config).agent.metrics_port
 
 
-def _write_status(path: Path, status: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(status, indent=1))
-    os.replace(tmp, path)
+class StatusFile:
+    """The agent's status JSON, replaced atomically. A write that fails (a full or read-only
+    filesystem) is counted and logged once per distinct error; the agent goes on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failures = 0
+        self._last_error = ""
+
+    def write(self, status: dict) -> None:
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        try:
+            tmp.write_text(json.dumps(status, indent=1))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            self.failures += 1
+            if str(e) != self._last_error:
+                self._last_error = str(e)
+                _log.warning("status file %s not written (%d so far): %s", self.path,
+                             self.failures, e.strerror or e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -48,25 +67,27 @@ def cmd_agent(args: argparse.Namespace) -> int:
               effective_size(s.sample_size), s.topic)
     port = args.metrics_port if args.metrics_port is not None else _config_metrics_port(args)
     server = metrics.serve(port, agent.status) if port else None
-    status_file = Path(args.status_file) if args.status_file else None
+    status_file = StatusFile(Path(args.status_file)) if args.status_file else None
     ticker = None
     if status_file or args.duration:
         def tick() -> None:
             deadline = time.monotonic() + args.duration if args.duration else None
             while not stop.wait(0.5):
                 if status_file:
-                    _write_status(status_file, agent.status())
+                    status_file.write(agent.status())
                 if deadline and time.monotonic() >= deadline:
                     stop.set()
         ticker = threading.Thread(target=tick, daemon=True)
         ticker.start()
     if status_file:
-        _write_status(status_file, agent.status())
+        status_file.write(agent.status())
     print(f"agent {s.host}: ready ({len(attached)} points)", flush=True)
     agent.run(stop)
     final = agent.status()
     if status_file:
-        _write_status(status_file, final)
+        final["status_file"] = {"path": str(status_file.path),
+                                "write_failures": status_file.failures}
+        status_file.write(final)
     if server is not None:
         server.shutdown()
     if args.json:

@@ -1,0 +1,64 @@
+"""The agent's status file on a full filesystem (a tiny tmpfs): the agent keeps running,
+counts the failed writes, and still stops at --duration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from producer_helpers import loopback_burst
+
+pytestmark = [pytest.mark.root, pytest.mark.stack]
+
+
+@pytest.fixture
+def full_fs() -> Iterator[Path]:
+    """A 16 KiB tmpfs filled to the last byte, unmounted afterwards."""
+    d = Path(tempfile.mkdtemp(prefix=f"lsxf{os.environ['LSX_RUN_ID']}-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "lsxfull", str(d)], check=True)
+    try:
+        with open(d / "filler", "wb") as f, pytest.raises(OSError):
+            f.write(b"x" * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=False)
+        d.rmdir()
+
+
+def test_agent_survives_a_full_disk_and_stops_on_time(scratch_netns: str, full_fs: Path,
+                                                      stack: Any, topic_name: str) -> None:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latscope", "agent", "--host", "lsxa-full", "--netns",
+         scratch_netns, "--json", "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap,
+         "--sample-size", "14480", "--status-file", str(full_fs / "status.json"),
+         "--duration", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+        assert loopback_burst(scratch_netns, 2_000_000) == 2_000_000   # it still samples
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, err
+    assert elapsed < 20, f"--duration 3 took {elapsed:.1f} s"
+    final = json.loads(out[out.index("{"):])
+    assert final["counters"]["samples"] > 0
+    assert final["status_file"]["write_failures"] >= 4      # every 0.5 s tick failed, counted
+    assert "No space left on device" in err
+    assert not (full_fs / "status.json").exists()
