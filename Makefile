@@ -9,7 +9,7 @@ LATSCOPE := $(VENV)/bin/latscope
 APT_PACKAGES := gcc libc6-dev python3-dev clang llvm bpftool libbpf-dev libbpf1 iperf3 iproute2 maven openjdk-17-jre-headless pkg-config docker-compose
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv provision stack-up bpf test demo lint bench clean help
+.PHONY: setup apt venv provision stack-up bpf bpf-clean wheel test demo lint bench clean help
 
 help:
 	@echo "make demo   - set up what is missing, then run the default topology end to end"
@@ -17,6 +17,8 @@ help:
 	@echo "make setup  - apt packages, Python venv, Kafka jars, influxd build (all cached)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - the benchmarks in benchmarks/ (ratios measured side by side)"
+	@echo "make bpf    - (re)compile the BPF objects into build/bpf (what a checkout loads)"
+	@echo "make wheel  - dist/latscope-*.whl: installs on a server with no compiler or make"
 
 setup: apt venv provision bpf
 
@@ -27,9 +29,9 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# The editable install also builds the stream worker's C extension (setup.py): again when its
-# sources change.
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard stream/native/*.c stream/native/*.h)
+# The editable install also builds the stream worker's C extension and the BPF objects
+# (setup.py; clang and bpftool from `apt`): again when the extension's sources change.
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard stream/native/*.c stream/native/*.h) | apt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
@@ -42,7 +44,21 @@ provision: venv
 
 stack-up: provision
 
--include bpf.mk
+# BPF objects: bpf/build.py is the one definition of sources and flags (setup.py uses it for
+# wheels and the editable install). It recompiles what is older than its sources into
+# build/bpf; nothing compiles at run time, so `setup` (and so `test`) runs it every time.
+bpf:
+	$(PYTHON) bpf/build.py
+
+bpf-clean:
+	rm -rf build/bpf
+
+# A wheel with the C extension and the compiled BPF objects (latscope/bpf/objects). The
+# in-tree build/lib goes first, so nothing deleted from the sources lingers in the wheel.
+wheel: venv
+	rm -rf build/lib.* build/bdist.*
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	@ls -1 dist/latscope-*.whl
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -59,4 +75,4 @@ bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf build out
+	rm -rf build out dist

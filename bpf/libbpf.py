@@ -39,9 +39,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import importlib.resources
 import os
 import select
-import subprocess
 from pathlib import Path
 
 from latscope import log, paths
@@ -253,7 +253,7 @@ class BpfObject:
 
     @classmethod
     def build(cls, name: str) -> BpfObject:
-        """Open build/bpf/<name>.bpf.o, running `make bpf` first if it is missing or stale."""
+        """Open the compiled <name>.bpf.o (see object_path: never compiles)."""
         return cls(object_path(name))
 
     # -- before load ---------------------------------------------------------------------
@@ -432,22 +432,41 @@ class BpfObject:
 
 
 def object_path(name: str) -> Path:
-    """build/bpf/<name>.bpf.o, (re)built with `make bpf` when missing or older than sources."""
-    out = paths.bpf_build_dir() / f"{name}.bpf.o"
-    # The same dependencies as bpf.mk's rule: the object's own .bpf.c and every header.
-    srcs = [p for d in ("bpf/include", "producers/bpf", "sync/bpf")
-            for p in (*(paths.REPO_ROOT / d).glob("*.h"), paths.REPO_ROOT / d / f"{name}.bpf.c")
-            if p.exists()]
-    newest = max((s.stat().st_mtime for s in srcs), default=0.0)
-    if not out.exists() or out.stat().st_mtime < newest:
-        _log.info("building BPF objects (make bpf)")
-        r = subprocess.run(["make", "-s", "-f", "bpf.mk", "bpf",
-                            f"BPF_BUILD={paths.bpf_build_dir()}"],
-                           cwd=paths.REPO_ROOT, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BpfError(errno.ENOEXEC, f"make bpf failed:\n{r.stderr.strip()}")
-        if not out.exists():
-            raise BpfError(errno.ENOENT, f"{out} not built: no {name}.bpf.c?")
+    """Where ``<name>.bpf.o`` is: an installed wheel's own copy (``latscope/bpf/objects``),
+    else a source checkout's ``build/bpf`` (``make bpf``, the editable install), or
+    ``$LATSCOPE_BPF_BUILD`` when set. Nothing is compiled here: a server runs the wheel
+    without clang or make. A missing object, or in a checkout one older than its sources,
+    is a BpfError that says how to build it."""
+    from latscope.bpf import build as bpf_build
+
+    fname = f"{name}.bpf.o"
+    checkout = paths.source_checkout()
+    if "LATSCOPE_BPF_BUILD" not in os.environ:
+        packaged = importlib.resources.files("latscope.bpf") / bpf_build.PACKAGE_DIR / fname
+        if isinstance(packaged, Path) and packaged.is_file():
+            return packaged
+        if checkout is None:
+            have = sorted(p.name for p in packaged.parent.glob("*.bpf.o")) if isinstance(
+                packaged, Path) and packaged.parent.is_dir() else []
+            raise BpfError(errno.ENOENT, (
+                f"no BPF object {fname} in this installation ({packaged.parent}; it holds "
+                f"{', '.join(have) or 'none'}): reinstall LatScope from a wheel built with "
+                "`make wheel` (which compiles the objects), or run from a checkout after "
+                "`make bpf`"))
+    out = paths.bpf_build_dir() / fname
+    if checkout is not None:
+        if name not in bpf_build.sources(checkout):
+            raise BpfError(errno.ENOENT, f"no BPF program {name!r}: no {name}.bpf.c under "
+                           f"{checkout}/{{{','.join(bpf_build.SOURCE_DIRS)}}}")
+        newer = bpf_build.outdated(checkout, out)
+        if out.is_file() and newer:
+            raise BpfError(errno.ESTALE, (
+                f"{out} is older than {', '.join(str(p.relative_to(checkout)) for p in newer)}:"
+                f" run `make bpf` in {checkout} to recompile the BPF objects"))
+    if not out.is_file():
+        where = f" in {checkout}" if checkout else ""
+        raise BpfError(errno.ENOENT, f"BPF object {out} missing: run `make bpf`{where} "
+                       "(compiles the BPF objects; needs clang and bpftool)")
     return out
 
 
