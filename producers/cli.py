@@ -13,6 +13,9 @@ from pathlib import Path
 from latscope import log
 
 _log = log.get("producers.cli")
+SKIP_HOOK_HELP = ("force a hook candidate off, so the next one serves its point (repeatable): "
+                  "a hook as doctor names it, one of its parts (tp_btf/net_dev_queue) or a kind "
+                  "(tp_btf, raw_tp, fentry, kprobe)")
 
 
 def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy for --help)
@@ -22,7 +25,7 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
     from latscope.errors import UserError
     from latscope.kafka import KafkaSettings
     from latscope.producers.agent import AgentSettings
-    from latscope.producers.probes import POINT_HOOKS
+    from latscope.schemas.points import DEFAULT_POINTS
 
     try:
         cfg = load_config(args.config).config if args.config else Config()
@@ -46,13 +49,13 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         if not args.config and topo.sampling is not None:
             size, ports = topo.sampling.size, list(topo.sampling.ports)
             filt = bool(topo.sampling.filter_retrans)
-    points = tuple(POINT_HOOKS)
+    points = DEFAULT_POINTS
     if args.points:
         points = tuple(p.strip() for p in args.points.split(",") if p.strip())
-        bad = [p for p in points if p not in POINT_HOOKS]
+        bad = [p for p in points if p not in DEFAULT_POINTS]
         if bad or not points:
             raise UserError(f"--points: unknown point(s) {', '.join(bad) or '(none given)'}: "
-                            f"expected a comma-separated subset of {', '.join(POINT_HOOKS)}")
+                            f"expected a comma-separated subset of {', '.join(DEFAULT_POINTS)}")
     for ns in netns:
         if ns and not Path(f"/run/netns/{ns}").exists():
             raise UserError(f"--netns {ns}: no such network namespace (/run/netns/{ns})")
@@ -69,8 +72,19 @@ def _settings(args: argparse.Namespace):  # -> AgentSettings (imports kept lazy 
         rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
         ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
         kafka=KafkaSettings(args.bootstrap or cfg.kafka.bootstrap, cfg.kafka.settings),
-        xdp=args.xdp, points=points,
+        xdp=args.xdp, points=points, skip_hooks=_skip_hooks(args),
         **({"topic": args.topic} if args.topic else {}))
+
+
+def _skip_hooks(args: argparse.Namespace) -> tuple[str, ...]:
+    from latscope.errors import UserError
+    from latscope.schemas.points import unknown_skip_tokens
+
+    tokens = tuple(args.skip_hook or ())
+    if bad := unknown_skip_tokens(tokens):
+        raise UserError(f"--skip-hook: {', '.join(bad)} names no hook candidate "
+                        "(see `latscope doctor`: a hook, one of its parts, or a kind like tp_btf)")
+    return tokens
 
 
 def _config_metrics_port(args: argparse.Namespace) -> int | None:
@@ -141,7 +155,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from latscope.producers import doctor
 
-    report = doctor.run()
+    report = doctor.run(_skip_hooks(args))
     print(json.dumps(report, indent=1) if args.json else doctor.render(report))
     return 0 if report["btf"] and any(p["available"] for p in report["points"].values()) else 1
 
@@ -172,6 +186,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--xdp", action="store_true",
                    help="also the xdp point: XDP on every covered device (changes the receive "
                         "path it measures; a device with the sync responder keeps its own)")
+    a.add_argument("--skip-hook", action="append", metavar="HOOK", help=SKIP_HOOK_HELP)
     a.add_argument("--hold-ms", type=int, default=5000,
                    help="how long a TCP byte still inside the host (qdisc, socket queue) may "
                         "wait for its next hit before it is published incomplete")
@@ -189,4 +204,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Load and attach every probe once (then detach) and report, per point, "
                     "the hook that serves it or why none can.")
     d.add_argument("--json", action="store_true", help="machine-readable report (design §8)")
+    d.add_argument("--skip-hook", action="append", metavar="HOOK", help=SKIP_HOOK_HELP)
     d.set_defaults(func=cmd_doctor)

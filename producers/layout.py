@@ -1,8 +1,9 @@
 """The event layout, read from producers/bpf/latscope.h at import time (one source of truth).
 
 The header's `struct ls_event` gives the struct format and field names; its enums give the
-point numbers. Point names must match latscope.schemas.records.POINTS, checked here, so the
-C, the decoder and the Avro schema cannot drift apart silently.
+point numbers. The point enum must be the one latscope.schemas.points derives from its table
+(checked here at import, and by tests/core/test_points.py), so the C, the decoder and the
+Avro schema cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from latscope.schemas.records import POINTS
+from latscope.schemas import points as _points
 
 HEADER = Path(__file__).resolve().parent / "bpf" / "latscope.h"
 _TYPES = {"__u8": "B", "__u16": "H", "__u32": "I", "__u64": "Q", "__s32": "i", "__s64": "q",
@@ -100,10 +101,9 @@ RETRANS = _POINT_ENUM["LS_RETRANS"]
 POINT_NAMES: dict[int, str] = {v: k[3:].lower() for k, v in _POINT_ENUM.items()
                                if k != "LS_RETRANS"}
 POINT_NAMES_REV: dict[str, int] = {v: k for k, v in POINT_NAMES.items()}
-for _num, _name in POINT_NAMES.items():
-    if POINTS[_num] != _name:
-        raise LayoutError(f"{HEADER}: enum ls_point: {_name}={_num} but the schema's point "
-                          f"{_num} is {POINTS[_num]}")
+if _POINT_ENUM != _points.c_enum():
+    raise LayoutError(f"{HEADER}: enum ls_point is {_POINT_ENUM}, but schemas/points.py's "
+                      f"table says {_points.c_enum()}")
 
 EVENT_STRUCT = struct.Struct(EVENT.fmt)
 FIELD_INDEX = {n: i for i, n in enumerate(EVENT.names)}
