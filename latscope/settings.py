@@ -159,12 +159,23 @@ def sync_token(token: str | None, token_file: str | None) -> int:
     return value
 
 
+def skip_hooks(tokens: list[str] | None) -> tuple[str, ...]:
+    """Hook candidates forced off (``--skip-hook``), each naming a real candidate."""
+    from latscope.schemas.points import unknown_skip_tokens
+
+    out = tuple(tokens or ())
+    if bad := unknown_skip_tokens(out):
+        raise UserError(f"--skip-hook: {', '.join(bad)} names no hook candidate "
+                        "(see `latscope doctor`: a hook, one of its parts, or a kind like tp_btf)")
+    return out
+
+
 # ---- per command -----------------------------------------------------------------------------
 
 def agent(args: argparse.Namespace) -> AgentSettings:
     from latscope.bpf.clock import ClockInjection
     from latscope.producers.agent import AgentSettings
-    from latscope.producers.probes import POINT_HOOKS
+    from latscope.schemas.points import DEFAULT_POINTS
 
     cfg = config(args.config)
     size, ports, filt = cfg.sampling.size, list(cfg.sampling.ports), cfg.sampling.filter_retrans
@@ -177,13 +188,13 @@ def agent(args: argparse.Namespace) -> AgentSettings:
         if not args.config:
             s = built.topology.sampling
             size, ports, filt = s.size, list(s.ports), bool(s.filter_retrans)
-    points = tuple(POINT_HOOKS)
+    points = DEFAULT_POINTS
     if args.points:
         points = tuple(p.strip() for p in args.points.split(",") if p.strip())
-        bad = [p for p in points if p not in POINT_HOOKS]
+        bad = [p for p in points if p not in DEFAULT_POINTS]
         if bad or not points:
             raise UserError(f"--points: unknown point(s) {', '.join(bad) or '(none given)'}: "
-                            f"expected a comma-separated subset of {', '.join(POINT_HOOKS)}")
+                            f"expected a comma-separated subset of {', '.join(DEFAULT_POINTS)}")
     _check_netns(netns)
     clock = ClockInjection(
         args.offset_ns if args.offset_ns is not None else clock.offset_ns,
@@ -197,6 +208,7 @@ def agent(args: argparse.Namespace) -> AgentSettings:
         rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
         ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
         kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
+        skip_hooks=skip_hooks(args.skip_hook),
         **({"topic": args.topic} if args.topic else {}))
 
 

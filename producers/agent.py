@@ -19,9 +19,10 @@ from latscope.bpf.clock import ClockInjection
 from latscope.kafka import KafkaSettings
 from latscope.producers import layout
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
-from latscope.producers.probes import POINT_HOOKS, Probes, list_links
+from latscope.producers.probes import Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
+from latscope.schemas.points import DEFAULT_POINTS
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
 
 _log = log.get("producers.agent")
@@ -51,8 +52,11 @@ class AgentSettings:
     ring_buffer_bytes: int = 8 << 20
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topic: str = TOPIC_LAYER_EVENTS
-    points: tuple[str, ...] = tuple(POINT_HOOKS)
+    points: tuple[str, ...] = DEFAULT_POINTS
     xdp: bool = False            # opt-in xdp point (changes the receive path it measures)
+    # Hook candidates forced off (odd kernels, tests): a hook name, one of its parts
+    # (tp_btf/net_dev_queue) or a kind (tp_btf); the next candidate serves (schemas/points.py).
+    skip_hooks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -108,7 +112,7 @@ class Agent:
                                rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
-                             points=s.points, xdp=s.xdp)
+                             points=s.points, xdp=s.xdp, skip_hooks=s.skip_hooks)
         self.publisher: LayerEventPublisher | None = None
         self.ring: libbpf.RingBuffer | None = None
         self._flows: dict[tuple, FlowT] = {}
@@ -245,6 +249,7 @@ class Agent:
             **({"xdp_refused": dict(self.probes.xdp_refused)} if self.probes.xdp_refused else {}),
             **({"xdp_generic": list(self.probes.xdp_generic)} if self.probes.xdp_generic else {}),
             **({"unavailable": dict(self.probes.unavailable)} if self.probes.unavailable else {}),
+            **({"skipped": self.probes.skipped()} if self.probes.skipped() else {}),
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0,
             "cpu_s": round(_cpu_s(), 3),
             "counters": {

@@ -14,6 +14,9 @@ from pathlib import Path
 from latscope import log, settings
 
 _log = log.get("producers.cli")
+SKIP_HOOK_HELP = ("force a hook candidate off, so the next one serves its point (repeatable): "
+                  "a hook as doctor names it, one of its parts (tp_btf/net_dev_queue) or a kind "
+                  "(tp_btf, raw_tp, fentry, kprobe)")
 
 
 def _config_metrics_port(args: argparse.Namespace) -> int | None:
@@ -103,7 +106,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from latscope.producers import doctor
 
-    report = doctor.run()
+    report = doctor.run(settings.skip_hooks(args.skip_hook))
     print(json.dumps(report, indent=1) if args.json else doctor.render(report))
     return 0 if report["btf"] and any(p["available"] for p in report["points"].values()) else 1
 
@@ -134,6 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--xdp", action="store_true",
                    help="also the xdp point: XDP on every covered device (changes the receive "
                         "path it measures; a device with the sync responder keeps its own)")
+    a.add_argument("--skip-hook", action="append", metavar="HOOK", help=SKIP_HOOK_HELP)
     a.add_argument("--hold-ms", type=int, default=5000,
                    help="how long a TCP byte still inside the host (qdisc, socket queue) may "
                         "wait for its next hit before it is published incomplete")
@@ -151,4 +155,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Load and attach every probe once (then detach) and report, per point, "
                     "the hook that serves it or why none can.")
     d.add_argument("--json", action="store_true", help="machine-readable report (design §8)")
+    d.add_argument("--skip-hook", action="append", metavar="HOOK", help=SKIP_HOOK_HELP)
     d.set_defaults(func=cmd_doctor)

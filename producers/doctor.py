@@ -1,21 +1,19 @@
-"""`latscope doctor`: which hook serves each observation point on this kernel, or why none
-can. Every answer comes from really loading and attaching the probe (then detaching it)."""
+"""`latscope doctor`: which hook serves each observation point on this kernel, why the
+candidates before it were passed over, and how the ones after it would fare. Every answer
+comes from really loading and attaching the probe (then detaching it): the same start-up
+walk the agent does (producers/probes.py), over the candidates of schemas/points.py, with
+no namespace covered so nothing is reported meanwhile."""
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 
 from latscope.bpf import libbpf
-from latscope.producers.probes import (
-    NF_HOOKS,
-    OBJECTS,
-    POINT_HOOKS,
-    RETRANS_HOOK,
-    cgroup2_root,
-)
-from latscope.schemas.records import POINTS
+from latscope.producers.probes import RETRANS, XDP, Choice, Probes
+from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, POINTS
 
 BTF = Path("/sys/kernel/btf/vmlinux")
 XDP_OPT_IN = ("opt-in (`latscope agent --xdp`): XDP on a veth switches it to NAPI/GRO receive, "
@@ -23,107 +21,61 @@ XDP_OPT_IN = ("opt-in (`latscope agent --xdp`): XDP on a veth switches it to NAP
               "responder's); without it dev_rx is the earliest RX point")
 
 
-def _load(name: str) -> tuple[libbpf.BpfObject | None, str | None]:
+def _entry(choice: Choice) -> dict:
+    """The §8 shape (hook, available, reason) plus the walk: skipped and fallbacks."""
+    out: dict = {"hook": choice.hook.name if choice.hook else None,
+                 "available": choice.hook is not None}
+    if choice.hook is None:
+        out["reason"] = choice.reason
+    out["skipped"] = [{"hook": h, "reason": r} for h, r in choice.skipped]
+    out["fallbacks"] = [{"hook": h, "available": r is None, **({"reason": r} if r else {})}
+                        for h, r in choice.fallbacks]
+    return out
+
+
+def _xdp(skip: Iterable[str]) -> dict:
+    """Loaded, not attached: attaching would change every device's receive path."""
+    token = XDP.skipped_by(skip)
+    if token is not None:
+        return _entry(Choice(None, [(XDP.name, f"forced off (--skip-hook {token})")]))
     try:
-        obj = libbpf.BpfObject.build(name)
-        if name == "netfilter":
-            obj.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER, libbpf.ATTACH_NETFILTER)
-        obj.load()
-        return obj, None
+        libbpf.BpfObject.build(XDP.obj).load().close()
     except (libbpf.BpfError, OSError) as e:
-        return None, f"loading {name}.bpf.o failed: {e}"
+        return _entry(Choice(None, [(XDP.name, f"loading {XDP.obj}.bpf.o failed: {e}")]))
+    return {**_entry(Choice(XDP)), "opt_in": True, "reason": XDP_OPT_IN}
 
 
-def _tcp_tx_fallback_reason() -> str:
-    obj, err = _load("capability")
-    if obj is not None:
-        try:
-            obj.attach("tcp_tx_fentry")
-            why = "fentry/__tcp_transmit_skb loads, but this agent has no fentry probe"
-        except libbpf.BpfError as e:
-            why = f"fentry/__tcp_transmit_skb: {e}"
-        finally:
-            obj.close()
-    else:
-        why = err or ""
-        if "Operation not permitted" in why:
-            why = "fentry/__tcp_transmit_skb refused (EPERM)"
-    kprobes = Path("/sys/kernel/tracing/kprobe_events").exists() or Path(
-        "/sys/kernel/debug/tracing/kprobe_events").exists()
-    return (f"no tracepoint inside __tcp_transmit_skb; {why}; kprobes "
-            f"{'present' if kprobes else 'absent (CONFIG_KPROBES off)'}")
-
-
-def _tcp_tx(objs: dict) -> dict:
-    """sock_ops header-option callbacks (the preferred hook); else why not, and the merge."""
-    obj_name, prog, hook = POINT_HOOKS["tcp_tx"]
-    obj, err = objs[obj_name]
-    try:
-        if obj is None:
-            raise libbpf.BpfError(0, err or "not loaded")
-        obj.attach_cgroup(prog, cgroup2_root()).detach()
-        return {"hook": hook, "available": True,
-                "note": "adds 4 TCP option bytes (NOPs) to the segments of covered sockets"}
-    except libbpf.BpfError as e:
-        return {"hook": None, "available": False, "merged_into": "sock_send",
-                "reason": f"sockops: {e}; {_tcp_tx_fallback_reason()}. The socket and TCP "
-                          "transmit segments are reported merged (sock_send -> ip_out)."}
-
-
-def _xdp() -> dict:
-    obj, err = _load("xdp")
-    if obj is None:
-        return {"hook": None, "available": False, "reason": err}
-    obj.close()
-    return {"hook": "xdp.frags (native, generic fallback)", "available": True,
-            "opt_in": True, "reason": XDP_OPT_IN}
-
-
-def run() -> dict:
+def run(skip_hooks: Iterable[str] = ()) -> dict:
     libbpf.quiet_libbpf()
+    skip = tuple(skip_hooks)
     out: dict = {"kernel": platform.release(), "btf": BTF.exists(), "root": os.geteuid() == 0,
                  "points": {}, "extra": {}}
-    objs: dict[str, tuple[libbpf.BpfObject | None, str | None]] = {n: _load(n) for n in OBJECTS}
+    probes = Probes(netns=[None], points=DEFAULT_POINTS, skip_hooks=skip, dry=True)
     try:
-        for point in POINTS:
-            if point == "tcp_tx":
-                out["points"][point] = _tcp_tx(objs)
-                continue
-            if point == "xdp":
-                out["points"][point] = _xdp()
-                continue
-            obj_name, prog, hook = POINT_HOOKS[point]
-            obj, err = objs[obj_name]
-            entry: dict = {"hook": hook, "available": False}
-            if obj is None:
-                entry["reason"] = err
-            else:
-                try:
-                    if point in NF_HOOKS:
-                        link = obj.attach_netfilter(prog, libbpf.NFPROTO_IPV4, NF_HOOKS[point])
-                        entry["per_netns"] = True
-                    else:
-                        link = obj.attach(prog)
-                    link.detach()
-                    entry["available"] = True
-                except libbpf.BpfError as e:
-                    entry["reason"] = str(e)
-            out["points"][point] = entry
-        obj_name, prog, hook = RETRANS_HOOK
-        obj, err = objs[obj_name]
-        entry = {"hook": hook, "available": False}
         try:
-            if obj is None:
-                raise libbpf.BpfError(0, err or "not loaded")
-            obj.attach(prog).detach()
-            entry["available"] = True
-        except libbpf.BpfError as e:
-            entry["reason"] = str(e)
-        out["extra"]["retransmit"] = entry
+            probes.load()
+            probes.attach()
+            error = None
+        except (libbpf.BpfError, OSError) as e:
+            error = f"loading the shared maps failed: {e}"
+        for point in POINTS:
+            if point == "xdp":
+                out["points"][point] = _xdp(skip)
+                continue
+            choice = probes.choices.get(point) or Choice(None, [("(all)", error or "not tried")])
+            entry = _entry(choice)
+            if choice.hook is not None and choice.hook.kind == "netfilter":
+                entry["per_netns"] = True
+            if choice.hook is not None and choice.hook.note:
+                entry["note"] = choice.hook.note
+            if point == "tcp_tx" and choice.hook is None:
+                entry["merged_into"] = "sock_send"
+                entry["reason"] += f". {BY_NAME[point].note}"
+            out["points"][point] = entry
+        out["extra"]["retransmit"] = _entry(
+            probes.choices.get(RETRANS) or Choice(None, [("(all)", error or "not tried")]))
     finally:
-        for obj, _ in objs.values():
-            if obj is not None:
-                obj.close()
+        probes.close()
     return out
 
 
@@ -132,7 +84,13 @@ def render(report: dict) -> str:
              f"{'' if report['root'] else ', not root (probes need root)'}"]
     for point, e in {**report["points"], **report["extra"]}.items():
         mark = "ok " if e["available"] else "-- "
-        hook = e.get("hook") or "(none)"
-        lines.append(f"  {mark}{point:10s} {hook}" + (f"\n       {e['reason']}"
-                                                       if e.get("reason") else ""))
+        lines.append(f"  {mark}{point:10s} {e.get('hook') or '(none)'}")
+        for s in e.get("skipped", ()):
+            lines.append(f"       skipped {s['hook']}: {s['reason']}")
+        for f in e.get("fallbacks", ()):
+            lines.append(f"       fallback {f['hook']}: "
+                         f"{'available' if f['available'] else f['reason']}")
+        if e.get("reason") and (e["available"] or e.get("merged_into") or not e.get("skipped")):
+            lines.append(f"       {e['reason']}")
     return "\n".join(lines)
+

@@ -2,7 +2,8 @@
 
 A group is flushed when the byte reaches this host's last point (sock_recv; ip_in for UDP,
 which has no socket points; dev_xmit on a device that leaves the host, for a TCP byte of a
-local socket only once its sock_send hit is in too), or when the same byte passes a point it
+local socket only once its sock_send hit is in too: PointDef.last_for / .exit in
+schemas/points.py), or when the same byte passes a point it
 already passed: then the old group is flushed and a new one starts, flagged as a
 retransmission (on a receiver that is the only way to know; on the sender the
 tcp_retransmit_skb marker flags it too). Otherwise it is flushed, incomplete, after `linger` without a
@@ -29,10 +30,23 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from latscope.schemas.points import TABLE
 from latscope.schemas.records import flow_id
 
 FlowT = tuple[str, int, str, str, int, int]   # proto, family, src, dst, sport, dport
 Key = tuple[FlowT, int]                         # flow, seq (TCP) or datagram hash (UDP)
+
+# The flush rules, from the point table (schemas/points.py).
+_LAST = {proto: p.name for p in TABLE for proto in p.last_for}   # tcp: sock_recv, udp: ip_in
+_EXIT = frozenset(p.name for p in TABLE if p.exit)               # dev_xmit (on an exit device)
+_SOCKET = frozenset(p.name for p in TABLE if p.socket)           # passed once per byte
+_SEND = next(p.name for p in TABLE if p.socket and p.direction == "tx")    # sock_send
+_RECV = next(p.name for p in TABLE if p.socket and p.direction == "rx")    # sock_recv
+# Below the socket, only on the host whose TCP sent / received the byte (tcp_tx, ip_out /
+# ip_in, tcp_rx): a group holding one of them waits for its socket point.
+_SENT_HERE = frozenset(p.name for p in TABLE if p.local and not p.socket and p.direction == "tx")
+_DELIVERED_HERE = frozenset(p.name for p in TABLE
+                            if p.local and not p.socket and p.direction == "rx")
 
 
 @dataclass(slots=True)
@@ -147,11 +161,11 @@ class Grouper:
             g = self._held.pop(key, None)
             if g is not None:
                 opened[key] = g
-        if self._superseded and (point == "sock_send" or point == "sock_recv"):
+        if self._superseded and point in _SOCKET:
             orig = self._superseded.pop(key, None)
             if orig is not None:          # the late socket point of a resent byte's original
                 orig.hits.append(hit)
-                self._emit(key, orig, orig.exited or point == "sock_recv", out)
+                self._emit(key, orig, orig.exited or point == _RECV, out)
                 return
         tag = (point, hit.ifindex, hit.netns)
         again = False
@@ -174,8 +188,7 @@ class Grouper:
                 self._capped[key] = now
                 return
             # a socket point is passed once per byte, whatever the copies: never a resend
-            if not again and flow[0] == "tcp" and self._recent and point != "sock_send" \
-                    and point != "sock_recv":
+            if not again and flow[0] == "tcp" and self._recent and point not in _SOCKET:
                 closed = self._recent.get(key)
                 again = closed is not None and now - closed <= self.recent_ns
             self.counters.samples += 1
@@ -192,28 +205,28 @@ class Grouper:
         g.hits.append(hit)
         g.seen.add(tag)
         g.last_ns = now
-        if point == "sock_recv" or (point == "ip_in" and flow[0] == "udp") or (
-                point == "dev_xmit" and (hit.netns, hit.ifindex) in self.exit_devices
+        if _LAST.get(flow[0]) == point or (
+                point in _EXIT and (hit.netns, hit.ifindex) in self.exit_devices
                 and not self._awaits_send(flow, g)):
             del opened[key]
             self._emit(key, g, True, out)
-        elif point == "sock_send" and g.exited:
+        elif point == _SEND and g.exited:
             del opened[key]
             self._emit(key, g, True, out)
 
     @staticmethod
     def _from_local_send(flow: FlowT, g: _Group) -> bool:
-        """A first transmission by this host's own TCP socket (it passed ip_out) whose
-        sock_send hit is not in yet: the kernel reports it when sendmsg returns, often after
-        the byte already left."""
-        return flow[0] == "tcp" and not g.retrans and any(t[0] == "ip_out" for t in g.seen) \
-            and not any(t[0] == "sock_send" for t in g.seen)
+        """A first transmission by this host's own TCP socket (it passed tcp_tx or ip_out)
+        whose sock_send hit is not in yet: the kernel reports it when sendmsg returns, often
+        after the byte already left."""
+        return flow[0] == "tcp" and not g.retrans and any(t[0] in _SENT_HERE for t in g.seen) \
+            and not any(t[0] == _SEND for t in g.seen)
 
     @staticmethod
     def _awaits_recv(flow: FlowT, g: _Group) -> bool:
         """A first copy delivered to this host's TCP (ip_in/tcp_rx), not yet read."""
         return flow[0] == "tcp" and not g.retrans and any(
-            t[0] == "ip_in" or t[0] == "tcp_rx" for t in g.seen)
+            t[0] in _DELIVERED_HERE for t in g.seen)
 
     def _awaits_send(self, flow: FlowT, g: _Group) -> bool:
         """At the exit device: wait for the sock_send hit (then `exited` completes it)."""

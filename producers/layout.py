@@ -2,8 +2,9 @@
 by the platform's header reader.
 
 The header's `struct ls_event` gives the struct format and field names; its enums give the
-point numbers. Point names must match latscope.schemas.records.POINTS, checked here, so the
-C, the decoder and the Avro schema cannot drift apart silently.
+point numbers. The point enum must be the one latscope.schemas.points derives from its table
+(checked here at import, and by tests/core/test_points.py), so the C, the decoder and the
+Avro schema cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latscope.bpf.layout import Header, LayoutError
-from latscope.schemas.records import POINTS
+from latscope.schemas import points as _points
 
 HEADER = Path(__file__).resolve().parent / "bpf" / "latscope.h"
 _H = Header(HEADER)
@@ -24,10 +25,9 @@ RETRANS = _POINT_ENUM["LS_RETRANS"]
 POINT_NAMES: dict[int, str] = {v: k[3:].lower() for k, v in _POINT_ENUM.items()
                                if k != "LS_RETRANS"}
 POINT_NAMES_REV: dict[str, int] = {v: k for k, v in POINT_NAMES.items()}
-for _num, _name in POINT_NAMES.items():
-    if POINTS[_num] != _name:
-        raise LayoutError(f"{HEADER}: enum ls_point: {_name}={_num} but the schema's point "
-                          f"{_num} is {POINTS[_num]}")
+if _POINT_ENUM != _points.c_enum():
+    raise LayoutError(f"{HEADER}: enum ls_point is {_POINT_ENUM}, but schemas/points.py's "
+                      f"table says {_points.c_enum()}")
 
 EVENT_STRUCT = EVENT.codec
 FIELD_INDEX = {n: i for i, n in enumerate(EVENT.names)}

@@ -1,8 +1,13 @@
 """Load LatScope's probe objects, share one set of maps between them, configure and attach
 them for a set of network namespaces. Used by the agent and by `latscope doctor`.
 
-Point -> (object, program, hook). Netfilter points share one program attached per
-namespace, family (IPv4/IPv6) and hook; the hook number tells the program which point it is.
+Which hook serves a point is chosen here, at start-up: each point's candidates
+(latscope.schemas.points, preferred first) are tried in order, and the first that loads and
+attaches serves it; the others are recorded with the reason (forced off with --skip-hook,
+or the kernel's error). A candidate is loaded as its own instance of its object with only its
+programs (a kernel refusing one program then costs only that candidate), and every instance
+reuses one set of shared maps. Netfilter points share one program attached per namespace,
+family (IPv4/IPv6) and hook; the hook number tells the program which point it is.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import subprocess
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from latscope import log
 from latscope.bpf import counters, libbpf
@@ -21,31 +27,49 @@ from latscope.bpf.clock import ClockInjection
 from latscope.bpf.netns import entered
 from latscope.producers import layout
 from latscope.producers.sampling import effective_size, udp_modulus
+from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, RETRANS_HOOKS, Hook
 
 _log = log.get("producers.probes")
 SHARED_MAPS = ("events", "counters", "netns_filter")
-XDP_HOOK = "xdp (native, generic where the driver has none) on every covered device"
-# point -> (object, program, hook description)
-POINT_HOOKS: dict[str, tuple[str, str, str]] = {
-    "sock_send": ("sock", "sock_send", "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length"),
-    "tcp_tx": ("tcp_tx", "tcp_tx", "sockops:WRITE_HDR_OPT_CB (cgroup v2 root, 4 option bytes)"),
-    "ip_out": ("netfilter", "ip_point", "netfilter:LOCAL_OUT"),
-    "ip_post": ("netfilter", "ip_point", "netfilter:POST_ROUTING"),
-    "dev_queue": ("dev", "dev_queue", "tp_btf/net_dev_queue"),
-    "dev_xmit": ("dev", "dev_xmit", "tp_btf/net_dev_start_xmit"),
-    "dev_rx": ("dev", "dev_rx", "tp_btf/netif_receive_skb"),
-    "ip_pre": ("netfilter", "ip_point", "netfilter:PRE_ROUTING"),
-    "ip_in": ("netfilter", "ip_point", "netfilter:LOCAL_IN"),
-    "tcp_rx": ("tcp", "tcp_rx", "tp_btf/tcp_probe"),
-    "sock_recv": ("sock", "sock_recv", "tp_btf/sock_recv_length"),
-}
-RETRANS_HOOK = ("tcp", "retrans", "tp_btf/tcp_retransmit_skb")
-# Extra programs a point needs besides its own (sock_send's entry time).
-HELPERS = {"sock_send": [("sock", "send_entry", "tp_btf/tcp_sendmsg_locked")]}
-NF_HOOKS = {"ip_pre": libbpf.NF_INET_PRE_ROUTING, "ip_in": libbpf.NF_INET_LOCAL_IN,
-            "ip_out": libbpf.NF_INET_LOCAL_OUT, "ip_post": libbpf.NF_INET_POST_ROUTING}
-OBJECTS = ("sock", "tcp", "dev", "netfilter", "tcp_tx")
+MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
+RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
+XDP = BY_NAME["xdp"].hooks[0]
 SO_NETNS_COOKIE = 71
+
+
+@dataclass
+class Choice:
+    """The start-up walk over one point's candidates: the hook that serves it (None: none
+    does), why each earlier candidate was passed over, and (doctor only) how the later ones
+    would fare."""
+
+    hook: Hook | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)      # (hook, reason)
+    fallbacks: list[tuple[str, str | None]] = field(default_factory=list)  # (hook, None=works)
+
+    @property
+    def reason(self) -> str | None:
+        """Why no candidate serves the point (None when one does)."""
+        if self.hook is not None:
+            return None
+        return "; ".join(f"{h}: {r}" for h, r in self.skipped) or "no hook candidate"
+
+
+def _kprobes_present() -> bool:
+    return Path("/sys/bus/event_source/devices/kprobe").exists() or any(
+        Path(d, "kprobe_events").exists() for d in ("/sys/kernel/tracing",
+                                                    "/sys/kernel/debug/tracing"))
+
+
+def failure_reason(hook: Hook, e: libbpf.BpfError) -> str:
+    """The kernel's error for a candidate, with what it means where that is known."""
+    # libbpf.py's load error points at the verifier log, which doctor silences
+    why = (e.strerror or str(e)).replace(" (the verifier log is above)", "")
+    if hook.kind == "fentry" and e.errno == errno.EPERM:
+        why += " (this kernel refuses fentry/fexit programs)"
+    elif hook.kind == "kprobe" and e.errno == errno.ENOENT and not _kprobes_present():
+        why += " (no kprobe PMU nor kprobe_events: kernel without CONFIG_KPROBES)"
+    return why
 
 
 def list_links(ns: str | None) -> list[dict]:
@@ -89,20 +113,33 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(12, (n - 1).bit_length())
 
 
+def _instance_key(hook: Hook) -> str:
+    """One loaded instance per object and program set (the netfilter points share one)."""
+    return f"{hook.obj}:{'+'.join(hook.programs)}"
+
+
 @dataclass
 class Probes:
-    """All probe objects of one agent; close() detaches everything."""
+    """All probe objects of one agent; close() detaches everything.
+
+    ``skip_hooks``: tokens forcing candidates off (a hook name, one of its parts such as
+    ``tp_btf/net_dev_queue``, or a kind such as ``tp_btf``). ``dry``: doctor's walk — no
+    namespace is covered (the namespace filter and sockops cookie map stay empty, so nothing
+    is reported), and the candidates after the chosen one are tried too, then detached."""
 
     netns: list[str | None]                  # namespace names (None: this process's own)
     sample_size: int = 72400
     ports: Iterable[int] = ()
     clock: ClockInjection = field(default_factory=ClockInjection)
     ring_buffer_bytes: int = 8 << 20
-    points: Iterable[str] = tuple(POINT_HOOKS)
+    points: Iterable[str] = DEFAULT_POINTS
     xdp: bool = False                        # opt-in: the xdp point (see xdp.bpf.c)
-    objects: dict[str, libbpf.BpfObject] = field(default_factory=dict)
+    skip_hooks: Iterable[str] = ()
+    dry: bool = False
+    objects: dict[str, libbpf.BpfObject] = field(default_factory=dict)   # instance key -> obj
     xdp_objects: dict[str | None, libbpf.BpfObject] = field(default_factory=dict)
     attached: dict[str, str] = field(default_factory=dict)     # point -> hook
+    choices: dict[str, Choice] = field(default_factory=dict)   # point (or RETRANS) -> walk
     xdp_refused: dict[str, str] = field(default_factory=dict)  # "ns/dev" -> why
     xdp_generic: list[str] = field(default_factory=list)       # "ns/dev" in generic mode
     unavailable: dict[str, str] = field(default_factory=dict)  # point -> why not attached
@@ -113,114 +150,181 @@ class Probes:
         return _pow2_at_least(self.ring_buffer_bytes)
 
     def load(self) -> None:
-        size = effective_size(self.sample_size)
-        ports = sorted(set(self.ports))
-        wanted_progs = {POINT_HOOKS[p][:2] for p in self.points} | {RETRANS_HOOK[:2]} | {
-            h[:2] for p in self.points for h in HELPERS.get(p, [])}
-        first: libbpf.BpfObject | None = None
+        """The shared maps (ring buffer, counters, namespace filter), in an object loaded
+        without programs; candidates load in attach(), where the walk needs them."""
+        self._size = effective_size(self.sample_size)
+        self._ports = sorted(set(self.ports))
+        self.skip_hooks = tuple(self.skip_hooks)
         try:
-            for name in OBJECTS:
-                if name == "tcp_tx" and "tcp_tx" not in self.points:
-                    continue
-                obj = libbpf.BpfObject.build(name)
-                self.objects[name] = obj
-                for prog in obj.programs():
-                    obj.set_autoload(prog, (name, prog) in wanted_progs)
-                if name == "netfilter":
-                    obj.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER,
-                                         libbpf.ATTACH_NETFILTER)
-                for var, value in self._globals(size, ports):
-                    obj.set_global(var, value)
-                if first is None:
-                    obj.set_max_entries("events", self.ring_size)
-                    obj.load()
-                    first = obj
-                    for inode in {libbpf.netns_inode(ns) for ns in self.netns}:
-                        obj.map("netns_filter").update(inode, b"\x01")
-                elif name == "tcp_tx":
-                    # The one point whose hook a kernel may refuse (sock_ops header options):
-                    # without it, socket and TCP transmit stay one segment, as doctor says.
-                    try:
-                        for m in SHARED_MAPS:
-                            obj.reuse_map(m, first.map(m).fd)
-                        obj.load()
-                    except libbpf.BpfError as e:
-                        self.unavailable["tcp_tx"] = str(e)
-                        _log.warning("tcp_tx not available (%s): socket and TCP transmit "
-                                     "are reported as one segment", e)
-                        obj.close()
-                        del self.objects[name]
-                        continue
-                else:
-                    for m in SHARED_MAPS:
-                        obj.reuse_map(m, first.map(m).fd)
-                    obj.load()
-                if name == "tcp_tx":
-                    for ns in self.netns:
-                        obj.map("netns_cookies").update(
-                            struct.pack("<Q", netns_cookie(ns)),
-                            struct.pack("<I", libbpf.netns_inode(ns)))
-            if self.xdp:
-                assert first is not None
-                for ns in self.netns:      # one object per namespace: it knows its inode
-                    obj = libbpf.BpfObject.build("xdp")
-                    self.xdp_objects[ns] = obj
-                    for var, value in self._globals(size, ports):
-                        obj.set_global(var, value)
-                    obj.set_global("xdp_netns", libbpf.netns_inode(ns))
-                    for m in SHARED_MAPS:
-                        obj.reuse_map(m, first.map(m).fd)
-                    obj.load()
+            owner = self._open(MAPS_OBJECT, ())
+            owner.set_max_entries("events", self.ring_size)
+            owner.load()
+            self.objects["maps"] = owner
+            if not self.dry:
+                for inode in {libbpf.netns_inode(ns) for ns in self.netns}:
+                    owner.map("netns_filter").update(inode, b"\x01")
         except BaseException:
             self.close()
             raise
 
-    def _globals(self, size: int, ports: list[int]) -> list[tuple[str, int | bytes]]:
+    def _open(self, name: str, programs: tuple[str, ...]) -> libbpf.BpfObject:
+        obj = libbpf.BpfObject.build(name)
+        try:
+            for prog in obj.programs():
+                obj.set_autoload(prog, prog in programs)
+            if "ip_point" in programs:
+                obj.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER,
+                                     libbpf.ATTACH_NETFILTER)
+            for var, value in self._globals():
+                obj.set_global(var, value)
+        except BaseException:
+            obj.close()
+            raise
+        return obj
+
+    def _globals(self) -> list[tuple[str, int | bytes]]:
         return [("clock_offset_ns", self.clock.offset_ns),
                 ("clock_drift_ppb", self.clock.drift_ppb),
                 ("clock_epoch_ns", self.clock.epoch_ns),
-                ("sample_size", size),
+                ("sample_size", self._size),
                 # a quarter full: the agent also reads every poll interval on its own
                 ("wakeup_bytes", self.ring_size // 4),
                 ("udp_sample_mod", udp_modulus(self.sample_size)),
-                ("ports_any", 0 if ports else 1),
-                ("port_bits", port_bitmap(ports))]
+                ("ports_any", 0 if self._ports else 1),
+                ("port_bits", port_bitmap(self._ports))]
+
+    def _instance(self, hook: Hook) -> tuple[libbpf.BpfObject, bool]:
+        """The loaded object instance of a candidate (shared by candidates with the same
+        programs: the netfilter points); True when it was made now."""
+        key = _instance_key(hook)
+        if key in self.objects:
+            return self.objects[key], False
+        obj = self._open(hook.obj, hook.programs)
+        try:
+            owner = self.objects["maps"]
+            for m in SHARED_MAPS:
+                obj.reuse_map(m, owner.map(m).fd)
+            obj.load()
+            if hook.kind == "sockops" and not self.dry:
+                for ns in self.netns:
+                    obj.map("netns_cookies").update(
+                        struct.pack("<Q", netns_cookie(ns)),
+                        struct.pack("<I", libbpf.netns_inode(ns)))
+        except BaseException:
+            obj.close()
+            raise
+        self.objects[key] = obj
+        return obj, True
+
+    def _attach_hook(self, hook: Hook) -> list[libbpf.Link]:
+        """Load (or reuse) the candidate's instance and attach its programs; on failure
+        nothing of it stays attached or loaded."""
+        obj, fresh = self._instance(hook)
+        links: list[libbpf.Link] = []
+        try:
+            if hook.kind == "netfilter":
+                hooknum = getattr(libbpf, f"NF_INET_{hook.nf_hook}")
+                for ns in self.netns:
+                    with entered(ns) if ns else nullcontext():
+                        for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
+                            links.append(obj.attach_netfilter(hook.prog, pf, hooknum))
+            elif hook.kind == "sockops":
+                links.append(obj.attach_cgroup(hook.prog, cgroup2_root()))
+            else:
+                for prog in (*hook.helpers, hook.prog):
+                    links.append(obj.attach(prog))
+        except BaseException:
+            for link in links:
+                link.detach()
+                if link in obj.links:
+                    obj.links.remove(link)
+            if fresh:
+                obj.close()
+                del self.objects[_instance_key(hook)]
+            raise
+        return links
+
+    def _walk(self, hooks: Iterable[Hook]) -> Choice:
+        """Try the candidates in order; the first that loads and attaches serves."""
+        choice = Choice(None)
+        for hook in hooks:
+            token = hook.skipped_by(self.skip_hooks)
+            if token is not None:
+                why: str | None = f"forced off (--skip-hook {token})"
+            else:
+                try:
+                    links = self._attach_hook(hook)
+                    why = None
+                except libbpf.BpfError as e:
+                    why = failure_reason(hook, e)
+                else:
+                    if choice.hook is not None:      # dry: a fallback that would work
+                        for link in links:
+                            link.detach()
+            if choice.hook is None:
+                if why is None:
+                    choice.hook = hook
+                    if not self.dry:
+                        break
+                else:
+                    choice.skipped.append((hook.name, why))
+            else:
+                choice.fallbacks.append((hook.name, why))
+        return choice
 
     def attach(self) -> dict[str, str]:
-        """Attach every wanted point (netfilter in each namespace); returns point -> hook."""
+        """Serve every wanted point with the first candidate the kernel has (netfilter in
+        each namespace); returns point -> hook."""
         try:
-            done: set[tuple[str, str]] = set()
             for point in self.points:
-                obj_name, prog, hook = POINT_HOOKS[point]
-                obj = self.objects.get(obj_name)
-                if point == "tcp_tx":
-                    if obj_name not in self.objects:
-                        continue
-                    try:
-                        self.objects[obj_name].attach_cgroup(prog, cgroup2_root())
-                    except libbpf.BpfError as e:
-                        self.unavailable["tcp_tx"] = str(e)
-                        _log.warning("tcp_tx not attached (%s): socket and TCP transmit "
-                                     "are reported as one segment", e)
-                        continue
-                elif point in NF_HOOKS:
-                    for ns in self.netns:
-                        with entered(ns) if ns else nullcontext():
-                            for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
-                                obj.attach_netfilter(prog, pf, NF_HOOKS[point])
-                else:
-                    for o, pr, _ in [(obj_name, prog, hook), *HELPERS.get(point, [])]:
-                        if (o, pr) not in done:
-                            self.objects[o].attach(pr)
-                            done.add((o, pr))
-                self.attached[point] = hook
-            self.objects[RETRANS_HOOK[0]].attach(RETRANS_HOOK[1])
+                if point == "xdp":
+                    continue
+                self._serve(point, BY_NAME[point].hooks)
+            self._serve(RETRANS, RETRANS_HOOKS)
             if self.xdp:
+                self._load_xdp()
                 self._attach_xdp()
+            if not self.attached and not self.dry:
+                raise libbpf.BpfError(errno.ENOENT, "no point could be attached: " + "; ".join(
+                    f"{p}: {r}" for p, r in self.unavailable.items()))
         except BaseException:
             self.close()
             raise
         return dict(self.attached)
+
+    def _serve(self, point: str, hooks: Iterable[Hook]) -> None:
+        """Walk one point's candidates; record and log the outcome. A point no candidate
+        serves is left out (the agent runs with the others; status and doctor say why)."""
+        choice = self.choices[point] = self._walk(hooks)
+        if choice.hook is not None:
+            if point != RETRANS:
+                self.attached[point] = choice.hook.name
+            if choice.skipped and not self.dry:
+                _log.info("%s served by %s (passed over: %s)", point, choice.hook.name,
+                          "; ".join(f"{h}: {r}" for h, r in choice.skipped))
+            return
+        self.unavailable[point] = choice.reason or ""
+        if self.dry:
+            return
+        if point == "tcp_tx":
+            _log.warning("tcp_tx not available (%s): socket and TCP transmit are reported as "
+                         "one segment", choice.reason)
+        elif point == RETRANS:
+            _log.warning("retransmissions not marked by the sender's TCP (%s): only repeated "
+                         "points flag them", choice.reason)
+        else:
+            _log.warning("point %s not available: %s", point, choice.reason)
+
+    def _load_xdp(self) -> None:
+        """One xdp object per namespace: it knows its inode."""
+        owner = self.objects["maps"]
+        for ns in self.netns:
+            obj = self._open(XDP.obj, XDP.programs)
+            self.xdp_objects[ns] = obj
+            obj.set_global("xdp_netns", libbpf.netns_inode(ns))
+            for m in SHARED_MAPS:
+                obj.reuse_map(m, owner.map(m).fd)
+            obj.load()
 
     def _attach_xdp(self) -> None:
         """XDP on every device (not lo) of every covered namespace, native where the driver
@@ -238,26 +342,31 @@ class Probes:
                     where = f"{ns or '(own)'}/{dev['ifname']}"
                     try:
                         try:
-                            obj.attach_xdp("xdp_point", dev["ifindex"], libbpf.XDP_FLAGS_DRV_MODE)
+                            obj.attach_xdp(XDP.prog, dev["ifindex"], libbpf.XDP_FLAGS_DRV_MODE)
                         except libbpf.BpfError as e:
                             if e.errno == errno.EBUSY:
                                 raise
-                            obj.attach_xdp("xdp_point", dev["ifindex"],
-                                           libbpf.XDP_FLAGS_SKB_MODE)
+                            obj.attach_xdp(XDP.prog, dev["ifindex"], libbpf.XDP_FLAGS_SKB_MODE)
                             self.xdp_generic.append(where)
                         n += 1
                     except libbpf.BpfError as e:
                         self.xdp_refused[where] = str(e)
                         _log.warning("xdp point not attached on %s: %s", where, e)
         if n:
-            self.attached["xdp"] = XDP_HOOK
+            self.attached["xdp"] = XDP.name
+            self.choices["xdp"] = Choice(XDP)
+
+    def skipped(self) -> dict[str, list[dict[str, str]]]:
+        """Per point served by a fallback: the candidates passed over, and why."""
+        return {p: [{"hook": h, "reason": r} for h, r in c.skipped]
+                for p, c in self.choices.items() if c.hook is not None and c.skipped}
 
     @property
     def events_fd(self) -> int:
-        return self.objects[OBJECTS[0]].map("events").fd
+        return self.objects["maps"].map("events").fd
 
     def kernel_counters(self) -> dict[str, int]:
-        return counters.read(self.objects[OBJECTS[0]].map("counters"), layout.COUNTERS)
+        return counters.read(self.objects["maps"].map("counters"), layout.COUNTERS)
 
     def all_objects(self) -> list[libbpf.BpfObject]:
         return [*self.objects.values(), *self.xdp_objects.values()]
@@ -268,4 +377,3 @@ class Probes:
         self.objects.clear()
         self.xdp_objects.clear()
         self.attached.clear()
-

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-POINTS = ("sock_send", "tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit",
-          "xdp", "dev_rx", "ip_pre", "ip_in", "tcp_rx", "sock_recv")
-TX_POINTS = POINTS[:6]
-RX_POINTS = POINTS[6:]
-LAYERS = ("socket", "tcp", "ip", "qdisc", "device", "virtual", "wire")
+# Re-exported for the stages that name points through records: the table is the source.
+from latscope.schemas.points import LAYERS as LAYERS
+from latscope.schemas.points import POINTS as POINTS
+from latscope.schemas.points import RX_POINTS as RX_POINTS
+from latscope.schemas.points import TX_POINTS as TX_POINTS
 
 TOPIC_LAYER_EVENTS = "latscope.layer-events"
 TOPIC_CLOCK = "latscope.clock"

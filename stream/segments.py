@@ -42,6 +42,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 
+from latscope.schemas.points import TABLE
 from latscope.stream._native import (
     fill_segments,
     plain_refs,
@@ -51,23 +52,22 @@ from latscope.stream._native import (
 )
 from latscope.stream.clock_model import to_reference
 
-DEVICE_POINTS = frozenset({"xdp", "dev_rx", "dev_queue", "dev_xmit"})
-# Stack position inside one host. Ingress device block (xdp, dev_rx of every device the
-# skb crosses), then IP; local delivery (ip_in...) or forwarding/egress (ip_post, egress
-# device block). A byte is either delivered or forwarded on one host, never both, so
+# Every per-point fact below comes from the one point table (schemas/points.py).
+DEVICE_POINTS = frozenset(p.name for p in TABLE if p.device)
+# Stack position inside one host (PointDef.rank). Ingress device block (xdp, dev_rx of every
+# device the skb crosses), then IP; local delivery (ip_in...) or forwarding/egress (ip_post,
+# egress device block). A byte is either delivered or forwarded on one host, never both, so
 # ip_in and ip_post may share a rank.
-_RANK = {"sock_send": 0, "tcp_tx": 1, "ip_out": 2, "xdp": 3, "dev_rx": 3, "ip_pre": 4,
-         "ip_in": 5, "ip_post": 5, "tcp_rx": 6, "dev_queue": 6, "dev_xmit": 6,
-         "sock_recv": 7}
-_IN_BLOCK = {"xdp": 0, "dev_rx": 1, "dev_queue": 0, "dev_xmit": 1}
-_POINT_LAYER = {"sock_send": "socket", "sock_recv": "socket", "tcp_tx": "tcp",
-                "tcp_rx": "tcp", "ip_out": "ip", "ip_post": "ip", "ip_pre": "ip",
-                "ip_in": "ip", "dev_queue": "qdisc", "dev_xmit": "device",
-                "dev_rx": "device", "xdp": "device"}
-_KEEP_LAST = frozenset({"tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit"})
+_RANK = {p.name: p.rank for p in TABLE}
+_IN_BLOCK = {p.name: p.in_block for p in TABLE if p.device}
+_POINT_LAYER = {p.name: p.layer for p in TABLE}
+# drop_repeats: the transmit chain below the socket keeps its latest copy.
+_KEEP_LAST = frozenset(p.name for p in TABLE if p.direction == "tx" and not p.socket)
 # Points only a host with the flow's socket has: a host with none of them forwards.
-_LOCAL = frozenset({"sock_send", "tcp_tx", "ip_out", "ip_in", "tcp_rx", "sock_recv"})
-_RX_BLOCK = frozenset({"xdp", "dev_rx", "ip_pre"})
+_LOCAL = frozenset(p.name for p in TABLE if p.local)
+_RX_BLOCK = frozenset(p.name for p in TABLE if p.rx_block)
+_RX_DEVICE = _RX_BLOCK & DEVICE_POINTS                       # xdp, dev_rx
+_IP = frozenset(p.name for p in TABLE if p.layer == "ip")    # the netfilter points
 # Sort kinds of a point inside one host (order_points): the receive block, ordered by the
 # host's clock; a transmit device block, ordered by device then queue/xmit; the rest, by rank.
 _RX, _TX_DEV, _PLAIN = 0, 1, 2
@@ -382,9 +382,9 @@ def layer_of(a: Point, b: Point, *, past_ip_pre: bool = False) -> tuple[str, str
     pa, pb = a.point, b.point
     if pa == "dev_queue" and pb == "dev_xmit" and a.dev == b.dev:
         return "qdisc", a.dev
-    if pa == "ip_pre" and pb in ("dev_rx", "xdp"):   # br_netfilter: bridge → its device
+    if pa == "ip_pre" and pb in _RX_DEVICE:   # br_netfilter: bridge → its device
         return "virtual", b.dev
-    if past_ip_pre and pa in ("dev_rx", "xdp") and pb.startswith("ip_"):
+    if past_ip_pre and pa in _RX_DEVICE and pb in _IP:
         return "ip", None
     if pa in DEVICE_POINTS and pb in DEVICE_POINTS:
         if a.dev != b.dev:
@@ -393,12 +393,12 @@ def layer_of(a: Point, b: Point, *, past_ip_pre: bool = False) -> tuple[str, str
     if pa in DEVICE_POINTS:             # dev_rx/xdp → ip_pre (or a stray dev_xmit → ...)
         return "device", a.dev
     if pb in DEVICE_POINTS:             # ip_post → dev_queue etc.
-        return ("ip" if pa.startswith("ip_") else _POINT_LAYER[pa]), b.dev
+        return _POINT_LAYER[pa], b.dev
     if pa == "sock_send":
         return "socket", None           # → tcp_tx, or → ip_out when tcp_tx is missing
     if pb == "sock_recv":
         return "socket", None
-    if pa.startswith("ip_") and pb.startswith("ip_"):
+    if pa in _IP and pb in _IP:
         return "ip", None
     if pa == "tcp_tx" or pb == "tcp_rx":
         return "tcp", None

@@ -1,6 +1,13 @@
 /* Maps, configuration and helpers shared by every LatScope probe object. The agent loads the
  * first object, then makes the others reuse its maps, so there is one ring buffer, one set of
- * counters and one filter per agent. */
+ * counters and one filter per agent.
+ *
+ * Read modes. One point may be served by several hook variants (schemas/points.py): typed
+ * ones (tp_btf, fentry/fexit, netfilter) read kernel memory with plain loads the verifier
+ * checks through BTF; untyped ones (raw_tp, kprobe) get bare addresses and must read through
+ * bpf_probe_read_kernel (BPF_CORE_READ). Helpers that read kernel structs take the mode as a
+ * compile-time constant `m` (LS_BTF or LS_RAW); every caller is __always_inline, so each
+ * variant compiles to straight code of its own mode and the typed path keeps its plain loads. */
 #ifndef LATSCOPE_COMMON_BPF_H
 #define LATSCOPE_COMMON_BPF_H
 
@@ -18,6 +25,12 @@
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+
+#define LS_BTF 0
+#define LS_RAW 1
+/* src->a->b... in mode m (libbpf's ___arrow spells the plain chain BPF_CORE_READ reads). */
+#define LS_RD(m, src, a, ...) \
+	((m) == LS_RAW ? BPF_CORE_READ(src, a, ##__VA_ARGS__) : ___arrow(src, a, ##__VA_ARGS__))
 
 /* Set by the loader before load. */
 volatile const __u32 sample_size = 72400;   /* TCP: byte b is sampled when b % size == 0 */
@@ -58,10 +71,10 @@ static __always_inline int ls_ports_ok(__u16 sport, __u16 dport)
 	       (port_bits[(dport >> 5) & 2047] & (1U << (dport & 31)));
 }
 
-static __always_inline int ls_sk_ports_ok(const struct sock *sk)
+static __always_inline int ls_sk_ports_ok(const struct sock *sk, const int m)
 {
-	return ports_any || ls_ports_ok(sk->__sk_common.skc_num,
-					bpf_ntohs(sk->__sk_common.skc_dport));
+	return ports_any || ls_ports_ok(LS_RD(m, sk, __sk_common.skc_num),
+					bpf_ntohs(LS_RD(m, sk, __sk_common.skc_dport)));
 }
 
 /* Does [seq, seq+len) (mod 2^32) hold a byte b with b % sample_size == 0? One division. */
@@ -90,7 +103,8 @@ struct ls_hit {
 };
 
 /* ts == 0: stamp now. Points stamp only once they know the range holds a sampled byte, so
- * the unsampled path never reads the clock (a few hundred ns after the hook's entry). */
+ * the unsampled path never reads the clock (a few hundred ns after the hook's entry).
+ * dev: where the device's name is read from (address only); ifindex: the caller's. */
 static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64 ts,
 				       __u32 netns, const struct net_device *dev, __u32 ifindex)
 {
@@ -116,13 +130,11 @@ static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64
 	e->proto = h->proto;
 	e->flags = h->flags;
 	e->cpu = bpf_get_smp_processor_id();
-	if (dev) {
-		e->ifindex = dev->ifindex;
+	e->ifindex = ifindex;
+	if (dev)
 		bpf_probe_read_kernel_str(e->dev, sizeof(e->dev), dev->name);
-	} else {
-		e->ifindex = ifindex;     /* XDP: user space names the device */
-		e->dev[0] = 0;
-	}
+	else
+		e->dev[0] = 0;            /* socket points; XDP: user space names the device */
 	/* Wake the agent only once a batch waits (it also reads on its own every few ms):
 	 * a wakeup per event costs the traced path an irq_work and the agent a read each. */
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
@@ -131,27 +143,28 @@ static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64
 }
 
 static __always_inline void ls_emit(const struct ls_hit *h, __u8 point, __u64 ts, __u32 netns,
-				    const struct net_device *dev)
+				    const struct net_device *dev, const int m)
 {
-	ls_emit_at(h, point, ts, netns, dev, 0);
+	ls_emit_at(h, point, ts, netns, dev, dev ? LS_RD(m, dev, ifindex) : 0);
 }
 
 /* Fill family and addresses from a socket; reversed for the receive direction. A v4-mapped
  * IPv6 socket reports the IPv4 flow, as the packets on the wire do. */
-static __always_inline int ls_sk_flow(const struct sock *sk, struct ls_hit *h, int rx)
+static __always_inline int ls_sk_flow(const struct sock *sk, struct ls_hit *h, int rx,
+				      const int m)
 {
-	__u16 fam = sk->__sk_common.skc_family;
+	__u16 fam = LS_RD(m, sk, __sk_common.skc_family);
 	__u32 *local = (__u32 *)(rx ? h->daddr : h->saddr);
 	__u32 *remote = (__u32 *)(rx ? h->saddr : h->daddr);
-	__u16 lport = sk->__sk_common.skc_num;
-	__u16 rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	__u16 lport = LS_RD(m, sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(LS_RD(m, sk, __sk_common.skc_dport));
 
 	h->sport = rx ? rport : lport;
 	h->dport = rx ? lport : rport;
 	if (fam == AF_INET) {
 		h->family = 4;
-		local[0] = sk->__sk_common.skc_rcv_saddr;
-		remote[0] = sk->__sk_common.skc_daddr;
+		local[0] = LS_RD(m, sk, __sk_common.skc_rcv_saddr);
+		remote[0] = LS_RD(m, sk, __sk_common.skc_daddr);
 		return 0;
 	}
 	if (fam != AF_INET6)
@@ -169,9 +182,9 @@ static __always_inline int ls_sk_flow(const struct sock *sk, struct ls_hit *h, i
 	return 0;
 }
 
-static __always_inline __u32 ls_sk_netns(const struct sock *sk)
+static __always_inline __u32 ls_sk_netns(const struct sock *sk, const int m)
 {
-	return sk->__sk_common.skc_net.net->ns.inum;
+	return LS_RD(m, sk, __sk_common.skc_net.net, ns.inum);
 }
 
 /* FNV-1a over the bytes that identify a UDP datagram on every hop. */
@@ -310,12 +323,13 @@ bad:
 }
 
 static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
-					struct ls_hit *h)
+					struct ls_hit *h, const int m)
 {
-	unsigned char *head = skb->head;
-	__u32 end = (__u32)((unsigned long)skb->data - (unsigned long)head) + skb->len;
+	unsigned char *head = LS_RD(m, skb, head);
+	__u32 end = (__u32)((unsigned long)LS_RD(m, skb, data) - (unsigned long)head) +
+		    LS_RD(m, skb, len);
 
-	return ls_parse(head, nh, end, end - skb->data_len, l3proto, h);
+	return ls_parse(head, nh, end, end - LS_RD(m, skb, data_len), l3proto, h);
 }
 
 #endif

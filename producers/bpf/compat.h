@@ -11,15 +11,15 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 
-/* Plain fields on the kernels this targets (see above). */
-static __always_inline __u16 ls_sk_protocol(const struct sock *sk)
+/* Plain fields on the kernels this targets (see above); m: read mode (common.bpf.h). */
+static __always_inline __u16 ls_sk_protocol(const struct sock *sk, const int m)
 {
-	return sk->sk_protocol;
+	return m ? BPF_CORE_READ(sk, sk_protocol) : sk->sk_protocol;
 }
 
-static __always_inline __u8 ls_sk_shutdown(const struct sock *sk)
+static __always_inline __u8 ls_sk_shutdown(const struct sock *sk, const int m)
 {
-	return sk->sk_shutdown;
+	return m ? BPF_CORE_READ(sk, sk_shutdown) : sk->sk_shutdown;
 }
 
 struct ls_tcp_range {
@@ -49,12 +49,18 @@ static __always_inline int ls_tcp_cb_range(const struct sk_buff *skb, struct ls_
 }
 
 /* Offset of the network header from skb->head, for a point that may run before it is set. */
-static __always_inline __u32 ls_skb_nh_off(const struct sk_buff *skb, int use_data)
+static __always_inline __u32 ls_skb_nh_off(const struct sk_buff *skb, int use_data, const int m)
 {
-	__u16 nh = skb->network_header;
-	if (use_data || nh == (__u16)~0U)
-		return (__u32)((unsigned long)skb->data - (unsigned long)skb->head);
-	return nh;
+	__u16 nh;
+
+	if (!use_data) {
+		nh = m ? BPF_CORE_READ(skb, network_header) : skb->network_header;
+		if (nh != (__u16)~0U)
+			return nh;
+	}
+	return m ? (__u32)((unsigned long)BPF_CORE_READ(skb, data) -
+			   (unsigned long)BPF_CORE_READ(skb, head))
+		 : (__u32)((unsigned long)skb->data - (unsigned long)skb->head);
 }
 
 #endif

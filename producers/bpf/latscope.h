@@ -6,8 +6,9 @@
 #ifndef LATSCOPE_H
 #define LATSCOPE_H
 
-/* Observation points; value = index in latscope.schemas.records.POINTS. LS_RETRANS is not a
- * point: it marks a byte range the sender's TCP retransmitted. */
+/* Observation points; value = index in latscope.schemas.points.TABLE (the one point table;
+ * layout.py and tests/core/test_points.py hold this enum to it). LS_RETRANS is not a point:
+ * it marks a byte range the sender's TCP retransmitted. */
 enum ls_point {
 	LS_SOCK_SEND = 0,
 	LS_TCP_TX = 1,

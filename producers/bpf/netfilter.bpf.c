@@ -33,7 +33,7 @@ int ip_point(struct bpf_nf_ctx *ctx)
 	netns = state->net->ns.inum;
 	if (!ls_netns_ok(netns))
 		return NF_ACCEPT;
-	if (ls_parse_skb(skb, ls_skb_nh_off(skb, 1), skb->protocol, &h))
-		ls_emit(&h, point, 0, netns, dev);
+	if (ls_parse_skb(skb, ls_skb_nh_off(skb, 1, LS_BTF), skb->protocol, &h, LS_BTF))
+		ls_emit(&h, point, 0, netns, dev, LS_BTF);
 	return NF_ACCEPT;
 }

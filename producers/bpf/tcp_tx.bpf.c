@@ -5,6 +5,8 @@
  * reserves 4 option bytes on their data segments (written as NOPs: the cost of the callback).
  * Namespaces are known by their netns cookie here (sock_ops has no kernel socket pointer):
  * user space fills netns_cookies with cookie -> inode for the namespaces it covers.
+ * Where the kernel has them, fentry/kprobe on __tcp_transmit_skb (tcp_fn.bpf.c) serve the
+ * point when this hook is refused.
  * Hooks:
  *   tcp_tx  sockops (cgroup v2 root): ACTIVE/PASSIVE_ESTABLISHED_CB set the header-option
  *           flag; HDR_OPT_LEN_CB reserves 4 bytes in data segments; WRITE_HDR_OPT_CB

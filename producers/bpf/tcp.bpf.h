@@ -1,0 +1,45 @@
+/* TCP range logic: the byte range of a segment from TCP's control block, shared by every
+ * variant of tcp_rx and the retransmission marker (tcp.bpf.c) and by tcp_tx's fentry/kprobe
+ * variants (tcp_tx.bpf.c). m: read mode (common.bpf.h), a constant per variant. */
+#ifndef LATSCOPE_TCP_BPF_H
+#define LATSCOPE_TCP_BPF_H
+
+#include "common.bpf.h"
+
+#define TCPHDR_FIN 0x01
+#define TCPHDR_SYN 0x02
+
+static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff *skb,
+				     __u8 point, int rx, const int m)
+{
+	struct ls_tcp_range r;
+	struct ls_hit h;
+	__u32 netns, seq, end;
+
+	/* The range first: most segments a bulk flow's sender receives are pure ACKs, and
+	 * most data ranges hold no sampled byte; both leave before the map lookup. */
+	if (ls_tcp_cb_range(skb, &r))
+		return 0;
+	seq = r.seq;
+	end = r.end_seq;
+	/* SYN and FIN each take one sequence number but carry no data byte. */
+	if (r.flags & TCPHDR_SYN)
+		seq++;
+	if (r.flags & TCPHDR_FIN)
+		end--;
+	if ((__s32)(end - seq) <= 0 || !ls_sampled(seq, end - seq))
+		return 0;
+	netns = ls_sk_netns(sk, m);
+	if (!ls_netns_ok(netns) || !ls_sk_ports_ok(sk, m))
+		return 0;
+	__builtin_memset(&h, 0, sizeof(h));
+	if (ls_sk_flow(sk, &h, rx, m))
+		return 0;
+	h.seq = seq;
+	h.len = end - seq;
+	h.proto = IPPROTO_TCP;
+	ls_emit(&h, point, 0, netns, 0, m);
+	return 0;
+}
+
+#endif

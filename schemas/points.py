@@ -1,0 +1,187 @@
+"""The one table of LatScope's observation points (design §2, §3, §8).
+
+Everything that knows about points derives from ``TABLE`` or is checked against it:
+- the C enum ``ls_point`` in producers/bpf/latscope.h (tests/core/test_points.py compares;
+  producers/layout.py refuses to import on a mismatch);
+- the Avro enum ``Point`` of schemas/layer_event.avsc (same test; the stream checks at start);
+- the hook candidates of each point, in the order the agent tries them at start-up
+  (producers/probes.py; `latscope doctor` reports the walk);
+- the stack rank, device block and segment layer of each point (stream/segments.py);
+- the grouper's flush rules: the last point of a byte on a host (producers/grouping.py).
+
+It lives in ``schemas`` because every stage may import it; it is plain data (no BPF, no
+Kafka), so importing it costs nothing.
+
+A point's number is its index here: the C enum value and the Avro enum symbol's position.
+Append new points at the end (renumbering breaks records already written, see
+schemas/EVOLUTION.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+LAYERS = ("socket", "tcp", "ip", "qdisc", "device", "virtual", "wire")
+# How a hook attaches; also a --skip-hook token (skips every candidate of that kind).
+KINDS = ("tp_btf", "raw_tp", "fentry", "kprobe", "netfilter", "sockops", "xdp")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One way to serve a point: programs of one BPF object (producers/bpf/<obj>.bpf.c).
+
+    ``name`` is what doctor and the agent's status show; ``parts`` are the kernel hooks it
+    uses (each one a --skip-hook token). ``prog`` serves the point; ``helpers`` are attached
+    with it (sock_send's entry time) and the candidate stands or falls with them."""
+
+    name: str
+    kind: str
+    obj: str
+    prog: str
+    helpers: tuple[str, ...] = ()
+    nf_hook: str | None = None     # netfilter: NF_INET_<nf_hook>, attached per netns and family
+    note: str = ""
+
+    @property
+    def programs(self) -> tuple[str, ...]:
+        return (self.prog, *self.helpers)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.name.split(" ", 1)[0].split("+"))
+
+    def skipped_by(self, tokens: Iterable[str]) -> str | None:
+        """The first token that forces this candidate off: its name, one of its parts
+        (``tp_btf/sock_send_length``), a part's prefix (``fexit``) or its kind."""
+        prefixes = {p.split("/", 1)[0].split(":", 1)[0] for p in self.parts}
+        for t in tokens:
+            if t in (self.name, self.kind) or t in self.parts or t in prefixes:
+                return t
+        return None
+
+
+@dataclass(frozen=True)
+class PointDef:
+    """One observation point. ``num`` is its index in TABLE (C enum value, Avro index)."""
+
+    name: str
+    direction: str                 # "tx" | "rx" (design §2's table)
+    layer: str                     # layer of a segment that ends here by default
+    rank: int                      # stack position inside one host (see stream/segments.py)
+    hooks: tuple[Hook, ...]        # candidates, preferred first
+    in_block: int = 0              # inside a device block: xdp/dev_queue before dev_rx/dev_xmit
+    device: bool = False           # seen per device: labelled host:point@dev
+    rx_block: bool = False         # receive block, ordered by the host's clock (br_netfilter)
+    local: bool = False            # only a host holding the flow's socket passes it
+    socket: bool = False           # the app's side: passed once per byte whatever the copies
+    last_for: tuple[str, ...] = ()  # protocols whose byte is complete on a host here
+    exit: bool = False             # complete here on a device that leaves the host
+    opt_in: bool = False           # attached only when asked (xdp)
+    note: str = ""
+
+    @property
+    def num(self) -> int:
+        return INDEX[self.name]
+
+
+def _tp(tp: str, obj: str, prog: str, *, entry: tuple[str, str] | None = None,
+        note: str = "") -> tuple[Hook, Hook]:
+    """The BTF tracepoint and its raw-tracepoint twin (same logic, untyped args read with
+    BPF_CORE_READ): a kernel that refuses the tp_btf program may still run the raw_tp one.
+    ``entry``: (tracepoint, program) of a helper attached with it."""
+    def name(kind: str) -> str:
+        return (f"{kind}/{entry[0]}+" if entry else "") + f"{kind}/{tp}"
+
+    def helpers(suffix: str) -> tuple[str, ...]:
+        return (entry[1] + suffix,) if entry else ()
+
+    return (Hook(name("tp_btf"), "tp_btf", obj, prog, helpers(""), note=note),
+            Hook(name("raw_tp"), "raw_tp", obj, f"{prog}_raw", helpers("_raw"), note=note))
+
+
+def _nf(hook: str) -> tuple[Hook]:
+    return (Hook(f"netfilter:{hook}", "netfilter", "netfilter", "ip_point", nf_hook=hook),)
+
+
+_UNTESTED = "not exercised on the workplace kernel (it refuses fentry and has no kprobes)"
+
+TABLE: tuple[PointDef, ...] = (
+    PointDef("sock_send", "tx", "socket", 0, local=True, socket=True, hooks=(
+        *_tp("sock_send_length", "sock", "sock_send", entry=("tcp_sendmsg_locked", "send_entry"),
+             note="entry time at the first tcp_sendmsg_locked of a call, bytes at "
+                  "sock_send_length"),
+        Hook("fentry/tcp_sendmsg_locked+fexit/tcp_sendmsg", "fentry", "sock_fn", "sock_send_fexit",
+             ("send_entry_fentry",), note=_UNTESTED))),
+    PointDef("tcp_tx", "tx", "tcp", 1, local=True, hooks=(
+        Hook("sockops:WRITE_HDR_OPT_CB (cgroup v2 root, 4 option bytes)", "sockops", "tcp_tx",
+             "tcp_tx", note="adds 4 TCP option bytes (NOPs) to the segments of covered sockets"),
+        Hook("fentry/__tcp_transmit_skb", "fentry", "tcp_fn", "tcp_tx_fentry", note=_UNTESTED),
+        Hook("kprobe/__tcp_transmit_skb", "kprobe", "tcp_fn", "tcp_tx_kprobe", note=_UNTESTED)),
+        note="Without it the socket and TCP transmit segments are reported merged "
+             "(sock_send -> ip_out)."),
+    PointDef("ip_out", "tx", "ip", 2, local=True, hooks=_nf("LOCAL_OUT")),
+    PointDef("ip_post", "tx", "ip", 5, hooks=_nf("POST_ROUTING")),
+    PointDef("dev_queue", "tx", "qdisc", 6, device=True, hooks=(
+        *_tp("net_dev_queue", "dev", "dev_queue"),
+        Hook("fentry/__dev_queue_xmit", "fentry", "dev_fn", "dev_queue_fentry",
+             note="entry of __dev_queue_xmit: before tc egress; " + _UNTESTED),
+        Hook("kprobe/__dev_queue_xmit", "kprobe", "dev_fn", "dev_queue_kprobe",
+             note="entry of __dev_queue_xmit: before tc egress; " + _UNTESTED))),
+    # No fentry/kprobe: the tracepoint sits in the inlined xmit_one/netdev_start_xmit, and
+    # dev_hard_start_xmit takes a list of skbs.
+    PointDef("dev_xmit", "tx", "device", 6, in_block=1, device=True, exit=True,
+             hooks=_tp("net_dev_start_xmit", "dev", "dev_xmit")),
+    PointDef("xdp", "rx", "device", 3, device=True, rx_block=True, opt_in=True, hooks=(
+        Hook("xdp.frags (native, generic fallback)", "xdp", "xdp", "xdp_point"),)),
+    # No fentry/kprobe: the tracepoint sits in the static __netif_receive_skb_core, whose
+    # skb comes through a pointer to a pointer.
+    PointDef("dev_rx", "rx", "device", 3, in_block=1, device=True, rx_block=True,
+             hooks=_tp("netif_receive_skb", "dev", "dev_rx")),
+    PointDef("ip_pre", "rx", "ip", 4, rx_block=True, hooks=_nf("PRE_ROUTING")),
+    PointDef("ip_in", "rx", "ip", 5, local=True, last_for=("udp",), hooks=_nf("LOCAL_IN")),
+    PointDef("tcp_rx", "rx", "tcp", 6, local=True, hooks=(
+        *_tp("tcp_probe", "tcp", "tcp_rx"),
+        Hook("fentry/tcp_rcv_established", "fentry", "tcp_fn", "tcp_rx_fentry", note=_UNTESTED),
+        Hook("kprobe/tcp_rcv_established", "kprobe", "tcp_fn", "tcp_rx_kprobe", note=_UNTESTED))),
+    PointDef("sock_recv", "rx", "socket", 7, local=True, socket=True, last_for=("tcp",), hooks=(
+        *_tp("sock_recv_length", "sock", "sock_recv"),
+        Hook("fexit/tcp_recvmsg", "fentry", "sock_fn", "sock_recv_fexit", note=_UNTESTED))),
+)
+
+# Not a point: marks byte ranges the sender's TCP retransmitted (LS_RETRANS, after the points).
+RETRANS_HOOKS: tuple[Hook, ...] = _tp("tcp_retransmit_skb", "tcp", "retrans")
+
+POINTS: tuple[str, ...] = tuple(p.name for p in TABLE)
+INDEX: dict[str, int] = {n: i for i, n in enumerate(POINTS)}
+BY_NAME: dict[str, PointDef] = {p.name: p for p in TABLE}
+TX_POINTS = tuple(p.name for p in TABLE if p.direction == "tx")
+RX_POINTS = tuple(p.name for p in TABLE if p.direction == "rx")
+RETRANS_NUM = len(TABLE)          # LS_RETRANS in latscope.h
+DEFAULT_POINTS = tuple(p.name for p in TABLE if not p.opt_in)
+
+
+def c_enum() -> dict[str, int]:
+    """``enum ls_point`` as latscope.h must spell it."""
+    return {**{f"LS_{p.upper()}": i for i, p in enumerate(POINTS)}, "LS_RETRANS": RETRANS_NUM}
+
+
+def all_hooks() -> tuple[Hook, ...]:
+    return (*(h for p in TABLE for h in p.hooks), *RETRANS_HOOKS)
+
+
+def unknown_skip_tokens(tokens: Iterable[str]) -> list[str]:
+    """Tokens of --skip-hook that force no candidate off (a typo would otherwise be silent)."""
+    hooks = all_hooks()
+    return [t for t in tokens if not any(h.skipped_by([t]) for h in hooks)]
+
+
+def _check() -> None:
+    for p in TABLE:
+        bad = (p.layer not in LAYERS or p.direction not in ("tx", "rx") or not p.hooks
+               or any(h.kind not in KINDS for h in p.hooks))
+        if bad:
+            raise ValueError(f"schemas/points.py: point {p.name} is malformed")
+
+
+_check()
