@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from latscope.bpf.layout import Header
 from latscope.producers import layout
 from latscope.schemas import points, records
 from latscope.schemas.points import BY_NAME, TABLE, all_hooks, unknown_skip_tokens
@@ -18,8 +19,7 @@ TRACING = ("tp_btf", "raw_tp", "fentry", "kprobe")
 
 
 def test_c_enum_is_the_table() -> None:
-    text = (BPF_DIR / "latscope.h").read_text()
-    assert layout.parse_enum(text, "ls_point") == points.c_enum()
+    assert Header(BPF_DIR / "latscope.h").enum("ls_point") == points.c_enum()
     assert layout.RETRANS == points.RETRANS_NUM == len(TABLE)
     assert [layout.POINT_NAMES[i] for i in range(len(TABLE))] == list(points.POINTS)
 
