@@ -19,6 +19,8 @@ import json
 import pstats
 import time
 
+import targets as bench
+
 from latscope.producers import layout
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.producers.avro import LayerEventEncoder
@@ -89,6 +91,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="print the cProfile top 25")
     ap.add_argument("--json", action="store_true")
+    bench.add_check_flag(ap)
     a = ap.parse_args()
     recs = events(a.mbytes * 1_000_000, a.size)
     if a.profile:
@@ -102,7 +105,9 @@ def main() -> int:
            "cpu_us_per_record": round(best / n * 1e6, 2),
            "records_per_cpu_s": round(n / best), "hits_per_cpu_s": round(len(recs) / best)}
     print(json.dumps(res) if a.json else "\n".join(f"{k}: {v}" for k, v in res.items()))
-    return 0
+    return bench.report([bench.Target("agent user-space CPU per published record",
+                                      res["cpu_us_per_record"], "<=", 3.0, "µs", aim=1.0)],
+                        a.check, as_json=a.json)
 
 
 if __name__ == "__main__":
