@@ -8,6 +8,8 @@ are errors, not silently ignored.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -128,9 +130,51 @@ class TimeSync(Strict):
         return self.time_interval
 
 
+def read_secret(path: str | Path, field: str) -> str:
+    """A secret kept in a file only its owner can read (a group- or world-readable one is
+    refused: whoever can read it is that principal). Errors name the field and the file,
+    never the content."""
+    p = Path(path).expanduser()
+    try:
+        with open(p) as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o077:
+                raise ConfigError(f"{field}: {p}: readable by group or others (mode "
+                                  f"{stat.S_IMODE(mode):04o}): a secret's file must be "
+                                  f"private: chmod 600 {p}")
+            value = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"{field}: cannot read {p}: {e.strerror}") from None
+    if not value:
+        raise ConfigError(f"{field}: {p} is empty")
+    return value
+
+
+# The SASL password when the config names no file: services started by a supervisor.
+KAFKA_PASSWORD_ENV = "LATSCOPE_KAFKA_PASSWORD"
+
+
 class Kafka(Strict):
     bootstrap: str = "127.0.0.1:9092"
     settings: dict[str, str | int | bool] = {}  # extra librdkafka settings (security, SASL…)
+    password_file: str | None = None   # sasl.password, from a file only its owner can read
+
+    def client_settings(self) -> dict[str, str | int | bool]:
+        """``settings`` with ``sasl.password`` filled in: from ``password_file``, else (a SASL
+        username and no password given) from ``$LATSCOPE_KAFKA_PASSWORD``."""
+        s = dict(self.settings)
+        if self.password_file:
+            if "sasl.password" in s:
+                raise ConfigError("kafka: both password_file and settings.sasl.password are "
+                                  "given: keep one (password_file)")
+            s["sasl.password"] = read_secret(self.password_file, "kafka.password_file")
+        elif "sasl.username" in s and "sasl.password" not in s:
+            env = os.environ.get(KAFKA_PASSWORD_ENV)
+            if not env:
+                raise ConfigError(f"kafka.settings.sasl.username is set but no password: give "
+                                  f"kafka.password_file or ${KAFKA_PASSWORD_ENV}")
+            s["sasl.password"] = env
+        return s
 
 
 class InfluxDB(Strict):
@@ -144,11 +188,7 @@ class InfluxDB(Strict):
         if self.token:
             return self.token
         if self.token_file:
-            path = Path(self.token_file).expanduser()
-            try:
-                return path.read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"influxdb.token_file: cannot read {path}: {e.strerror}") from None
+            return read_secret(self.token_file, "influxdb.token_file")
         return None
 
 
@@ -285,7 +325,27 @@ def load(path: str | Path) -> Loaded:
     except ValidationError as e:
         raise ConfigError(_describe(e, sources, single)) from None
     _cross_check(config, sources, single)
+    _check_inline_secrets(config, sources, single)
     return Loaded(config, sources, notes)
+
+
+def _inline_secret(key: str) -> bool:
+    return "password" in key or "secret" in key or key == "ssl.key.pem"
+
+
+def _check_inline_secrets(config: Config, sources: dict[str, Path], fallback: Path) -> None:
+    """A secret written into the config itself is only as private as that file: refuse it in
+    a file that group or others can read (the config of a secure stack names files)."""
+    found = [(f"kafka.settings.{k}", sources.get("kafka", fallback))
+             for k in config.kafka.settings if _inline_secret(k)]
+    if config.influxdb.token:
+        found.append(("influxdb.token", sources.get("influxdb", fallback)))
+    for field, path in found:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(f"{path}: {field}: a secret in a file readable by group or others "
+                              f"(mode {mode:04o}): chmod 600 {path}, or keep the secret in a "
+                              "file of its own (kafka.password_file, influxdb.token_file)")
 
 
 def _cross_check(config: Config, sources: dict[str, Path], fallback: Path) -> None:

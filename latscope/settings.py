@@ -45,9 +45,13 @@ def config(path: str | Path | None) -> Config:
 
 
 def kafka(cfg: Config, bootstrap: str | None = None) -> KafkaSettings:
-    """The broker every client of this command talks to, with ``kafka.settings``."""
-    return KafkaSettings(bootstrap or cfg.kafka.bootstrap or DEFAULT_BOOTSTRAP,
-                         dict(cfg.kafka.settings))
+    """The broker every client of this command talks to, with ``kafka.settings`` and the
+    SASL password from ``kafka.password_file`` or the environment."""
+    try:
+        settings = cfg.kafka.client_settings()
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    return KafkaSettings(bootstrap or cfg.kafka.bootstrap or DEFAULT_BOOTSTRAP, settings)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,17 @@ TOPIC_DEAD_LETTER = "latscope.dead-letter"
 # the join's window runs on arrival, so on the broker's clock, not on each agent's.
 LAYER_EVENTS_PARTITIONS = 4
 LAYER_EVENTS_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+# Keyed by host: compaction keeps every host's current model for a reader that starts late.
+CLOCK_CONFIG = {"cleanup.policy": "compact"}
+# Every LatScope topic as {name: (partitions, config)}: whoever creates them (the stage that
+# comes first, or the secure stack, where no client may create topics) makes the same ones.
+TOPICS: dict[str, tuple[int, dict[str, str]]] = {
+    TOPIC_LAYER_EVENTS: (LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG),
+    TOPIC_CLOCK: (1, CLOCK_CONFIG),
+    TOPIC_CLOCK_SAMPLES: (1, {}),
+    TOPIC_BREAKDOWNS: (LAYER_EVENTS_PARTITIONS, {}),
+    TOPIC_DEAD_LETTER: (1, {}),
+}
 
 
 def flow_id(flow: dict) -> str:

@@ -13,7 +13,7 @@ from latscope.stack.kafka import MissingTool
 def _settings(args: argparse.Namespace) -> stack.StackSettings:
     return stack.StackSettings.from_env(
         cache=args.cache_dir, run_dir=args.run_dir, kafka_port=args.kafka_port,
-        influx_port=args.influx_port)
+        influx_port=args.influx_port, secure=getattr(args, "secure", False) or None)
 
 
 def _print(info: stack.StackInfo, as_json: bool) -> None:
@@ -24,7 +24,10 @@ def _print(info: stack.StackInfo, as_json: bool) -> None:
         where = part.get("bootstrap") or part.get("url")
         state = "up" if part["up"] else "DOWN"
         managed = " (started by latscope)" if part["managed"] else ""
-        print(f"{name:9} {state:5} {where}{managed}")
+        security = f" {part['security']}" if part.get("security") else ""
+        print(f"{name:9} {state:5} {where}{security}{managed}")
+        for principal, path in part.get("client_configs", {}).items():
+            print(f"  {principal:7} --config {path}")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -68,4 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--run-dir", help="service data and logs (default <cache>/run)")
         q.add_argument("--kafka-port", type=int, help="broker port (default 9092)")
         q.add_argument("--influx-port", type=int, help="InfluxDB port (default 8086)")
+        if name == "up":
+            q.add_argument("--secure", action="store_true",
+                           help="Kafka with SASL/SCRAM over TLS, ACLs per principal (agent, "
+                                "sync, worker, reader) and no topic auto-creation; writes a "
+                                "client config per principal (README: Secure Kafka). A run "
+                                "directory made secure stays secure.")
         q.set_defaults(func=func)

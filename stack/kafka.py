@@ -6,8 +6,10 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 from latscope.procs import Service, port_open, run_step, wait_for
+from latscope.stack.security import KafkaSecurity, write_private
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -45,14 +47,19 @@ def require(tool: str, hint: str) -> str:
 
 
 class LocalKafka:
+    """The broker; with ``secure`` (or a run directory that already is) SASL/SCRAM over
+    TLS with ACLs and no topic auto-creation (``stack/security.py``)."""
+
     def __init__(self, cache: Path, run_dir: Path, version: str, port: int,
-                 controller_port: int, host: str = "127.0.0.1") -> None:
+                 controller_port: int, host: str = "127.0.0.1", secure: bool = False) -> None:
         self.home = cache / f"kafka-{version}"
         self.run_dir = run_dir
         self.data_dir = run_dir / "kafka-data"
         self.version = version
         self.host, self.port, self.controller_port = host, port, controller_port
         self.service = Service("kafka", run_dir, marker=str(run_dir / "server.properties"))
+        sec = KafkaSecurity(run_dir, host)
+        self.security = sec if secure or sec.exists() else None
 
     @property
     def bootstrap(self) -> str:
@@ -80,45 +87,87 @@ class LocalKafka:
     def _tool(self, *args: str) -> list[str]:
         return [require("java", "install a JRE 17+"), "-cp", str(self.home / "libs" / "*"), *args]
 
-    def _write_config(self) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        props = self.run_dir / "server.properties"
-        props.write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{self.host}:{self.controller_port}",
+    @property
+    def secure(self) -> bool:
+        return self.security is not None
+
+    def client_settings(self) -> dict[str, str]:
+        """librdkafka settings of the stack's own admin client (none when plain)."""
+        return self.security.admin_settings() if self.security else {}
+
+    def _listeners(self) -> list[str]:
+        if self.security:
+            return self.security.server_properties(self.port, self.controller_port)
+        return [
             f"listeners=PLAINTEXT://{self.host}:{self.port},"
             f"CONTROLLER://{self.host}:{self.controller_port}",
             f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
-            "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ]
+
+    def _write_config(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        props = self.run_dir / "server.properties"
+        text = "\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{self.host}:{self.controller_port}",
+            "controller.listener.names=CONTROLLER",
+            *self._listeners(),
             f"log.dirs={self.data_dir}",
             "offsets.topic.replication.factor=1",
             "transaction.state.log.replication.factor=1",
             "transaction.state.log.min.isr=1",
             "share.coordinator.state.topic.replication.factor=1",
             "num.partitions=4",
-            "auto.create.topics.enable=true",
+            # Secure: no client may create a topic by naming it (the stack creates them).
+            f"auto.create.topics.enable={'false' if self.security else 'true'}",
             "group.initial.rebalance.delay.ms=0",
             "log.retention.hours=24",
             "",
-        ]))
+        ])
+        if self.security:   # holds the admin's password
+            write_private(props, text)
+        else:
+            props.write_text(text)
         (self.run_dir / "log4j2.yaml").write_text(LOG4J2_YAML)
         return props
 
+    def _format(self, props: Path) -> None:
+        """``kafka-storage format``; a secure one adds the admin's SCRAM credentials through
+        an ``@argfile`` (0600, removed at once), never on the command line."""
+        args = self._tool("kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22],
+                          "-c", str(props))
+        argfile = None
+        if self.security:
+            argfile = self.security.format_argfile(args[1:])
+            args = [args[0], f"@{argfile}"]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True)
+        finally:
+            if argfile is not None:
+                argfile.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            out = proc.stdout + proc.stderr
+            if self.security:
+                out = out.replace(self.security.password("admin"), "***")
+            raise RuntimeError(f"kafka storage format failed: {out}")
+
     def start(self, timeout: float = 90.0) -> None:
+        formatted = (self.data_dir / "meta.properties").exists()
+        if self.security:
+            if formatted and not self.security.exists():
+                raise RuntimeError(
+                    f"{self.data_dir} holds a plain (unsecured) Kafka: a secure stack needs "
+                    "its own run directory (--run-dir), or remove that one first")
+            self.security.ensure_material()
         if self.up():
             return
         if port_open(self.host, self.port):
             raise RuntimeError(f"port {self.port} is taken by a process LatScope did not start")
         props = self._write_config()
-        if not (self.data_dir / "meta.properties").exists():
-            cluster_id = uuid.uuid4().hex[:22]
-            proc = subprocess.run(
-                self._tool("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(props)), capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"kafka storage format failed: {proc.stdout}{proc.stderr}")
+        if not formatted:
+            self._format(props)
         self.service.start([
             require("java", "install a JRE 17+"), "-Xms256m", "-Xmx1g",
             f"-Dlog4j2.configurationFile={self.run_dir / 'log4j2.yaml'}",
@@ -135,7 +184,8 @@ class LocalKafka:
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=3)
+            conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, **self.client_settings()}
+            AdminClient(conf).list_topics(timeout=3)
         except Exception:
             return False
         return True

@@ -9,8 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from latscope.paths import cache_dir
+from latscope.schemas.records import TOPICS
 from latscope.stack.influxdb import LocalInfluxDB
 from latscope.stack.kafka import LocalKafka
+from latscope.stack.security import PRINCIPALS, WORKER_APP_ID
 
 KAFKA_VERSION = "4.1.1"
 INFLUXDB_VERSION = "v2.7.12"
@@ -27,6 +29,10 @@ class StackSettings:
     bucket: str = "latscope"
     kafka_version: str = KAFKA_VERSION
     influxdb_version: str = INFLUXDB_VERSION
+    # SASL/SCRAM over TLS with ACLs (stack/security.py); a run directory that was made
+    # secure stays secure whatever this says.
+    secure: bool = False
+    worker_app_id: str = WORKER_APP_ID   # the Faust app id whose topics/group the worker owns
 
     @classmethod
     def from_env(cls, **overrides: object) -> StackSettings:
@@ -52,7 +58,7 @@ class StackSettings:
 
     def kafka(self) -> LocalKafka:
         return LocalKafka(self.cache, self.runs, self.kafka_version, self.kafka_port,
-                          self.kafka_controller_port or self.kafka_port + 1)
+                          self.kafka_controller_port or self.kafka_port + 1, secure=self.secure)
 
     def influxdb(self) -> LocalInfluxDB:
         return LocalInfluxDB(self.cache, self.runs, self.influxdb_version, self.influx_port,
@@ -70,12 +76,18 @@ class StackInfo:
     influx_bucket: str
     influx_token: str | None
     influx_managed: bool
+    kafka_security: str = "PLAINTEXT"
+    client_configs: dict[str, str] = field(default_factory=dict)  # principal -> config file
 
     def as_json(self) -> dict:
-        """The contract of design §8 (secrets left out)."""
+        """The contract of design §8 (secrets left out; a secure stack adds its protocol and
+        the client configuration files, which name password files, never a password)."""
+        kafka: dict = {"up": self.kafka_up, "bootstrap": self.kafka_bootstrap,
+                       "managed": self.kafka_managed}
+        if self.kafka_security != "PLAINTEXT":
+            kafka |= {"security": self.kafka_security, "client_configs": self.client_configs}
         return {
-            "kafka": {"up": self.kafka_up, "bootstrap": self.kafka_bootstrap,
-                      "managed": self.kafka_managed},
+            "kafka": kafka,
             "influxdb": {"up": self.influx_up, "url": self.influx_url, "org": self.influx_org,
                          "bucket": self.influx_bucket, "managed": self.influx_managed},
         }
@@ -83,11 +95,16 @@ class StackInfo:
 
 def status(settings: StackSettings) -> StackInfo:
     kafka, influx = settings.kafka(), settings.influxdb()
+    configs = {}
+    if kafka.security:
+        configs = {p: str(f) for p in PRINCIPALS
+                   if (f := kafka.security.client_config_file(p)).exists()}
     return StackInfo(
         kafka_up=kafka.up(), kafka_bootstrap=kafka.bootstrap, kafka_managed=kafka.service.running(),
         influx_up=influx.healthy() and influx.authorized(), influx_url=influx.url,
         influx_org=settings.org, influx_bucket=settings.bucket, influx_token=influx.token(),
-        influx_managed=influx.service.running())
+        influx_managed=influx.service.running(),
+        kafka_security="SASL_SSL" if kafka.secure else "PLAINTEXT", client_configs=configs)
 
 
 def provision(settings: StackSettings) -> None:
@@ -98,8 +115,15 @@ def provision(settings: StackSettings) -> None:
 
 def up(settings: StackSettings) -> StackInfo:
     provision(settings)
-    settings.kafka().start()
-    settings.influxdb().start()
+    kafka, influx = settings.kafka(), settings.influxdb()
+    kafka.start()
+    if kafka.security:   # users, topics, ACLs (idempotent), then each principal's config
+        kafka.security.apply(kafka.bootstrap, TOPICS, settings.worker_app_id)
+    influx.start()
+    if kafka.security:
+        kafka.security.write_client_configs(kafka.bootstrap, {
+            "url": influx.url, "org": settings.org, "bucket": settings.bucket,
+            "token_file": str(influx.token_file)})
     info = status(settings)
     if not (info.kafka_up and info.influx_up):
         raise RuntimeError(f"stack did not come up: {asdict(info) | {'influx_token': '***'}}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,22 +11,8 @@ from pathlib import Path
 import pytest
 from needs import missing
 
+from latscope.procs import free_port_pair
 from latscope.stack.services import StackSettings
-
-
-def _free_port_pair() -> int:
-    """A port p such that p and p+1 are free (Kafka's controller listens on p+1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
 
 
 def _stack(args: list[str], run_dir: Path, kport: int, iport: int) -> subprocess.CompletedProcess:
@@ -50,7 +35,7 @@ def own_stack(tmp_path: Path):
     if not (settings.kafka().provisioned() and settings.influxdb().provisioned()):
         missing("Kafka jars / influxd not provisioned: run `make setup`")
     run_dir = tmp_path / "run"
-    kport, iport = _free_port_pair(), _free_port_pair()
+    kport, iport = free_port_pair(), free_port_pair()
     yield run_dir, kport, iport
     _stack(["down"], run_dir, kport, iport)  # even when the test failed
 
