@@ -189,7 +189,9 @@ def agent(args: argparse.Namespace) -> AgentSettings:
     if built is not None:
         netns = netns or list(built.covered(args.host))
         clock = built.clock(args.host, args.epoch_ns)
-        if not args.config:
+        # The topology's sampling wins over the config's when the file gives one (a config
+        # may hold only the kafka section, e.g. a secure stack's client config).
+        if "sampling" in built.topology.model_fields_set or not args.config:
             s = built.topology.sampling
             size, ports, filt = s.size, list(s.ports), bool(s.filter_retrans)
     points = DEFAULT_POINTS
