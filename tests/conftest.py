@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from needs import missing, strict
@@ -42,3 +44,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def scratch_netns() -> Iterator[str]:
+    """A fresh namespace with `lo` up (and 127.0.0.1, ::1), removed even when the test fails."""
+    name = f"lsxn{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

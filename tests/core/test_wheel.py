@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,18 +139,7 @@ def test_runs_from_the_venv_without_a_toolchain(installed: Installed) -> None:
         assert p.is_relative_to(site) and not p.is_relative_to(REPO_ROOT.resolve()), f
 
 
-@pytest.fixture
-def wheel_netns() -> Iterator[str]:
-    name = f"lsxw{os.environ['LSX_RUN_ID']}-{uuid.uuid4().hex[:4]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def test_doctor_and_agent_from_the_wheel(installed: Installed, wheel_netns: str) -> None:
+def test_doctor_and_agent_from_the_wheel(installed: Installed, scratch_netns: str) -> None:
     t0 = time.monotonic()
     rep = json.loads(_latscope(installed, "doctor", "--json").stdout)
     assert rep["btf"] is True and rep["kernel"]
@@ -160,7 +148,7 @@ def test_doctor_and_agent_from_the_wheel(installed: Installed, wheel_netns: str)
     assert not unavailable, unavailable
     # Kafka unreachable on purpose: nothing here depends on the shared stack, and the agent
     # still stops cleanly at --duration.
-    r = _latscope(installed, "agent", "--host", "lsxw-wheel", "--netns", wheel_netns,
+    r = _latscope(installed, "agent", "--host", "lsxw-wheel", "--netns", scratch_netns,
                   "--bootstrap", "127.0.0.1:1", "--topic", f"lsx-test-{uuid.uuid4().hex[:10]}",
                   "--duration", "2", "--json", timeout=60)
     first, rest = r.stdout.split("\n", 1)
@@ -168,6 +156,6 @@ def test_doctor_and_agent_from_the_wheel(installed: Installed, wheel_netns: str)
     expected = {p for p, v in rep["points"].items() if not v.get("opt_in")}
     assert f"ready ({len(expected)} points)" in first, r.stdout
     assert set(final["points"]) == expected, final["points"]
-    assert final["netns"] == [wheel_netns]
+    assert final["netns"] == [scratch_netns]
     installed.seconds["run"] = time.monotonic() - t0
     print(f"wheel test seconds: {installed.seconds}")

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-
-@pytest.fixture
-def scratch_netns() -> Iterator[str]:
-    """A fresh namespace with `lo` up (and 127.0.0.1, ::1), removed even when the test fails."""
-    name = f"lsxa-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _bpf_link_ids() -> set[int]:
