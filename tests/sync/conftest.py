@@ -13,12 +13,16 @@ from latscope.sync.keys import SyncKeys
 
 
 @pytest.fixture(scope="module")
-def sync_net() -> Iterator[SyncNet]:
+def sync_net(request: pytest.FixtureRequest) -> Iterator[SyncNet]:
+    """A module sets KEY_PERIOD_S to have its responders rotate keys that often."""
+    from latscope.sync.keys import DEFAULT_PERIOD_S
     from latscope.sync.responder import start_responder
+
+    period = getattr(request.module, "KEY_PERIOD_S", DEFAULT_PERIOD_S)
 
     netns.teardown(PREFIX)  # what a crashed earlier run left behind
     with netns.build(load_topology(TOPOLOGY), prefix=PREFIX) as net:
-        sn = SyncNet(net, SyncKeys.generate())
+        sn = SyncNet(net, SyncKeys.generate(period))
         try:
             for _host, addr, _ in TARGETS.values():
                 net.wait_reachable("mgr", addr, timeout=10)
