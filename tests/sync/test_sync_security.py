@@ -46,8 +46,12 @@ class Forger:
     """Answers the manager's probes to r1 (which has no responder) from r1's namespace, as
     a host holding the key would, and sends forgeries around each answer:
     a wrong MAC, an expired key and a right MAC from the wrong address before it; every
-    third probe a MAC'd reply claiming t3 - t2 = 10 ms (issue #12's forgery) instead of
-    the honest answer; and the honest answer again afterwards (a replay)."""
+    third probe a MAC'd reply claiming it held the probe for longer than the whole round
+    trip took (issue #12's forgery claimed 10 ms; here 1 s, so the claim stays impossible
+    even when this loaded machine delays the forger by more than 10 ms: a longer round
+    trip would make a 10 ms hold possible, and a possible sample is only ever discarded
+    by the estimator's delay rules) instead of the honest answer; and the honest answer
+    again afterwards (a replay)."""
 
     sync_net: SyncNet
     sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
@@ -94,15 +98,17 @@ class Forger:
             time.sleep(0.002)   # let the forgeries land first (they cross other devices)
             n += 1
             if n % 3 == 0:
-                self._send(self.r1, "suspicious", reply(t2 + 10_000_000), port)
+                self._send(self.r1, "suspicious", reply(t2 + 1_000_000_000), port)
                 continue
             honest = reply(monotonic_ns())
             self._send(self.r1, "honest", honest, port)
             self._send(self.r1, "replay", honest, port)
 
     def close(self) -> None:
+        if self.stop.is_set():
+            return
         self.stop.set()
-        self.thread.join(5)
+        self.thread.join(10)
         self.r1.close()
         self.h1.close()
 
@@ -123,7 +129,8 @@ def test_forged_and_replayed_replies_move_no_clock(sync_net: SyncNet) -> None:
                       on_model=on_model)
         with mgr:
             mgr.run(duration_s=4.0)
-            time.sleep(0.2)            # the forger's last packets
+            forger.close()             # every forgery sent (the loop finishes its probe)
+            time.sleep(0.1)
             mgr.collect(0)
             k = mgr.counters()
             hosts = {h: st for h, st in mgr.hosts.items()}
