@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import socket
 import statistics
 import struct
@@ -42,6 +41,7 @@ from latscope.bpf.clock import ClockInjection
 from latscope.lab import netns
 from latscope.lab.topology import parse_topology
 from latscope.sync.estimator import Estimator, EstimatorConfig, Sample
+from latscope.sync.keys import SyncKeys
 from latscope.sync.manager import Manager, Target
 from latscope.sync.responder import start_responder
 
@@ -238,7 +238,7 @@ def main() -> int:
         dst = net.addr("h1")
         net.wait_reachable("mgr", dst)
         inj = net.clock("h1")
-        token = secrets.randbits(63)
+        keys = SyncKeys.generate()
         start = time.monotonic()
         errs: dict[str, list[float]] = {"xdp": [], "baseline": []}
         inside: dict[str, list[bool]] = {"xdp": [], "baseline": []}
@@ -272,9 +272,9 @@ def main() -> int:
             load.append(net.popen("mgr", ["iperf3", "-c", dst, "-p", "5299", "--bidir", "-t",
                                           str(int(total + 1)), "-J"],
                                   stdout=subprocess.PIPE, text=True))
-        r = start_responder(net.ns_name("h1"), net.ifname("h1", "mgr"), inj, token,
+        r = start_responder(net.ns_name("h1"), net.ifname("h1", "mgr"), inj, keys,
                             [str(topo.source_addr("mgr", dst))], xdp_mode=args.responder_xdp)
-        mgr = Manager([Target("h1", dst)], token, netns=net.ns_name("mgr"),
+        mgr = Manager([Target("h1", dst)], keys, netns=net.ns_name("mgr"),
                       interval_s=args.interval, burst=args.burst, estimator=est,
                       t1_after_xmit=args.t1_at == "xmit", xdp_mode=args.manager_xdp,
                       on_model=lambda _h, m: record("xdp", m.ref_ns, m.offset_ns,

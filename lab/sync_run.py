@@ -8,13 +8,13 @@ per-host ``clock`` section: estimate, error against the injected truth, and the 
 
 from __future__ import annotations
 
-import secrets
 import threading
 from dataclasses import dataclass, field
 
 from latscope import log
 from latscope.lab.netns import Net, iface_name
 from latscope.sync.estimator import EstimatorConfig
+from latscope.sync.keys import SyncKeys
 from latscope.sync.manager import Manager, ModelSink, SampleSink, Target
 from latscope.sync.responder import DEFAULT_PORT, Responder, start_responder
 
@@ -24,7 +24,7 @@ _log = log.get("sync.topology")
 @dataclass
 class TopologySync:
     net: Net
-    token: int = field(default_factory=lambda: secrets.randbits(63))
+    keys: SyncKeys = field(default_factory=SyncKeys.generate)   # one run's secret
     interval_s: float = 1.0
     burst: int = 4
     family: int = 4
@@ -43,10 +43,10 @@ class TopologySync:
             for host, addr in targets.items():
                 self.responders[host] = start_responder(
                     self.net.ns_name(host), iface_name(self.net.topology, self.net.prefix, host, addr),
-                    self.net.clock(host), self.token, [str(t.source_addr(mgr, addr))],
+                    self.net.clock(host), self.keys, [str(t.source_addr(mgr, addr))],
                     port=self.port)
             self.manager = Manager([Target(h, a, self.port) for h, a in targets.items()],
-                                   self.token, netns=self.net.ns_name(mgr),
+                                   self.keys, netns=self.net.ns_name(mgr),
                                    interval_s=self.interval_s, burst=self.burst,
                                    estimator=self.estimator, on_sample=self.on_sample,
                                    on_model=self.on_model, name=mgr).start()

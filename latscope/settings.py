@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from latscope.lab.topology import Topology
     from latscope.producers.agent import AgentSettings
     from latscope.stream.flows import FlowResolver
+    from latscope.sync.keys import SyncKeys
     from latscope.sync.settings import ManagerSettings, ResponderSettings
 
 _log = log.get("settings")
@@ -128,39 +128,42 @@ def _check_netns(names: list[str | None]) -> None:
             raise UserError(f"--netns {ns}: no such network namespace (/run/netns/{ns})")
 
 
-# ---- the sync session token ---------------------------------------------------------------
+# ---- the sync key -------------------------------------------------------------------------
 
-def default_token_file() -> Path:
-    return paths.cache_dir() / "sync" / "token"
+def default_key_file() -> Path:
+    return paths.cache_dir() / "sync" / "key"
 
 
-def sync_token(token: str | None, token_file: str | None) -> int:
-    """The session token: --token, $LATSCOPE_SYNC_TOKEN, or the token file. Whichever of the
-    manager and the responders starts first creates the file (mode 0600), so neither
-    depends on the other having run."""
-    raw = token or os.environ.get("LATSCOPE_SYNC_TOKEN")
-    source = "--token" if token else "LATSCOPE_SYNC_TOKEN"
-    if raw is None:
-        path = Path(token_file or default_token_file()).expanduser()
-        source = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{secrets.randbits(63):016x}\n")
-            _log.info("new session token in %s", path)
-        raw = path.read_text().strip()
+def sync_keys(key_file: str | None, period_s: float | None = None) -> SyncKeys:
+    """The sync secret (sync/SECURITY.md): ``--key-file`` if given, else
+    $LATSCOPE_SYNC_KEY, else the default key file. Never from argv. A key file must be
+    mode 0600 or stricter. When the key file (given or default) does not exist, whichever
+    of the manager and the responders starts first creates it, so neither depends on the
+    other having run. Errors name the file or variable, never the key."""
+    from latscope.sync.keys import (
+        DEFAULT_PERIOD_S,
+        ENV_VAR,
+        KeyFileError,
+        SyncKeys,
+        create_key_file,
+        read_key_file,
+    )
+
+    period = period_s if period_s is not None else DEFAULT_PERIOD_S
+    if period <= 0:
+        raise UserError(f"--key-period {period}: expected a positive number of seconds")
     try:
-        value = int(raw, 16)
-    except ValueError:
-        raise UserError(f"{source}: sync token {raw[:20]!r}: expected up to 16 hex digits") \
+        if key_file is None and os.environ.get(ENV_VAR) is not None:
+            return SyncKeys.from_hex(os.environ[ENV_VAR], ENV_VAR, period)
+        path = Path(key_file or default_key_file()).expanduser()
+        if not path.exists() and create_key_file(path):
+            _log.info("new sync key in %s", path)
+        return read_key_file(path, period)
+    except KeyFileError as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"sync key file {key_file or default_key_file()}: {e.strerror}") \
             from None
-    if not 0 < value < 1 << 64:
-        raise UserError(f"{source}: sync token: expected a non-zero 64-bit hex value")
-    return value
 
 
 def skip_hooks(tokens: list[str] | None) -> tuple[str, ...]:
@@ -248,7 +251,7 @@ def sync_manager(args: argparse.Namespace) -> ManagerSettings:
     _check_netns([netns])
     interval = args.interval or (cfg.time_sync.interval_s if cfg else 1.0)
     return ManagerSettings(
-        targets=targets, token=sync_token(args.token, args.token_file), name=name, netns=netns,
+        targets=targets, keys=sync_keys(args.key_file, args.key_period), name=name, netns=netns,
         interval_s=interval, burst=args.burst,
         # The window must span several rounds: one minimum-delay sample per round is fitted.
         window_s=args.window or max(60.0, 16 * interval),
@@ -295,7 +298,7 @@ def sync_responder(args: argparse.Namespace) -> ResponderSettings:
         args.offset_ns if args.offset_ns is not None else base.offset_ns,
         args.drift_ppm if args.drift_ppm is not None else base.drift_ppm,
         args.epoch_ns if args.epoch_ns is not None else (base.epoch_ns if clock else monotonic_ns()))
-    return ResponderSettings(ifname=ifname, token=sync_token(args.token, args.token_file),
+    return ResponderSettings(ifname=ifname, keys=sync_keys(args.key_file, args.key_period),
                              allow=allow, netns=netns, port=port or DEFAULT_PORT,
                              injection=injection, addresses=addresses or None,
                              xdp_mode=args.xdp_mode)

@@ -35,7 +35,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
                                  samples_topic=ms.samples_topic)
         except Exception as e:
             raise UserError(f"Kafka at {ms.kafka.bootstrap}: {e}") from None
-    mgr = Manager(ms.targets, ms.token, netns=ms.netns, interval_s=ms.interval_s, burst=ms.burst,
+    mgr = Manager(ms.targets, ms.keys, netns=ms.netns, interval_s=ms.interval_s, burst=ms.burst,
                   estimator=EstimatorConfig(window_ns=int(ms.window_s * 1e9),
                                             bucket_ns=int(ms.interval_s * 1e9)),
                   on_sample=pub.sample if pub else None, on_model=pub.model if pub else None,
@@ -64,6 +64,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
                 progress=None if args.json else progress)
         summary = {host: {"sent": st.sent, "samples": st.samples, "lost": st.lost,
                           "send_errors": st.send_errors,
+                          "suspicious": st.suspicious + sum(st.estimator.suspicious.values()),
                           "model": None if st.model is None else {
                               "ref_ns": st.model.ref_ns, "offset_ns": st.model.offset_ns,
                               "drift_ppm": st.model.drift_ppm,
@@ -94,7 +95,7 @@ def cmd_responder(args: argparse.Namespace) -> int:
     from latscope.sync.responder import Responder
 
     rs = settings.sync_responder(args)
-    r = Responder(rs.ifname, rs.token, rs.allow, netns=rs.netns, port=rs.port,
+    r = Responder(rs.ifname, rs.keys, rs.allow, netns=rs.netns, port=rs.port,
                   injection=rs.injection, addresses=rs.addresses, xdp_mode=rs.xdp_mode)
     try:
         r.start()
@@ -145,10 +146,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="PATH",
                    help="conf directory (ping_info.yaml, time_sync.yaml, ...) or latscope.yaml")
-    p.add_argument("--token", metavar="HEX", help="session token (default: the token file)")
-    p.add_argument("--token-file", metavar="PATH",
-                   help="session token file (default ~/.cache/latscope/sync/token; whichever "
-                        "of manager and responder starts first creates it)")
+    # The secret never comes from argv (visible in ps): a key file or the environment.
+    p.add_argument("--key-file", metavar="PATH",
+                   help="sync key file, mode 0600 (default: $LATSCOPE_SYNC_KEY, else "
+                        "~/.cache/latscope/sync/key, created by whichever of manager and "
+                        "responder starts first); see sync/SECURITY.md")
+    p.add_argument("--key-period", type=float, metavar="S",
+                   help="seconds per key epoch (default 60; the same on every host)")
     p.add_argument("--topology", metavar="FILE",
                    help="a topology built by `latscope topology up`: hosts, addresses, devices, "
                         "namespaces and injected clocks come from it")
@@ -188,7 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("responder", help="answer sync probes from XDP on this host",
                        description="Attach the XDP responder to IFNAME; answer only allow-listed "
-                                   "managers carrying the session token, count everything else.")
+                                   "managers whose probes carry a valid MAC (sync/SECURITY.md), "
+                                   "count everything else.")
     _common(r)
     r.add_argument("--host", help="with --topology: the host this responder serves")
     r.add_argument("--ifname", help="the host's sync interface (default: from --topology)")

@@ -17,8 +17,14 @@ Pure code (no kernel, no Kafka) so every rule here is unit-tested.
   its instant to the reference instant; the tightest sample gives the bound. The drift's
   uncertainty comes from the delays too (``drift_interval``): both ends of every pair of
   samples are pinned to within half their delay, which bounds the slope between them.
-* Delays and one-way delays are signed: negative ones are counted and reported, never
-  hidden with ``abs()``.
+* Impossible samples are discarded and counted (``Estimator.suspicious``), never fitted
+  and never hidden with ``abs()``: t3 < t2; a negative delay (one of the one-way delays
+  must then be negative); a one-way delay below minus the current model's bound (the model
+  or the sample is wrong, and the model has the window behind it); and, at fit time, the
+  selected samples that contradict the rest (no line passes within half their delay of
+  all of them) are dropped worst-first. A forged or broken sample can therefore neither
+  move the offset nor shrink the bound; only a larger delay (an on-path attacker holding
+  packets back) can widen it.
 """
 
 from __future__ import annotations
@@ -65,8 +71,8 @@ class Model:
     samples: int
     min_delay_ns: float
     residual_ns: float            # robust spread of the selected samples around the line
-    negative_delays: int          # samples in the window with delay < 0
-    negative_one_way: int         # samples whose forward or backward delay is < 0 under the fit
+    negative_delays: int          # samples discarded so far for a delay < 0
+    negative_one_way: int         # ... for a one-way delay < 0 (against the model or the rest)
     # False: the selected samples admit no common line within their half delays (negative
     # one-way delays, or a clock that is not linear over the window); the bound then rests
     # on Sen's statistical interval instead of the delays.
@@ -86,6 +92,10 @@ class EstimatorConfig:
     keep_fraction: float = 0.25       # of the bucket minima, the least-delayed share is fitted
     delay_slack_ns: float = 2_000.0   # ... plus any within this of the window's best
     max_samples: int = 100_000        # hard cap on the window (memory)
+    # After this many samples in a row contradict the model, the model is what is wrong
+    # (e.g. the host's clock was stepped): window and model are dropped and rebuilt.
+    max_rejected_in_a_row: int = 32
+    max_dropped_fraction: float = 0.25  # at most this share of the selection is dropped
 
 
 def _mad(values: list[float]) -> float:
@@ -134,17 +144,52 @@ def drift_interval(xs: list[float], ys: list[float],
 class Estimator:
     """Sliding window of one host's samples; ``fit()`` gives the current Model or None."""
 
+    REASONS = ("t3_before_t2", "negative_delay", "negative_one_way")
+
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         self.config = config or EstimatorConfig()
         self._window: deque[Sample] = deque()
         self._last: Model | None = None
+        self._rejected_in_a_row = 0
+        self.suspicious: dict[str, int] = dict.fromkeys(self.REASONS, 0)
+        self.restarts = 0     # times the model was dropped for contradicting every sample
 
-    def add(self, sample: Sample) -> None:
+    def check(self, sample: Sample) -> str | None:
+        """Why ``sample`` is impossible (a REASONS entry), or None."""
+        if sample.t3 < sample.t2:
+            return "t3_before_t2"
+        if sample.delay_ns < 0:
+            return "negative_delay"
+        m = self._last
+        if m is not None and m.consistent:
+            # Under a model true within b, a real one-way delay reads at least -b.
+            t = sample.mid_ns
+            b = m.error_bound_ns + m.drift_err_ppm * 1e-6 * abs(t - m.ref_ns)
+            off = m.offset_at(t)
+            if sample.t2 - sample.t1 - off < -b or sample.t4 - sample.t3 + off < -b:
+                return "negative_one_way"
+        return None
+
+    def add(self, sample: Sample) -> bool:
+        """Add ``sample`` to the window; False (and counted) when it is impossible."""
+        why = self.check(sample)
+        if why is not None:
+            self.suspicious[why] += 1
+            if why == "negative_one_way":
+                self._rejected_in_a_row += 1
+                if self._rejected_in_a_row >= self.config.max_rejected_in_a_row:
+                    self._window.clear()
+                    self._last = None
+                    self._rejected_in_a_row = 0
+                    self.restarts += 1
+            return False
+        self._rejected_in_a_row = 0
         self._window.append(sample)
         newest = sample.t1
         while self._window and (newest - self._window[0].t1 > self.config.window_ns
                                 or len(self._window) > self.config.max_samples):
             self._window.popleft()
+        return True
 
     def __len__(self) -> int:
         return len(self._window)
@@ -189,17 +234,54 @@ class Estimator:
             self._last = fresh
         return fresh
 
+    def _line(self, chosen: list[Sample]) -> tuple[float, float, float, float,
+                                                     tuple[float, float] | None]:
+        base = chosen[0].mid_ns
+        xs = [s.mid_ns - base for s in chosen]
+        ys = [s.offset_ns for s in chosen]
+        slope, intercept, slope_err = theil_sen(xs, ys)
+        return base, slope, intercept, slope_err, drift_interval(
+            xs, ys, [s.delay_ns / 2 for s in chosen])
+
+    def _drop_contradictions(self, chosen: list[Sample]) -> int:
+        """Selected samples that no line through the rest can explain (a one-way delay
+        would be negative) leave the window, worst first, if that makes the rest consistent
+        within max_dropped_fraction; otherwise nothing is dropped. Returns how many left."""
+        base = chosen[0].mid_ns
+        if drift_interval([s.mid_ns - base for s in chosen], [s.offset_ns for s in chosen],
+                          [s.delay_ns / 2 for s in chosen]) is not None:
+            return 0   # the common case: consistent, nothing to drop
+        kept = list(chosen)
+        limit = math.floor(self.config.max_dropped_fraction * len(chosen))
+        while len(chosen) - len(kept) < limit and len(kept) > self.config.min_buckets:
+            base, slope, intercept, _err, allowed = self._line(kept)
+            if allowed is not None:
+                break
+            worst = max(kept, key=lambda s: abs(s.offset_ns - intercept
+                                                - slope * (s.mid_ns - base)) - s.delay_ns / 2)
+            kept.remove(worst)
+        if len(kept) == len(chosen) or self._line(kept)[4] is None:
+            return 0
+        gone = {id(s) for s in chosen} - {id(s) for s in kept}
+        self._window = deque(s for s in self._window if id(s) not in gone)
+        self.suspicious["negative_one_way"] += len(gone)
+        return len(gone)
+
     def _fit(self) -> Model | None:
         chosen = self.select()
         if len(chosen) < self.config.min_buckets:
             return None
+        for _ in range(3):   # the buckets of dropped samples may now offer others
+            if not self._drop_contradictions(chosen):
+                break
+            chosen = self.select()
         base = chosen[0].mid_ns
         xs = [s.mid_ns - base for s in chosen]
         ys = [s.offset_ns for s in chosen]
         slope, intercept, slope_err = theil_sen(xs, ys)
         # Prefer the drift interval the delays guarantee; Sen's interval only when the
         # samples contradict each other.
-        allowed = drift_interval(xs, ys, [max(s.delay_ns, 0) / 2 for s in chosen])
+        allowed = drift_interval(xs, ys, [s.delay_ns / 2 for s in chosen])
         if allowed is not None:
             slope_err = max(slope - allowed[0], allowed[1] - slope, 0.0)
         residuals = [y - (intercept + slope * x) for x, y in zip(xs, ys, strict=True)]
@@ -211,20 +293,14 @@ class Estimator:
         # its offset (one-way delays are never negative), the line's distance from that
         # sample is known, and only the drift carries it from there to the reference
         # instant. The tightest such sample gives the bound.
-        bound = min(abs(offset - (y + slope * (x_ref - x))) + max(s.delay_ns, 0) / 2
+        bound = min(abs(offset - (y + slope * (x_ref - x))) + s.delay_ns / 2
                     + slope_err * abs(x_ref - x)
                     for s, x, y in zip(chosen, xs, ys, strict=True))
 
-        def host_offset(t: float) -> float:
-            return intercept + slope * (t - base)
-
-        negative_one_way = sum(
-            1 for s in self._window
-            if s.t2 - (s.t1 + host_offset(s.t1)) < 0 or (s.t4 + host_offset(s.t4)) - s.t3 < 0)
         return Model(ref_ns=ref_ns, offset_ns=offset, drift_ppm=slope * 1e6,
                      error_bound_ns=bound, samples=len(chosen),
                      min_delay_ns=float(min(s.delay_ns for s in chosen)),
                      residual_ns=spread,
-                     negative_delays=sum(1 for s in self._window if s.delay_ns < 0),
-                     negative_one_way=negative_one_way, consistent=allowed is not None,
-                     drift_err_ppm=slope_err * 1e6)
+                     negative_delays=self.suspicious["negative_delay"],
+                     negative_one_way=self.suspicious["negative_one_way"],
+                     consistent=allowed is not None, drift_err_ppm=slope_err * 1e6)

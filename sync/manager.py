@@ -6,6 +6,10 @@ attaches its programs to the interface the routing table picks for each host
 (``ip route get``), so direct links, bridges and routed hops need no special casing.
 t1 is stamped by ``tp_btf/net_dev_start_xmit`` on that interface and t4 by its XDP hook;
 completed exchanges come up through a ring buffer and feed one Estimator per host.
+Probes carry a random 64-bit id and a MAC under the current epoch's key; the XDP hook
+accepts a reply only from the address its probe went to, with a MAC that verifies
+(sync/SECURITY.md). Samples the kernel flags as impossible (t3 < t2, negative delay) are
+counted per host and never estimated.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from latscope.bpf import libbpf
 from latscope.sync import wire
 from latscope.sync.attached import Attached
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
+from latscope.sync.keys import KeyRotation, SyncKeys
 from latscope.sync.responder import DEFAULT_PORT, ifindex_in, inside, xdp_flags
 
 _log = log.get("sync.manager")
@@ -47,6 +52,7 @@ class HostState:
     samples: int = 0
     lost: int = 0
     send_errors: int = 0        # sendto failed (no route, neighbour unreachable, ...)
+    suspicious: int = 0         # flagged by the kernel (t3 < t2, negative delay): discarded
     model: Model | None = None
     fitted_at: float = 0.0      # time.time() of the last fit
     new_samples: int = 0        # since the last fit
@@ -71,7 +77,7 @@ ModelSink = Callable[[str, Model], None]
 class Manager(Attached):
     COUNTERS: ClassVar[list[str]] = wire.MANAGER_COUNTERS
     targets: Iterable[Target]
-    token: int
+    keys: SyncKeys
     netns: str | None = None
     interval_s: float = 1.0          # time_sync.yaml time_interval: seconds between rounds
     burst: int = 4                   # probes per host per round
@@ -86,6 +92,7 @@ class Manager(Attached):
     t1_after_xmit: bool = True       # t1 when the driver took the probe (net_dev_xmit)
     hosts: dict[str, HostState] = field(default_factory=dict, init=False)
     _obj: libbpf.BpfObject | None = field(default=None, init=False, repr=False)
+    _rotation: KeyRotation | None = field(default=None, init=False, repr=False)
 
     def start(self) -> Manager:
         targets = list(self.targets)
@@ -104,8 +111,9 @@ class Manager(Attached):
         obj = libbpf.BpfObject.build("manager")
         try:
             obj.set_global("sync_port", self.port)
-            obj.set_global("sync_token", self.token)
             obj.load()
+            self._rotation = KeyRotation(self.keys, [obj.map("keys")],
+                                         name=f"sync-keys-{self.name}").start()
             for dev in sorted(devices):
                 ifindex = ifindex_in(self.netns, dev)
                 obj.map("devices").update(ino.to_bytes(4, "little") + ifindex.to_bytes(4, "little"),
@@ -122,26 +130,30 @@ class Manager(Attached):
                 self._socks = {fam: socket.socket(fam, socket.SOCK_DGRAM)
                                for fam in (socket.AF_INET, socket.AF_INET6)}
         except BaseException:
+            if self._rotation is not None:
+                self._rotation.stop()
+                self._rotation = None
             obj.close()
             raise
         self._obj = obj
         self._pending: dict[int, tuple[str, float]] = {}
         self.unmatched = 0
-        self._next_id = int.from_bytes(os.urandom(4), "little") << 24
+        self.epochs_used: set[int] = set()
         _log.info("manager %s: %d host(s) via %s, every %.3g s, %d probe(s) per round",
                   self.name, len(targets), ", ".join(sorted(devices)), self.interval_s, self.burst)
         return self
 
     # -- one round -------------------------------------------------------------------------
     def send_round(self) -> None:
+        epoch = self.keys.epoch()
+        self.epochs_used.add(epoch)
         for _ in range(self.burst):
             for st in self.hosts.values():
                 t = st.target
-                pid = self._next_id
-                self._next_id += 1
+                pid = int.from_bytes(os.urandom(8), "little")  # unpredictable, per probe
                 fam = socket.AF_INET6 if ":" in t.address else socket.AF_INET
                 try:
-                    self._socks[fam].sendto(wire.probe_payload(pid, self.token),
+                    self._socks[fam].sendto(wire.probe_payload(pid, self.keys, epoch),
                                             (t.address, t.port))
                 except OSError as e:
                     if not st.send_errors:
@@ -160,13 +172,20 @@ class Manager(Attached):
         for raw in self._ring.poll(timeout_ms):
             ev = wire.decode_sample(raw)
             owner = self._pending.pop(ev.probe_id, None)
-            if owner is None:  # expired, or a probe of an earlier run with the same token
+            if owner is None:  # expired here, or a probe another process sent
                 self.unmatched += 1
                 continue
             st = self.hosts[owner[0]]
+            if ev.flags & wire.SAMPLE_SUSPICIOUS:
+                st.suspicious += 1
+                if st.suspicious == 1:
+                    _log.warning("%s: impossible sample (t3 < t2 or negative delay) "
+                                 "discarded; more are only counted", st.target.host)
+                continue
             s = Sample(ev.probe_id, ev.t1_ns, ev.t2_ns, ev.t3_ns, ev.t4_ns)
-            st.estimator.add(s)
             st.samples += 1
+            if not st.estimator.add(s):
+                continue  # contradicts the model: counted in st.estimator.suspicious
             st.new_samples += 1
             got += 1
             if self.on_sample:
@@ -216,6 +235,9 @@ class Manager(Attached):
         self.refit()
 
     def _release(self) -> None:
+        if self._rotation is not None:
+            self._rotation.stop()
+            self._rotation = None
         self._ring.close()
         for s in self._socks.values():
             s.close()

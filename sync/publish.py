@@ -41,7 +41,10 @@ def ensure_topics(ks: kafka.KafkaSettings | str, models_topic: str = TOPIC_CLOCK
 
 
 def sample_record(manager: str, host: str, s: Sample) -> dict:
-    return {"manager": manager, "host": host, "probe_id": s.probe_id, "t1_ns": s.t1,
+    # Probe ids are random 64-bit values; Avro's long is signed: the same 64 bits, read as
+    # two's complement.
+    pid = s.probe_id - (1 << 64) if s.probe_id >= 1 << 63 else s.probe_id
+    return {"manager": manager, "host": host, "probe_id": pid, "t1_ns": s.t1,
             "t2_ns": s.t2, "t3_ns": s.t3, "t4_ns": s.t4, "offset_ns": s.offset_ns,
             "delay_ns": float(s.delay_ns)}
 

@@ -21,6 +21,7 @@ from latscope.bpf import netns as nsmod
 from latscope.bpf.clock import ClockInjection
 from latscope.sync import wire
 from latscope.sync.attached import Attached
+from latscope.sync.keys import KeyRotation, SyncKeys
 
 _log = log.get("sync.responder")
 
@@ -49,7 +50,7 @@ class Responder(Attached):
     COUNTERS: ClassVar[list[str]] = wire.RESPONDER_COUNTERS  # enum sync_responder_counter
 
     ifname: str
-    token: int
+    keys: SyncKeys
     allow: Iterable[str]
     netns: str | None = None
     port: int = DEFAULT_PORT
@@ -58,25 +59,29 @@ class Responder(Attached):
     # The host's own addresses it answers on (default: every address of ifname). Probes to
     # other addresses are routed through this host to another one and pass untouched.
     addresses: Iterable[str] | None = None
+    # Probe ids remembered against replays: at least a key window (3 periods) of probes.
+    replay_cache: int = 65536
     _obj: libbpf.BpfObject | None = field(default=None, init=False, repr=False)
+    _rotation: KeyRotation | None = field(default=None, init=False, repr=False)
 
     def start(self) -> Responder:
         self.allow = list(self.allow)
         if not self.allow:
             raise ValueError("responder: empty allow-list: no manager could ever be answered")
+        allow_keys = [wire.addr_key(a) for a in self.allow]   # refuses IPv4-mapped IPv6
         ifindex = ifindex_in(self.netns, self.ifname)
         obj = libbpf.BpfObject.build("responder")
         try:
             obj.set_autoload("sync_pass", False)
+            obj.set_max_entries("seen", self.replay_cache)
             obj.set_global("sync_port", self.port)
-            obj.set_global("sync_token", self.token)
             obj.set_global("clock_offset_ns", self.injection.offset_ns)
             obj.set_global("clock_drift_ppb", self.injection.drift_ppb)
             obj.set_global("clock_epoch_ns", self.injection.epoch_ns)
             obj.load()
             allow = obj.map("allow")
-            for addr in self.allow:
-                allow.update(wire.addr_key(addr), b"\x01")
+            for key in allow_keys:
+                allow.update(key, b"\x01")
             if self.addresses is None:
                 self.addresses = interface_addresses(self.netns, self.ifname)
             self.addresses = list(self.addresses)
@@ -85,10 +90,13 @@ class Responder(Attached):
             local = obj.map("local")
             for addr in self.addresses:
                 local.update(wire.addr_key(addr), b"\x01")
+            self._rotation = KeyRotation(self.keys, [obj.map("keys")],
+                                         name=f"sync-keys-{self.ifname}").start()
             flags = xdp_flags(self.xdp_mode, self.netns, self.ifname)
             with inside(self.netns):
                 obj.attach_xdp("sync_responder", ifindex, flags)
         except BaseException:
+            self._release()
             obj.close()
             raise
         self._obj = obj
@@ -97,6 +105,11 @@ class Responder(Attached):
                   ", ".join(self.addresses), self.port,
                   ", ".join(self.allow), self.injection.offset_ns, self.injection.drift_ppm)
         return self
+
+    def _release(self) -> None:
+        if self._rotation is not None:
+            self._rotation.stop()
+            self._rotation = None
 
 
 def interface_addresses(netns: str | None, ifname: str) -> list[str]:
@@ -127,11 +140,11 @@ def xdp_flags(mode: str, netns: str | None, ifname: str) -> int:
     return libbpf.XDP_FLAGS_SKB_MODE if link_kind(netns, ifname) == "veth" else 0
 
 
-def start_responder(netns: str | None, ifname: str, injection: ClockInjection, token: int,
+def start_responder(netns: str | None, ifname: str, injection: ClockInjection, keys: SyncKeys,
                     allow: Iterable[str], port: int = DEFAULT_PORT,
                     xdp_mode: str = "auto") -> Responder:
     """Library entry point (demo, tests): an attached responder; call ``.close()`` when done."""
-    return Responder(ifname=ifname, token=token, allow=allow, netns=netns, port=port,
+    return Responder(ifname=ifname, keys=keys, allow=allow, netns=netns, port=port,
                      injection=injection, xdp_mode=xdp_mode).start()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from latscope.bpf.clock import ClockInjection
 from latscope.kafka import KafkaSettings
 from latscope.schemas.records import TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES
+from latscope.sync.keys import SyncKeys
 from latscope.sync.manager import Target
 from latscope.sync.responder import DEFAULT_PORT
 
@@ -14,7 +15,7 @@ from latscope.sync.responder import DEFAULT_PORT
 @dataclass(frozen=True)
 class ManagerSettings:
     targets: list[Target]
-    token: int
+    keys: SyncKeys
     name: str = "manager"
     netns: str | None = None
     interval_s: float = 1.0
@@ -28,7 +29,7 @@ class ManagerSettings:
 @dataclass(frozen=True)
 class ResponderSettings:
     ifname: str
-    token: int
+    keys: SyncKeys
     allow: list[str]
     netns: str | None = None
     port: int = DEFAULT_PORT

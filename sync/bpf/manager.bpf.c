@@ -10,8 +10,11 @@
  *     matched by address only, never read again (it may be gone after the driver).
  *   XDP (sync_t4) on the same devices: t4 of a reply on arrival; the completed
  *     exchange t1..t4 goes to the `samples` ring buffer and the reply is dropped here.
- * Probes and replies are matched by probe_id; replies with the wrong session token or
- * without a stamped departure are counted and dropped.
+ * Probes and replies are matched by probe_id (random per probe). A reply counts only with
+ * this protocol version, an installed key for its epoch, a MAC that verifies under it, a
+ * pending departure, and a source equal to the address that probe went to; each failure
+ * is counted by reason and dropped. A sample with t3 < t2 or a negative delay is sent up
+ * flagged SYNC_SAMPLE_SUSPICIOUS (counted per host, never estimated). See sync/SECURITY.md.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -21,7 +24,6 @@
 #include "sync_parse.h"
 
 const volatile __u16 sync_port = 0;  /* host byte order */
-const volatile __u64 sync_token = 0;
 
 struct dev_key {
 	__u32 netns_ino;
@@ -48,13 +50,27 @@ struct {
 	__type(value, __u64);
 } inflight SEC(".maps");
 
-/* probe_id -> t1; LRU so probes whose reply never came age out by themselves. */
+/* A probe on its way: when it left and where to (the reply must come from there). */
+struct departure {
+	__u64 t1_ns;
+	struct sync_addr dst;
+};
+
+/* probe_id -> departure; LRU so probes whose reply never came age out by themselves. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct departure);
 } departures SEC(".maps");
+
+/* epoch -> key; user space installs SYNC_KEY_EPOCHS around its current epoch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u64);
+	__type(value, struct sync_key);
+} keys SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -78,6 +94,7 @@ int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
 	__u16 nh, th, proto;
 	struct udphdr udp;
 	struct sync_probe probe;
+	struct departure dep;
 	__u64 skb_addr;
 	__u8 l4proto;
 
@@ -94,6 +111,7 @@ int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
 			return 0;
 		l4proto = ip4.protocol;
 		th = nh + ip4.ihl * 4;
+		sync_key_of(&dep.dst, 0, &ip4.daddr);
 	} else if (proto == bpf_htons(SYNC_ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
@@ -101,6 +119,7 @@ int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
 			return 0;
 		l4proto = ip6.nexthdr;
 		th = nh + sizeof(ip6);
+		sync_key_of(&dep.dst, 1, &ip6.daddr);
 	} else {
 		return 0;
 	}
@@ -111,10 +130,11 @@ int BPF_PROG(sync_t1, const struct sk_buff *skb, const struct net_device *dev)
 		return 0;
 	if (bpf_probe_read_kernel(&probe, sizeof(probe), head + th + sizeof(udp)))
 		return 0;
-	if (probe.magic != bpf_htonl(SYNC_MAGIC) || probe.kind != SYNC_KIND_REQUEST ||
-	    probe.token != sync_token)
+	if (probe.magic != bpf_htonl(SYNC_MAGIC) || probe.version != SYNC_VERSION ||
+	    probe.kind != SYNC_KIND_REQUEST)
 		return 0;
-	bpf_map_update_elem(&departures, &probe.probe_id, &now, BPF_ANY);
+	dep.t1_ns = now;
+	bpf_map_update_elem(&departures, &probe.probe_id, &dep, BPF_ANY);
 	skb_addr = (__u64)skb;
 	if (bpf_map_update_elem(&inflight, &skb_addr, &probe.probe_id, BPF_NOEXIST) == 0)
 		__sync_fetch_and_add(&inflight_n, 1);
@@ -128,6 +148,7 @@ int BPF_PROG(sync_t1_sent, const struct sk_buff *skb, int rc, const struct net_d
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u64 skb_addr = (__u64)skb;
+	struct departure *dep;
 	__u64 *id;
 
 	if (!inflight_n)
@@ -135,8 +156,9 @@ int BPF_PROG(sync_t1_sent, const struct sk_buff *skb, int rc, const struct net_d
 	id = bpf_map_lookup_elem(&inflight, &skb_addr);
 	if (!id)
 		return 0;
-	if (rc == 0) /* NETDEV_TX_OK; otherwise the provisional stamp stays */
-		bpf_map_update_elem(&departures, id, &now, BPF_EXIST);
+	dep = bpf_map_lookup_elem(&departures, id);
+	if (dep && rc == 0) /* NETDEV_TX_OK; otherwise the provisional stamp stays */
+		dep->t1_ns = now;
 	if (bpf_map_delete_elem(&inflight, &skb_addr) == 0)
 		__sync_fetch_and_sub(&inflight_n, 1);
 	return 0;
@@ -148,37 +170,62 @@ int sync_t4(struct xdp_md *ctx)
 	__u64 arrival = bpf_ktime_get_ns();
 	struct sync_frame f;
 	struct sync_sample *s;
-	__u64 id, *t1;
+	struct sync_probe p;
+	struct sync_addr src;
+	struct departure dep, *d;
+	struct sync_key *key;
+	__u32 flags = 0;
 
 	if (sync_parse(ctx, &f) != SYNC_PROBE || f.udp->source != bpf_htons(sync_port) ||
 	    f.probe->magic != bpf_htonl(SYNC_MAGIC) || f.probe->kind != SYNC_KIND_REPLY)
 		return XDP_PASS;
 	ls_count(MGR_REPLIES);
-	if (f.probe->token != sync_token) {
-		ls_count(MGR_BAD_TOKEN);
+	if (f.probe->version != SYNC_VERSION) {
+		ls_count(MGR_MALFORMED);
 		return XDP_DROP;
 	}
-	id = f.probe->probe_id;
-	t1 = bpf_map_lookup_elem(&departures, &id);
-	if (!t1) {
+	p = *f.probe;
+	key = bpf_map_lookup_elem(&keys, &p.epoch);
+	if (!key) {
+		ls_count(MGR_STALE_KEY);
+		return XDP_DROP;
+	}
+	if (sync_mac(key, &p) != p.mac) {
+		ls_count(MGR_BAD_MAC);
+		return XDP_DROP;
+	}
+	d = bpf_map_lookup_elem(&departures, &p.probe_id);
+	if (!d) {
 		ls_count(MGR_NO_T1);
 		return XDP_DROP;
+	}
+	dep = *d;
+	sync_src_key(&f, &src);
+	if (!sync_addr_eq(&src, &dep.dst)) {
+		/* the pending probe stays: its true reply may still come */
+		ls_count(MGR_BAD_SOURCE);
+		return XDP_DROP;
+	}
+	bpf_map_delete_elem(&departures, &p.probe_id);
+	/* Impossible for honest clocks: the host claims it sent before it received, or that
+	 * it held the probe longer than the whole round trip took. */
+	if (p.t3_ns < p.t2_ns || arrival - dep.t1_ns < p.t3_ns - p.t2_ns) {
+		ls_count(MGR_SUSPICIOUS);
+		flags |= SYNC_SAMPLE_SUSPICIOUS;
 	}
 	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
 	if (!s) {
 		ls_count(MGR_RINGBUF_FULL);
-		bpf_map_delete_elem(&departures, &id);
 		return XDP_DROP;
 	}
-	s->probe_id = id;
-	s->t1_ns = *t1;
-	s->t2_ns = f.probe->t2_ns;
-	s->t3_ns = f.probe->t3_ns;
+	s->probe_id = p.probe_id;
+	s->t1_ns = dep.t1_ns;
+	s->t2_ns = p.t2_ns;
+	s->t3_ns = p.t3_ns;
 	s->t4_ns = arrival;
 	s->ifindex = ctx->ingress_ifindex;
-	s->flags = 0;
+	s->flags = flags;
 	bpf_ringbuf_submit(s, 0);
-	bpf_map_delete_elem(&departures, &id);
 	ls_count(MGR_SAMPLES);
 	return XDP_DROP;
 }

@@ -6,10 +6,14 @@
  *   silently dropped unless the peer runs XDP; a pass-through program is enough).
  *
  * A UDP probe to one of the host's own sync addresses (map `local`; probes merely routed
- * through this host pass untouched) and sync_port, from an allow-listed manager address
- * carrying the session token, is answered in place: t2 stamped on arrival, MACs/IPs/ports swapped, kind set to
- * REPLY, UDP checksum updated, t3 stamped last, then XDP_TX. Every other datagram to the
- * sync port is counted and dropped, never answered; all other traffic passes untouched.
+ * through this host pass untouched) and sync_port is answered only when it comes from an
+ * allow-listed manager address (same family: IPv4-mapped IPv6 is not IPv4), its epoch has a
+ * key in `keys` (user space keeps the previous, current and next epoch's), its MAC
+ * verifies under that key, and its probe id was not answered before (LRU `seen`, sized to
+ * outlive the key window). Then, in place: t2 stamped on arrival, MACs/IPs/ports swapped,
+ * kind set to REPLY, t3 stamped, the reply's MAC over t2/t3, UDP checksum updated, XDP_TX.
+ * Every other datagram to the sync port is counted by reason and dropped, never answered;
+ * all other traffic passes untouched. See sync/SECURITY.md.
  * t2/t3 go through the host clock of clock.h, so a simulated host injects its known
  * offset and drift exactly as its agent's probes do.
  */
@@ -20,7 +24,23 @@
 #include "sync_parse.h"
 
 const volatile __u16 sync_port = 0;  /* host byte order */
-const volatile __u64 sync_token = 0;
+
+/* epoch -> key; user space installs SYNC_KEY_EPOCHS around its current epoch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u64);
+	__type(value, struct sync_key);
+} keys SEC(".maps");
+
+/* probe ids answered recently (value: epoch). A replay inside the key window finds its id
+ * here; user space sizes it (set_max_entries) to hold a key window of probes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} seen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -35,6 +55,13 @@ struct {
 	__type(key, struct sync_addr);
 	__type(value, __u8);
 } local SEC(".maps");
+
+/* The reply MAC and checksum are finished after the t3 stamp: t3 must be the last word
+ * the MAC covers, and t3 and mac the last 16 bytes of the probe. */
+_Static_assert(__builtin_offsetof(struct sync_probe, t3_ns) == 8 * (SYNC_MAC_WORDS - 1) &&
+	       __builtin_offsetof(struct sync_probe, mac) == 32 + 8 &&
+	       sizeof(struct sync_probe) == 48,
+	       "struct sync_probe: t3_ns then mac must close it");
 
 #define LS_NCOUNTERS RESP_NCOUNTERS
 #include "counters.bpf.h"
@@ -58,8 +85,13 @@ int sync_responder(struct xdp_md *ctx)
 	int parsed = sync_parse(ctx, &f);
 	struct sync_probe before, after;
 	struct sync_addr src, dst;
+	struct sync_key *key;
+	struct ls_sip sip;
 	unsigned char mac[SYNC_ETH_ALEN];
+	__s64 sum = 0;
 	__u16 port;
+	__u32 i;
+	int csum;
 
 	if (parsed == SYNC_NOT_UDP || f.udp->dest != bpf_htons(sync_port))
 		return XDP_PASS;
@@ -77,12 +109,22 @@ int sync_responder(struct xdp_md *ctx)
 		ls_count(RESP_BAD_SOURCE);
 		return XDP_DROP;
 	}
-	if (f.probe->token != sync_token) {
-		ls_count(RESP_BAD_TOKEN);
+	before = *f.probe;
+	key = bpf_map_lookup_elem(&keys, &before.epoch);
+	if (!key) {
+		ls_count(RESP_STALE_KEY);
+		return XDP_DROP;
+	}
+	if (sync_mac(key, &before) != before.mac) {
+		ls_count(RESP_BAD_MAC);
+		return XDP_DROP;
+	}
+	/* Only a verified probe is remembered: forgeries cannot flush the replay cache. */
+	if (bpf_map_update_elem(&seen, &before.probe_id, &before.epoch, BPF_NOEXIST)) {
+		ls_count(RESP_REPLAY);
 		return XDP_DROP;
 	}
 
-	before = *f.probe;
 	/* Swapping addresses and ports leaves the UDP checksum unchanged (the one's
 	 * complement sum is commutative); only the payload rewrite needs a fix-up. */
 	__builtin_memcpy(mac, f.eth->h_dest, SYNC_ETH_ALEN);
@@ -102,25 +144,37 @@ int sync_responder(struct xdp_md *ctx)
 	port = f.udp->source;
 	f.udp->source = f.udp->dest;
 	f.udp->dest = port;
-	f.probe->kind = SYNC_KIND_REPLY;
-	f.probe->t2_ns = ls_clock(arrival);
-	f.probe->t3_ns = 0;
-	after = *f.probe;
-	/* t3 is stamped after every other rewrite; only the checksum fix-up (one helper
-	 * call) separates it from XDP_TX. */
-	{
-		__u64 t3 = ls_clock(bpf_ktime_get_ns());
-		__s64 sum;
+	after = before;
+	after.kind = SYNC_KIND_REPLY;
+	after.t2_ns = ls_clock(arrival);
+	f.probe->kind = after.kind;
+	f.probe->t2_ns = after.t2_ns;
+	/* Everything that does not depend on t3 happens before it is stamped: the reply MAC
+	 * absorbs the words before t3, and the checksum takes the rewritten head. What is left
+	 * after the stamp (t3's own word, SipHash's finalisation, two stores, a 16-byte
+	 * checksum fix-up; ~150 ns measured) counts as return delay: an asymmetry the bound
+	 * covers, kept small because it biases the offset by half of it. */
+	ls_sip_init(&sip, key->k0, key->k1);
+#pragma unroll
+	for (i = 0; i < SYNC_MAC_WORDS - 1; i++)
+		ls_sip_word(&sip, ((__u64 *)&after)[i]);
+	csum = !f.v6 && f.udp->check == 0;   /* IPv4 without a UDP checksum stays without one */
+	if (!csum)
+		sum = bpf_csum_diff((__be32 *)&before, 32, (__be32 *)&after, 32,
+				    (__u16)~f.udp->check);
+	/* Pure arithmetic could otherwise be scheduled after the t3 stamp below. */
+	asm volatile("" : "+r"(sip.v0), "+r"(sip.v1), "+r"(sip.v2), "+r"(sip.v3), "+r"(sum)
+		     :: "memory");
 
-		f.probe->t3_ns = t3;
-		after.t3_ns = t3;
-		if (!f.v6 && f.udp->check == 0)
-			goto out; /* IPv4 without a UDP checksum stays without one */
-		sum = bpf_csum_diff((__be32 *)&before, sizeof(before), (__be32 *)&after,
-				    sizeof(after), (__u16)~f.udp->check);
+	after.t3_ns = ls_clock(bpf_ktime_get_ns());
+	ls_sip_word(&sip, after.t3_ns);
+	after.mac = ls_sip_final(&sip, SYNC_MAC_WORDS);
+	f.probe->t3_ns = after.t3_ns;
+	f.probe->mac = after.mac;
+	if (!csum) {
+		sum = bpf_csum_diff((__be32 *)&before.t3_ns, 16, (__be32 *)&after.t3_ns, 16, sum);
 		f.udp->check = csum_fold(sum) ?: 0xffff;
 	}
-out:
 	ls_count(RESP_ANSWERED);
 	return XDP_TX;
 }

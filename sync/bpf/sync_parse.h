@@ -5,6 +5,7 @@
 #define LATSCOPE_SYNC_PARSE_H
 
 #include "sync.h"
+#include "siphash.h"
 
 #define SYNC_ETH_P_IP 0x0800
 #define SYNC_ETH_P_IPV6 0x86DD
@@ -69,30 +70,48 @@ static __always_inline int sync_parse(struct xdp_md *ctx, struct sync_frame *f)
 	return SYNC_PROBE;
 }
 
-/* The frame's source address as an allow-list key (IPv4 mapped into ::ffff:0:0/96). */
-static __always_inline void sync_src_key(struct sync_frame *f, struct sync_addr *k)
+static __always_inline void sync_key_of(struct sync_addr *k, __u32 v6, const void *a)
 {
 	__builtin_memset(k, 0, sizeof(*k));
-	if (!f->v6) {
-		k->addr[10] = 0xff;
-		k->addr[11] = 0xff;
-		__builtin_memcpy(&k->addr[12], &f->ip4->saddr, 4);
+	if (!v6) {
+		k->family = 4;
+		__builtin_memcpy(k->addr, a, 4);
 	} else {
-		__builtin_memcpy(k->addr, &f->ip6->saddr, 16);
+		k->family = 6;
+		__builtin_memcpy(k->addr, a, 16);
 	}
+}
+
+/* The frame's source address as an allow-list key (family included: an IPv4-mapped IPv6
+ * source is an IPv6 key and never matches an IPv4 entry). */
+static __always_inline void sync_src_key(struct sync_frame *f, struct sync_addr *k)
+{
+	if (!f->v6)
+		sync_key_of(k, 0, &f->ip4->saddr);
+	else
+		sync_key_of(k, 1, &f->ip6->saddr);
 }
 
 /* The frame's destination address, keyed like sync_src_key. */
 static __always_inline void sync_dst_key(struct sync_frame *f, struct sync_addr *k)
 {
-	__builtin_memset(k, 0, sizeof(*k));
-	if (!f->v6) {
-		k->addr[10] = 0xff;
-		k->addr[11] = 0xff;
-		__builtin_memcpy(&k->addr[12], &f->ip4->daddr, 4);
-	} else {
-		__builtin_memcpy(k->addr, &f->ip6->daddr, 16);
-	}
+	if (!f->v6)
+		sync_key_of(k, 0, &f->ip4->daddr);
+	else
+		sync_key_of(k, 1, &f->ip6->daddr);
+}
+
+static __always_inline int sync_addr_eq(const struct sync_addr *a, const struct sync_addr *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+}
+
+/* The MAC of a probe (a copy on the stack: SipHash reads it word by word) under key. */
+static __always_inline __u64 sync_mac(const struct sync_key *key, const struct sync_probe *p)
+{
+	return ls_siphash24(key->k0, key->k1, (const __u64 *)p, SYNC_MAC_WORDS);
 }
 
 #endif

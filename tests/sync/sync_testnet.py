@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latscope.lab import netns
+from latscope.sync.keys import SyncKeys
 
 TOPOLOGY = Path(__file__).with_name("topology.yaml")
 PREFIX = "lsxc" + os.environ["LSX_RUN_ID"]
@@ -26,7 +27,7 @@ SYNC_IFACE_PEER = {"h1": "mgr", "h2": "br0", "h3": "r1"}
 @dataclass
 class SyncNet:
     net: netns.Net
-    token: int
+    keys: SyncKeys
     responders: dict = field(default_factory=dict)   # host -> Responder
 
     def allow(self, host: str) -> list[str]:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from latscope.bpf.clock import ClockInjection
-from latscope.sync.estimator import Estimator, EstimatorConfig, Sample, theil_sen
+from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample, theil_sen
 
 
 def exchange(inj: ClockInjection, t1: int, fwd: int, turn: int, back: int, pid: int) -> Sample:
@@ -95,16 +95,70 @@ def test_window_slides() -> None:
     assert len(est) == 101  # 1 s of 10 ms steps, both ends included
 
 
-def test_negative_one_way_delays_are_counted() -> None:
-    # The host's stamps claim the probe arrived before it left: reported, not hidden.
+def _run(inj: ClockInjection, bad: dict[int, Sample] | None = None,
+         fit_every: int = 5) -> tuple[Estimator, Model]:
+    """2 s of clean 10 ms exchanges (10 µs each way, 1 µs turnaround), fitted every
+    ``fit_every`` rounds as the manager does; ``bad[i]`` is added 5 ms after round i."""
     est = Estimator(EstimatorConfig(bucket_ns=10_000_000))
-    for pid in range(20):
-        t1 = 10_000_000 * pid
-        est.add(Sample(pid, t1, t1 + 10_000, t1 + 11_000, t1 + 21_000))
-    est.add(Sample(99, 10**9, 10**9 - 50_000, 10**9 - 49_000, 10**9 + 21_000))
+    epoch = 1_000_000_000
+    for i in range(200):
+        t1 = epoch + 10_000_000 * i
+        est.add(exchange(inj, t1, 10_000, 1_000, 10_000, i))
+        if bad and i in bad:
+            est.add(bad[i])
+        if fit_every and i % fit_every == 0:
+            est.fit()
     m = est.fit()
     assert m is not None
-    assert m.negative_one_way >= 1
+    return est, m
+
+
+# Impossible samples a broken or key-holding responder could send, 5 ms after round i:
+# (i, t2 - t1 - offset, t3 - t2, t4 - t1), in ns on the true time axis.
+IMPOSSIBLE = {
+    # the host claims it received the probe 50 µs before it was sent; with a delay of only
+    # 14 µs it would be the tightest sample of the window
+    "negative_one_way": (-50_000, 1_000, 15_000),
+    "t3_before_t2": (30_000, -1, 20_000),             # the reply left before the probe came
+    "negative_delay": (10_000, 10_000_000, 21_000),   # issue #12: t3 - t2 = 10 ms
+}
+
+
+def _impossible(inj: ClockInjection, i: int, kind: str) -> Sample:
+    fwd, turn, rtt = IMPOSSIBLE[kind]
+    t1 = 1_000_000_000 + 10_000_000 * i + 5_000_000
+    t2 = inj.host_time(t1) + fwd
+    return Sample(10_000 + i, t1, t2, t2 + turn, t1 + rtt)
+
+
+@pytest.mark.parametrize("fit_every", [5, 0], ids=["with-model", "first-fit"])
+@pytest.mark.parametrize("kind", list(IMPOSSIBLE))
+def test_impossible_samples_are_discarded_and_leave_the_model_unchanged(
+        kind: str, fit_every: int) -> None:
+    """The model, not a counter: with impossible samples mixed in (every third round from
+    1 s on, as in the issue #12 experiment), offset, drift and bound are those of the clean
+    run, and still hold the truth; each discarded sample is counted under its reason."""
+    inj = ClockInjection(5_000_000, 20.0, 1_000_000_000)
+    _clean, want = _run(inj, fit_every=fit_every)
+    bad = {i: _impossible(inj, i, kind) for i in range(100, 200, 3)}
+    est, got = _run(inj, bad, fit_every=fit_every)
+    assert abs(got.offset_ns - inj.true_offset(got.ref_ns)) <= got.error_bound_ns
+    assert (got.offset_ns, got.drift_ppm, got.error_bound_ns, got.consistent) == \
+        pytest.approx((want.offset_ns, want.drift_ppm, want.error_bound_ns, want.consistent))
+    assert est.suspicious == {r: len(bad) if r == kind else 0 for r in Estimator.REASONS}
+
+
+def test_a_model_contradicting_every_sample_is_rebuilt() -> None:
+    """A host whose clock really stepped: after max_rejected_in_a_row samples that all
+    contradict the model, the estimator starts over instead of rejecting them forever."""
+    est = Estimator(EstimatorConfig(bucket_ns=10_000_000, max_rejected_in_a_row=8))
+    before, after = ClockInjection(0, 0.0, 0), ClockInjection(1_000_000, 0.0, 0)
+    for i in range(100):
+        est.add(exchange(before if i < 50 else after, 10_000_000 * i, 10_000, 1_000, 10_000, i))
+        est.fit()
+    m = est.fit()
+    assert m is not None and est.restarts == 1
+    assert abs(m.offset_ns - 1_000_000) <= m.error_bound_ns
 
 
 def test_drift_interval_holds_the_truth_and_detects_contradictions() -> None:

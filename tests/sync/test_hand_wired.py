@@ -2,7 +2,7 @@
 each host's `sync responder` and the `sync manager` started separately with nothing but
 `--topology`. Names, namespaces, devices, addresses and injected clocks (with the built
 topology's drift epoch) all come from the file and the namespaces; no command needs another
-to have run first (the responders start before the manager and create the token file)."""
+to have run first (the responders start before the manager and create the key file)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_responders_and_manager_started_by_hand_agree_with_the_topology(
         stack, tmp_path: Path) -> None:
     topo = tmp_path / "hand.yaml"
     topo.write_text(TOPOLOGY)
-    token_file = tmp_path / "token"
+    key_file = tmp_path / "key"
     topic = f"lsx-test-clock-{uuid.uuid4().hex[:8]}"
     netns.teardown(PREFIX)
     up = subprocess.Popen([*LATSCOPE, "topology", "up", str(topo), "--prefix", PREFIX, "--json"],
@@ -51,7 +51,7 @@ def test_responders_and_manager_started_by_hand_agree_with_the_topology(
         built = json.loads(up.stdout.readline())
         epoch = built["epoch_ns"]          # what `topology up` says, read independently
         time.sleep(2)                      # a responder's own start time would be 2 s late
-        common = ["--topology", str(topo), "--prefix", PREFIX, "--token-file", str(token_file)]
+        common = ["--topology", str(topo), "--prefix", PREFIX, "--key-file", str(key_file)]
         for host in ("ha", "hb"):
             procs.append(subprocess.Popen(
                 [*LATSCOPE, "sync", "responder", *common, "--host", host, "--duration", "30",

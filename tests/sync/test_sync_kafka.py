@@ -43,7 +43,7 @@ def test_models_and_samples_reach_kafka(sync_net: SyncNet, stack, topic_name: st
     pub = ClockPublisher(stack.kafka_bootstrap, manager="mgr", models_topic=models_topic,
                          samples_topic=samples_topic)
     names = ["h1-v4", "h3-v6"]
-    mgr = Manager([Target(n, TARGETS[n][1]) for n in names], sync_net.token,
+    mgr = Manager([Target(n, TARGETS[n][1]) for n in names], sync_net.keys,
                   netns=net.ns_name("mgr"), interval_s=0.05,
                   estimator=EstimatorConfig(window_ns=3_000_000_000, bucket_ns=50_000_000),
                   on_sample=pub.sample, on_model=pub.model, name="mgr")

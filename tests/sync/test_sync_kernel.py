@@ -3,6 +3,7 @@ the manager's tracepoint + XDP stamps, over a veth, a bridge and a routed hop, I
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import time
@@ -12,6 +13,7 @@ from sync_testnet import TARGETS, SyncNet
 
 from latscope.sync import wire
 from latscope.sync.estimator import EstimatorConfig, Model
+from latscope.sync.keys import SyncKeys
 from latscope.sync.manager import Manager, Target
 
 pytestmark = pytest.mark.root
@@ -31,21 +33,21 @@ def sync_run(sync_net: SyncNet) -> dict:
         truth = net.clock(TARGETS[name][0]).true_offset(m.ref_ns)
         fits[name].append((time.monotonic() - start, m, truth))
 
-    mgr = Manager([Target(n, addr) for n, (_h, addr, _) in TARGETS.items()], sync_net.token,
+    mgr = Manager([Target(n, addr) for n, (_h, addr, _) in TARGETS.items()], sync_net.keys,
                   netns=net.ns_name("mgr"), interval_s=0.02, burst=2,
                   estimator=EstimatorConfig(window_ns=3_000_000_000, bucket_ns=20_000_000),
                   on_model=on_model)
     with mgr:
-        # Forged replies from h1's namespace while the manager runs: a wrong token, and the
-        # right token with a probe id the manager never sent.
+        # Forged replies from h1's namespace while the manager runs: a wrong key, and the
+        # right key with a probe id the manager never sent.
         with net.enter("h1"):
             forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         forger.bind(("10.92.1.2", 51111))
         for _ in range(3):
-            forger.sendto(wire.probe_payload(1, sync_net.token ^ 1, wire.KIND_REPLY),
+            forger.sendto(wire.probe_payload(1, SyncKeys.generate(), kind=wire.KIND_REPLY),
                           ("10.92.1.1", 40000))
         for _ in range(2):
-            forger.sendto(wire.probe_payload(1, sync_net.token, wire.KIND_REPLY),
+            forger.sendto(wire.probe_payload(1, sync_net.keys, kind=wire.KIND_REPLY),
                           ("10.92.1.1", 40000))
         forger.close()
         mgr.run(duration_s=RUN_S)
@@ -87,12 +89,12 @@ def test_kernel_counters_balance(sync_run: dict) -> None:
     assert k["samples"] == sum(n for _, n, _ in sync_run["hosts"].values())
     assert k["ringbuf_full"] == 0
     # The forged replies: counted and dropped, never turned into samples.
-    assert k["bad_token"] == 3
+    assert k["bad_mac"] == 3
     assert k["no_t1"] == 2
     assert k["replies"] == k["samples"] + 5
 
 
-def _probe_from(sync_net: SyncNet, src: str, dst: str, token: int,
+def _probe_from(sync_net: SyncNet, src: str, dst: str, keys: SyncKeys,
                 payload: bytes | None = None) -> bytes | None:
     """Send one probe from the manager's namespace with source ``src``; the reply or None."""
     fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
@@ -101,7 +103,7 @@ def _probe_from(sync_net: SyncNet, src: str, dst: str, token: int,
     try:
         s.bind((src, 0))
         s.settimeout(0.5)
-        s.sendto(payload if payload is not None else wire.probe_payload(7, token),
+        s.sendto(payload if payload is not None else wire.probe_payload(_random_id(), keys),
                  (dst, 51111))
         try:
             return s.recv(2048)
@@ -109,6 +111,10 @@ def _probe_from(sync_net: SyncNet, src: str, dst: str, token: int,
             return None
     finally:
         s.close()
+
+
+def _random_id() -> int:
+    return int.from_bytes(os.urandom(8), "little")
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -124,19 +130,19 @@ def test_spoofed_probes_are_counted_and_never_answered(sync_net: SyncNet, sync_r
                  **({"IFA_FLAGS": 0x80} if family == 6 else {}))  # IFA_F_NODAD
     before = r.counters()
 
-    # Positive control: the allow-listed source with the token is answered, stamped with
+    # Positive control: the allow-listed source with the key is answered, stamped with
     # the host's injected clock, so the silence below means something.
     sent_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    reply = _probe_from(sync_net, good_src, dst, sync_net.token)
+    reply = _probe_from(sync_net, good_src, dst, sync_net.keys)
     assert reply is not None
     p = wire.decode_probe(reply)
-    assert p.kind == wire.KIND_REPLY and p.probe_id == 7 and p.t3_ns >= p.t2_ns
+    assert p.kind == wire.KIND_REPLY and p.t3_ns >= p.t2_ns and wire.mac_ok(p, sync_net.keys)
     assert abs((p.t2_ns - sent_at) - net.clock("h1").true_offset(sent_at)) < 50_000_000
 
-    assert _probe_from(sync_net, good_src, dst, sync_net.token ^ 1) is None      # wrong token
-    assert _probe_from(sync_net, spoof_src, dst, sync_net.token) is None         # wrong source
-    assert _probe_from(sync_net, good_src, dst, sync_net.token, b"LSYN") is None  # malformed
+    assert _probe_from(sync_net, good_src, dst, SyncKeys.generate()) is None    # wrong key
+    assert _probe_from(sync_net, spoof_src, dst, sync_net.keys) is None          # wrong source
+    assert _probe_from(sync_net, good_src, dst, sync_net.keys, b"LSYN") is None  # malformed
     after = r.counters()
     delta = {k: after[k] - before[k] for k in after}
-    assert delta == {"probes": 4, "answered": 1, "bad_source": 1, "bad_token": 1,
-                     "malformed": 1}
+    assert delta == {"probes": 4, "answered": 1, "bad_source": 1, "bad_mac": 1,
+                     "malformed": 1, "stale_key": 0, "replay": 0}
