@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from latscope.producers.agent import AgentSettings
     from latscope.stream.flows import FlowResolver
     from latscope.sync.keys import SyncKeys
-    from latscope.sync.settings import ManagerSettings, ResponderSettings
+    from latscope.sync.responder import Responder
+    from latscope.sync.settings import ManagerSettings
 
 _log = log.get("settings")
 
@@ -260,9 +261,9 @@ def sync_manager(args: argparse.Namespace) -> ManagerSettings:
         samples_topic=args.samples_topic or TOPIC_CLOCK_SAMPLES)
 
 
-def sync_responder(args: argparse.Namespace) -> ResponderSettings:
-    from latscope.sync.responder import DEFAULT_PORT
-    from latscope.sync.settings import ResponderSettings
+def sync_responder(args: argparse.Namespace) -> Responder:
+    """The responder a command line describes, not started yet (its fields are its settings)."""
+    from latscope.sync.responder import DEFAULT_PORT, Responder
 
     cfg = config(args.config) if args.config else None
     built = topology(args.topology, args.prefix, args.host)
@@ -298,7 +299,6 @@ def sync_responder(args: argparse.Namespace) -> ResponderSettings:
         args.offset_ns if args.offset_ns is not None else base.offset_ns,
         args.drift_ppm if args.drift_ppm is not None else base.drift_ppm,
         args.epoch_ns if args.epoch_ns is not None else (base.epoch_ns if clock else monotonic_ns()))
-    return ResponderSettings(ifname=ifname, keys=sync_keys(args.key_file, args.key_period),
-                             allow=allow, netns=netns, port=port or DEFAULT_PORT,
-                             injection=injection, addresses=addresses or None,
-                             xdp_mode=args.xdp_mode)
+    return Responder(ifname, sync_keys(args.key_file, args.key_period), allow, netns=netns,
+                     port=port or DEFAULT_PORT, injection=injection,
+                     addresses=addresses or None, xdp_mode=args.xdp_mode)

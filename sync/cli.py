@@ -92,11 +92,8 @@ def cmd_manager(args: argparse.Namespace) -> int:
 def cmd_responder(args: argparse.Namespace) -> int:
     from latscope import settings
     from latscope.errors import UserError
-    from latscope.sync.responder import Responder
 
-    rs = settings.sync_responder(args)
-    r = Responder(rs.ifname, rs.keys, rs.allow, netns=rs.netns, port=rs.port,
-                  injection=rs.injection, addresses=rs.addresses, xdp_mode=rs.xdp_mode)
+    r = settings.sync_responder(args)
     try:
         r.start()
     except (OSError, ValueError) as e:

@@ -1,15 +1,14 @@
-"""What a sync manager and a sync responder run with (resolved by ``latscope.settings``)."""
+"""What a sync manager runs with (resolved by ``latscope.settings``; a responder's settings are
+the fields of its own dataclass)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from latscope.bpf.clock import ClockInjection
 from latscope.kafka import KafkaSettings
 from latscope.schemas.records import TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES
 from latscope.sync.keys import SyncKeys
 from latscope.sync.manager import Target
-from latscope.sync.responder import DEFAULT_PORT
 
 
 @dataclass(frozen=True)
@@ -24,15 +23,3 @@ class ManagerSettings:
     kafka: KafkaSettings | None = field(default_factory=KafkaSettings)   # None: publish nothing
     models_topic: str = TOPIC_CLOCK
     samples_topic: str = TOPIC_CLOCK_SAMPLES
-
-
-@dataclass(frozen=True)
-class ResponderSettings:
-    ifname: str
-    keys: SyncKeys
-    allow: list[str]
-    netns: str | None = None
-    port: int = DEFAULT_PORT
-    injection: ClockInjection = field(default_factory=ClockInjection)
-    addresses: list[str] | None = None   # None: every address of ifname
-    xdp_mode: str = "auto"
