@@ -51,6 +51,9 @@ class DemoOptions:
     settle_timeout_s: float = 60.0
     # Extra sysctls per host namespace, e.g. {"h1": {"net.ipv4.tcp_autocorking": "0"}}.
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Entered with the built Net right before the flows start, left when they are done:
+    # lets a test read the kernel (tc, ss) while the traffic runs, at the same time as it.
+    monitor: Callable[[Any], contextlib.AbstractContextManager[Any]] | None = None
     run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
     progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
 
@@ -202,17 +205,18 @@ def run_demo(opts: DemoOptions) -> dict:
         es.callback(agents.close)
 
         say(f"running {len(topo.flows)} flow(s) for up to {opts.duration_s:.0f} s…")
-        started = time.monotonic()
-        runs = traffic.start_flows(net, duration_s=opts.duration_s)
-        results = []
-        for run in runs:
-            left = max(1.0, opts.duration_s + 30 - (time.monotonic() - started))
-            try:
-                results.append(run.wait(left))
-            except Exception as e:   # a flow that failed is reported, the rest still counts
-                missing[f"flow {run.flow.name}"] = str(e)[:300]
-                run.stop()
-        elapsed = time.monotonic() - started
+        with opts.monitor(net) if opts.monitor else contextlib.nullcontext():
+            started = time.monotonic()
+            runs = traffic.start_flows(net, duration_s=opts.duration_s)
+            results = []
+            for run in runs:
+                left = max(1.0, opts.duration_s + 30 - (time.monotonic() - started))
+                try:
+                    results.append(run.wait(left))
+                except Exception as e:   # a flow that failed is reported, the rest still counts
+                    missing[f"flow {run.flow.name}"] = str(e)[:300]
+                    run.stop()
+            elapsed = time.monotonic() - started
 
         say("flows done; waiting for the last samples to be joined and windows closed…")
         agents.close()           # detaches probes, flushes the last records
