@@ -44,6 +44,17 @@ def load(bootstrap: str, summary: dict) -> tuple[list[dict], dict]:
     return bds, recs
 
 
+def true_point(label: str, recs: list[dict], injected: dict) -> float | None:
+    """Reference time of the raw hit a segment end names (``host:point`` or
+    ``host:point@device``, design §8), corrected with the injected clock, not the sync's
+    model; None when the name matches no hit or several (a resent byte)."""
+    host, rest = label.split(":", 1)
+    point, _, dev = rest.partition("@")
+    ts = {h["ts_ns"] for r in recs if r["host"] == host for h in r["hits"]
+          if h["point"] == point and (not dev or h.get("dev") == dev)}
+    return ref_of(ts.pop(), injected[host]) if len(ts) == 1 else None
+
+
 def true_end_to_end(bd: dict, recs: list[dict], injected: dict) -> float:
     src, dst = bd["hosts"][0], bd["hosts"][-1]
     send = min(h["ts_ns"] for r in recs if r["host"] == src for h in r["hits"]
