@@ -18,7 +18,8 @@ from latscope.lab.topology import Flow, Topology
 from latscope.lab.traffic import run_flow, start_flows
 
 pytestmark = pytest.mark.root
-PREFIX = "lsxb"                # the fixture `net` in conftest.py builds under it
+PREFIX = "lsxb" + os.environ["LSX_RUN_ID"]   # the fixture `net` (conftest.py) builds under it
+CLI_PREFIX = "lsxl" + os.environ["LSX_RUN_ID"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -38,13 +39,14 @@ def test_built_namespaces_devices_and_facts(net: Net, default_topology: Topology
     inodes = {h: net.netns_inode(h) for h in ("mgr", "h1", "h2", "c1")}
     assert len(set(inodes.values())) == 4
     assert os.stat("/proc/self/ns/net").st_ino not in inodes.values()
-    assert [n for _, n in net.devices("h2")] == ["lo", "br0", "lsxb-0b", "lsxb-1b"]
-    assert net.ifname("h1", "h2") == "lsxb-0a" and net.ifname("h1", 0) == "lsxb-0a"
-    assert net.ifname("h2", "c1") == "lsxb-1b" and net.ifname("h2", "br0") == "br0"
-    assert net.ifname("c1", 1) == "lsxb-1a"
+    assert [n for _, n in net.devices("h2")] == ["lo", "br0", f"{PREFIX}-0b", f"{PREFIX}-1b"]
+    assert net.ifname("h1", "h2") == f"{PREFIX}-0a" and net.ifname("h1", 0) == f"{PREFIX}-0a"
+    assert net.ifname("h2", "c1") == f"{PREFIX}-1b" and net.ifname("h2", "br0") == "br0"
+    assert net.ifname("c1", 1) == f"{PREFIX}-1a"
     assert net.addr("c1", 6) == "fd00:2::2"
-    assert net.path_devices("f1") == [("h1", ["lsxb-0a"]), ("h2", ["lsxb-0b", "br0", "lsxb-1b"]),
-                                      ("c1", ["lsxb-1a"])]
+    assert net.path_devices("f1") == [("h1", [f"{PREFIX}-0a"]),
+                                      ("h2", [f"{PREFIX}-0b", "br0", f"{PREFIX}-1b"]),
+                                      ("c1", [f"{PREFIX}-1a"])]
     c = net.clock("h1")
     assert (c.offset_ns, c.drift_ppm, c.epoch_ns) == (5_000_000, 20.0, net.epoch_ns)
     assert net.clock("c1") == net.clock("h2")
@@ -68,7 +70,7 @@ def test_routes_and_tbf_as_described(net: Net) -> None:
     out = subprocess.run(["ip", "-n", f"{PREFIX}-c1", "route", "show", "default"],
                          capture_output=True, text=True, check=True).stdout
     assert "via 10.2.0.1" in out
-    out = subprocess.run(["tc", "-n", f"{PREFIX}-h1", "qdisc", "show", "dev", "lsxb-0a"],
+    out = subprocess.run(["tc", "-n", f"{PREFIX}-h1", "qdisc", "show", "dev", f"{PREFIX}-0a"],
                          capture_output=True, text=True, check=True).stdout
     assert "tbf" in out and "rate 50Mbit" in out
 
@@ -246,19 +248,19 @@ def test_existing_namespace_is_refused(net: Net, default_topology: Topology) -> 
 
 def test_cli_up_builds_and_tears_down_on_sigterm() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "latscope", "topology", "up",
-                             "topologies/default.yaml", "--prefix", "lsxbcli", "--json"],
+                             "topologies/default.yaml", "--prefix", CLI_PREFIX, "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO)
     try:
         line = proc.stdout.readline()                 # printed once built and reachable
-        assert '"lsxbcli-c1"' in line, proc.stderr.read() if not line else line
-        assert len(list_namespaces("lsxbcli")) == 4
+        assert f'"{CLI_PREFIX}-c1"' in line, proc.stderr.read() if not line else line
+        assert len(list_namespaces(CLI_PREFIX)) == 4
         proc.terminate()
         assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        netns_mod.teardown("lsxbcli")
-    assert list_namespaces("lsxbcli") == []
+        netns_mod.teardown(CLI_PREFIX)
+    assert list_namespaces(CLI_PREFIX) == []
 
