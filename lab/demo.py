@@ -51,6 +51,9 @@ class DemoOptions:
     settle_timeout_s: float = 60.0
     # Extra sysctls per host namespace, e.g. {"h1": {"net.ipv4.tcp_autocorking": "0"}}.
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Entered with the built Net right before the flows start, left when they are done:
+    # lets a test read the kernel (tc, ss) while the traffic runs, at the same time as it.
+    monitor: Callable[[Any], contextlib.AbstractContextManager[Any]] | None = None
     run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
     progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
 
@@ -194,7 +197,8 @@ def run_demo(opts: DemoOptions) -> dict:
         worker.start()
         worker.wait_ready()
 
-        sync = _start_sync(net, info.kafka_bootstrap, topo.manager.name, opts, missing, say)
+        sync, unsynced = _start_sync(net, info.kafka_bootstrap, topo.manager.name, opts,
+                                     missing, say)
         if sync is not None:
             es.callback(sync.close)
         agents = _start_agents(net, topo, info.kafka_bootstrap, t(TOPIC_LAYER_EVENTS),
@@ -202,17 +206,18 @@ def run_demo(opts: DemoOptions) -> dict:
         es.callback(agents.close)
 
         say(f"running {len(topo.flows)} flow(s) for up to {opts.duration_s:.0f} s…")
-        started = time.monotonic()
-        runs = traffic.start_flows(net, duration_s=opts.duration_s)
-        results = []
-        for run in runs:
-            left = max(1.0, opts.duration_s + 30 - (time.monotonic() - started))
-            try:
-                results.append(run.wait(left))
-            except Exception as e:   # a flow that failed is reported, the rest still counts
-                missing[f"flow {run.flow.name}"] = str(e)[:300]
-                run.stop()
-        elapsed = time.monotonic() - started
+        with opts.monitor(net) if opts.monitor else contextlib.nullcontext():
+            started = time.monotonic()
+            runs = traffic.start_flows(net, duration_s=opts.duration_s)
+            results = []
+            for run in runs:
+                left = max(1.0, opts.duration_s + 30 - (time.monotonic() - started))
+                try:
+                    results.append(run.wait(left))
+                except Exception as e:   # a flow that failed is reported, the rest still counts
+                    missing[f"flow {run.flow.name}"] = str(e)[:300]
+                    run.stop()
+            elapsed = time.monotonic() - started
 
         say("flows done; waiting for the last samples to be joined and windows closed…")
         agents.close()           # detaches probes, flushes the last records
@@ -222,6 +227,7 @@ def run_demo(opts: DemoOptions) -> dict:
         _settle(worker, published, opts.settle_timeout_s)
         summary = build_summary(topo, round(elapsed, 1), worker.flows(), worker.summary(),
                                 status, sync.summary() if sync else {}, missing)
+        summary["counters"]["sync_unconverged"] = len(unsynced)
         summary["run"] = opts.run_id
         summary["topics"] = {"layer_events": t(TOPIC_LAYER_EVENTS), "clock": t(TOPIC_CLOCK),
                              "breakdowns": t(TOPIC_BREAKDOWNS),
@@ -244,13 +250,16 @@ def _delete_internal_topics(bootstrap: str, prefix: str) -> None:
 
 
 def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
-                missing: dict[str, str], say: Callable[[str], None]) -> Any:
+                missing: dict[str, str], say: Callable[[str], None]) -> tuple[Any, list[str]]:
+    """Start the topology's clock sync and wait for it to converge; returns the sync (None
+    when not available) and the hosts whose model did not converge. A run whose clocks never
+    converged fails: its cross-host segments would carry errors no tolerance caps."""
     try:
         from latscope.lab.sync_run import TopologySync
         from latscope.sync.publish import ClockPublisher
     except Exception as e:   # not built yet, or broken: reported, never faked
         missing["sync"] = f"not available: {type(e).__name__}: {e}"
-        return None
+        return None, sorted(net.topology.sync_targets())
     say("starting clock sync (XDP responders, manager)…")
     pub = ClockPublisher(bootstrap, manager=manager, models_topic=opts.topic(TOPIC_CLOCK),
                          samples_topic=opts.topic(TOPIC_CLOCK_SAMPLES))
@@ -260,19 +269,23 @@ def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
     # model claims a bound below opts.sync_bound_ns before any traffic is measured.
     deadline = time.monotonic() + opts.sync_warmup_s
 
-    def converged() -> bool:
-        return sync.synced() and all(
-            (h.get("bound_ns") or math.inf) <= opts.sync_bound_ns for h in sync.summary().values())
+    def unconverged() -> dict[str, float | None]:
+        """Host -> its model's bound (None: no model) for the hosts not yet converged."""
+        return {h: st.get("bound_ns") for h, st in sync.summary().items()
+                if (st.get("bound_ns") or math.inf) > opts.sync_bound_ns}
 
-    while not converged() and time.monotonic() < deadline:
+    while (left := unconverged()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if not sync.synced():
-        missing["sync"] = f"no clock model for every host within {opts.sync_warmup_s:.0f} s"
-    elif not converged():
-        say(f"clock sync: not every bound below {opts.sync_bound_ns / 1000:.0f} µs after "
-            f"{opts.sync_warmup_s:.0f} s; going on (bounds are carried by every segment)")
+    if left:
+        detail = ", ".join(f"{h} " + ("no model" if b is None else f"bound {b / 1000:.1f} µs")
+                           for h, b in sorted(left.items()))
+        missing["sync"] = (f"clock models did not converge within {opts.sync_warmup_s:.0f} s "
+                           f"(every host needs a bound <= {opts.sync_bound_ns / 1000:g} µs "
+                           f"before the traffic): {detail}; this run's cross-host segments "
+                           "are not trustworthy")
+        say(f"clock sync FAILED: {missing['sync']}")
     pub.flush(10)
-    return sync
+    return sync, sorted(left)
 
 
 def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict[str, str],

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +35,60 @@ class _Stop(Exception):
     """Raised by the SIGTERM/SIGINT handler to leave a blocking call and report."""
 
 
+class _Deferred:
+    active = False
+    pending: int | None = None
+
+
 def _on_signal(signum: int, frame: object) -> None:
+    if _Deferred.active:          # inside _counting: raised once the count is taken
+        _Deferred.pending = signum
+        return
     raise _Stop(signum)
+
+
+@contextlib.contextmanager
+def _counting() -> Iterator[None]:
+    """A stop signal arriving inside waits until the block is done. The reports' byte counts
+    are a truth tests compare against (sent = received): raised between a socket call and
+    its count (or by sendall after it sent), a stop would lose what was handed over."""
+    _Deferred.active = True
+    try:
+        yield
+    finally:
+        _Deferred.active = False
+    if _Deferred.pending is not None:
+        signum, _Deferred.pending = _Deferred.pending, None
+        raise _Stop(signum)
+
+
+def _send_counted(s: socket.socket, data: bytes, out: dict[str, Any]) -> None:
+    """sendall, counting into out["bytes"] exactly what the kernel took: waiting happens in
+    select (a stop raises there, with nothing half-sent); each non-blocking send and its
+    count run with a stop deferred."""
+    view = memoryview(data)
+    while view:
+        select.select([], [s], [])
+        with _counting():
+            try:
+                n = s.send(view, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                n = 0
+            out["bytes"] += n
+        view = view[n:]
+
+
+def _recv_counted(conn: socket.socket, size: int, out: dict[str, Any]) -> bytes:
+    """recv, counting into out["bytes"] what it returned (waiting in select, see above)."""
+    while True:
+        select.select([conn], [], [])
+        with _counting():
+            try:
+                data = conn.recv(size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            out["bytes"] += len(data)
+            return data
 
 
 def _install_stop_handlers() -> None:
@@ -80,13 +132,12 @@ def receive(proto: str, bind: str, port: int, *, reader_delay_ms: float = 0.0,
                 out["peer"] = f"{peer[0]}:{peer[1]}"
                 with conn:
                     while True:
-                        data = conn.recv(read_size)
+                        data = _recv_counted(conn, read_size, out)
                         if not data:
                             out["stopped_by"] = "eof"
                             break
                         last = time.monotonic()
                         first = first or last
-                        out["bytes"] += len(data)
                         out["reads"] += 1
                         if delay:
                             time.sleep(delay)
@@ -158,17 +209,18 @@ def send(proto: str, dst: str, port: int, *, nbytes: int | None = None,
                         continue
                 n = chunk if nbytes is None else min(chunk, nbytes - out["bytes"])
                 if proto == "tcp":
-                    s.sendall(payload[:n])
+                    _send_counted(s, payload[:n], out)
                 else:
-                    try:
-                        s.send(payload[:n])
-                    except OSError as e:   # local qdisc full: the datagram was not sent
-                        if e.errno != errno.ENOBUFS:
-                            raise
-                        out["enobufs"] += 1
-                        continue
-                    out["datagrams"] += 1
-                out["bytes"] += n
+                    with _counting():   # one datagram: sent and counted, or neither
+                        try:
+                            s.send(payload[:n])
+                        except OSError as e:   # local qdisc full: the datagram was not sent
+                            if e.errno != errno.ENOBUFS:
+                                raise
+                            out["enobufs"] += 1
+                            continue
+                        out["datagrams"] += 1
+                        out["bytes"] += n
                 out["writes"] += 1
         except _Stop:
             out["stopped_by"] = "signal"

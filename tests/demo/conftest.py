@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,13 +19,14 @@ PREFIX = "lsxd" + os.environ["LSX_RUN_ID"]
 
 @pytest.fixture(scope="session")
 def demo_runner() -> Iterator[Callable[..., dict]]:
-    """run(topology, duration) -> summary; each run on its own topics and run tag."""
+    """run(topology, duration, sysctls, **DemoOptions fields) -> summary; each run on its own
+    topics and run tag."""
     def run(topology: Path, duration: float = 10.0,
-            sysctls: dict[str, dict[str, str]] | None = None) -> dict:
+            sysctls: dict[str, dict[str, str]] | None = None, **options: Any) -> dict:
         opts = DemoOptions(topology=topology, duration_s=duration, prefix=PREFIX,
                            sysctls=sysctls or {},
                            topic_prefix=f"lsxd-{uuid.uuid4().hex[:8]}", web_port=free_port(),
-                           start_stack=False, run_id=f"lsxd-{uuid.uuid4().hex[:8]}")
+                           start_stack=False, run_id=f"lsxd-{uuid.uuid4().hex[:8]}", **options)
         return run_demo(opts)
 
     try:

@@ -13,9 +13,19 @@ from latscope.sinks.influx_writer import InfluxSettings
 from latscope.sinks.report import make_report, query
 
 sys.path.insert(0, str(Path(__file__).parent))
-from truth import load, true_end_to_end
+from truth import load, true_end_to_end, true_point
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
+# Absolute cap on any tolerance taken from the system's own error bound: with it, a run whose
+# bounds grew loose (a bad sync claims a wide bound) still has to be right to this. The
+# design's sync target is p99 <= 5 µs per host, so two hosts' errors stay within 10 µs.
+# Measured here (default topology, 4 runs, 2-core box shared with other suites): end-to-end
+# error against the injected clocks median 0.7-3.7 µs, max 5.5 µs; bounds median 11-32 µs.
+CAP_NS = 10_000
+# A same-host segment does not depend on the sync's offset, only on its drift estimate:
+# measured <= 0.8 ppm off (a 201 ms receive-socket wait 159 ns), allowed 2 ppm, plus rounding.
+DRIFT_PPM = 2.0
+ROUNDING_NS = 2
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +40,10 @@ def test_summary_has_every_segment(default_run) -> None:
     c = s["counters"]
     assert c["complete"] > 0 and c["dead_lettered"] == 0
     assert c["joined"] == c["complete"] + c["incomplete"]
+    assert c["sync_unconverged"] == 0
     assert set(s["clock"]) == {"h1", "h2", "c1"}
     for h, ck in s["clock"].items():
-        assert abs(ck["error_ns"]) <= ck["bound_ns"], (h, ck)
+        assert abs(ck["error_ns"]) <= min(ck["bound_ns"], CAP_NS), (h, ck)
     for f in s["flows"]:
         assert f["samples"] > 0, f["name"]
         # The segments chain from the sender's sock_send to the receiver's sock_recv.
@@ -49,30 +60,67 @@ def test_summary_has_every_segment(default_run) -> None:
         assert all(len(w["hosts"]) == 2 for w in wires)
 
 
-def test_each_sample_adds_up_to_its_end_to_end(stack, default_run) -> None:
-    """A plain consumer decodes the breakdowns; per sample the segments telescope."""
-    bds, _ = load(stack.kafka_bootstrap, default_run)
+def test_each_segment_matches_the_raw_hits_it_names(stack, default_run) -> None:
+    """A plain consumer decodes the breakdowns; every segment of a complete sample equals
+    the two raw hits it names (the agents' LayerEvent records), corrected with the injected
+    clocks rather than the sync's models: the pairing of names and timestamps, checked
+    against the records themselves, and the correction against the truth. (That the
+    segments add up to the end-to-end delay holds for any pairing, so is not checked.)"""
+    bds, recs = load(stack.kafka_bootstrap, default_run)
+    injected = default_run["injected_clocks"]
     complete = [b for b in bds if b["complete"]]
     assert len(complete) == default_run["counters"]["complete"] > 0
+    checked, total, wires, same_host, cross = 0, 0, 0, [], []
     for bd in complete:
-        assert sum(seg["duration_ns"] for seg in bd["segments"]) == bd["end_to_end_ns"]
         assert bd["hosts"][0] == bd["src_host"] and bd["hosts"][-1] == bd["dst_host"]
+        if bd["retrans"]:          # a resent byte's names match several hits
+            continue
+        raw = recs[(bd["flow_id"], bd["seq"])]
+        for seg in bd["segments"]:
+            total += 1
+            a, b = true_point(seg["from"], raw, injected), true_point(seg["to"], raw, injected)
+            if a is None or b is None:
+                continue
+            checked += 1
+            err = seg["duration_ns"] - (b - a)
+            tol = ROUNDING_NS + DRIFT_PPM * 1e-6 * abs(b - a)
+            if len(seg["hosts"]) == 1:
+                if abs(err) > tol:
+                    same_host.append((seg["from"], seg["to"], seg["duration_ns"], round(err)))
+                continue
+            wires += 1
+            if abs(err) > tol + min(seg["error_bound_ns"], CAP_NS):
+                cross.append((seg["from"], seg["to"], round(err), seg["error_bound_ns"]))
+    assert checked >= 0.95 * total > 0, (checked, total)
+    assert not same_host, f"{len(same_host)}/{checked}: {same_host[:5]}"
+    # The sync's bound is not a guarantee: >= 90 % of cross-host segments within it (capped).
+    assert wires > 0 and len(cross) <= 0.1 * wires, f"{len(cross)}/{wires} outside: {cross[:5]}"
 
 
 def test_corrected_end_to_end_matches_injected_truth(stack, default_run) -> None:
     """Against the injected clocks: |corrected e2e - true e2e| <= the segments' summed sync
-    bound for >= 90 % of samples (the rest: the sync's own bound failed to cover it)."""
+    bound, capped at CAP_NS, for >= 90 % of samples (the rest: the sync's own bound failed
+    to cover it)."""
     bds, recs = load(stack.kafka_bootstrap, default_run)
     complete = [b for b in bds if b["complete"]]
     misses = []
     for bd in complete:
-        bound = sum(seg["error_bound_ns"] for seg in bd["segments"])
+        bound = min(sum(seg["error_bound_ns"] for seg in bd["segments"]), CAP_NS)
         truth = true_end_to_end(bd, recs[(bd["flow_id"], bd["seq"])],
                                 default_run["injected_clocks"])
         if abs(bd["end_to_end_ns"] - truth) > bound:
             misses.append((bd["flow_id"], bd["seq"], bd["end_to_end_ns"], round(truth), bound))
     assert len(misses) <= 0.1 * len(complete), (
         f"{len(misses)}/{len(complete)} outside the bound: {misses[:5]}")
+
+
+def test_demo_fails_when_the_clocks_never_converge(stack, demo_runner) -> None:
+    """A bound no sync reaches (1 ns): the run fails, says why, and counts the hosts."""
+    s = demo_runner(DEFAULT_TOPOLOGY, duration=2, sync_bound_ns=1.0, sync_warmup_s=3)
+    why = s.get("missing", {}).get("sync", "")
+    assert "did not converge within 3 s" in why, s.get("missing")
+    assert all(f"{h} bound" in why or f"{h} no model" in why for h in ("h1", "h2", "c1")), why
+    assert s["counters"]["sync_unconverged"] == 3
 
 
 def test_statistics_in_influxdb_and_report(stack, default_run, tmp_path) -> None:

@@ -18,8 +18,8 @@ from latscope.lab.topology import Flow, Topology
 from latscope.lab.traffic import run_flow, start_flows
 
 pytestmark = pytest.mark.root
-CLI_PREFIX = "lsxbc" + os.environ["LSX_RUN_ID"]
-PREFIX = "lsxb" + os.environ["LSX_RUN_ID"]   # the fixture `net` in conftest.py builds under it
+PREFIX = "lsxb" + os.environ["LSX_RUN_ID"]   # the fixture `net` (conftest.py) builds under it
+CLI_PREFIX = "lsxl" + os.environ["LSX_RUN_ID"]
 REPO = Path(__file__).resolve().parents[2]
 
 
