@@ -5,8 +5,10 @@ stack if it is down, starts one stream worker (a child process), the clock sync 
 and XDP responders), one agent per host on a flow's path (each with its host's injected
 clock), drives the topology's flows, waits until every sample is joined and every window
 closed, and returns the summary of design §8. Everything it started is stopped and torn
-down on the way out, Ctrl-C included. A component that is not available (e.g. BPF objects
-not built) is reported under ``missing`` instead of being faked.
+down on the way out, Ctrl-C included. ``pipeline(opts)`` is the same without the flows,
+for tests that drive their own traffic (external tools such as sockperf). A component
+that is not available (e.g. BPF objects not built) is reported under ``missing`` instead
+of being faked.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,8 +157,54 @@ def build_summary(topology: Any, duration_s: float, flows_view: dict, worker_sum
     return out
 
 
-def run_demo(opts: DemoOptions) -> dict:
-    from latscope.lab import netns, traffic
+@dataclass
+class Pipeline:
+    """A running pipeline on a built topology: what ``pipeline()`` yields. The caller drives
+    its own traffic inside the namespaces (``net.popen``), then calls ``finish()``."""
+
+    opts: DemoOptions
+    topology: Any
+    net: Any
+    bootstrap: str
+    worker: Any
+    sync: Any
+    agents: _Agents
+    missing: dict[str, str]
+    unsynced: list[str]          # hosts whose clock model never got within opts.sync_bound_ns
+
+    def finish(self, elapsed_s: float, traffic: list | None = None) -> dict:
+        """Detach the agents (flushing their last records), wait until the worker joined
+        everything and closed every window, and return the §8 summary."""
+        t = self.opts.topic
+        self.agents.close()
+        self.missing.update({f"agent {h}": why for h, why in self.agents.crashed.items()})
+        status = self.agents.status()
+        published = sum(a["counters"].get("published", 0) for a in status.values())
+        _settle(self.worker, published, self.opts.settle_timeout_s)
+        summary = build_summary(self.topology, round(elapsed_s, 1), self.worker.flows(),
+                                self.worker.summary(), status,
+                                self.sync.summary() if self.sync else {}, self.missing)
+        summary["counters"]["sync_unconverged"] = len(self.unsynced)
+        summary["run"] = self.opts.run_id
+        summary["topics"] = {"layer_events": t(TOPIC_LAYER_EVENTS), "clock": t(TOPIC_CLOCK),
+                             "breakdowns": t(TOPIC_BREAKDOWNS),
+                             "dead_letter": t(TOPIC_DEAD_LETTER)}
+        # The injected truth, so anyone can check the corrected figures against it.
+        summary["injected_clocks"] = {
+            h.name: {"offset_ns": self.net.clock(h.name).offset_ns,
+                     "drift_ppm": self.net.clock(h.name).drift_ppm,
+                     "epoch_ns": self.net.epoch_ns} for h in self.topology.hosts}
+        summary["worker"] = {"counters": self.worker.summary()["counters"]}
+        summary["traffic"] = traffic or []
+        return summary
+
+
+@contextlib.contextmanager
+def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
+    """Build the topology, start the worker, the sync (waiting for good clock models) and
+    one agent per host on a flow's path; tear all of it down on exit, failures included.
+    The demo drives the topology's flows with it; external-tool tests drive their own."""
+    from latscope.lab import netns
     from latscope.lab.topology import load_topology
     from latscope.stack import services as stack
     from latscope.stream.process import WorkerProcess
@@ -204,41 +252,31 @@ def run_demo(opts: DemoOptions) -> dict:
         agents = _start_agents(net, topo, info.kafka_bootstrap, t(TOPIC_LAYER_EVENTS),
                                missing, say)
         es.callback(agents.close)
+        yield Pipeline(opts, topo, net, info.kafka_bootstrap, worker, sync, agents, missing,
+                       unsynced)
 
-        say(f"running {len(topo.flows)} flow(s) for up to {opts.duration_s:.0f} s…")
-        with opts.monitor(net) if opts.monitor else contextlib.nullcontext():
+
+def run_demo(opts: DemoOptions) -> dict:
+    from latscope.lab import traffic
+
+    with pipeline(opts) as p:
+        flows = p.topology.flows
+        opts.progress(f"running {len(flows)} flow(s) for up to {opts.duration_s:.0f} s…")
+        with opts.monitor(p.net) if opts.monitor else contextlib.nullcontext():
             started = time.monotonic()
-            runs = traffic.start_flows(net, duration_s=opts.duration_s)
+            runs = traffic.start_flows(p.net, duration_s=opts.duration_s)
             results = []
             for run in runs:
                 left = max(1.0, opts.duration_s + 30 - (time.monotonic() - started))
                 try:
                     results.append(run.wait(left))
                 except Exception as e:   # a flow that failed is reported, the rest still counts
-                    missing[f"flow {run.flow.name}"] = str(e)[:300]
+                    p.missing[f"flow {run.flow.name}"] = str(e)[:300]
                     run.stop()
             elapsed = time.monotonic() - started
-
-        say("flows done; waiting for the last samples to be joined and windows closed…")
-        agents.close()           # detaches probes, flushes the last records
-        missing.update({f"agent {h}": why for h, why in agents.crashed.items()})
-        status = agents.status()
-        published = sum(a["counters"].get("published", 0) for a in status.values())
-        _settle(worker, published, opts.settle_timeout_s)
-        summary = build_summary(topo, round(elapsed, 1), worker.flows(), worker.summary(),
-                                status, sync.summary() if sync else {}, missing)
-        summary["counters"]["sync_unconverged"] = len(unsynced)
-        summary["run"] = opts.run_id
-        summary["topics"] = {"layer_events": t(TOPIC_LAYER_EVENTS), "clock": t(TOPIC_CLOCK),
-                             "breakdowns": t(TOPIC_BREAKDOWNS),
-                             "dead_letter": t(TOPIC_DEAD_LETTER)}
-        # The injected truth, so anyone can check the corrected figures against it.
-        summary["injected_clocks"] = {h.name: {"offset_ns": net.clock(h.name).offset_ns,
-                                               "drift_ppm": net.clock(h.name).drift_ppm,
-                                               "epoch_ns": net.epoch_ns} for h in topo.hosts}
-        summary["worker"] = {"counters": worker.summary()["counters"]}
-        summary["traffic"] = results
-    return summary
+        opts.progress("flows done; waiting for the last samples to be joined and windows "
+                      "closed…")
+        return p.finish(elapsed, results)
 
 
 def _delete_internal_topics(bootstrap: str, prefix: str) -> None:

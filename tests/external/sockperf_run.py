@@ -1,0 +1,288 @@
+"""sockperf ping-pong inside a running pipeline, and LatScope's figures for the same messages.
+
+sockperf's own report is the reference: its summary (avg-latency and percentile 50.000 are
+RTT/2 unless --full-rtt) and its --full-log (per message: client tx and rx on
+CLOCK_MONOTONIC, with --no-rdtsc, and latency = RTT/2). LatScope's side is read from the
+breakdowns topic as any consumer would (``latscope.schemas.codec.decode``).
+
+Why LatScope's (forward + reverse)/2 sits just below sockperf's RTT/2: per message,
+forward + reverse = (h1:sock_recv - h1:sock_send) - (h2:sock_send - h2:sock_recv), two
+differences each taken on one host's clock, so every clock error cancels in the sum; and
+sockperf's RTT adds its server's turnaround (``Paired.turnaround``) and its client's clock
+reads and syscall edges (``Paired.client_edges``). A one-way delay, on the other hand,
+carries the whole clock correction: that is where a wrong clock shows.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latscope.lab.demo import Pipeline
+from latscope.schemas import codec
+from latscope.stream.kafkaio import consume
+
+MSG_SIZE = 64          # sockperf -m; the topology samples every 64th byte: one per message
+MPS = 1000             # sockperf --mps (ping-pong paces itself to about 500 round trips/s)
+LOAD_PORT = 5201       # iperf3: not on the sampling allow-list
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One sockperf run: its server port, its client port (fixed with --client_port, or
+    None: the kernel's ephemeral pick), and whether iperf3 loads the path meanwhile."""
+    name: str
+    port: int
+    client_port: int | None
+    load: bool
+
+
+@dataclass
+class SockperfReport:
+    """sockperf's own figures (µs, RTT/2) and its per-message log."""
+    mean_us: float
+    std_us: float
+    median_us: float
+    min_us: float
+    max_us: float
+    observations: int
+    messages: list[tuple[int, int, float]] = field(default_factory=list)  # tx ns, rx ns, RTT/2 µs
+    text: str = ""
+
+    @property
+    def window_ns(self) -> tuple[int, int]:
+        return self.messages[0][0], self.messages[-1][1]
+
+
+def parse_report(text: str, full_log: str) -> SockperfReport:
+    """The summary sockperf prints, and its --full-log CSV (``packet, txTime(sec),
+    rxTime(sec), latency(usec)`` rows after the header)."""
+    t = _ANSI.sub("", text)
+
+    def num(pattern: str) -> float:
+        m = re.search(pattern, t)
+        if not m:
+            raise ValueError(f"sockperf report without {pattern!r}:\n{t[-2000:]}")
+        return float(m.group(1))
+
+    msgs = []
+    rows = False
+    for line in full_log.splitlines():
+        if line.startswith("packet, txTime"):
+            rows = True
+            continue
+        parts = line.split(",")
+        if rows and len(parts) == 4 and parts[0].strip().isdigit():
+            tx, rx = (round(float(p) * 1e9) for p in parts[1:3])   # ns-exact: 9 decimals
+            msgs.append((tx, rx, float(parts[3])))
+    return SockperfReport(
+        mean_us=num(r"avg-latency=\s*([0-9.]+)"), std_us=num(r"std-dev=\s*([0-9.]+)"),
+        median_us=num(r"percentile 50\.000 =\s*([0-9.]+)"),
+        min_us=num(r"<MIN> observation =\s*([0-9.]+)"),
+        max_us=num(r"<MAX> observation =\s*([0-9.]+)"),
+        observations=int(num(r"Total (\d+) observations")), messages=msgs, text=t)
+
+
+def _wait_listening(p: Pipeline, host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "netns", "exec", p.net.ns_name(host), "ss", "-Hltn",
+                              f"sport = :{port}"], capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+def run_sockperf(p: Pipeline, sc: Scenario, out_dir: Path, duration_s: float,
+                 client: str = "h1", server: str = "h2") -> SockperfReport:
+    """sockperf TCP ping-pong client → server for ``duration_s``; with ``sc.load`` an iperf3
+    bulk flow runs client → server on the same veth from 1 s before until after it. Every
+    process is started with ``Net.popen``, so the namespace teardown stops what a failure
+    leaves running."""
+    dst = p.net.addr(server)
+    srv = p.net.popen(server, ["sockperf", "server", "--tcp", "-i", dst, "-p", str(sc.port)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs: list[subprocess.Popen] = [srv]
+    try:
+        _wait_listening(p, server, sc.port)
+        if sc.load:
+            procs.append(p.net.popen(server, ["iperf3", "-s", "-1", "-p", str(LOAD_PORT)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait_listening(p, server, LOAD_PORT)
+            procs.append(p.net.popen(client, ["iperf3", "-c", dst, "-p", str(LOAD_PORT), "-t",
+                                              str(int(duration_s + 3))],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(1.0)
+        full_log = out_dir / f"sockperf-{sc.name}.csv"
+        fixed = [] if sc.client_port is None else ["--client_port", str(sc.client_port)]
+        # --no-rdtsc: CLOCK_MONOTONIC (the probes' clock) instead of a calibrated TSC
+        cl = p.net.popen(client, ["sockperf", "ping-pong", "--tcp", "-i", dst,
+                                  "-p", str(sc.port), *fixed, "-m", str(MSG_SIZE),
+                                  "--mps", str(MPS), "-t", str(int(duration_s)),
+                                  "--no-rdtsc", "--full-log", str(full_log)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = cl.communicate(timeout=duration_s + 60)
+        if cl.returncode != 0:
+            raise RuntimeError(f"sockperf ping-pong exited {cl.returncode}:\n{out[-2000:]}")
+        (out_dir / f"sockperf-{sc.name}.txt").write_text(out)
+        return parse_report(out, full_log.read_text())
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def breakdowns(bootstrap: str, summary: dict, timeout: float = 90) -> list[dict]:
+    """Every breakdown the run's worker published, decoded as a plain consumer does."""
+    n = summary["worker"]["counters"]["published"]
+    return [codec.decode(m.value(), expect="Breakdown")[1] for m in consume(
+        bootstrap, summary["topics"]["breakdowns"], lambda ms: len(ms) >= n, timeout)]
+
+
+@dataclass
+class Direction:
+    """LatScope's corrected end-to-end delays (µs) of one direction's complete samples, in
+    the order of their first point on the reference clock."""
+    e2e_us: list[float]
+    bound_us: list[float]     # each sample's summed sync error bound (its segments')
+    ts_ns: list[int]          # each sample's first point on the reference clock
+
+    @property
+    def mean_us(self) -> float:
+        return statistics.fmean(self.e2e_us)
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.e2e_us)
+
+    def at(self, tx_ns: int, rx_ns: int) -> int | None:
+        """The sample a message sent at ``tx_ns`` and answered at ``rx_ns`` carried: the
+        first one whose first point lies between the two (one sample per message)."""
+        i = bisect.bisect_left(self.ts_ns, tx_ns - 2_000)   # 2 µs: sync error margin
+        return i if i < len(self.ts_ns) and self.ts_ns[i] <= rx_ns else None
+
+
+def direction(bds: list[dict], sport: int, dport: int, window_ns: tuple[int, int]) -> Direction:
+    """The complete samples of flow ``sport → dport`` whose first point lies in sockperf's
+    valid window (its warm-up and the messages before it are not in its statistics)."""
+    lo, hi = window_ns
+    sel = sorted((b for b in bds if b["flow"]["sport"] == sport and b["flow"]["dport"] == dport
+                  and b["complete"] and lo - 50_000 <= b["ts_ns"] <= hi),
+                 key=lambda b: b["ts_ns"])
+    return Direction([b["end_to_end_ns"] / 1000 for b in sel],
+                     [sum(g["error_bound_ns"] for g in b["segments"]) / 1000 for b in sel],
+                     [b["ts_ns"] for b in sel])
+
+
+def compare(bds: list[dict], sc: Scenario, report: SockperfReport) -> Comparison:
+    """LatScope's two directions of a scenario's connection against sockperf's report."""
+    cport = sc.client_port
+    if cport is None:   # the ephemeral port the kernel picked: the ping flow's source
+        (cport,) = {b["flow"]["sport"] for b in bds if b["flow"]["dport"] == sc.port}
+    return Comparison(sc.name, report, direction(bds, cport, sc.port, report.window_ns),
+                      direction(bds, sc.port, cport, report.window_ns))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One sockperf message with the LatScope samples of its ping and its pong (µs)."""
+    half_rtt: float           # sockperf's latency (RTT/2) of the message
+    fwd: float
+    rev: float
+    fwd_bound: float
+    rev_bound: float
+    turnaround: float         # sockperf server, h2:sock_recv → h2:sock_send (one clock)
+
+    @property
+    def client_edges(self) -> float:
+        """The part of sockperf's RTT no probe sees: the client's clock reads and syscall
+        edges around h1:sock_send and h1:sock_recv."""
+        return 2 * self.half_rtt - (self.fwd + self.turnaround + self.rev)
+
+    @property
+    def excess(self) -> float:
+        """LatScope's (fwd + rev)/2 minus sockperf's RTT/2: ≤ 0 up to timestamp noise,
+        since sockperf adds its own turnaround and syscall edges."""
+        return (self.fwd + self.rev) / 2 - self.half_rtt
+
+
+@dataclass
+class Comparison:
+    """LatScope (forward + reverse)/2 against sockperf's RTT/2 for one scenario."""
+    name: str
+    sockperf: SockperfReport
+    fwd: Direction
+    rev: Direction
+
+    @property
+    def mean_us(self) -> float:
+        """(mean forward + mean reverse)/2 = the mean of the per-message (fwd + rev)/2."""
+        return (self.fwd.mean_us + self.rev.mean_us) / 2
+
+    @property
+    def composite_median_us(self) -> float:
+        """(median forward + median reverse)/2: medians do not add, so with skewed and
+        weakly correlated directions this reads below the median of the sums."""
+        return (self.fwd.median_us + self.rev.median_us) / 2
+
+    def paired(self) -> list[Paired]:
+        out = []
+        for tx, rx, lat in self.sockperf.messages:
+            i, j = self.fwd.at(tx, rx), self.rev.at(tx, rx)
+            if i is not None and j is not None:
+                served = self.fwd.ts_ns[i] + self.fwd.e2e_us[i] * 1000   # ping's sock_recv
+                out.append(Paired(lat, self.fwd.e2e_us[i], self.rev.e2e_us[j],
+                                  self.fwd.bound_us[i], self.rev.bound_us[j],
+                                  (self.rev.ts_ns[j] - served) / 1000))
+        return out
+
+    @property
+    def median_us(self) -> float:
+        """The median over sockperf's messages of LatScope's (fwd + rev)/2: what sockperf's
+        own median (of RTT/2 per message) is the counterpart of."""
+        return statistics.median((p.fwd + p.rev) / 2 for p in self.paired())
+
+    def figures(self) -> dict[str, Any]:
+        s, pairs = self.sockperf, self.paired()
+        ex = [p.excess for p in pairs]
+        q = statistics.quantiles(ex, n=100) if len(ex) > 100 else [float("nan")] * 99
+
+        def dist(xs: list[float]) -> dict[str, float]:
+            return {"median": round(statistics.median(xs), 3),
+                    "mean": round(statistics.fmean(xs), 3)} if xs else {}
+
+        def one(d: Direction) -> dict[str, Any]:
+            return {"n": len(d.e2e_us), "mean_us": round(d.mean_us, 3),
+                    "median_us": round(d.median_us, 3), "min_us": round(min(d.e2e_us), 3)}
+
+        return {
+            "scenario": self.name,
+            "sockperf": {"mean_us": s.mean_us, "median_us": s.median_us, "std_us": s.std_us,
+                         "min_us": s.min_us, "max_us": s.max_us, "n": s.observations},
+            "latscope": {"mean_us": round(self.mean_us, 3), "median_us": round(self.median_us, 3),
+                         "composite_median_us": round(self.composite_median_us, 3),
+                         "paired": len(pairs), "fwd": one(self.fwd), "rev": one(self.rev)},
+            "mean_ratio": round(self.mean_us / s.mean_us, 4),
+            "median_diff_us": round(self.median_us - s.median_us, 3),
+            "composite_median_diff_us": round(self.composite_median_us - s.median_us, 3),
+            "per_message_excess_us": {"p1": round(q[0], 3), "p50": round(q[49], 3),
+                                      "p99": round(q[98], 3),
+                                      "max": round(max(ex), 3) if ex else None},
+            # sockperf's share of each round trip that (fwd + rev)/2 leaves out, per message
+            "server_turnaround_us": dist([p.turnaround for p in pairs]),
+            "client_edges_us": dist([p.client_edges for p in pairs]),
+        }
