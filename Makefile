@@ -27,9 +27,9 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# The editable install also builds the stream worker's C extension (setup.py): again when its
-# sources change.
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard stream/native/*.c stream/native/*.h)
+# The editable install also builds the C extensions (setup.py: stream/, stats/ and sinks/
+# native/): again when their sources change.
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard stream/native/*.[ch] stats/native/*.[ch] sinks/native/*.[ch])
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"

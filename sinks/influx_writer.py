@@ -17,31 +17,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from latscope import log
-from latscope.stream.sketch import Sketch
+from latscope.sinks.settings import InfluxSettings
+from latscope.stats.sketch import Sketch
 
 _log = log.get("sinks.influx")
-
-
-@dataclass
-class InfluxSettings:
-    url: str
-    org: str
-    bucket: str
-    token: str
-    tags: dict[str, str] = field(default_factory=dict)   # added to every point
-    flush_interval_ms: int = 250
-    max_retries: int = 5
-    retry_interval_s: float = 1.0       # first backoff; doubles up to max_retry_delay_s
-    max_retry_delay_s: float = 15.0
-    max_retry_time_s: float = 60.0
-    max_pending_lines: int = 2_000_000  # while InfluxDB is away; the oldest beyond are failed
 
 
 @dataclass

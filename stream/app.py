@@ -45,13 +45,14 @@ from latscope.schemas.records import (
     TOPIC_LAYER_EVENTS,
 )
 from latscope.sinks.influx import counters_line, sample_line, window_line
-from latscope.sinks.influx_writer import InfluxSettings, InfluxSink
+from latscope.sinks.influx_writer import InfluxSink
+from latscope.sinks.settings import InfluxSettings
+from latscope.stats.sketch import Sketch
 from latscope.stream.breakdown_avro import encode_breakdown
 from latscope.stream.flows import FlowResolver
 from latscope.stream.join import Joiner, JoinPolicy
 from latscope.stream.layer_avro import decode_layer_events
 from latscope.stream.segments import ClockView, breakdown
-from latscope.stream.sketch import Sketch
 from latscope.stream.windows import TAGS, WindowPolicy, Windows
 
 _log = log.get("stream")

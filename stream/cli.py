@@ -9,37 +9,9 @@ from latscope.stream.join import JoinPolicy
 from latscope.stream.windows import WindowPolicy
 
 
-def influx_from(args: argparse.Namespace, config: object | None) -> object | None:
-    """InfluxDB settings: the config file's, else the running local stack's; None if off."""
-    from latscope.errors import UserError
-    from latscope.sinks.influx_writer import InfluxSettings
-
-    if args.no_influx:
-        return None
-    tags = {}
-    for kv in args.influx_tag or ():
-        k, sep, v = kv.partition("=")
-        if not sep or not k or not v:
-            raise UserError(f"--influx-tag {kv!r}: expected KEY=VALUE")
-        tags[k] = v
-    if config is not None:
-        db = config.influxdb   # type: ignore[attr-defined]
-        token = db.token_value()
-        if not token:
-            raise UserError("influxdb: no token or token_file in the config (or pass --no-influx)")
-        return InfluxSettings(db.url, db.org, db.bucket, token, tags)
-    from latscope.stack import services as stack
-
-    info = stack.status(stack.StackSettings.from_env())
-    if not info.influx_up or not info.influx_token:
-        raise UserError(f"InfluxDB at {info.influx_url} is not up: run `latscope stack up`, "
-                        "give --config, or pass --no-influx")
-    return InfluxSettings(info.influx_url, info.influx_org, info.influx_bucket, info.influx_token,
-                          tags)
-
-
 def settings_from(args: argparse.Namespace) -> object:
     from latscope.kafka import KafkaSettings
+    from latscope.sinks.settings import influx_from
     from latscope.stream.app import StreamSettings
 
     config = None

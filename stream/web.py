@@ -13,7 +13,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from latscope.stream.sketch import Sketch
+from latscope.stats.sketch import Sketch
 from latscope.stream.windows import E2E, TAGS
 
 if TYPE_CHECKING:

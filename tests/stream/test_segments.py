@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from latscope.stats.sketch import Sketch
 from latscope.stream.segments import ClockView, breakdown
-from latscope.stream.sketch import Sketch
 from latscope.stream.synthetic import PathSpec, clock_model, sample_records
 
 PATH = ["h1", "h2", "c1"]
