@@ -9,16 +9,18 @@ from latscope.stream.join import JoinPolicy
 from latscope.stream.windows import WindowPolicy
 
 
-def settings_from(args: argparse.Namespace) -> object:
+def config_from(args: argparse.Namespace) -> object | None:
+    if not args.config:
+        return None
+    from latscope.config import load
+
+    return load(args.config).config
+
+
+def settings_from(args: argparse.Namespace, config: object | None = None) -> object:
     from latscope.kafka import KafkaSettings
-    from latscope.sinks.settings import influx_from
-    from latscope.stream.app import StreamSettings
+    from latscope.stream.settings import StreamSettings
 
-    config = None
-    if args.config:
-        from latscope.config import load
-
-        config = load(args.config).config
     interval = args.interval or (config.sampling.interval if config else 1.0)
     bootstrap = args.bootstrap or (config.kafka.bootstrap if config else "127.0.0.1:9092")
     s = StreamSettings(
@@ -31,8 +33,7 @@ def settings_from(args: argparse.Namespace) -> object:
         windows=WindowPolicy(interval, args.window + 2 * args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
         topology=Path(args.topology) if args.topology else None, manager=args.manager,
-        influx=influx_from(args, config), raw_samples=not args.no_raw_samples,
-        from_beginning=not args.latest)
+        raw_samples=not args.no_raw_samples, from_beginning=not args.latest)
     for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic"):
         if getattr(args, attr):
             setattr(s, attr, getattr(args, attr))
@@ -40,9 +41,15 @@ def settings_from(args: argparse.Namespace) -> object:
 
 
 def worker(args: argparse.Namespace) -> int:
+    """The process entry: the one place the worker and its InfluxDB sink meet."""
+    from latscope.sinks.influx_writer import InfluxSink
+    from latscope.sinks.settings import influx_from
     from latscope.stream.app import run_worker
 
-    return run_worker(settings_from(args),   # type: ignore[arg-type]
+    config = config_from(args)
+    influx = influx_from(args, config)
+    return run_worker(settings_from(args, config),   # type: ignore[arg-type]
+                      InfluxSink(influx) if influx else None,
                       loglevel="debug" if args.verbose else "warning")
 
 
