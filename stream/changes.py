@@ -2,8 +2,8 @@
 (its last value) for the changelog, which gets each changed key once per commit.
 
 Per commit, not per batch: the open windows of every flow and segment change in every
-batch (~1k changelog records a batch) and a sample pending at a batch's end is mostly
-closed by the next; both cost ~30 µs a record in Faust's producer.
+batch and a sample pending at a batch's end is mostly closed by the next, and every record
+is costly in Faust's producer.
 
 Table writes name their partition explicitly: a ``take`` batch mixes partitions and a timer
 has no current event, while Faust's own ``table[key] = v`` uses the current event's

@@ -1,32 +1,30 @@
 """The worker's outputs and their one commit barrier.
 
 Outputs: breakdowns and dead letters (Kafka, through a librdkafka producer), the tables'
-changelogs (through Faust's producer) and statistics and raw samples (the sink: InfluxDB).
-Faust commits an input offset once its message is acknowledged. The worker acknowledges
-messages only here, in the barrier Faust runs right before it picks the offsets to commit
-(a sensor's on_commit_initiated), and only once everything that came of them is
-acknowledged: a committed offset means its input's breakdowns are on Kafka, its table
-changes in the changelog and its statistics in InfluxDB, or counted as failed
-(at-least-once).
+changelogs (through Faust's producer), statistics and raw samples (the sink: InfluxDB).
+Faust commits the offsets of acknowledged messages; the worker acknowledges them only in
+the barrier Faust runs right before it picks those offsets (a sensor's
+on_commit_initiated), once everything that came of them is acknowledged. A committed
+offset thus means its input's breakdowns are on Kafka, its table changes in the
+changelog and its statistics in InfluxDB, or counted as failed (at-least-once).
 
-A commit interval ("epoch"): the messages taken in, the table changes (sealed at the
-barrier that ends it: encoded then, sent once the epoch settles), the sink's mark then. An
-epoch settles once every Kafka output produced before its barrier is acknowledged and the
-sink has settled up to its mark. Offsets and changelog records move together, so a
-restarted worker recovers exactly the state its committed offsets left off at. A closed
-window's tombstone is one of its epoch's changes: it never reaches the changelog before
-the sink has the window's points; if the worker dies first, the window comes back from the
-changelog and is written again (same series and time: overwritten).
+Each commit interval ("epoch") holds its messages, its table changes (sealed at the
+barrier that ends it, sent once it settles) and the sink's mark then. It settles when
+Kafka has acknowledged every output produced before its barrier and the sink has settled
+up to its mark: offsets and changelog move together, so a restarted worker recovers the
+state its committed offsets left off at. A closed window's tombstone is one of its epoch's
+changes, so it never reaches the changelog before the sink has the window's points; if the
+worker dies first, the window comes back from the changelog and is written again (same
+series and time: overwritten).
 
 Kafka outputs are flushed at the barrier, not per batch: librdkafka has been sending all
-along, so little is left to wait for (flushing after every batch left the worker idle ~1/6
-of the time, waiting for acks; Faust's own producer awaits one message at a time and
-capped the worker at well under 1k samples/s). The sink is not waited for: its writer
-sends continuously, so an epoch normally settles at the next barrier. Waits block the
-event loop at most ``wait_s``; what is not acknowledged by then keeps its offsets and
-changelog records where they were, counted in ``commits_held_back``. A barrier waits for
-the sink only when draining (rebalance, shutdown) or when more than ``max_behind`` epochs
-are unsettled (a slow sink slows the worker down instead of input piling up).
+along, while flushing per batch left the worker idle waiting for acks (and Faust's own
+producer awaits one message at a time). The sink is not waited for: its writer sends all
+along, so an epoch normally settles at the next barrier. Waits block the event loop at
+most ``wait_s``; what is unacknowledged by then keeps its offsets and changelog records
+where they were (``commits_held_back``). The barrier waits for the sink only when
+draining (rebalance, shutdown) or when more than ``max_behind`` epochs are unsettled: a
+slow sink then slows the worker down rather than letting input pile up.
 """
 
 from __future__ import annotations
