@@ -93,15 +93,22 @@ class build_with_bpf(build):
     sub_commands: ClassVar = [*build.sub_commands, ("build_bpf", None)]
 
 
+_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+
+
+def _native(package: str, folder: str, files: list[str]) -> Extension:
+    """``latscope.<package>._native`` from ``<folder>/native/``: one module.c (the table),
+    one file per job, native.h between them."""
+    return Extension(f"latscope.{package}._native",
+                     sources=[f"{folder}/native/{f}" for f in ["module.c", *files]],
+                     depends=[f"{folder}/native/native.h"], extra_compile_args=_CFLAGS)
+
+
 setup(
     cmdclass={"build": build_with_bpf, "build_bpf": build_bpf},
-    ext_modules=[Extension(
-        "latscope.stream._native",
-        sources=["stream/native/module.c", "stream/native/decode.c", "stream/native/encode.c",
-                 "stream/native/segments.c", "stream/native/shapes.c",
-                 "stream/native/sketch.c", "stream/native/line.c"],
-        depends=["stream/native/native.h"],
-        extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                            "-Wno-missing-field-initializers"],
-    )],
+    ext_modules=[
+        _native("stream", "stream", ["decode.c", "encode.c", "segments.c", "shapes.c"]),
+        _native("stats", "stats", ["sketch.c"]),
+        _native("sinks", "sinks", ["line.c"]),
+    ],
 )

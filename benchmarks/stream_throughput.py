@@ -28,12 +28,14 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from latscope import kafka, stack
+from latscope import kafka
 from latscope.bpf.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
 from latscope.schemas.records import LAYER_EVENTS_CONFIG, LAYER_EVENTS_PARTITIONS
-from latscope.sinks.influx_writer import InfluxSettings, delete_run
+from latscope.sinks.influx_writer import delete_run
+from latscope.sinks.settings import InfluxSettings
+from latscope.stack import services as stack
 from latscope.stream.kafkaio import produce
 from latscope.stream.process import WorkerProcess
 from latscope.stream.synthetic import (

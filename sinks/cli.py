@@ -10,7 +10,7 @@ from pathlib import Path
 def report(args: argparse.Namespace) -> int:
     from latscope.errors import UserError
     from latscope.sinks.report import ReportError, make_report
-    from latscope.stream.cli import influx_from
+    from latscope.sinks.settings import influx_from
 
     config = None
     if args.config:

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from operator import itemgetter
 
-from latscope.stream._native import sample_line as _native_line
-from latscope.stream.sketch import Sketch
+from latscope.sinks._native import sample_line as _native_line
+from latscope.stats.sketch import Sketch
 
 M_SEGMENT = "latscope_segment"
 M_FLOW = "latscope_flow"
@@ -68,7 +68,7 @@ def sample_line(bd: Mapping, flow: str, wall_ns: int,
                 extra: Mapping[str, str] = {}, *, native: bool = True) -> str:
     """One raw sample point. Hot path (design §9): a (flow, hosts) tag set and a path's
     segment and layer fields are escaped and laid out once and cached; per sample only
-    numbers are formatted, in C (stream/native/line.c). ``native=False``: in Python only,
+    numbers are formatted, in C (sinks/native/line.c). ``native=False``: in Python only,
     the reference, which also formats what C hands back (non-int numbers, past 64 bits)."""
     complete = bool(bd["complete"])
     try:

@@ -6,6 +6,10 @@ is retried with exponential backoff when retrying can help (no answer, 429, 5xx)
 ``max_retries`` and ``max_retry_time_s``; what still fails is counted, never silent. Same
 series + same timestamp overwrite in InfluxDB, so a retried or replayed write is harmless.
 
+Each write takes the next place in the queue (``mark``); ``settled`` is the place up to
+which every write is acknowledged or counted as failed: the stream worker's commit
+barrier waits on it (latscope.stream.sink.StatsSink, which this class is).
+
 Why not influxdb-client's batching writer: it pushes every item through a reactive
 pipeline (~5 µs per item) and reports acknowledged batches only as text, which had to be
 parsed again line by line to learn each sample's freshness; at tens of thousands of
@@ -16,38 +20,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from latscope import log
-from latscope.stream.sketch import Sketch
+from latscope.sinks.influx import counters_line, sample_line, window_line
+from latscope.sinks.settings import InfluxSettings
+from latscope.stats.sketch import Sketch
 
 _log = log.get("sinks.influx")
-
-
-@dataclass
-class InfluxSettings:
-    url: str
-    org: str
-    bucket: str
-    token: str
-    tags: dict[str, str] = field(default_factory=dict)   # added to every point
-    flush_interval_ms: int = 250
-    max_retries: int = 5
-    retry_interval_s: float = 1.0       # first backoff; doubles up to max_retry_delay_s
-    max_retry_delay_s: float = 15.0
-    max_retry_time_s: float = 60.0
-    max_pending_lines: int = 2_000_000  # while InfluxDB is away; the oldest beyond are failed
 
 
 @dataclass
 class SinkCounters:
     lines_written: int = 0
     lines_failed: int = 0
+    windows_failed: int = 0    # window statistics among lines_failed: those windows are lost
     batches_retried: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -74,6 +67,8 @@ class _Chunk:
     text: str
     lines: int
     sample_ns: Sequence[int]
+    place: int         # its place in the queue (mark)
+    windows: int = 0   # window statistics among the lines
 
 
 class InfluxSink:
@@ -89,29 +84,66 @@ class InfluxSink:
         self._pending_lines = 0
         self._cond = threading.Condition()
         self._closing = False
+        self._now = False       # send_now() asked: send without waiting for the interval
+        self._mark = 0          # place of the latest chunk queued
+        self._settled = 0       # every chunk up to this place is written or counted failed
         self._thread = threading.Thread(target=self._run, name="influx-writer", daemon=True)
         self._thread.start()
 
-    def write(self, lines: Iterable[str], sample_ns: Sequence[int] = ()) -> None:
-        """Queue lines; ``sample_ns``: wall times of the raw samples among them (freshness)."""
+    def write(self, lines: Iterable[str], sample_ns: Sequence[int] = (), *, windows: int = 0) -> None:
+        """Queue lines; ``sample_ns``: wall times of the raw samples among them (freshness);
+        ``windows``: how many of them are window statistics (counted if they fail)."""
         lines = list(lines)
         if not lines:
             return
-        chunk = _Chunk("\n".join(lines), len(lines), sample_ns)
         with self._cond:
+            self._mark += 1
+            chunk = _Chunk("\n".join(lines), len(lines), sample_ns, self._mark, windows)
             self._pending.append(chunk)
             self._pending_lines += chunk.lines
             while self._pending_lines > self.settings.max_pending_lines and len(self._pending) > 1:
                 old = self._pending.pop(0)
                 self._pending_lines -= old.lines
                 self.counters.lines_failed += old.lines
+                self.counters.windows_failed += old.windows
                 _log.error("InfluxDB writes backed up: %d oldest lines dropped", old.lines)
+
+    # -- what the stream worker writes (latscope.stream.sink.StatsSink) ----------------------
+    def write_samples(self, samples: Sequence[tuple[int, Mapping[str, Any], str, int]]) -> None:
+        """Raw samples: (partition, breakdown, flow name, wall ns)."""
+        tags = self.settings.tags
+        self.write([sample_line(bd, flow, wall, tags) for _, bd, flow, wall in samples],
+                   [s[3] for s in samples])
+
+    def write_windows(self, windows: Sequence[tuple[Mapping[str, str], Sketch, int, int]]) -> None:
+        """Closed windows: (tags, sketch, window start ns, position on the path)."""
+        tags = self.settings.tags
+        self.write([window_line(t, sketch, start, tags, pos) for t, sketch, start, pos in windows],
+                   windows=len(windows))
+
+    def write_counters(self, worker: str, counters: Mapping[str, int], now_ns: int) -> None:
+        self.write([counters_line(worker, counters, now_ns, self.settings.tags)])
+
+    def mark(self) -> int:
+        return self._mark
+
+    def settled(self) -> int:
+        return self._settled
+
+    def send_now(self) -> None:
+        with self._cond:
+            self._now = True
+            self._cond.notify_all()
+
+    def wait_settled(self, mark: int, timeout_s: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._settled >= mark, max(timeout_s, 0.0))
 
     def close(self) -> None:
         """Send everything pending (blocks up to the retry budget), then disconnect."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join()
         self._client.close()
 
@@ -120,12 +152,15 @@ class InfluxSink:
         once that is sent."""
         while True:
             with self._cond:
-                if not self._closing:
+                if not (self._closing or self._now):
                     self._cond.wait(self.settings.flush_interval_ms / 1000)
-                closing = self._closing
+                closing, self._now = self._closing, False
                 chunks, self._pending, self._pending_lines = self._pending, [], 0
             if chunks:
                 self._send(chunks)
+                with self._cond:   # in order: every chunk before these was sent or dropped
+                    self._settled = chunks[-1].place
+                    self._cond.notify_all()
             if closing:
                 return
 
@@ -144,6 +179,7 @@ class InfluxSink:
                         or time.monotonic() - started + delay > s.max_retry_time_s):
                     with self._cond:
                         self.counters.lines_failed += n
+                        self.counters.windows_failed += sum(c.windows for c in chunks)
                     _log.error("InfluxDB write of %d lines failed after %d attempt(s): %s",
                                n, attempt, e)
                     return

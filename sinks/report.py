@@ -19,7 +19,7 @@ from typing import Any
 from influxdb_client import InfluxDBClient
 
 from latscope.sinks.influx import M_SAMPLE, M_SEGMENT
-from latscope.sinks.influx_writer import InfluxSettings
+from latscope.sinks.settings import InfluxSettings
 
 DURATION_RE = re.compile(r"^([0-9]+(ns|us|ms|s|m|h|d|w))+$")
 LAYER_COLORS = {"socket": "#4e79a7", "tcp": "#f28e2b", "ip": "#59a14f", "qdisc": "#e15759",

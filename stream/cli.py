@@ -9,41 +9,17 @@ from latscope.stream.join import JoinPolicy
 from latscope.stream.windows import WindowPolicy
 
 
-def influx_from(args: argparse.Namespace, config: object | None) -> object | None:
-    """InfluxDB settings: the config file's, else the running local stack's; None if off."""
-    from latscope.errors import UserError
-    from latscope.sinks.influx_writer import InfluxSettings
+def config_from(args: argparse.Namespace) -> object | None:
+    from latscope import settings
 
-    if args.no_influx:
-        return None
-    tags = {}
-    for kv in args.influx_tag or ():
-        k, sep, v = kv.partition("=")
-        if not sep or not k or not v:
-            raise UserError(f"--influx-tag {kv!r}: expected KEY=VALUE")
-        tags[k] = v
-    if config is not None:
-        db = config.influxdb   # type: ignore[attr-defined]
-        token = db.token_value()
-        if not token:
-            raise UserError("influxdb: no token or token_file in the config (or pass --no-influx)")
-        return InfluxSettings(db.url, db.org, db.bucket, token, tags)
-    from latscope.stack import services as stack
-
-    info = stack.status(stack.StackSettings.from_env())
-    if not info.influx_up or not info.influx_token:
-        raise UserError(f"InfluxDB at {info.influx_url} is not up: run `latscope stack up`, "
-                        "give --config, or pass --no-influx")
-    return InfluxSettings(info.influx_url, info.influx_org, info.influx_bucket, info.influx_token,
-                          tags)
+    return settings.config(args.config) if args.config else None
 
 
-def settings_from(args: argparse.Namespace) -> object:
+def settings_from(args: argparse.Namespace, config: object | None = None) -> object:
     from latscope import settings
     from latscope.config import Config
-    from latscope.stream.app import StreamSettings
+    from latscope.stream.settings import StreamSettings
 
-    config = settings.config(args.config) if args.config else None
     interval = args.interval or (config.sampling.interval if config else 1.0)
     s = StreamSettings(
         kafka=settings.kafka(config or Config(), args.bootstrap),
@@ -55,8 +31,7 @@ def settings_from(args: argparse.Namespace) -> object:
         windows=WindowPolicy(interval, args.window + 2 * args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
         flows=settings.flow_resolver(args.topology) if args.topology else None,
-        manager=args.manager,
-        influx=influx_from(args, config), raw_samples=not args.no_raw_samples,
+        manager=args.manager, raw_samples=not args.no_raw_samples,
         from_beginning=not args.latest)
     for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic"):
         if getattr(args, attr):
@@ -65,9 +40,15 @@ def settings_from(args: argparse.Namespace) -> object:
 
 
 def worker(args: argparse.Namespace) -> int:
+    """The process entry: the one place the worker and its InfluxDB sink meet."""
+    from latscope.sinks.influx_writer import InfluxSink
+    from latscope.sinks.settings import influx_from
     from latscope.stream.app import run_worker
 
-    return run_worker(settings_from(args),   # type: ignore[arg-type]
+    config = config_from(args)
+    influx = influx_from(args, config)
+    return run_worker(settings_from(args, config),   # type: ignore[arg-type]
+                      InfluxSink(influx) if influx else None,
                       loglevel="debug" if args.verbose else "warning")
 
 

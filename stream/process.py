@@ -7,11 +7,12 @@ process, as in production, stopped by its own PID.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,15 @@ def get_json(port: int, path: str, timeout: float = 5.0) -> Any:
 
 
 class WorkerProcess:
-    """One worker; ``args`` are ``stream worker`` options (``--web-port`` is added)."""
+    """One worker; ``args`` are ``stream worker`` options (``--web-port`` is added);
+    ``env``: environment variables set for it on top of ours."""
 
-    def __init__(self, args: Sequence[str], web_port: int, log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], web_port: int, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
         self.args = list(args)
         self.web_port = web_port
         self.log_path = log_path
+        self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
@@ -38,7 +42,8 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "latscope", "stream", "worker",
                "--web-port", str(self.web_port), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env={**os.environ, **self.env})
         log.close()
         return self
 

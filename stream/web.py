@@ -13,11 +13,11 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from latscope.stream.sketch import Sketch
+from latscope.stats.sketch import Sketch
 from latscope.stream.windows import E2E, TAGS
 
 if TYPE_CHECKING:
-    from latscope.stream.app import Runtime
+    from latscope.stream.app import Worker
 
 
 def _us(stats: dict[str, float]) -> dict[str, Any]:
@@ -28,24 +28,24 @@ def _us(stats: dict[str, float]) -> dict[str, Any]:
             **{f"{k}_us": conv(stats[k]) for k in ("mean", "p50", "p90", "p99", "max")}}
 
 
-def summary(rt: Runtime) -> dict[str, Any]:
+def summary(w: Worker) -> dict[str, Any]:
     now = time.time()
-    sink = rt.sink
+    sink, pipe = w.sink, w.pipeline
     return {
-        "app_id": rt.settings.app_id,
-        "uptime_s": round(now - rt.started, 1),
-        "interval_s": rt.settings.windows.interval_s,
-        "counters": rt.all_counters(),
-        "manager": rt.manager,
+        "app_id": w.settings.app_id,
+        "uptime_s": round(now - w.started, 1),
+        "interval_s": w.settings.windows.interval_s,
+        "counters": w.all_counters(),
+        "manager": pipe.manager,
         "clock": {h: {"offset_ns": m["offset_ns"], "drift_ppm": m["drift_ppm"],
                       "error_bound_ns": m["error_bound_ns"]}
-                  for h, m in rt.clock_models.items()},
+                  for h, m in w.clock_models.items()},
         "influx": None if sink is None else {
             **sink.counters.as_dict(),
             "freshness_p99_s": _seconds(sink.freshness.quantile(0.99)),
             "freshness_p50_s": _seconds(sink.freshness.quantile(0.5))},
-        "open_windows": sorted({v["w"] for v in rt.stats.data.values()}),
-        "partitions": rt.owned_partitions(),
+        "open_windows": sorted({v["w"] for v in pipe.stats.values()}),
+        "partitions": w.owned_partitions(),
     }
 
 
@@ -53,7 +53,7 @@ def _seconds(ns: float) -> float | None:
     return None if math.isnan(ns) else round(ns / 1e9, 3)
 
 
-def flows(rt: Runtime) -> dict[str, Any]:
+def flows(w: Worker) -> dict[str, Any]:
     out: dict[str, dict] = {}
 
     def entry(tags: dict) -> dict:
@@ -66,27 +66,28 @@ def flows(rt: Runtime) -> dict[str, Any]:
             "layer": tags["layer"], "device": tags["device"] or None})
 
     open_sk: dict[tuple, Sketch] = {}
-    for v in rt.stats.data.values():
+    pipe = w.pipeline
+    for v in pipe.stats.values():
         k = tuple(v["tags"][t] for t in TAGS)
         sk = open_sk.setdefault(k, Sketch())
         sk.merge(Sketch.of(v["s"]))
     for k, sk in open_sk.items():
         entry(dict(zip(TAGS, k, strict=True)))["open"] = _us(sk.summary())
-    for v in rt.last_closed.values():
+    for v in pipe.last_closed.values():
         entry(v["tags"])["last_window"] = {"start_ns": v["w"],
                                            **_us(Sketch.of(v["s"]).summary())}
-    for k, sk in rt.totals.items():
+    for k, sk in pipe.totals.items():
         entry(dict(zip(TAGS, k, strict=True)))["total"] = _us(sk.summary())
     return {"flows": [{**f, "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
                       for f in out.values()]}
 
 
-def register_views(rt: Runtime) -> None:
+def register_views(w: Worker) -> None:
     """Both ``/latscope/summary`` and ``/latscope/summary/`` (likewise flows) answer."""
     for name, build in (("summary", summary), ("flows", flows)):
         async def page(web: Any, request: Any, build: Any = build) -> Any:
-            return web.json(build(rt))
+            return web.json(build(w))
 
         for suffix in ("", "/"):
-            rt.app.page(f"/latscope/{name}{suffix}",
+            w.app.page(f"/latscope/{name}{suffix}",
                         name=f"latscope_{name}{'_dir' if suffix else ''}")(page)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 
-from latscope.stream.sketch import Sketch
+from latscope.stats.sketch import Sketch
 
 E2E = "end_to_end"   # pseudo segment: the sample's end-to-end delay
 TAGS = ("src_host", "dst_host", "flow", "segment", "layer", "device")

@@ -15,12 +15,6 @@ static PyMethodDef methods[] = {
     {"shape_remember", ls_shape_remember, METH_VARARGS,
      "shape_remember(host, hits, shape) -> None"},
     {"shape_forget", ls_shape_forget, METH_NOARGS, "shape_forget() -> None"},
-    {"sketch_add_all", ls_sketch_add_all, METH_VARARGS,
-     "sketch_add_all(values, log_gamma, pos, neg, count, total, lo, hi, zeros) -> "
-     "(count, total, lo, hi, zeros)"},
-    {"sample_line", ls_sample_line, METH_VARARGS,
-     "sample_line(head, seq, end_to_end, segments, names, layer_of, wall_ns) -> "
-     "str | NotImplemented"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -34,7 +28,7 @@ PyMODINIT_FUNC PyInit__native(void)
     if (m == NULL)
         return NULL;
     if (ls_decode_init(m) < 0 || ls_encode_init(m) < 0 ||
-        ls_segments_init(m) < 0 || ls_shapes_init(m) < 0 || ls_line_init(m) < 0) {
+        ls_segments_init(m) < 0 || ls_shapes_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -5,8 +5,8 @@
  *   encode.c    Breakdown dict -> its Avro body
  *   segments.c  a known path's reference timestamps and Segment dicts, per sample
  *   shapes.c    a host record's cached shape, found by the identity of its names
- *   sketch.c    Sketch.add_all: a batch of values into a sketch's buckets
- *   line.c      a raw sample's InfluxDB line: its numbers into the cached head and names
+ * (The window sketches' C is latscope.stats._native, stats/native/; the InfluxDB line
+ * formatter's latscope.sinks._native, sinks/native/.)
  * stream/layer_avro.py and stream/breakdown_avro.py keep the schema pins and the fall-back
  * to the generic codec and hand only the plain form to C: decode and encode return
  * NotImplemented for input they do not take on (the codec decides), never a guess.
@@ -22,15 +22,12 @@ PyObject *ls_decode_events(PyObject *self, PyObject *args);
 PyObject *ls_encode_breakdown(PyObject *self, PyObject *args);
 PyObject *ls_fill_segments(PyObject *self, PyObject *args);
 PyObject *ls_plain_refs(PyObject *self, PyObject *args);
-PyObject *ls_sketch_add_all(PyObject *self, PyObject *args);
 PyObject *ls_shape_cached(PyObject *self, PyObject *args);
 PyObject *ls_shape_remember(PyObject *self, PyObject *args);
 PyObject *ls_shape_forget(PyObject *self, PyObject *args);
-PyObject *ls_sample_line(PyObject *self, PyObject *args);
 int ls_decode_init(PyObject *module);
 int ls_segments_init(PyObject *module);
 int ls_shapes_init(PyObject *module);
 int ls_encode_init(PyObject *module);
-int ls_line_init(PyObject *module);
 
 #endif

@@ -9,8 +9,8 @@ import pytest
 
 from latscope.lab.demo import DEFAULT_TOPOLOGY
 from latscope.schemas.records import LAYERS
-from latscope.sinks.influx_writer import InfluxSettings
 from latscope.sinks.report import make_report, query
+from latscope.sinks.settings import InfluxSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from truth import load, true_end_to_end, true_point

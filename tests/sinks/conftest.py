@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from latscope.sinks.influx_writer import InfluxSettings
+from latscope.sinks.settings import InfluxSettings
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from latscope.paths import REPO_ROOT
 from latscope.sinks.influx import sample_line, window_line
 from latscope.sinks.influx_writer import InfluxSink
 from latscope.sinks.report import ReportError, make_report, query
+from latscope.stats.sketch import Sketch
 from latscope.stream.segments import ClockView, breakdown
-from latscope.stream.sketch import Sketch
 from latscope.stream.synthetic import PathSpec, sample_records
 from latscope.stream.windows import rows
 
@@ -95,7 +95,7 @@ def test_dashboard_queries_run(influx) -> None:
 def test_unreachable_influxdb_is_counted_not_fatal() -> None:
     """An InfluxDB outage: the writes fail after their retries and are counted."""
     from latscope.procs import free_port
-    from latscope.sinks.influx_writer import InfluxSettings
+    from latscope.sinks.settings import InfluxSettings
 
     dead = InfluxSettings(f"http://127.0.0.1:{free_port()}", "latscope", "latscope", "x",
                           max_retries=1, flush_interval_ms=100, retry_interval_s=0.1)
@@ -138,7 +138,7 @@ def test_freshness_and_backlog_bound(influx) -> None:
     """Freshness is measured from each raw sample's time to InfluxDB's acknowledgement;
     while InfluxDB is away the queue is bounded and what it sheds is counted."""
     from latscope.procs import free_port
-    from latscope.sinks.influx_writer import InfluxSettings
+    from latscope.sinks.settings import InfluxSettings
 
     sink = InfluxSink(influx)
     sent = time.time_ns() - 2 * 10**9          # samples taken 2 s ago
@@ -289,6 +289,6 @@ def test_sample_line_formats_plain_samples_in_c() -> None:
     bd = breakdown(sample_records(PathSpec(["h1", "h2", "c1"]), 1, 10**12), ClockView({}, None),
                    path=["h1", "h2", "c1"])
     plain = c_functions_called(bd)
-    assert "latscope.stream._native.sample_line" in plain and "builtins.sum" not in plain
+    assert "latscope.sinks._native.sample_line" in plain and "builtins.sum" not in plain
     bd["segments"][0]["duration_ns"] = 1.0
     assert "builtins.sum" in c_functions_called(bd)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from latscope.stats.sketch import Sketch
 from latscope.stream.segments import ClockView, breakdown
-from latscope.stream.sketch import Sketch
 from latscope.stream.synthetic import PathSpec, clock_model, sample_records
 
 PATH = ["h1", "h2", "c1"]
@@ -140,7 +140,7 @@ def test_repeats_after_the_copy_that_went_out_do_not_reorder_the_chain() -> None
 
 
 def test_a_much_looser_recent_model_does_not_replace_a_tight_one() -> None:
-    from latscope.stream.app import keep_tighter
+    from latscope.stream.pipeline import keep_tighter
 
     tight = clock_model("h2", 1000, ref_ns=10**12, bound_ns=3000)
     loose = clock_model("h2", 2_800_000, ref_ns=10**12 + 5 * 10**9, bound_ns=2_800_000)

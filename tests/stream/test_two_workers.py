@@ -1,4 +1,5 @@
-"""Two workers with one app id split the partitions and between them join every sample."""
+"""Two workers with one app id split the partitions and between them join every sample; a
+worker started after another was stopped or killed carries on where its commits left off."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from influxdb_client import InfluxDBClient
 
+from latscope import kafka
 from latscope.bpf.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
-from latscope.procs import free_port
+from latscope.procs import free_port, wait_for
 from latscope.schemas import codec
+from latscope.sinks.influx_writer import delete_run
+from latscope.sinks.settings import InfluxSettings
 from latscope.stream.kafkaio import consume, produce
 from latscope.stream.process import WorkerProcess
 from latscope.stream.synthetic import PathSpec, clock_model, encoded, sample_records
@@ -111,3 +116,104 @@ def wait_committed(bootstrap: str, group: str, topic: str, n: int, timeout: floa
             time.sleep(0.2)   # polling the broker's answer, not waiting for it to happen
     finally:
         c.close()
+
+
+def test_closed_windows_reach_influxdb_though_killed_after_commit(stack, topics, tmp_path, run_tag,
+                                                                   influx_proxy) -> None:
+    """A window closes, InfluxDB does not answer (a proxy holds the writes), the worker
+    commits and is SIGKILLed: the window's points never arrived, so its stats entry must
+    still be in the changelog (not tombstoned), and the next worker closes and writes it
+    again. Every window of what was fed ends up in InfluxDB."""
+    app_id = f"lsxd-{run_tag}"
+
+    def worker(name: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        # windows close window + 2*lateness = 7.5 s after their end: time to commit first
+        return WorkerProcess(
+            ["--bootstrap", stack.kafka_bootstrap, "--app-id", app_id,
+             "--data-dir", str(tmp_path / name), "--interval", "1", "--window", "1.5",
+             "--lateness", "3", "--topology", str(REPO_ROOT / "topologies/default.yaml"),
+             "--influx-tag", f"run={run_tag}", *topics.args()],
+            free_port(), tmp_path / f"{name}.log", env)
+
+    spec = PathSpec(["h1", "h2", "c1"], flow={"proto": "tcp", "family": 4, "src": "10.1.0.1",
+                                            "dst": "10.2.0.2", "sport": 43000, "dport": 5201})
+    n_windows, per_window = 3, 40
+    expected = n_windows * 16     # per window: 15 segments and the end-to-end delay
+    influx = InfluxSettings(stack.influx_url, stack.influx_org, stack.influx_bucket,
+                            stack.influx_token)
+    try:
+        with worker("a", {"LATSCOPE_INFLUX_PORT": str(influx_proxy.port)}) as a:
+            a.wait_ready()
+            produce(stack.kafka_bootstrap, topics.clock, encoded(
+                "ClockModel", [clock_model(h, 0) for h in ("h1", "h2")], "host"))
+            # Samples in the middle of three whole seconds starting 6 s from now (windows
+            # of 1 s on the worker's wall clock, which maps the reference clock the same).
+            wall_minus_ref = time.time_ns() - monotonic_ns()
+            first = (time.time_ns() // 10**9 + 6) * 10**9
+            recs = [r for w in range(n_windows) for i in range(per_window)
+                    for r in sample_records(spec, (w * per_window + i) * 1448,
+                                            first + w * 10**9 + 300_000_000 + i * 10_000_000
+                                            - wall_minus_ref)]
+            produce(stack.kafka_bootstrap, topics.layer, encoded("LayerEvent", recs, "flow_id"))
+            wait_committed(stack.kafka_bootstrap, app_id, topics.layer, len(recs))
+            summ = a.summary()["counters"]
+            assert summ["complete"] == n_windows * per_window
+            assert summ["window_closed"] == 0, "windows closed before the test held InfluxDB"
+
+            influx_proxy.hold()
+            closed = a.wait_until(lambda s: s["counters"]["window_closed"] == expected, 60,
+                                  "every window closed")["counters"]
+            # Right after a commit: one that tombstoned the windows (a worker that does not
+            # wait for InfluxDB) or, if none does, two commits after they closed.
+            changelog = Tombstones(stack.kafka_bootstrap, f"{app_id}-stats-changelog")
+            try:
+                wait_for(lambda: changelog.count() >= expected or a.summary()["counters"].get(
+                    "commits", 0) >= closed.get("commits", 0) + 2, 30, "a commit",
+                         alive=lambda: a.proc is not None and a.proc.poll() is None)
+                tombstoned = changelog.count()
+            finally:
+                changelog.close()
+            os.kill(a.proc.pid, signal.SIGKILL)
+            a.proc.wait(10)
+
+        with worker("b") as b:   # InfluxDB directly
+            b.wait_until(lambda s: s["partitions"] == [0, 1, 2, 3], 150, "every partition")
+            found = 0
+            deadline = time.monotonic() + 60
+            while found < expected and time.monotonic() < deadline:
+                found = windows_in_influx(influx, run_tag)
+                time.sleep(0.5)   # polling InfluxDB's answer, not waiting for it to happen
+        assert found == expected, (f"{found} of {expected} closed windows in InfluxDB; "
+                                   f"{tombstoned} tombstoned before InfluxDB had them")
+        assert tombstoned == 0
+    finally:
+        delete_run(influx, run_tag)
+
+
+class Tombstones:
+    """A table's changelog read from its start: how many keys it now says are deleted."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._c = kafka.consumer(bootstrap, **{"auto.offset.reset": "earliest",
+                                               "enable.auto.commit": False})
+        self._c.subscribe([topic])
+        self._latest: dict[bytes, bytes | None] = {}
+
+    def count(self) -> int:
+        for msg in self._c.consume(1000, 0.2):
+            if not msg.error():
+                self._latest[msg.key()] = msg.value()
+        return sum(v is None for v in self._latest.values())
+
+    def close(self) -> None:
+        self._c.close()
+
+
+def windows_in_influx(influx: InfluxSettings, run: str) -> int:
+    """Window statistics points (latscope_segment and latscope_flow) tagged run=RUN."""
+    flux = f'''from(bucket: "{influx.bucket}") |> range(start: -1h)
+      |> filter(fn: (r) => (r._measurement == "latscope_segment" or r._measurement == "latscope_flow")
+                           and r.run == "{run}" and r._field == "count")'''
+    with InfluxDBClient(url=influx.url, token=influx.token, org=influx.org) as client:
+        rows = [rec for t in client.query_api().query(flux) for rec in t.records]
+    return len({(r.get_measurement(), r.values.get("segment"), r.get_time()) for r in rows})

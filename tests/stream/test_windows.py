@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from latscope.stats.sketch import Sketch
 from latscope.stream.segments import ClockView, breakdown
-from latscope.stream.sketch import Sketch
 from latscope.stream.synthetic import PathSpec, sample_records
 from latscope.stream.windows import E2E, WindowPolicy, Windows
 

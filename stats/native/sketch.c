@@ -1,4 +1,4 @@
-/* Sketch.add_all (stream/sketch.py): a batch of values into a sketch's buckets.
+/* Sketch.add_all (stats/sketch.py): a batch of values into a sketch's buckets.
  *
  * Why C: the stream worker folds ~16 durations per joined sample into the window sketches;
  * Python's loop cost ~0.2 µs a value. The arithmetic is Sketch.add's, step for step

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from latscope.stream.sketch import Sketch
+from latscope.stats.sketch import Sketch
 
 
 def exact(values: list[float], q: float) -> float:

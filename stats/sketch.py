@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from latscope.stream._native import sketch_add_all
+from latscope.stats._native import sketch_add_all
 
 DEFAULT_ACCURACY = 0.01
 # |v| below this many ns counts as zero: timestamps are integer ns.
@@ -54,7 +54,7 @@ class Sketch:
         store[i] = store.get(i, 0) + n
 
     def add_all(self, values: Iterable[float]) -> None:
-        """add(v) for every v, in order (the same sketch), in C (stream/native/sketch.c):
+        """add(v) for every v, in order (the same sketch), in C (stats/native/sketch.c):
         the stream worker folds a batch's durations per series at once."""
         self.count, self.total, self.min, self.max, self.zeros = sketch_add_all(
             values, self._log_gamma, self.pos, self.neg, self.count, self.total, self.min,

@@ -1,0 +1,55 @@
+"""The stream worker's settings (plain data: the pipeline, outputs and Faust wiring read
+them; stream/cli.py fills them from the command line and config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from latscope import kafka
+from latscope.paths import cache_dir
+from latscope.schemas.records import (
+    LAYER_EVENTS_PARTITIONS,
+    TOPIC_BREAKDOWNS,
+    TOPIC_CLOCK,
+    TOPIC_DEAD_LETTER,
+    TOPIC_LAYER_EVENTS,
+)
+from latscope.stream.flows import FlowResolver
+from latscope.stream.join import JoinPolicy
+from latscope.stream.windows import WindowPolicy
+
+
+@dataclass
+class StreamSettings:
+    kafka: kafka.KafkaSettings = field(default_factory=kafka.KafkaSettings)
+    app_id: str = "latscope-stream"
+    layer_topic: str = TOPIC_LAYER_EVENTS
+    clock_topic: str = TOPIC_CLOCK
+    breakdown_topic: str = TOPIC_BREAKDOWNS
+    dead_letter_topic: str = TOPIC_DEAD_LETTER
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: Path | None = None
+    join: JoinPolicy = field(default_factory=JoinPolicy)
+    windows: WindowPolicy = field(default_factory=WindowPolicy)
+    batch_max: int = 2000
+    chunk_records: int = 512
+    batch_within_s: float = 0.1
+    tick_s: float = 0.25
+    flows: FlowResolver | None = None   # a topology's flows (latscope.settings.flow_resolver)
+    manager: str | None = None
+    raw_samples: bool = True       # a sink, when there is one, gets every sample too
+    from_beginning: bool = True
+    clock_hold_s: float = 30.0
+    default_partitions: int = LAYER_EVENTS_PARTITIONS
+    # The commit barrier blocks the event loop at most this long for acknowledgements;
+    # what is not acknowledged by then keeps its offsets (and changelog) from moving.
+    barrier_wait_s: float = 2.0
+    # Commit intervals whose outputs may await acknowledgement before a barrier waits for
+    # the oldest (backpressure: a slow sink slows the worker instead of piling up input).
+    barrier_max_behind: int = 3
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir or cache_dir() / "stream" / self.app_id
