@@ -5,7 +5,8 @@ everything. Synthetic 3-host samples (the default topology's f1 path, injected c
 offsets with ClockModel records, 64 flows) go through the worker's per-sample code:
 decode (3 LayerEvents) → join → breakdown → Breakdown Avro → window fold → raw sample line.
 Each stage's µs per JOINED sample is printed (every stage in the headline sum), and,
-measured side by side in the same run on the same inputs, the C Avro paths (stream/native/) against the generic codec they replace:
+measured side by side in the same run on the same inputs, the C Avro paths (stream/native/)
+against the generic codec they replace:
 
 * decode: stream/layer_avro.decode_layer_event vs codec.decode (one record a message) and
   decode_layer_events vs codec.decode_layer_events (the agents' LayerEventBatch)
