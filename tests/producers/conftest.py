@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,9 +12,14 @@ import pytest
 
 
 def _bpf_link_ids() -> set[int]:
-    out = subprocess.run(["bpftool", "-j", "link", "show"], check=True, capture_output=True,
-                         text=True).stdout
-    return {link["id"] for link in json.loads(out or "[]")}
+    """bpftool walks the links one id at a time: one that goes away mid-walk (another
+    process detaching) fails the whole listing, so a failed walk is retried."""
+    for _ in range(10):
+        r = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return {link["id"] for link in json.loads(r.stdout or "[]")}
+        time.sleep(0.05)
+    raise RuntimeError(f"bpftool link show kept failing: {r.stderr.strip()[:300]}")
 
 
 @pytest.fixture

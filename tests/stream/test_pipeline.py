@@ -9,6 +9,7 @@ import time
 from latscope.bpf.clock import monotonic_ns
 from latscope.paths import REPO_ROOT
 from latscope.schemas import codec
+from latscope.settings import flow_resolver
 from latscope.stats.sketch import Sketch
 from latscope.stream.changes import TableChanges
 from latscope.stream.join import JoinPolicy
@@ -41,7 +42,7 @@ class Kept:
 
 
 def pipeline() -> tuple[Pipeline, Kept]:
-    s = StreamSettings(topology=REPO_ROOT / "topologies/default.yaml", join=JoinPolicy(1.0, 0.5),
+    s = StreamSettings(flows=flow_resolver(REPO_ROOT / "topologies/default.yaml"), join=JoinPolicy(1.0, 0.5),
                        windows=WindowPolicy(1.0, 2.0))
     kept = Kept()
     p = Pipeline(s, {PENDING: {}, STATS: {}}, kept, kept)   # type: ignore[arg-type]
