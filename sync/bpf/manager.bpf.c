@@ -64,14 +64,6 @@ struct {
 	__type(value, struct departure);
 } departures SEC(".maps");
 
-/* epoch -> key; user space installs SYNC_KEY_EPOCHS around its current epoch. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8);
-	__type(key, __u64);
-	__type(value, struct sync_key);
-} keys SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
@@ -174,6 +166,7 @@ int sync_t4(struct xdp_md *ctx)
 	struct sync_addr src;
 	struct departure dep, *d;
 	struct sync_key *key;
+	int why;
 	__u32 flags = 0;
 
 	if (sync_parse(ctx, &f) != SYNC_PROBE || f.udp->source != bpf_htons(sync_port) ||
@@ -185,13 +178,9 @@ int sync_t4(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	p = *f.probe;
-	key = bpf_map_lookup_elem(&keys, &p.epoch);
+	key = sync_verify(&p, &why);
 	if (!key) {
-		ls_count(MGR_STALE_KEY);
-		return XDP_DROP;
-	}
-	if (sync_mac(key, &p) != p.mac) {
-		ls_count(MGR_BAD_MAC);
+		ls_count(why == SYNC_STALE_KEY ? MGR_STALE_KEY : MGR_BAD_MAC);
 		return XDP_DROP;
 	}
 	d = bpf_map_lookup_elem(&departures, &p.probe_id);

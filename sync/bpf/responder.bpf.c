@@ -25,14 +25,6 @@
 
 const volatile __u16 sync_port = 0;  /* host byte order */
 
-/* epoch -> key; user space installs SYNC_KEY_EPOCHS around its current epoch. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8);
-	__type(key, __u64);
-	__type(value, struct sync_key);
-} keys SEC(".maps");
-
 /* probe ids answered recently (value: epoch). A replay inside the key window finds its id
  * here; user space sizes it (set_max_entries) to hold a key window of probes. */
 struct {
@@ -86,6 +78,7 @@ int sync_responder(struct xdp_md *ctx)
 	struct sync_probe before, after;
 	struct sync_addr src, dst;
 	struct sync_key *key;
+	int why;
 	struct ls_sip sip;
 	unsigned char mac[SYNC_ETH_ALEN];
 	__s64 sum = 0;
@@ -110,13 +103,9 @@ int sync_responder(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	before = *f.probe;
-	key = bpf_map_lookup_elem(&keys, &before.epoch);
+	key = sync_verify(&before, &why);
 	if (!key) {
-		ls_count(RESP_STALE_KEY);
-		return XDP_DROP;
-	}
-	if (sync_mac(key, &before) != before.mac) {
-		ls_count(RESP_BAD_MAC);
+		ls_count(why == SYNC_STALE_KEY ? RESP_STALE_KEY : RESP_BAD_MAC);
 		return XDP_DROP;
 	}
 	/* Only a verified probe is remembered: forgeries cannot flush the replay cache. */

@@ -114,4 +114,32 @@ static __always_inline __u64 sync_mac(const struct sync_key *key, const struct s
 	return ls_siphash24(key->k0, key->k1, (const __u64 *)p, SYNC_MAC_WORDS);
 }
 
+/* One check for both ends: the responder verifies requests, the manager replies. */
+/* epoch -> key; user space installs SYNC_KEY_EPOCHS around its current epoch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u64);
+	__type(value, struct sync_key);
+} keys SEC(".maps");
+
+#define SYNC_STALE_KEY 1   /* no key installed for the probe's epoch */
+#define SYNC_BAD_MAC 2     /* the MAC does not verify under that epoch's key */
+
+/* The key of p's epoch when p's MAC verifies under it; else NULL, and why. */
+static __always_inline struct sync_key *sync_verify(const struct sync_probe *p, int *why)
+{
+	struct sync_key *key = bpf_map_lookup_elem(&keys, &p->epoch);
+
+	if (!key) {
+		*why = SYNC_STALE_KEY;
+		return NULL;
+	}
+	if (sync_mac(key, p) != p->mac) {
+		*why = SYNC_BAD_MAC;
+		return NULL;
+	}
+	return key;
+}
+
 #endif
