@@ -132,6 +132,8 @@ class Agent:
         self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic, linger_ms=50)
         self.probes.load()
         attached = self.probes.attach()
+        # a record lacking one of these on its way is flagged incomplete (grouping._gaps)
+        self.grouper.points = frozenset(attached)
         self.ring = libbpf.RingBuffer(self.probes.events_fd)
         self.started_at = time.time()
         self.ready.set()
@@ -205,7 +207,7 @@ class Agent:
         unpack = layout.EVENT_STRUCT.unpack
         grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
         add = grouper.add
-        retrans, udp = layout.RETRANS, layout.FLAG_UDP
+        retrans, udp, marked = layout.RETRANS, layout.FLAG_UDP, layout.FLAG_RESENT
         self.counters.batches += 1
         self.counters.hits += len(recs)
         now = time.monotonic_ns()
@@ -217,12 +219,12 @@ class Agent:
             flow = flows.get(fkey)
             if flow is None:
                 flow = self._flow(fkey)
-            seq = e[_SEQ]
-            seqs = [seq] if e[_FLAGS] & udp else sampled_bytes(seq, e[_LEN], size)
+            seq, flags = e[_SEQ], e[_FLAGS]
+            seqs = [seq] if flags & udp else sampled_bytes(seq, e[_LEN], size)
             point = e[_POINT]
             if point == retrans:
                 for b in seqs:
-                    grouper.mark_retrans(flow, b, out)
+                    grouper.mark_retrans(flow, b, out, now)
                 continue
             dev = devs.get(e[_DEV], _NO_DEV)
             if dev is _NO_DEV:
@@ -232,8 +234,9 @@ class Agent:
             # one Hit per range, shared by its sampled bytes (encoded once when published)
             hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS], e[_CPU])
             sampled += len(seqs)
+            resent = bool(flags & marked)
             for b in seqs:
-                add(flow, b, hit, out, now)
+                add(flow, b, hit, out, now, resent)
         self.counters.sampled_hits += sampled
 
     # -- reporting
@@ -264,7 +267,10 @@ class Agent:
                 "unparsed": kc.get("unparsed", 0),
                 "rate_capped": g.rate_capped, "retrans": g.retrans,
                 "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
+                "late_socket": g.late_socket, "gaps": g.gaps,
+                "resent_marked": kc.get("resent", 0), "mark_failed": kc.get("mark_failed", 0),
                 "open_groups": self.grouper.open_groups},
+            "gap_points": dict(self.grouper.gap_points),
             "settings": {k: v for k, v in asdict(self.s).items()
                          if k not in ("kafka", "clock", "points")}
                         | {"clock": asdict(self.s.clock), "bootstrap": self.s.kafka.bootstrap},
