@@ -151,6 +151,9 @@ class Grouper:
     # Bytes published without the socket hit they waited for are remembered this long, so
     # that hit is dropped (counted) when it comes: a sendmsg or a read may take that long.
     owed_ns: int = 60_000_000_000
+    # A TCP byte the app handed over that TCP has not sent yet (a full window, a slow peer)
+    # waits this long: no other host has seen it, so the join window does not bound it.
+    queued_ns: int = 60_000_000_000
     # The attached points: a record that reached its last point but lacks one of them on
     # its way is flagged incomplete and counted (gaps, gap_points), never passed as whole.
     points: frozenset[str] = frozenset(p.name for p in TABLE)
@@ -161,6 +164,8 @@ class Grouper:
     def __post_init__(self) -> None:
         self._open: OrderedDict[GKey, _Group] = OrderedDict()
         self._held: OrderedDict[GKey, _Group] = OrderedDict()   # idle, waiting up to hold_ns
+        # handed over by the app but not sent yet (only a sock_send hit), up to queued_ns
+        self._queued: OrderedDict[GKey, _Group] = OrderedDict()
         self._resent: dict[Key, _Resent] = {}                   # resent bytes with open copies
         self._capped: OrderedDict[Key, int] = OrderedDict()
         # closed TCP bytes -> (close time, _Resent if it was resent)
@@ -189,8 +194,8 @@ class Grouper:
     def _group(self, gk: GKey) -> _Group | None:
         """The open group of one copy (a held one is reopened: it takes hits again)."""
         g = self._open.get(gk)
-        if g is None and self._held:
-            g = self._held.pop(gk, None)
+        if g is None and (self._held or self._queued):
+            g = self._held.pop(gk, None) or self._queued.pop(gk, None)
             if g is not None:
                 self._open[gk] = g
         return g
@@ -209,8 +214,8 @@ class Grouper:
         # The usual case: the byte's only copy so far.
         gk = (flow, seq, 0)
         g = self._open.get(gk)
-        if g is None and self._held:
-            g = self._held.pop(gk, None)
+        if g is None and (self._held or self._queued):
+            g = self._held.pop(gk, None) or self._queued.pop(gk, None)
             if g is not None:
                 self._open[gk] = g
         point = hit.point
@@ -344,7 +349,7 @@ class Grouper:
         self._append(gk, g, hit, now, out)
 
     def _peek(self, gk: GKey) -> _Group | None:
-        return self._open.get(gk) or self._held.get(gk)
+        return self._open.get(gk) or self._held.get(gk) or self._queued.get(gk)
 
     def _socket_copy(self, key: Key, point: str, r: _Resent) -> GKey | None:
         """The open copy a socket hit belongs to: sock_send to the original; sock_recv to the
@@ -431,17 +436,20 @@ class Grouper:
             if g.last_ns > limit:
                 break
             del self._open[gk]
-            if self._waits(gk, g):
+            if gk[0][0] == "tcp" and all(t[0] == _SEND for t in g.seen):
+                self._queued[gk] = g
+            elif self._waits(gk, g):
                 self._held[gk] = g
             else:
                 self._emit(gk, g, False, out)
         hold_limit = now - self.hold_ns
-        while self._held:
-            gk, g = next(iter(self._held.items()))
-            if g.last_ns > hold_limit:
-                break
-            del self._held[gk]
-            self._emit(gk, g, False, out, owed=True)
+        for groups, limit_ns in ((self._held, hold_limit), (self._queued, now - self.queued_ns)):
+            while groups:
+                gk, g = next(iter(groups.items()))
+                if g.last_ns > limit_ns:
+                    break
+                del groups[gk]
+                self._emit(gk, g, False, out, owed=True)
         for memo, horizon in ((self._capped, self.linger_ns), (self._owed, self.owed_ns)):
             while memo:
                 key, t = next(iter(memo.items()))
@@ -456,14 +464,14 @@ class Grouper:
             del self._recent[key]
 
     def flush_all(self, out: list[Record]) -> None:
-        for groups in (self._held, self._open):
+        for groups in (self._queued, self._held, self._open):
             while groups:
                 gk, g = groups.popitem(last=False)
                 self._emit(gk, g, False, out)
 
     @property
     def open_groups(self) -> int:
-        return len(self._open) + len(self._held)
+        return len(self._open) + len(self._held) + len(self._queued)
 
     def _gaps(self, g: _Group) -> list[str]:
         """Points a copy that reached its last point must have passed but has no hit for

@@ -347,3 +347,23 @@ def test_a_record_lacking_a_point_on_its_way_is_incomplete_and_counted() -> None
     for p in ("ip_pre", "ip_in", "sock_recv"):
         partial.add(FLOW, 0, hit(p, 1), out)
     assert out[1].complete and partial.counters.gaps == 0
+
+
+def test_a_byte_the_app_handed_over_waits_for_its_transmission() -> None:
+    """A full window keeps a byte in the sender's socket buffer past the hold: no other host
+    has seen it, so its record waits for the transmission (up to queued_ns) instead of
+    being published as a sock_send half now and the rest later."""
+    clk = Clock()
+    g = Grouper("h1", hold_ns=1_000_000_000, exit_devices={(7, 3)}, clock=clk)
+    out: list[Record] = []
+    g.add(FLOW, 0, hit("sock_send", 1), out)
+    clk.now += 5_000_000_000
+    g.expire(out)
+    assert out == [] and g.open_groups == 1
+    send(g, out, 5_000_000_000)
+    assert [(r.retrans, r.complete) for r in out] == [(False, True)]
+    assert points(out[0]) == ["sock_send", *TX, "dev_xmit"]
+    g.add(FLOW, 1, hit("sock_send", 1), out)
+    clk.now += 61_000_000_000
+    g.expire(out)
+    assert len(out) == 2 and not out[1].complete and g.open_groups == 0
