@@ -249,7 +249,7 @@ class Grouper:
         g.hits.append(hit)
         g.seen.add(tag)
         g.last_ns = now
-        if point in _FLUSH:
+        if point in _FLUSH and (point not in _EXIT or (hit.netns, hit.ifindex) in self.exit_devices):
             self._flush_at(gk, g, hit, out)
 
     def _start(self, key: Key, now: int) -> bool:
