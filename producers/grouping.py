@@ -235,9 +235,11 @@ class Grouper:
             key = (flow, seq)
             if flow[0] == "tcp" and (self._recent or self._owed):
                 if point in _SOCKET:
-                    if key in self._recent or key in self._owed:
-                        self.counters.late_socket += 1       # its records are out already
+                    if key in self._owed:
+                        self.counters.late_socket += 1       # its record is out already
                         return
+                    # (one agent at both ends without tcp_tx/ip_out: a sock_send after the
+                    # read starts a record of its own, as it could not be waited for)
                 elif key in self._recent and now - self._recent[key][0] <= self.recent_ns:
                     self._add_copy(flow, seq, hit, out, now, resent)   # a resend
                     return
