@@ -194,6 +194,12 @@ class InfluxDB(Strict):
 
 class Agent(Strict):
     linger_ms: int = Field(default=50, ge=1, le=10_000)
+    # The stream worker's join window + lateness (its --window + --lateness, ms): every
+    # host's record of a byte must reach Kafka within it of the first.
+    join_window_ms: int = Field(default=1500, ge=100)
+    # How long a TCP byte still inside a host waits for its next hit; unset: the longest
+    # the join window allows (the agent refuses a longer one).
+    hold_ms: int | None = Field(default=None, ge=1)
     rate_cap_per_s: int = Field(default=200_000, ge=1)
     ring_buffer_bytes: int = Field(default=8 << 20, ge=4096)
     metrics_port: Port | None = None

@@ -210,16 +210,21 @@ def agent(args: argparse.Namespace) -> AgentSettings:
         args.offset_ns if args.offset_ns is not None else clock.offset_ns,
         args.drift_ppm if args.drift_ppm is not None else clock.drift_ppm,
         args.epoch_ns if args.epoch_ns is not None else clock.epoch_ns)
-    return AgentSettings(
-        host=args.host, netns=netns or [None], clock=clock,
-        sample_size=args.sample_size if args.sample_size is not None else size,
-        ports=args.port or ports, filter_retrans=filt,
-        linger_ms=cfg.agent.linger_ms, hold_ms=args.hold_ms,
-        rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
-        ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
-        kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
-        skip_hooks=skip_hooks(args.skip_hook),
-        **({"topic": args.topic} if args.topic else {}))
+    try:
+        return AgentSettings(
+            host=args.host, netns=netns or [None], clock=clock,
+            sample_size=args.sample_size if args.sample_size is not None else size,
+            ports=args.port or ports, filter_retrans=filt,
+            linger_ms=cfg.agent.linger_ms,
+            join_window_ms=args.join_window_ms or cfg.agent.join_window_ms,
+            hold_ms=args.hold_ms or cfg.agent.hold_ms,
+            rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
+            ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
+            kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
+            skip_hooks=skip_hooks(args.skip_hook),
+            **({"topic": args.topic} if args.topic else {}))
+    except ValueError as e:
+        raise UserError(f"--hold-ms / agent.hold_ms: {e}") from None
 
 
 def sync_manager(args: argparse.Namespace) -> ManagerSettings:

@@ -33,6 +33,11 @@ _F = layout.FIELD_INDEX
     "ts_ns", "netns", "saddr", "daddr", "seq", "len", "ifindex", "cpu", "sport", "dport",
     "point", "family", "proto", "flags", "dev"))
 _PROTO = {6: "tcp", 17: "udp"}
+# The stream worker's default join window + lateness (`latscope stream`: 1.0 + 0.5 s).
+JOIN_WINDOW_MS = 1500
+# From a record's flush to its arrival in Kafka: the publisher's linger (50 ms), the expiry
+# tick and ring-buffer poll (5 + 20 ms), and a margin for a loaded agent and broker.
+PUBLISH_SLACK_MS = 250
 _XDP = layout.POINT_NAMES_REV["xdp"]
 _NO_DEV = object()     # not yet in the device-name cache (None is a cached "no device")
 
@@ -46,7 +51,15 @@ class AgentSettings:
     ports: list[int] = field(default_factory=list)
     filter_retrans: bool = True
     linger_ms: int = 50
-    hold_ms: int = 5000          # TCP bytes still inside the host wait this long for more hits
+    # The stream worker's join window plus its allowed lateness (`latscope stream --window
+    # --lateness`, 1.0 + 0.5 s by default): it joins a byte's records from every host that
+    # reach Kafka within this of the first one; a later one is dropped as late.
+    join_window_ms: int = JOIN_WINDOW_MS
+    # A TCP byte still inside the host (qdisc, socket queue, a sendmsg not yet returned)
+    # waits this long for its next hit before it is published incomplete. None: the longest
+    # the join window allows (max_hold_ms); longer is refused: its record could only arrive
+    # after the window closed, so the byte would be published in halves.
+    hold_ms: int | None = None
     max_open: int = 500_000      # sampled bytes grouped at once (memory bound; evictions counted)
     rate_cap_per_s: int = 200_000
     ring_buffer_bytes: int = 8 << 20
@@ -57,6 +70,28 @@ class AgentSettings:
     # Hook candidates forced off (odd kernels, tests): a hook name, one of its parts
     # (tp_btf/net_dev_queue) or a kind (tp_btf); the next candidate serves (schemas/points.py).
     skip_hooks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.hold_ms is not None and not 0 < self.hold_ms <= self.max_hold_ms:
+            raise ValueError(
+                f"hold {self.hold_ms} ms cannot be joined: the stream worker joins a byte's "
+                f"records within {self.join_window_ms} ms (join_window_ms: its --window plus "
+                f"--lateness), so the hold may be at most {self.max_hold_ms} ms (that, less "
+                f"the linger {self.linger_ms} ms and {PUBLISH_SLACK_MS} ms to publish); "
+                "lower the hold or widen the join window on both sides")
+        if self.max_hold_ms < self.linger_ms:
+            raise ValueError(f"join window {self.join_window_ms} ms: too short for a linger of "
+                             f"{self.linger_ms} ms and {PUBLISH_SLACK_MS} ms to publish")
+
+    @property
+    def max_hold_ms(self) -> int:
+        """The longest hold whose records still reach the worker inside its join window."""
+        return self.join_window_ms - self.linger_ms - PUBLISH_SLACK_MS
+
+    @property
+    def hold(self) -> int:
+        """The hold in effect, ms."""
+        return self.max_hold_ms if self.hold_ms is None else self.hold_ms
 
 
 @dataclass
@@ -108,7 +143,7 @@ class Agent:
         self.s = s
         self.counters = AgentCounters()
         self.grouper = Grouper(s.host, linger_ns=s.linger_ms * 1_000_000,
-                               hold_ns=s.hold_ms * 1_000_000, max_open=s.max_open,
+                               hold_ns=s.hold * 1_000_000, max_open=s.max_open,
                                rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
@@ -132,11 +167,14 @@ class Agent:
         self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic, linger_ms=50)
         self.probes.load()
         attached = self.probes.attach()
+        # a record lacking one of these on its way is flagged incomplete (grouping._gaps)
+        self.grouper.points = frozenset(attached)
         self.ring = libbpf.RingBuffer(self.probes.events_fd)
         self.started_at = time.time()
         self.ready.set()
-        _log.info("agent %s: %d points attached in %d namespace(s)", self.s.host, len(attached),
-                  len(self.s.netns))
+        _log.info("agent %s: %d points attached in %d namespace(s); hold %d ms (join window "
+                  "%d ms)", self.s.host, len(attached), len(self.s.netns), self.s.hold,
+                  self.s.join_window_ms)
         return attached
 
     def run(self, stop: threading.Event) -> None:
@@ -205,7 +243,7 @@ class Agent:
         unpack = layout.EVENT_STRUCT.unpack
         grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
         add = grouper.add
-        retrans, udp = layout.RETRANS, layout.FLAG_UDP
+        retrans, udp, marked = layout.RETRANS, layout.FLAG_UDP, layout.FLAG_RESENT
         self.counters.batches += 1
         self.counters.hits += len(recs)
         now = time.monotonic_ns()
@@ -217,12 +255,12 @@ class Agent:
             flow = flows.get(fkey)
             if flow is None:
                 flow = self._flow(fkey)
-            seq = e[_SEQ]
-            seqs = [seq] if e[_FLAGS] & udp else sampled_bytes(seq, e[_LEN], size)
+            seq, flags = e[_SEQ], e[_FLAGS]
+            seqs = [seq] if flags & udp else sampled_bytes(seq, e[_LEN], size)
             point = e[_POINT]
             if point == retrans:
                 for b in seqs:
-                    grouper.mark_retrans(flow, b, out)
+                    grouper.mark_retrans(flow, b, out, now)
                 continue
             dev = devs.get(e[_DEV], _NO_DEV)
             if dev is _NO_DEV:
@@ -232,8 +270,9 @@ class Agent:
             # one Hit per range, shared by its sampled bytes (encoded once when published)
             hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS], e[_CPU])
             sampled += len(seqs)
+            resent = bool(flags & marked)
             for b in seqs:
-                add(flow, b, hit, out, now)
+                add(flow, b, hit, out, now, resent)
         self.counters.sampled_hits += sampled
 
     # -- reporting
@@ -264,8 +303,12 @@ class Agent:
                 "unparsed": kc.get("unparsed", 0),
                 "rate_capped": g.rate_capped, "retrans": g.retrans,
                 "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
+                "late_socket": g.late_socket, "gaps": g.gaps,
+                "resent_marked": kc.get("resent", 0), "mark_failed": kc.get("mark_failed", 0),
                 "open_groups": self.grouper.open_groups},
+            "gap_points": dict(self.grouper.gap_points),
             "settings": {k: v for k, v in asdict(self.s).items()
                          if k not in ("kafka", "clock", "points")}
-                        | {"clock": asdict(self.s.clock), "bootstrap": self.s.kafka.bootstrap},
+                        | {"clock": asdict(self.s.clock), "bootstrap": self.s.kafka.bootstrap,
+                           "hold_ms": self.s.hold, "max_hold_ms": self.s.max_hold_ms},
         }

@@ -138,9 +138,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also the xdp point: XDP on every covered device (changes the receive "
                         "path it measures; a device with the sync responder keeps its own)")
     a.add_argument("--skip-hook", action="append", metavar="HOOK", help=SKIP_HOOK_HELP)
-    a.add_argument("--hold-ms", type=int, default=5000,
+    a.add_argument("--hold-ms", type=int,
                    help="how long a TCP byte still inside the host (qdisc, socket queue) may "
-                        "wait for its next hit before it is published incomplete")
+                        "wait for its next hit before it is published incomplete (default: "
+                        "agent.hold_ms, else the longest the join window allows: join window "
+                        "- linger - 250 ms; a longer one is refused)")
+    a.add_argument("--join-window-ms", type=int,
+                   help="the stream worker's join window + lateness, ms (its --window + "
+                        "--lateness; default: agent.join_window_ms, 1500)")
     a.add_argument("--rate-cap", type=int, help="override agent.rate_cap_per_s (sampled bytes/s)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")

@@ -1,26 +1,36 @@
-"""Group the point hits of one sampled byte on this host into one LayerEvent record (design §3).
+"""Group the point hits of one sampled byte on this host into LayerEvent records (design §3).
 
-A group is flushed when the byte reaches this host's last point (sock_recv; ip_in for UDP,
-which has no socket points; dev_xmit on a device that leaves the host, for a TCP byte of a
-local socket only once its sock_send hit is in too: PointDef.last_for / .exit in
-schemas/points.py), or when the same byte passes a point it
-already passed: then the old group is flushed and a new one starts, flagged as a
-retransmission (on a receiver that is the only way to know; on the sender the
-tcp_retransmit_skb marker flags it too). Otherwise it is flushed, incomplete, after `linger` without a
-new hit; a TCP byte still inside the host (in a qdisc, in a socket's receive queue, or a
-send whose sock_send hit comes when sendmsg returns) waits up to `hold` instead, since those
-queues can hold it far longer than a linger. Retransmitted groups are flagged,
-and dropped (counted) with filter_retrans. The host's rate cap applies to new sampled
-bytes; a capped byte's later hits are dropped too, so records are never partial.
+One record per copy of a byte that passes the host; normally a byte has one copy, so one
+record per (sampled byte, host). A record is flushed when its copy reaches this host's last
+point (sock_recv; ip_in for UDP, which has no socket points; dev_xmit on a device that leaves
+the host), but a copy sent by a local socket first waits for its sock_send hit (the kernel
+reports it when sendmsg returns, often after the byte left: PointDef.last_for / .exit in
+schemas/points.py). Otherwise it is flushed, incomplete, after `linger` without a new hit;
+a TCP byte still inside the host (in a qdisc, in a socket's receive queue, or a send whose
+sock_send hit comes when sendmsg returns) waits up to `hold` instead, since those queues can
+hold it far longer than a linger. The host's rate cap applies to new sampled bytes; a capped
+byte's later hits are dropped too, so records are never partial.
 
-A closed TCP byte is remembered for `recent_ns` (LRU-bounded by `max_recent`): a copy seen
-again later is a resend too. A forwarder closes a byte at its exit device and has no
-retransmit tracepoint, so this is how its second copy gets flagged; a receiver's duplicate
-after the app read the byte likewise. A duplicate reaching a receiver before the app reads
-the byte leaves the first copy's group waiting for its sock_recv (the read belongs to the
-byte, whose first arrival is the one that counts), as a sender's original waits for its
-sock_send. The time bound matters: a sequence number repeats after 4 GiB of a flow, so a
-later RTO backoff (≥ 400 ms) is not recognised and shows as an unflagged copy.
+Resends. A TCP byte the sender transmitted more than once is *resent*, and then every
+record of it on this host is flagged (`retrans`), the original copy's included, and dropped
+(counted) with filter_retrans. A host learns it from:
+- the sender's mark: the sender's tcp_tx (sock_ops) writes a TCP option into every resent
+  segment (producers/bpf/tcp_tx.bpf.c), so each point on every host that parses the
+  segment reports the hit as resent (`add(..., resent=True)`). Resent hits form copies of
+  their own: hits are never mixed between the original and a resend, even when the two
+  overtake each other inside a host (the cause of the records that lacked their last RX
+  points: see add());
+- without a mark (the sender runs no agent, or a kernel without the sock_ops hook): the
+  byte passes a point it already passed (a second copy), a copy of a byte closed less than
+  `recent_ns` ago, or the sender's tcp_retransmit_skb tracepoint (mark_retrans).
+A copy's record is flagged if the byte is known to be resent when the record is published;
+an original copy that completed before any resend appeared (a spurious retransmission, or
+a loss further down the path) is published unflagged, and is a true sample of that copy.
+
+Socket points belong to the byte, not to a copy: sock_send to the original copy, sock_recv
+to the copy that reached this host's TCP first (TCP discards later ones). A socket hit for
+a byte whose records were published already (flushed at `hold` while waiting for it) is
+dropped and counted (`late_socket`), never published as a one-point record.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from latscope.schemas.records import flow_id
 
 FlowT = tuple[str, int, str, str, int, int]   # proto, family, src, dst, sport, dport
 Key = tuple[FlowT, int]                         # flow, seq (TCP) or datagram hash (UDP)
+GKey = tuple[FlowT, int, int]                   # flow, seq, copy (0: the original)
 
 # The flush rules, from the point table (schemas/points.py).
 _LAST = {proto: p.name for p in TABLE for proto in p.last_for}   # tcp: sock_recv, udp: ip_in
@@ -47,6 +58,12 @@ _RECV = next(p.name for p in TABLE if p.socket and p.direction == "rx")    # soc
 _SENT_HERE = frozenset(p.name for p in TABLE if p.local and not p.socket and p.direction == "tx")
 _DELIVERED_HERE = frozenset(p.name for p in TABLE
                             if p.local and not p.socket and p.direction == "rx")
+_TCP_RX = "tcp_rx"
+_FLUSH = frozenset({_SEND, *_LAST.values(), *_EXIT})    # points that may complete a group
+# The points a hit implies on the same device (grouping._gaps), and on the same host.
+_IMPLIES = {"ip_pre": ("dev_rx",), "ip_post": ("dev_queue", "dev_xmit"),
+            "dev_queue": ("dev_xmit",)}
+_IMPLIES_LOCAL = ((_RECV, ("ip_in", _TCP_RX)), (_SEND, ("tcp_tx", "ip_out")))
 
 
 @dataclass(slots=True)
@@ -66,7 +83,7 @@ class Hit:
 
 @dataclass(slots=True)
 class Record:
-    """One LayerEvent: every hit of one sampled byte on this host, in time order."""
+    """One LayerEvent: every hit of one copy of a sampled byte on this host, in time order."""
     host: str
     flow: FlowT
     flow_id: str
@@ -90,50 +107,77 @@ def _ts(h: Hit) -> int:
 
 @dataclass(slots=True)
 class _Group:
+    """The hits of one copy of a byte."""
     hits: list[Hit]
     seen: set[tuple[str, int, int]]
     last_ns: int
-    retrans: bool = False
-    exited: bool = False       # left the host, waiting only for its sock_send hit
+    exited: bool = False       # left the host (or reached the app), waits only for sock_send
+
+
+@dataclass(slots=True)
+class _Resent:
+    """A TCP byte this host knows to be resent: which copy takes which hits."""
+    copies: int = 1            # copy numbers in use: 0 .. copies-1 (0: the original)
+    plain: int = 0             # the copy taking unmarked hits
+    marked: int = -1           # the copy taking marked hits (-1: none yet)
 
 
 @dataclass
 class GroupCounters:
-    samples: int = 0           # sampled bytes (groups) started
+    samples: int = 0           # sampled bytes started (each resent copy counts too)
     records: int = 0           # records handed on for publishing
     rate_capped: int = 0       # sampled bytes dropped by the rate cap
-    retrans_dropped: int = 0   # retransmitted sampled bytes dropped (filter_retrans)
-    retrans: int = 0           # retransmitted sampled bytes seen
+    retrans: int = 0           # resent sampled bytes seen (once per byte)
+    retrans_dropped: int = 0   # flagged records dropped (filter_retrans)
     evicted: int = 0           # groups flushed early because max_open was reached
+    late_socket: int = 0       # socket hits of a byte already published, dropped
+    gaps: int = 0              # records that reached their last point lacking a point
 
 
 @dataclass
 class Grouper:
     host: str
     linger_ns: int = 50_000_000
-    hold_ns: int = 5_000_000_000
+    hold_ns: int = 1_000_000_000
     rate_cap_per_s: int = 200_000
     filter_retrans: bool = False
     exit_devices: set[tuple[int, int]] = field(default_factory=set)   # (netns, ifindex)
     max_open: int = 500_000
-    # Remember closed TCP bytes this long (resends): long enough for fast retransmit and the
-    # first RTO (200 ms minimum), short enough that a flow's sequence numbers cannot wrap
-    # inside it below ~130 Gbit/s (4 GiB per wrap; a veth here carries 20 Gbit/s, 1.7 s/wrap).
+    # Remember closed TCP bytes this long (resends without the sender's mark): long enough
+    # for fast retransmit and the first RTO (200 ms minimum), short enough that a flow's
+    # sequence numbers cannot wrap inside it below ~130 Gbit/s (4 GiB per wrap).
     recent_ns: int = 250_000_000
     max_recent: int = 200_000
+    # Bytes published without the socket hit they waited for are remembered this long, so
+    # that hit is dropped (counted) when it comes: a sendmsg or a read may take that long.
+    owed_ns: int = 60_000_000_000
+    # A TCP byte the app handed over that TCP has not sent yet (a full window, a slow peer)
+    # waits this long: no other host has seen it, so the join window does not bound it.
+    queued_ns: int = 60_000_000_000
+    # The attached points: a record that reached its last point but lacks one of them on
+    # its way is flagged incomplete and counted (gaps, gap_points), never passed as whole.
+    points: frozenset[str] = frozenset(p.name for p in TABLE)
+    check_gaps: bool = True
     clock: Callable[[], int] = time.monotonic_ns
     counters: GroupCounters = field(default_factory=GroupCounters)
 
     def __post_init__(self) -> None:
-        self._open: OrderedDict[Key, _Group] = OrderedDict()
-        self._held: OrderedDict[Key, _Group] = OrderedDict()    # idle, waiting up to hold_ns
-        # originals of resent bytes still waiting for their sock_send/sock_recv, up to hold_ns
-        self._superseded: OrderedDict[Key, _Group] = OrderedDict()
+        self._open: OrderedDict[GKey, _Group] = OrderedDict()
+        self._held: OrderedDict[GKey, _Group] = OrderedDict()   # idle, waiting up to hold_ns
+        # handed over by the app but not sent yet (only a sock_send hit), up to queued_ns
+        self._queued: OrderedDict[GKey, _Group] = OrderedDict()
+        self._resent: dict[Key, _Resent] = {}                   # resent bytes with open copies
         self._capped: OrderedDict[Key, int] = OrderedDict()
-        self._recent: OrderedDict[Key, int] = OrderedDict()   # closed TCP bytes -> close time
+        # closed TCP bytes -> (close time, _Resent if it was resent)
+        self._recent: OrderedDict[Key, tuple[int, _Resent | None]] = OrderedDict()
+        self._owed: OrderedDict[Key, int] = OrderedDict()      # published without a socket hit
         self._tokens = float(self.rate_cap_per_s)
         self._refill_ns = self.clock()
         self._flow_ids: dict[FlowT, str] = {}
+        self.gap_points: dict[str, int] = {}      # point -> records that lacked it
+        # _gaps' rules for the attached points, recomputed when they change
+        self._implied: tuple[frozenset[str] | None, dict[str, tuple[str, ...]],
+                             tuple[tuple[str, tuple[str, ...]], ...]] = (None, {}, ())
 
     def _admit(self, now: int) -> bool:
         if now != self._refill_ns:
@@ -147,167 +191,365 @@ class Grouper:
             return True
         return False
 
+    def _group(self, gk: GKey) -> _Group | None:
+        """The open group of one copy (a held one is reopened: it takes hits again)."""
+        g = self._open.get(gk)
+        if g is None and (self._held or self._queued):
+            g = self._held.pop(gk, None) or self._queued.pop(gk, None)
+            if g is not None:
+                self._open[gk] = g
+        return g
+
+    # -- hits
     def add(self, flow: FlowT, seq: int, hit: Hit, out: list[Record],
-            now: int | None = None) -> None:
+            now: int | None = None, resent: bool = False) -> None:
         """One hit of sampled byte (flow, seq); finished records are appended to out.
-        `now`: the caller's clock reading for a whole batch (saves a clock call per hit)."""
-        key = (flow, seq)
+        `now`: the caller's clock reading for a whole batch (saves a clock call per hit);
+        `resent`: the hit's segment carries the sender's resend mark."""
         if now is None:
             now = self.clock()
-        opened = self._open
-        point = hit.point
-        g = opened.get(key)
-        if g is None and self._held:
-            g = self._held.pop(key, None)
+        if resent or (self._resent and (flow, seq) in self._resent):
+            self._add_copy(flow, seq, hit, out, now, resent)
+            return
+        # The usual case: the byte's only copy so far.
+        gk = (flow, seq, 0)
+        g = self._open.get(gk)
+        if g is None and (self._held or self._queued):
+            g = self._held.pop(gk, None) or self._queued.pop(gk, None)
             if g is not None:
-                opened[key] = g
-        if self._superseded and point in _SOCKET:
-            orig = self._superseded.pop(key, None)
-            if orig is not None:          # the late socket point of a resent byte's original
-                orig.hits.append(hit)
-                self._emit(key, orig, orig.exited or point == _RECV, out)
-                return
+                self._open[gk] = g
+        point = hit.point
         tag = (point, hit.ifindex, hit.netns)
-        again = False
-        if g is not None and tag in g.seen:
-            # The byte passes a point twice: this is a retransmitted copy (a receiver, which
-            # has no retransmit tracepoint, learns it only this way).
-            del opened[key]
-            if self._from_local_send(flow, g) or self._awaits_recv(flow, g):
-                g.last_ns = now           # keep it for its socket point, up to hold
-                self._superseded[key] = g
+        if g is not None:
+            if tag in g.seen:
+                if flow[0] == "tcp":
+                    # An unmarked second copy (the sender runs no agent): a resend.
+                    self._add_copy(flow, seq, hit, out, now, resent)
+                    return
+                del self._open[gk]              # UDP: an equal datagram, its own sample
+                self._emit(gk, g, False, out)
+                g = None
             else:
-                self._emit(key, g, False, out)
-            g = None
-            again = True
+                self._open.move_to_end(gk)
         if g is None:
-            if key in self._capped:
+            key = (flow, seq)
+            if flow[0] == "tcp" and (self._recent or self._owed):
+                if point in _SOCKET:
+                    if key in self._owed:
+                        self.counters.late_socket += 1       # its record is out already
+                        return
+                    # (one agent at both ends without tcp_tx/ip_out: a sock_send after the
+                    # read starts a record of its own, as it could not be waited for)
+                elif key in self._recent and now - self._recent[key][0] <= self.recent_ns:
+                    self._add_copy(flow, seq, hit, out, now, resent)   # a resend
+                    return
+            if not self._start(key, now):
                 return
-            if not self._admit(now):
-                self.counters.rate_capped += 1
-                self._capped[key] = now
-                return
-            # a socket point is passed once per byte, whatever the copies: never a resend
-            if not again and flow[0] == "tcp" and self._recent and point not in _SOCKET:
-                closed = self._recent.get(key)
-                again = closed is not None and now - closed <= self.recent_ns
-            self.counters.samples += 1
-            g = _Group([], set(), now, retrans=again)
-            if again:
-                self.counters.retrans += 1
-            opened[key] = g
-            if len(opened) > self.max_open:
-                old_key, old = opened.popitem(last=False)
-                self.counters.evicted += 1
-                self._emit(old_key, old, False, out)
-        else:
-            opened.move_to_end(key)
+            g = self._open[gk] = _Group([], set(), now)
+            self._evict(out)
+        # _append, inlined: the hot path
         g.hits.append(hit)
         g.seen.add(tag)
         g.last_ns = now
-        if _LAST.get(flow[0]) == point or (
-                point in _EXIT and (hit.netns, hit.ifindex) in self.exit_devices
-                and not self._awaits_send(flow, g)):
-            del opened[key]
-            self._emit(key, g, True, out)
-        elif point == _SEND and g.exited:
-            del opened[key]
-            self._emit(key, g, True, out)
+        if point in _FLUSH and (point not in _EXIT or (hit.netns, hit.ifindex) in self.exit_devices):
+            self._flush_at(gk, g, hit, out)
 
-    @staticmethod
-    def _from_local_send(flow: FlowT, g: _Group) -> bool:
-        """A first transmission by this host's own TCP socket (it passed tcp_tx or ip_out)
-        whose sock_send hit is not in yet: the kernel reports it when sendmsg returns, often
-        after the byte already left."""
-        return flow[0] == "tcp" and not g.retrans and any(t[0] in _SENT_HERE for t in g.seen) \
-            and not any(t[0] == _SEND for t in g.seen)
+    def _start(self, key: Key, now: int) -> bool:
+        """A new sampled byte on this host: admitted by the rate cap, else dropped whole."""
+        if key in self._capped:
+            return False
+        if not self._admit(now):
+            self.counters.rate_capped += 1
+            self._capped[key] = now
+            return False
+        self.counters.samples += 1
+        return True
 
-    @staticmethod
-    def _awaits_recv(flow: FlowT, g: _Group) -> bool:
-        """A first copy delivered to this host's TCP (ip_in/tcp_rx), not yet read."""
-        return flow[0] == "tcp" and not g.retrans and any(
-            t[0] in _DELIVERED_HERE for t in g.seen)
+    def _evict(self, out: list[Record]) -> None:
+        if len(self._open) > self.max_open:
+            old_key, old = self._open.popitem(last=False)
+            self.counters.evicted += 1
+            self._emit(old_key, old, False, out)
 
-    def _awaits_send(self, flow: FlowT, g: _Group) -> bool:
-        """At the exit device: wait for the sock_send hit (then `exited` completes it)."""
-        if self._from_local_send(flow, g):
-            g.exited = True
-            return True
+    def _append(self, gk: GKey, g: _Group, hit: Hit, now: int, out: list[Record]) -> None:
+        """Add the hit to its copy's group; flush the group if that was its last point."""
+        g.hits.append(hit)
+        g.seen.add((hit.point, hit.ifindex, hit.netns))
+        g.last_ns = now
+        if hit.point in _FLUSH:
+            self._flush_at(gk, g, hit, out)
+
+    def _flush_at(self, gk: GKey, g: _Group, hit: Hit, out: list[Record]) -> None:
+        """The hit may be its copy's last point on this host: flush the group if so."""
+        point = hit.point
+        flow = gk[0]
+        if point == _SEND:
+            done = g.exited
+        elif _LAST.get(flow[0]) == point:
+            done = not self._awaits_send(gk, g)
+        elif point in _EXIT and (hit.netns, hit.ifindex) in self.exit_devices:
+            done = not self._awaits_send(gk, g)
+        else:
+            return
+        if done:
+            del self._open[gk]
+            self._emit(gk, g, True, out)
+
+    def _add_copy(self, flow: FlowT, seq: int, hit: Hit, out: list[Record], now: int,
+                  resent: bool) -> None:
+        """A hit of a resent byte: find (or start) the copy it belongs to. Marked hits go to
+        the newest marked copy, unmarked ones to the newest unmarked copy; a hit at a point
+        its copy already passed starts the next copy."""
+        key = (flow, seq)
+        if key in self._capped:
+            return
+        r = self._resent.get(key)
+        if r is None:
+            old = self._recent.pop(key, None)
+            r = old[1] if old is not None and old[1] is not None else _Resent()
+            if old is None or old[1] is None:
+                self.counters.retrans += 1
+            self._resent[key] = r
+        point = hit.point
+        if point in _SOCKET:
+            gk = self._socket_copy(key, point, r)
+            if gk is None:
+                self.counters.late_socket += 1
+                self._forget_if_idle(key, r, now)
+                return
+            g = self._group(gk)
+            assert g is not None
+            self._open.move_to_end(gk)
+            self._append(gk, g, hit, now, out)
+            if point == _SEND and gk in self._open and not g.exited:
+                # The original's sock_send, after a resend: that copy died in this host
+                # (TCP sends again only what left it or was dropped), nothing more comes.
+                del self._open[gk]
+                self._emit(gk, g, False, out)
+            return
+        c = r.marked if resent else r.plain
+        g = self._group((flow, seq, c)) if c >= 0 else None
+        if g is None or (point, hit.ifindex, hit.netns) in g.seen:
+            c = r.copies                          # a new copy: the first marked one, or a repeat
+            r.copies += 1
+            if resent:
+                r.marked = c
+            else:
+                r.plain = c
+            g = None
+        gk = (flow, seq, c)
+        if g is None:
+            if any(self._peek((flow, seq, i)) for i in range(r.copies) if i != c):
+                self.counters.samples += 1        # another copy of a byte admitted already
+            elif not self._start(key, now):
+                self._forget_if_idle(key, r, now)
+                return
+            g = self._open[gk] = _Group([], set(), now)
+            self._evict(out)
+        else:
+            self._open.move_to_end(gk)
+        self._append(gk, g, hit, now, out)
+
+    def _peek(self, gk: GKey) -> _Group | None:
+        return self._open.get(gk) or self._held.get(gk) or self._queued.get(gk)
+
+    def _socket_copy(self, key: Key, point: str, r: _Resent) -> GKey | None:
+        """The open copy a socket hit belongs to: sock_send to the original; sock_recv to the
+        copy that reached this host's TCP first."""
+        flow, seq = key
+        if point == _SEND:
+            gk = (flow, seq, 0)
+            return gk if self._peek(gk) is not None else None
+        best: tuple[int, GKey] | None = None
+        fallback: GKey | None = None
+        for c in range(r.copies):
+            gk = (flow, seq, c)
+            g = self._peek(gk)
+            if g is None:
+                continue
+            if fallback is None:
+                fallback = gk
+            ts = [h.ts_ns for h in g.hits if h.point == _TCP_RX] or \
+                 [h.ts_ns for h in g.hits if h.point in _DELIVERED_HERE]
+            if ts and (best is None or min(ts) < best[0]):
+                best = (min(ts), gk)
+        return best[1] if best is not None else fallback
+
+    def mark_retrans(self, flow: FlowT, seq: int, out: list[Record],
+                     now: int | None = None) -> None:
+        """The sender's TCP retransmitted this byte (the tracepoint fires after the resend's
+        own hits): the byte is resent. Needed where segments carry no mark."""
+        key = (flow, seq)
+        if key in self._resent:
+            return
+        now = self.clock() if now is None else now
+        gk = (flow, seq, 0)
+        g = self._group(gk)
+        old = self._recent.get(key)
+        if g is None:
+            if old is not None and old[1] is None:     # closed: remembered as resent
+                self._recent[key] = (old[0], _Resent())
+                self.counters.retrans += 1
+            return
+        self._resent[key] = _Resent()
+        self.counters.retrans += 1
+        if g.exited:
+            # It left, waiting for a sock_send: with no mark and no earlier copy open, this
+            # group is the resend itself (the original closed long ago); it never gets one.
+            del self._open[gk]
+            self._emit(gk, g, True, out, resend=True)
+
+    # -- flushing
+    def _awaits_send(self, gk: GKey, g: _Group) -> bool:
+        """At its last point: a first transmission by this host's own TCP socket whose
+        sock_send hit is not in yet (the kernel reports it when sendmsg returns, often after
+        the byte left) waits for it, `exited`."""
+        if gk[2] == 0 and gk[0][0] == "tcp":
+            names = {t[0] for t in g.seen}
+            if _SEND not in names and not _SENT_HERE.isdisjoint(names):
+                g.exited = True
+                return True
         return False
 
-    def mark_retrans(self, flow: FlowT, seq: int, out: list[Record]) -> None:
-        """The sender's TCP retransmitted this byte (the tracepoint fires after the resend's
-        own hits): flag the open group, which holds those hits."""
-        key = (flow, seq)
-        g = self._open.get(key) or self._held.get(key)
-        if g is not None and not g.retrans:
-            g.retrans = True
-            self.counters.retrans += 1
-            if g.exited:      # it left, waiting for a sock_send a resend never has
-                if self._open.pop(key, None) is None:
-                    del self._held[key]
-                self._emit(key, g, True, out)
+    def _waits(self, gk: GKey, g: _Group) -> bool:
+        """Idle for a linger: is the copy still inside the host (qdisc, socket queue, or a
+        sendmsg not yet returned), worth holding up to `hold`?"""
+        flow, seq, c = gk
+        if flow[0] != "tcp":
+            return False
+        r = self._resent.get((flow, seq))
+        if r is None:
+            return True          # the only copy: anywhere in the host, or owed a socket hit
+        points = {t[0] for t in g.seen}
+        if points & _DELIVERED_HERE and _RECV not in points:
+            # reached TCP here: owed the read only if it got there first (TCP discards the
+            # later copy)
+            return self._socket_copy((flow, seq), _RECV, r) == gk
+        # the original may still be in the host (a deep qdisc) or owed its sock_send; a
+        # resend that left or died owes nothing
+        return c == 0
 
     def expire(self, out: list[Record], now: int | None = None) -> None:
-        """Flush groups without a hit for `linger`."""
+        """Flush groups without a hit for `linger` (or `hold`, when worth holding)."""
         now = self.clock() if now is None else now
         limit = now - self.linger_ns
         while self._open:
-            key, g = next(iter(self._open.items()))
+            gk, g = next(iter(self._open.items()))
             if g.last_ns > limit:
                 break
-            del self._open[key]
-            if self._inside_host(key[0], g):
-                self._held[key] = g
+            del self._open[gk]
+            if gk[0][0] == "tcp" and all(t[0] == _SEND for t in g.seen):
+                self._queued[gk] = g
+            elif self._waits(gk, g):
+                self._held[gk] = g
             else:
-                self._emit(key, g, False, out)
+                self._emit(gk, g, False, out)
         hold_limit = now - self.hold_ns
-        for groups in (self._held, self._superseded):
+        for groups, limit_ns in ((self._held, hold_limit), (self._queued, now - self.queued_ns)):
             while groups:
-                key, g = next(iter(groups.items()))
-                if g.last_ns > hold_limit:
+                gk, g = next(iter(groups.items()))
+                if g.last_ns > limit_ns:
                     break
-                del groups[key]
-                self._emit(key, g, False, out)
-        while self._capped:
-            key, t = next(iter(self._capped.items()))
-            if t > limit:
-                break
-            del self._capped[key]
+                del groups[gk]
+                self._emit(gk, g, False, out, owed=True)
+        for memo, horizon in ((self._capped, self.linger_ns), (self._owed, self.owed_ns)):
+            while memo:
+                key, t = next(iter(memo.items()))
+                if t > now - horizon:
+                    break
+                del memo[key]
         recent_limit = now - self.recent_ns
         while self._recent:
-            key, t = next(iter(self._recent.items()))
+            key, (t, _) = next(iter(self._recent.items()))
             if t > recent_limit:
                 break
             del self._recent[key]
 
-    @staticmethod
-    def _inside_host(flow: FlowT, g: _Group) -> bool:
-        """A TCP byte of the first transmission, not yet complete, is still in this host
-        (qdisc, socket queue, or a sendmsg not yet returned): worth holding."""
-        return flow[0] == "tcp" and not g.retrans
-
     def flush_all(self, out: list[Record]) -> None:
-        for groups in (self._superseded, self._held, self._open):
+        for groups in (self._queued, self._held, self._open):
             while groups:
-                key, g = groups.popitem(last=False)
-                self._emit(key, g, False, out)
+                gk, g = groups.popitem(last=False)
+                self._emit(gk, g, False, out)
 
     @property
     def open_groups(self) -> int:
-        return len(self._open) + len(self._held) + len(self._superseded)
+        return len(self._open) + len(self._held) + len(self._queued)
 
-    def _emit(self, key: Key, g: _Group, complete: bool, out: list[Record]) -> None:
-        if key[0][0] == "tcp":
-            recent = self._recent
-            recent[key] = g.last_ns
-            recent.move_to_end(key)
-            if len(recent) > self.max_recent:
-                recent.popitem(last=False)
-        if g.retrans and self.filter_retrans:
+    def _gaps(self, g: _Group) -> list[str]:
+        """Points a copy that reached its last point must have passed but has no hit for
+        (design: every point for every byte; such a record is flagged incomplete). A packet
+        that passed ip_pre on a device came through its dev_rx; one that passed ip_post on
+        a device went through its dev_queue and dev_xmit, and a dev_queue leads to a
+        dev_xmit; a byte read by the app (sock_recv) passed ip_in and tcp_rx; a byte of a
+        local socket that left passed tcp_tx and ip_out. Only attached points count."""
+        if self._implied[0] is not self.points:
+            want = self.points
+            self._implied = (want, {p: tuple(n for n in need if n in want)
+                                    for p, need in _IMPLIES.items()},
+                             tuple((p, tuple(n for n in need if n in want))
+                                   for p, need in _IMPLIES_LOCAL))
+        _, implies, local = self._implied
+        seen = g.seen
+        names = {t[0] for t in seen}
+        missing: list[str] = []
+        if not names.isdisjoint(implies):
+            for p, ifindex, netns in seen:
+                need = implies.get(p)
+                if need:
+                    for n in need:
+                        if (n, ifindex, netns) not in seen:
+                            missing.append(n)
+        for p, need in local:
+            if p in names:
+                missing += [n for n in need if n not in names]
+        return missing
+
+    def _forget_if_idle(self, key: Key, r: _Resent, now: int) -> None:
+        """A resent byte with no copy open any more: remember it as a closed, resent byte."""
+        flow, seq = key
+        if not any(self._peek((flow, seq, c)) for c in range(r.copies)):
+            del self._resent[key]
+            self._recent[key] = (now, r)
+            self._recent.move_to_end(key)
+            if len(self._recent) > self.max_recent:
+                self._recent.popitem(last=False)
+
+    def _emit(self, gk: GKey, g: _Group, complete: bool, out: list[Record],
+              owed: bool = False, resend: bool = False) -> None:
+        """Hand a copy's record on. Flagged: a resend (copy > 0), or the original of a
+        resent byte that did not complete here (it died, or TCP discarded it). An original
+        that completed here before the resend is a true sample of that copy, published
+        unflagged, as on every host it crossed."""
+        flow, seq, c = gk
+        key = (flow, seq)
+        retrans = c > 0 or resend
+        if complete and self.check_gaps:
+            missing = self._gaps(g)
+            if missing:
+                complete = False
+                self.counters.gaps += 1
+                for p in missing:
+                    self.gap_points[p] = self.gap_points.get(p, 0) + 1
+        if flow[0] == "tcp":
+            r = self._resent.get(key)
+            if r is not None:
+                retrans = retrans or not complete
+                self._forget_if_idle(key, r, g.last_ns)
+            else:
+                recent = self._recent
+                recent[key] = (g.last_ns, None)
+                recent.move_to_end(key)
+                if len(recent) > self.max_recent:
+                    recent.popitem(last=False)
+            if owed:
+                points = {t[0] for t in g.seen}
+                if _SOCKET.isdisjoint(points) and points & (_SENT_HERE | _DELIVERED_HERE):
+                    self._owed[key] = g.last_ns
+                    if len(self._owed) > self.max_recent:
+                        self._owed.popitem(last=False)
+        if retrans and self.filter_retrans:
             self.counters.retrans_dropped += 1
             return
-        flow, seq = key
         fid = self._flow_ids.get(flow)
         if fid is None:
             if len(self._flow_ids) > 100_000:     # bounded: a cache, not a flow table
@@ -317,4 +559,4 @@ class Grouper:
                  "dport": flow[5]})
         g.hits.sort(key=_ts)
         self.counters.records += 1
-        out.append(Record(self.host, flow, fid, seq, g.retrans, complete, g.hits))
+        out.append(Record(self.host, flow, fid, seq, retrans, complete, g.hits))

@@ -22,9 +22,13 @@ HELP = {
     "kernel_hits": "events the probes emitted",
     "unparsed": "packets whose headers the probes could not read",
     "rate_capped": "sampled bytes dropped by the per-host rate cap",
-    "retrans": "retransmitted sampled bytes",
-    "retrans_dropped": "retransmitted sampled bytes dropped (filter_retrans)",
+    "retrans": "resent sampled bytes (each counted once, whatever its copies)",
+    "retrans_dropped": "records of resent bytes dropped (filter_retrans)",
     "evicted": "groups flushed early because too many were open",
+    "late_socket": "socket hits of bytes already published (waited past the hold), dropped",
+    "gaps": "records that reached their last point lacking a point on the way (incomplete)",
+    "resent_marked": "resent segments the sender's tcp_tx marked for every host",
+    "mark_failed": "resent segments the sender could not mark (no option room or storage)",
     "open_groups": "sampled bytes waiting for more hits",
 }
 

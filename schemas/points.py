@@ -115,7 +115,8 @@ TABLE: tuple[PointDef, ...] = (
              ("send_entry_fentry",), note=_UNTESTED))),
     PointDef("tcp_tx", "tx", "tcp", 1, local=True, hooks=(
         Hook("sockops:WRITE_HDR_OPT_CB (cgroup v2 root, 4 option bytes)", "sockops", "tcp_tx",
-             "tcp_tx", note="adds 4 TCP option bytes (NOPs) to the segments of covered sockets"),
+             "tcp_tx", note="adds 4 TCP option bytes to the data segments of covered sockets: NOPs, or "
+                  "the resend mark (latscope.h) on a segment sent again"),
         Hook("fentry/__tcp_transmit_skb", "fentry", "tcp_fn", "tcp_tx_fentry", note=_UNTESTED),
         Hook("kprobe/__tcp_transmit_skb", "kprobe", "tcp_fn", "tcp_tx_kprobe", note=_UNTESTED)),
         note="Without it the socket and TCP transmit segments are reported merged "
@@ -150,7 +151,16 @@ TABLE: tuple[PointDef, ...] = (
 )
 
 # Not a point: marks byte ranges the sender's TCP retransmitted (LS_RETRANS, after the points).
-RETRANS_HOOKS: tuple[Hook, ...] = _tp("tcp_retransmit_skb", "tcp", "retrans")
+# Where tcp_tx's sock_ops hook marks resent segments in the packet (latscope.h), every host
+# knows them from the mark and this adds nothing; it serves kernels without that hook.
+# First the programs that read the tracepoint's err (newer kernels also fire it for attempts
+# that sent nothing: -EBUSY while the original is still queued in the host), then the ones
+# for kernels whose tracepoint has no err and fires only for sent resends.
+RETRANS_HOOKS: tuple[Hook, ...] = (
+    *_tp("tcp_retransmit_skb", "tcp", "retrans_sent",
+         note="err >= 0 only: resends TCP handed on"),
+    *_tp("tcp_retransmit_skb", "tcp", "retrans",
+         note="kernels whose tracepoint has no err (it fires for sent resends only)"))
 
 POINTS: tuple[str, ...] = tuple(p.name for p in TABLE)
 INDEX: dict[str, int] = {n: i for i, n in enumerate(POINTS)}

@@ -187,6 +187,50 @@ static __always_inline __u32 ls_sk_netns(const struct sock *sk, const int m)
 	return LS_RD(m, sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/* Does the TCP option area at opts (n bytes: doff * 4 - 20) hold the resend mark
+ * (latscope.h)? Walks the options as TCP does; only called for a sampled segment. */
+static __always_inline int ls_opt_resent(const unsigned char *opts, __u32 n)
+{
+	__u8 o[64];                              /* 40 bytes of options; indexes masked by 63 */
+	__u32 i = 0;
+
+	if (n < LS_OPT_LEN)
+		return 0;
+	if (n > 40)
+		n = 40;
+	__builtin_memset(o, 0, sizeof(o));
+	if (bpf_probe_read_kernel(o, n, opts))
+		return 0;
+	for (int k = 0; k < 40; k++) {          /* each step eats >= 1 byte of <= 40 */
+		__u8 kind, len;
+
+		if (i + LS_OPT_LEN > n)
+			return 0;                /* no room left for the mark */
+		kind = o[i & 63];
+		if (kind == 0)                   /* end of options */
+			return 0;
+		if (kind == 1) {                 /* NOP */
+			i++;
+			continue;
+		}
+		len = o[(i + 1) & 63];
+		if (kind == LS_OPT_KIND && len == LS_OPT_LEN &&
+		    o[(i + 2) & 63] == (LS_OPT_EXID >> 8) && o[(i + 3) & 63] == (LS_OPT_EXID & 0xff))
+			return 1;
+		if (len < 2)
+			return 0;                /* malformed */
+		i += len;
+	}
+	return 0;
+}
+
+/* The resend mark of a TCP header at th (its first 20 bytes already read into *t). */
+static __always_inline __u8 ls_tcp_flags(const unsigned char *th, const struct tcphdr *t)
+{
+	return t->doff > 5 && ls_opt_resent(th + sizeof(*t), t->doff * 4 - sizeof(*t)) ?
+	       LS_F_RESENT : 0;
+}
+
 /* FNV-1a over the bytes that identify a UDP datagram on every hop. */
 static __always_inline __u32 ls_fnv(__u32 h, const __u8 *p, int n)
 {
@@ -284,8 +328,10 @@ static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __
 		h->seq = bpf_ntohl(th.seq);
 		h->len = end - data;
 		h->proto = IPPROTO_TCP;
-		h->flags = 0;
-		return ls_sampled(h->seq, h->len);
+		if (!ls_sampled(h->seq, h->len))
+			return 0;
+		h->flags = ls_tcp_flags(head + l4, &th);
+		return 1;
 	}
 	{
 		struct udphdr uh = *(struct udphdr *)&th;

@@ -30,10 +30,22 @@ enum ls_counter {
 	LS_C_HITS = 0,        /* events emitted (a range holding >= 1 sampled byte) */
 	LS_C_RB_DROPS = 1,    /* ring buffer full: event lost */
 	LS_C_UNPARSED = 2,    /* headers we could not read (or > 4 IPv6 extension headers) */
-	LS_C_MAX = 3,
+	LS_C_RESENT = 3,      /* resent segments the sender marked (tcp_tx.bpf.c) */
+	LS_C_MARK_FAILED = 4, /* resent segments left unmarked: no option room, no socket storage */
+	LS_C_MAX = 5,
 };
 
 #define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */
+#define LS_F_RESENT 2     /* TCP: the segment carries the resend mark (a resent copy) */
+
+/* The resend mark the sender's tcp_tx (sock_ops) writes into every segment its TCP sends
+ * again (a retransmission, or a segment the local qdisc dropped and TCP sends anew): an
+ * experimental TCP option (RFC 6994: kind 254, length 4, a 16-bit ExID), in the 4 option
+ * bytes tcp_tx reserves anyway. Every point that parses the segment, on every host, sees
+ * it; receivers ignore unknown options (RFC 9293). */
+#define LS_OPT_KIND 254
+#define LS_OPT_LEN 4
+#define LS_OPT_EXID 0x4C53   /* "LS"; not an IANA-registered ExID */
 
 /* One point hit: a byte range of one flow (data direction) seen at one point. */
 struct ls_event {

@@ -4,7 +4,15 @@
  *   tcp_rx   tp_btf/tcp_probe              TCP processing of a received segment (sk, skb)
  *            raw_tp/tcp_probe
  *   retrans  tp_btf/tcp_retransmit_skb     marks a range the sender retransmitted (not a point)
- *            raw_tp/tcp_retransmit_skb
+ *            raw_tp/tcp_retransmit_skb     retrans_sent: kernels whose tracepoint also fires
+ *                                          for attempts that sent nothing (its err argument,
+ *                                          < 0: -EBUSY while the original is still queued in
+ *                                          the host, -ENOMEM, -EAGAIN) keep only the resends
+ *                                          TCP handed on (err >= 0; > 0: a local qdisc
+ *                                          dropped it after it passed the points); retrans:
+ *                                          older kernels, which fire only for those.
+ *                                          Where tcp_tx's sock_ops hook marks resent
+ *                                          segments (latscope.h), this adds nothing.
  * tcp_tx lives in tcp_tx.bpf.c; function-hook variants of both points in tcp_fn.bpf.c.
  */
 #include "tcp.bpf.h"
@@ -22,6 +30,22 @@ SEC("raw_tp/tcp_probe")
 int tcp_rx_raw(struct bpf_raw_tracepoint_args *ctx)
 {
 	return tcp_range((void *)ctx->args[0], (void *)ctx->args[1], LS_TCP_RX, 1, LS_RAW);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(retrans_sent, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	if (err < 0)
+		return 0;
+	return tcp_range(sk, skb, LS_RETRANS, 0, LS_BTF);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int retrans_sent_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	if ((int)ctx->args[2] < 0)
+		return 0;
+	return tcp_range((void *)ctx->args[0], (void *)ctx->args[1], LS_RETRANS, 0, LS_RAW);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")

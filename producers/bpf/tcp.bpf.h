@@ -1,6 +1,7 @@
 /* TCP range logic: the byte range of a segment from TCP's control block, shared by every
  * variant of tcp_rx and the retransmission marker (tcp.bpf.c) and by tcp_tx's fentry/kprobe
- * variants (tcp_tx.bpf.c). m: read mode (common.bpf.h), a constant per variant. */
+ * variants (tcp_fn.bpf.c). tcp_rx also reports the segment's resend mark (latscope.h).
+ * m: read mode (common.bpf.h), a constant per variant. */
 #ifndef LATSCOPE_TCP_BPF_H
 #define LATSCOPE_TCP_BPF_H
 
@@ -38,6 +39,14 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 	h.seq = seq;
 	h.len = end - seq;
 	h.proto = IPPROTO_TCP;
+	if (rx) {
+		/* Where TCP receives a segment, skb->data is its TCP header: the resend mark. */
+		unsigned char *th = LS_RD(m, skb, data);
+		struct tcphdr t;
+
+		if (!bpf_probe_read_kernel(&t, sizeof(t), th))
+			h.flags = ls_tcp_flags(th, &t);
+	}
 	ls_emit(&h, point, 0, netns, 0, m);
 	return 0;
 }

@@ -1,16 +1,22 @@
-/* The TCP transmit point: TCP has built the segment's header (sequence number known) and is
- * about to hand it to IP. No tracepoint sits there; the sock_ops header-option callbacks
- * inside __tcp_transmit_skb do. They only run for sockets that ask for them, so the
- * program asks (at connection establishment) only for sockets of covered namespaces, and
- * reserves 4 option bytes on their data segments (written as NOPs: the cost of the callback).
+/* The TCP transmit point, and the resend mark. TCP has built the segment's header (sequence
+ * number known) and is about to hand it to IP. No tracepoint sits there; the sock_ops
+ * header-option callbacks inside __tcp_transmit_skb do. They only run for sockets that ask
+ * for them, so the program asks (at connection establishment) only for sockets of covered
+ * namespaces, and reserves 4 option bytes on their data segments.
+ * Those 4 bytes carry the resend mark (latscope.h: RFC 6994 experimental option) on every
+ * segment this socket's TCP sends again, and are NOPs otherwise: every point on every host
+ * that parses the segment (forwarders and receivers have no retransmit tracepoint) then
+ * knows the copy is a resend. "Again": the segment starts below snd_nxt (a retransmission),
+ * or below the highest byte this socket ever handed to IP (sk storage): a segment the local
+ * qdisc dropped, which TCP sends anew as new data without counting a retransmission.
  * Namespaces are known by their netns cookie here (sock_ops has no kernel socket pointer):
  * user space fills netns_cookies with cookie -> inode for the namespaces it covers.
  * Where the kernel has them, fentry/kprobe on __tcp_transmit_skb (tcp_fn.bpf.c) serve the
- * point when this hook is refused.
+ * point when this hook is refused (without the mark: then only the sender knows resends).
  * Hooks:
  *   tcp_tx  sockops (cgroup v2 root): ACTIVE/PASSIVE_ESTABLISHED_CB set the header-option
  *           flag; HDR_OPT_LEN_CB reserves 4 bytes in data segments; WRITE_HDR_OPT_CB
- *           reports the segment
+ *           marks a resent segment and reports a sampled one
  */
 #include "common.bpf.h"
 
@@ -22,6 +28,43 @@ struct {
 	__type(key, __u64);
 	__type(value, __u32);
 } netns_cookies SEC(".maps");
+
+/* Per socket: the end of the highest byte range handed to IP so far (set: hw is valid). */
+struct sent_hw {
+	__u32 hw;
+	__u32 set;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sent_hw);
+} sent SEC(".maps");
+
+static const __u8 resend_mark[LS_OPT_LEN] = {LS_OPT_KIND, LS_OPT_LEN, LS_OPT_EXID >> 8,
+					     LS_OPT_EXID & 0xff};
+
+/* Is the data segment [seq, seq+len) sent again? Also moves the socket's high-water mark. */
+static __always_inline int resent(struct bpf_sock_ops *skops, __u32 seq, __u32 len)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct sent_hw *st;
+	int again = (__s32)(seq - skops->snd_nxt) < 0;
+
+	if (!sk)
+		return again;
+	st = bpf_sk_storage_get(&sent, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return again;
+	if (st->set && (__s32)(seq - st->hw) < 0)
+		again = 1;
+	if (!st->set || (__s32)(seq + len - st->hw) > 0) {
+		st->hw = seq + len;
+		st->set = 1;
+	}
+	return again;
+}
 
 static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
 {
@@ -67,11 +110,20 @@ int tcp_tx(struct bpf_sock_ops *skops)
 		return 1;                  /* no data */
 	len -= th->doff * 4;
 	h.seq = bpf_ntohl(th->seq);
+	h.dport = bpf_ntohs(th->dest);    /* th is invalid once an option is stored */
+	if (resent(skops, h.seq, len)) {
+		/* Counted either way: a resend left unmarked is a loss of information. */
+		if (bpf_store_hdr_opt(skops, resend_mark, sizeof(resend_mark), 0)) {
+			ls_count(LS_C_MARK_FAILED);
+		} else {
+			ls_count(LS_C_RESENT);
+			h.flags = LS_F_RESENT;
+		}
+	}
 	if (!ls_sampled(h.seq, len))
 		return 1;
 	h.len = len;
 	h.sport = skops->local_port;
-	h.dport = bpf_ntohs(th->dest);
 	h.proto = IPPROTO_TCP;
 	if (skops->family == AF_INET) {
 		h.family = 4;

@@ -20,6 +20,14 @@ PREFIX = "lsxa" + os.environ["LSX_RUN_ID"]   # the module network's namespaces a
 class Transfer:
     sport: int
     received: int
+    retrans: int = 0       # the sender's TCP_INFO tcpi_total_retrans: segments it sent again
+
+
+def total_retrans(sock: socket.socket) -> int:
+    """tcpi_total_retrans of a TCP socket: the kernel's own count of retransmitted segments
+    (struct tcp_info: 100 bytes of fields before it, unchanged since 2.6)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int.from_bytes(info[100:104], "little")
 
 
 def tcp_transfer(net: Net, src: str, dst: str, dst_addr: str, port: int, nbytes: int,
@@ -55,10 +63,11 @@ def tcp_transfer(net: Net, src: str, dst: str, dst_addr: str, port: int, nbytes:
         cli.sendall(b"\x5a" * nbytes)
         cli.shutdown(socket.SHUT_WR)
         t.join(timeout)
+        retrans = total_retrans(cli)
     finally:
         cli.close()
         srv.close()
-    return Transfer(sport, got[0])
+    return Transfer(sport, got[0], retrans)
 
 
 def udp_send(net: Net, src: str, dst: str, dst_addr: str, port: int, count: int,

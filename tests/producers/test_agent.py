@@ -71,6 +71,7 @@ def consume(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> lis
                 assert name == "LayerEventBatch" and batch["events"]
                 for rec in batch["events"]:     # every record in its flow's partition
                     assert partition_of(rec["flow_id"].encode(), n) == m.partition()
+                    rec["arrival_ms"] = m.timestamp()[1]    # the broker's append time
                     out.append(rec)
         return out
     finally:
@@ -91,6 +92,41 @@ def points(rec: dict) -> list[str]:
     return [h["point"] for h in rec["hits"]]
 
 
+def true_ns(net: Any, host: str, ts: int) -> int:
+    """A host's timestamp on the reference clock (undoing its injected offset and drift)."""
+    return ts - net.clock(host).true_offset(ts)
+
+
+def gaps_counted(recs: dict[str, dict[int, list[dict]]], seqs: set[int], exit_dev: str,
+                 counters: dict[str, dict]) -> bool:
+    """Records of seqs that reached their host's last point (h1: dev_xmit on its exit, h2:
+    the read) incomplete were flagged so by the agent's gap check: each is counted there."""
+    def reached(host: str, r: dict) -> bool:
+        last = r["hits"][-1]
+        return last["point"] == "sock_recv" if host == "h2" else \
+            any(h["point"] == "dev_xmit" and h["dev"] == exit_dev for h in r["hits"])
+    return all(counters[host]["gaps"] >= sum(
+        1 for s in seqs for r in recs[host].get(s, []) if not r["complete"] and reached(host, r))
+        for host in ("h1", "h2"))
+
+
+def lacking(rec: dict) -> set[str]:
+    """Points a record's own hits imply it passed but has none for: dev_rx before ip_pre on
+    a device, dev_queue and dev_xmit after ip_post on one; for a byte the app read, also
+    tcp_rx and ip_in, and dev_xmit after each dev_queue. (A copy a qdisc dropped lacks
+    none: nothing after the drop implies more.)"""
+    have = {(h["point"], h["ifindex"], h["netns"]) for h in rec["hits"]}
+    need: dict[str, tuple[str, ...]] = {"ip_pre": ("dev_rx",),
+                                        "ip_post": ("dev_queue", "dev_xmit")}
+    read = "sock_recv" in points(rec)
+    if read:
+        need["dev_queue"] = ("dev_xmit",)
+    out = {n for p, i, ns in have for n in need.get(p, ()) if (n, i, ns) not in have}
+    if read:
+        out |= {"ip_in", "tcp_rx"} - set(points(rec))
+    return out
+
+
 @pytest.mark.parametrize("family", [4, 6])
 def test_tcp_flow_every_point_both_hosts_same_bytes(net: Any, stack: Any, topic_name: str,
                                                     family: int) -> None:
@@ -107,12 +143,27 @@ def test_tcp_flow_every_point_both_hosts_same_bytes(net: Any, stack: Any, topic_
     h1, h2 = recs.get("h1", {}), recs.get("h2", {})
     assert len(h1) >= 130 and set(h1) == set(h2)        # both hosts picked the same bytes
     assert all(seq % SIZE == 0 for seq in h1)
-    # Every point for every byte; a record that lacks some is flagged incomplete. (Seen
-    # rarely under heavy concurrent load: the last points of one or two skbs missing with
-    # no ring-buffer drop counted; allowed for at most 5 % of the bytes, never silently.)
-    partial = [s for s in h2 if points(h2[s])[-1] != "sock_recv"]
-    assert all(not h2[s]["complete"] for s in partial), counters
-    assert len(partial) <= len(h2) // 20, (partial, counters)
+    # Every point for every byte. A resent copy is flagged (by_host leaves it out), and so
+    # is the first copy of a resent byte that died on its way: before, that first copy came
+    # out unflagged without its last RX points (a resend reaching the receiving host while
+    # the first copy was still inside it or had been dropped there), the records this test
+    # used to allow for 5 % of the bytes. What is left is the kernel's: now and then it runs
+    # no probe at all on some tracepoints (device points, tcp_probe) for a few ms (measured
+    # 3-16 ms at a time; no ring-buffer drop, no recursion miss in the kernel's accounting,
+    # a second agent and an unrelated program miss the same packets, netfilter and sock_ops
+    # hooks keep firing). A record lacking such a point is flagged incomplete and counted
+    # (gaps), never passed as whole, and all of them fall in one such window. Measured in
+    # this test's configuration: none in 250 runs.
+    partial = sorted(s for s in h2 if not (h1[s]["complete"] and h2[s]["complete"]))
+    for s in partial:
+        assert all(lacking(r) for r in (h1[s], h2[s]) if not r["complete"]), \
+            (points(h1[s]), points(h2[s]), counters)
+    assert gaps_counted({"h1": {s: [h1[s]] for s in h1}, "h2": {s: [h2[s]] for s in h2}},
+                        set(partial), f"{PREFIX}-0a", counters)
+    if partial:
+        at = [true_ns(net, "h1", h["ts_ns"]) for s in partial for h in h1[s]["hits"]
+              if h["point"] == "ip_post"]
+        assert at and max(at) - min(at) <= 20_000_000, (partial, counters)
     for seq in set(h1) - set(partial):
         r1, r2 = h1[seq], h2[seq]
         assert r1["flow"]["family"] == family and r1["flow"]["dport"] == 5201
@@ -189,6 +240,31 @@ def test_slow_reader_shows_between_tcp_rx_and_sock_recv(net: Any, stack: Any,
     assert statistics.median(gaps_us(recs["h2"], "dev_rx", "tcp_rx")) < 5_000
 
 
+def test_a_byte_waiting_past_the_hold_is_still_joined(net: Any, stack: Any,
+                                                      topic_name: str) -> None:
+    """The app reads slowly (16 KB every 250 ms): bytes wait in c1's receive queue for up
+    to ~3 s. A TCP byte still inside a host waits up to the hold for its next hit, then is
+    published incomplete; its late read is counted (late_socket), not published as a
+    one-point record. So every host's record of a byte reaches Kafka within the worker's
+    join window of the other's (their append times), and no byte is published in halves
+    (before: a 5 s hold against the worker's 1.5 s window)."""
+    recs, ag = run_flow(net, stack, topic_name, 200_000, reader_delay_ms=250, read_size=16384,
+                        filter_retrans=False)
+    window = ag["h2"].s.join_window_ms
+    first = {h: [r for r in recs[h] if not r["retrans"]] for h in ("h1", "h2")}   # no resend
+    per = {h: [r["seq"] for r in first[h]] for h in first}
+    halves = {h: [(r["seq"], points(r)) for r in first[h] if per[h].count(r["seq"]) > 1]
+              for h in per}
+    assert halves == {"h1": [], "h2": []}, ("one record per byte and host", halves)
+    h1, h2 = ({r["seq"]: r for r in first[h]} for h in ("h1", "h2"))
+    assert set(h1) == set(h2) and len(h1) >= 10
+    spread = {s: abs(h2[s]["arrival_ms"] - h1[s]["arrival_ms"]) for s in h1}
+    assert max(spread.values()) <= window, spread
+    waited = [s for s in h2 if points(h2[s])[-1] != "sock_recv"]   # read after the hold
+    assert waited and all(not h2[s]["complete"] for s in waited), waited
+    assert ag["h2"].grouper.counters.late_socket == len(waited)
+
+
 @contextlib.contextmanager
 def tbf(net: Any, host: str, dev: str, *args: str) -> Iterator[None]:
     ns = net.ns_name(host)
@@ -209,29 +285,141 @@ def test_tbf_shows_between_dev_queue_and_dev_xmit(net: Any, stack: Any, topic_na
     assert statistics.median(gaps_us(recs["h1"], "ip_out", "ip_post")) < 1_000
 
 
+def kernel_counters(net: Any, host: str, dev: str) -> dict[str, int]:
+    """The kernel's own counts in a host's namespace: TCP retransmissions (all of the
+    namespace's sockets), resends the local qdisc refused, and the qdisc's drops on dev."""
+    ns = net.ns_name(host)
+    out = subprocess.run(["ip", "netns", "exec", ns, "nstat", "-asz", "TcpRetransSegs",
+                          "TcpExtTCPRetransFail"], check=True, capture_output=True,
+                         text=True).stdout
+    counts = {f[0]: int(f[1]) for f in (line.split() for line in out.splitlines()[1:]) if
+              len(f) > 1}
+    qdisc = json.loads(subprocess.run(["tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev", dev],
+                                      check=True, capture_output=True, text=True).stdout)
+    counts["qdisc_drops"] = sum(q.get("drops", 0) for q in qdisc)
+    return counts
+
+
 @pytest.mark.parametrize("filter_retrans", [False, True])
-def test_losses_flag_or_drop_retransmissions_and_port_filter(
+def test_resends_through_a_dropping_tbf_are_flagged_on_every_host(
         net: Any, stack: Any, topic_name: str, filter_retrans: bool) -> None:
-    with tbf(net, "h1", f"{PREFIX}-0a", "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
+    """h1's qdisc drops (a tiny tbf limit), so TCP sends bytes again. A resent byte is
+    flagged on every host it crosses (h2 and c1 have no retransmit tracepoint: the sender's
+    mark in the segment tells them), the original's record included where it died; with
+    filter_retrans none is published. Nothing unflagged pairs a first copy with a resend
+    (a cross-host gap the size of a recovery), and no byte is published in halves. The
+    port allow-list keeps the other flow out."""
+    dev = f"{PREFIX}-0a"
+    with tbf(net, "h1", dev, "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
+        k0 = kernel_counters(net, "h1", dev)
         with agents(net, topic_name, stack.kafka_bootstrap, sample_size=1448,
                     filter_retrans=filter_retrans, ports=[5201]) as ag:
             other = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5202, 300_000)
             tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5201, 1_500_000)
             assert tr.received == 1_500_000 and other.received == 300_000
+        k1 = kernel_counters(net, "h1", dev)
+    kern = {k: k1[k] - k0.get(k, 0) for k in k1}
     want = sum(a.grouper.counters.records for a in ag.values())
     all_recs = consume(topic_name, stack.kafka_bootstrap, want)
     assert all_recs and len(all_recs) == want
     assert all(5201 in (r["flow"]["sport"], r["flow"]["dport"]) for r in all_recs)  # port filter
-    h1 = [r for r in all_recs if r["host"] == "h1" and r["flow"]["sport"] == tr.sport]
-    c = ag["h1"].grouper.counters
-    assert c.retrans > 0, "the tiny tbf limit forced no retransmission of a sampled byte"
-    flagged = [r for r in h1 if r["retrans"]]
+    recs: dict[str, dict[int, list[dict]]] = {"h1": {}, "h2": {}}
+    for r in all_recs:
+        if r["flow"]["sport"] == tr.sport:
+            recs[r["host"]].setdefault(r["seq"], []).append(r)
+    c1, c2 = ag["h1"].grouper.counters, ag["h2"].grouper.counters
+    st = {h: a.status()["counters"] for h, a in ag.items()}
+    info = (kern, tr.retrans, st)
+    # The kernel did resend (TCP_INFO of the socket); both hosts know resent bytes.
+    assert tr.retrans > 0 and c1.retrans > 0 and c2.retrans > 0, info
+
+    # No byte in halves, no first copy paired with a resend: the unflagged records of a
+    # byte are whole on both hosts, h2's first hit right after h1's last (on veth: tens of
+    # µs, up to ~1.3 ms measured with the softirq deferred on this busy machine; a
+    # recovery takes a round trip through the tbf queue, an RTO at least 200 ms).
+    unflagged = {h: {s: [r for r in rs if not r["retrans"]] for s, rs in recs[h].items()}
+                 for h in recs}
+    # A record may lack device points (and tcp_rx) when the kernel did not run the probes
+    # of those tracepoints for a few ms (measured: 3-16 ms at a time, no ring-buffer drop, no
+    # recursion miss; see the note at test_tcp_flow_...): it is flagged incomplete, counted
+    # (gaps), never passed as whole. At most one such window's worth here: 20 ms of this
+    # 20 Mbit/s flow is 36 sampled bytes (measured: up to 28 in one run, usually none).
+    dark = set()
+    for seq in set(unflagged["h1"]) | set(unflagged["h2"]):
+        r1, r2 = unflagged["h1"].get(seq, []), unflagged["h2"].get(seq, [])
+        if not r1 and not r2:
+            continue
+        assert len(r1) == 1 and len(r2) == 1, (seq, r1, r2)
+        r1, r2 = r1[0], r2[0]
+        if not (r1["complete"] and r2["complete"]):
+            assert all(lacking(r) for r in (r1, r2) if not r["complete"]), \
+                (seq, points(r1), points(r2))
+            dark.add(seq)
+        # from h1's dev_xmit; without it, from its dev_queue: plus up to the 12 kB the tbf
+        # holds (4.9 ms at 20 Mbit/s)
+        gap = true_ns(net, "h2", r2["hits"][0]["ts_ns"]) - true_ns(net, "h1", r1["hits"][-1]["ts_ns"])
+        limit = 5_000_000 if "dev_xmit" in points(r1) else 10_000_000
+        assert -1_000_000 < gap < limit, (seq, gap, points(r1), points(r2))
+    assert len(dark) <= 36, (len(dark), info)
+    assert gaps_counted(unflagged, dark, dev, st)
+
+    # every resend left h1 marked
+    assert st["h1"]["resent_marked"] > 0 and st["h1"]["mark_failed"] == 0, info
     if filter_retrans:
-        assert flagged == [] and c.retrans_dropped == c.retrans
-    else:
-        assert len(flagged) == c.retrans and c.retrans_dropped == 0
-        # a retransmission record starts at TCP: the app handed the byte over only once
-        assert all(r["hits"][0]["point"] == "tcp_tx" for r in flagged)
+        assert not any(r["retrans"] for rs in recs.values() for v in rs.values() for r in v)
+        assert c1.retrans_dropped >= c1.retrans and c2.retrans_dropped >= c2.retrans, info
+        return
+    # Every record of a resent byte is flagged on every host; the one exception is a
+    # spurious resend (the original got through whole: a true sample, unflagged on both).
+    resent = {s for rs in recs.values() for s, v in rs.items() if any(r["retrans"] for r in v)}
+    assert resent == {s for s, v in recs["h2"].items() if any(r["retrans"] for r in v)}
+    spurious = {s for s in resent if unflagged["h1"].get(s) and unflagged["h2"].get(s)}
+    assert len(spurious) <= 3, (len(spurious), len(resent))   # measured: 0 here; up to 3 per
+    # run in the loaded runs (tail loss probes the receiver had already got)
+    for seq in resent - spurious:
+        assert all(r["retrans"] for h in recs for r in recs[h].get(seq, [])), seq
+    # Against the kernel's count: each resent segment (1444 bytes, stride 1448) carries one
+    # sampled byte, so h1 sent a marked copy of a sampled byte for (nearly) each segment the
+    # kernel counts as retransmitted, plus those its qdisc refused before TCP counted them.
+    copies = [r for v in recs["h1"].values() for r in v if r["retrans"] and points(r)[0] == "tcp_tx"]
+    print("KERNEL", kern, "tcpi_total_retrans", tr.retrans, "copies", len(copies),
+          "resent", len(resent), "spurious", len(spurious),
+          "h2 flagged copies", sum(1 for v in recs["h2"].values() for r in v if r["retrans"]))
+    assert tr.retrans * 0.99 - 2 <= len(copies), (len(copies), info)
+    # a resend is never presented as whole unless it is one: it starts at TCP (the app
+    # handed the byte over once)
+    assert all("sock_send" not in points(r) for r in copies)
+
+
+def test_a_drop_inside_the_receiving_host_is_never_an_unflagged_partial_record(
+        net: Any, stack: Any, topic_name: str) -> None:
+    """The mechanism behind the records that lacked their last RX points, made certain: h2's
+    qdisc towards c1 drops (a tiny tbf limit), so first copies die inside the receiving
+    host after passing some of its points, and TCP resends them. Such a first copy is
+    flagged (it died here), as is its resend; no unflagged record lacks points. On h1 the
+    first copies left whole and stay unflagged (true samples of that copy), as the design
+    wants on every host a copy completed."""
+    dev = f"{PREFIX}-1b"
+    with tbf(net, "h2", dev, "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
+        recs, ag = run_flow(net, stack, topic_name, 1_000_000, sample_size=1448,
+                            filter_retrans=False)
+    c2 = ag["h2"].grouper.counters
+    assert c2.retrans > 0
+    per2: dict[int, list[dict]] = {}
+    for r in recs["h2"]:
+        per2.setdefault(r["seq"], []).append(r)
+    died = {s for s, v in per2.items() if any(r["retrans"] and not r["complete"] and
+                                              points(r)[-1] == "dev_queue" for r in v)}
+    assert died, "the tbf dropped no sampled byte's first copy"
+    for seq, v in per2.items():
+        first = [r for r in v if not r["retrans"]]
+        assert len(first) <= 1, (seq, [points(r) for r in v])
+        for r in first:     # whole, or lacking points the kernel did not report (counted)
+            assert r["complete"] or lacking(r), (seq, points(r))
+        if seq in died:
+            assert not first, (seq, [points(r) for r in v])
+    dark = {s for s, v in per2.items() for r in v if not r["retrans"] and not r["complete"]}
+    assert len(dark) <= 36, len(dark)
 
 
 def test_records_on_the_real_topic_decode(net: Any, stack: Any) -> None:

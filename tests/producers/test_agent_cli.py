@@ -134,3 +134,23 @@ def test_agent_points_subset(scratch_netns: str, stack: Any, topic_name: str) ->
     admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
     cfg = admin.describe_configs([res])[res].result(15)
     assert cfg["message.timestamp.type"].value == "LogAppendTime"
+
+
+def test_agent_refuses_a_hold_the_join_window_cannot_join(scratch_netns: str) -> None:
+    """The worker joins a byte's records within its join window (--window + --lateness,
+    1.5 s by default): a hold longer than that window less the linger and the time to
+    publish would publish bytes in halves, so the agent refuses it before attaching
+    anything. By default the hold is the longest the window allows."""
+    from latscope.producers.agent import AgentSettings
+
+    r = subprocess.run([*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns,
+                        "--hold-ms", "5000"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "hold 5000 ms cannot be joined" in r.stderr, r.stderr
+    assert "at most 1200 ms" in r.stderr, r.stderr
+    s = AgentSettings(host="x")
+    assert (s.join_window_ms, s.linger_ms, s.hold, s.max_hold_ms) == (1500, 50, 1200, 1200)
+    assert AgentSettings(host="x", join_window_ms=6000, hold_ms=5000).hold == 5000
+    with pytest.raises(ValueError, match="cannot be joined"):
+        AgentSettings(host="x", hold_ms=1201)
+    with pytest.raises(ValueError, match="too short"):
+        AgentSettings(host="x", join_window_ms=200)

@@ -1,4 +1,4 @@
-"""Grouping the hits of one sampled byte into one record (pure logic, fake clock)."""
+"""Grouping the hits of one sampled byte into records (pure logic, fake clock)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from latscope.producers.grouping import Grouper, Hit, Record
 from latscope.schemas import codec
 
 FLOW = ("tcp", 4, "10.1.0.1", "10.1.0.2", 40000, 5201)
+RX = ("dev_rx", "ip_pre", "ip_in", "tcp_rx")          # a receiver's path below the socket
+TX = ("tcp_tx", "ip_out", "ip_post", "dev_queue")     # a sender's, up to its exit's dev_xmit
 
 
 class Clock:
@@ -17,19 +19,39 @@ class Clock:
 
 
 def hit(point: str, ts: int, ifindex: int = 2, netns: int = 7) -> Hit:
+    if point.startswith(("sock_", "tcp_")):
+        ifindex = 0
     return Hit(point, ts, ifindex, "veth0" if ifindex else None, netns, 0)
+
+
+def add(g: Grouper, out: list[Record], points: tuple[str, ...], t: int, *, ifindex: int = 2,
+        resent: bool = False, seq: int = 0) -> None:
+    for i, p in enumerate(points):
+        g.add(FLOW, seq, hit(p, t + i, ifindex), out, resent=resent)
+
+
+def send(g: Grouper, out: list[Record], t: int, *, resent: bool = False,
+         exits: bool = True) -> None:
+    """One transmission of byte 0 by this host's socket, out by exit device 3."""
+    add(g, out, TX, t, ifindex=3, resent=resent)
+    if exits:
+        g.add(FLOW, 0, hit("dev_xmit", t + 9, ifindex=3), out, resent=resent)
+
+
+def points(r: Record) -> list[str]:
+    return [h.point for h in r.hits]
 
 
 def test_last_point_flushes_complete_and_sorted() -> None:
     clk = Clock()
     g = Grouper("h2", clock=clk)
     out: list[Record] = []
-    g.add(FLOW, 72400, hit("ip_in", 30), out)
-    g.add(FLOW, 72400, hit("dev_rx", 10), out)
+    for p, t in (("ip_in", 30), ("dev_rx", 10), ("ip_pre", 20), ("tcp_rx", 40)):
+        g.add(FLOW, 72400, hit(p, t), out)
     assert out == []
-    g.add(FLOW, 72400, hit("sock_recv", 50, ifindex=0), out)
+    g.add(FLOW, 72400, hit("sock_recv", 50), out)
     assert len(out) == 1 and out[0].as_dict()["complete"] and not out[0].as_dict()["retrans"]
-    assert [h["point"] for h in out[0].as_dict()["hits"]] == ["dev_rx", "ip_in", "sock_recv"]
+    assert points(out[0]) == [*RX, "sock_recv"]
     assert out[0].as_dict()["flow_id"] == "tcp:10.1.0.1:40000>10.1.0.2:5201"
     name, rec = codec.decode(codec.encode("LayerEvent", out[0].as_dict()))
     assert name == "LayerEvent" and rec["seq"] == 72400
@@ -43,7 +65,7 @@ def test_exit_device_completes_linger_flushes_incomplete() -> None:
     g.add(FLOW, 0, hit("dev_xmit", 5, ifindex=2), out)     # not the exit device
     g.add(FLOW, 0, hit("dev_xmit", 9, ifindex=3), out)     # the exit device
     assert len(out) == 1 and out[0].as_dict()["complete"] and len(out[0].as_dict()["hits"]) == 2
-    g.add(FLOW, 72400, hit("sock_send", 1, ifindex=0), out)   # TCP, inside the host: held
+    g.add(FLOW, 72400, hit("sock_send", 1), out)              # TCP, inside the host: held
     udp = ("udp", *FLOW[1:])
     g.add(udp, 99, hit("ip_out", 2), out)                     # UDP: linger only
     clk.now += 49_000_000
@@ -56,28 +78,95 @@ def test_exit_device_completes_linger_flushes_incomplete() -> None:
     assert g.open_groups == 1 and len(out) == 2
     clk.now += 2_100_000_000
     g.expire(out)
-    assert len(out) == 3 and [h["point"] for h in out[2].as_dict()["hits"]] == ["sock_send", "ip_out"]
+    assert len(out) == 3 and points(out[2]) == ["sock_send", "ip_out"]
 
 
-def test_retransmission_splits_and_is_flagged_or_dropped() -> None:
+def test_sender_waits_for_late_sock_send() -> None:
+    """sock_send is reported when sendmsg returns, after the byte left: still one record."""
+    clk = Clock()
+    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
+    out: list[Record] = []
+    send(g, out, 5)
+    assert out == []
+    g.add(FLOW, 0, hit("sock_send", 1), out)
+    assert len(out) == 1 and out[0].complete and not out[0].retrans
+    assert points(out[0]) == ["sock_send", *TX, "dev_xmit"]
+
+
+def test_marked_resend_flags_the_dead_original_and_every_copy() -> None:
+    """The local qdisc dropped the first transmission; TCP sent the byte again, marked. The
+    resend completes at the exit (flagged); the original, which never left, is flagged too
+    once its sock_send is in (nothing else comes for it); filter_retrans drops both."""
     for filt in (False, True):
         clk = Clock()
-        g = Grouper("h1", filter_retrans=filt, clock=clk)
+        g = Grouper("h1", filter_retrans=filt, exit_devices={(7, 3)}, clock=clk)
         out: list[Record] = []
-        g.add(FLOW, 0, hit("sock_send", 0, ifindex=0), out)
-        g.add(FLOW, 0, hit("ip_out", 1), out)
-        g.add(FLOW, 0, hit("dev_xmit", 2), out)
-        g.add(FLOW, 0, hit("ip_out", 100), out)        # the same byte again: a resend
-        assert len(out) == 1 and not out[0].as_dict()["retrans"]
-        assert g.counters.retrans == 1                 # known already, counted once
-        g.add(FLOW, 0, hit("dev_xmit", 101), out)
-        g.mark_retrans(FLOW, 0, out)
-        g.flush_all(out)
+        send(g, out, 10, exits=False)                         # dropped after dev_queue
+        send(g, out, 200_000_000, resent=True)                # the marked resend left
+        g.add(FLOW, 0, hit("sock_send", 1), out)              # sendmsg returns
+        assert g.open_groups == 0 and g.counters.retrans == 1
         if filt:
-            assert len(out) == 1 and g.counters.retrans_dropped == 1
+            assert out == [] and g.counters.retrans_dropped == 2
         else:
-            assert len(out) == 2 and out[1].as_dict()["retrans"] and len(out[1].as_dict()["hits"]) == 2
+            assert [(r.retrans, r.complete) for r in out] == [(True, True), (True, False)]
+            assert points(out[0]) == [*TX, "dev_xmit"]          # no sock_send: a resend
+            assert points(out[1]) == ["sock_send", *TX]
+
+
+def test_original_that_left_stays_unflagged_like_downstream() -> None:
+    """The original left whole (lost further down the path); a marked resend follows. The
+    original's record is a true sample of that copy, as on the hosts it crossed: unflagged.
+    The resend is flagged."""
+    clk = Clock()
+    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
+    out: list[Record] = []
+    g.add(FLOW, 0, hit("sock_send", 1), out)
+    send(g, out, 10)
+    clk.now += 200_000_000
+    send(g, out, 200_000_000, resent=True)
+    assert [(r.retrans, r.complete) for r in out] == [(False, True), (True, True)]
+
+
+def test_unmarked_resend_is_still_split_and_flagged() -> None:
+    """Without the sender's mark (its host runs no agent), a byte passing a point it passed
+    already is a second copy: both records are flagged (the original died here)."""
+    for filt in (False, True):
+        clk = Clock()
+        g = Grouper("h1", filter_retrans=filt, exit_devices={(7, 3)}, clock=clk)
+        out: list[Record] = []
+        g.add(FLOW, 0, hit("sock_send", 0), out)
+        send(g, out, 10, exits=False)
+        send(g, out, 100)                                     # the same points again
         assert g.counters.retrans == 1
+        g.mark_retrans(FLOW, 0, out)                          # the tracepoint adds nothing
+        clk.now += 2_000_000_000
+        g.expire(out)
+        assert g.open_groups == 0 and g.counters.retrans == 1
+        if filt:
+            assert out == [] and g.counters.retrans_dropped == 2
+        else:
+            assert sorted((r.retrans, r.complete) for r in out) == [(True, False), (True, True)]
+
+
+def test_resend_that_left_completes_when_flagged() -> None:
+    """Unmarked: a resend leaving the host completes once known as one: at its first hit
+    when the original closed recently, else when tcp_retransmit_skb flags it (the resend
+    never gets a sock_send to wait for)."""
+    for remembered in (True, False):
+        clk = Clock()
+        g = Grouper("h1", exit_devices={(7, 3)}, clock=clk,
+                    recent_ns=3_000_000_000 if remembered else 1)
+        out: list[Record] = []
+        g.add(FLOW, 0, hit("sock_send", 1), out)
+        send(g, out, 2)
+        assert [(r.retrans, r.complete) for r in out] == [(False, True)]
+        clk.now += 200_000_000
+        g.expire(out)
+        send(g, out, 200_000_000)                             # resend, left
+        assert len(out) == (2 if remembered else 1)
+        g.mark_retrans(FLOW, 0, out)                          # no sock_send coming: a resend
+        assert len(out) == 2 and out[1].retrans and out[1].complete
+        assert g.counters.retrans == 1 and g.open_groups == 0
 
 
 def test_rate_cap_drops_whole_bytes_and_counts() -> None:
@@ -86,7 +175,8 @@ def test_rate_cap_drops_whole_bytes_and_counts() -> None:
     out: list[Record] = []
     for seq in (0, 1, 2):
         g.add(FLOW, seq, hit("ip_out", 1), out)
-    g.add(FLOW, 2, hit("dev_xmit", 2), out)             # later hit of a capped byte
+    g.add(FLOW, 2, hit("ip_post", 2), out)              # later hit of a capped byte
+    g.add(FLOW, 2, hit("ip_post", 3), out, resent=True)  # and of a resend of it
     g.flush_all(out)
     assert len(out) == 2 and g.counters.rate_capped == 1 and g.counters.samples == 2
     clk.now += 1_000_000_000                            # a second later: tokens again
@@ -94,69 +184,30 @@ def test_rate_cap_drops_whole_bytes_and_counts() -> None:
     assert g.counters.samples == 3
 
 
-def test_sender_waits_for_late_sock_send() -> None:
-    """sock_send is reported when sendmsg returns, after the byte left: still one record."""
-    clk = Clock()
-    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
-    out: list[Record] = []
-    g.add(FLOW, 0, hit("ip_out", 5), out)
-    g.add(FLOW, 0, hit("dev_xmit", 9, ifindex=3), out)
-    assert out == []
-    g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)
-    assert len(out) == 1 and out[0].as_dict()["complete"]
-    assert [h["point"] for h in out[0].as_dict()["hits"]] == ["sock_send", "ip_out", "dev_xmit"]
-
-
-def test_resend_that_left_completes_when_flagged() -> None:
-    """A resend leaving the host completes once known as one: at its first hit when the
-    original closed recently, else when tcp_retransmit_skb flags it (the resend never gets
-    a sock_send to wait for)."""
-    for remembered in (True, False):
-        clk = Clock()
-        g = Grouper("h1", exit_devices={(7, 3)}, clock=clk,
-                    recent_ns=3_000_000_000 if remembered else 1)
-        out: list[Record] = []
-        g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)
-        g.add(FLOW, 0, hit("ip_out", 2), out)
-        g.add(FLOW, 0, hit("dev_xmit", 3, ifindex=3), out)
-        clk.now += 200_000_000
-        g.add(FLOW, 0, hit("ip_out", 50), out)                    # resend
-        g.add(FLOW, 0, hit("dev_xmit", 51, ifindex=3), out)       # left: waits for sock_send?
-        assert len(out) == (2 if remembered else 1)
-        g.mark_retrans(FLOW, 0, out)                              # no: it is a resend
-        assert len(out) == 2 and out[1].as_dict()["retrans"] and out[1].as_dict()["complete"]
-        assert g.counters.retrans == 1 and g.open_groups == 0
-
-
-def test_late_sock_send_goes_to_the_original_not_the_resend() -> None:
-    """The resend happens while sendmsg still runs: its sock_send hit belongs to the first
-    transmission, which is kept (not flushed) until it arrives."""
-    clk = Clock()
-    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
-    out: list[Record] = []
-    g.add(FLOW, 0, hit("ip_out", 2), out)
-    g.add(FLOW, 0, hit("dev_queue", 3), out)                  # dropped by the qdisc
-    g.add(FLOW, 0, hit("ip_out", 50), out)                    # resend
-    g.add(FLOW, 0, hit("dev_xmit", 51, ifindex=3), out)       # the resend left
-    g.mark_retrans(FLOW, 0, out)
-    assert [r.retrans for r in out] == [True]
-    g.add(FLOW, 0, hit("sock_send", 1, ifindex=0), out)       # sendmsg returns
-    assert len(out) == 2 and not out[1].retrans and not out[1].complete
-    assert [h.point for h in out[1].hits] == ["sock_send", "ip_out", "dev_queue"]
-    assert g.open_groups == 0
-
-
-def _forward(g: Grouper, out: list[Record], t: int) -> None:
+def _forward(g: Grouper, out: list[Record], t: int, resent: bool = False) -> None:
     """One copy of byte 0 passing the forwarder: in by ifindex 2, out by exit ifindex 3."""
-    for i, p in enumerate(("dev_rx", "ip_pre", "ip_post")):
-        g.add(FLOW, 0, hit(p, t + i, ifindex=2), out)
-    g.add(FLOW, 0, hit("dev_xmit", t + 3, ifindex=3), out)
+    add(g, out, ("dev_rx", "ip_pre"), t, ifindex=2, resent=resent)
+    add(g, out, ("ip_post", "dev_queue", "dev_xmit"), t + 2, ifindex=3, resent=resent)
 
 
-def test_forwarder_flags_a_second_copy_of_a_closed_byte() -> None:
-    """A forwarder closes a byte at its exit device and has no retransmit tracepoint: a
-    second copy of the same (flow, seq) shortly after is a resend, flagged (and dropped with
-    filter_retrans, counted) rather than a new unflagged record."""
+def test_forwarder_flags_marked_copies_it_never_saw_the_original_of() -> None:
+    """Downstream of the loss the forwarder only sees the resend: the sender's mark flags it
+    (a forwarder has no retransmit tracepoint); filter_retrans drops it, counted."""
+    for filt in (False, True):
+        clk = Clock()
+        g = Grouper("h2", filter_retrans=filt, exit_devices={(7, 3)}, clock=clk)
+        out: list[Record] = []
+        _forward(g, out, 10, resent=True)
+        assert g.counters.retrans == 1 and g.open_groups == 0
+        if filt:
+            assert out == [] and g.counters.retrans_dropped == 1
+        else:
+            assert [(r.retrans, r.complete) for r in out] == [(True, True)]
+
+
+def test_forwarder_flags_a_second_unmarked_copy_of_a_closed_byte() -> None:
+    """No mark: a second copy of the same (flow, seq) shortly after is a resend, flagged
+    (and dropped with filter_retrans, counted) rather than a new unflagged record."""
     for filt in (False, True):
         clk = Clock()
         g = Grouper("h2", filter_retrans=filt, exit_devices={(7, 3)}, clock=clk)
@@ -203,61 +254,116 @@ def test_udp_is_never_flagged_as_resent() -> None:
     assert [r.retrans for r in out] == [False, False]
 
 
-def _receive(g: Grouper, out: list[Record], t: int, tcp_rx: bool = True) -> None:
-    for i, p in enumerate(("dev_rx", "ip_pre", "ip_in", "tcp_rx")[:4 if tcp_rx else 3]):
-        g.add(FLOW, 0, hit(p, t + i), out)
-
-
-def test_receiver_duplicate_before_read_keeps_sock_recv_on_the_first_copy() -> None:
-    """Both copies arrive before the app reads the byte: the read (sock_recv) belongs to the
-    first copy's record, which completes; the duplicate is flagged (dropped when filtered)."""
-    for filt in (False, True):
+def test_overtaking_copies_are_never_mixed() -> None:
+    """The records that lacked their last RX points: a resend (here a spurious tail loss
+    probe) overtakes the original inside the receiving host. Before, the repeated dev_rx
+    closed the original there, unflagged and without its last points, and its remaining hits
+    went to the resend's record. With the sender's mark each copy keeps its own hits: the
+    copy that reached TCP first gets the read; the other is flagged and incomplete."""
+    for first in ("original", "resend"):
         clk = Clock()
-        g = Grouper("h1", filter_retrans=filt, clock=clk)
+        g = Grouper("h2", clock=clk)
         out: list[Record] = []
-        _receive(g, out, 10)
-        clk.now += 1_000_000
-        _receive(g, out, 1_000_010, tcp_rx=False)     # the duplicate (TCP discards it)
-        assert out == []
-        g.add(FLOW, 0, hit("sock_recv", 5_000_000, ifindex=0), out)
-        assert len(out) == 1 and out[0].complete and not out[0].retrans
-        assert [h.ts_ns for h in out[0].hits] == [10, 11, 12, 13, 5_000_000]
+        add(g, out, ("dev_rx", "ip_pre"), 10)                    # the original comes in
+        add(g, out, ("dev_rx", "ip_pre"), 20, resent=True)       # the resend overtakes
+        late, early = (True, False) if first == "original" else (False, True)
+        add(g, out, ("ip_in", "tcp_rx"), 30, resent=early)
+        add(g, out, ("ip_in", "tcp_rx"), 40, resent=late)
+        g.add(FLOW, 0, hit("sock_recv", 50), out)
         clk.now += 100_000_000
         g.expire(out)
         assert g.open_groups == 0 and g.counters.retrans == 1
-        if filt:
-            assert len(out) == 1 and g.counters.retrans_dropped == 1
-        else:
-            assert len(out) == 2 and out[1].retrans and not out[1].complete
-            assert [h.point for h in out[1].hits] == ["dev_rx", "ip_pre", "ip_in"]
+        if first == "original":      # a spurious resend: the original is a whole sample
+            assert [(r.retrans, r.complete) for r in out] == [(False, True), (True, False)]
+        else:                        # the resend delivered the byte: both flagged
+            assert sorted((r.retrans, r.complete) for r in out) == [(True, False), (True, True)]
+        for r in out:
+            assert points(r)[:4] == list(RX), points(r)       # each copy's own, in order
+        read = next(r for r in out if r.complete)
+        assert points(read)[-1] == "sock_recv" and read.retrans == (first == "resend")
 
 
 def test_receiver_duplicate_after_read_is_flagged_not_held() -> None:
-    """The app already read the byte: a later duplicate never gets a sock_recv; it is a
-    flagged resend (dropped with filter_retrans), not an unflagged incomplete record."""
+    """The app already read the byte: a later (unmarked) duplicate never gets a sock_recv;
+    it is a flagged resend (dropped with filter_retrans), not an unflagged incomplete record."""
     clk = Clock()
     g = Grouper("h1", filter_retrans=True, clock=clk)
     out: list[Record] = []
-    _receive(g, out, 10)
-    g.add(FLOW, 0, hit("sock_recv", 20, ifindex=0), out)
-    assert len(out) == 1 and out[0].complete
+    add(g, out, RX, 10)
+    g.add(FLOW, 0, hit("sock_recv", 20), out)
+    assert len(out) == 1 and out[0].complete and not out[0].retrans
     clk.now += 200_000_000
-    _receive(g, out, 200_000_000, tcp_rx=False)
+    add(g, out, RX[:3], 200_000_000)
     clk.now += 100_000_000                             # past linger, far below hold
     g.expire(out)
     assert len(out) == 1 and g.open_groups == 0
     assert g.counters.retrans == 1 and g.counters.retrans_dropped == 1
 
 
-def test_late_socket_point_after_close_is_not_a_resend() -> None:
+def test_one_agent_both_ends_waits_for_the_late_sock_send() -> None:
     """One agent covering both ends: the reader may read the byte before sendmsg returns.
-    The late sock_send is no second copy of the byte, so it is not flagged or dropped."""
+    The record waits for its sock_send (one record, whole); that is no second copy."""
     clk = Clock()
     g = Grouper("h1", filter_retrans=True, clock=clk)
     out: list[Record] = []
-    for i, p in enumerate(("ip_out", "dev_xmit", "dev_rx", "ip_in")):
-        g.add(FLOW, 0, hit(p, i), out)
-    g.add(FLOW, 0, hit("sock_recv", 9, ifindex=0), out)
-    g.add(FLOW, 0, hit("sock_send", 10, ifindex=0), out)
+    add(g, out, (*TX, "dev_xmit"), 0, ifindex=1)
+    add(g, out, RX, 10, ifindex=1)
+    g.add(FLOW, 0, hit("sock_recv", 19), out)
+    assert out == []
+    g.add(FLOW, 0, hit("sock_send", 20), out)
+    assert g.counters.retrans == 0 and len(out) == 1 and out[0].complete
+    assert points(out[0])[-1] == "sock_send" and len(out[0].hits) == 11
+
+
+def test_late_socket_hit_after_hold_is_dropped_and_counted() -> None:
+    """A byte waits up to hold for its read; published incomplete then. The read that comes
+    later is dropped and counted, never published as a one-point record."""
+    clk = Clock()
+    g = Grouper("h2", hold_ns=1_000_000_000, clock=clk)
+    out: list[Record] = []
+    add(g, out, RX, 10)
+    clk.now += 1_100_000_000
+    g.expire(out)
+    assert [(r.retrans, r.complete) for r in out] == [(False, False)]
+    clk.now += 3_000_000_000
+    g.expire(out)
+    g.add(FLOW, 0, hit("sock_recv", 4_000_000_000), out)
     g.flush_all(out)
-    assert g.counters.retrans == 0 and g.counters.retrans_dropped == 0 and len(out) == 2
+    assert len(out) == 1 and g.counters.late_socket == 1 and g.open_groups == 0
+
+
+def test_a_record_lacking_a_point_on_its_way_is_incomplete_and_counted() -> None:
+    """Every point for every byte: a record that reached its last point without a hit the
+    path implies (here dev_rx before ip_pre, and tcp_rx before the read) is not passed as
+    whole. Points that are not attached are not required."""
+    clk = Clock()
+    g = Grouper("h2", clock=clk)
+    out: list[Record] = []
+    for p in ("ip_pre", "ip_in", "sock_recv"):
+        g.add(FLOW, 0, hit(p, 1), out)
+    assert len(out) == 1 and not out[0].complete
+    assert g.counters.gaps == 1 and g.gap_points == {"dev_rx": 1, "tcp_rx": 1}
+    partial = Grouper("h2", clock=clk, points=frozenset({"ip_pre", "ip_in", "sock_recv"}))
+    for p in ("ip_pre", "ip_in", "sock_recv"):
+        partial.add(FLOW, 0, hit(p, 1), out)
+    assert out[1].complete and partial.counters.gaps == 0
+
+
+def test_a_byte_the_app_handed_over_waits_for_its_transmission() -> None:
+    """A full window keeps a byte in the sender's socket buffer past the hold: no other host
+    has seen it, so its record waits for the transmission (up to queued_ns) instead of
+    being published as a sock_send half now and the rest later."""
+    clk = Clock()
+    g = Grouper("h1", hold_ns=1_000_000_000, exit_devices={(7, 3)}, clock=clk)
+    out: list[Record] = []
+    g.add(FLOW, 0, hit("sock_send", 1), out)
+    clk.now += 5_000_000_000
+    g.expire(out)
+    assert out == [] and g.open_groups == 1
+    send(g, out, 5_000_000_000)
+    assert [(r.retrans, r.complete) for r in out] == [(False, True)]
+    assert points(out[0]) == ["sock_send", *TX, "dev_xmit"]
+    g.add(FLOW, 1, hit("sock_send", 1), out)
+    clk.now += 61_000_000_000
+    g.expire(out)
+    assert len(out) == 2 and not out[1].complete and g.open_groups == 0
