@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 from frames import udp_frame
-from sync_testnet import SyncNet
+from sync_testnet import PORT, SyncNet
 
 from latscope.bpf.clock import monotonic_ns
 from latscope.sync import wire
@@ -26,7 +26,6 @@ from latscope.sync.manager import Manager, Target
 pytestmark = pytest.mark.root
 
 KEY_PERIOD_S = 1.0   # this module's responders (and managers) rotate keys every second
-PORT = 51111
 
 
 def _id() -> int:
@@ -155,23 +154,6 @@ def test_forged_and_replayed_replies_move_no_clock(sync_net: SyncNet) -> None:
 
 # ---- probes the responder must not answer -------------------------------------------------
 
-def _exchange(sync_net: SyncNet, payload: bytes, src: str = "10.92.1.1",
-              dst: str = "10.92.1.2") -> bytes | None:
-    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    with sync_net.net.enter("mgr"):
-        s = socket.socket(fam, socket.SOCK_DGRAM)
-    try:
-        s.bind((src, 0))
-        s.settimeout(0.5)
-        s.sendto(payload, (dst, PORT))
-        try:
-            return s.recv(2048)
-        except TimeoutError:
-            return None
-    finally:
-        s.close()
-
-
 def _mac_of(netns: str, ifname: str) -> bytes:
     out = subprocess.run(["ip", "-n", netns, "-j", "link", "show", "dev", ifname],
                          capture_output=True, text=True, check=True).stdout
@@ -198,17 +180,17 @@ def test_probes_nobody_may_send_are_never_answered(sync_net: SyncNet) -> None:
 
     # Positive control: a fresh probe is answered with a reply that verifies.
     probe = wire.probe_payload(_id(), keys)
-    reply = _exchange(sync_net, probe)
+    reply = sync_net.exchange(probe)
     assert reply is not None and wire.mac_ok(wire.decode_probe(reply), keys)
 
-    assert _exchange(sync_net, probe) is None                                  # replayed
+    assert sync_net.exchange(probe) is None                                  # replayed
     e = keys.epoch()
-    assert _exchange(sync_net, wire.probe_payload(_id(), keys, e - 3)) is None  # expired key
-    assert _exchange(sync_net, wire.probe_payload(_id(), keys, e + 3)) is None  # future key
+    assert sync_net.exchange(wire.probe_payload(_id(), keys, e - 3)) is None  # expired key
+    assert sync_net.exchange(wire.probe_payload(_id(), keys, e + 3)) is None  # future key
     other = SyncKeys.generate(KEY_PERIOD_S)
-    assert _exchange(sync_net, wire.probe_payload(_id(), other)) is None        # wrong key
+    assert sync_net.exchange(wire.probe_payload(_id(), other)) is None        # wrong key
     v1 = wire.probe_payload(_id(), keys, version=1)                            # old protocol
-    assert _exchange(sync_net, v1) is None
+    assert sync_net.exchange(v1) is None
     # IPv6 from ::ffff:<manager's IPv4 address>, with a valid MAC: not the IPv4 manager.
     smac, dmac = _mac_of(net.ns_name("mgr"), net.ifname("mgr", "h1")), \
         _mac_of(net.ns_name("h1"), net.ifname("h1", "mgr"))
