@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from truth import CAP_NS
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 TOPOLOGY = Path(__file__).with_name("offsets.yaml")
@@ -29,10 +30,12 @@ def test_offsets_leave_the_wire_segment_in_place(stack, demo_runner, tmp_path) -
     without = demo_runner(free_path, duration=8)
     for s in (with_offsets, without):
         assert not s.get("missing"), s.get("missing")
+        assert s["counters"]["sync_unconverged"] == 0
         assert s["flows"][0]["samples"] >= 30
     w_off, w_free = wire(with_offsets), wire(without)
-    bound_us = sum(with_offsets["clock"][h]["bound_ns"] + without["clock"][h]["bound_ns"]
-                   for h in ("h1", "h2")) / 1000
+    # The runs' own bounds, capped: a sync claiming a loose bound still has to be right.
+    bound_us = min(sum(with_offsets["clock"][h]["bound_ns"] + without["clock"][h]["bound_ns"]
+                       for h in ("h1", "h2")), 2 * CAP_NS) / 1000
     assert abs(w_off["p50_us"] - w_free["p50_us"]) <= bound_us, (w_off, w_free, bound_us)
     # Uncorrected, the wire would be off by 10 ms: the correction did the work.
     assert abs(w_off["p50_us"]) < 1000

@@ -13,15 +13,9 @@ from latscope.sinks.report import make_report, query
 from latscope.sinks.settings import InfluxSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from truth import load, true_end_to_end, true_point
+from truth import CAP_NS, load, true_end_to_end, true_point
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
-# Absolute cap on any tolerance taken from the system's own error bound: with it, a run whose
-# bounds grew loose (a bad sync claims a wide bound) still has to be right to this. The
-# design's sync target is p99 <= 5 µs per host, so two hosts' errors stay within 10 µs.
-# Measured here (default topology, 4 runs, 2-core box shared with other suites): end-to-end
-# error against the injected clocks median 0.7-3.7 µs, max 5.5 µs; bounds median 11-32 µs.
-CAP_NS = 10_000
 # A same-host segment does not depend on the sync's offset, only on its drift estimate:
 # measured <= 0.8 ppm off (a 201 ms receive-socket wait 159 ns), allowed 2 ppm, plus rounding.
 DRIFT_PPM = 2.0
