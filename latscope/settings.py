@@ -222,6 +222,8 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
             kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
             skip_hooks=skip_hooks(args.skip_hook),
+            metrics_port=(args.metrics_port if args.metrics_port is not None
+                          else cfg.agent.metrics_port),
             **({"topic": args.topic} if args.topic else {}))
     except ValueError as e:
         raise UserError(f"--hold-ms / agent.hold_ms: {e}") from None

@@ -70,6 +70,7 @@ class AgentSettings:
     # Hook candidates forced off (odd kernels, tests): a hook name, one of its parts
     # (tp_btf/net_dev_queue) or a kind (tp_btf); the next candidate serves (schemas/points.py).
     skip_hooks: tuple[str, ...] = ()
+    metrics_port: int | None = None   # Prometheus text endpoint (none: not served)
 
     def __post_init__(self) -> None:
         if self.hold_ms is not None and not 0 < self.hold_ms <= self.max_hold_ms:

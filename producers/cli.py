@@ -19,10 +19,6 @@ SKIP_HOOK_HELP = ("force a hook candidate off, so the next one serves its point 
                   "(tp_btf, raw_tp, fentry, kprobe)")
 
 
-def _config_metrics_port(args: argparse.Namespace) -> int | None:
-    return settings.config(args.config).agent.metrics_port
-
-
 class StatusFile:
     """The agent's status JSON, replaced atomically. A write that fails (a full or read-only
     filesystem) is counted and logged once per distinct error; the agent goes on."""
@@ -68,8 +64,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     _log.info("agent %s ready: %s; netns %s; sampling every %d bytes; topic %s", s.host,
               ", ".join(attached), ", ".join(n or "(own)" for n in s.netns),
               effective_size(s.sample_size), s.topic)
-    port = args.metrics_port if args.metrics_port is not None else _config_metrics_port(args)
-    server = metrics.serve(port, agent.status) if port else None
+    server = metrics.serve(s.metrics_port, agent.status) if s.metrics_port else None
     status_file = StatusFile(Path(args.status_file)) if args.status_file else None
     ticker = None
     if status_file or args.duration:
