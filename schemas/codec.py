@@ -39,6 +39,11 @@ class TruncatedRecord(DecodeError):
     """The body ended before the record did, or bytes follow it."""
 
 
+class UnknownSymbol(TruncatedRecord):
+    """The body reads an enum or union index past the schema's: a point a newer agent
+    knows, or a body cut or garbled where an index was read."""
+
+
 def _load(paths: Iterable[Path]) -> dict[str, dict]:
     """Parse .avsc files (shared named types first) into fastavro schemas by full name."""
     named: dict[str, Any] = {}
@@ -100,7 +105,9 @@ class Codec:
         body = io.BytesIO(data[HEADER_LEN:])
         try:
             record = schemaless_reader(body, writer, self.current[name])
-        except (EOFError, IndexError, UnicodeDecodeError, ValueError, TypeError) as e:
+        except IndexError:   # fastavro indexes enum symbols and union branches by it
+            raise UnknownSymbol(f"{name}: an enum or union index beyond the schema's") from None
+        except (EOFError, UnicodeDecodeError, ValueError, TypeError) as e:
             raise TruncatedRecord(f"{name}: body does not decode: {e!r}") from None
         if body.tell() != len(data) - HEADER_LEN:
             raise TruncatedRecord(f"{name}: {len(data) - HEADER_LEN - body.tell()} bytes follow")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # Re-exported for the stages that name points through records: the table is the source.
 from latscope.schemas.points import LAYERS as LAYERS
 from latscope.schemas.points import POINTS as POINTS
@@ -17,6 +19,9 @@ TOPIC_DEAD_LETTER = "latscope.dead-letter"
 # the join's window runs on arrival, so on the broker's clock, not on each agent's.
 LAYER_EVENTS_PARTITIONS = 4
 LAYER_EVENTS_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+# A host's name as every stage takes it (RFC 1123 letters, digits, '-', plus '.' and '_'
+# of FQDNs and config names); the lab's topology names are a subset.
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 # Keyed by host: compaction keeps every host's current model for a reader that starts late.
 CLOCK_CONFIG = {"cleanup.policy": "compact"}
 # Every LatScope topic as {name: (partitions, config)}: whoever creates them (the stage that

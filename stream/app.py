@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
 from faust.types import TP
 
-from latscope import kafka
+from latscope import kafka, log
 from latscope.schemas.records import LAYER_EVENTS_CONFIG
 from latscope.stream.changes import Record
 from latscope.stream.outputs import Outputs
@@ -31,6 +32,8 @@ from latscope.stream.settings import StreamSettings
 from latscope.stream.sink import StatsSink
 
 COUNTERS_EVERY_S = 5.0   # the worker's counters to the sink
+
+_log = log.get("stream")
 
 
 class _TableRows(Mapping[str, dict]):
@@ -103,6 +106,8 @@ class Worker:
                                  clock_rows=_StoreRows(self.clock_models))
         self._read_to: dict[int, int] = {}   # layer-events partition -> last offset read
         self._counters_written = 0.0
+        # Failures outside any one record (bugs): counted, and the worker goes on.
+        self.failures: Counter[str] = Counter()
         self._closed = False
         app.sensors.add(_CommitBarrier(self))
         self._declare_agents()
@@ -117,8 +122,13 @@ class Worker:
         @app.agent(self.layer_topic, name="join_layer_events")
         async def join_layer_events(stream: faust.StreamT) -> None:
             async for events in stream.noack_take(s.batch_max, within=s.batch_within_s):
-                self.pipeline.on_batch([(e.message.partition, e.message.key, e.value,
-                                         e.message.timestamp) for e in events])
+                items = [(e.message.partition, e.message.key, e.value, e.message.timestamp)
+                         for e in events]
+                try:
+                    self.pipeline.on_batch(items)
+                except Exception:   # a bug, not a record: counted, logged; the worker goes on
+                    self.failures["batch_failed"] += 1
+                    _log.exception("a batch of %d messages failed", len(items))
                 for e in events:     # in offset order within each partition
                     self._read_to[e.message.partition] = e.message.offset
                 self.outputs.hold(stream, events)
@@ -129,12 +139,20 @@ class Worker:
         async def clock_models(stream: faust.StreamT) -> None:
             manual = stream.noack()
             async for event in manual.events():
-                self.pipeline.on_clock(event.message.key, event.value)
+                try:
+                    self.pipeline.on_clock(event.message.key, event.value)
+                except Exception:
+                    self.failures["clock_failed"] += 1
+                    _log.exception("a clock record failed")
                 self.outputs.hold(manual, [event])   # a dead letter may have come of it
 
         @app.timer(s.tick_s, name="close_due")
         async def close_due() -> None:
-            self.tick(time.time())
+            try:
+                self.tick(time.time())
+            except Exception:   # the next tick tries again; a dead timer would close nothing
+                self.failures["tick_failed"] += 1
+                _log.exception("closing due samples and windows failed")
 
         @app.on_before_shutdown.connect
         async def flush_outputs(app: faust.App, **kwargs: object) -> None:
@@ -179,6 +197,7 @@ class Worker:
         out = self.pipeline.all_counters()
         out.update(self.outputs.counters.as_dict())
         out.update(self.outputs.gauges())
+        out.update(self.failures)
         if self.sink is not None:
             out.update({f"influx_{k}": v for k, v in self.sink.counters.as_dict().items()})
         return out

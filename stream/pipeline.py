@@ -14,6 +14,7 @@ outputs' business (stream/outputs.py), not the pipeline's.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +23,7 @@ from latscope import log
 from latscope.bpf.clock import monotonic_ns
 from latscope.schemas import codec
 from latscope.stats.sketch import Sketch
+from latscope.stream import door
 from latscope.stream.breakdown_avro import encode_breakdown
 from latscope.stream.changes import TableChanges
 from latscope.stream.flows import FlowResolver
@@ -60,7 +62,7 @@ def window_json(win: dict) -> dict:
 class Counters:
     messages: int = 0         # Kafka messages read from the layer-events topic
     records: int = 0          # LayerEvents in them (an agent batches a flow's records)
-    dead_lettered: int = 0    # undecodable messages
+    dead_lettered: int = 0    # records refused at the door, samples whose breakdown failed
     clock_models: int = 0
     clock_models_held: int = 0   # a much looser new model ignored for a recent tight one
     published: int = 0        # breakdowns written to the breakdowns topic
@@ -87,6 +89,7 @@ class Pipeline:
         self.joiner = Joiner(s.join, self.resolver.path)
         self.windows = Windows(s.windows)
         self.counters = Counters()
+        self.dead_reasons: Counter[str] = Counter()   # dead letters per reason
         self.changes = TableChanges(tables, {STATS: window_json})
         self.out = out
         self.sink = sink
@@ -114,7 +117,11 @@ class Pipeline:
         try:
             _, model = codec.decode(value, expect="ClockModel")
         except codec.DecodeError as e:
-            self._dead_letter(key, value, e, self.settings.clock_topic)
+            self._dead_letter(key, value, door.decode_reason(e), str(e), self.settings.clock_topic)
+            return
+        bad = door.clock_problem(model)
+        if bad:
+            self._dead_letter(key, value, *bad, self.settings.clock_topic)
             return
         self.counters.clock_models += 1
         old = self.clock_models.get(model["host"])
@@ -136,10 +143,16 @@ class Pipeline:
             try:
                 events = decode_layer_events(value)
             except codec.DecodeError as e:
-                self._dead_letter(key, value, e, self.settings.layer_topic)
+                self._dead_letter(key, value, door.decode_reason(e), str(e),
+                                  self.settings.layer_topic)
                 continue
             self.counters.records += len(events)
-            decoded.extend((partition, ts, ev) for ev in events)
+            for ev in events:
+                bad = door.event_problem(ev)
+                if bad is None:
+                    decoded.append((partition, ts, ev))
+                else:
+                    self._dead_letter(key, _encoded(ev, value), *bad, self.settings.layer_topic)
             # Join and emit in chunks: records decoded long before they are used fall out
             # of the CPU caches (~10 µs a sample in 2000-message batches of agent batches).
             if len(decoded) >= chunk:
@@ -185,6 +198,7 @@ class Pipeline:
         out = self.counters.as_dict()
         out.update({f"join_{k}": v for k, v in self.joiner.counters.as_dict().items()})
         out.update({f"window_{k}": v for k, v in self.windows.counters.as_dict().items()})
+        out.update({f"dead_lettered_{k}": v for k, v in self.dead_reasons.items()})
         out["pending"] = len(self.pending)
         out["open_windows"] = len(self.stats)
         return out
@@ -204,8 +218,13 @@ class Pipeline:
         c = self.counters
         for state in done:
             events = state["ev"]
-            info = self.resolver.resolve(events[0]["flow"], events[0]["flow_id"])
-            bd = breakdown(events, clocks, path=info.path)
+            try:
+                info = self.resolver.resolve(events[0]["flow"], events[0]["flow_id"])
+                bd = breakdown(events, clocks, path=info.path)
+            except Exception as e:   # this sample's own fault (its records, a clock): only it goes
+                self._dead_letter(events[0]["flow_id"].encode(), _encoded_batch(events),
+                                  "breakdown_failed", repr(e)[:300], self.settings.layer_topic)
+                continue
             c.published += 1
             if bd["complete"]:
                 c.complete += 1
@@ -229,9 +248,28 @@ class Pipeline:
             total = self.totals[tkey] = Sketch(accuracy=sketch.accuracy)
         total.merge(sketch)
 
-    def _dead_letter(self, key: bytes | None, value: bytes | None, err: Exception,
+    def _dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str,
                      source: str) -> None:
+        """To the dead-letter topic, headers ``reason`` (counted as dead_lettered_<reason>),
+        ``error`` (what was wrong) and ``source`` (the topic it came from)."""
         self.counters.dead_lettered += 1
-        _log.debug("dead-lettered a record from %s: %s", source, err)
+        self.dead_reasons[reason] += 1
+        _log.debug("dead-lettered a record from %s (%s): %s", source, reason, detail)
         self.out.publish(self.settings.dead_letter_topic, key, value,
-                         {"error": str(err).encode(), "source": source.encode()})
+                         {"reason": reason.encode(), "error": detail.encode(errors="replace"),
+                          "source": source.encode()})
+
+
+def _encoded(ev: dict, message: bytes) -> bytes:
+    """A refused record alone, as a LayerEvent; the message it came in when it cannot be."""
+    try:
+        return codec.encode("LayerEvent", ev)
+    except Exception:   # a value the schema cannot hold: the original bytes say it all
+        return message
+
+
+def _encoded_batch(events: Sequence[dict]) -> bytes | None:
+    try:
+        return codec.encode("LayerEventBatch", {"events": list(events)})
+    except Exception:
+        return None
