@@ -15,12 +15,22 @@ Measurements (all durations in ns):
 * ``latscope_stream`` — the worker's counters, tag ``worker``.
 
 Same series + same timestamp overwrite in InfluxDB, so replays after a restart are
-idempotent. This module builds the lines (by hand: influxdb-client's Point is several times
+idempotent.
+
+Names (measurement, tag keys and values, field keys) are escaped for line protocol: comma,
+'=' and space with a backslash, which InfluxDB takes off again. Line protocol cannot carry a
+newline or carriage return in a name at all, nor a backslash before a separator (it would
+escape the separator), so those are written as backslash-n, backslash-r and two
+backslashes (backslash-x5c for a name's last character) and stored so: ``unescape_name``
+gives the name back. Names without them (all LatScope makes itself) are stored as they are.
+
+This module builds the lines (by hand: influxdb-client's Point is several times
 slower per sample); ``sinks/influx_writer.py`` sends them, batched and retried.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from operator import itemgetter
 
@@ -33,13 +43,30 @@ M_SAMPLE = "latscope_sample"
 M_STREAM = "latscope_stream"
 STAT_FIELDS = ("count", "mean", "p50", "p90", "p99", "max")
 
-_TAG_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
-_STR_ESC = str.maketrans({'"': r"\"", "\\": "\\\\"})
+_NAME_ESC = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\",
+                           "\n": "\\n", "\r": "\\r"})
+_UNESCAPE = {"\\": "\\", "n": "\n", "r": "\r", "x5c": "\\"}
+_STORED_ESCAPE = re.compile(r"\\(x5c|[\\nr])")
+
+
+def escape_name(name: object) -> str:
+    """A measurement, tag key or value, or field key as line protocol takes it."""
+    name = str(name)
+    out = name.translate(_NAME_ESC)
+    if name.endswith("\\"):   # its two-backslash form would escape the separator after it
+        out = out[:-2] + "\\x5c"
+    return out
+
+
+def unescape_name(stored: str) -> str:
+    """A name as InfluxDB stores it (escape_name, less the separators' escapes) -> the
+    name that was written."""
+    return _STORED_ESCAPE.sub(lambda m: _UNESCAPE[m.group(1)], stored)
 
 
 def _tags(tags: Mapping[str, str]) -> str:
     # Empty tag values are not allowed by line protocol: an absent device is no tag.
-    return "".join(f",{k}={str(v).translate(_TAG_ESC)}" for k, v in sorted(tags.items()) if v)
+    return "".join(f",{escape_name(k)}={escape_name(v)}" for k, v in sorted(tags.items()) if v)
 
 
 def _stats_fields(stats: Mapping[str, float]) -> str:
@@ -118,9 +145,9 @@ def _sample_shape(key: tuple[tuple[str, str, str], ...]) -> _Shape:
     layers: dict[str, list[int]] = {}
     names = []
     for i, (frm, to, layer) in enumerate(key):
-        names.append("," + f"{frm}→{to}".translate(_TAG_ESC) + "=")
+        names.append("," + escape_name(f"{frm}→{to}") + "=")
         layers.setdefault(layer, []).append(i)
-    names += [f",layer_{k}=" for k in layers]
+    names += [f",{escape_name('layer_' + k)}=" for k in layers]
     fmt = "".join(n.replace("%", "%%") + "%di" for n in names)
     ordinal = {k: j for j, k in enumerate(layers)}
     c_names, layer_of = None, b""
@@ -142,5 +169,5 @@ _CACHE_MAX = 50_000
 
 def counters_line(worker: str, counters: Mapping[str, int], now_ns: int,
                   extra: Mapping[str, str] = {}) -> str:
-    fields = ",".join(f"{k}={int(v)}i" for k, v in sorted(counters.items()))
+    fields = ",".join(f"{escape_name(k)}={int(v)}i" for k, v in sorted(counters.items()))
     return f"{M_STREAM}{_tags({'worker': worker, **extra})} {fields} {now_ns}"

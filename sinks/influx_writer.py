@@ -41,6 +41,7 @@ class SinkCounters:
     lines_written: int = 0
     lines_failed: int = 0
     windows_failed: int = 0    # window statistics among lines_failed: those windows are lost
+    lines_refused: int = 0     # lines InfluxDB refused alone (among lines_failed)
     batches_retried: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -53,6 +54,18 @@ def delete_run(settings: InfluxSettings, run: str) -> None:
     with InfluxDBClient(url=settings.url, token=settings.token, org=settings.org) as client:
         client.delete_api().delete("1970-01-01T00:00:00Z", "2100-01-01T00:00:00Z",
                                    f'run="{run}"', bucket=settings.bucket, org=settings.org)
+
+
+_WRITTEN, _REFUSED, _FAILED = "written", "refused", "failed"
+# What InfluxDB answers to a batch with a line it cannot take (400: does not parse, or a
+# field type conflict; 413: too large; 422: outside the retention): halved until found.
+_BAD_REQUEST = frozenset({400, 413, 422})
+
+
+def _status(e: Exception) -> int | None:
+    if isinstance(e, InfluxDBError) and e.response is not None:
+        return getattr(e.response, "status", None)
+    return None
 
 
 def _retryable(e: Exception) -> bool:
@@ -165,28 +178,20 @@ class InfluxSink:
                 return
 
     def _send(self, chunks: list[_Chunk]) -> None:
-        s = self.settings
         body = "\n".join(c.text for c in chunks)
         n = sum(c.lines for c in chunks)
-        delay, started, attempt = s.retry_interval_s, time.monotonic(), 0
-        while True:
-            try:
-                self._api.write(bucket=s.bucket, org=s.org, record=body, write_precision="ns")
-                break
-            except Exception as e:   # any failure: retried or counted below
-                attempt += 1
-                if (not _retryable(e) or attempt > s.max_retries
-                        or time.monotonic() - started + delay > s.max_retry_time_s):
-                    with self._cond:
-                        self.counters.lines_failed += n
-                        self.counters.windows_failed += sum(c.windows for c in chunks)
-                    _log.error("InfluxDB write of %d lines failed after %d attempt(s): %s",
-                               n, attempt, e)
-                    return
-                self.counters.batches_retried += 1
-                _log.warning("InfluxDB write failed, retrying in %.1f s: %s", delay, e)
-                time.sleep(delay)
-                delay = min(delay * 2, s.max_retry_delay_s)
+        outcome = self._post(body, n)
+        if outcome == _REFUSED:   # a line InfluxDB cannot take: find it, write the rest
+            lines = [(line, c.windows > 0) for c in chunks for line in c.text.split("\n")]
+            self._bisect(lines)
+        elif outcome == _FAILED:
+            with self._cond:
+                self.counters.lines_failed += n
+                self.counters.windows_failed += sum(c.windows for c in chunks)
+            return
+        else:
+            with self._cond:
+                self.counters.lines_written += n
         now = time.time_ns()
         fresh = Sketch()
         fresh.add_all(now - t for c in chunks for t in c.sample_ns)
@@ -195,5 +200,46 @@ class InfluxSink:
             total = Sketch.from_dict(self.freshness.to_dict())
             total.merge(fresh)
             self.freshness = total
-        with self._cond:
-            self.counters.lines_written += n
+
+    def _post(self, body: str, n: int) -> str:
+        """One request, retried while retrying can help: _WRITTEN, _REFUSED (InfluxDB
+        refuses what it was sent: a bad line) or _FAILED (given up, logged)."""
+        s = self.settings
+        delay, started, attempt = s.retry_interval_s, time.monotonic(), 0
+        while True:
+            try:
+                self._api.write(bucket=s.bucket, org=s.org, record=body, write_precision="ns")
+                return _WRITTEN
+            except Exception as e:   # any failure: retried, bisected or counted by the caller
+                if _status(e) in _BAD_REQUEST:
+                    return _REFUSED
+                attempt += 1
+                if (not _retryable(e) or attempt > s.max_retries
+                        or time.monotonic() - started + delay > s.max_retry_time_s):
+                    _log.error("InfluxDB write of %d lines failed after %d attempt(s): %s",
+                               n, attempt, e)
+                    return _FAILED
+                self.counters.batches_retried += 1
+                _log.warning("InfluxDB write failed, retrying in %.1f s: %s", delay, e)
+                time.sleep(delay)
+                delay = min(delay * 2, s.max_retry_delay_s)
+
+    def _bisect(self, lines: list[tuple[str, bool]]) -> None:
+        """Write ``lines`` (line, is a window's), halving what InfluxDB refuses down to the
+        lines it refuses alone: only those are counted failed (``lines_refused`` too)."""
+        todo = [lines]
+        while todo:
+            part = todo.pop()
+            outcome = self._post("\n".join(line for line, _ in part), len(part))
+            if outcome == _REFUSED and len(part) > 1:
+                todo += [part[len(part) // 2:], part[:len(part) // 2]]
+                continue
+            with self._cond:
+                if outcome == _WRITTEN:
+                    self.counters.lines_written += len(part)
+                    continue
+                self.counters.lines_failed += len(part)
+                self.counters.windows_failed += sum(w for _, w in part)
+                if outcome == _REFUSED:
+                    self.counters.lines_refused += 1
+                    _log.error("InfluxDB refused a line: %.300r", part[0][0])

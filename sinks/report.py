@@ -18,7 +18,7 @@ from typing import Any
 
 from influxdb_client import InfluxDBClient
 
-from latscope.sinks.influx import M_SAMPLE, M_SEGMENT
+from latscope.sinks.influx import M_SAMPLE, M_SEGMENT, unescape_name
 from latscope.sinks.settings import InfluxSettings
 
 DURATION_RE = re.compile(r"^([0-9]+(ns|us|ms|s|m|h|d|w))+$")
@@ -83,7 +83,7 @@ def make_report(settings: InfluxSettings, out: Path, since: str = "10m",
     count: dict[tuple[str, str], float] = defaultdict(float)
     layer: dict[tuple[str, str], str] = {}
     for r in seg:
-        k = (r["flow"], r["segment"])
+        k = (unescape_name(r["flow"]), unescape_name(r["segment"]))
         layer[k] = r["layer"]
         if r["_field"] == "p50":
             p50[k].append(r["_value"])
@@ -127,7 +127,8 @@ def make_report(settings: InfluxSettings, out: Path, since: str = "10m",
     lay_rows = layer_rows(settings, since, run)
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in lay_rows:
-        per[r["flow"]][r["_field"].removeprefix("layer_")].append(r["_value"] / 1000)
+        per[unescape_name(r["flow"])][r["_field"].removeprefix("layer_")].append(
+            r["_value"] / 1000)
     cdf_flows = sorted(per) or flows
     fig, axes = plt.subplots(len(cdf_flows), 1, figsize=(9, 3 * len(cdf_flows)), squeeze=False)
     for ax, flow in zip(axes[:, 0], cdf_flows, strict=True):
