@@ -251,7 +251,7 @@ def test_sample_line_odd_values_by_definition() -> None:
         f"layer_socket={I64 + 1}i,layer_wire=0i 9")
     assert both_paths(ODD["names with % , = space"], wall_ns=9) == (
         head + "seq=1i,end_to_end=5i,a%s→b\\,c=1i,b\\,c→d\\=e=2i,d\\=e→f\\ g=3i,"
-        "layer_s%d=4i,layer_w,x=2i 9")
+        "layer_s%d=4i,layer_w\\,x=2i 9")
     assert both_paths(ODD["non-ASCII names"], wall_ns=9) == (
         head + "seq=1i,end_to_end=5i,ä→→=1i,→→😀=2i,😀→z=3i,layer_é=1i,layer_wire=2i,"
         "layer_😀=3i 9")
