@@ -19,6 +19,7 @@ _CACHE_MAX = 100_000   # flow ids remembered; cleared (not grown) past this
 class FlowInfo:
     name: str
     path: tuple[str, ...] | None
+    declared: bool = True   # a topology flow; else named by its flow id (one per connection)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class FlowResolver:
             dst_host = self.addr_host.get(flow["dst"])
             info = self.flows.get((flow["proto"], dst_host or "", flow["dport"]))
             if info is None:
-                info = FlowInfo(fid, None)
+                info = FlowInfo(fid, None, declared=False)
             if len(self._cache) > _CACHE_MAX:   # flows come and go (new source ports)
                 self._cache.clear()
             self._cache[fid] = info

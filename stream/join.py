@@ -21,10 +21,16 @@ can drive it without a broker.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
+
+# Closed sample keys remembered for stragglers: at most this many (the oldest forgotten
+# first, counted), whatever the window.
+CLOSED_MAX = 200_000
 
 # state dict keys (short: they go to the changelog for every unmatched sample)
 #   k: sample key   p: partition   t: arrival time (Kafka timestamp) of the first record
@@ -70,6 +76,8 @@ class JoinCounters:
     joined: int = 0          # samples closed (ready or by window)
     by_window: int = 0       # of which closed by the window, not by all hosts reporting
     late: int = 0            # records for an already closed sample, dropped
+    evicted: int = 0         # closed early: more samples pending than the bound
+    closed_forgotten: int = 0   # closed keys forgotten before their window passed (bound)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -155,11 +163,25 @@ class Joiner:
         self._forget(now)
         return done
 
+    def evict_oldest(self, table: Mapping[str, dict], keep: int, now: float) -> list[dict]:
+        """More samples pending than the bound: the earliest arrivals close now, down to
+        ``keep``; the caller deletes them from the table."""
+        done: list[dict] = []
+        excess = len(table) - keep
+        if excess > 0:
+            for state in heapq.nsmallest(excess, table.values(), key=itemgetter("t")):
+                self._close(state, now, done, by_window=True)
+            self.counters.evicted += len(done)
+        return done
+
     def _close(self, state: dict, now: float, done: list[dict], *, by_window: bool) -> None:
         self.counters.joined += 1
         self.counters.by_window += by_window
         self._closed.add(state["k"])
         self._closed_at.append((now, state["k"]))
+        if len(self._closed_at) > CLOSED_MAX:
+            self._closed.discard(self._closed_at.popleft()[1])
+            self.counters.closed_forgotten += 1
         done.append(state)
 
     def _forget(self, now: float) -> None:

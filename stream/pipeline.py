@@ -13,6 +13,7 @@ outputs' business (stream/outputs.py), not the pipeline's.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -24,6 +25,7 @@ from latscope.bpf.clock import monotonic_ns
 from latscope.schemas import codec
 from latscope.stats.sketch import Sketch
 from latscope.stream import door
+from latscope.stream.bounded import FlowTags, LruMap
 from latscope.stream.breakdown_avro import encode_breakdown
 from latscope.stream.changes import TableChanges
 from latscope.stream.flows import FlowResolver
@@ -95,9 +97,12 @@ class Pipeline:
         self.sink = sink
         self.clock_models: MutableMapping[str, dict] = {} if clock_models is None else clock_models
         self._clock_rows = self.clock_models if clock_rows is None else clock_rows
-        self.totals: dict[tuple, Sketch] = {}   # closed windows merged, per stat series
-        self.last_closed: dict[str, dict] = {}  # newest closed window per stat series
+        # closed windows merged, and the newest closed window, per stat series
+        self.totals: LruMap[tuple, Sketch] = LruMap(s.max_series)
+        self.last_closed: LruMap[str, dict] = LruMap(s.max_series)
+        self.flow_tags = FlowTags(s.flow_tags_per_pair, s.flow_tag_idle_s)
         self._wall_offset_ns = time.time_ns() - monotonic_ns()
+        self.windows_evicted = 0   # open windows closed early: more than the bound
 
     @property
     def pending(self) -> dict:
@@ -123,8 +128,13 @@ class Pipeline:
         if bad:
             self._dead_letter(key, value, *bad, self.settings.clock_topic)
             return
-        self.counters.clock_models += 1
         old = self.clock_models.get(model["host"])
+        if old is None and len(self.clock_models) >= self.settings.max_clock_hosts:
+            self._dead_letter(key, value, "too_many_hosts",
+                              f"{len(self.clock_models)} hosts have clock models already",
+                              self.settings.clock_topic)
+            return
+        self.counters.clock_models += 1
         if old is not None and keep_tighter(old, model, self.settings.clock_hold_s):
             self.counters.clock_models_held += 1
             return
@@ -170,9 +180,12 @@ class Pipeline:
         self.changes.apply(PENDING, {st["k"]: (st["p"], None) for st in done})
         self._emit(done)
         self._fold()
+        self._close_windows(self.windows.due(self.stats, now))
+
+    def _close_windows(self, due: Sequence[tuple[str, dict]]) -> None:
         closed: list[Window] = []
         gone: dict[str, tuple[int, None]] = {}
-        for key, win in self.windows.due(self.stats, now):
+        for key, win in due:
             sketch = Sketch.of(win["s"])
             self._add_total(win["tags"], sketch)
             closed.append((win["tags"], sketch, win["w"], win.get("pos", 0)))
@@ -201,13 +214,23 @@ class Pipeline:
         out.update({f"dead_lettered_{k}": v for k, v in self.dead_reasons.items()})
         out["pending"] = len(self.pending)
         out["open_windows"] = len(self.stats)
+        out["windows_evicted"] = self.windows_evicted
+        out["series_evicted"] = self.totals.evicted + self.last_closed.evicted
+        out["flow_tags_other"] = self.flow_tags.aggregated
+        out["flow_tags_evicted"] = self.flow_tags.evicted + self.flow_tags.pairs_evicted
         return out
 
     # -- helpers --------------------------------------------------------------------------
     def _join(self, decoded: list[tuple[int, float, dict]]) -> None:
-        done, writes = self.joiner.process(decoded, self.pending, time.time())
+        now = time.time()
+        done, writes = self.joiner.process(decoded, self.pending, now)
         self.changes.apply(PENDING, writes)
         self._emit(done)
+        bound = self.settings.max_pending
+        if len(self.pending) > bound:   # evicted down to 90 %: not again every batch
+            done = self.joiner.evict_oldest(self.pending, bound * 9 // 10, now)
+            self.changes.apply(PENDING, {st["k"]: (st["p"], None) for st in done})
+            self._emit(done)
 
     def _emit(self, done: list[dict]) -> None:
         if not done:
@@ -216,6 +239,7 @@ class Pipeline:
         publish, topic = self.out.publish, self.settings.breakdown_topic
         folded: list[Sample] = []
         c = self.counters
+        tag, now = self.flow_tags.tag, time.monotonic()
         for state in done:
             events = state["ev"]
             try:
@@ -231,14 +255,23 @@ class Pipeline:
             else:
                 c.incomplete += 1
             publish(topic, bd["flow_id"].encode(), encode_breakdown(bd))
-            folded.append((state["p"], bd, info.name, bd["ts_ns"] + self._wall_offset_ns))
+            name = info.name if info.declared else tag(bd["src_host"], bd["dst_host"],
+                                                        info.name, now)
+            folded.append((state["p"], bd, name, bd["ts_ns"] + self._wall_offset_ns))
         self.windows.collect(folded)   # flushed into the window table per batch: _fold
         if self.sink is not None and self.settings.raw_samples:
             self.sink.write_samples(folded)
 
     def _fold(self) -> None:
-        """The samples emitted since the last call into the open windows' sketches."""
+        """The samples emitted since the last call into the open windows' sketches; past
+        the bound, the earliest windows close now (down to 90 %)."""
         self.changes.apply(STATS, self.windows.flush(self.stats))
+        bound = self.settings.max_open_windows
+        if len(self.stats) > bound:
+            due = heapq.nsmallest(len(self.stats) - bound * 9 // 10, self.stats.items(),
+                                  key=lambda kv: kv[1]["w"])
+            self.windows_evicted += len(due)
+            self._close_windows(due)
 
     def _add_total(self, tags: Mapping[str, str], sketch: Sketch) -> None:
         """Whole-run statistics: the closed windows merged (cheaper than per sample)."""

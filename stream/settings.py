@@ -49,6 +49,16 @@ class StreamSettings:
     # Commit intervals whose outputs may await acknowledgement before a barrier waits for
     # the oldest (backpressure: a slow sink slows the worker instead of piling up input).
     barrier_max_behind: int = 3
+    # Bounds on what grows with flows and series (stream/bounded.py): past them the oldest
+    # pending samples and open windows close early, the least recently closed series'
+    # totals are forgotten, and undeclared flows past per_pair a host pair are tagged
+    # "other"; every one counted.
+    max_pending: int = 500_000
+    max_open_windows: int = 200_000
+    max_series: int = 20_000
+    max_clock_hosts: int = 4096    # a model for one more host is dead-lettered
+    flow_tags_per_pair: int = 64
+    flow_tag_idle_s: float = 300.0
 
     @property
     def state_dir(self) -> Path:
