@@ -100,7 +100,8 @@ def faust_options(ks: KafkaSettings | str) -> dict[str, Any]:
 
 
 class Aborted(RuntimeError):
-    """The local queue stayed full until the caller's abort event was set (not queued)."""
+    """The local queue stayed full until the caller's abort event was set or its deadline
+    passed (not queued)."""
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -113,10 +114,12 @@ def partition_of(key: bytes, partitions: int) -> int:
 def produce(producer: Producer, topic: str, value: bytes | None, *, key: bytes | None = None,
             partition: int | None = None, headers: dict[str, bytes] | None = None,
             on_delivery: Callable[[KafkaError | None, object], None] | None = None,
-            abort: threading.Event | None = None, wait_s: float = 0.05) -> int:
+            abort: threading.Event | None = None, deadline: float | None = None,
+            wait_s: float = 0.05) -> int:
     """Queue one message. A full local queue (BufferError) is waited out by serving delivery
-    reports, never by dropping; returns how many times it waited. With ``abort`` (shutdown
-    with the broker gone) raises Aborted once that is set, so the caller counts a failure."""
+    reports, never by dropping; returns how many times it waited. Raises Aborted (not
+    queued: the caller counts it) once ``abort`` is set (shutdown with the broker gone) or
+    the ``deadline`` (time.monotonic()) has passed with the queue still full."""
     waits = 0
     kwargs: dict = {"key": key, "headers": headers}
     if partition is not None:
@@ -128,8 +131,11 @@ def produce(producer: Producer, topic: str, value: bytes | None, *, key: bytes |
             producer.produce(topic, value=value, **kwargs)
             return waits
         except BufferError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Aborted(f"{topic}: local queue still full at the deadline") from None
             waits += 1
-            producer.poll(wait_s)
+            left = wait_s if deadline is None else min(wait_s, deadline - time.monotonic())
+            producer.poll(max(left, 0.0))
             if abort is not None and abort.is_set():
                 raise Aborted(f"{topic}: local queue full at shutdown") from None
 

@@ -21,7 +21,9 @@ Kafka outputs are flushed at the barrier, not per batch: librdkafka has been sen
 along, while flushing per batch left the worker idle waiting for acks (and Faust's own
 producer awaits one message at a time). The sink is not waited for: its writer sends all
 along, so an epoch normally settles at the next barrier. Waits block the event loop at
-most ``wait_s``; what is unacknowledged by then keeps its offsets and changelog records
+most ``wait_s``, and once Kafka has missed that deadline barriers only look until it
+acknowledges again (an outage costs one wait, not one per commit); a full local queue is
+waited for at most ``wait_s`` too. What is unacknowledged keeps its offsets and changelog records
 where they were (``commits_held_back``). The barrier waits for the sink only when
 draining (rebalance, shutdown) or when more than ``max_behind`` epochs are unsettled: a
 slow sink then slows the worker down rather than letting input pile up.
@@ -51,7 +53,7 @@ Held = tuple[Any, Sequence[Any]]
 class OutputCounters:
     publish_failed: int = 0      # delivery reports with an error (after librdkafka's retries)
     commits: int = 0             # barriers run
-    commits_held_back: int = 0   # barriers that waited wait_s and left outputs unacknowledged
+    commits_held_back: int = 0   # barriers that left outputs unacknowledged (waited wait_s once)
     changelog_records: int = 0   # sent, settled
 
     def as_dict(self) -> dict[str, int]:
@@ -93,12 +95,26 @@ class Outputs:
         self._epochs: deque[_Epoch] = deque()
         self._seq = 0                # epochs sealed
         self._kafka_through = 0      # every epoch up to this one has its Kafka outputs acked
+        # Kafka did not acknowledge by a deadline: barriers look without waiting until it
+        # does again, so an outage blocks the event loop once, not at every commit.
+        self._stalled = False
         self._closed = False
 
     # -- while processing -------------------------------------------------------------------
     def publish(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: dict[str, bytes] | None = None) -> None:
-        kafka.produce(self.producer, topic, value, key=key, headers=headers)
+        """Queue one output. A full local queue is waited for at most ``wait_s``, and not
+        at all while Kafka is not acknowledging: the record is then counted failed."""
+        wait = 0.0 if self._stalled else self.wait_s
+        try:
+            kafka.produce(self.producer, topic, value, key=key, headers=headers,
+                          deadline=time.monotonic() + wait)
+        except kafka.Aborted as e:
+            self.counters.publish_failed += 1
+            if not self._stalled:
+                _log.error("Kafka outputs not acknowledged, queue full: %s", e)
+            self._stalled = True
+            return
         self._unflushed += 1
 
     def poll(self) -> None:
@@ -143,14 +159,21 @@ class Outputs:
             self._held = []
 
     def _flush(self, deadline: float) -> bool:
-        """Wait until every Kafka output so far is acknowledged, up to the deadline."""
+        """Wait until every Kafka output so far is acknowledged, up to the deadline (not at
+        all while Kafka is stalled)."""
         if self._unflushed:
+            if self._stalled:
+                deadline = time.monotonic()
             while (left := self.producer.flush(max(0.0, min(5.0, deadline - time.monotonic())))):
                 if time.monotonic() >= deadline:
-                    _log.warning("Kafka has not acknowledged %d records: offsets held back", left)
+                    if not self._stalled:
+                        _log.warning("Kafka has not acknowledged %d records: offsets held "
+                                     "back, commits no longer wait for it", left)
+                    self._stalled = True
                     return False
                 _log.warning("still waiting for Kafka to acknowledge %d records", left)
             self._unflushed = 0
+        self._stalled = False
         self._kafka_through = self._seq
         return True
 

@@ -75,9 +75,9 @@ def cmd_manager(args: argparse.Namespace) -> int:
                    for host, st in mgr.hosts.items()}
         out = {"hosts": summary, "kernel": mgr.counters(), "unmatched": mgr.unmatched}
         if pub is not None:
-            left = pub.flush()
+            pub.close()
             out["kafka"] = {"produced": pub.produced, "delivered": pub.delivered,
-                            "failed": pub.failed, "undelivered": left}
+                            "failed": pub.failed, "undelivered": pub.undelivered}
     finally:
         mgr.close()
     if args.json:

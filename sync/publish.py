@@ -59,21 +59,34 @@ def model_record(manager: str, host: str, m: Model, updated_unix_ms: int | None 
 
 @dataclass
 class ClockPublisher:
-    """Sinks for Manager(on_sample=..., on_model=...); delivery outcomes are counted."""
+    """Sinks for Manager(on_sample=..., on_model=...); delivery outcomes are counted.
+
+    With the broker gone nothing here blocks for long: a record waits for room in the local
+    queue at most ``produce_wait_s``, Kafka gets ``delivery_timeout_s`` to take it, and
+    ``flush``/``close`` wait at most their timeout. What never reached Kafka is counted
+    (``failed``: refused, timed out or not queued; ``undelivered``: still queued at close)."""
 
     kafka: kafka.KafkaSettings | str
     manager: str = "manager"
     models_topic: str = TOPIC_CLOCK
     samples_topic: str = TOPIC_CLOCK_SAMPLES
     publish_samples: bool = True
+    produce_wait_s: float = 1.0
+    # A clock model is worth publishing while it is fresh: older ones are superseded anyway.
+    delivery_timeout_s: float = 30.0
+    queue_max: int = 100_000
     produced: int = 0
     delivered: int = 0
     failed: int = 0
+    undelivered: int = 0
 
     def __post_init__(self) -> None:
         ensure_topics(self.kafka, self.models_topic, self.samples_topic)
         self._producer = kafka.producer(self.kafka, **{
-            "enable.idempotence": True, "compression.type": "zstd", "linger.ms": 20})
+            "enable.idempotence": True, "compression.type": "zstd", "linger.ms": 20,
+            "message.timeout.ms": int(self.delivery_timeout_s * 1000),
+            "queue.buffering.max.messages": self.queue_max})
+        self._closed = False
 
     def _delivered(self, err: KafkaError | None, _msg: object) -> None:
         if err is None:
@@ -83,7 +96,17 @@ class ClockPublisher:
             _log.warning("clock record not delivered: %s", err)
 
     def _produce(self, topic: str, key: str, value: bytes) -> None:
-        kafka.produce(self._producer, topic, value, key=key.encode(), on_delivery=self._delivered)
+        if self._closed:
+            self.failed += 1
+            return
+        try:
+            kafka.produce(self._producer, topic, value, key=key.encode(),
+                          on_delivery=self._delivered,
+                          deadline=time.monotonic() + self.produce_wait_s)
+        except kafka.Aborted as e:
+            self.failed += 1
+            _log.warning("clock record not queued: %s", e)
+            return
         self.produced += 1
         self._producer.poll(0)
 
@@ -97,5 +120,17 @@ class ClockPublisher:
                       codec.encode("ClockModel", model_record(self.manager, host, m)))
 
     def flush(self, timeout: float = 10.0) -> int:
-        """Wait for outstanding deliveries; returns how many are still undelivered."""
-        return self._producer.flush(timeout)
+        """Wait at most ``timeout`` for outstanding deliveries; how many are still queued."""
+        return self._producer.flush(timeout) if not self._closed else 0
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush within ``timeout``, then count what is still queued as ``undelivered`` and
+        take no more records; returns that count."""
+        if self._closed:
+            return self.undelivered
+        left = self.flush(timeout)
+        self._closed = True
+        self.undelivered = left
+        if left:
+            _log.error("%d clock records not delivered to Kafka by the deadline", left)
+        return left

@@ -86,7 +86,8 @@ def test_100k_flows_keep_every_structure_bounded() -> None:
     p.on_tick(time.time() + 5)
     c = p.all_counters()
     grown = _peak_rss_mb() - before
-
+    print(f"peak RSS +{grown:.0f} MB, counters {c}")
+    assert grown < RSS_LIMIT_MB, f"peak RSS grew {grown:.0f} MB"
     assert c["records"] == 2 * FLOWS and c["published"] == FLOWS
     assert peak["pending"] <= s.max_pending and peak["stats"] <= s.max_open_windows
     assert len(p.totals) <= s.max_series and len(p.last_closed) <= s.max_series
@@ -103,5 +104,3 @@ def test_100k_flows_keep_every_structure_bounded() -> None:
     assert len(p.resolver._cache) <= 100_001
     assert len(segments._SHAPES) <= segments._CACHE_MAX + 1
     assert len(influx._SAMPLE_HEADS) <= influx._CACHE_MAX + 1
-    assert grown < RSS_LIMIT_MB, f"peak RSS grew {grown:.0f} MB"
-    print(f"peak RSS +{grown:.0f} MB, counters {c}")
