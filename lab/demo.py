@@ -58,11 +58,43 @@ class DemoOptions:
     monitor: Callable[[Any], contextlib.AbstractContextManager[Any]] | None = None
     run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
     progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
+    # A latscope.yaml / conf directory whose kafka (and influxdb) every component uses;
+    # None: the local stack's (each part as its own principal when the stack is secure).
+    config: Path | None = None
 
     def topic(self, standard: str) -> str:
         if self.topic_prefix is None:
             return standard
         return f"{self.topic_prefix}.{standard.removeprefix('latscope.')}"
+
+
+@dataclass(frozen=True)
+class DemoKafka:
+    """Each component's Kafka client settings, resolved from a config as every command's
+    are, and how the worker process is given them."""
+
+    agent: kafka.KafkaSettings
+    sync: kafka.KafkaSettings
+    worker: kafka.KafkaSettings
+    worker_args: tuple[str, ...]
+
+
+def demo_kafka(bootstrap: str, client_configs: dict[str, str], config: Path | None) -> DemoKafka:
+    """``config`` for every component; else a secure local stack's client config per
+    principal (agent, sync, worker: the ACLs allow each only its own part); else the plain
+    local stack at ``bootstrap``."""
+    from latscope import settings
+
+    if config is not None:
+        ks = settings.kafka(settings.config(config))
+        return DemoKafka(ks, ks, ks, ("--config", str(config)))
+    if client_configs:
+        by = {p: settings.kafka(settings.config(client_configs[p]))
+              for p in ("agent", "sync", "worker")}
+        return DemoKafka(by["agent"], by["sync"], by["worker"],
+                         ("--config", client_configs["worker"]))
+    ks = kafka.KafkaSettings(bootstrap)
+    return DemoKafka(ks, ks, ks, ("--bootstrap", bootstrap))
 
 
 @dataclass
@@ -165,7 +197,7 @@ class Pipeline:
     opts: DemoOptions
     topology: Any
     net: Any
-    bootstrap: str
+    kafka: DemoKafka
     worker: Any
     sync: Any
     agents: _Agents
@@ -217,6 +249,9 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
             raise RuntimeError("the local stack is not running (latscope stack up)")
         say("starting the local stack (Kafka, InfluxDB)…")
         info = stack.up(stack.StackSettings.from_env())
+    ks = demo_kafka(info.kafka_bootstrap, info.client_configs, opts.config)
+    # The worker's app id under the prefix a secure stack's ACLs give the worker principal.
+    app_id = f"latscope-stream-{opts.run_id}"
     missing: dict[str, str] = {}
     run_dir = cache_dir() / "demo" / opts.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +267,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
 
         say("starting the stream worker…")
         worker = WorkerProcess(
-            ["--bootstrap", info.kafka_bootstrap, "--app-id", f"latscope-{opts.run_id}",
+            [*ks.worker_args, "--app-id", app_id,
              "--data-dir", str(run_dir / "stream"), "--topology", str(opts.topology),
              "--interval", str(opts.interval_s), "--latest", "--influx-tag", f"run={opts.run_id}",
              "--layer-topic", t(TOPIC_LAYER_EVENTS), "--clock-topic", t(TOPIC_CLOCK),
@@ -240,20 +275,17 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
              "--dead-letter-topic", t(TOPIC_DEAD_LETTER)],
             opts.web_port, run_dir / "worker.log")
         # LIFO: the worker stops first, then its per-run internal topics go.
-        es.callback(_delete_internal_topics, info.kafka_bootstrap, f"latscope-{opts.run_id}-")
+        es.callback(_delete_internal_topics, ks.worker, f"{app_id}-")
         es.callback(worker.stop)
         worker.start()
         worker.wait_ready()
 
-        sync, unsynced = _start_sync(net, info.kafka_bootstrap, topo.manager.name, opts,
-                                     missing, say)
+        sync, unsynced = _start_sync(net, ks.sync, topo.manager.name, opts, missing, say)
         if sync is not None:
             es.callback(sync.close)
-        agents = _start_agents(net, topo, info.kafka_bootstrap, t(TOPIC_LAYER_EVENTS),
-                               missing, say)
+        agents = _start_agents(net, topo, ks.agent, t(TOPIC_LAYER_EVENTS), missing, say)
         es.callback(agents.close)
-        yield Pipeline(opts, topo, net, info.kafka_bootstrap, worker, sync, agents, missing,
-                       unsynced)
+        yield Pipeline(opts, topo, net, ks, worker, sync, agents, missing, unsynced)
 
 
 def run_demo(opts: DemoOptions) -> dict:
@@ -279,15 +311,15 @@ def run_demo(opts: DemoOptions) -> dict:
         return p.finish(elapsed, results)
 
 
-def _delete_internal_topics(bootstrap: str, prefix: str) -> None:
+def _delete_internal_topics(ks: kafka.KafkaSettings, prefix: str) -> None:
     """The run's Faust changelog/assignor topics: state of a worker that is gone."""
     try:
-        kafka.delete_topics_with_prefix(bootstrap, prefix)
+        kafka.delete_topics_with_prefix(ks, prefix)
     except Exception as e:   # leftovers are harmless: say so, do not fail the run
         _log.warning("could not delete the run's internal topics %s*: %s", prefix, e)
 
 
-def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
+def _start_sync(net: Any, ks: kafka.KafkaSettings, manager: str, opts: DemoOptions,
                 missing: dict[str, str], say: Callable[[str], None]) -> tuple[Any, list[str]]:
     """Start the topology's clock sync and wait for it to converge; returns the sync (None
     when not available) and the hosts whose model did not converge. A run whose clocks never
@@ -299,7 +331,7 @@ def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
         missing["sync"] = f"not available: {type(e).__name__}: {e}"
         return None, sorted(net.topology.sync_targets())
     say("starting clock sync (XDP responders, manager)…")
-    pub = ClockPublisher(bootstrap, manager=manager, models_topic=opts.topic(TOPIC_CLOCK),
+    pub = ClockPublisher(ks, manager=manager, models_topic=opts.topic(TOPIC_CLOCK),
                          samples_topic=opts.topic(TOPIC_CLOCK_SAMPLES))
     sync = TopologySync(net, interval_s=opts.sync_interval_s, on_sample=pub.sample,
                         on_model=pub.model).start()
@@ -326,7 +358,8 @@ def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
     return sync, sorted(left)
 
 
-def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict[str, str],
+def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topic: str,
+                  missing: dict[str, str],
                   say: Callable[[str], None]) -> _Agents:
     out = _Agents()
     try:
@@ -340,7 +373,7 @@ def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict
         s = AgentSettings(host=h, netns=[net.ns_name(h)], clock=net.clock(h),
                           sample_size=topo.sampling.size, ports=list(topo.sampling.ports),
                           filter_retrans=bool(topo.sampling.filter_retrans),
-                          kafka=kafka.KafkaSettings(bootstrap), topic=topic)
+                          kafka=ks, topic=topic)
         agent = Agent(s)
         try:
             agent.start()

@@ -26,7 +26,8 @@ def demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(topology=topology, duration_s=args.duration, prefix=args.prefix,
                        web_port=args.web_port, interval_s=args.interval,
                        start_stack=not args.no_stack_start, progress=progress,
-                       topic_prefix=args.topic_prefix)
+                       topic_prefix=args.topic_prefix,
+                       config=Path(args.config) if args.config else None)
     summary = run_demo(opts)
     if args.json:
         out = Path(args.json)
@@ -52,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="statistics window, s")
     p.add_argument("--topic-prefix", help="use PREFIX.layer-events, PREFIX.clock, ... instead "
                                           "of the standard latscope.* topics")
+    p.add_argument("--config", help="conf directory or latscope.yaml whose kafka and influxdb "
+                                    "every component uses (default: the local stack's; a "
+                                    "secure stack's client config per component)")
     p.add_argument("--no-stack-start", action="store_true",
                    help="fail instead of starting the local stack when it is down")
     p.set_defaults(func=demo)
