@@ -11,9 +11,10 @@ from latscope import kafka
 
 
 def produce(ks: kafka.KafkaSettings | str, topic: str,
-            items: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]]) -> int:
-    """Publish (key, value) pairs, or (key, value, partition) triples; BufferError is handled
-    by polling, never by dropping."""
+            items: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]],
+            timeout: float = 60.0) -> int:
+    """Publish (key, value) pairs, or (key, value, partition) triples, all delivered within
+    ``timeout`` or RuntimeError; BufferError is handled by polling, never by dropping."""
     p = kafka.producer(ks, **{"linger.ms": 20, "enable.idempotence": True,
                               "compression.type": "lz4"})
     failed: list = []
@@ -23,12 +24,17 @@ def produce(ks: kafka.KafkaSettings | str, topic: str,
             failed.append(err)
 
     n = 0
+    deadline = time.monotonic() + timeout
     for key, value, *partition in items:
-        kafka.produce(p, topic, value, key=key, partition=partition[0] if partition else None,
-                      on_delivery=report)
+        try:
+            kafka.produce(p, topic, value, key=key,
+                          partition=partition[0] if partition else None,
+                          on_delivery=report, deadline=deadline)
+        except kafka.Aborted as e:
+            raise RuntimeError(f"{topic}: {n} records queued, then {e}") from None
         n += 1
         p.poll(0)
-    left = p.flush(60)
+    left = p.flush(max(deadline - time.monotonic(), 0.0))
     if left or failed:
         raise RuntimeError(f"{topic}: {left} records undelivered, {len(failed)} failed: "
                            f"{failed[:3]}")
