@@ -35,6 +35,9 @@ from latscope.stream.windows import TAGS, Windows
 _log = log.get("stream")
 
 PENDING, STATS = "pending", "stats"   # the tables' names (Faust's too)
+# Statistics of resent bytes' samples go to a flow of their own, this suffix on the name: a
+# resend's delay (loss recovery) is not the flow's latency.
+RESENT = "+resent"
 
 
 class Publisher(Protocol):
@@ -67,6 +70,9 @@ class Counters:
     complete: int = 0
     incomplete: int = 0
     dropped_revoked: int = 0  # pending entries of partitions this worker no longer owns
+    resent: int = 0           # breakdowns of resent bytes (flagged; statistics kept apart)
+    resent_dropped: int = 0   # of which dropped, not published (filter_retrans)
+    paths_learned: int = 0    # flow paths learned (or grown) from closed samples
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -84,7 +90,7 @@ class Pipeline:
         self.settings = s = settings
         self.resolver = s.flows or FlowResolver()
         self.manager = s.manager or self.resolver.manager
-        self.joiner = Joiner(s.join, self.resolver.path)
+        self.joiner = Joiner(s.join, self.resolver.path, self.resolver.late)
         self.windows = Windows(s.windows)
         self.counters = Counters()
         self.changes = TableChanges(tables, {STATS: window_json})
@@ -151,7 +157,8 @@ class Pipeline:
 
     def on_tick(self, now: float, backlogged: set[int] | frozenset[int] = frozenset()) -> None:
         """Close what is due: samples whose join window passed (``backlogged``: partitions
-        with records not read yet, whose samples wait), then windows."""
+        with records not read yet, whose samples wait), then the windows the event-time
+        watermark has passed."""
         self.joiner.backlogged = set(backlogged)
         done = self.joiner.expire(self.pending, now)
         self.changes.apply(PENDING, {st["k"]: (st["p"], None) for st in done})
@@ -159,7 +166,7 @@ class Pipeline:
         self._fold()
         closed: list[Window] = []
         gone: dict[str, tuple[int, None]] = {}
-        for key, win in self.windows.due(self.stats, now):
+        for key, win in self.windows.due(self.stats, self.joiner.event_watermark(now)):
             sketch = Sketch.of(win["s"])
             self._add_total(win["tags"], sketch)
             closed.append((win["tags"], sketch, win["w"], win.get("pos", 0)))
@@ -175,6 +182,7 @@ class Pipeline:
         """Forget pending samples and windows of partitions another worker now owns."""
         if not owned:
             return
+        self.joiner.keep_partitions(owned)
         for name in (PENDING, STATS):
             stale = [k for k, v in self.changes.tables[name].items() if v["p"] not in owned]
             self.changes.forget(name, stale)
@@ -202,17 +210,27 @@ class Pipeline:
         publish, topic = self.out.publish, self.settings.breakdown_topic
         folded: list[Sample] = []
         c = self.counters
+        resolver, drop_resent = self.resolver, self.settings.filter_retrans
         for state in done:
             events = state["ev"]
-            info = self.resolver.resolve(events[0]["flow"], events[0]["flow_id"])
-            bd = breakdown(events, clocks, path=info.path)
+            info = resolver.resolve(events[0]["flow"], events[0]["flow_id"])
+            bd = breakdown(events, clocks, path=info.hosts())
+            name = info.name
+            if info.route is not None and resolver.learn(info, bd):
+                c.paths_learned += 1
+            if bd["retrans"]:
+                c.resent += 1
+                if drop_resent:
+                    c.resent_dropped += 1
+                    continue
+                name += RESENT
             c.published += 1
             if bd["complete"]:
                 c.complete += 1
             else:
                 c.incomplete += 1
             publish(topic, bd["flow_id"].encode(), encode_breakdown(bd))
-            folded.append((state["p"], bd, info.name, bd["ts_ns"] + self._wall_offset_ns))
+            folded.append((state["p"], bd, name, bd["ts_ns"] + self._wall_offset_ns))
         self.windows.collect(folded)   # flushed into the window table per batch: _fold
         if self.sink is not None and self.settings.raw_samples:
             self.sink.write_samples(folded)

@@ -40,6 +40,9 @@ class StreamSettings:
     flows: FlowResolver | None = None   # a topology's flows (latscope.settings.flow_resolver)
     manager: str | None = None
     raw_samples: bool = True       # a sink, when there is one, gets every sample too
+    # sampling.filter_retrans, as the agents read it: breakdowns of resent bytes are dropped
+    # (counted), else published flagged, their statistics apart (pipeline.RESENT)
+    filter_retrans: bool = True
     from_beginning: bool = True
     clock_hold_s: float = 30.0
     default_partitions: int = LAYER_EVENTS_PARTITIONS
