@@ -75,7 +75,10 @@ class Worker:
             consumer_auto_offset_reset="earliest" if s.from_beginning else "latest",
             producer_linger_ms=20, producer_compression_type="lz4",
             stream_buffer_maxsize=max(4096, 2 * s.batch_max),
-            broker_commit_every=10_000, broker_commit_interval=1.0,
+            broker_commit_every=10_000, broker_commit_interval=s.commit_interval_s,
+            **({} if s.session_timeout_s is None else {
+                "broker_session_timeout": s.session_timeout_s,
+                "broker_heartbeat_interval": s.session_timeout_s / 4}),
             autodiscover=False, table_cleanup_interval=30.0)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw"}

@@ -31,6 +31,7 @@ def settings_from(args: argparse.Namespace, config: object | None = None) -> obj
         # join window; the lateness is the slack beyond it.
         windows=WindowPolicy(interval, args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
+        commit_interval_s=args.commit_interval, session_timeout_s=args.session_timeout,
         flows=settings.flow_resolver(args.topology) if args.topology else None,
         manager=args.manager, raw_samples=not args.no_raw_samples,
         filter_retrans=settings.filter_retrans(args.filter_retrans, args.topology, config),
@@ -86,6 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "sampling.filter_retrans, else 1)")
     w.add_argument("--batch", type=int, default=2000, help="records per take() batch")
     w.add_argument("--within", type=float, default=0.1, help="take() timeout, s")
+    w.add_argument("--commit-interval", type=float, default=1.0,
+                   help="how often the offsets of what is done are committed, s (default 1)")
+    w.add_argument("--session-timeout", type=float,
+                   help="how long the group waits for a silent worker before its partitions "
+                        "move, s (default: Faust's; at least the broker's minimum, 6)")
     w.add_argument("--no-influx", action="store_true", help="do not write to InfluxDB")
     w.add_argument("--influx-tag", action="append", metavar="KEY=VALUE",
                    help="tag every InfluxDB point (e.g. run=demo-1); repeatable")

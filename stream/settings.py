@@ -52,6 +52,10 @@ class StreamSettings:
     # Commit intervals whose outputs may await acknowledgement before a barrier waits for
     # the oldest (backpressure: a slow sink slows the worker instead of piling up input).
     barrier_max_behind: int = 3
+    # How often Faust commits the offsets of what is done, s; how long a dead worker's
+    # partitions wait before the group hands them on (None: Faust's default).
+    commit_interval_s: float = 1.0
+    session_timeout_s: float | None = None
 
     @property
     def state_dir(self) -> Path:

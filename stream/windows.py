@@ -14,6 +14,7 @@ Like the join, this is plain data: the caller keeps the open windows in a Faust 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
@@ -195,7 +196,9 @@ class Windows:
 
     def due(self, table: Mapping[str, dict], watermark_s: float) -> list[tuple[str, dict]]:
         """Windows to emit and delete at this event-time watermark (wall s); advances the
-        late horizon."""
+        late horizon. -inf (a partition not read yet, with records waiting): none."""
+        if not math.isfinite(watermark_s):
+            return []
         out = [(k, v) for k, v in list(table.items())
                if self.policy.is_due(v["w"], watermark_s)]
         horizon = self.policy.start_of(int(watermark_s * 1e9 - self.policy.lateness_s * 1e9))
