@@ -181,6 +181,16 @@ class Joiner:
         self._forget(now)
         return done
 
+    def close_ready(self, table: Mapping[str, dict], now: float) -> list[dict]:
+        """Pending samples whose every host has reported, now that a path is known they
+        were waiting for without one (the caller deletes them from the table)."""
+        done: list[dict] = []
+        path_of = self.path_of
+        for state in list(table.values()):
+            if is_ready(state, path_of(state["ev"][0])):
+                self._close(state, now, done, by_window=False)
+        return done
+
     def event_watermark(self, now: float) -> float:
         """Wall time (s) no sample still to close on this worker's partitions began before,
         as of the last ``expire``: per partition, the oldest open sample's first arrival or

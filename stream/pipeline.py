@@ -203,6 +203,12 @@ class Pipeline:
         self.changes.apply(PENDING, writes)
         self._emit(done)
 
+    def _close_learned(self) -> None:
+        """A path was learned: the samples that waited for it with every host in close."""
+        done = self.joiner.close_ready(self.pending, time.time())
+        self.changes.apply(PENDING, {st["k"]: (st["p"], None) for st in done})
+        self._emit(done)
+
     def _emit(self, done: list[dict]) -> None:
         if not done:
             return
@@ -211,6 +217,7 @@ class Pipeline:
         folded: list[Sample] = []
         c = self.counters
         resolver, drop_resent = self.resolver, self.settings.filter_retrans
+        learned = False
         for state in done:
             events = state["ev"]
             info = resolver.resolve(events[0]["flow"], events[0]["flow_id"])
@@ -218,6 +225,7 @@ class Pipeline:
             name = info.name
             if info.route is not None and resolver.learn(info, bd):
                 c.paths_learned += 1
+                learned = True
             if bd["retrans"]:
                 c.resent += 1
                 if drop_resent:
@@ -234,6 +242,8 @@ class Pipeline:
         self.windows.collect(folded)   # flushed into the window table per batch: _fold
         if self.sink is not None and self.settings.raw_samples:
             self.sink.write_samples(folded)
+        if learned:
+            self._close_learned()
 
     def _fold(self) -> None:
         """The samples emitted since the last call into the open windows' sketches."""
