@@ -10,7 +10,8 @@ port). Three sources, in order:
 - what the records say: the hosts of a complete, unflagged sample of the same address pair
   that closed with every host it had (by the join window, the first time), in path order.
   A path grows when a later sample shows a host it lacks (a late record, a route change);
-  until a pair has one, its samples close by the join window.
+  until a pair has one, its samples close by the join window. Learned paths live in the
+  worker's memory: a worker that takes over learns them again.
 
 The topology's tables come from the settings resolver (``latscope.settings.flow_resolver``);
 the stream never reads a topology itself.

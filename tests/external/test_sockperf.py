@@ -21,21 +21,19 @@ What can be held to what (sockperf_run has the arithmetic):
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import PREFIX
-from sockperf_run import Comparison, Scenario, breakdowns, compare, run_sockperf
-
-from latscope import kafka
-from latscope.lab.demo import DemoOptions, pipeline
-from latscope.procs import free_port
-from latscope.sinks.influx_writer import delete_run
-from latscope.sinks.settings import InfluxSettings
+from sockperf_run import (
+    Comparison,
+    Scenario,
+    complete_by_flow,
+    influx_counts_when,
+    session,
+    statistics_counts,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -60,41 +58,12 @@ SOCKPERF_SHARE = (
 
 @pytest.fixture(scope="module")
 def run(stack, tools, sweep, tmp_path_factory) -> Iterator[dict]:
-    """One pipeline, the scenarios one after the other (setup is most of the runtime).
-    The run's topics go afterwards: five per run would pile up on the shared broker."""
-    out = tmp_path_factory.mktemp("sockperf")
-    tag = uuid.uuid4().hex[:8]
-    opts = DemoOptions(topology=TOPOLOGY, prefix=PREFIX, topic_prefix=f"lsxs-{tag}",
-                       web_port=free_port(), start_stack=False, run_id=f"lsxs-{tag}")
-    try:
-        started = time.monotonic()
-        with pipeline(opts) as p:
-            assert not p.missing, p.missing
-            reports = {sc.name: run_sockperf(p, sc, out, DURATION_S[sc.name])
-                       for sc in SCENARIOS}
-            summary = p.finish(time.monotonic() - started)
-            flows_view = p.worker.flows()
-        assert not summary.get("missing"), summary.get("missing")
-        bds = breakdowns(stack.kafka_bootstrap, summary)
-        comps = {sc.name: compare(bds, sc, reports[sc.name]) for sc in SCENARIOS}
-        figures = {n: c.figures() for n, c in comps.items()}
-        figures |= {"clock": summary["clock"], "counters": summary["counters"],
-                    "statistics": {f["flow"]: f.get("end_to_end", {}).get("total", {}).get("count")
-                                   for f in flows_view.get("flows", [])}}
-        (out / "figures.json").write_text(json.dumps(figures, indent=1))
-        print(f"\nsockperf agreement ({out}):\n{json.dumps(figures, indent=1)}")
-        eph_rev = [b for b in bds if b["flow"]["sport"] == EPH.port]
-        influx = InfluxSettings(stack.influx_url, stack.influx_org, stack.influx_bucket,
-                                stack.influx_token)
-        yield {"summary": summary, "comparisons": comps, "figures": figures,
-               "eph_rev": {b["flow_id"] for b in eph_rev},
-               "eph_rev_complete": sum(b["complete"] for b in eph_rev),
-               "breakdowns": bds, "flows_view": flows_view,
-               "influx": influx, "run_id": opts.run_id}
-    finally:
-        kafka.delete_topics_with_prefix(stack.kafka_bootstrap, f"{opts.topic_prefix}.")
-        delete_run(InfluxSettings(stack.influx_url, stack.influx_org, stack.influx_bucket,
-                                  stack.influx_token), opts.run_id)
+    """One pipeline, the scenarios one after the other (setup is most of the runtime)."""
+    with session(stack, tmp_path_factory.mktemp("sockperf"), TOPOLOGY, PREFIX,
+                 {sc: DURATION_S[sc.name] for sc in SCENARIOS}) as got:
+        eph_rev = [b for b in got["breakdowns"] if b["flow"]["sport"] == EPH.port]
+        yield got | {"eph_rev": {b["flow_id"] for b in eph_rev},
+                     "eph_rev_complete": sum(b["complete"] for b in eph_rev)}
 
 
 @pytest.fixture(params=[IDLE.name, LOAD.name])
@@ -181,14 +150,6 @@ FLOW_NAMES = {sc.port: f"ping-{sc.name}" for sc in (IDLE, LOAD, EPH)} | {
     sc.client_port: f"pong-{sc.name}" for sc in (IDLE, LOAD) if sc.client_port}
 
 
-def complete_by_flow(bds: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for b in bds:
-        if b["complete"] and not b["retrans"]:
-            out[_name(b)] = out.get(_name(b), 0) + 1
-    return out
-
-
 @pytest.mark.parametrize("sc", [UNDECL_IDLE, UNDECL_LOAD], ids=lambda sc: sc.name)
 def test_undeclared_flows_close_on_their_path_both_directions(run, sc: Scenario) -> None:
     """Neither direction is a topology flow (idle, and under iperf3): both close as soon as
@@ -213,9 +174,8 @@ def test_no_sample_late_for_the_statistics(run) -> None:
 def test_every_complete_sample_in_the_worker_statistics(run) -> None:
     """/latscope/flows: each flow's end-to-end count over all closed windows is the number
     of its complete samples on the breakdowns topic, undeclared flows included."""
-    want = complete_by_flow(run["breakdowns"])
-    got = {f["flow"]: f.get("end_to_end", {}).get("total", {}).get("count", 0)
-           for f in run["flows_view"].get("flows", [])}
+    want = complete_by_flow(run["breakdowns"], _name)
+    got = statistics_counts(run["flows_view"])
     assert {k: got.get(k, 0) for k in want} == want
     undeclared = [k for k in want if k not in FLOW_NAMES.values()]
     assert len(undeclared) >= 5, undeclared    # eph's reply, both undecl-* directions
@@ -223,24 +183,5 @@ def test_every_complete_sample_in_the_worker_statistics(run) -> None:
 
 def test_every_complete_sample_in_influxdb(run) -> None:
     """The same counts in InfluxDB (latscope_flow, field count, summed over the windows)."""
-    want = complete_by_flow(run["breakdowns"])
-    got: dict[str, int] = {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        got = influx_counts(run["influx"], run["run_id"])
-        if got == want:
-            break
-        time.sleep(1)   # polling InfluxDB's answer, not waiting for it to happen
-    assert got == want
-
-
-def influx_counts(influx: InfluxSettings, run_id: str) -> dict[str, int]:
-    from influxdb_client import InfluxDBClient
-
-    flux = f'''from(bucket: "{influx.bucket}") |> range(start: -2h)
-      |> filter(fn: (r) => r._measurement == "latscope_flow" and r.run == "{run_id}"
-                           and r._field == "count")
-      |> group(columns: ["flow"]) |> sum()'''
-    with InfluxDBClient(url=influx.url, token=influx.token, org=influx.org) as client:
-        return {rec.values["flow"]: int(rec.get_value())
-                for t in client.query_api().query(flux) for rec in t.records}
+    want = complete_by_flow(run["breakdowns"], _name)
+    assert influx_counts_when(run["influx"], run["run_id"], want) == want
