@@ -179,6 +179,7 @@ class Joiner:
                 oldest[state["p"]] = state["t"]
         self._oldest = oldest
         self._forget(now)
+        done.sort(key=lambda st: st["t"])   # the oldest first: it may teach the others a path
         return done
 
     def close_ready(self, table: Mapping[str, dict], now: float) -> list[dict]:
@@ -211,9 +212,20 @@ class Joiner:
             for p in [p for p in d if p not in owned]:
                 del d[p]
 
+    def on_path(self, state: dict) -> bool:
+        """A sample closed by its window, the same moment a path it lacked was learned
+        (an earlier sample of the same tick taught it): with every host of that path it
+        counts as closed on its path. True: it did."""
+        if state.pop("bw", False) and is_ready(state, self.path_of(state["ev"][0])):
+            self.counters.by_window -= 1
+            return True
+        return False
+
     def _close(self, state: dict, now: float, done: list[dict], *, by_window: bool) -> None:
         self.counters.joined += 1
         self.counters.by_window += by_window
+        if by_window:
+            state["bw"] = True    # read by on_path; a closed state is never written again
         self._closed.add(state["k"])
         self._closed_at.append((now, state["k"]))
         done.append(state)

@@ -221,6 +221,8 @@ class Pipeline:
         for state in done:
             events = state["ev"]
             info = resolver.resolve(events[0]["flow"], events[0]["flow_id"])
+            if learned and "bw" in state:
+                self.joiner.on_path(state)
             bd = breakdown(events, clocks, path=info.hosts())
             name = info.name
             if info.route is not None and resolver.learn(info, bd):

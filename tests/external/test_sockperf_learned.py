@@ -32,9 +32,6 @@ PREFIX = "lsxe" + os.environ["LSX_RUN_ID"]     # this test's namespaces, links a
 SCENARIOS = {Scenario("undecl-idle", 11141, None, load=False): 4,
              Scenario("undecl-load", 11151, None, load=True): 4}
 MIN_COVERAGE = 0.95          # sockperf's messages with their samples joined, per direction
-# Samples that closed by their join window though whole: those of each address pair whose
-# window ran out before the pair's first whole sample taught its path (one tick's worth)
-BY_WINDOW_SHARE = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +59,11 @@ def test_paths_learned_are_the_hosts_the_bytes_crossed(run) -> None:
 
 
 def test_whole_samples_close_on_their_path_not_their_window(run) -> None:
+    """Only each address pair's first whole sample closes by its join window (nothing is
+    known before it); every other whole one closes on the path it taught (measured 486 of
+    7554 by window when the samples due at the same tick still counted as such)."""
     c = run["summary"]["worker"]["counters"]
-    assert c["join_by_window"] - c["incomplete"] <= BY_WINDOW_SHARE * c["complete"], c
+    assert c["join_by_window"] - c["incomplete"] <= 2 + c["resent"], c
 
 
 def test_no_sample_late_for_the_statistics(run) -> None:

@@ -180,8 +180,8 @@ def test_windows_wait_for_a_lagging_worker_no_sample_late() -> None:
     c = p.all_counters()
     complete = sum(bd["complete"] for bd in kept.published)
     assert complete == n and c["window_late"] == 0, c
-    # only each pair's first samples (due at the same tick: 2 pairs x 2 here) closed by
-    # their window; the others read meanwhile closed when those taught their path
-    assert c["paths_learned"] == 2 and c["join_by_window"] <= 4, c
+    # only each pair's first sample closed by its window; the others read meanwhile (or
+    # due at the same tick) closed when it taught their path
+    assert c["paths_learned"] == 2 and c["join_by_window"] == 2, c
     counted = sum(sk.count for key, sk in p.totals.items() if key[3] == E2E)
     assert counted == complete and c["open_windows"] == 0
