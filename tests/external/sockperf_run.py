@@ -36,6 +36,7 @@ from latscope.sinks.influx_writer import delete_run
 from latscope.sinks.settings import InfluxSettings
 from latscope.stream.kafkaio import consume
 
+TOPOLOGY = Path(__file__).with_name("sockperf.yaml")
 MSG_SIZE = 64          # sockperf -m; the topology samples every 64th byte: one per message
 MPS = 1000             # sockperf --mps (ping-pong paces itself to about 500 round trips/s)
 LOAD_PORT = 5201       # iperf3: not on the sampling allow-list

@@ -22,11 +22,11 @@ What can be held to what (sockperf_run has the arithmetic):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import PREFIX
 from sockperf_run import (
+    TOPOLOGY,
     Comparison,
     Scenario,
     complete_by_flow,
@@ -37,7 +37,6 @@ from sockperf_run import (
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
-TOPOLOGY = Path(__file__).with_name("sockperf.yaml")
 IDLE = Scenario("idle", 11111, 11112, load=False)
 LOAD = Scenario("load", 11121, 11122, load=True)
 EPH = Scenario("eph", 11131, None, load=False)       # reverse direction: no topology flow

@@ -12,32 +12,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sockperf_run import (
-    Scenario,
-    complete_by_flow,
-    influx_counts_when,
-    session,
-    statistics_counts,
-)
+import sockperf_run as sp
 
 from latscope.lab import netns
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
-TOPOLOGY = Path(__file__).with_name("sockperf.yaml")
 PREFIX = "lsxe" + os.environ["LSX_RUN_ID"]     # this test's namespaces, links and topics
-SCENARIOS = {Scenario("undecl-idle", 11141, None, load=False): 4,
-             Scenario("undecl-load", 11151, None, load=True): 4}
+SCENARIOS = {sp.Scenario("undecl-idle", 11141, None, load=False): 4,
+             sp.Scenario("undecl-load", 11151, None, load=True): 4}
 MIN_COVERAGE = 0.95          # sockperf's messages with their samples joined, per direction
 
 
 @pytest.fixture(scope="module")
 def run(stack, tools, tmp_path_factory) -> Iterator[dict]:
     try:
-        with session(stack, tmp_path_factory.mktemp("sockperf-learned"), TOPOLOGY, PREFIX,
+        with sp.session(stack, tmp_path_factory.mktemp("sockperf-learned"), sp.TOPOLOGY, PREFIX,
                      SCENARIOS, worker_topology=False, tag_prefix=PREFIX) as got:
             yield got
     finally:
@@ -75,8 +67,8 @@ def test_every_complete_sample_in_the_statistics_and_influxdb(run) -> None:
     """Every flow is known by its flow id; each one's end-to-end count over all closed
     windows equals its complete samples on the breakdowns topic, in /latscope/flows and in
     InfluxDB."""
-    want = complete_by_flow(run["breakdowns"], lambda b: b["flow_id"])
+    want = sp.complete_by_flow(run["breakdowns"], lambda b: b["flow_id"])
     assert len(want) == 4, want     # two connections, both directions
-    got = statistics_counts(run["flows_view"])
+    got = sp.statistics_counts(run["flows_view"])
     assert {k: got.get(k, 0) for k in want} == want
-    assert influx_counts_when(run["influx"], run["run_id"], want) == want
+    assert sp.influx_counts_when(run["influx"], run["run_id"], want) == want
