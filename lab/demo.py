@@ -56,6 +56,9 @@ class DemoOptions:
     # Entered with the built Net right before the flows start, left when they are done:
     # lets a test read the kernel (tc, ss) while the traffic runs, at the same time as it.
     monitor: Callable[[Any], contextlib.AbstractContextManager[Any]] | None = None
+    # False: the worker is told only the manager's name, as a worker wired by hand to
+    # real hosts; it learns every flow's path from the records (stream/flows.py)
+    worker_topology: bool = True
     run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
     progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
     # A latscope.yaml / conf directory whose kafka (and influxdb) every component uses;
@@ -268,7 +271,10 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
         say("starting the stream worker…")
         worker = WorkerProcess(
             [*ks.worker_args, "--app-id", app_id,
-             "--data-dir", str(run_dir / "stream"), "--topology", str(opts.topology),
+             "--data-dir", str(run_dir / "stream"),
+             *(["--topology", str(opts.topology)] if opts.worker_topology
+               else ["--manager", topo.manager.name,
+                     "--filter-retrans", str(int(bool(topo.sampling.filter_retrans)))]),
              "--interval", str(opts.interval_s), "--latest", "--influx-tag", f"run={opts.run_id}",
              "--layer-topic", t(TOPIC_LAYER_EVENTS), "--clock-topic", t(TOPIC_CLOCK),
              "--breakdown-topic", t(TOPIC_BREAKDOWNS),

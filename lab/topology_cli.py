@@ -80,11 +80,28 @@ def render(t: Topology) -> str:
         out.append(f"  {f['name']}: {f['src']} -> {f['dst']} {f['proto']}/v{f['family']} "
                    f"{f['dst_addr']}:{f['port']} {amount.strip()}{delay}; path "
                    + " -> ".join(f["path_hosts"]))
-    unsampled = [f.name for f in t.flows if t.sampling.ports and f.port not in t.sampling.ports]
-    if unsampled:
-        out.append(f"note: flows {unsampled} use ports outside sampling.ports "
-                   f"{t.sampling.ports}: their bytes will not be sampled")
+    out += _port_notes(t)
     return "\n".join(out)
+
+
+def _port_notes(t: Topology) -> list[str]:
+    """Flows whose port is not on sampling.ports. An agent samples a byte whose source or
+    destination port is listed, so such a flow is sampled as the reply direction of a
+    connection to a listed port (its source port), and not as a connection of its own."""
+    ports = t.sampling.ports
+    unsampled = [f for f in t.flows if ports and f.port not in ports]
+    if not unsampled:
+        return []
+    out = [f"note: flows {[f.name for f in unsampled]} use ports outside sampling.ports "
+           f"{ports}: a connection of their own (as `latscope demo` drives each flow) will "
+           "not be sampled"]
+    for f in unsampled:
+        for g in t.flows:
+            if (g.src, g.dst, g.proto) == (f.dst, f.src, f.proto) and g.port in ports:
+                out.append(f"  {f.name} as the reply direction of {g.name}'s connection "
+                           f"(source port {g.port}) is sampled")
+                break
+    return out
 
 
 def cmd_check(args: argparse.Namespace) -> int:

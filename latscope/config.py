@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from latscope.schemas.sampling import effective_size
+from latscope.schemas.sampling import JOIN_WINDOW_MS, effective_size
 
 LEGACY_FILES = {
     "servers": "connect_info.yaml",
@@ -196,7 +196,7 @@ class Agent(Strict):
     linger_ms: int = Field(default=50, ge=1, le=10_000)
     # The stream worker's join window + lateness (its --window + --lateness, ms): every
     # host's record of a byte must reach Kafka within it of the first.
-    join_window_ms: int = Field(default=1500, ge=100)
+    join_window_ms: int = Field(default=JOIN_WINDOW_MS, ge=100)
     # How long a TCP byte still inside a host waits for its next hit; unset: the longest
     # the join window allows (the agent refuses a longer one).
     hold_ms: int | None = Field(default=None, ge=1)

@@ -108,8 +108,9 @@ def topology(path: str | None, prefix: str, host: str | None = None) -> BuiltTop
 
 
 def flow_resolver(path: str | Path) -> FlowResolver:
-    """The stream's view of a topology: which flow a FlowKey is, the hosts its bytes cross,
-    whose clock each container reads, and the reference (manager) host."""
+    """The stream's view of a topology: which flow a FlowKey is, the hosts its bytes cross
+    (declared flows, and the routes of any other between its addresses), whose clock each
+    container reads, and the reference (manager) host."""
     from latscope.stream.flows import FlowInfo, FlowResolver
 
     built = topology(str(path), "lsx")
@@ -120,7 +121,29 @@ def flow_resolver(path: str | Path) -> FlowResolver:
              for f in topo.flows}
     clock_hosts = {h.name: topo.clock_host(h.name) for h in topo.hosts
                    if topo.clock_host(h.name) != h.name}
-    return FlowResolver(addr_host, flows, clock_hosts, topo.manager.name)
+    # Every other flow between two of its addresses (reply directions, ephemeral ports):
+    # the hosts the topology routes it through, from its source's host.
+    routes: dict[tuple[str, str], tuple[str, ...]] = {}
+    for h in topo.hosts:
+        for addr, owner in addr_host.items():
+            if owner == h.name:
+                continue
+            try:
+                routes[(h.name, addr)] = tuple(hop.host for hop in topo.path(h.name, addr))
+            except ValueError:   # no route from there: the records will tell
+                continue
+    return FlowResolver(addr_host, flows, clock_hosts, topo.manager.name, routes)
+
+
+def filter_retrans(flag: int | None, topology_path: str | None, cfg: Config | None) -> bool:
+    """sampling.filter_retrans as the agents read it: the flag, else the topology's when its
+    file gives a sampling section (or there is no config), else the config's."""
+    if flag is not None:
+        return bool(flag)
+    built = topology(topology_path, "lsx")
+    if built is not None and ("sampling" in built.topology.model_fields_set or cfg is None):
+        return bool(built.topology.sampling.filter_retrans)
+    return (cfg or Config()).sampling.filter_retrans
 
 
 def _check_netns(names: list[str | None]) -> None:

@@ -24,6 +24,7 @@ from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
 from latscope.schemas.points import DEFAULT_POINTS
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
+from latscope.schemas.sampling import JOIN_WINDOW_MS
 
 _log = log.get("producers.agent")
 _F = layout.FIELD_INDEX
@@ -33,8 +34,6 @@ _F = layout.FIELD_INDEX
     "ts_ns", "netns", "saddr", "daddr", "seq", "len", "ifindex", "cpu", "sport", "dport",
     "point", "family", "proto", "flags", "dev"))
 _PROTO = {6: "tcp", 17: "udp"}
-# The stream worker's default join window + lateness (`latscope stream`: 1.0 + 0.5 s).
-JOIN_WINDOW_MS = 1500
 # From a record's flush to its arrival in Kafka: the publisher's linger (50 ms), the expiry
 # tick and ring-buffer poll (5 + 20 ms), and a margin for a loaded agent and broker.
 PUBLISH_SLACK_MS = 250
@@ -52,7 +51,7 @@ class AgentSettings:
     filter_retrans: bool = True
     linger_ms: int = 50
     # The stream worker's join window plus its allowed lateness (`latscope stream --window
-    # --lateness`, 1.0 + 0.5 s by default): it joins a byte's records from every host that
+    # --lateness`; the default: schemas/sampling.py): it joins a byte's records from every host that
     # reach Kafka within this of the first one; a later one is dropped as late.
     join_window_ms: int = JOIN_WINDOW_MS
     # A TCP byte still inside the host (qdisc, socket queue, a sendmsg not yet returned)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from latscope import log, settings
+from latscope.schemas.sampling import JOIN_WINDOW_MS
 
 _log = log.get("producers.cli")
 SKIP_HOOK_HELP = ("force a hook candidate off, so the next one serves its point (repeatable): "
@@ -140,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "- linger - 250 ms; a longer one is refused)")
     a.add_argument("--join-window-ms", type=int,
                    help="the stream worker's join window + lateness, ms (its --window + "
-                        "--lateness; default: agent.join_window_ms, 1500)")
+                        f"--lateness; default: agent.join_window_ms, {JOIN_WINDOW_MS})")
     a.add_argument("--rate-cap", type=int, help="override agent.rate_cap_per_s (sampled bytes/s)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")

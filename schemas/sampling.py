@@ -6,6 +6,14 @@ from __future__ import annotations
 
 MSS_STRIDE = 1448   # the seed's `size: 0` ("every packet") becomes one MSS
 
+# How long the stream worker waits for a sampled byte's records from every host: its join
+# window plus the allowed lateness (`latscope stream worker --window --lateness`). The agent
+# sizes its hold so its records reach Kafka within their sum (agent.join_window_ms): one
+# default for both sides, here.
+JOIN_WINDOW_S = 1.0
+JOIN_LATENESS_S = 0.5
+JOIN_WINDOW_MS = round((JOIN_WINDOW_S + JOIN_LATENESS_S) * 1000)
+
 
 def effective_size(size: int) -> int:
     """The stride used for a configured sampling size (0 = every packet = one MSS)."""

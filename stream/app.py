@@ -78,7 +78,10 @@ class Worker:
             consumer_auto_offset_reset="earliest" if s.from_beginning else "latest",
             producer_linger_ms=20, producer_compression_type="lz4",
             stream_buffer_maxsize=max(4096, 2 * s.batch_max),
-            broker_commit_every=10_000, broker_commit_interval=1.0,
+            broker_commit_every=10_000, broker_commit_interval=s.commit_interval_s,
+            **({} if s.session_timeout_s is None else {
+                "broker_session_timeout": s.session_timeout_s,
+                "broker_heartbeat_interval": s.session_timeout_s / 4}),
             autodiscover=False, table_cleanup_interval=30.0)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw"}
@@ -211,15 +214,36 @@ class Worker:
         return sorted(tp.partition for tp in assignment if tp.topic == self.settings.layer_topic)
 
     def _backlogged(self) -> set[int]:
-        """Layer-events partitions holding records this worker has not read yet."""
+        """Layer-events partitions holding records this worker has not read yet: read
+        behind their end, or owned and not read at all while their end is unknown or past
+        where the consumer starts (a worker recovering: their samples and windows wait)."""
         out = set()
-        for p, offset in self._read_to.items():
+        topic = self.settings.layer_topic
+        try:
+            consumer = self.app.consumer
+            # where Faust sought each partition on assignment: the group's committed offset
+            # (the next to read), None without one
+            sought = getattr(consumer, "_read_offset", {})
+        except Exception:   # consumer not started yet
+            return out
+        for p in {*self._read_to, *self.owned_partitions()}:
+            tp = TP(topic, p)
             try:
-                high = self.app.consumer.highwater(TP(self.settings.layer_topic, p))
+                high = consumer.highwater(tp)
             except Exception:   # consumer (re)starting: no fetch state to judge by
                 continue
-            if high is not None and offset + 1 < high:
+            offset = self._read_to.get(p)
+            if offset is not None:
+                if high is not None and offset + 1 < high:
+                    out.add(p)
+            elif high is None:
                 out.add(p)
+            else:
+                start = sought.get(tp)
+                if start is None:
+                    start = 0 if self.settings.from_beginning else high
+                if start < high:
+                    out.add(p)
         return out
 
     def close(self) -> None:

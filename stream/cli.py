@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latscope.schemas.sampling import JOIN_LATENESS_S, JOIN_WINDOW_S
 from latscope.stream.join import JoinPolicy
 from latscope.stream.windows import WindowPolicy
 
@@ -26,12 +27,14 @@ def settings_from(args: argparse.Namespace, config: object | None = None) -> obj
         app_id=args.app_id, web_host=args.web_host, web_port=args.web_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         join=JoinPolicy(args.window, args.lateness),
-        # A window must wait for samples that close by the join window (incomplete ones),
-        # plus the allowed lateness of their transport.
-        windows=WindowPolicy(interval, args.window + 2 * args.lateness),
+        # Windows close on the join's event-time watermark, which already waits for the
+        # join window; the lateness is the slack beyond it.
+        windows=WindowPolicy(interval, args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
+        commit_interval_s=args.commit_interval, session_timeout_s=args.session_timeout,
         flows=settings.flow_resolver(args.topology) if args.topology else None,
         manager=args.manager, raw_samples=not args.no_raw_samples,
+        filter_retrans=settings.filter_retrans(args.filter_retrans, args.topology, config),
         from_beginning=not args.latest)
     for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic"):
         if getattr(args, attr):
@@ -71,13 +74,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--web-port", type=int, default=6066)
     w.add_argument("--data-dir", help="table state (default ~/.cache/latscope/stream/<app-id>)")
     w.add_argument("--interval", type=float, help="statistics window, s (default: config, 1)")
-    w.add_argument("--window", type=float, default=1.0,
-                   help="how long a sampled byte waits for its other hosts, s (default 1)")
-    w.add_argument("--lateness", type=float, default=0.5,
-                   help="allowed lateness for joins and windows, s (default 0.5); a "
-                        "statistics window closes window + 2*lateness after its end")
+    w.add_argument("--window", type=float, default=JOIN_WINDOW_S,
+                   help="how long a sampled byte waits for its other hosts, s (default "
+                        f"{JOIN_WINDOW_S:g}; the agents' join_window_ms is window + lateness)")
+    w.add_argument("--lateness", type=float, default=JOIN_LATENESS_S,
+                   help=f"allowed lateness for joins and windows, s (default {JOIN_LATENESS_S:g}); "
+                        "a statistics window closes once no sample still to close can belong "
+                        "to it (the join's event-time watermark), plus this")
+    w.add_argument("--filter-retrans", type=int, choices=(0, 1),
+                   help="1: drop breakdowns of resent bytes (counted); 0: publish them "
+                        "flagged, statistics apart (default: the topology's or config's "
+                        "sampling.filter_retrans, else 1)")
     w.add_argument("--batch", type=int, default=2000, help="records per take() batch")
     w.add_argument("--within", type=float, default=0.1, help="take() timeout, s")
+    w.add_argument("--commit-interval", type=float, default=1.0,
+                   help="how often the offsets of what is done are committed, s (default 1)")
+    w.add_argument("--session-timeout", type=float,
+                   help="how long the group waits for a silent worker before its partitions "
+                        "move, s (default: Faust's; at least the broker's minimum, 6)")
     w.add_argument("--no-influx", action="store_true", help="do not write to InfluxDB")
     w.add_argument("--influx-tag", action="append", metavar="KEY=VALUE",
                    help="tag every InfluxDB point (e.g. run=demo-1); repeatable")

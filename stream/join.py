@@ -15,6 +15,16 @@ batch, does not close samples whose partners are already in the partition but no
 read, as a wall-clock window would. A partition that goes quiet has no watermark to
 advance: once it has been quiet for a whole window, its samples close by wall time.
 
+The same arrival times bound what is still to come (``event_watermark``): the agents put a
+byte's records in Kafka within the join window of its first point (agent.join_window_ms),
+so a sample not closed yet began at most a join window before its first record arrived,
+and one not read yet at most a join window before its partition's newest arrival. The
+statistics windows close on that bound, so no sample is left out of them as late because
+it waited for its join window or the worker lagged behind.
+
+A resent copy of a byte (the agent's ``retrans`` flag) is a sample of its own: it is never
+joined with an unflagged copy's records (``sample_key``).
+
 Everything here is plain data (JSON-able dicts) so the Faust table can hold it and tests
 can drive it without a broker.
 """
@@ -28,6 +38,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from latscope.schemas.sampling import JOIN_LATENESS_S, JOIN_WINDOW_S
+
 # Closed sample keys remembered for stragglers: at most this many (the oldest forgotten
 # first, counted), whatever the window.
 CLOSED_MAX = 200_000
@@ -39,8 +51,8 @@ CLOSED_MAX = 200_000
 
 @dataclass(frozen=True)
 class JoinPolicy:
-    window_s: float = 2.0
-    lateness_s: float = 1.0
+    window_s: float = JOIN_WINDOW_S
+    lateness_s: float = JOIN_LATENESS_S
 
     @property
     def close_after_s(self) -> float:
@@ -48,7 +60,9 @@ class JoinPolicy:
 
 
 def sample_key(event: Mapping) -> str:
-    return f"{event['flow_id']}#{event['seq']}"
+    """One sample per copy kind of a sampled byte: resent copies ("#r") apart."""
+    key = f"{event['flow_id']}#{event['seq']}"
+    return key + "#r" if event.get("retrans") else key
 
 
 def is_ready(state: Mapping, path: Sequence[str] | None) -> bool:
@@ -78,6 +92,7 @@ class JoinCounters:
     late: int = 0            # records for an already closed sample, dropped
     evicted: int = 0         # closed early: more samples pending than the bound
     closed_forgotten: int = 0   # closed keys forgotten before their window passed (bound)
+    resent: int = 0          # records of resent copies (joined apart from unflagged ones)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -89,6 +104,7 @@ class Joiner:
 
     policy: JoinPolicy
     path_of: Callable[[Mapping], Sequence[str] | None]    # a record -> hosts on its path
+    on_late: Callable[[Mapping], None] | None = None      # a record dropped as late
     counters: JoinCounters = field(default_factory=JoinCounters)
     _closed: set[str] = field(default_factory=set)
     _closed_at: deque[tuple[float, str]] = field(default_factory=deque)
@@ -97,6 +113,7 @@ class Joiner:
     # offsets): never "quiet", whatever the wall clock says.
     backlogged: set[int] = field(default_factory=set)
     _advanced: dict[int, float] = field(default_factory=dict)    # partition -> wall time it moved
+    _oldest: dict[int, float] = field(default_factory=dict)   # partition -> oldest pending "t"
 
     def is_due(self, state: Mapping, now: float) -> bool:
         """The window closed on the partition's watermark, or the partition has been
@@ -126,6 +143,9 @@ class Joiner:
                 wm[partition] = ts
                 self._advanced[partition] = now
             key = f"{ev['flow_id']}#{ev['seq']}"     # sample_key(), inlined: per record
+            if ev.get("retrans"):
+                key += "#r"
+                self.counters.resent += 1
             state = touched.get(key)
             if state is None:
                 state = table.get(key)
@@ -137,6 +157,8 @@ class Joiner:
                 if state is None:
                     if key in closed:
                         self.counters.late += 1
+                        if self.on_late is not None:
+                            self.on_late(ev)
                         continue
                     state = {"k": key, "p": partition, "t": ts, "s": now, "ev": []}
             state["ev"].append(ev)   # decoded for this batch alone: no copy needed
@@ -157,10 +179,15 @@ class Joiner:
     def expire(self, table: Mapping[str, dict], now: float) -> list[dict]:
         """Samples whose window closed; the caller deletes them from the table."""
         done: list[dict] = []
+        oldest: dict[int, float] = {}
         for state in list(table.values()):
             if self.is_due(state, now):
                 self._close(state, now, done, by_window=True)
+            elif state["t"] < oldest.get(state["p"], math.inf):
+                oldest[state["p"]] = state["t"]
+        self._oldest = oldest
         self._forget(now)
+        done.sort(key=lambda st: st["t"])   # the oldest first: it may teach the others a path
         return done
 
     def evict_oldest(self, table: Mapping[str, dict], keep: int, now: float) -> list[dict]:
@@ -174,9 +201,50 @@ class Joiner:
             self.counters.evicted += len(done)
         return done
 
+    def close_ready(self, table: Mapping[str, dict], now: float) -> list[dict]:
+        """Pending samples whose every host has reported, now that a path is known they
+        were waiting for without one (the caller deletes them from the table)."""
+        done: list[dict] = []
+        path_of = self.path_of
+        for state in list(table.values()):
+            if is_ready(state, path_of(state["ev"][0])):
+                self._close(state, now, done, by_window=False)
+        return done
+
+    def event_watermark(self, now: float) -> float:
+        """Wall time (s) no sample still to close on this worker's partitions began before,
+        as of the last ``expire``: per partition, the oldest open sample's first arrival or
+        the newest arrival read (a partition read to its end: at least now less a window,
+        as ``is_due`` takes it to be quiet), less the join window; the least of them."""
+        after = self.policy.close_after_s
+        low = now - after
+        for p in {*self.watermark, *self.backlogged, *self._oldest}:
+            front = self.watermark.get(p, -math.inf)
+            if p not in self.backlogged:
+                front = max(front, now - after)
+            low = min(low, front, self._oldest.get(p, math.inf))
+        return low - after
+
+    def keep_partitions(self, owned: set[int]) -> None:
+        """Forget the arrival state of partitions another worker now owns."""
+        for d in (self.watermark, self._advanced, self._oldest):
+            for p in [p for p in d if p not in owned]:
+                del d[p]
+
+    def on_path(self, state: dict) -> bool:
+        """A sample closed by its window, the same moment a path it lacked was learned
+        (an earlier sample of the same tick taught it): with every host of that path it
+        counts as closed on its path. True: it did."""
+        if state.pop("bw", False) and is_ready(state, self.path_of(state["ev"][0])):
+            self.counters.by_window -= 1
+            return True
+        return False
+
     def _close(self, state: dict, now: float, done: list[dict], *, by_window: bool) -> None:
         self.counters.joined += 1
         self.counters.by_window += by_window
+        if by_window:
+            state["bw"] = True    # read by on_path; a closed state is never written again
         self._closed.add(state["k"])
         self._closed_at.append((now, state["k"]))
         if len(self._closed_at) > CLOSED_MAX:

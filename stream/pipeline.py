@@ -39,6 +39,9 @@ from latscope.stream.windows import TAGS, Windows
 _log = log.get("stream")
 
 PENDING, STATS = "pending", "stats"   # the tables' names (Faust's too)
+# Statistics of resent bytes' samples go to a flow of their own, this suffix on the name: a
+# resend's delay (loss recovery) is not the flow's latency.
+RESENT = "+resent"
 
 
 class Publisher(Protocol):
@@ -71,6 +74,9 @@ class Counters:
     complete: int = 0
     incomplete: int = 0
     dropped_revoked: int = 0  # pending entries of partitions this worker no longer owns
+    resent: int = 0           # breakdowns of resent bytes (flagged; statistics kept apart)
+    resent_dropped: int = 0   # of which dropped, not published (filter_retrans)
+    paths_learned: int = 0    # flow paths learned (or grown) from closed samples
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -88,7 +94,7 @@ class Pipeline:
         self.settings = s = settings
         self.resolver = s.flows or FlowResolver()
         self.manager = s.manager or self.resolver.manager
-        self.joiner = Joiner(s.join, self.resolver.path)
+        self.joiner = Joiner(s.join, self.resolver.path, self.resolver.late)
         self.windows = Windows(s.windows)
         self.counters = Counters()
         self.dead_reasons: Counter[str] = Counter()   # dead letters per reason
@@ -174,13 +180,14 @@ class Pipeline:
 
     def on_tick(self, now: float, backlogged: set[int] | frozenset[int] = frozenset()) -> None:
         """Close what is due: samples whose join window passed (``backlogged``: partitions
-        with records not read yet, whose samples wait), then windows."""
+        with records not read yet, whose samples wait), then the windows the event-time
+        watermark has passed."""
         self.joiner.backlogged = set(backlogged)
         done = self.joiner.expire(self.pending, now)
         self.changes.apply(PENDING, {st["k"]: (st["p"], None) for st in done})
         self._emit(done)
         self._fold()
-        self._close_windows(self.windows.due(self.stats, now))
+        self._close_windows(self.windows.due(self.stats, self.joiner.event_watermark(now)))
 
     def _close_windows(self, due: Sequence[tuple[str, dict]]) -> None:
         closed: list[Window] = []
@@ -201,6 +208,7 @@ class Pipeline:
         """Forget pending samples and windows of partitions another worker now owns."""
         if not owned:
             return
+        self.joiner.keep_partitions(owned)
         for name in (PENDING, STATS):
             stale = [k for k, v in self.changes.tables[name].items() if v["p"] not in owned]
             self.changes.forget(name, stale)
@@ -232,6 +240,12 @@ class Pipeline:
             self.changes.apply(PENDING, {st["k"]: (st["p"], None) for st in done})
             self._emit(done)
 
+    def _close_learned(self) -> None:
+        """A path was learned: the samples that waited for it with every host in close."""
+        done = self.joiner.close_ready(self.pending, time.time())
+        self.changes.apply(PENDING, {st["k"]: (st["p"], None) for st in done})
+        self._emit(done)
+
     def _emit(self, done: list[dict]) -> None:
         if not done:
             return
@@ -240,27 +254,42 @@ class Pipeline:
         folded: list[Sample] = []
         c = self.counters
         tag, now = self.flow_tags.tag, time.monotonic()
+        resolver, drop_resent = self.resolver, self.settings.filter_retrans
+        learned = False
         for state in done:
             events = state["ev"]
             try:
-                info = self.resolver.resolve(events[0]["flow"], events[0]["flow_id"])
-                bd = breakdown(events, clocks, path=info.path)
+                info = resolver.resolve(events[0]["flow"], events[0]["flow_id"])
+                if learned and "bw" in state:
+                    self.joiner.on_path(state)
+                bd = breakdown(events, clocks, path=info.hosts())
             except Exception as e:   # this sample's own fault (its records, a clock): only it goes
                 self._dead_letter(events[0]["flow_id"].encode(), _encoded_batch(events),
                                   "breakdown_failed", repr(e)[:300], self.settings.layer_topic)
                 continue
+            name = info.name if info.declared else tag(bd["src_host"], bd["dst_host"],
+                                                        info.name, now)
+            if info.route is not None and resolver.learn(info, bd):
+                c.paths_learned += 1
+                learned = True
+            if bd["retrans"]:
+                c.resent += 1
+                if drop_resent:
+                    c.resent_dropped += 1
+                    continue
+                name += RESENT
             c.published += 1
             if bd["complete"]:
                 c.complete += 1
             else:
                 c.incomplete += 1
             publish(topic, bd["flow_id"].encode(), encode_breakdown(bd))
-            name = info.name if info.declared else tag(bd["src_host"], bd["dst_host"],
-                                                        info.name, now)
             folded.append((state["p"], bd, name, bd["ts_ns"] + self._wall_offset_ns))
         self.windows.collect(folded)   # flushed into the window table per batch: _fold
         if self.sink is not None and self.settings.raw_samples:
             self.sink.write_samples(folded)
+        if learned:
+            self._close_learned()
 
     def _fold(self) -> None:
         """The samples emitted since the last call into the open windows' sketches; past

@@ -40,6 +40,9 @@ class StreamSettings:
     flows: FlowResolver | None = None   # a topology's flows (latscope.settings.flow_resolver)
     manager: str | None = None
     raw_samples: bool = True       # a sink, when there is one, gets every sample too
+    # sampling.filter_retrans, as the agents read it: breakdowns of resent bytes are dropped
+    # (counted), else published flagged, their statistics apart (pipeline.RESENT)
+    filter_retrans: bool = True
     from_beginning: bool = True
     clock_hold_s: float = 30.0
     default_partitions: int = LAYER_EVENTS_PARTITIONS
@@ -59,6 +62,10 @@ class StreamSettings:
     max_clock_hosts: int = 4096    # a model for one more host is dead-lettered
     flow_tags_per_pair: int = 64
     flow_tag_idle_s: float = 300.0
+    # How often Faust commits the offsets of what is done, s; how long a dead worker's
+    # partitions wait before the group hands them on (None: Faust's default).
+    commit_interval_s: float = 1.0
+    session_timeout_s: float | None = None
 
     @property
     def state_dir(self) -> Path:

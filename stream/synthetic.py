@@ -25,6 +25,9 @@ class PathSpec:
     step_ns: int = 10_000                      # every point-to-point duration
     offsets_ns: Mapping[str, int] | None = None   # host clock minus reference
     flow: Mapping | None = None
+    # each point-to-point duration in path order (len(points()) - 1 of them), instead of
+    # one step_ns for all: irregular durations catch a wrong pairing of timestamps
+    steps_ns: Sequence[int] | None = None
 
     def flow_key(self) -> dict:
         return dict(self.flow or {"proto": "tcp", "family": 4, "src": "10.1.0.1",
@@ -37,8 +40,19 @@ class PathSpec:
             out.extend((h, p, d) for p, d in spec)
         return out
 
+    def at_ns(self) -> list[int]:
+        """Each point's time after the first."""
+        n = len(self.points())
+        steps = list(self.steps_ns) if self.steps_ns is not None else [self.step_ns] * (n - 1)
+        if len(steps) != n - 1:
+            raise ValueError(f"steps_ns: {len(steps)} durations for {n} points")
+        out = [0]
+        for d in steps:
+            out.append(out[-1] + d)
+        return out
+
     def end_to_end_ns(self) -> int:
-        return (len(self.points()) - 1) * self.step_ns
+        return self.at_ns()[-1]
 
 
 def sample_records(spec: PathSpec, seq: int, t0_ref_ns: int) -> list[dict]:
@@ -47,8 +61,8 @@ def sample_records(spec: PathSpec, seq: int, t0_ref_ns: int) -> list[dict]:
     fid = flow_id(flow)
     offsets = spec.offsets_ns or {}
     by_host: dict[str, list[dict]] = {}
-    for i, (h, point, dev) in enumerate(spec.points()):
-        ts = t0_ref_ns + i * spec.step_ns + offsets.get(h, 0)
+    for at, (h, point, dev) in zip(spec.at_ns(), spec.points(), strict=True):
+        ts = t0_ref_ns + at + offsets.get(h, 0)
         by_host.setdefault(h, []).append(
             {"point": point, "ts_ns": ts, "ifindex": 2 if dev else 0, "dev": dev,
              "netns": 0, "cpu": 0})

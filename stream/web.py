@@ -1,6 +1,7 @@
 """LatScope's pages on the Faust web server (next to Faust's own ``/table/<name>/``).
 
-``/latscope/summary``   counters, clock models, sink health, open windows
+``/latscope/summary``   counters, clock models, sink health, open windows, flow paths
+                        learned from the records
 ``/latscope/flows``     per flow: every segment's statistics for the open windows, the
                         newest closed window and all closed windows so far (this worker's
                         partitions only: a flow lives on exactly one partition)
@@ -46,6 +47,7 @@ def summary(w: Worker) -> dict[str, Any]:
             "freshness_p50_s": _seconds(sink.freshness.quantile(0.5))},
         "open_windows": sorted({v["w"] for v in pipe.stats.values()}),
         "partitions": w.owned_partitions(),
+        "learned_paths": pipe.resolver.learned(),
     }
 
 

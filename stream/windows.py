@@ -2,9 +2,11 @@
 
 A breakdown belongs to the window of its own time (the first point on the reference clock,
 mapped to wall time), so replaying input after a crash rebuilds the same windows and the
-idempotent InfluxDB writes overwrite rather than duplicate. A window closes ``lateness_s``
-after its end; a breakdown for an already closed window is counted as late and left out of
-the statistics (it is still on the breakdowns topic).
+idempotent InfluxDB writes overwrite rather than duplicate. A window closes once the
+event-time watermark (stream/join.py ``event_watermark``: no sample still to close began
+before it) passes its end by ``lateness_s`` (the slack for the reference clock's mapping to
+wall time); a breakdown for an already closed window is counted as late and left out of the
+statistics (it is still on the breakdowns topic).
 
 Like the join, this is plain data: the caller keeps the open windows in a Faust table
 (one write per key per batch) and these functions say what to write and what is due.
@@ -12,6 +14,7 @@ Like the join, this is plain data: the caller keeps the open windows in a Faust 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
@@ -28,14 +31,14 @@ _SEG_DURATION = itemgetter("duration_ns")
 @dataclass(frozen=True)
 class WindowPolicy:
     interval_s: float = 1.0
-    lateness_s: float = 1.0
+    lateness_s: float = 0.5
 
     def start_of(self, wall_ns: int) -> int:
         step = int(self.interval_s * 1e9)
         return wall_ns - wall_ns % step
 
-    def is_due(self, start_ns: int, now_s: float) -> bool:
-        return now_s * 1e9 >= start_ns + (self.interval_s + self.lateness_s) * 1e9
+    def is_due(self, start_ns: int, watermark_s: float) -> bool:
+        return watermark_s * 1e9 >= start_ns + (self.interval_s + self.lateness_s) * 1e9
 
 
 def segment_name(seg: Mapping) -> str:
@@ -191,10 +194,14 @@ class Windows:
         """A series' key without its window start (see stat_key), and its tags."""
         return stat_key(0, tags).split("|", 1)[1], tags
 
-    def due(self, table: Mapping[str, dict], now_s: float) -> list[tuple[str, dict]]:
-        """Windows to emit and delete now; advances the late horizon."""
-        out = [(k, v) for k, v in list(table.items()) if self.policy.is_due(v["w"], now_s)]
-        horizon = self.policy.start_of(int(now_s * 1e9 - self.policy.lateness_s * 1e9))
+    def due(self, table: Mapping[str, dict], watermark_s: float) -> list[tuple[str, dict]]:
+        """Windows to emit and delete at this event-time watermark (wall s); advances the
+        late horizon. -inf (a partition not read yet, with records waiting): none."""
+        if not math.isfinite(watermark_s):
+            return []
+        out = [(k, v) for k, v in list(table.items())
+               if self.policy.is_due(v["w"], watermark_s)]
+        horizon = self.policy.start_of(int(watermark_s * 1e9 - self.policy.lateness_s * 1e9))
         self.closed_until_ns = max(self.closed_until_ns, horizon)
         self.counters.closed += len(out)
         return out

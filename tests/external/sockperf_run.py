@@ -16,18 +16,27 @@ carries the whole clock correction: that is where a wrong clock shows.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import json
 import re
 import statistics
 import subprocess
 import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latscope.lab.demo import Pipeline
+from latscope import kafka
+from latscope.lab.demo import DemoOptions, Pipeline, pipeline
+from latscope.procs import free_port
 from latscope.schemas import codec
+from latscope.sinks.influx_writer import delete_run
+from latscope.sinks.settings import InfluxSettings
 from latscope.stream.kafkaio import consume
 
+TOPOLOGY = Path(__file__).with_name("sockperf.yaml")
 MSG_SIZE = 64          # sockperf -m; the topology samples every 64th byte: one per message
 MPS = 1000             # sockperf --mps (ping-pong paces itself to about 500 round trips/s)
 LOAD_PORT = 5201       # iperf3: not on the sampling allow-list
@@ -286,3 +295,80 @@ class Comparison:
             "server_turnaround_us": dist([p.turnaround for p in pairs]),
             "client_edges_us": dist([p.client_edges for p in pairs]),
         }
+
+
+@contextlib.contextmanager
+def session(stack: Any, out: Path, topology: Path, prefix: str,
+            scenarios: Mapping[Scenario, float], worker_topology: bool = True,
+            tag_prefix: str = "lsxs") -> Iterator[dict]:
+    """One pipeline on ``topology``, each scenario run for its seconds one after the other;
+    yields the summary, the comparisons and their figures, every breakdown, the worker's
+    flows view and where its InfluxDB points are. The run's topics and points go after
+    (``tag_prefix``: their names' start, a run id's letter)."""
+    tag = f"{tag_prefix}-{uuid.uuid4().hex[:8]}"
+    opts = DemoOptions(topology=topology, prefix=prefix, topic_prefix=tag,
+                       web_port=free_port(), start_stack=False, run_id=tag,
+                       worker_topology=worker_topology)
+    influx = InfluxSettings(stack.influx_url, stack.influx_org, stack.influx_bucket,
+                            stack.influx_token)
+    try:
+        started = time.monotonic()
+        with pipeline(opts) as p:
+            assert not p.missing, p.missing
+            reports = {sc.name: run_sockperf(p, sc, out, secs) for sc, secs in scenarios.items()}
+            summary = p.finish(time.monotonic() - started)
+            flows_view = p.worker.flows()
+            worker_summary = p.worker.summary()
+        assert not summary.get("missing"), summary.get("missing")
+        bds = breakdowns(stack.kafka_bootstrap, summary)
+        comps = {sc.name: compare(bds, sc, reports[sc.name]) for sc in scenarios}
+        figures = {n: c.figures() for n, c in comps.items()}
+        figures |= {"clock": summary["clock"], "counters": summary["counters"],
+                    "worker_counters": summary["worker"]["counters"],
+                    "learned_paths": worker_summary.get("learned_paths"),
+                    "statistics": statistics_counts(flows_view)}
+        (out / "figures.json").write_text(json.dumps(figures, indent=1))
+        print(f"\nsockperf agreement ({out}):\n{json.dumps(figures, indent=1)}")
+        yield {"summary": summary, "comparisons": comps, "figures": figures,
+               "breakdowns": bds, "flows_view": flows_view, "worker": worker_summary,
+               "influx": influx, "run_id": opts.run_id}
+    finally:
+        kafka.delete_topics_with_prefix(stack.kafka_bootstrap, f"{opts.topic_prefix}.")
+        delete_run(influx, opts.run_id)
+
+
+def statistics_counts(flows_view: dict) -> dict[str, int]:
+    """Each flow's end-to-end sample count over every closed window (/latscope/flows)."""
+    return {f["flow"]: f.get("end_to_end", {}).get("total", {}).get("count", 0)
+            for f in flows_view.get("flows", [])}
+
+
+def complete_by_flow(bds: list[dict], name: Callable[[dict], str]) -> dict[str, int]:
+    """Complete, unflagged breakdowns per statistics name (``name`` of a breakdown)."""
+    out: dict[str, int] = {}
+    for b in bds:
+        if b["complete"] and not b["retrans"]:
+            out[name(b)] = out.get(name(b), 0) + 1
+    return out
+
+
+def influx_counts_when(influx: InfluxSettings, run_id: str, want: dict[str, int],
+                       timeout: float = 60) -> dict[str, int]:
+    """The run's per-flow end-to-end counts in InfluxDB (latscope_flow, field count, summed
+    over its windows), read until they are ``want`` or the deadline (the sink batches)."""
+    from influxdb_client import InfluxDBClient
+
+    flux = f'''from(bucket: "{influx.bucket}") |> range(start: -2h)
+      |> filter(fn: (r) => r._measurement == "latscope_flow" and r.run == "{run_id}"
+                           and r._field == "count")
+      |> group(columns: ["flow"]) |> sum()'''
+    got: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    with InfluxDBClient(url=influx.url, token=influx.token, org=influx.org) as client:
+        while time.monotonic() < deadline:
+            got = {rec.values["flow"]: int(rec.get_value())
+                   for t in client.query_api().query(flux) for rec in t.records}
+            if got == want:
+                break
+            time.sleep(1)   # polling InfluxDB's answer, not waiting for it to happen
+    return got

@@ -87,3 +87,21 @@ def test_without_topology_only_the_window_closes() -> None:
     recs = sample_records(PathSpec(PATH), 7, 10**12)
     done, writes = j.process([(0, 0.0, r) for r in recs], {}, now=0.0)
     assert done == [] and len(writes[sample_key(recs[0])][1]["ev"]) == 3
+
+
+def test_one_default_join_window_for_the_worker_its_cli_and_the_agents() -> None:
+    """Issue #11: JoinPolicy said 2.0 + 1.0 s, the CLI 1.0 + 0.5 s, the agent 1500 ms."""
+    import argparse
+
+    from latscope.config import Config
+    from latscope.producers.agent import AgentSettings
+    from latscope.stream.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["stream", "worker"])
+    pol = JoinPolicy()
+    assert (args.window, args.lateness) == (pol.window_s, pol.lateness_s)
+    window_ms = round(pol.close_after_s * 1000)
+    assert AgentSettings(host="x").join_window_ms == window_ms == 1500
+    assert Config().agent.join_window_ms == window_ms

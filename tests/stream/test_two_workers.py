@@ -127,7 +127,8 @@ def test_closed_windows_reach_influxdb_though_killed_after_commit(stack, topics,
     app_id = f"lsxd-{run_tag}"
 
     def worker(name: str, env: dict[str, str] | None = None) -> WorkerProcess:
-        # windows close window + 2*lateness = 7.5 s after their end: time to commit first
+        # windows close once the watermark (quiet partitions: now less twice window +
+        # lateness) passes their end by the lateness, 13 s after it: time to commit first
         return WorkerProcess(
             ["--bootstrap", stack.kafka_bootstrap, "--app-id", app_id,
              "--data-dir", str(tmp_path / name), "--interval", "1", "--window", "1.5",

@@ -29,8 +29,9 @@ def test_fold_merges_batches_and_closes_after_lateness() -> None:
     assert Sketch.of(e2e[0]["s"]).count == 3
     nseg = len(bd_at(1)["segments"])
     assert len(table) == nseg + 1
-    assert w.due(table, now_s=1001.4) == []
-    due = w.due(table, now_s=1001.5)
+    assert w.due(table, watermark_s=1001.4) == []
+    assert w.due(table, watermark_s=float("-inf")) == []   # a partition not read yet
+    due = w.due(table, watermark_s=1001.5)
     assert len(due) == len(table)
     for k, _ in due:
         del table[k]

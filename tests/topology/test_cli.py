@@ -45,4 +45,9 @@ def test_sampling_port_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     p = tmp_path / "t.yaml"
     p.write_text(text)
     assert main(["topology", "check", str(p)]) == 0
-    assert "flows ['f2'] use ports outside sampling.ports" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "flows ['f2'] use ports outside sampling.ports" in out
+    # f2 runs c1 -> h1: the reverse of f1 (port 5201, listed), so its bytes are sampled when
+    # they are f1's connection's replies (issue #11: check said they never would be)
+    assert "f2 as the reply direction of f1's connection (source port 5201) is sampled" in out
+    assert "their bytes will not be sampled" not in out
