@@ -92,7 +92,9 @@ def test_100k_flows_keep_every_structure_bounded() -> None:
     assert peak["pending"] <= s.max_pending and peak["stats"] <= s.max_open_windows
     assert len(p.totals) <= s.max_series and len(p.last_closed) <= s.max_series
     pairs, tagged = p.flow_tags.sizes()
-    assert pairs == 1 and tagged <= s.flow_tags_per_pair
+    # two host pairs: 10.1.0.1 is h1's, routed to c1 by the topology; 10.1.1.1 is no
+    # topology address, so its flows' path is only what the records show (h1 to h2)
+    assert pairs == 2 and tagged <= s.flow_tags_per_pair * 2
     assert out.flows <= {OTHER} | {f"tcp:{f['src']}:{f['sport']}>10.2.0.2:7777"
                                    for f in map(_flow, range(FLOWS))}
     assert OTHER in out.flows and len(out.flows) <= s.flow_tags_per_pair * 2 + 1
