@@ -50,6 +50,9 @@ class DemoOptions:
     sync_warmup_s: float = 30.0
     sync_bound_ns: float = 20_000.0      # wait for models this good before the traffic
     start_stack: bool = True
+    # The Kafka and InfluxDB to run against (a StackSettings); None: the local stack that
+    # LATSCOPE_* environment variables name. The fault tests point it at a private stack.
+    stack: Any = None
     settle_timeout_s: float = 60.0
     # Extra sysctls per host namespace, e.g. {"h1": {"net.ipv4.tcp_autocorking": "0"}}.
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -211,12 +214,13 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
 
     say = opts.progress
     topo = load_topology(opts.topology)
-    info = stack.status(stack.StackSettings.from_env())
+    settings = opts.stack or stack.StackSettings.from_env()
+    info = stack.status(settings)
     if not (info.kafka_up and info.influx_up):
         if not opts.start_stack:
             raise RuntimeError("the local stack is not running (latscope stack up)")
         say("starting the local stack (Kafka, InfluxDB)…")
-        info = stack.up(stack.StackSettings.from_env())
+        info = stack.up(settings)
     missing: dict[str, str] = {}
     run_dir = cache_dir() / "demo" / opts.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +242,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
              "--layer-topic", t(TOPIC_LAYER_EVENTS), "--clock-topic", t(TOPIC_CLOCK),
              "--breakdown-topic", t(TOPIC_BREAKDOWNS),
              "--dead-letter-topic", t(TOPIC_DEAD_LETTER)],
-            opts.web_port, run_dir / "worker.log")
+            opts.web_port, run_dir / "worker.log", env=_stack_env(settings))
         # LIFO: the worker stops first, then its per-run internal topics go.
         es.callback(_delete_internal_topics, info.kafka_bootstrap, f"latscope-{opts.run_id}-")
         es.callback(worker.stop)
@@ -277,6 +281,14 @@ def run_demo(opts: DemoOptions) -> dict:
         opts.progress("flows done; waiting for the last samples to be joined and windows "
                       "closed…")
         return p.finish(elapsed, results)
+
+
+def _stack_env(settings: Any) -> dict[str, str]:
+    """What makes a child process's ``StackSettings.from_env()`` find this stack (the
+    worker finds its InfluxDB and token that way)."""
+    return {"LATSCOPE_KAFKA_PORT": str(settings.kafka_port),
+            "LATSCOPE_INFLUX_PORT": str(settings.influx_port),
+            "LATSCOPE_RUN_DIR": str(settings.runs)}
 
 
 def _delete_internal_topics(bootstrap: str, prefix: str) -> None:

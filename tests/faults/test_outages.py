@@ -1,0 +1,60 @@
+"""Outages of the services the pipeline depends on: the private Kafka broker and the private
+InfluxDB (never the shared ones) are stopped by PID for 20 s mid-run, then restarted, while
+the agents sample a paced flow and the worker joins it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import pytest
+from accounting import Records, events_in_topic
+
+from latscope.lab import traffic
+from latscope.lab.demo import pipeline
+from latscope.procs import wait_for
+from latscope.schemas.records import TOPIC_LAYER_EVENTS
+
+pytestmark = [pytest.mark.root, pytest.mark.stack]
+
+OUTAGE_S = 20.0
+BEFORE_S = 5.0        # traffic sampled and joined before the fault
+AFTER_S = 8.0         # and after the service is back
+
+
+def test_broker_outage_loses_no_sampled_record(fault_options, private_stack, fault_row) -> None:
+    """Every record the agents made during a 20 s broker outage is joined once the broker
+    is back, or counted by them as failed: nothing is lost uncounted. The agents' own
+    counters and the topic's contents are the truth; the worker's counts are checked
+    against them."""
+    opts = fault_options()
+    with pipeline(opts) as p:
+        assert not p.missing, p.missing
+        started = time.monotonic()
+        (run,) = traffic.start_flows(p.net, duration_s=BEFORE_S + OUTAGE_S + AFTER_S + 10)
+        time.sleep(BEFORE_S)
+        before = p.worker.summary()["counters"]["records"]
+        assert before > 0, "nothing joined before the fault"
+        private_stack.stop_kafka()
+        time.sleep(OUTAGE_S)
+        private_stack.start_kafka()
+        back = time.monotonic()
+        made = sum(a["counters"]["records"] for a in p.agents.status().values())
+        # Recovery: until the worker has read every record the agents had made by then.
+        p.worker.wait_until(lambda s: s["counters"]["records"] >= made, 120,
+                            "the outage's records")
+        recovery_s = time.monotonic() - back
+        result = run.wait(BEFORE_S + OUTAGE_S + AFTER_S + 40)
+        summary = p.finish(time.monotonic() - started, [result])
+        agents = p.agents.status()
+    topic = opts.topic(TOPIC_LAYER_EVENTS)
+    rec = Records.of(agents, summary["worker"]["counters"],
+                     events_in_topic(p.bootstrap, topic))
+    fault_row("Kafka broker stopped 20 s", offered=rec.offered, joined=rec.joined, lost=rec.lost,
+              dead_lettered=summary["counters"]["dead_lettered"], recovery_s=round(recovery_s, 1),
+              detail=asdict(rec))
+    assert result["receiver"]["bytes"] > 0
+    assert rec.in_topic == rec.delivered, rec
+    assert rec.lost == 0, rec
+    assert rec.late == 0, rec
+    assert summary["counters"]["dead_lettered"] == 0
