@@ -9,11 +9,13 @@ from dataclasses import asdict
 
 import pytest
 from accounting import Records, events_in_topic
+from influx_points import windows_in_influx
 
 from latscope.lab import traffic
 from latscope.lab.demo import pipeline
 from latscope.procs import wait_for
 from latscope.schemas.records import TOPIC_LAYER_EVENTS
+from latscope.sinks.settings import InfluxSettings
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -58,3 +60,45 @@ def test_broker_outage_loses_no_sampled_record(fault_options, private_stack, fau
     assert rec.lost == 0, rec
     assert rec.late == 0, rec
     assert summary["counters"]["dead_lettered"] == 0
+
+
+def test_influxdb_outage_loses_no_window_point(fault_options, private_stack, fault_row) -> None:
+    """Every window statistics point the worker closed while InfluxDB was stopped for 20 s
+    is in InfluxDB once it is back (read back from InfluxDB itself), none counted failed."""
+    opts = fault_options()
+    info = private_stack.info
+    influx = InfluxSettings(info.influx_url, info.influx_org, info.influx_bucket,
+                            info.influx_token or "")
+    with pipeline(opts) as p:
+        assert not p.missing, p.missing
+        started = time.monotonic()
+        (run,) = traffic.start_flows(p.net, duration_s=BEFORE_S + OUTAGE_S + AFTER_S)
+        at_stop = p.worker.wait_until(lambda s: s["counters"]["window_closed"] > 0, 30,
+                                      "a closed window")["counters"]["window_closed"]
+        private_stack.stop_influxdb()
+        time.sleep(OUTAGE_S)
+        during = p.worker.summary()["counters"]
+        private_stack.start_influxdb()
+        back = time.monotonic()
+        # Recovery: until InfluxDB holds every window the worker had closed by then.
+        wait_for(lambda: windows_in_influx(influx, opts.run_id) >= during["window_closed"], 90,
+                 "the outage's windows in InfluxDB", interval=0.5)
+        recovery_s = time.monotonic() - back
+        result = run.wait(BEFORE_S + OUTAGE_S + AFTER_S + 30)
+        summary = p.finish(time.monotonic() - started, [result])
+        # The worker flushes InfluxDB when it stops: count after that.
+        p.worker.stop()
+    c = summary["worker"]["counters"]
+    found = windows_in_influx(influx, opts.run_id)
+    closed = c["window_closed"]
+    fault_row("InfluxDB stopped 20 s", offered=closed, joined=found, lost=closed - found,
+              recovery_s=round(recovery_s, 1),
+              detail={"closed_during_outage": during["window_closed"] - at_stop,
+                      "lines_failed": c["influx_lines_failed"],
+                      "windows_failed": c["influx_windows_failed"],
+                      "batches_retried": c["influx_batches_retried"]})
+    assert closed > during["window_closed"] > at_stop, \
+        "windows must close during the outage and after it"
+    assert c["influx_batches_retried"] > 0, "InfluxDB never refused a write: no outage seen"
+    assert found == closed, (found, closed, c)
+    assert c["influx_windows_failed"] == 0 and c["influx_lines_failed"] == 0, c

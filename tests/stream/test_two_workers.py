@@ -9,7 +9,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from influxdb_client import InfluxDBClient
+from influx_points import windows_in_influx
 
 from latscope import kafka
 from latscope.bpf.clock import monotonic_ns
@@ -207,13 +207,3 @@ class Tombstones:
 
     def close(self) -> None:
         self._c.close()
-
-
-def windows_in_influx(influx: InfluxSettings, run: str) -> int:
-    """Window statistics points (latscope_segment and latscope_flow) tagged run=RUN."""
-    flux = f'''from(bucket: "{influx.bucket}") |> range(start: -1h)
-      |> filter(fn: (r) => (r._measurement == "latscope_segment" or r._measurement == "latscope_flow")
-                           and r.run == "{run}" and r._field == "count")'''
-    with InfluxDBClient(url=influx.url, token=influx.token, org=influx.org) as client:
-        rows = [rec for t in client.query_api().query(flux) for rec in t.records]
-    return len({(r.get_measurement(), r.values.get("segment"), r.get_time()) for r in rows})
