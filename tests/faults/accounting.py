@@ -3,36 +3,7 @@ counters, the broker's topic contents, InfluxDB's points."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-
-from confluent_kafka import TopicPartition
-
-from latscope import kafka
-from latscope.schemas import codec
-
-
-def events_in_topic(bootstrap: str, topic: str, timeout: float = 60) -> int:
-    """LayerEvents on the broker in ``topic``, read from the start to its high watermarks."""
-    c = kafka.consumer(bootstrap, **{"auto.offset.reset": "earliest", "enable.auto.commit": False})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        left = {p: end for p, end in ends.items() if end > 0}
-        n = 0
-        deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
-            for msg in c.consume(1000, 0.5):
-                if msg.error():
-                    continue
-                n += len(codec.decode_layer_events(msg.value()))
-                if msg.offset() + 1 >= left.get(msg.partition(), 0):
-                    left.pop(msg.partition(), None)
-        assert not left, f"{topic}: partitions {sorted(left)} not read to their end"
-        return n
-    finally:
-        c.close()
 
 
 @dataclass(frozen=True)

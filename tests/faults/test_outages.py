@@ -8,8 +8,9 @@ import time
 from dataclasses import asdict
 
 import pytest
-from accounting import Records, events_in_topic
+from accounting import Records
 from influx_points import windows_in_influx
+from kafka_helpers import events_in_topic
 
 from latscope.lab import traffic
 from latscope.lab.demo import pipeline
