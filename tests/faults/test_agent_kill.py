@@ -1,0 +1,90 @@
+"""An agent with every point and --xdp, sampling, is SIGKILLed: the kernel holds none of
+its BPF links, programs or maps afterwards, and no device keeps an XDP program. The
+kernel's own listings (bpftool, ip link) are the truth; the agent never gets to detach."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from producer_helpers import loopback_burst
+
+from latscope.bpf import libbpf
+
+pytestmark = [pytest.mark.root, pytest.mark.stack]
+KINDS = {"link": "link_id", "prog": "prog_id", "map": "map_id"}
+
+
+def kernel_ids(kind: str) -> set[int]:
+    """Every BPF object of a kind in the kernel now; a walk that fails because an object
+    went away mid-walk (another process detaching) is retried."""
+    for _ in range(10):
+        r = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return {o["id"] for o in json.loads(r.stdout or "[]")}
+        time.sleep(0.05)
+    raise RuntimeError(f"bpftool {kind} show kept failing: {r.stderr.strip()[:300]}")
+
+
+def xdp_devices(ns: str) -> list[str]:
+    links = json.loads(subprocess.run(["ip", "-n", ns, "-j", "link", "show"], check=True,
+                                      capture_output=True, text=True).stdout)
+    return [lk["ifname"] for lk in links if "xdp" in lk]
+
+
+def test_agent_sigkill_leaves_nothing_attached(scratch_netns: str, stack: Any, topic_name: str,
+                                               tmp_path: Path, fault_row: Any) -> None:
+    ns = scratch_netns   # a veth pair beside lo: XDP on real devices, not only on lo
+    subprocess.run(["ip", "-n", ns, "link", "add", "lsxgv0", "type", "veth", "peer", "name",
+                    "lsxgv1"], check=True)
+    for dev in ("lsxgv0", "lsxgv1"):
+        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+    status = tmp_path / "status.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latscope", "agent", "--host", "lsxg-kill", "--netns", ns,
+         "--json", "--xdp", "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap,
+         "--sample-size", "14480", "--status-file", str(status)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+        held = {k: libbpf.held_ids(proc.pid, key) for k, key in KINDS.items()}
+        for k, ids in held.items():
+            assert ids and ids <= kernel_ids(k), (k, ids)
+        attached = xdp_devices(ns)
+        assert set(attached) >= {"lsxgv0", "lsxgv1"}, attached
+        assert loopback_burst(ns, 2_000_000) == 2_000_000
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if status.exists() and json.loads(status.read_text())["counters"]["samples"] > 0:
+                break
+            time.sleep(0.1)   # polling the agent's status file, not waiting for it to happen
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed = time.monotonic()
+    left: dict[str, set[int] | list[str]] = {}
+    while time.monotonic() < killed + 10:
+        left = {k: held[k] & kernel_ids(k) for k in KINDS}
+        left["xdp"] = xdp_devices(ns)
+        if not any(left.values()):
+            break
+        time.sleep(0.1)   # the kernel frees a killed process's objects asynchronously
+    gone_s = time.monotonic() - killed
+    fault_row("agent SIGKILL (--xdp, every point)",
+              offered=sum(len(v) for v in held.values()) + len(attached), joined=None,
+              lost=sum(len(v) for v in left.values()), recovery_s=round(gone_s, 1),
+              detail={"held": {k: len(v) for k, v in held.items()}, "xdp": attached,
+                      "left": {k: sorted(v) for k, v in left.items()}})
+    assert not any(left.values()), left
