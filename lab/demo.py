@@ -53,6 +53,9 @@ class DemoOptions:
     # The Kafka and InfluxDB to run against (a StackSettings); None: the local stack that
     # LATSCOPE_* environment variables name. The fault tests point it at a private stack.
     stack: Any = None
+    # The hosts that get an in-process agent; None: every host on a flow's path. A test that
+    # runs (and kills) a host's agent as a process of its own leaves that host out.
+    agent_hosts: list[str] | None = None
     settle_timeout_s: float = 60.0
     # Extra sysctls per host namespace, e.g. {"h1": {"net.ipv4.tcp_autocorking": "0"}}.
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -254,7 +257,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
         if sync is not None:
             es.callback(sync.close)
         agents = _start_agents(net, topo, info.kafka_bootstrap, t(TOPIC_LAYER_EVENTS),
-                               missing, say)
+                               missing, say, opts.agent_hosts)
         es.callback(agents.close)
         yield Pipeline(opts, topo, net, info.kafka_bootstrap, worker, sync, agents, missing,
                        unsynced)
@@ -339,14 +342,15 @@ def _start_sync(net: Any, bootstrap: str, manager: str, opts: DemoOptions,
 
 
 def _start_agents(net: Any, topo: Any, bootstrap: str, topic: str, missing: dict[str, str],
-                  say: Callable[[str], None]) -> _Agents:
+                  say: Callable[[str], None], only: list[str] | None = None) -> _Agents:
     out = _Agents()
     try:
         from latscope.producers.agent import Agent, AgentSettings
     except Exception as e:   # not built yet, or broken: reported, never faked
         missing["agents"] = f"not available: {type(e).__name__}: {e}"
         return out
-    hosts = sorted({h for f in topo.flows for h in topo.path_hosts(f)})
+    hosts = sorted({h for f in topo.flows for h in topo.path_hosts(f)
+                    if only is None or h in only})
     say(f"starting agents on {', '.join(hosts)}…")
     for h in hosts:
         s = AgentSettings(host=h, netns=[net.ns_name(h)], clock=net.clock(h),

@@ -24,27 +24,37 @@ class Topics:
                 "--breakdown-topic", self.breakdowns, "--dead-letter-topic", self.dead_letter]
 
 
-def events_in_topic(bootstrap: str, topic: str, timeout: float = 60) -> int:
-    """LayerEvents on the broker in ``topic``, read from the start to its high watermarks."""
+def topic_values(bootstrap: str, topic: str, timeout: float = 60) -> list[bytes]:
+    """Every message value in ``topic`` on the broker, read from the start to its high
+    watermarks (as they were when called)."""
     c = kafka.consumer(bootstrap, **{"auto.offset.reset": "earliest", "enable.auto.commit": False})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
         c.assign([TopicPartition(topic, p, 0) for p in parts])
         left = {p: end for p, end in ends.items() if end > 0}
-        n = 0
+        out: list[bytes] = []
         deadline = time.monotonic() + timeout
         while left and time.monotonic() < deadline:
             for msg in c.consume(1000, 0.5):
-                if msg.error():
+                if msg.error() or msg.partition() not in left:
                     continue
-                n += len(codec.decode_layer_events(msg.value()))
-                if msg.offset() + 1 >= left.get(msg.partition(), 0):
-                    left.pop(msg.partition(), None)
+                out.append(msg.value())
+                if msg.offset() + 1 >= left[msg.partition()]:
+                    del left[msg.partition()]
         assert not left, f"{topic}: partitions {sorted(left)} not read to their end"
-        return n
+        return out
     finally:
         c.close()
+
+
+def events_in_topic(bootstrap: str, topic: str) -> int:
+    """LayerEvents on the broker in ``topic`` (agents batch them into messages)."""
+    return sum(len(codec.decode_layer_events(v)) for v in topic_values(bootstrap, topic))
+
+
+def breakdowns_in_topic(bootstrap: str, topic: str) -> list[dict]:
+    return [codec.decode(v, expect="Breakdown")[1] for v in topic_values(bootstrap, topic)]
 
 
 def committed(bootstrap: str, group: str, topic: str) -> int:
