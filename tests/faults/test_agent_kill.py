@@ -13,29 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kernel_objects import held, kernel_ids, left_after_kill, xdp_devices
 from producer_helpers import loopback_burst
 
-from latscope.bpf import libbpf
-
 pytestmark = [pytest.mark.root, pytest.mark.stack]
-KINDS = {"link": "link_id", "prog": "prog_id", "map": "map_id"}
-
-
-def kernel_ids(kind: str) -> set[int]:
-    """Every BPF object of a kind in the kernel now; a walk that fails because an object
-    went away mid-walk (another process detaching) is retried."""
-    for _ in range(10):
-        r = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True)
-        if r.returncode == 0:
-            return {o["id"] for o in json.loads(r.stdout or "[]")}
-        time.sleep(0.05)
-    raise RuntimeError(f"bpftool {kind} show kept failing: {r.stderr.strip()[:300]}")
-
-
-def xdp_devices(ns: str) -> list[str]:
-    links = json.loads(subprocess.run(["ip", "-n", ns, "-j", "link", "show"], check=True,
-                                      capture_output=True, text=True).stdout)
-    return [lk["ifname"] for lk in links if "xdp" in lk]
 
 
 def test_agent_sigkill_leaves_nothing_attached(scratch_netns: str, stack: Any, topic_name: str,
@@ -55,8 +36,8 @@ def test_agent_sigkill_leaves_nothing_attached(scratch_netns: str, stack: Any, t
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "ready" in line, proc.stderr.read() if proc.stderr else line
-        held = {k: libbpf.held_ids(proc.pid, key) for k, key in KINDS.items()}
-        for k, ids in held.items():
+        ours = held(proc.pid)
+        for k, ids in ours.items():
             assert ids and ids <= kernel_ids(k), (k, ids)
         attached = xdp_devices(ns)
         assert set(attached) >= {"lsxgv0", "lsxgv1"}, attached
@@ -73,18 +54,10 @@ def test_agent_sigkill_leaves_nothing_attached(scratch_netns: str, stack: Any, t
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed = time.monotonic()
-    left: dict[str, set[int] | list[str]] = {}
-    while time.monotonic() < killed + 10:
-        left = {k: held[k] & kernel_ids(k) for k in KINDS}
-        left["xdp"] = xdp_devices(ns)
-        if not any(left.values()):
-            break
-        time.sleep(0.1)   # the kernel frees a killed process's objects asynchronously
-    gone_s = time.monotonic() - killed
+    left, gone_s = left_after_kill(ours, [ns])
     fault_row("agent SIGKILL (--xdp, every point)",
-              offered=sum(len(v) for v in held.values()) + len(attached), joined=None,
+              offered=sum(len(v) for v in ours.values()) + len(attached), joined=None,
               lost=sum(len(v) for v in left.values()), recovery_s=round(gone_s, 1),
-              detail={"held": {k: len(v) for k, v in held.items()}, "xdp": attached,
-                      "left": {k: sorted(v) for k, v in left.items()}})
+              detail={"held": {k: len(v) for k, v in ours.items()}, "xdp": attached,
+                      "left": left})
     assert not any(left.values()), left
