@@ -1,11 +1,11 @@
 """The fault suite's fixtures: a PRIVATE Kafka and InfluxDB (their own ports and data
 directory, started with the stack/ code) that the outage tests may stop and restart by PID,
-the shared local stack never touched; a pipeline on the suite's topology pointed at it; and
-the row each test reports for ``benchmarks/faults.py``."""
+the shared local stack never touched; and a pipeline on the suite's topology pointed at it.
+Each test reports its row of ``benchmarks/faults.py``'s table with ``fault_row``
+(tests/conftest.py), as do the sync tests this suite leans on (see that benchmark)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,7 +24,6 @@ from latscope.stack import services
 
 PREFIX = "lsxg" + os.environ["LSX_RUN_ID"]
 TOPOLOGY = Path(__file__).with_name("faults.yaml")
-ROWS_ENV = "LATSCOPE_FAULTS_OUT"     # benchmarks/faults.py collects the rows from this file
 
 
 @dataclass
@@ -84,20 +83,3 @@ def _no_namespaces_left() -> Iterator[None]:
     yield
     left = netns.teardown(PREFIX)   # a crashed test's leftovers, if any
     assert not netns.list_namespaces(PREFIX), left
-
-
-@pytest.fixture
-def fault_row(request: pytest.FixtureRequest) -> Callable[..., None]:
-    """Report one row of the fault table: what was offered, joined, lost, dead-lettered and
-    how long recovery took. ``lost`` is the figure the must-hold rule requires to be 0."""
-    def record(fault: str, *, offered: int, joined: int | None, lost: int,
-               dead_lettered: int = 0, recovery_s: float | None = None,
-               detail: dict | None = None) -> None:
-        row = {"fault": fault, "offered": offered, "joined": joined, "lost": lost,
-               "dead_lettered": dead_lettered, "recovery_s": recovery_s,
-               "test": request.node.nodeid, "detail": detail or {}}
-        print(f"\nfault row: {json.dumps(row)}")
-        if out := os.environ.get(ROWS_ENV):
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
-    return record
