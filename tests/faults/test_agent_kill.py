@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kernel_objects import held, kernel_ids, left_after_kill, xdp_devices
-from producer_helpers import loopback_burst
+from producer_helpers import agent_process, loopback_burst
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -27,15 +26,9 @@ def test_agent_sigkill_leaves_nothing_attached(scratch_netns: str, stack: Any, t
     for dev in ("lsxgv0", "lsxgv1"):
         subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
     status = tmp_path / "status.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "latscope", "agent", "--host", "lsxg-kill", "--netns", ns,
-         "--json", "--xdp", "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap,
-         "--sample-size", "14480", "--status-file", str(status)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+    with agent_process("--host", "lsxg-kill", "--netns", ns, "--json", "--xdp", "--topic",
+                       topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
+                       "--status-file", str(status)) as proc:
         ours = held(proc.pid)
         for k, ids in ours.items():
             assert ids and ids <= kernel_ids(k), (k, ids)
@@ -49,10 +42,6 @@ def test_agent_sigkill_leaves_nothing_attached(scratch_netns: str, stack: Any, t
             time.sleep(0.1)   # polling the agent's status file, not waiting for it to happen
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     left, gone_s = left_after_kill(ours, [ns])
     fault_row("agent SIGKILL (--xdp, every point)",

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka_helpers import topic_values
-from producer_helpers import loopback_burst
+from producer_helpers import agent_process, loopback_burst
 
 from latscope.bpf import libbpf
 from latscope.schemas import codec
@@ -45,15 +44,9 @@ def test_ring_overrun_counted_like_the_kernel(scratch_netns: str, stack: Any, to
     config = tmp_path / "latscope.yaml"
     config.write_text("agent:\n  ring_buffer_bytes: 4096\n")
     status = tmp_path / "status.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "latscope", "agent", "--config", str(config), "--host",
-         "lsxg-ring", "--netns", scratch_netns, "--topic", topic_name, "--bootstrap",
-         stack.kafka_bootstrap, "--sample-size", "1448", "--status-file", str(status)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+    with agent_process("--config", str(config), "--host", "lsxg-ring", "--netns", scratch_netns,
+                       "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap,
+                       "--sample-size", "1448", "--status-file", str(status)) as proc:
         assert loopback_burst(scratch_netns, 50_000_000) == 50_000_000
         # The burst is over: the kernel's counter no longer moves; the agent's status file
         # (written every 0.5 s) must come to say the same.
@@ -68,10 +61,6 @@ def test_ring_overrun_counted_like_the_kernel(scratch_netns: str, stack: Any, to
         points = set(st["points"])
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     records = [r for v in topic_values(stack.kafka_bootstrap, topic_name)
                for r in codec.decode_layer_events(v)]

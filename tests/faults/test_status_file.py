@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from producer_helpers import loopback_burst
+from producer_helpers import agent_process, loopback_burst
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -39,22 +38,12 @@ def test_agent_survives_a_full_disk_and_stops_on_time(scratch_netns: str, full_f
                                                       stack: Any, topic_name: str,
                                                       fault_row: Any) -> None:
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "latscope", "agent", "--host", "lsxg-full", "--netns",
-         scratch_netns, "--json", "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap,
-         "--sample-size", "14480", "--status-file", str(full_fs / "status.json"),
-         "--duration", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+    with agent_process("--host", "lsxg-full", "--netns", scratch_netns, "--json", "--topic",
+                       topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size",
+                       "14480", "--status-file", str(full_fs / "status.json"),
+                       "--duration", "3") as proc:
         assert loopback_burst(scratch_netns, 2_000_000) == 2_000_000   # it still samples
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, err
     assert elapsed < 20, f"--duration 3 took {elapsed:.1f} s"
