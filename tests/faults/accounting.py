@@ -26,7 +26,14 @@ class Records:
 
     @property
     def lost(self) -> int:
-        return self.offered - self.failed - self.joined
+        return max(0, self.offered - self.failed - self.joined)
+
+    @property
+    def miscounted(self) -> int:
+        """Records the counts disagree on: on the broker though not acknowledged to the
+        agents, or counted failed and joined all the same."""
+        return abs(self.in_topic - self.delivered) + max(0, self.failed + self.joined
+                                                         - self.offered)
 
     @classmethod
     def of(cls, agents: dict[str, dict], worker: dict, in_topic: int) -> Records:
