@@ -7,7 +7,9 @@ Each test reports its row of ``benchmarks/faults.py``'s table with ``fault_row``
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ import pytest
 
 from latscope.lab import netns
 from latscope.lab.demo import DemoOptions
-from latscope.procs import free_port, free_port_pair
+from latscope.procs import free_port
 from latscope.stack import services
 
 PREFIX = "lsxg" + os.environ["LSX_RUN_ID"]
@@ -49,13 +51,30 @@ class PrivateStack:
         self.settings.influxdb().start()
 
 
+def _listen_ports(n: int) -> int:
+    """A port p with p..p+n-1 free, below the kernel's ephemeral range: a port from that
+    range (what binding port 0 gives) may become some client's local port while the broker
+    is stopped, and the restart then fails with "Address already in use"."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(20000, low - n)
+        try:
+            for q in range(port, port + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free listening ports below the ephemeral range")
+
+
 @pytest.fixture(scope="session")
 def private_stack() -> Iterator[PrivateStack]:
     """Started once for the suite (the JVM and influxd take seconds each), stopped by the
     PIDs in its own run directory and deleted afterwards, failures included."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-stack-"))
-    settings = services.StackSettings(run_dir=run_dir, kafka_port=free_port_pair(),
-                                      influx_port=free_port())
+    port = _listen_ports(3)    # Kafka, its controller (+1), InfluxDB (+2)
+    settings = services.StackSettings(run_dir=run_dir, kafka_port=port, influx_port=port + 2)
     try:
         info = services.up(settings)
         assert info.kafka_bootstrap != "127.0.0.1:9092" and not info.influx_url.endswith(":8086")
