@@ -9,7 +9,7 @@ LATSCOPE := $(VENV)/bin/latscope
 APT_PACKAGES := gcc libc6-dev python3-dev clang llvm bpftool libbpf-dev libbpf1 iperf3 sockperf iproute2 maven openjdk-17-jre-headless pkg-config docker-compose
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv provision stack-up bpf bpf-clean wheel test demo lint bench clean help
+.PHONY: setup apt venv provision stack-up bpf bpf-clean wheel test demo lint bench faults clean help
 
 help:
 	@echo "make demo   - set up what is missing, then run the default topology end to end"
@@ -17,6 +17,7 @@ help:
 	@echo "make setup  - apt packages, Python venv, Kafka jars, influxd build (all cached)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - the benchmarks in benchmarks/ (ratios measured side by side)"
+	@echo "make faults - the fault suite (tests/faults) as one table: lost, recovery, met/missed"
 	@echo "make bpf    - (re)compile the BPF objects into build/bpf (what a checkout loads)"
 	@echo "make wheel  - dist/latscope-*.whl: installs on a server with no compiler or make"
 
@@ -75,6 +76,10 @@ bench: setup
 	@status=0; for b in benchmarks/agent_overhead.py benchmarks/agent_replay.py \
 	  benchmarks/sync_accuracy.py benchmarks/stream_throughput.py benchmarks/stream_cpu.py; do \
 	  echo "== $$b"; $(PY) $$b --check || status=1; done; exit $$status
+
+# tests/faults also runs in `make test`; this prints its one table (benchmarks/faults.py).
+faults: setup
+	$(PY) benchmarks/faults.py --check
 
 clean:
 	rm -rf build out dist

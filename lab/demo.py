@@ -50,6 +50,12 @@ class DemoOptions:
     sync_warmup_s: float = 30.0
     sync_bound_ns: float = 20_000.0      # wait for models this good before the traffic
     start_stack: bool = True
+    # The Kafka and InfluxDB to run against (a StackSettings); None: the local stack that
+    # LATSCOPE_* environment variables name. The fault tests point it at a private stack.
+    stack: Any = None
+    # The hosts that get an in-process agent; None: every host on a flow's path. A test that
+    # runs (and kills) a host's agent as a process of its own leaves that host out.
+    agent_hosts: list[str] | None = None
     settle_timeout_s: float = 60.0
     # Extra sysctls per host namespace, e.g. {"h1": {"net.ipv4.tcp_autocorking": "0"}}.
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -246,12 +252,13 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
 
     say = opts.progress
     topo = load_topology(opts.topology)
-    info = stack.status(stack.StackSettings.from_env())
+    settings = opts.stack or stack.StackSettings.from_env()
+    info = stack.status(settings)
     if not (info.kafka_up and info.influx_up):
         if not opts.start_stack:
             raise RuntimeError("the local stack is not running (latscope stack up)")
         say("starting the local stack (Kafka, InfluxDB)…")
-        info = stack.up(stack.StackSettings.from_env())
+        info = stack.up(settings)
     ks = demo_kafka(info.kafka_bootstrap, info.client_configs, opts.config)
     # The worker's app id under the prefix a secure stack's ACLs give the worker principal.
     app_id = f"latscope-stream-{opts.run_id}"
@@ -279,7 +286,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
              "--layer-topic", t(TOPIC_LAYER_EVENTS), "--clock-topic", t(TOPIC_CLOCK),
              "--breakdown-topic", t(TOPIC_BREAKDOWNS),
              "--dead-letter-topic", t(TOPIC_DEAD_LETTER)],
-            opts.web_port, run_dir / "worker.log")
+            opts.web_port, run_dir / "worker.log", env=_stack_env(settings))
         # LIFO: the worker stops first, then its per-run internal topics go.
         es.callback(_delete_internal_topics, ks.worker, f"{app_id}-")
         es.callback(worker.stop)
@@ -289,7 +296,8 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
         sync, unsynced = _start_sync(net, ks.sync, topo.manager.name, opts, missing, say)
         if sync is not None:
             es.callback(sync.close)
-        agents = _start_agents(net, topo, ks.agent, t(TOPIC_LAYER_EVENTS), missing, say)
+        agents = _start_agents(net, topo, ks.agent, t(TOPIC_LAYER_EVENTS), missing, say,
+                               opts.agent_hosts)
         es.callback(agents.close)
         yield Pipeline(opts, topo, net, ks, worker, sync, agents, missing, unsynced)
 
@@ -315,6 +323,14 @@ def run_demo(opts: DemoOptions) -> dict:
         opts.progress("flows done; waiting for the last samples to be joined and windows "
                       "closed…")
         return p.finish(elapsed, results)
+
+
+def _stack_env(settings: Any) -> dict[str, str]:
+    """What makes a child process's ``StackSettings.from_env()`` find this stack (the
+    worker finds its InfluxDB and token that way)."""
+    return {"LATSCOPE_KAFKA_PORT": str(settings.kafka_port),
+            "LATSCOPE_INFLUX_PORT": str(settings.influx_port),
+            "LATSCOPE_RUN_DIR": str(settings.runs)}
 
 
 def _delete_internal_topics(ks: kafka.KafkaSettings, prefix: str) -> None:
@@ -365,15 +381,16 @@ def _start_sync(net: Any, ks: kafka.KafkaSettings, manager: str, opts: DemoOptio
 
 
 def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topic: str,
-                  missing: dict[str, str],
-                  say: Callable[[str], None]) -> _Agents:
+                  missing: dict[str, str], say: Callable[[str], None],
+                  only: list[str] | None = None) -> _Agents:
     out = _Agents()
     try:
         from latscope.producers.agent import Agent, AgentSettings
     except Exception as e:   # not built yet, or broken: reported, never faked
         missing["agents"] = f"not available: {type(e).__name__}: {e}"
         return out
-    hosts = sorted({h for f in topo.flows for h in topo.path_hosts(f)})
+    hosts = sorted({h for f in topo.flows for h in topo.path_hosts(f)
+                    if only is None or h in only})
     say(f"starting agents on {', '.join(hosts)}…")
     for h in hosts:
         s = AgentSettings(host=h, netns=[net.ns_name(h)], clock=net.clock(h),

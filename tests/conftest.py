@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from needs import missing, strict
@@ -16,6 +17,7 @@ from latscope.stack import services as stack_mod
 # Every namespace, link and consumer group a test makes carries this run's id (`lsx<tag><id>`),
 # so two suites on one machine never tear down or read each other's resources.
 RUN_ID = os.environ.setdefault("LSX_RUN_ID", uuid.uuid4().hex[:3])
+FAULT_ROWS_ENV = "LATSCOPE_FAULTS_OUT"   # benchmarks/faults.py collects fault_row's rows here
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +58,20 @@ def scratch_netns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def fault_row(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Report one row of the fault table: what was offered, joined, lost, dead-lettered and
+    how long recovery took. ``lost`` is the figure the must-hold rule requires to be 0."""
+    def record(fault: str, *, offered: int, joined: int | None, lost: int,
+               dead_lettered: int = 0, recovery_s: float | None = None,
+               detail: dict | None = None) -> None:
+        row = {"fault": fault, "offered": offered, "joined": joined, "lost": lost,
+               "dead_lettered": dead_lettered, "recovery_s": recovery_s,
+               "test": request.node.nodeid, "detail": detail or {}}
+        print(f"\nfault row: {json.dumps(row)}")
+        if out := os.environ.get(FAULT_ROWS_ENV):
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    return record

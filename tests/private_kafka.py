@@ -5,15 +5,33 @@ code (stack/kafka.py), stopped by its PID (the stack's pid file)."""
 from __future__ import annotations
 
 import contextlib
+import random
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from needs import missing
 
-from latscope.procs import free_port_pair
 from latscope.stack.kafka import LocalKafka
 from latscope.stack.services import StackSettings
+
+
+def listen_ports(n: int) -> int:
+    """A port p with p..p+n-1 free, below the kernel's ephemeral range: a port from that
+    range (what binding port 0 gives) may become some client's local port while the broker
+    is stopped, and the restart then fails with "Address already in use"."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(20000, low - n)
+        try:
+            for q in range(port, port + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free listening ports below the ephemeral range")
 
 
 @contextlib.contextmanager
@@ -24,7 +42,7 @@ def private_kafka(prefix: str) -> Iterator[LocalKafka]:
     if not settings.kafka().provisioned():
         missing("Kafka jars not provisioned: run `make setup`")
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        port = free_port_pair()
+        port = listen_ports(2)   # the broker and its controller
         broker = LocalKafka(settings.cache, Path(tmp) / "run", settings.kafka_version, port,
                             port + 1)
         try:

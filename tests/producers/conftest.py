@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-
-def _bpf_link_ids() -> set[int]:
-    """bpftool walks the links one id at a time: one that goes away mid-walk (another
-    process detaching) fails the whole listing, so a failed walk is retried."""
-    for _ in range(10):
-        r = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True)
-        if r.returncode == 0:
-            return {link["id"] for link in json.loads(r.stdout or "[]")}
-        time.sleep(0.05)
-    raise RuntimeError(f"bpftool link show kept failing: {r.stderr.strip()[:300]}")
+from kernel_objects import kernel_ids
 
 
 @pytest.fixture
 def link_ids() -> Callable[[], set[int]]:
     """IDs of every BPF link in the kernel right now (bpftool), to compare before/after."""
-    return _bpf_link_ids
+    return lambda: kernel_ids("link")
 
 
 # ---- a two-host topology with a container, and traffic through it ------------------------------

@@ -1,5 +1,5 @@
-"""`latscope doctor --json` and `latscope agent` as a process: signals detach everything and
-flush; after SIGKILL the kernel holds nothing of ours (bpftool link list, ip link)."""
+"""`latscope doctor --json` and `latscope agent` as a process: SIGINT and SIGTERM detach
+everything and flush (SIGKILL, with --xdp: tests/faults/test_agent_kill.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from producer_helpers import links_of, loopback_burst
+from kernel_objects import xdp_devices
+from producer_helpers import agent_process, links_of, loopback_burst
 
 from latscope.procs import free_port
 from latscope.schemas.records import POINTS
@@ -39,28 +40,17 @@ def test_doctor_json_contract() -> None:
     assert rep["points"]["xdp"]["opt_in"] is True
 
 
-def _xdp_devices(ns: str) -> list[str]:
-    links = json.loads(subprocess.run(["ip", "-n", ns, "-j", "link", "show"], check=True,
-                                      capture_output=True, text=True).stdout)
-    return [lk["ifname"] for lk in links if "xdp" in lk]
-
-
 @pytest.mark.stack
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[int]],
                                stack: Any, topic_name: str, tmp_path: Path,
                                sig: signal.Signals) -> None:
     status = tmp_path / "status.json"
     port = free_port()                  # for the metrics endpoint
-    proc = subprocess.Popen(
-        [*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns, "--json",
-         "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
-         "--status-file", str(status), "--metrics-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+    with agent_process(
+            "--host", "lsxa-solo", "--netns", scratch_netns, "--json", "--topic", topic_name,
+            "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
+            "--status-file", str(status), "--metrics-port", str(port)) as proc:
         ours = links_of(proc.pid)
         # 8 tp_btf links (3 socket, 2 tcp, 3 device), 4 netfilter hooks x 2 families, sockops
         assert len(ours) == 8 + 8 + 1, ours
@@ -80,23 +70,16 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
         assert re.search(rb"^latscope_agent_ringbuf_drops_total\{", metrics, re.M)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if sig == signal.SIGKILL:
-        assert proc.returncode == -signal.SIGKILL
-    else:
-        assert proc.returncode == 0, err
-        final = json.loads(out[out.index("{"):])["counters"]
-        # flushed on the way out: every record produced was acknowledged
-        assert final["published"] == final["produced"] == final["records"] > 0, final
-        assert final["failed_deliveries"] == 0 and final["ringbuf_drops"] == 0
+    assert proc.returncode == 0, err
+    final = json.loads(out[out.index("{"):])["counters"]
+    # flushed on the way out: every record produced was acknowledged
+    assert final["published"] == final["produced"] == final["records"] > 0, final
+    assert final["failed_deliveries"] == 0 and final["ringbuf_drops"] == 0
     deadline = time.monotonic() + 5
     while ours & link_ids() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not (ours & link_ids())            # the kernel holds none of the agent's links
-    assert _xdp_devices(scratch_netns) == []
+    assert xdp_devices(scratch_netns) == []
 
 
 @pytest.mark.stack
@@ -106,23 +89,14 @@ def test_agent_points_subset(scratch_netns: str, stack: Any, topic_name: str) ->
     bad = subprocess.run([*LATSCOPE, "agent", "--host", "lsxa-solo", "--points",
                           "dev_rx,ip_nowhere"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--points: unknown point(s) ip_nowhere" in bad.stderr
-    proc = subprocess.Popen(
-        [*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns, "--json",
-         "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
-         "--points", "dev_queue,dev_xmit,dev_rx"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "ready (3 points)" in line, proc.stderr.read() if proc.stderr else line
+    with agent_process(
+            "--host", "lsxa-solo", "--netns", scratch_netns, "--json", "--topic", topic_name,
+            "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
+            "--points", "dev_queue,dev_xmit,dev_rx", ready="ready (3 points)") as proc:
         assert len(links_of(proc.pid)) == 3 + 1       # + the retransmission marker
         assert loopback_burst(scratch_netns, 1_000_000) == 1_000_000
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     final = json.loads(out[out.index("{"):])
     assert sorted(final["points"]) == ["dev_queue", "dev_rx", "dev_xmit"]

@@ -8,28 +8,16 @@ import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kafka_helpers import Topics
 
 from latscope.paths import REPO_ROOT
 from latscope.procs import free_port
 from latscope.stream.process import WorkerProcess
 
 TOPOLOGY = REPO_ROOT / "topologies" / "default.yaml"
-
-
-@dataclass
-class Topics:
-    layer: str
-    clock: str
-    breakdowns: str
-    dead_letter: str
-
-    def args(self) -> list[str]:
-        return ["--layer-topic", self.layer, "--clock-topic", self.clock,
-                "--breakdown-topic", self.breakdowns, "--dead-letter-topic", self.dead_letter]
 
 
 @pytest.fixture

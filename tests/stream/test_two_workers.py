@@ -1,5 +1,6 @@
 """Two workers with one app id split the partitions and between them join every sample; a
-worker started after another was stopped or killed carries on where its commits left off."""
+worker killed after a commit while InfluxDB held its writes leaves nothing unwritten
+(tests/faults has a worker killed before and after a commit)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import signal
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from influxdb_client import InfluxDBClient
+from influx_points import windows_in_influx
+from kafka_helpers import wait_committed
 
 from latscope import kafka
 from latscope.bpf.clock import monotonic_ns
@@ -62,60 +63,6 @@ def test_two_workers_split_partitions(stack, topics, tmp_path, run_tag) -> None:
         pub = [w.wait_until(lambda s: s["counters"]["published"] > 0, 30, "work")
                ["counters"]["published"] for w in (a, b)]
         assert sum(pub) >= 400 and min(pub) > 0, pub
-
-
-@pytest.mark.parametrize("kill", [False, True], ids=["stopped", "killed-after-commit"])
-def test_pending_samples_survive_a_worker_restart(stack, topics, tmp_path, run_tag,
-                                                  kill: bool) -> None:
-    """Unmatched records wait in the changelog-backed table: a new worker recovers them and
-    completes the samples when the last host's records arrive. Killed (no shutdown) once
-    its offsets are committed, the new worker does not read those records again: they come
-    back only if the worker wrote the table's changelog before it committed."""
-    # A long join window: a killed worker's partitions move only after the group's session
-    # timeout (a minute), and the recovered samples must still be open then.
-    def worker(name: str) -> WorkerProcess:
-        return WorkerProcess(
-            ["--bootstrap", stack.kafka_bootstrap, "--app-id", f"lsxd-{run_tag}",
-             "--data-dir", str(tmp_path / name), "--window", "600",
-             "--topology", str(REPO_ROOT / "topologies/default.yaml"), "--no-influx",
-             *topics.args()], free_port(), tmp_path / f"{name}.log")
-
-    spec = PathSpec(["h1", "h2", "c1"], flow={"proto": "tcp", "family": 4, "src": "10.1.0.1",
-                                            "dst": "10.2.0.2", "sport": 42000, "dport": 5201})
-    recs = [sample_records(spec, i, monotonic_ns() + i) for i in range(50)]
-    with worker("a") as a:
-        a.wait_ready()
-        produce(stack.kafka_bootstrap, topics.layer,
-                encoded("LayerEvent", [r for s in recs for r in s[:2]], "flow_id"))
-        a.wait_until(lambda s: s["counters"]["pending"] == 50, 60, "50 pending samples")
-        if kill:
-            wait_committed(stack.kafka_bootstrap, f"lsxd-{run_tag}", topics.layer, 100)
-            os.kill(a.proc.pid, signal.SIGKILL)
-            a.proc.wait(10)
-    with worker("b") as b:
-        b.wait_until(lambda s: s["counters"]["pending"] == 50, 90, "recovered pending samples")
-        produce(stack.kafka_bootstrap, topics.layer,
-                encoded("LayerEvent", [s[2] for s in recs], "flow_id"))
-        done = b.wait_until(lambda s: s["counters"]["complete"] == 50, 60, "completed samples")
-        assert done["counters"]["pending"] == 0 and done["counters"]["records"] == 50
-
-
-def wait_committed(bootstrap: str, group: str, topic: str, n: int, timeout: float = 30) -> None:
-    """Until the group's committed offsets on the topic add up to n messages."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        parts = [TopicPartition(topic, p) for p in
-                 c.list_topics(topic, timeout=10).topics[topic].partitions]
-        deadline = time.monotonic() + timeout
-        while True:
-            done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
-            if done >= n:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{group}: {done} of {n} offsets committed")
-            time.sleep(0.2)   # polling the broker's answer, not waiting for it to happen
-    finally:
-        c.close()
 
 
 def test_closed_windows_reach_influxdb_though_killed_after_commit(stack, topics, tmp_path, run_tag,
@@ -208,13 +155,3 @@ class Tombstones:
 
     def close(self) -> None:
         self._c.close()
-
-
-def windows_in_influx(influx: InfluxSettings, run: str) -> int:
-    """Window statistics points (latscope_segment and latscope_flow) tagged run=RUN."""
-    flux = f'''from(bucket: "{influx.bucket}") |> range(start: -1h)
-      |> filter(fn: (r) => (r._measurement == "latscope_segment" or r._measurement == "latscope_flow")
-                           and r.run == "{run}" and r._field == "count")'''
-    with InfluxDBClient(url=influx.url, token=influx.token, org=influx.org) as client:
-        rows = [rec for t in client.query_api().query(flux) for rec in t.records]
-    return len({(r.get_measurement(), r.values.get("segment"), r.get_time()) for r in rows})

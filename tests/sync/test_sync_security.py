@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -112,7 +113,7 @@ class Forger:
         self.h1.close()
 
 
-def test_forged_and_replayed_replies_move_no_clock(sync_net: SyncNet) -> None:
+def test_forged_and_replayed_replies_move_no_clock(sync_net: SyncNet, fault_row) -> None:
     net = sync_net.net
     truth = {"h1": net.clock("h1"), "r1": net.clock("r1")}
     fits: dict[str, list[tuple[Model, int]]] = {"h1": [], "r1": []}
@@ -136,6 +137,15 @@ def test_forged_and_replayed_replies_move_no_clock(sync_net: SyncNet) -> None:
     finally:
         forger.close()
     sent = forger.sent
+    forged = sum(n for k, n in sent.items() if k != "honest")
+    counted = k["bad_mac"] + k["stale_key"] + k["bad_source"] + k["suspicious"] + k["no_t1"]
+    outside = {h: _within_bound(fits[h]) for h in fits}
+    fault_row("forged and replayed sync replies (manager)", offered=forged,
+              joined=max(0, hosts["r1"].samples - sent["honest"]),
+              lost=abs(forged - counted) + max(0, hosts["r1"].samples - sent["honest"])
+              + sum(len(v) for v in outside.values()),
+              detail={"sent": sent, "counted": counted,
+                      "models_outside_bound": {h: len(v) for h, v in outside.items()}})
     assert sent["honest"] > 20 and sent["suspicious"] > 10
     # Every forgery counted under its reason, none turned into a sample.
     assert (k["bad_mac"], k["stale_key"], k["bad_source"], k["suspicious"], k["no_t1"]) == \
@@ -173,7 +183,7 @@ def _raw_send(sync_net: SyncNet, frame: bytes) -> None:
         s.close()
 
 
-def test_probes_nobody_may_send_are_never_answered(sync_net: SyncNet) -> None:
+def test_probes_nobody_may_send_are_never_answered(sync_net: SyncNet, fault_row) -> None:
     net, keys = sync_net.net, sync_net.keys
     r = sync_net.responders["h1"]
     before = r.counters()
@@ -183,14 +193,17 @@ def test_probes_nobody_may_send_are_never_answered(sync_net: SyncNet) -> None:
     reply = sync_net.exchange(probe)
     assert reply is not None and wire.mac_ok(wire.decode_probe(reply), keys)
 
-    assert sync_net.exchange(probe) is None                                  # replayed
-    e = keys.epoch()
-    assert sync_net.exchange(wire.probe_payload(_id(), keys, e - 3)) is None  # expired key
-    assert sync_net.exchange(wire.probe_payload(_id(), keys, e + 3)) is None  # future key
     other = SyncKeys.generate(KEY_PERIOD_S)
-    assert sync_net.exchange(wire.probe_payload(_id(), other)) is None        # wrong key
-    v1 = wire.probe_payload(_id(), keys, version=1)                            # old protocol
-    assert sync_net.exchange(v1) is None
+    # Each made right before it is sent: the keys rotate every second, and every probe
+    # nobody answers takes its 0.5 s timeout.
+    forbidden: dict[str, Callable[[], bytes]] = {
+        "replayed": lambda: probe,
+        "expired key": lambda: wire.probe_payload(_id(), keys, keys.epoch() - 3),
+        "future key": lambda: wire.probe_payload(_id(), keys, keys.epoch() + 3),
+        "wrong key": lambda: wire.probe_payload(_id(), other),
+        "old protocol": lambda: wire.probe_payload(_id(), keys, version=1)}
+    answered = [what for what, payload in forbidden.items()
+                if sync_net.exchange(payload()) is not None]
     # IPv6 from ::ffff:<manager's IPv4 address>, with a valid MAC: not the IPv4 manager.
     smac, dmac = _mac_of(net.ns_name("mgr"), net.ifname("mgr", "h1")), \
         _mac_of(net.ns_name("h1"), net.ifname("h1", "mgr"))
@@ -199,6 +212,10 @@ def test_probes_nobody_may_send_are_never_answered(sync_net: SyncNet) -> None:
     time.sleep(0.2)
     after = r.counters()
     delta = {k: after[k] - before[k] for k in after}
+    fault_row("replayed, forged and IPv4-mapped sync probes (responder)", offered=6,
+              joined=delta["answered"] - 1, lost=delta["answered"] - 1 + len(answered),
+              detail=delta)
+    assert not answered, answered
     assert delta == {"probes": 7, "answered": 1, "replay": 1, "stale_key": 2, "bad_mac": 1,
                      "malformed": 1, "bad_source": 1}
 

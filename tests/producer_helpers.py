@@ -4,10 +4,14 @@ keep, then driven from ordinary threads) and the BPF links a process holds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from latscope.bpf import libbpf
@@ -111,6 +115,31 @@ def loopback_burst(ns: str, nbytes: int, port: int = 0) -> int:
         cli.close()
         srv.close()
     return got
+
+
+def start_agent_process(*args: str, ready: str = "ready") -> subprocess.Popen:
+    """``latscope agent ARGS`` as a process, returned once its first line says ``ready``
+    (every probe attached); its stderr is the failure's message otherwise."""
+    proc = subprocess.Popen([sys.executable, "-m", "latscope", "agent", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    line = proc.stdout.readline()
+    if ready not in line:
+        proc.kill()
+        raise AssertionError(f"agent not {ready!r}: {line}{proc.communicate()[1]}")
+    return proc
+
+
+@contextlib.contextmanager
+def agent_process(*args: str, ready: str = "ready") -> Iterator[subprocess.Popen]:
+    """``start_agent_process``, killed on the way out if the test left it running."""
+    proc = start_agent_process(*args, ready=ready)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def links_of(pid: int) -> set[int]:

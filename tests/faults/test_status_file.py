@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from producer_helpers import loopback_burst
+from producer_helpers import agent_process, loopback_burst
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -22,8 +21,8 @@ pytestmark = [pytest.mark.root, pytest.mark.stack]
 @pytest.fixture
 def full_fs() -> Iterator[Path]:
     """A 16 KiB tmpfs filled to the last byte, unmounted afterwards."""
-    d = Path(tempfile.mkdtemp(prefix=f"lsxf{os.environ['LSX_RUN_ID']}-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "lsxfull", str(d)], check=True)
+    d = Path(tempfile.mkdtemp(prefix=f"lsxg{os.environ['LSX_RUN_ID']}-full-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "lsxgfull", str(d)], check=True)
     try:
         with open(d / "filler", "wb") as f, pytest.raises(OSError):
             f.write(b"x" * (1 << 20))
@@ -36,28 +35,24 @@ def full_fs() -> Iterator[Path]:
 
 
 def test_agent_survives_a_full_disk_and_stops_on_time(scratch_netns: str, full_fs: Path,
-                                                      stack: Any, topic_name: str) -> None:
+                                                      stack: Any, topic_name: str,
+                                                      fault_row: Any) -> None:
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "latscope", "agent", "--host", "lsxa-full", "--netns",
-         scratch_netns, "--json", "--topic", topic_name, "--bootstrap", stack.kafka_bootstrap,
-         "--sample-size", "14480", "--status-file", str(full_fs / "status.json"),
-         "--duration", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "ready" in line, proc.stderr.read() if proc.stderr else line
+    with agent_process("--host", "lsxg-full", "--netns", scratch_netns, "--json", "--topic",
+                       topic_name, "--bootstrap", stack.kafka_bootstrap, "--sample-size",
+                       "14480", "--status-file", str(full_fs / "status.json"),
+                       "--duration", "3") as proc:
         assert loopback_burst(scratch_netns, 2_000_000) == 2_000_000   # it still samples
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, err
     assert elapsed < 20, f"--duration 3 took {elapsed:.1f} s"
     final = json.loads(out[out.index("{"):])
+    c = final["counters"]
+    fault_row("status file on a full filesystem", offered=c["records"], joined=c["published"],
+              lost=c["failed_deliveries"] + int(proc.returncode != 0 or elapsed >= 20),
+              detail={"write_failures": final["status_file"]["write_failures"],
+                      "returncode": proc.returncode, "elapsed_s": round(elapsed, 1)})
     assert final["counters"]["samples"] > 0
     assert final["status_file"]["write_failures"] >= 4      # every 0.5 s tick failed, counted
     assert "No space left on device" in err
