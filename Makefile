@@ -66,7 +66,7 @@ test: setup
 
 demo: setup
 	@mkdir -p out
-	$(LATSCOPE) demo --json out/demo-summary.json
+	$(LATSCOPE) demo --json out/demo-summary.json --report out/report
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ class DemoOptions:
     # lets a test read the kernel (tc, ss) while the traffic runs, at the same time as it.
     monitor: Callable[[Any], contextlib.AbstractContextManager[Any]] | None = None
     run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
+    report_dir: Path | None = None       # write `latscope report` of this run here at the end
     progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
 
     def topic(self, standard: str) -> str:
@@ -259,6 +261,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
 def run_demo(opts: DemoOptions) -> dict:
     from latscope.lab import traffic
 
+    began = datetime.now().astimezone()
     with pipeline(opts) as p:
         flows = p.topology.flows
         opts.progress(f"running {len(flows)} flow(s) for up to {opts.duration_s:.0f} s…")
@@ -276,7 +279,37 @@ def run_demo(opts: DemoOptions) -> dict:
             elapsed = time.monotonic() - started
         opts.progress("flows done; waiting for the last samples to be joined and windows "
                       "closed…")
-        return p.finish(elapsed, results)
+        summary = p.finish(elapsed, results)
+    if opts.report_dir is not None:   # the worker has stopped: InfluxDB has every point
+        summary["report"] = write_run_report(opts, began, [f.name for f in p.topology.flows],
+                                             summary.setdefault("missing", {}))
+        if not summary["missing"]:
+            del summary["missing"]
+    return summary
+
+
+def write_run_report(opts: DemoOptions, began: datetime, flows: list[str],
+                     missing: dict[str, str]) -> str | None:
+    """``latscope report`` of this run only (its run tag, its flows, its time): the index's
+    path, or None with the reason under ``missing``."""
+    from latscope.sinks.report import ReportError, make_report
+    from latscope.sinks.settings import InfluxSettings
+    from latscope.sinks.timerange import TimeRange
+    from latscope.stack import services as stack
+
+    assert opts.report_dir is not None
+    opts.progress(f"writing the report of run {opts.run_id} to {opts.report_dir}…")
+    info = stack.status(stack.StackSettings.from_env())
+    settings = InfluxSettings(info.influx_url, info.influx_org, info.influx_bucket,
+                              info.influx_token or "")
+    try:
+        rep = make_report(settings, opts.report_dir,
+                          TimeRange(began, datetime.now().astimezone()), opts.run_id, flows)
+    except (ReportError, OSError) as e:
+        missing["report"] = str(e)[:300]
+        return None
+    opts.progress(f"report: open {rep.index}")
+    return str(rep.index)
 
 
 def _delete_internal_topics(bootstrap: str, prefix: str) -> None:

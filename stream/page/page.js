@@ -3,7 +3,7 @@
 "use strict";
 
 const COLORS = JSON.parse(document.getElementById("layer-colors").textContent);
-const SVGNS = "http" + "://www.w3.org/2000/svg";   // a namespace name, never fetched
+const SVGNS = "http://www.w3.org/2000/svg";   // a namespace name, never fetched
 const $ = (sel) => document.querySelector(sel);
 const state = { flow: null, seg: "end_to_end", everyMs: 1000, ok: 0 };
 
@@ -13,7 +13,8 @@ async function get(path) {
   return r.json();
 }
 
-const fmt = (v) => (v == null ? "–" : v.toFixed(1));
+// µs to 0.1, thousands set apart by a thin space: 169 876.4
+const fmt = (v) => (v == null ? "–" : v.toFixed(1).replace(/\B(?=(\d{3})+(?!\d))/g, "\u2009"));
 const hms = (ms) => new Date(ms).toTimeString().slice(0, 8);
 const stat = (seg) => seg.total || seg.open || seg.last_window || null;
 
@@ -75,14 +76,17 @@ function drawBars(flows) {
     row.lastChild.append(h("span", {}, `${f.src_host} → ${f.dst_host}: ${steps.length} steps, ` +
       `p50s add up to ${fmt(sum)} µs`));
     const svg = h("svg", { width, height: barH + 18, class: "bar" });
-    let x = 0, prevHost = null;
+    let x = 0, prevHost = null, labelX = -1e9;
     for (const s of steps) {
       const st = stat(s);
-      const w = sum > 0 ? Math.max(2, (Math.max(0, st.p50_us || 0) / sum) * (width - 2)) : 2;
+      // at least 4 px, so every step can be seen and hovered
+      const w = sum > 0 ? Math.max(4, (Math.max(0, st.p50_us || 0) / sum) * (width - 4 * steps.length)) : 4;
       const host = s.segment.split("→")[0].split(":")[0];
-      if (host !== prevHost) {   // where the path enters a host
+      if (host !== prevHost) {   // where the path enters a host; names never overlap
         svg.append(h("line", { x1: x, x2: x, y1: barH, y2: barH + 6, stroke: "#333" }));
-        svg.append(h("text", { x: x + 2, y: barH + 15 }, host));
+        const lx = Math.max(x + 2, labelX);
+        svg.append(h("text", { x: lx, y: barH + 15 }, host));
+        labelX = lx + 8 * host.length + 8;
         prevHost = host;
       }
       const r = h("rect", { x, y: 0, width: w, height: barH, class: "seg",
@@ -132,7 +136,7 @@ function drawChart(rows) {
   const box = $("#chart");
   box.replaceChildren();
   if (!rows || !rows.length) { box.append(h("div", { class: "empty" }, "no closed window yet")); return; }
-  const W = Math.max(400, box.clientWidth - 10), H = 240, L = 70, R = 20, T = 10, B = 30;
+  const W = Math.max(400, box.clientWidth - 10), H = 250, L = 80, R = 20, T = 26, B = 30;
   const t0 = rows[0][0], t1 = Math.max(rows[rows.length - 1][0], t0 + 1000);
   const vals = rows.flatMap((r) => [r[2], r[3]]).filter((v) => v != null);
   let lo = Math.min(0, ...vals), hi = Math.max(...vals, 1);
@@ -143,10 +147,11 @@ function drawChart(rows) {
   const svg = h("svg", { width: W, height: H });
   for (let v = lo; v <= hi + ys / 2; v += ys) {
     svg.append(h("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#eee" }));
-    svg.append(h("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end" }, fmt(v)));
+    svg.append(h("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end" },
+      ys >= 10 ? fmt(v).slice(0, -2) : fmt(v)));
   }
-  svg.append(h("text", { x: 4, y: T + 10 }, "µs"));
-  const xs = niceStep((t1 - t0) / 1000, 6) * 1000;
+  svg.append(h("text", { x: 4, y: 14 }, "µs"));
+  const xs = Math.max(1, niceStep((t1 - t0) / 1000, 6)) * 1000;   // whole seconds: HH:MM:SS
   for (let t = Math.ceil(t0 / xs) * xs; t <= t1; t += xs) {
     svg.append(h("line", { x1: X(t), x2: X(t), y1: H - B, y2: H - B + 5, stroke: "#333" }));
     svg.append(h("text", { x: X(t), y: H - B + 17, "text-anchor": "middle" }, hms(t)));
@@ -159,8 +164,8 @@ function drawChart(rows) {
   };
   line(2, "#9bb4cc", "p50", "4 3");
   line(3, "#c0392b", "p99");
-  svg.append(h("text", { x: W - R - 110, y: T + 12, fill: "#c0392b" }, "— p99"));
-  svg.append(h("text", { x: W - R - 60, y: T + 12, fill: "#6d8aa6" }, "- - p50"));
+  svg.append(h("text", { x: W - R - 110, y: 14, style: "fill:#c0392b" }, "— p99"));
+  svg.append(h("text", { x: W - R - 60, y: 14, style: "fill:#6d8aa6" }, "- - p50"));
   box.append(svg);
 }
 
