@@ -201,7 +201,10 @@ def _layer_cdf(fx: _Figures) -> None:
         n = len(values)
         ax.step(values, [(i + 1) / n for i in range(n)], where="post",
                 color=LAYER_COLORS[lay], label=f"{lay} ({n})")
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
     ax.set_xlabel("µs per sample in the layer (log above 1)")
     ax.set_ylabel("fraction of samples")
     ax.set_ylim(0, 1.02)

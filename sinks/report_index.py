@@ -9,11 +9,13 @@ from pathlib import Path
 from latscope.sinks.report_data import FlowData
 from latscope.sinks.timerange import TimeRange
 
-_CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:20px;color:#222;max-width:1300px}
+_CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:20px;color:#222;}
 h2{border-top:1px solid #ccc;padding-top:14px}table{border-collapse:collapse;margin:6px 0}
 td,th{padding:2px 9px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.fig{margin:10px 0}
-.fig img{max-width:100%;border:1px solid #ddd}.hint{color:#666;font-size:12px}"""
+.fig img{max-width:100%;border:1px solid #ddd}.hint{color:#666;font-size:12px}
+.flow{display:flex;gap:24px;align-items:flex-start}.nums{position:sticky;top:8px;flex:0 0 auto}
+.figs{flex:1 1 0;min-width:420px}"""
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -51,12 +53,13 @@ def _flow_html(f: FlowData, figures: list[Path], out: Path) -> str:
         f'<img src="{e(p.relative_to(out).as_posix())}" alt="{e(p.stem)}"></a></div>'
         for p in figures)
     return (f'<h2 id="{e(f.name)}">{e(f.name)}: {e(f.src_host)} → {e(f.dst_host)}</h2>'
-            f"<p>{head}; data {when}</p>"
+            f"<div class=flow><div class=nums><p>{head}<br>data {when}</p>"
             "<table><tr><th>#</th><th>segment (main path)</th><th>layer</th><th>device</th>"
             "<th class=n>samples</th><th class=n>p50 µs</th><th class=n>p99 µs</th></tr>"
             f"{rows}</table><p class=hint>p50: count-weighted mean of the windows' p50s; "
             f"p99: the highest window p99.{f' {others} rarer detour segment(s) left out.' if others else ''}"
-            f"</p>{figs}")
+            f"</p></div><div class=figs>{figs}<p class=hint>click a figure for its full size"
+            "</p></div></div>")
 
 
 def write_index(out: Path, flows: dict[str, FlowData], figures: dict[str, list[Path]],

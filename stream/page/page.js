@@ -136,7 +136,7 @@ function drawChart(rows) {
   const box = $("#chart");
   box.replaceChildren();
   if (!rows || !rows.length) { box.append(h("div", { class: "empty" }, "no closed window yet")); return; }
-  const W = Math.max(400, box.clientWidth - 10), H = 250, L = 80, R = 20, T = 26, B = 30;
+  const W = Math.max(400, box.clientWidth - 10), H = 250, L = 80, R = 40, T = 26, B = 30;
   const t0 = rows[0][0], t1 = Math.max(rows[rows.length - 1][0], t0 + 1000);
   const vals = rows.flatMap((r) => [r[2], r[3]]).filter((v) => v != null);
   let lo = Math.min(0, ...vals), hi = Math.max(...vals, 1);

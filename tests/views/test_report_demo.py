@@ -14,10 +14,13 @@ import pytest
 
 from latscope.paths import REPO_ROOT
 from latscope.schemas.points import LAYERS
+from latscope.sinks.influx import window_line
+from latscope.sinks.influx_writer import InfluxSink
 from latscope.sinks.report import make_report
 from latscope.sinks.report_data import query
 from latscope.sinks.settings import InfluxSettings
 from latscope.sinks.timerange import TimeRange
+from latscope.stats.sketch import Sketch
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -49,9 +52,25 @@ def _axes_within(rep, lo: float, hi: float) -> None:
             assert lo <= a < b <= hi, (name, a - lo, hi - b)
 
 
+def _decoy(influx: InfluxSettings, live_run) -> None:
+    """Another run's flow with points inside this run's time: a report of this run must not
+    show it."""
+    sk = Sketch()
+    sk.add_all([5000.0] * 10)
+    tags = {"src_host": "h1", "dst_host": "c1", "flow": "decoy", "segment": "h1:a→h1:b",
+            "layer": "ip", "device": ""}
+    sink = InfluxSink(InfluxSettings(influx.url, influx.org, influx.bucket, influx.token,
+                                     tags={"run": live_run.opts.run_id + "-other"}))
+    sink.write([window_line(tags, sk, int((live_run.traffic_started + 2) * 1e9), sink.settings.tags, 0)])
+    sink.close()
+
+
 def test_report_of_the_run(live_run, influx, tmp_path) -> None:
-    """Exactly the run's flows; every time axis within the traffic (a window's time is its
-    start, so up to one window before the first sample); PNGs non-empty, all linked."""
+    """Exactly the run's flows (not another run's, in the same time); every time axis within
+    the traffic (a window's time is its start, so up to one window before the first sample);
+    PNGs non-empty, all linked."""
+    _decoy(influx, live_run)
+    assert make_report(influx, tmp_path / "all", _whole_run(live_run), flows=["decoy"]).flows == ["decoy"]
     rep = make_report(influx, tmp_path / "r", _whole_run(live_run), run=live_run.opts.run_id)
     assert rep.flows == sorted(f.name for f in live_run.topology.flows)
     _check_files(rep)
