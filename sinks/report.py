@@ -96,6 +96,16 @@ class _Figures:
         _plt().close(fig)
         self.files.append(path)
 
+    def finish(self, fig: Any, ax: Any, what: str, name: str, timed: bool = True,
+               **legend: Any) -> None:
+        """Grid, the legend outside the plot, the title; the time axis; written."""
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, **legend)
+        ax.set_title(self.title(what))
+        if timed:
+            self.time_axis(ax, name)
+        self.save(fig, name)
+
     def title(self, what: str) -> str:
         f = self.flow
         return f"{f.name} ({f.src_host} → {f.dst_host}): {what}"
@@ -165,14 +175,11 @@ def _e2e_vs_wire(fx: _Figures) -> None:
     wire = f.sample_layers.get("wire", [])
     ax.plot(*_gapped(f.sample_times, f.sample_e2e), ".-", ms=3, lw=0.6, color="#333",
             label=f"end to end ({len(e2e)} samples)")
-    ax.plot(*_gapped(f.sample_times[:len(wire)], wire), ".-", ms=3, lw=0.6,
+    ax.plot(*_gapped(f.sample_times, wire), ".-", ms=3, lw=0.6,
             color=LAYER_COLORS["wire"], label="wire (network)")
     _value_axis(ax, [v for v in (*e2e, *wire) if v is not None], "µs per sample")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    ax.set_title(fx.title("end-to-end delay vs its wire (network) part, per sample"))
-    fx.time_axis(ax, "e2e_vs_wire.png")
-    fx.save(fig, "e2e_vs_wire.png")
+    fx.finish(fig, ax, "end-to-end delay vs its wire (network) part, per sample",
+              "e2e_vs_wire.png")
 
 
 def _layers_per_sample(fx: _Figures) -> None:
@@ -185,11 +192,7 @@ def _layers_per_sample(fx: _Figures) -> None:
         ax.plot(xs, ys, ".-", ms=2.5, lw=0.4, color=LAYER_COLORS[lay], label=lay)
         shown += ys
     _value_axis(ax, shown, "µs per sample")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, markerscale=3)
-    ax.set_title(fx.title("each layer's delay per sample"))
-    fx.time_axis(ax, "layers_per_sample.png")
-    fx.save(fig, "layers_per_sample.png")
+    fx.finish(fig, ax, "each layer's delay per sample", "layers_per_sample.png", markerscale=3)
 
 
 def _layer_cdf(fx: _Figures) -> None:
@@ -208,10 +211,7 @@ def _layer_cdf(fx: _Figures) -> None:
     ax.set_xlabel("µs per sample in the layer (log above 1)")
     ax.set_ylabel("fraction of samples")
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    ax.set_title(fx.title("per-layer delay, CDF"))
-    fx.save(fig, "layer_cdf.png")
+    fx.finish(fig, ax, "per-layer delay, CDF", "layer_cdf.png", timed=False)
 
 
 def _p99_over_time(fx: _Figures, path: list[Series]) -> None:
