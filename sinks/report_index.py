@@ -14,8 +14,8 @@ h2{border-top:1px solid #ccc;padding-top:14px}table{border-collapse:collapse;mar
 td,th{padding:2px 9px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.fig{margin:10px 0}
 .fig img{max-width:100%;border:1px solid #ddd}.hint{color:#666;font-size:12px}
-.flow{display:flex;gap:24px;align-items:flex-start}.nums{position:sticky;top:8px;flex:0 0 auto}
-.figs{flex:1 1 0;min-width:420px}"""
+.flow{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.nums{position:sticky;top:8px;flex:0 0 auto}
+.figs{flex:1 1 0;min-width:640px}"""
 
 
 def _quantile(values: list[float], q: float) -> float:

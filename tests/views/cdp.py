@@ -31,6 +31,7 @@ class Chromium:
         if exe is None:
             raise FileNotFoundError("chromium (Debian package chromium; make setup installs it)")
         profile.mkdir(parents=True, exist_ok=True)
+        (profile / "DevToolsActivePort").unlink(missing_ok=True)   # a reused profile's old port
         self.proc = subprocess.Popen(
             [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
