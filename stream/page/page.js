@@ -100,7 +100,7 @@ function drawBars(flows) {
       r.append(h("title", {}, lines.join("\n")));
       r.addEventListener("mousemove", (e) => tip(e, lines));
       r.addEventListener("mouseleave", (e) => tip(e, null));
-      r.addEventListener("click", () => { state.flow = f.flow; state.seg = s.segment; refresh(); });
+      r.addEventListener("click", () => { state.flow = f.flow; state.picked = true; state.seg = s.segment; refresh(); });
       svg.append(r);
       if (w > 70) svg.append(h("text", { x: x + 4, y: 19, style: "fill:#fff", "pointer-events": "none" },
         `${s.layer} ${fmt(st.p50_us)}`));
@@ -115,7 +115,10 @@ function drawBars(flows) {
 // -- p99 over time ----------------------------------------------------------------------
 function pickers(flows) {
   const fp = $("#flow-pick"), sp = $("#seg-pick");
-  if (!state.flow || !flows.some((f) => f.flow === state.flow)) state.flow = flows.length ? flows[0].flow : null;
+  if (!state.picked || !flows.some((f) => f.flow === state.flow)) {   // until one is picked: the flow seen last
+    const newest = (f) => (f.end_to_end.last_window || {}).start_ns || 0;
+    state.flow = flows.length ? flows.reduce((a, f) => (newest(f) > newest(a) ? f : a)).flow : null;
+  }
   fp.replaceChildren(...flows.map((f) => h("option", { value: f.flow }, f.flow)));
   fp.value = state.flow || "";
   const f = flows.find((x) => x.flow === state.flow);
@@ -226,6 +229,6 @@ async function loop() {
   setTimeout(loop, state.everyMs);
 }
 
-$("#flow-pick").addEventListener("change", (e) => { state.flow = e.target.value; state.seg = "end_to_end"; refresh(); });
-$("#seg-pick").addEventListener("change", (e) => { state.seg = e.target.value; refresh(); });
+$("#flow-pick").addEventListener("change", (e) => { state.flow = e.target.value; state.picked = true; state.seg = "end_to_end"; refresh(); });
+$("#seg-pick").addEventListener("change", (e) => { state.seg = e.target.value; state.picked = true; refresh(); });
 loop();
