@@ -304,7 +304,8 @@ def write_run_report(opts: DemoOptions, began: datetime, flows: list[str],
                               info.influx_token or "")
     try:
         rep = make_report(settings, opts.report_dir,
-                          TimeRange(began, datetime.now().astimezone()), opts.run_id, flows)
+                          TimeRange(began, datetime.now().astimezone()), opts.run_id, flows,
+                          progress=opts.progress)
     except (ReportError, OSError) as e:
         missing["report"] = str(e)[:300]
         return None

@@ -21,12 +21,16 @@ def report(args: argparse.Namespace) -> int:
         config = load(args.config).config
     args.no_influx, args.influx_tag = False, None
     settings = influx_from(args, config)
+
+    def say(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
     try:
         span = time_range(args.since, args.start, args.stop)
-        if not args.json:
-            print(f"querying {span.describe()}…", file=sys.stderr, flush=True)
+        say(f"querying {span.describe()}…")
         rep = make_report(settings, Path(args.out), span, run=args.run,   # type: ignore[arg-type]
-                          flows=args.flow)
+                          flows=args.flow, progress=say)
     except (ReportError, RangeError) as e:
         raise UserError(str(e)) from None
     if args.json:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -235,7 +236,8 @@ def _p99_over_time(fx: _Figures, path: list[Series]) -> None:
 
 
 def make_report(settings: InfluxSettings, out: Path, span: TimeRange, run: str | None = None,
-                flows: list[str] | None = None) -> Report:
+                flows: list[str] | None = None,
+                progress: Callable[[str], None] = lambda msg: None) -> Report:
     """Query the range (``run``'s points, ``flows`` only when given) and write the figures
     and ``index.html`` under ``out``."""
     data = load(settings, span, run, flows)
@@ -248,8 +250,9 @@ def make_report(settings: InfluxSettings, out: Path, span: TimeRange, run: str |
                           "nothing to plot")
     figures: dict[str, list[Path]] = {}
     axes: dict[str, list[tuple[float, float]]] = {}
-    for name in sorted(data):
+    for i, name in enumerate(sorted(data)):
         flow = data[name]
+        progress(f"drawing flow {name} ({i + 1}/{len(data)}, {len(flow.sample_times)} samples)…")
         fx = _Figures(out / _safe(name), flow)
         path = flow.main_path()
         _breakdown(fx, path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,15 +94,17 @@ def live_run(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRu
         missing("chromium (Debian package; make setup installs it)")
     from latscope.lab import traffic
 
-    artifacts = tmp_path_factory.mktemp("views")
     tag = f"lsxi-{uuid.uuid4().hex[:8]}"
+    # Kept after the run (pytest's own temp dirs rotate, other suites' runs included).
+    artifacts = Path(tempfile.gettempdir()) / "latscope-artifacts" / f"views-{tag}"
+    artifacts.mkdir(parents=True)
     opts = DemoOptions(topology=TOPOLOGY, duration_s=DURATION_S, prefix=PREFIX,
                        topic_prefix=tag, web_port=free_port(), start_stack=False, run_id=tag,
                        report_dir=artifacts / "demo-report")
     began = datetime.now().astimezone()
     run: LiveRun | None = None
     try:
-        with pipeline(opts) as p, Chromium(artifacts / "chromium") as browser:
+        with pipeline(opts) as p, Chromium(tmp_path_factory.mktemp("chromium")) as browser:
             base = f"http://127.0.0.1:{opts.web_port}"
             browser.goto(f"{base}/latscope/")
             browser.wait_js("document.body.dataset.updated", 30, "first refresh")
