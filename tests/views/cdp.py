@@ -118,16 +118,17 @@ class Chromium:
 
     def wait_js(self, expression: str, timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
-        value = None
+        value: Any = None
         while time.monotonic() < deadline:
             try:
                 value = self.js(expression)
-            except RuntimeError:
-                value = None
-            if value:
+            except RuntimeError as e:
+                value = e
+            if value and not isinstance(value, Exception):
                 return value
             time.sleep(0.2)
-        raise TimeoutError(f"page: no {what} within {timeout:.0f}s (console: {self.console[-5:]})")
+        raise TimeoutError(f"page: no {what} within {timeout:.0f}s (last: {str(value)[:300]}; "
+                           f"console: {self.console[-5:]})")
 
     def screenshot(self, path: Path) -> Path:
         shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
