@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LATSCOPE := $(VENV)/bin/latscope
-APT_PACKAGES := gcc libc6-dev python3-dev clang llvm bpftool libbpf-dev libbpf1 iperf3 sockperf iproute2 maven openjdk-17-jre-headless pkg-config docker-compose
+APT_PACKAGES := gcc libc6-dev python3-dev clang llvm bpftool libbpf-dev libbpf1 iperf3 sockperf iproute2 maven openjdk-17-jre-headless pkg-config docker-compose chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv provision stack-up bpf bpf-clean wheel test demo lint bench faults clean help
@@ -67,7 +67,7 @@ test: setup
 
 demo: setup
 	@mkdir -p out
-	$(LATSCOPE) demo --json out/demo-summary.json
+	$(LATSCOPE) demo --json out/demo-summary.json --report out/report
 
 lint: venv
 	$(VENV)/bin/ruff check .

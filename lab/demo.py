@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class DemoOptions:
     # real hosts; it learns every flow's path from the records (stream/flows.py)
     worker_topology: bool = True
     run_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
+    report_dir: Path | None = None       # write `latscope report` of this run here at the end
     progress: Callable[[str], None] = lambda msg: _log.info("%s", msg)
     # A latscope.yaml / conf directory whose kafka (and influxdb) every component uses;
     # None: the local stack's (each part as its own principal when the stack is secure).
@@ -305,6 +307,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
 def run_demo(opts: DemoOptions) -> dict:
     from latscope.lab import traffic
 
+    began = datetime.now().astimezone()
     with pipeline(opts) as p:
         flows = p.topology.flows
         opts.progress(f"running {len(flows)} flow(s) for up to {opts.duration_s:.0f} s…")
@@ -322,7 +325,38 @@ def run_demo(opts: DemoOptions) -> dict:
             elapsed = time.monotonic() - started
         opts.progress("flows done; waiting for the last samples to be joined and windows "
                       "closed…")
-        return p.finish(elapsed, results)
+        summary = p.finish(elapsed, results)
+    if opts.report_dir is not None:   # the worker has stopped: InfluxDB has every point
+        summary["report"] = write_run_report(opts, began, [f.name for f in p.topology.flows],
+                                             summary.setdefault("missing", {}))
+        if not summary["missing"]:
+            del summary["missing"]
+    return summary
+
+
+def write_run_report(opts: DemoOptions, began: datetime, flows: list[str],
+                     missing: dict[str, str]) -> str | None:
+    """``latscope report`` of this run only (its run tag, its flows, its time): the index's
+    path, or None with the reason under ``missing``."""
+    from latscope.sinks.report import ReportError, make_report
+    from latscope.sinks.settings import InfluxSettings
+    from latscope.sinks.timerange import TimeRange
+    from latscope.stack import services as stack
+
+    assert opts.report_dir is not None
+    opts.progress(f"writing the report of run {opts.run_id} to {opts.report_dir}…")
+    info = stack.status(stack.StackSettings.from_env())
+    settings = InfluxSettings(info.influx_url, info.influx_org, info.influx_bucket,
+                              info.influx_token or "")
+    try:
+        rep = make_report(settings, opts.report_dir,
+                          TimeRange(began, datetime.now().astimezone()), opts.run_id, flows,
+                          progress=opts.progress)
+    except (ReportError, OSError) as e:
+        missing["report"] = str(e)[:300]
+        return None
+    opts.progress(f"report: open {rep.index}")
+    return str(rep.index)
 
 
 def _stack_env(settings: Any) -> dict[str, str]:

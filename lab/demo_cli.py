@@ -27,7 +27,8 @@ def demo(args: argparse.Namespace) -> int:
                        web_port=args.web_port, interval_s=args.interval,
                        start_stack=not args.no_stack_start, progress=progress,
                        topic_prefix=args.topic_prefix,
-                       config=Path(args.config) if args.config else None)
+                       config=Path(args.config) if args.config else None,
+                       report_dir=Path(args.report) if args.report else None)
     summary = run_demo(opts)
     if args.json:
         out = Path(args.json)
@@ -48,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topology", help="topology YAML (default: topologies/default.yaml)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of traffic (default 20)")
     p.add_argument("--json", metavar="OUT", help="write the summary JSON (design §8) here")
+    p.add_argument("--report", metavar="DIR",
+                   help="at the end, write this run's report (latscope report: PNGs, index.html)")
     p.add_argument("--prefix", default="lsd", help="namespace/link name prefix (default lsd)")
     p.add_argument("--web-port", type=int, default=6066, help="stream worker web port")
     p.add_argument("--interval", type=float, default=1.0, help="statistics window, s")

@@ -23,6 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 LAYERS = ("socket", "tcp", "ip", "qdisc", "device", "virtual", "wire")
+# One colour per layer in every view (live page, report): a layer reads the same everywhere.
+LAYER_COLORS = {"socket": "#4e79a7", "tcp": "#f28e2b", "ip": "#59a14f", "qdisc": "#e15759",
+                "device": "#b07aa1", "virtual": "#76b7b2", "wire": "#c9a227"}
 # How a hook attaches; also a --skip-hook token (skips every candidate of that kind).
 KINDS = ("tp_btf", "raw_tp", "fentry", "kprobe", "netfilter", "sockops", "xdp")
 

@@ -47,6 +47,7 @@ _NAME_ESC = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\",
                            "\n": "\\n", "\r": "\\r"})
 _UNESCAPE = {"\\": "\\", "n": "\n", "r": "\r", "x5c": "\\"}
 _STORED_ESCAPE = re.compile(r"\\(x5c|[\\nr])")
+_SEPARATOR_ESC = re.compile(r"\\([,= ])")
 
 
 def escape_name(name: object) -> str:
@@ -56,6 +57,11 @@ def escape_name(name: object) -> str:
     if name.endswith("\\"):   # its two-backslash form would escape the separator after it
         out = out[:-2] + "\\x5c"
     return out
+
+
+def stored_name(name: object) -> str:
+    """A name as InfluxDB stores it once written (what a Flux filter compares with)."""
+    return _SEPARATOR_ESC.sub(r"\1", escape_name(name))
 
 
 def unescape_name(stored: str) -> str:

@@ -1,29 +1,38 @@
-"""``latscope report``: Flux queries and PNG plots of what the stream wrote to InfluxDB.
+"""``latscope report``: per flow, one set of PNGs drawn from what the stream wrote to
+InfluxDB, and an HTML index linking them with the numbers beside them.
 
-The three views the original LatScope drew with gnuplot:
+Per flow (folder ``<out>/<flow>/``):
 
-* ``segments_p50.png``  per flow, its main-path segments (≥ 1/5 of the most frequent one's
-                        count) stacked in path order (mean of window p50s)
-* ``layer_cdf.png``     per flow, the CDF of each layer's per-sample total (raw samples)
-* ``p99_over_time.png`` per flow, every segment's window p99 over time
+* ``breakdown.png``       the main path's segments in path order, each starting where the
+                          one before ends (p50), with its p99 beside: where the time goes
+* ``e2e_vs_wire.png``     per sample: the end-to-end delay and the wire ("network") part
+* ``layers_per_sample.png`` per sample: each layer's share, over time
+* ``layer_cdf.png``       per layer: the CDF of the per-sample delay
+* ``p99_over_time.png``   each main-path segment's window p99 over time, at most
+                          ``PER_AXIS`` series an axis, legends outside the plots
+
+Time axes are wall-clock ``HH:MM:SS`` (local time) and span the flow's data, never more.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from influxdb_client import InfluxDBClient
-
-from latscope.sinks.influx import M_SAMPLE, M_SEGMENT, unescape_name
+from latscope.schemas.points import LAYER_COLORS
+from latscope.sinks.influx import M_SEGMENT
+from latscope.sinks.report_data import FlowData, Series, load
+from latscope.sinks.report_index import write_index
 from latscope.sinks.settings import InfluxSettings
+from latscope.sinks.timerange import RangeError, TimeRange
 
-DURATION_RE = re.compile(r"^([0-9]+(ns|us|ms|s|m|h|d|w))+$")
-LAYER_COLORS = {"socket": "#4e79a7", "tcp": "#f28e2b", "ip": "#59a14f", "qdisc": "#e15759",
-                "device": "#b07aa1", "virtual": "#76b7b2", "wire": "#edc948"}
+PER_AXIS = 8
+DPI = 100
 
 
 class ReportError(ValueError):
@@ -32,134 +41,232 @@ class ReportError(ValueError):
 
 @dataclass
 class Report:
+    out: Path
+    index: Path
     files: list[Path]
     flows: list[str]
     segments: int
     samples: int
+    span: TimeRange
+    # file -> every time axis's (start, end), epoch seconds, as drawn
+    time_axes: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
-def _filter(run: str | None) -> str:
-    return f' and r.run == "{run}"' if run else ""
-
-
-def query(settings: InfluxSettings, flux: str) -> list[Any]:
-    with InfluxDBClient(url=settings.url, token=settings.token, org=settings.org,
-                        timeout=60_000) as client:
-        return [rec for table in client.query_api().query(flux) for rec in table.records]
-
-
-def segment_rows(s: InfluxSettings, since: str, run: str | None) -> list[Any]:
-    return query(s, f'''
-from(bucket: "{s.bucket}") |> range(start: -{since})
-  |> filter(fn: (r) => r._measurement == "{M_SEGMENT}"{_filter(run)}
-                       and (r._field == "p50" or r._field == "p99" or r._field == "pos"
-                            or r._field == "count"))
-  |> keep(columns: ["_time", "_value", "_field", "flow", "segment", "layer"])''')
-
-
-def layer_rows(s: InfluxSettings, since: str, run: str | None) -> list[Any]:
-    return query(s, f'''
-from(bucket: "{s.bucket}") |> range(start: -{since})
-  |> filter(fn: (r) => r._measurement == "{M_SAMPLE}"{_filter(run)} and r._field =~ /^layer_/)
-  |> keep(columns: ["_value", "_field", "flow"])''')
-
-
-def make_report(settings: InfluxSettings, out: Path, since: str = "10m",
-                run: str | None = None) -> Report:
-    if not DURATION_RE.match(since):
-        raise ReportError(f"--since {since!r}: expected a Flux duration like 10m, 1h30m, 2d")
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seg = segment_rows(settings, since, run)
-    if not seg:
-        raise ReportError(f"no {M_SEGMENT} points in bucket {settings.bucket} for the last "
-                          f"{since}{f' with run={run}' if run else ''}: nothing to plot")
-    p50: dict[tuple[str, str], list[float]] = defaultdict(list)
-    p99: dict[tuple[str, str], list[tuple[Any, float]]] = defaultdict(list)
-    pos: dict[tuple[str, str], int] = {}
-    count: dict[tuple[str, str], float] = defaultdict(float)
-    layer: dict[tuple[str, str], str] = {}
-    for r in seg:
-        k = (unescape_name(r["flow"]), unescape_name(r["segment"]))
-        layer[k] = r["layer"]
-        if r["_field"] == "p50":
-            p50[k].append(r["_value"])
-        elif r["_field"] == "p99":
-            p99[k].append((r["_time"], r["_value"]))
-        elif r["_field"] == "count":
-            count[k] += r["_value"]
-        else:
-            pos[k] = min(pos.get(k, 1 << 30), int(r["_value"]))
-    flows = sorted({f for f, _ in layer})
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
+    return plt
 
-    # 1. stacked p50 per flow, path order
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.9 * len(flows)))
-    seen_layers: set[str] = set()
-    for y, flow in enumerate(flows):
-        # The main path only: detours of samples that missed a point (rare segments such
-        # as sock_send→dev_rx) would stack on top of the segments they skip.
-        most = max(count[k] for k in p50 if k[0] == flow)
-        keys = sorted((k for k in p50 if k[0] == flow and count[k] >= most / 5),
-                      key=lambda k: pos.get(k, 0))
-        left = 0.0
-        for k in keys:
-            width = sum(p50[k]) / len(p50[k]) / 1000
-            lay = layer[k]
-            ax.barh(y, width, left=left, color=LAYER_COLORS.get(lay, "grey"),
-                    edgecolor="white", label=None if lay in seen_layers else lay)
-            seen_layers.add(lay)
-            left += width
-    ax.set_yticks(range(len(flows)), flows)
-    ax.set_xlabel("µs (mean of window p50s), segments in path order")
-    ax.set_title(f"LatScope: where the latency goes (last {since})")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    files.append(out / "segments_p50.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
 
-    # 2. per-layer CDFs of per-sample totals
-    lay_rows = layer_rows(settings, since, run)
-    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in lay_rows:
-        per[unescape_name(r["flow"])][r["_field"].removeprefix("layer_")].append(
-            r["_value"] / 1000)
-    cdf_flows = sorted(per) or flows
-    fig, axes = plt.subplots(len(cdf_flows), 1, figsize=(9, 3 * len(cdf_flows)), squeeze=False)
-    for ax, flow in zip(axes[:, 0], cdf_flows, strict=True):
-        for lay, values in sorted(per.get(flow, {}).items()):
-            values.sort()
-            n = len(values)
-            ax.step(values, [(i + 1) / n for i in range(n)], where="post",
-                    color=LAYER_COLORS.get(lay, "grey"), label=f"{lay} ({n})")
-        ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_title(f"{flow}: per-layer delay per sample (CDF)")
-        ax.set_xlabel("µs")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    files.append(out / "layer_cdf.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
 
-    # 3. p99 over time per segment
-    fig, axes = plt.subplots(len(flows), 1, figsize=(11, 3.2 * len(flows)), squeeze=False)
-    for ax, flow in zip(axes[:, 0], flows, strict=True):
-        for k in sorted((k for k in p99 if k[0] == flow), key=lambda k: pos.get(k, 0)):
-            pts = sorted(p99[k])
-            ax.plot([t for t, _ in pts], [v / 1000 for _, v in pts], marker=".", linewidth=1,
-                    label=k[1], color=LAYER_COLORS.get(layer[k]))
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_title(f"{flow}: p99 per segment over time")
-        ax.set_ylabel("µs")
-        ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    files.append(out / "p99_over_time.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-    return Report(files, flows, len(layer), sum(len(v) for f in per.values() for v in f.values()))
+
+class _Figures:
+    """Writes one flow's figures, remembering every time axis it drew."""
+
+    def __init__(self, folder: Path, flow: FlowData) -> None:
+        self.folder, self.flow = folder, flow
+        self.files: list[Path] = []
+        self.time_axes: dict[str, list[tuple[float, float]]] = {}
+        span = flow.span()
+        assert span is not None
+        pad = timedelta(milliseconds=200)
+        self.t0, self.t1 = span[0] - pad, span[1] + pad
+        self.tz = datetime.now().astimezone().tzinfo
+
+    def time_axis(self, ax: Any, name: str, label: bool = True) -> None:
+        import matplotlib.dates as mdates
+
+        ax.set_xlim(self.t0, self.t1)
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(tz=self.tz, minticks=4, maxticks=9))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=self.tz))
+        if label:
+            ax.set_xlabel(f"time ({datetime.now().astimezone().tzname()})")
+        lo, hi = ax.get_xlim()
+        self.time_axes.setdefault(name, []).append(
+            (mdates.num2date(lo).timestamp(), mdates.num2date(hi).timestamp()))
+
+    def save(self, fig: Any, name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        _plt().close(fig)
+        self.files.append(path)
+
+    def finish(self, fig: Any, ax: Any, what: str, name: str, timed: bool = True,
+               **legend: Any) -> None:
+        """Grid, the legend outside the plot, the title; the time axis; written."""
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, **legend)
+        ax.set_title(self.title(what))
+        if timed:
+            self.time_axis(ax, name)
+        self.save(fig, name)
+
+    def title(self, what: str) -> str:
+        f = self.flow
+        return f"{f.name} ({f.src_host} → {f.dst_host}): {what}"
+
+
+def _gapped(times: list[datetime], values: list[float | None]) -> tuple[list, list]:
+    """The points with a break (NaN) wherever the data pauses for longer than 3 steps, so
+    a line never bridges time without data."""
+    pts = [(t, v) for t, v in zip(times, values, strict=True) if v is not None]
+    if len(pts) < 3:
+        return [t for t, _ in pts], [v for _, v in pts]
+    steps = sorted((b[0] - a[0]).total_seconds() for a, b in itertools.pairwise(pts))
+    gap = max(3 * steps[len(steps) // 2], 1.0)
+    xs, ys = [pts[0][0]], [pts[0][1]]
+    for (ta, _), (tb, vb) in itertools.pairwise(pts):
+        if (tb - ta).total_seconds() > gap:
+            xs.append(ta + (tb - ta) / 2)
+            ys.append(float("nan"))
+        xs.append(tb)
+        ys.append(vb)
+    return xs, ys
+
+
+def _value_axis(ax: Any, values: list[float], label: str) -> None:
+    """Linear, unless the values span more than two decades (then log above 10 µs); plain
+    numbers as tick labels."""
+    from matplotlib.ticker import FuncFormatter
+
+    pos = [v for v in values if v == v and v > 0]
+    if pos and max(pos) / max(min(pos), 1.0) > 100:
+        ax.set_yscale("symlog", linthresh=10.0)
+        label += " (log above 10)"
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 10
+                                               else f"{v:g}"))
+    ax.set_ylabel(label)
+
+
+def _breakdown(fx: _Figures, path: list[Series]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.32 * len(path)))
+    left = 0.0
+    for y, s in enumerate(path):
+        width = max(0.0, s.p50_weighted())
+        color = LAYER_COLORS.get(s.layer, "grey")
+        ax.barh(y, width, left=left, color=color, edgecolor="black", linewidth=0.4, height=0.7)
+        ax.text(left + width, y, f"  {s.p50_weighted():.1f} µs (p99 {max(s.p99):.1f})",
+                va="center", fontsize=7)
+        left += width
+    ax.set_yticks(range(len(path)), [f"{s.name}  [{s.layer}]" for s in path], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, left * 1.25 or 1)
+    ax.set_xlabel("µs along the path (each segment's p50: count-weighted mean of its windows' "
+                  "p50s; the highest window p99 beside)")
+    ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in LAYER_COLORS.values()]
+    ax.legend(handles, list(LAYER_COLORS), loc="upper left", bbox_to_anchor=(1.01, 1),
+              fontsize=8, title="layer")
+    ax.set_title(fx.title("where the time goes, segment by segment"))
+    fx.save(fig, "breakdown.png")
+
+
+def _e2e_vs_wire(fx: _Figures) -> None:
+    f = fx.flow
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    e2e = [v for v in f.sample_e2e if v is not None]
+    wire = f.sample_layers.get("wire", [])
+    ax.plot(*_gapped(f.sample_times, f.sample_e2e), ".-", ms=3, lw=0.6, color="#333",
+            label=f"end to end ({len(e2e)} samples)")
+    ax.plot(*_gapped(f.sample_times, wire), ".-", ms=3, lw=0.6,
+            color=LAYER_COLORS["wire"], label="wire (network)")
+    _value_axis(ax, [v for v in (*e2e, *wire) if v is not None], "µs per sample")
+    fx.finish(fig, ax, "end-to-end delay vs its wire (network) part, per sample",
+              "e2e_vs_wire.png")
+
+
+def _layers_per_sample(fx: _Figures) -> None:
+    f = fx.flow
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    shown: list[float] = []
+    for lay in [x for x in LAYER_COLORS if x in f.sample_layers]:
+        xs, ys = _gapped(f.sample_times, f.sample_layers[lay])
+        ax.plot(xs, ys, ".-", ms=2.5, lw=0.4, color=LAYER_COLORS[lay], label=lay)
+        shown += ys
+    _value_axis(ax, shown, "µs per sample")
+    fx.finish(fig, ax, "each layer's delay per sample", "layers_per_sample.png", markerscale=3)
+
+
+def _layer_cdf(fx: _Figures) -> None:
+    f = fx.flow
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for lay in [x for x in LAYER_COLORS if x in f.sample_layers]:
+        values = sorted(v for v in f.sample_layers[lay] if v is not None)
+        n = len(values)
+        ax.step(values, [(i + 1) / n for i in range(n)], where="post",
+                color=LAYER_COLORS[lay], label=f"{lay} ({n})")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.set_xlabel("µs per sample in the layer (log above 1)")
+    ax.set_ylabel("fraction of samples")
+    ax.set_ylim(0, 1.02)
+    fx.finish(fig, ax, "per-layer delay, CDF", "layer_cdf.png", timed=False)
+
+
+def _p99_over_time(fx: _Figures, path: list[Series]) -> None:
+    plt = _plt()
+    groups = [path[i:i + PER_AXIS] for i in range(0, len(path), PER_AXIS)]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(11, 2.8 * len(groups)), squeeze=False,
+                             sharex=True)
+    cmap = plt.get_cmap("tab10")
+    for g, (ax, group) in enumerate(zip(axes[:, 0], groups, strict=True)):
+        for i, s in enumerate(group):
+            ax.plot(*_gapped(s.times, list(s.p99)), ".-", ms=3, lw=1, color=cmap(i % 10),
+                    label=f"{s.name} [{s.layer}]")
+        _value_axis(ax, [v for s in group for v in s.p99], "p99 µs")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+        ax.set_title(f"segments {g * PER_AXIS + 1}–{g * PER_AXIS + len(group)} of {len(path)} "
+                     "in path order", fontsize=9)
+        fx.time_axis(ax, "p99_over_time.png", label=ax is axes[-1, 0])
+    fig.suptitle(fx.title("each segment's window p99 over time"))
+    fx.save(fig, "p99_over_time.png")
+
+
+def make_report(settings: InfluxSettings, out: Path, span: TimeRange, run: str | None = None,
+                flows: list[str] | None = None,
+                progress: Callable[[str], None] = lambda msg: None) -> Report:
+    """Query the range (``run``'s points, ``flows`` only when given) and write the figures
+    and ``index.html`` under ``out``."""
+    data = load(settings, span, run, flows)
+    data = {k: v for k, v in data.items() if v.segments}
+    if not data:
+        what = [f"run={run}"] if run else []
+        what += [f"flow {', '.join(flows)}"] if flows else []
+        raise ReportError(f"no {M_SEGMENT} points in bucket {settings.bucket} for "
+                          f"{span.describe()}{' with ' + ' and '.join(what) if what else ''}: "
+                          "nothing to plot")
+    figures: dict[str, list[Path]] = {}
+    axes: dict[str, list[tuple[float, float]]] = {}
+    for i, name in enumerate(sorted(data)):
+        flow = data[name]
+        progress(f"drawing flow {name} ({i + 1}/{len(data)}, {len(flow.sample_times)} samples)…")
+        fx = _Figures(out / _safe(name), flow)
+        path = flow.main_path()
+        _breakdown(fx, path)
+        if flow.sample_times:
+            _e2e_vs_wire(fx)
+            _layers_per_sample(fx)
+            _layer_cdf(fx)
+        _p99_over_time(fx, path)
+        figures[name] = fx.files
+        axes.update({str(fx.folder / k): v for k, v in fx.time_axes.items()})
+    index = write_index(out, data, figures, span, run)
+    files = [p for name in sorted(figures) for p in figures[name]]
+    return Report(out, index, files, sorted(data), sum(len(f.segments) for f in data.values()),
+                  sum(len(f.sample_times) for f in data.values()), span, axes)
+
+
+__all__ = ["RangeError", "Report", "ReportError", "make_report"]

@@ -1,20 +1,28 @@
 """LatScope's pages on the Faust web server (next to Faust's own ``/table/<name>/``).
 
+``/latscope/``          the live page (stream/page/: HTML, CSS, JS, all served from here,
+                        nothing from elsewhere, so it works offline)
 ``/latscope/summary``   counters, clock models, sink health, open windows, flow paths
                         learned from the records
 ``/latscope/flows``     per flow: every segment's statistics for the open windows, the
                         newest closed window and all closed windows so far (this worker's
-                        partitions only: a flow lives on exactly one partition)
+                        partitions only: a flow lives on exactly one partition), its
+                        segments' path positions and its main path
+``/latscope/history``   ``?flow=NAME``: per segment, the closed windows' count, p50 and p99
 Durations are µs, like the demo summary.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latscope.schemas.points import LAYER_COLORS
 from latscope.stats.sketch import Sketch
+from latscope.stream.history import WindowHistory
 from latscope.stream.windows import E2E, TAGS
 
 if TYPE_CHECKING:
@@ -80,16 +88,86 @@ def flows(w: Worker) -> dict[str, Any]:
                                            **_us(Sketch.of(v["s"]).summary())}
     for k, sk in pipe.totals.items():
         entry(dict(zip(TAGS, k, strict=True)))["total"] = _us(sk.summary())
-    return {"flows": [{**f, "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
+    for v in (*pipe.stats.values(), *pipe.last_closed.values()):
+        if v["tags"]["segment"] != E2E:
+            seg = entry(v["tags"])
+            seg["pos"] = min(seg.get("pos", v.get("pos", 0)), v.get("pos", 0))
+    return {"interval_s": w.settings.windows.interval_s, "partitions": w.owned_partitions(),
+            "flows": [{**f, "main_path": main_path(f["segments"]),
+                       "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
                       for f in out.values()]}
 
 
+def _count(seg: dict) -> int:
+    return max((seg.get(k) or {}).get("count", 0) for k in ("total", "open", "last_window"))
+
+
+def main_path(segments: dict[str, dict]) -> list[str]:
+    """The flow's main path as segment names, first point to last: from a point no segment
+    ends at, each step the most frequent segment onward. Samples that missed a point add
+    detours (``sock_send→dev_rx``) that would double-count the steps they skip."""
+    ends = {name.split("→")[1] for name in segments}
+    onward: dict[str, list[tuple[int, str]]] = {}
+    for name, seg in segments.items():
+        onward.setdefault(name.split("→")[0], []).append((_count(seg), name))
+    starts = [c for frm, cands in onward.items() if frm not in ends for c in cands]
+    path: list[str] = []
+    step = max(starts, default=None)
+    seen: set[str] = set()
+    while step is not None:
+        name = step[1]
+        path.append(name)
+        to = name.split("→")[1]
+        if to in seen:
+            break
+        seen.add(to)
+        step = max(onward.get(to, []), default=None)
+    return path
+
+
+PAGE_DIR = Path(__file__).parent / "page"
+# file -> content type: the live page's assets, each served by the worker itself
+ASSETS = {"page.js": "application/javascript", "page.css": "text/css"}
+
+
+def _page_html() -> str:
+    colors = json.dumps(LAYER_COLORS).replace("<", "\\u003c")
+    return (PAGE_DIR / "index.html").read_text().replace("{{LAYER_COLORS}}", colors)
+
+
 def register_views(w: Worker) -> None:
-    """Both ``/latscope/summary`` and ``/latscope/summary/`` (likewise flows) answer."""
-    for name, build in (("summary", summary), ("flows", flows)):
+    """Both ``/latscope/summary`` and ``/latscope/summary/`` (likewise flows, history)
+    answer. The history samples the newest closed windows on the worker's tick."""
+    history = WindowHistory()
+
+    def hist(request: Any) -> dict[str, Any]:
+        return {"flow": request.query.get("flow"), "interval_s": w.settings.windows.interval_s,
+                "series": history.flow(request.query.get("flow", ""))}
+
+    views = (("summary", lambda request: summary(w)), ("flows", lambda request: flows(w)),
+             ("history", hist))
+    for name, build in views:
         async def page(web: Any, request: Any, build: Any = build) -> Any:
-            return web.json(build(w))
+            return web.json(build(request))
 
         for suffix in ("", "/"):
             w.app.page(f"/latscope/{name}{suffix}",
                         name=f"latscope_{name}{'_dir' if suffix else ''}")(page)
+
+    html = _page_html()
+
+    async def live(web: Any, request: Any) -> Any:
+        return web.html(html)
+
+    w.app.page("/latscope/", name="latscope_live")(live)
+    for asset, ctype in ASSETS.items():
+        body = (PAGE_DIR / asset).read_bytes()
+
+        async def serve(web: Any, request: Any, body: bytes = body, ctype: str = ctype) -> Any:
+            return web.bytes(body, content_type=ctype)
+
+        w.app.page(f"/latscope/{asset}", name=f"latscope_{asset.replace('.', '_')}")(serve)
+
+    @w.app.timer(w.settings.tick_s, name="latscope_history")
+    async def sample_history() -> None:
+        history.take(w.pipeline.last_closed)

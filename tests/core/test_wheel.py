@@ -111,6 +111,9 @@ def test_wheel_carries_objects_and_extension(installed: Installed) -> None:
     objects = {n.rsplit("/", 1)[1] for n in names if n.startswith("latscope/bpf/objects/")}
     assert objects == {f"{n}.bpf.o" for n in bpf_build.sources(REPO_ROOT)}
     assert any(n.startswith("latscope/stream/_native.") and n.endswith(".so") for n in names)
+    # the live page's assets: the worker serves them from the installed package
+    page = {p.name for p in (REPO_ROOT / "stream" / "page").iterdir()}
+    assert {n.rsplit("/", 1)[1] for n in names if n.startswith("latscope/stream/page/")} == page
 
 
 # Run by the venv's Python: where latscope, its C extension and each BPF object come from

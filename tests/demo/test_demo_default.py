@@ -9,8 +9,10 @@ import pytest
 
 from latscope.lab.demo import DEFAULT_TOPOLOGY
 from latscope.schemas.records import LAYERS
-from latscope.sinks.report import make_report, query
+from latscope.sinks.report import make_report
+from latscope.sinks.report_data import query
 from latscope.sinks.settings import InfluxSettings
+from latscope.sinks.timerange import time_range
 
 sys.path.insert(0, str(Path(__file__).parent))
 from truth import CAP_NS, load, true_end_to_end, true_point
@@ -125,6 +127,6 @@ def test_statistics_in_influxdb_and_report(stack, default_run, tmp_path) -> None
                            and r._field == "p99")''')
     assert {r["flow"] for r in rows} == {"f1", "f2"}
     assert {r["layer"] for r in rows} == set(LAYERS)
-    rep = make_report(settings, tmp_path, since="30m", run=default_run["run"])
+    rep = make_report(settings, tmp_path, time_range(since="30m"), run=default_run["run"])
     assert rep.flows == ["f1", "f2"] and rep.samples > 0
     assert all(f.stat().st_size > 10_000 for f in rep.files)

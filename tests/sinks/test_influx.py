@@ -14,7 +14,10 @@ import pytest
 from latscope.paths import REPO_ROOT
 from latscope.sinks.influx import sample_line, window_line
 from latscope.sinks.influx_writer import InfluxSink
-from latscope.sinks.report import ReportError, make_report, query
+from latscope.sinks.report import ReportError, make_report
+from latscope.sinks.report_data import query
+from latscope.sinks.settings import InfluxSettings
+from latscope.sinks.timerange import time_range
 from latscope.stats.sketch import Sketch
 from latscope.stream.segments import ClockView, breakdown
 from latscope.stream.synthetic import PathSpec, sample_records
@@ -23,7 +26,8 @@ from latscope.stream.windows import rows
 pytestmark = pytest.mark.stack
 
 
-def write_windows(influx, n_windows: int = 3, start_ns: int | None = None) -> int:
+def write_windows(influx, n_windows: int = 3, start_ns: int | None = None,
+                  flow: str = "f9") -> int:
     """Window statistics and raw samples of a synthetic flow, as the worker writes them."""
     start = start_ns or (time.time_ns() - 60 * 10**9)
     sink = InfluxSink(influx)
@@ -34,8 +38,8 @@ def write_windows(influx, n_windows: int = 3, start_ns: int | None = None) -> in
         for i in range(20):
             bd = breakdown(sample_records(PathSpec(["h1", "h2", "c1"], step_ns=3000 + 100 * i),
                                           i, 10**12), ClockView({}, None), path=["h1", "h2", "c1"])
-            lines.append(sample_line(bd, "f9", t0 + i, influx.tags))
-            for tags, v, pos in rows(bd, "f9"):
+            lines.append(sample_line(bd, flow, t0 + i, influx.tags))
+            for tags, v, pos in rows(bd, flow):
                 sk, _ = sketches.setdefault(tuple(tags.items()), (Sketch(), pos))
                 sk.add(v)
         for tkey, (sk, pos) in sketches.items():
@@ -65,15 +69,27 @@ def test_writes_are_flushed_on_close_and_idempotent(influx) -> None:
 
 
 def test_report_writes_pngs(influx, tmp_path) -> None:
+    """A synthetic flow (15 segments, 3 windows of 20 samples): its figure set, the index
+    linking each, and clear errors for an empty selection."""
     write_windows(influx)
-    rep = make_report(influx, tmp_path, since="1h", run=influx.tags["run"])
-    assert rep.flows == ["f9"] and rep.segments == 15 and rep.samples > 0
+    other = InfluxSettings(influx.url, influx.org, influx.bucket, influx.token,
+                           tags={"run": influx.tags["run"] + "-other"})
+    write_windows(other, flow="f8")   # another run, same time: never in this run's report
+    span = time_range(since="1h")
+    rep = make_report(influx, tmp_path, span, run=influx.tags["run"])
+    assert rep.flows == ["f9"] and rep.segments == 15 and rep.samples == 60
+    assert [f.name for f in rep.files] == ["breakdown.png", "e2e_vs_wire.png",
+                                           "layers_per_sample.png", "layer_cdf.png",
+                                           "p99_over_time.png"]
     for f in rep.files:
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 10_000
+        assert f'href="f9/{f.name}"' in rep.index.read_text()
+    # 15 segments: p99 over time on two axes of at most 8 series
+    assert len(rep.time_axes[str(tmp_path / "f9" / "p99_over_time.png")]) == 2
     with pytest.raises(ReportError, match="nothing to plot"):
-        make_report(influx, tmp_path, since="1h", run="lsxd-no-such-run")
-    with pytest.raises(ReportError, match="Flux duration"):
-        make_report(influx, tmp_path, since="10 minutes")
+        make_report(influx, tmp_path, span, run="lsxd-no-such-run")
+    with pytest.raises(ReportError, match="flow nope"):
+        make_report(influx, tmp_path, span, run=influx.tags["run"], flows=["nope"])
 
 
 def test_dashboard_queries_run(influx) -> None:
