@@ -13,7 +13,7 @@ import pytest
 
 from latscope.sinks.influx import sample_line, unescape_name, window_line
 from latscope.sinks.influx_writer import InfluxSink, delete_run
-from latscope.sinks.report import query
+from latscope.sinks.report_data import query
 from latscope.sinks.settings import InfluxSettings
 from latscope.stats.sketch import Sketch
 
