@@ -222,7 +222,11 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
             kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
             skip_hooks=skip_hooks(args.skip_hook),
-            **({"topic": args.topic} if args.topic else {}))
+            flow_stats=not args.no_flow_stats,
+            interval_s=args.interval or cfg.sampling.interval,
+            **({"topic": args.topic} if args.topic else {}),
+            **({"flow_stats_topic": args.flow_stats_topic}
+               if args.flow_stats_topic else {}))
     except ValueError as e:
         raise UserError(f"--hold-ms / agent.hold_ms: {e}") from None
 
