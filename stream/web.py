@@ -3,7 +3,9 @@
 ``/latscope/summary``   counters, clock models, sink health, open windows
 ``/latscope/flows``     per flow: every segment's statistics for the open windows, the
                         newest closed window and all closed windows so far (this worker's
-                        partitions only: a flow lives on exactly one partition)
+                        partitions only: a flow lives on exactly one partition); its
+                        context per host (throughput, resends, TCP state, process: the
+                        newest FlowStats, and the one of the newest closed window)
 Durations are µs, like the demo summary.
 """
 
@@ -78,6 +80,16 @@ def flows(w: Worker) -> dict[str, Any]:
                                            **_us(Sketch.of(v["s"]).summary())}
     for k, sk in pipe.totals.items():
         entry(dict(zip(TAGS, k, strict=True)))["total"] = _us(sk.summary())
+    ctx = w.flow_context
+    for name in ctx.by_flow:
+        out.setdefault(name, {"flow": name, "end_to_end": {}, "segments": {}})
+    for name, f in out.items():
+        # flow context (issue #15): the newest interval per host, and the interval of the
+        # newest closed latency window, joined on its start
+        f["context"] = ctx.latest(name)
+        last = f["end_to_end"].get("last_window")
+        if last:
+            f["end_to_end"]["context"] = ctx.joined(name, last["start_ns"])
     return {"flows": [{**f, "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
                       for f in out.values()]}
 

@@ -362,3 +362,55 @@ def test_retransmissions_equal_ss_and_nstat(net: Any, stack: Any, topic_name: st
     assert all(truth[s] > 0 for s in sports), truth      # the tbf did make TCP resend
     assert ours == truth
     assert sum(r["retrans_segs"] for r in h1) == k1 - k0
+
+
+# ---- end to end: agents -> Kafka -> worker -> InfluxDB and /latscope/flows ----------------------
+
+def test_worker_writes_flow_context_to_influx_and_flows_page(net: Any, stack: Any,
+                                                             topic_name: str,
+                                                             tmp_path: Any) -> None:
+    """A paced iperf3 flow: the worker's latscope_flow_stats points carry h2's app
+    throughput within 3 % of iperf3's report, and /latscope/flows shows the flow's context
+    (its sender's process) per host."""
+    from influxdb_client import InfluxDBClient
+
+    from latscope.procs import free_port
+    from latscope.stream.process import WorkerProcess, get_json
+
+    run = f"lsxj-{topic_name[-8:]}"
+    w = WorkerProcess(
+        ["--bootstrap", stack.kafka_bootstrap, "--app-id", run, "--data-dir",
+         str(tmp_path / "state"), "--interval", "1", "--influx-tag", f"run={run}",
+         "--layer-topic", topic_name + "-events", "--clock-topic", topic_name + "-clock",
+         "--breakdown-topic", topic_name + "-bd", "--dead-letter-topic", topic_name + "-dlq",
+         "--flow-stats-topic", topic_name], free_port(), tmp_path / "worker.log")
+    with w:
+        w.wait_ready()
+        with agents(net, topic_name, stack.kafka_bootstrap):
+            rep, pid = iperf3(net, "-b", "50M", seconds=5)
+            settle()
+        w.wait_until(lambda s: s["counters"]["flow_stats_in"] >= 8, 60, "flow stats in")
+        sport = rep["start"]["connected"][0]["local_port"]
+        fid = f"tcp:10.31.0.1:{sport}>{DST}:{PORT}"
+        page = get_json(w.web_port, "/latscope/flows")
+        flow = next(f for f in page["flows"] if f["flow"] == fid)
+        assert {"h1", "h2"} <= set(flow["context"])   # newest interval per host
+        w.wait_until(lambda s: s["counters"].get("influx_lines_written", 0) >= 8, 30, "influx")
+        time.sleep(2)
+    with InfluxDBClient(url=stack.influx_url, token=stack.influx_token,
+                        org=stack.influx_org) as client:
+        flux = f'''from(bucket: "{stack.influx_bucket}") |> range(start: -10m)
+          |> filter(fn: (r) => r._measurement == "latscope_flow_stats" and r.run == "{run}"
+                    and r.host == "h2" and r.flow == "{fid}" and r._field == "app_rx_bps")'''
+        rows = sorted((rec.get_time(), rec.get_value()) for t in client.query_api().query(flux)
+                      for rec in t.records)
+        flux = f'''from(bucket: "{stack.influx_bucket}") |> range(start: -10m)
+          |> filter(fn: (r) => r._measurement == "latscope_flow_socket" and r.run == "{run}"
+                    and r.host == "h1" and r.side == "sender" and r._field == "pid")'''
+        pids = {(rec.values.get("command"), rec.get_value())
+                for t in client.query_api().query(flux) for rec in t.records}
+    assert ("iperf3", pid) in pids, pids
+    rates = [v for _, v in rows if v > 0][1:-1]
+    assert len(rates) >= 2, rows
+    got = rep["end"]["sum_received"]["bits_per_second"]
+    assert abs(sum(rates) / len(rates) / got - 1) <= 0.03, (rates, got)
