@@ -247,7 +247,11 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             skip_hooks=skip_hooks(args.skip_hook),
             metrics_port=(args.metrics_port if args.metrics_port is not None
                           else cfg.agent.metrics_port),
-            **({"topic": args.topic} if args.topic else {}))
+            flow_stats=not args.no_flow_stats,
+            interval_s=args.interval or cfg.sampling.interval,
+            **({"topic": args.topic} if args.topic else {}),
+            **({"flow_stats_topic": args.flow_stats_topic}
+               if args.flow_stats_topic else {}))
     except ValueError as e:
         raise UserError(f"--hold-ms / agent.hold_ms: {e}") from None
 

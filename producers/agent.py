@@ -5,7 +5,6 @@ containers); on one machine each simulated host runs its own agent with its cloc
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import resource
 import subprocess
@@ -18,12 +17,13 @@ from latscope.bpf import libbpf
 from latscope.bpf.clock import ClockInjection
 from latscope.kafka import KafkaSettings
 from latscope.producers import layout
+from latscope.producers.flow_stats import FlowStatsCollector, FlowStatsLoop, flow_of
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.probes import Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
 from latscope.schemas.points import DEFAULT_POINTS
-from latscope.schemas.records import TOPIC_LAYER_EVENTS
+from latscope.schemas.records import TOPIC_FLOW_STATS, TOPIC_LAYER_EVENTS
 from latscope.schemas.sampling import JOIN_WINDOW_MS
 
 _log = log.get("producers.agent")
@@ -66,6 +66,11 @@ class AgentSettings:
     topic: str = TOPIC_LAYER_EVENTS
     points: tuple[str, ...] = DEFAULT_POINTS
     xdp: bool = False            # opt-in xdp point (changes the receive path it measures)
+    # Per-flow context every interval (sampling_info.interval; the stream's window length)
+    # on flow_stats_topic: throughput, resends, TCP state, owning process (flow_stats.py).
+    flow_stats: bool = True
+    interval_s: float = 1.0
+    flow_stats_topic: str = TOPIC_FLOW_STATS
     # Hook candidates forced off (odd kernels, tests): a hook name, one of its parts
     # (tp_btf/net_dev_queue) or a kind (tp_btf); the next candidate serves (schemas/points.py).
     skip_hooks: tuple[str, ...] = ()
@@ -147,8 +152,10 @@ class Agent:
                                rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
-                             points=s.points, xdp=s.xdp, skip_hooks=s.skip_hooks)
+                             points=s.points, xdp=s.xdp, skip_hooks=s.skip_hooks,
+                             flow_stats=s.flow_stats)
         self.publisher: LayerEventPublisher | None = None
+        self.flow_stats: FlowStatsLoop | None = None
         self.ring: libbpf.RingBuffer | None = None
         self._flows: dict[tuple, FlowT] = {}
         self._devs: dict[bytes, str | None] = {}
@@ -170,6 +177,13 @@ class Agent:
         # a record lacking one of these on its way is flagged incomplete (grouping._gaps)
         self.grouper.points = frozenset(attached)
         self.ring = libbpf.RingBuffer(self.probes.events_fd)
+        if self.s.flow_stats:
+            netns = list(self.s.netns)
+            self.flow_stats = FlowStatsLoop(FlowStatsCollector(
+                self.s.host, self.probes.flow_stats_map, netns, self.s.ports,
+                self.grouper.exit_devices, device_names(netns), self.s.interval_s),
+                self.s.kafka, self.s.flow_stats_topic)
+            self.flow_stats.start()
         self.started_at = time.time()
         self.ready.set()
         _log.info("agent %s: %d points attached in %d namespace(s); hold %d ms (join window "
@@ -208,6 +222,8 @@ class Agent:
         self.points_attached = dict(self.probes.attached)   # the final status still says
         for obj in self.probes.all_objects():
             obj.detach_all()
+        if self.flow_stats is not None:
+            self.flow_stats.close()
         out: list[Record] = []
         self.process(self.ring.read(), out)
         self.grouper.flush_all(out)
@@ -230,10 +246,7 @@ class Agent:
     # -- the data path
     def _flow(self, fkey: tuple) -> FlowT:
         """The flow tuple of an event's raw addresses/ports (cached: few flows, many events)."""
-        saddr, daddr, sport, dport, family, proto = fkey
-        n = 16 if family == 6 else 4
-        flow: FlowT = (_PROTO.get(proto, "tcp"), family, str(ipaddress.ip_address(saddr[:n])),
-                       str(ipaddress.ip_address(daddr[:n])), sport, dport)
+        flow: FlowT = flow_of(*fkey)
         if len(self._flows) > 100_000:
             self._flows.clear()
         self._flows[fkey] = flow
@@ -305,7 +318,9 @@ class Agent:
                 "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
                 "late_socket": g.late_socket, "gaps": g.gaps,
                 "resent_marked": kc.get("resent", 0), "mark_failed": kc.get("mark_failed", 0),
-                "open_groups": self.grouper.open_groups},
+                "open_groups": self.grouper.open_groups,
+                "flow_full": kc.get("flow_full", 0)},
+            **({"flow_stats": asdict(self.flow_stats.c.counters)} if self.flow_stats else {}),
             "gap_points": dict(self.grouper.gap_points),
             "settings": {k: v for k, v in asdict(self.s).items()
                          if k not in ("kafka", "clock", "points")}

@@ -145,6 +145,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--rate-cap", type=int, help="override agent.rate_cap_per_s (sampled bytes/s)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")
+    a.add_argument("--interval", type=float,
+                   help="flow context interval, s (default: sampling.interval, 1)")
+    a.add_argument("--flow-stats-topic", help="flow context topic (default latscope.flow-stats)")
+    a.add_argument("--no-flow-stats", action="store_true",
+                   help="no per-flow counters in the kernel and no flow context records")
     a.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     a.add_argument("--status-file", help="write the status JSON here every 0.5 s")
     a.add_argument("--duration", type=float, help="stop after this many seconds")

@@ -32,3 +32,8 @@ if _POINT_ENUM != _points.c_enum():
 
 EVENT_STRUCT = EVENT.codec
 FIELD_INDEX = {n: i for i, n in enumerate(EVENT.names)}
+
+# Per-flow counters (flow_stats.bpf.h): key and value of the flow_stats map, kind names.
+FS_KEY = _H.struct("ls_fs_key")
+FS_VAL = _H.struct("ls_fs_val")
+FS_KINDS: dict[int, str] = {v: k[6:].lower() for k, v in _H.enum("ls_fs_kind").items()}

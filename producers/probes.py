@@ -30,7 +30,7 @@ from latscope.producers.sampling import effective_size, udp_modulus
 from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, RETRANS_HOOKS, Hook
 
 _log = log.get("producers.probes")
-SHARED_MAPS = ("events", "counters", "netns_filter")
+SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
 XDP = BY_NAME["xdp"].hooks[0]
@@ -135,6 +135,7 @@ class Probes:
     points: Iterable[str] = DEFAULT_POINTS
     xdp: bool = False                        # opt-in: the xdp point (see xdp.bpf.c)
     skip_hooks: Iterable[str] = ()
+    flow_stats: bool = True                  # the per-flow counters (flow_stats.bpf.h)
     dry: bool = False
     objects: dict[str, libbpf.BpfObject] = field(default_factory=dict)   # instance key -> obj
     xdp_objects: dict[str | None, libbpf.BpfObject] = field(default_factory=dict)
@@ -191,7 +192,8 @@ class Probes:
                 ("wakeup_bytes", self.ring_size // 4),
                 ("udp_sample_mod", udp_modulus(self.sample_size)),
                 ("ports_any", 0 if self._ports else 1),
-                ("port_bits", port_bitmap(self._ports))]
+                ("port_bits", port_bitmap(self._ports)),
+                ("flow_stats_on", int(self.flow_stats and not self.dry))]
 
     def _instance(self, hook: Hook) -> tuple[libbpf.BpfObject, bool]:
         """The loaded object instance of a candidate (shared by candidates with the same
@@ -360,6 +362,10 @@ class Probes:
         """Per point served by a fallback: the candidates passed over, and why."""
         return {p: [{"hook": h, "reason": r} for h, r in c.skipped]
                 for p, c in self.choices.items() if c.hook is not None and c.skipped}
+
+    @property
+    def flow_stats_map(self) -> libbpf.Map:
+        return self.objects["maps"].map("flow_stats")
 
     @property
     def events_fd(self) -> int:

@@ -15,6 +15,8 @@ TOPIC_CLOCK = "latscope.clock"
 TOPIC_CLOCK_SAMPLES = "latscope.clock-samples"
 TOPIC_BREAKDOWNS = "latscope.breakdowns"
 TOPIC_DEAD_LETTER = "latscope.dead-letter"
+# FlowStats, one per (flow, host, interval), keyed by flow id like the layer events.
+TOPIC_FLOW_STATS = "latscope.flow-stats"
 # How whoever comes first (an agent or the stream worker) creates the layer-events topic:
 # the join's window runs on arrival, so on the broker's clock, not on each agent's.
 LAYER_EVENTS_PARTITIONS = 4
@@ -32,6 +34,7 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     TOPIC_CLOCK_SAMPLES: (1, {}),
     TOPIC_BREAKDOWNS: (LAYER_EVENTS_PARTITIONS, {}),
     TOPIC_DEAD_LETTER: (1, {}),
+    TOPIC_FLOW_STATS: (LAYER_EVENTS_PARTITIONS, {}),
 }
 
 

@@ -29,6 +29,7 @@ from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from latscope import log
+from latscope.sinks.flow_stats import flow_stats_lines
 from latscope.sinks.influx import counters_line, sample_line, window_line
 from latscope.sinks.settings import InfluxSettings
 from latscope.stats.sketch import Sketch
@@ -136,6 +137,9 @@ class InfluxSink:
 
     def write_counters(self, worker: str, counters: Mapping[str, int], now_ns: int) -> None:
         self.write([counters_line(worker, counters, now_ns, self.settings.tags)])
+
+    def write_flow_stats(self, record: Mapping[str, Any], flow: str) -> None:
+        self.write(flow_stats_lines(record, flow, self.settings.tags))
 
     def mark(self) -> int:
         return self._mark

@@ -35,6 +35,7 @@ from latscope.schemas.records import (
     TOPIC_CLOCK,
     TOPIC_CLOCK_SAMPLES,
     TOPIC_DEAD_LETTER,
+    TOPIC_FLOW_STATS,
     TOPIC_LAYER_EVENTS,
 )
 
@@ -62,12 +63,13 @@ class Rule:
 def acl_rules(app_id: str = WORKER_APP_ID) -> list[Rule]:
     """Who may do what: everything not listed here is denied."""
     return [
-        Rule("agent", "topic", TOPIC_LAYER_EVENTS, False, ("WRITE", "DESCRIBE")),
+        *(Rule("agent", "topic", t, False, ("WRITE", "DESCRIBE"))
+          for t in (TOPIC_LAYER_EVENTS, TOPIC_FLOW_STATS)),
         # ClockPublisher checks the model topic is compacted (DescribeConfigs).
         *(Rule("sync", "topic", t, False, ("WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"))
           for t in (TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES)),
         *(Rule("worker", "topic", t, False, ("READ", "DESCRIBE"))
-          for t in (TOPIC_LAYER_EVENTS, TOPIC_CLOCK)),
+          for t in (TOPIC_LAYER_EVENTS, TOPIC_CLOCK, TOPIC_FLOW_STATS)),
         *(Rule("worker", "topic", t, False, ("WRITE", "DESCRIBE"))
           for t in (TOPIC_BREAKDOWNS, TOPIC_DEAD_LETTER)),
         # Faust's changelogs and assignor topic are named after the app id, so is its group.

@@ -24,8 +24,9 @@ import faust
 from faust.types import TP
 
 from latscope import kafka, log
-from latscope.schemas.records import LAYER_EVENTS_CONFIG
+from latscope.schemas.records import LAYER_EVENTS_CONFIG, TOPIC_FLOW_STATS, TOPICS
 from latscope.stream.changes import Record
+from latscope.stream.flow_stats import FlowContext
 from latscope.stream.outputs import Outputs
 from latscope.stream.pipeline import PENDING, STATS, Pipeline
 from latscope.stream.settings import StreamSettings
@@ -67,6 +68,7 @@ class Worker:
             s.clock_topic: (1, {"cleanup.policy": "compact"}),
             s.breakdown_topic: (s.default_partitions, {}),
             s.dead_letter_topic: (1, {}),
+            s.flow_stats_topic: TOPICS[TOPIC_FLOW_STATS],
         })
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.app = app = faust.App(
@@ -107,6 +109,12 @@ class Worker:
         self.pipeline = Pipeline(s, _TableRows(self.tables), self.outputs, sink,
                                  clock_models=self.clock_models,
                                  clock_rows=_StoreRows(self.clock_models))
+        self.flow_stats_topic = app.topic(s.flow_stats_topic, **raw)
+        self.flow_context = FlowContext(
+            self.pipeline.resolver,
+            lambda v, why: self.outputs.publish(s.dead_letter_topic, None, v, {
+                "error": why.encode(), "source": s.flow_stats_topic.encode()}),
+            sink.write_flow_stats if sink is not None else None)
         self._read_to: dict[int, int] = {}   # layer-events partition -> last offset read
         self._counters_written = 0.0
         # Failures outside any one record (bugs): counted, and the worker goes on.
@@ -148,6 +156,15 @@ class Worker:
                     self.failures["clock_failed"] += 1
                     _log.exception("a clock record failed")
                 self.outputs.hold(manual, [event])   # a dead letter may have come of it
+
+        @app.agent(self.flow_stats_topic, name="flow_stats")
+        async def flow_stats(stream: faust.StreamT) -> None:
+            async for value in stream:
+                try:
+                    self.flow_context.on_message(value)
+                except Exception:   # a bug, not a record (those are dead-lettered): counted
+                    self.failures["flow_stats_failed"] += 1
+                    _log.exception("a flow-stats record failed")
 
         @app.timer(s.tick_s, name="close_due")
         async def close_due() -> None:
@@ -201,6 +218,7 @@ class Worker:
         out.update(self.outputs.counters.as_dict())
         out.update(self.outputs.gauges())
         out.update(self.failures)
+        out.update(vars(self.flow_context.counters))
         if self.sink is not None:
             out.update({f"influx_{k}": v for k, v in self.sink.counters.as_dict().items()})
         return out

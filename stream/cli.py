@@ -36,7 +36,8 @@ def settings_from(args: argparse.Namespace, config: object | None = None) -> obj
         manager=args.manager, raw_samples=not args.no_raw_samples,
         filter_retrans=settings.filter_retrans(args.filter_retrans, args.topology, config),
         from_beginning=not args.latest)
-    for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic"):
+    for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic",
+                 "flow_stats_topic"):
         if getattr(args, attr):
             setattr(s, attr, getattr(args, attr))
     return s
@@ -99,6 +100,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write only window statistics, not one point per sample")
     w.add_argument("--latest", action="store_true",
                    help="a new app id starts at the end of the topics, not the beginning")
-    for t in ("layer", "clock", "breakdown", "dead_letter"):
+    for t in ("layer", "clock", "breakdown", "dead_letter", "flow_stats"):
         w.add_argument(f"--{t.replace('_', '-')}-topic", dest=f"{t}_topic", help="topic name")
     w.set_defaults(func=worker)

@@ -13,6 +13,7 @@ from latscope.schemas.records import (
     TOPIC_BREAKDOWNS,
     TOPIC_CLOCK,
     TOPIC_DEAD_LETTER,
+    TOPIC_FLOW_STATS,
     TOPIC_LAYER_EVENTS,
 )
 from latscope.stream.flows import FlowResolver
@@ -28,6 +29,7 @@ class StreamSettings:
     clock_topic: str = TOPIC_CLOCK
     breakdown_topic: str = TOPIC_BREAKDOWNS
     dead_letter_topic: str = TOPIC_DEAD_LETTER
+    flow_stats_topic: str = TOPIC_FLOW_STATS
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: Path | None = None

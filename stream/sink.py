@@ -36,6 +36,10 @@ class StatsSink(Protocol):
 
     def write_counters(self, worker: str, counters: Mapping[str, int], now_ns: int) -> None: ...
 
+    def write_flow_stats(self, record: Mapping[str, Any], flow: str) -> None:
+        """One FlowStats record (stream/flow_stats.py) under the flow's window name."""
+        ...
+
     def mark(self) -> int:
         """The place of the latest write in the queue."""
         ...

@@ -7,7 +7,9 @@
 ``/latscope/flows``     per flow: every segment's statistics for the open windows, the
                         newest closed window and all closed windows so far (this worker's
                         partitions only: a flow lives on exactly one partition), its
-                        segments' path positions and its main path
+                        segments' path positions and its main path; its context per host
+                        (throughput, resends, TCP state, process: the newest FlowStats,
+                        and the one of the newest closed window)
 ``/latscope/history``   ``?flow=NAME``: per segment, the closed windows' count, p50 and p99
 Durations are µs, like the demo summary.
 """
@@ -92,6 +94,17 @@ def flows(w: Worker) -> dict[str, Any]:
         if v["tags"]["segment"] != E2E:
             seg = entry(v["tags"])
             seg["pos"] = min(seg.get("pos", v.get("pos", 0)), v.get("pos", 0))
+    ctx = w.flow_context
+    for name in ctx.by_flow:
+        out.setdefault(name, {"flow": name, "src_host": "", "dst_host": "", "end_to_end": {},
+                              "segments": {}})
+    for name, f in out.items():
+        # flow context (issue #15): the newest interval per host, and the interval of the
+        # newest closed latency window, joined on its start
+        f["context"] = ctx.latest(name)
+        last = f["end_to_end"].get("last_window")
+        if last:
+            f["end_to_end"]["context"] = ctx.joined(name, last["start_ns"])
     return {"interval_s": w.settings.windows.interval_s, "partitions": w.owned_partitions(),
             "flows": [{**f, "main_path": main_path(f["segments"]),
                        "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}

@@ -239,13 +239,21 @@ static __always_inline __u32 ls_fnv(__u32 h, const __u8 *p, int n)
 	return h;
 }
 
+/* Where ls_parse_flow left the L4 header: its offset from head and its first 20 bytes. */
+struct ls_l4 {
+	__u32 off;
+	struct tcphdr th;
+};
+
 /* Parse the IP/TCP/UDP headers of a packet whose network header starts at head+nh, whose
  * data ends at head+end and whose linear part at head+linear_end (headers are read with
  * bpf_probe_read_kernel, so head may be an skb's head or an XDP packet's data). Returns 1
- * if it holds a sampled byte (TCP) or is a sampled datagram (UDP) of an allowed port, with
- * h filled; 0 otherwise. */
-static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __u32 linear_end,
-				    __u16 l3proto, struct ls_hit *h)
+ * for a TCP segment carrying data or a UDP datagram, of an allowed port, with h's flow and
+ * range filled (UDP: seq is the datagram's hash, len 1) and l the L4 header; 0 otherwise.
+ * Whether it is sampled is ls_parse_sampled's question: the flow counters count them all. */
+static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 end,
+					 __u32 linear_end, __u16 l3proto, struct ls_hit *h,
+					 struct ls_l4 *l)
 {
 	__u32 l4;
 	__u8 proto;
@@ -315,6 +323,8 @@ static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __
 		if (bpf_probe_read_kernel(&th, proto == IPPROTO_TCP ? sizeof(th) : 8, head + l4))
 			goto bad;
 	}
+	l->off = l4;
+	l->th = th;
 
 	if (proto == IPPROTO_TCP) {
 		__u32 data;
@@ -328,9 +338,7 @@ static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __
 		h->seq = bpf_ntohl(th.seq);
 		h->len = end - data;
 		h->proto = IPPROTO_TCP;
-		if (!ls_sampled(h->seq, h->len))
-			return 0;
-		h->flags = ls_tcp_flags(head + l4, &th);
+		h->flags = 0;
 		return 1;
 	}
 	{
@@ -355,8 +363,6 @@ static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __
 		hash ^= hash >> 13;
 		hash *= 0xc2b2ae35U;
 		hash ^= hash >> 16;
-		if (!udp_sample_mod || hash % udp_sample_mod)
-			return 0;
 		h->seq = hash;
 		h->len = 1;
 		h->proto = IPPROTO_UDP;
@@ -368,6 +374,30 @@ bad:
 	return 0;
 }
 
+/* Is the packet ls_parse_flow read sampled? TCP: its range holds a sampled byte (then its
+ * resend mark is read); UDP: its hash falls in the sample. */
+static __always_inline int ls_parse_sampled(unsigned char *head, struct ls_hit *h,
+					    const struct ls_l4 *l)
+{
+	if (h->proto == IPPROTO_UDP)
+		return udp_sample_mod && !(h->seq % udp_sample_mod);
+	if (!ls_sampled(h->seq, h->len))
+		return 0;
+	h->flags = ls_tcp_flags(head + l->off, &l->th);
+	return 1;
+}
+
+/* ls_parse_flow, then ls_parse_sampled: 1 if the packet holds a sampled byte or is a
+ * sampled datagram, of an allowed port, with h filled; 0 otherwise. */
+static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __u32 linear_end,
+				    __u16 l3proto, struct ls_hit *h)
+{
+	struct ls_l4 l;
+
+	return ls_parse_flow(head, nh, end, linear_end, l3proto, h, &l) &&
+	       ls_parse_sampled(head, h, &l);
+}
+
 static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
 					struct ls_hit *h, const int m)
 {
@@ -377,5 +407,7 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 
 	return ls_parse(head, nh, end, end - LS_RD(m, skb, data_len), l3proto, h);
 }
+
+#include "flow_stats.bpf.h"
 
 #endif

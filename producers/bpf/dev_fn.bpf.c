@@ -17,11 +17,11 @@ char LICENSE[] SEC("license") = "GPL";
 SEC("fentry/__dev_queue_xmit")
 int BPF_PROG(dev_queue_fentry, struct sk_buff *skb)
 {
-	return dev_point(skb, skb->dev, LS_DEV_QUEUE, 0, LS_BTF);
+	return dev_point(skb, skb->dev, LS_DEV_QUEUE, 0, LS_FS_NONE, LS_BTF);
 }
 
 SEC("kprobe/__dev_queue_xmit")
 int BPF_KPROBE(dev_queue_kprobe, struct sk_buff *skb)
 {
-	return dev_point(skb, BPF_CORE_READ(skb, dev), LS_DEV_QUEUE, 0, LS_RAW);
+	return dev_point(skb, BPF_CORE_READ(skb, dev), LS_DEV_QUEUE, 0, LS_FS_NONE, LS_RAW);
 }

@@ -32,7 +32,8 @@ enum ls_counter {
 	LS_C_UNPARSED = 2,    /* headers we could not read (or > 4 IPv6 extension headers) */
 	LS_C_RESENT = 3,      /* resent segments the sender marked (tcp_tx.bpf.c) */
 	LS_C_MARK_FAILED = 4, /* resent segments left unmarked: no option room, no socket storage */
-	LS_C_MAX = 5,
+	LS_C_FLOW_FULL = 5,   /* flow_stats map full: a flow's counts not kept (flow_stats.bpf.h) */
+	LS_C_MAX = 6,
 };
 
 #define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */
@@ -64,6 +65,35 @@ struct ls_event {
 	__u8 proto;           /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 flags;           /* LS_F_* */
 	char dev[16];         /* device name, empty at socket points */
+};
+
+/* Per-flow counters (flow_stats.bpf.h): what a flow did at one place on one host, for every
+ * byte and segment, not just the sampled ones. */
+enum ls_fs_kind {
+	LS_FS_SEND = 0,       /* app handed bytes to TCP (count: calls) */
+	LS_FS_RECV = 1,       /* app read bytes (count: calls) */
+	LS_FS_TX = 2,         /* device transmit, per ifindex: IP bytes, segments (GSO counted out) */
+	LS_FS_RX = 3,         /* device receive, per ifindex */
+	LS_FS_RETRANS = 4,    /* TCP resent: payload bytes, segments */
+	LS_FS_DROP = 5,       /* freed as dropped (skb:kfree_skb); ifindex holds the drop reason */
+};
+
+struct ls_fs_key {
+	__u8 saddr[16];       /* data direction, as ls_event */
+	__u8 daddr[16];
+	__u64 netns;
+	__u32 ifindex;        /* device kinds; LS_FS_DROP: the kernel's skb_drop_reason */
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+	__u8 kind;            /* enum ls_fs_kind */
+	__u8 pad[5];
+};
+
+struct ls_fs_val {
+	__u64 bytes;
+	__u64 count;
 };
 
 #endif

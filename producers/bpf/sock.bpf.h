@@ -64,14 +64,16 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, cons
 	} else {
 		end = LS_RD(m, tp, write_seq);
 	}
-	if (!ls_sampled(end - (__u32)ret, ret))
-		return 0;
 	__builtin_memset(&h, 0, sizeof(h));
 	if (ls_sk_flow(sk, &h, point == LS_SOCK_RECV, m))
 		return 0;
+	h.proto = IPPROTO_TCP;
+	/* every call, sampled or not: the flow's app bytes (flow_stats.bpf.h) */
+	ls_fs_add(&h, netns, 0, point == LS_SOCK_RECV ? LS_FS_RECV : LS_FS_SEND, ret, 1);
+	if (!ls_sampled(end - (__u32)ret, ret))
+		return 0;
 	h.seq = end - (__u32)ret;
 	h.len = ret;
-	h.proto = IPPROTO_TCP;
 	ls_emit(&h, point, start.ts && start.seq == h.seq ? start.ts : 0, netns, 0, m);
 	return 0;
 }

@@ -13,6 +13,10 @@
  *                                          older kernels, which fire only for those.
  *                                          Where tcp_tx's sock_ops hook marks resent
  *                                          segments (latscope.h), this adds nothing.
+ *                                          The flow counters (flow_stats.bpf.h) count
+ *                                          what the kernel's tcpi_total_retrans counts:
+ *                                          those, and the resends a local qdisc refused
+ *                                          (-ENOBUFS: counted before the transmit).
  * tcp_tx lives in tcp_tx.bpf.c; function-hook variants of both points in tcp_fn.bpf.c.
  */
 #include "tcp.bpf.h"
@@ -35,6 +39,8 @@ int tcp_rx_raw(struct bpf_raw_tracepoint_args *ctx)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(retrans_sent, const struct sock *sk, const struct sk_buff *skb, int err)
 {
+	if (err >= 0 || err == -ENOBUFS)
+		tcp_count_retrans(sk, skb, LS_BTF);
 	if (err < 0)
 		return 0;
 	return tcp_range(sk, skb, LS_RETRANS, 0, LS_BTF);
@@ -43,7 +49,11 @@ int BPF_PROG(retrans_sent, const struct sock *sk, const struct sk_buff *skb, int
 SEC("raw_tp/tcp_retransmit_skb")
 int retrans_sent_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	if ((int)ctx->args[2] < 0)
+	int err = (int)ctx->args[2];
+
+	if (err >= 0 || err == -ENOBUFS)
+		tcp_count_retrans((void *)ctx->args[0], (void *)ctx->args[1], LS_RAW);
+	if (err < 0)
 		return 0;
 	return tcp_range((void *)ctx->args[0], (void *)ctx->args[1], LS_RETRANS, 0, LS_RAW);
 }
@@ -51,11 +61,13 @@ int retrans_sent_raw(struct bpf_raw_tracepoint_args *ctx)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(retrans, const struct sock *sk, const struct sk_buff *skb)
 {
+	tcp_count_retrans(sk, skb, LS_BTF);
 	return tcp_range(sk, skb, LS_RETRANS, 0, LS_BTF);
 }
 
 SEC("raw_tp/tcp_retransmit_skb")
 int retrans_raw(struct bpf_raw_tracepoint_args *ctx)
 {
+	tcp_count_retrans((void *)ctx->args[0], (void *)ctx->args[1], LS_RAW);
 	return tcp_range((void *)ctx->args[0], (void *)ctx->args[1], LS_RETRANS, 0, LS_RAW);
 }

@@ -9,6 +9,7 @@
 
 #define TCPHDR_FIN 0x01
 #define TCPHDR_SYN 0x02
+#define ENOBUFS 105
 
 static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff *skb,
 				     __u8 point, int rx, const int m)
@@ -48,6 +49,28 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 			h.flags = ls_tcp_flags(th, &t);
 	}
 	ls_emit(&h, point, 0, netns, 0, m);
+	return 0;
+}
+
+/* A resend's flow counters (flow_stats.bpf.h): its payload bytes and its segments, as the
+ * kernel's tcpi_total_retrans and TcpRetransSegs count them (tcp_skb_pcount). */
+static __always_inline int tcp_count_retrans(const struct sock *sk, const struct sk_buff *skb,
+					     const int m)
+{
+	struct ls_tcp_range r;
+	struct ls_hit h;
+	__u32 netns;
+
+	if (ls_tcp_cb_range(skb, &r))
+		return 0;
+	netns = ls_sk_netns(sk, m);
+	if (!ls_netns_ok(netns) || !ls_sk_ports_ok(sk, m))
+		return 0;
+	__builtin_memset(&h, 0, sizeof(h));
+	if (ls_sk_flow(sk, &h, 0, m))
+		return 0;
+	h.proto = IPPROTO_TCP;
+	ls_fs_add(&h, netns, 0, LS_FS_RETRANS, r.end_seq - r.seq, ls_skb_segs(skb, m));
 	return 0;
 }
 

@@ -1,0 +1,269 @@
+"""Per-flow context, once an interval: the kernel's per-flow counters (flow_stats.bpf.h, every
+byte and segment, read and differenced here), the TCP state of the flow's sockets
+(tcp_state.py) and the owning process (owners.py), as one FlowStats record per (flow, host,
+interval) on ``latscope.flow-stats``.
+
+Intervals are aligned on the wall clock (multiples of the interval, as the stream worker's
+windows), so a record and the latency window of the same flow and start describe the same
+time. The map is never reset: the agent keeps the last totals per key and sends differences,
+and removes a key only after it stayed unchanged for IDLE_INTERVALS (a flow that resumes in
+the instant between the read and the removal loses what it did in that instant).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from latscope import kafka, log
+from latscope.bpf import libbpf
+from latscope.producers import layout
+from latscope.producers.owners import Owners
+from latscope.producers.tcp_state import TCP_STATES, TcpSocket, TcpStateReader
+from latscope.schemas import codec
+from latscope.schemas.records import TOPIC_FLOW_STATS, TOPICS, flow_id
+
+_log = log.get("producers.flow_stats")
+IDLE_INTERVALS = 30
+_KEY = layout.FS_KEY.codec.unpack
+_VAL = layout.FS_VAL.codec.unpack
+_K = {n: i for i, n in enumerate(layout.FS_KEY.names)}
+_KIND = {name: v for v, name in layout.FS_KINDS.items()}
+_PROTO = {6: "tcp", 17: "udp"}
+FlowT = tuple[str, int, str, str, int, int]   # proto, family, src, dst, sport, dport
+
+
+def flow_of(saddr: bytes, daddr: bytes, sport: int, dport: int, family: int,
+            proto: int) -> FlowT:
+    """The flow tuple of a probe's raw addresses and ports (IPv4 in the first 4 bytes)."""
+    n = 16 if family == 6 else 4
+    return (_PROTO.get(proto, "tcp"), family, str(ipaddress.ip_address(saddr[:n])),
+            str(ipaddress.ip_address(daddr[:n])), sport, dport)
+
+
+def flow_key(f: FlowT) -> dict[str, Any]:
+    return {"proto": f[0], "family": f[1], "src": f[2], "dst": f[3], "sport": f[4],
+            "dport": f[5]}
+
+
+@dataclass
+class FlowStatsCounters:
+    intervals: int = 0
+    records: int = 0
+    delivered: int = 0
+    failed: int = 0
+    read_errors: int = 0      # an interval whose sockets or processes could not be read
+    removed_keys: int = 0     # idle flow keys removed from the kernel map
+
+
+@dataclass
+class _Acc:
+    """One flow's interval on this host, while it is assembled."""
+    counts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    devices: list[dict] = field(default_factory=list)
+    sockets: list[dict] = field(default_factory=list)
+
+
+class FlowStatsCollector:
+    """Reads the counters, the sockets and their owners; builds the interval's records."""
+
+    def __init__(self, host: str, fmap: libbpf.Map, netns: list[str | None], ports: list[int],
+                 exit_devices: set[tuple[int, int]], dev_names: dict[tuple[int, int], str],
+                 interval_s: float) -> None:
+        self.host = host
+        self.map = fmap
+        self.exit_devices = exit_devices
+        self.dev_names = dev_names
+        self.step = int(interval_s * 1e9)
+        self.netns, self.ports = netns, ports
+        # made on first use, on the thread that reads: a pyroute2 DiagSocket answers only
+        # the thread that made it (from another it returns nothing)
+        self.tcp: TcpStateReader | None = None
+        self.owners = Owners()
+        self.counters = FlowStatsCounters()
+        self._last: dict[bytes, tuple[int, int]] = {}
+        self._idle: dict[bytes, int] = {}
+        self._read_at = time.monotonic_ns()
+
+    def _deltas(self) -> dict[bytes, tuple[int, int]]:
+        """key -> (bytes, count) since the last read, summed over CPUs."""
+        out = {}
+        for key in self.map.keys():
+            total_b = total_c = 0
+            for v in self.map.lookup_percpu(key):
+                b, c = _VAL(v)
+                total_b += b
+                total_c += c
+            last = self._last.get(key, (0, 0))
+            d = (total_b - last[0], total_c - last[1])
+            self._last[key] = (total_b, total_c)
+            if d == (0, 0):
+                self._idle[key] = self._idle.get(key, 0) + 1
+                if self._idle[key] >= IDLE_INTERVALS:
+                    self.map.delete(key)
+                    self._last.pop(key)
+                    self._idle.pop(key)
+                    self.counters.removed_keys += 1
+                continue
+            self._idle.pop(key, None)
+            out[key] = d
+        return out
+
+    def collect(self, start_ns: int) -> list[dict]:
+        """The records of the interval starting at start_ns (wall), ending now."""
+        now = time.monotonic_ns()
+        duration, self._read_at = now - self._read_at, now
+        accs: dict[FlowT, _Acc] = defaultdict(_Acc)
+        for raw, (nbytes, count) in self._deltas().items():
+            k = _KEY(raw)
+            flow = flow_of(k[_K["saddr"]], k[_K["daddr"]], k[_K["sport"]], k[_K["dport"]],
+                           k[_K["family"]], k[_K["proto"]])
+            kind = layout.FS_KINDS.get(k[_K["kind"]], "unknown")
+            acc = accs[flow]
+            where = (k[_K["netns"]], k[_K["ifindex"]])
+            if kind in ("tx", "rx"):
+                acc.devices.append({"netns": where[0], "ifindex": where[1],
+                                    "device": self.dev_names.get(where), "dir": kind,
+                                    "bytes": nbytes, "segs": count})
+                if where not in self.exit_devices:
+                    continue
+            c = acc.counts[kind]
+            c[0] += nbytes
+            c[1] += count
+        try:
+            self._add_sockets(accs)
+        except OSError as e:     # netlink or /proc refused: the counts still go out
+            self.counters.read_errors += 1
+            _log.warning("flow stats: sockets not read this interval: %s", e)
+        self.counters.intervals += 1
+        return [self._record(flow, acc, start_ns, duration) for flow, acc in accs.items()]
+
+    def _add_sockets(self, accs: dict[FlowT, _Acc]) -> None:
+        if self.tcp is None:
+            self.tcp = TcpStateReader(self.netns, self.ports)
+        socks = self.tcp.read()
+        pids = self.owners.pids({s.inode for s in socks})
+        seen: set[int] = set()
+        for s in socks:
+            out_flow: FlowT = ("tcp", s.family, s.local[0], s.remote[0], s.local[1], s.remote[1])
+            in_flow: FlowT = ("tcp", s.family, s.remote[0], s.local[0], s.remote[1], s.local[1])
+            sides = []
+            if out_flow in accs or s.info.get("unacked") or s.info.get("notsent_bytes"):
+                sides.append(("sender", out_flow))
+            if in_flow in accs:
+                sides.append(("receiver", in_flow))
+            if not sides:
+                continue
+            pid = pids.get(s.inode)
+            owner = self.owners.owner(pid) if pid is not None else None
+            if owner is not None:
+                seen.add(owner.pid)
+            for side, flow in sides:
+                accs[flow].sockets.append(_socket(s, side, owner))
+        self.owners.forget(seen)
+
+    def _record(self, flow: FlowT, acc: _Acc, start_ns: int, duration: int) -> dict:
+        c = acc.counts
+        fk = flow_key(flow)
+        return {
+            "flow_id": flow_id(fk), "flow": fk, "host": self.host,
+            "interval_start_ns": start_ns, "interval_ns": self.step, "duration_ns": duration,
+            "app_bytes_written": c["send"][0], "app_writes": c["send"][1],
+            "app_bytes_read": c["recv"][0], "app_reads": c["recv"][1],
+            "dev_bytes_tx": c["tx"][0], "dev_segs_tx": c["tx"][1],
+            "dev_bytes_rx": c["rx"][0], "dev_segs_rx": c["rx"][1],
+            "retrans_bytes": c["retrans"][0], "retrans_segs": c["retrans"][1],
+            "devices": acc.devices, "drops": [], "sockets": acc.sockets,
+        }
+
+    def close(self) -> None:
+        if self.tcp is not None:
+            self.tcp.close()
+
+
+def _socket(s: TcpSocket, side: str, owner: Any) -> dict:
+    i = s.info
+    return {
+        "side": side, "netns": s.netns,
+        "state": TCP_STATES[i["state"]] if i.get("state", 0) < len(TCP_STATES) else "?",
+        "srtt_us": i.get("rtt", 0), "rttvar_us": i.get("rttvar", 0),
+        "min_rtt_us": i.get("min_rtt", 0), "cwnd": i.get("snd_cwnd", 0),
+        "ssthresh": i.get("snd_ssthresh", 0), "mss": i.get("snd_mss", 0),
+        "snd_wnd": i.get("snd_wnd", 0), "rcv_wnd": i.get("rcv_wnd"),
+        "rcv_space": i.get("rcv_space", 0), "pacing_rate": i.get("pacing_rate", 0),
+        "delivery_rate": i.get("delivery_rate", 0), "busy_us": i.get("busy_time", 0),
+        "rwnd_limited_us": i.get("rwnd_limited", 0),
+        "sndbuf_limited_us": i.get("sndbuf_limited", 0),
+        "total_retrans": i.get("total_retrans", 0), "bytes_acked": i.get("bytes_acked", 0),
+        "bytes_received": i.get("bytes_received", 0), "unacked": i.get("unacked", 0),
+        "notsent_bytes": i.get("notsent_bytes", 0),
+        "pid": owner.pid if owner else None, "command": owner.command if owner else None,
+        "cgroup_id": s.cgroup_id, "cpu_percent": owner.cpu_percent if owner else None,
+        "rss_bytes": owner.rss_bytes if owner else None,
+    }
+
+
+class FlowStatsLoop:
+    """The collector on its own thread (sock_diag and /proc must not hold up the ring
+    buffer), one interval at a time, publishing each record keyed by its flow id; a last,
+    shorter interval at stop."""
+
+    def __init__(self, collector: FlowStatsCollector, ks: kafka.KafkaSettings,
+                 topic: str = TOPIC_FLOW_STATS) -> None:
+        self.c = collector
+        self.topic = topic
+        self.ks = ks
+        self._producer = kafka.producer(ks, **{"enable.idempotence": True, "acks": "all",
+                                               "linger.ms": 20, "compression.type": "zstd"})
+        self._codec = codec.default_codec()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        kafka.ensure_topics(self.ks, {self.topic: TOPICS[TOPIC_FLOW_STATS]})
+        self._thread = threading.Thread(target=self._run, args=(self._stop,),
+                                        name="flow-stats", daemon=True)
+        self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        step = self.c.step
+        start = time.time_ns() // step * step
+        while True:
+            end = start + step
+            stopped = stop.wait(max(0.0, (end - time.time_ns()) / 1e9))
+            try:
+                self.publish(self.c.collect(start))
+            except Exception:    # one bad interval never ends the agent's context
+                self.c.counters.read_errors += 1
+                _log.exception("flow stats interval failed")
+            start = end
+            if stopped:
+                return
+
+    def _delivered(self, err: KafkaError | None, _msg: object) -> None:
+        if err is None:
+            self.c.counters.delivered += 1
+        else:
+            self.c.counters.failed += 1
+
+    def publish(self, records: list[dict]) -> None:
+        for r in records:
+            kafka.produce(self._producer, self.topic, self._codec.encode("FlowStats", r),
+                          key=r["flow_id"].encode(), on_delivery=self._delivered)
+            self.c.counters.records += 1
+        self._producer.poll(0)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Once the probes are detached: the last interval published, then flushed."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 2 * self.c.step / 1e9)
+        left = self._producer.flush(timeout)
+        self.c.counters.failed += left
+        self.c.close()
