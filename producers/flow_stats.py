@@ -226,7 +226,6 @@ class FlowStatsLoop:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        kafka.ensure_topics(self.ks, {self.topic: TOPICS[TOPIC_FLOW_STATS]})
         self._thread = threading.Thread(target=self._run, args=(self._stop,),
                                         name="flow-stats", daemon=True)
         self._thread.start()
@@ -234,9 +233,12 @@ class FlowStatsLoop:
     def _run(self, stop: threading.Event) -> None:
         step = self.c.step
         start = time.time_ns() // step * step
+        topic_known = False
         while True:
             end = start + step
             stopped = stop.wait(max(0.0, (end - time.time_ns()) / 1e9))
+            if not topic_known:   # a broker not up yet holds up neither the probes nor start
+                topic_known = self._know_topic()
             try:
                 self.publish(self.c.collect(start))
             except Exception:    # one bad interval never ends the agent's context
@@ -245,6 +247,14 @@ class FlowStatsLoop:
             start = end
             if stopped:
                 return
+
+    def _know_topic(self) -> bool:
+        try:
+            kafka.ensure_topics(self.ks, {self.topic: TOPICS[TOPIC_FLOW_STATS]})
+            return True
+        except Exception as e:   # unreachable broker: deliveries report their own failures
+            _log.debug("topic %s not checked yet: %s", self.topic, e)
+            return False
 
     def _delivered(self, err: KafkaError | None, _msg: object) -> None:
         if err is None:
