@@ -30,7 +30,8 @@ def settings_from(args: argparse.Namespace, config: object | None = None) -> obj
         # plus the allowed lateness of their transport.
         windows=WindowPolicy(interval, args.window + 2 * args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
-        flows=settings.flow_resolver(args.topology) if args.topology else None,
+        flows=settings.flow_resolver(args.topology) if args.topology else (
+            settings.fleet_view(config) if config else None),
         manager=args.manager, raw_samples=not args.no_raw_samples,
         from_beginning=not args.latest)
     for attr in ("layer_topic", "clock_topic", "breakdown_topic", "dead_letter_topic"):
