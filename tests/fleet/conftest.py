@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from needs import missing
 
 from latscope.fleet.bundle import build_latscope_wheel
-from latscope.lab.sshd_fleet import SshFleet, keygen
+from latscope.lab.sshd_fleet import SSHD, SshFleet, keygen
 from latscope.procs import free_port, free_port_pair
 from latscope.stack.services import StackSettings
 
@@ -105,6 +107,9 @@ def fleet_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory: pytest.TempPathFactory, fleet_wheel: Path, stack) -> Iterator[Room]:
+    for tool in (SSHD, "ssh-keygen", "iperf3", "bpftool"):
+        if not shutil.which(tool):
+            missing(f"{tool} (make setup installs openssh-server, openssh-client, iperf3, bpftool)")
     tmp = tmp_path_factory.mktemp("fleet")
     subnet = f"10.213.{int(RUN_ID, 16) % 200 + 20}"
     password = "lsxh-" + secrets.token_hex(12)
