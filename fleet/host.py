@@ -118,11 +118,12 @@ def status(r: Remote, d: str) -> dict[str, Any]:
 
 
 # Run on the server by its venv's Python: what of LatScope the kernel holds for this host:
-# XDP and tc BPF on its interfaces (per network namespace), and the ids of the BPF programs
-# and links the given pids own (ids are global; a shared kernel holds other hosts' too).
+# XDP and tc BPF on its interfaces (per network namespace), the ids of every loaded BPF
+# program and link (bpftool), and those the given pids hold open (their fdinfo: prog_id /
+# link_id; ids are global and a shared kernel holds other hosts' too).
 _KERNEL = r"""
-import json, subprocess, sys
-pids = set(json.loads(sys.argv[1]))
+import json, os, subprocess, sys
+pids = json.loads(sys.argv[1])
 def j(*a):
     r = subprocess.run(a, capture_output=True, text=True)
     return json.loads(r.stdout or "[]") if r.returncode == 0 else []
@@ -134,12 +135,24 @@ for l in j("ip", "-j", "-d", "link", "show"):
         for f in j("tc", "-j", "filter", "show", "dev", l["ifname"], kind):
             if f.get("kind") == "bpf":
                 attached.append(f"tc {kind} BPF on {l['ifname']}")
-out = {"attached": attached}
+out = {"attached": attached, "owned_prog": [], "owned_link": []}
 for what in ("prog", "link"):
-    objs = j("bpftool", "-j", what, "show")
-    out[what] = [o["id"] for o in objs]
-    out["owned_" + what] = [o["id"] for o in objs
-                            if {p.get("pid") for p in o.get("pids", [])} & pids]
+    out[what] = [o["id"] for o in j("bpftool", "-j", what, "show")]
+for pid in pids:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            info = open(f"/proc/{pid}/fdinfo/{fd}").read()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            key, _, val = line.partition(":")
+            if key in ("prog_id", "link_id"):
+                out["owned_" + key[:-3]].append(int(val))
+out["owned_prog"], out["owned_link"] = sorted(set(out["owned_prog"])), sorted(set(out["owned_link"]))
 print(json.dumps(out))
 """
 
