@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "latscope.sync.cli",         # sync manager|responder|status
     "latscope.stream.cli",       # stream worker
     "latscope.sinks.cli",        # report
+    "latscope.fleet.cli",        # fleet up|status|down|logs
     "latscope.lab.demo_cli",         # demo
 )
 

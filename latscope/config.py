@@ -11,6 +11,7 @@ import ipaddress
 import os
 import stat
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -205,6 +206,22 @@ class Agent(Strict):
     metrics_port: Port | None = None
 
 
+class Fleet(Strict):
+    """How ``latscope fleet`` reaches and lays out the servers (latscope.yaml ``fleet:``)."""
+
+    # Per server; ``{hostname}`` is replaced, so servers sharing a filesystem stay apart.
+    install_dir: str = "/opt/latscope"
+    known_hosts: str = "~/.ssh/known_hosts"
+    identity_file: str | None = None   # else the SSH agent and ~/.ssh/id_*
+    parallel: int = Field(default=8, ge=1, le=256)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    state_dir: str | None = None       # management side; default <cache>/fleet
+    worker_web_port: Port = 6066
+
+    def host_dir(self, hostname: str) -> str:
+        return self.install_dir.replace("{hostname}", hostname)
+
+
 class Config(Strict):
     servers: list[Server] = []
     sampling: Sampling = Sampling()
@@ -214,6 +231,7 @@ class Config(Strict):
     kafka: Kafka = Kafka()
     influxdb: InfluxDB = InfluxDB()
     agent: Agent = Agent()
+    fleet: Fleet = Fleet()
 
     def server(self, key: int) -> Server | None:
         return next((s for s in self.servers if s.metadata_key == key), None)
@@ -224,6 +242,7 @@ class Loaded:
     config: Config
     sources: dict[str, Path]  # section -> file it came from
     notes: list[str]          # things the user should know (replaced legacy files)
+    warnings: list[str] = dc_field(default_factory=list)   # works, but should change
 
 
 def _read_yaml(path: Path) -> Any:
@@ -332,7 +351,20 @@ def load(path: str | Path) -> Loaded:
         raise ConfigError(_describe(e, sources, single)) from None
     _cross_check(config, sources, single)
     _check_inline_secrets(config, sources, single)
-    return Loaded(config, sources, notes)
+    return Loaded(config, sources, notes, _password_warnings(config, sources, single))
+
+
+def _password_warnings(config: Config, sources: dict[str, Path], fallback: Path) -> list[str]:
+    """The original format's SSH passwords still work, but say they are there (never what
+    they are): keys are what `latscope fleet` expects."""
+    where = sources.get("servers", fallback)
+    out = [f"{where}: servers[{i}].password: an SSH password is set for {s.hostname}: it "
+           "works, but prefer a key (fleet.identity_file or the SSH agent) and remove it"
+           for i, s in enumerate(config.servers) if s.password is not None]
+    if config.management is not None and config.management.password is not None:
+        out.append(f"{sources.get('management', fallback)}: password: an SSH password is set: "
+                   "LatScope never uses it for the management server; remove it")
+    return out
 
 
 def _inline_secret(key: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from latscope.config import Config, ConfigError, load
 from latscope.errors import UserError
@@ -48,10 +49,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     view = resolved(loaded.config)
     if args.json:
         print(json.dumps({**view, "sources": {k: str(v) for k, v in loaded.sources.items()},
-                          "notes": loaded.notes}, indent=2))
+                          "notes": loaded.notes, "warnings": loaded.warnings}, indent=2))
         return 0
     for note in loaded.notes:
         print(f"note: {note}")
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for s in view["servers"]:
         role = f"{s['kind']} of {s['parent']}" if s["parent"] else s["kind"]
         print(f"{s['hostname']:14} {s['address']:16} {role:20} eth={','.join(s['eth']) or '-'}")

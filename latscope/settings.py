@@ -146,6 +146,28 @@ def filter_retrans(flag: int | None, topology_path: str | None, cfg: Config | No
     return (cfg or Config()).sampling.filter_retrans
 
 
+def fleet_view(cfg: Config) -> FlowResolver | None:
+    """The stream's view of the servers in connect_info: every address a server has
+    (``address``, ``other_address``, a container entry's ``container_address``) names it,
+    a container reads its host's clock (``iscontainer``: the same kernel) while a VM keeps
+    its own (``isvm``), and the management server is the reference. No flows are declared:
+    each address pair's path is learned from its records (stream/flows.py). None without
+    servers."""
+    from latscope.stream.flows import FlowResolver
+
+    if not cfg.servers:
+        return None
+    addr_host = {a: s.hostname for s in cfg.servers
+                 for a in (s.address, *s.other_address, *s.container_address)}
+    clock_hosts = {}
+    for s in cfg.servers:
+        parent = cfg.server(s.iscontainer) if s.iscontainer is not None else None
+        if parent is not None:
+            clock_hosts[s.hostname] = parent.hostname
+    manager = cfg.management.hostname if cfg.management else None
+    return FlowResolver(addr_host, {}, clock_hosts, manager)
+
+
 def _check_netns(names: list[str | None]) -> None:
     for ns in names:
         if ns and not Path(f"/run/netns/{ns}").exists():

@@ -13,6 +13,7 @@ from latscope.stack.kafka import MissingTool
 def _settings(args: argparse.Namespace) -> stack.StackSettings:
     return stack.StackSettings.from_env(
         cache=args.cache_dir, run_dir=args.run_dir, kafka_port=args.kafka_port,
+        kafka_host=args.kafka_host,
         influx_port=args.influx_port, secure=getattr(args, "secure", False) or None)
 
 
@@ -70,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--cache-dir", help="where builds live (default ~/.cache/latscope)")
         q.add_argument("--run-dir", help="service data and logs (default <cache>/run)")
         q.add_argument("--kafka-port", type=int, help="broker port (default 9092)")
+        q.add_argument("--kafka-host", metavar="ADDRESS",
+                       help="address the broker listens on and advertises (default 127.0.0.1; "
+                            "a routable one for agents on other hosts: `latscope fleet`)")
         q.add_argument("--influx-port", type=int, help="InfluxDB port (default 8086)")
         if name == "up":
             q.add_argument("--secure", action="store_true",

@@ -23,6 +23,8 @@ class StackSettings:
     cache: Path = field(default_factory=cache_dir)
     run_dir: Path | None = None  # service data and logs; default <cache>/run
     kafka_port: int = 9092
+    # The address the broker listens on and advertises: another host's agents must reach it.
+    kafka_host: str = "127.0.0.1"
     kafka_controller_port: int | None = None  # default: kafka_port + 1
     influx_port: int = 8086
     org: str = "latscope"
@@ -41,6 +43,7 @@ class StackSettings:
             "kafka_port": os.environ.get("LATSCOPE_KAFKA_PORT"),
             "influx_port": os.environ.get("LATSCOPE_INFLUX_PORT"),
             "run_dir": os.environ.get("LATSCOPE_RUN_DIR"),
+            "kafka_host": os.environ.get("LATSCOPE_KAFKA_HOST"),
         }
         values: dict[str, object] = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -58,7 +61,8 @@ class StackSettings:
 
     def kafka(self) -> LocalKafka:
         return LocalKafka(self.cache, self.runs, self.kafka_version, self.kafka_port,
-                          self.kafka_controller_port or self.kafka_port + 1, secure=self.secure)
+                          self.kafka_controller_port or self.kafka_port + 1,
+                          host=self.kafka_host, secure=self.secure)
 
     def influxdb(self) -> LocalInfluxDB:
         return LocalInfluxDB(self.cache, self.runs, self.influxdb_version, self.influx_port,

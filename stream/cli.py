@@ -32,7 +32,8 @@ def settings_from(args: argparse.Namespace, config: object | None = None) -> obj
         windows=WindowPolicy(interval, args.lateness),
         batch_max=args.batch, batch_within_s=args.within,
         commit_interval_s=args.commit_interval, session_timeout_s=args.session_timeout,
-        flows=settings.flow_resolver(args.topology) if args.topology else None,
+        flows=settings.flow_resolver(args.topology) if args.topology else (
+            settings.fleet_view(config) if config else None),
         manager=args.manager, raw_samples=not args.no_raw_samples,
         filter_retrans=settings.filter_retrans(args.filter_retrans, args.topology, config),
         from_beginning=not args.latest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -149,3 +150,18 @@ def test_config_errors_never_show_a_secret(conf: Path, capsys: pytest.CaptureFix
     assert secret not in message
     assert main(["config", "check", str(conf)]) == 2
     assert secret not in capsys.readouterr().err
+
+
+def test_ssh_password_warned_about_never_shown(conf: Path, capsys: pytest.CaptureFixture[str],
+                                               ) -> None:
+    """connect_info's legacy `password` still loads (the original format), and `config check`
+    warns that it is there, naming the server and field, never the value."""
+    assert load(conf).warnings == []
+    _edit(conf / "connect_info.yaml", "hostname: node2", "hostname: node2\n      password: pw-9191x")
+    assert load(conf).config.servers[1].password == "pw-9191x"
+    for argv in (["config", "check", str(conf)], ["config", "check", "--json", str(conf)]):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert "pw-9191x" not in out + err
+        warned = err if "--json" not in argv else "\n".join(json.loads(out)["warnings"])
+        assert "servers[1].password" in warned and "node2" in warned, warned

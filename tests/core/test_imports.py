@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # folder -> import package (pyproject.toml's package-dir)
 FOLDERS = {"latscope": "latscope", "bpf": "latscope.bpf", "lab": "latscope.lab",
            "stack": "latscope.stack", "producers": "latscope.producers", "sync": "latscope.sync",
-           "stream": "latscope.stream", "sinks": "latscope.sinks", "schemas": "latscope.schemas"}
-PRODUCTION = ("latscope.producers", "latscope.sync", "latscope.stream", "latscope.sinks")
+           "stream": "latscope.stream", "sinks": "latscope.sinks", "schemas": "latscope.schemas",
+           "fleet": "latscope.fleet"}
+PRODUCTION = ("latscope.producers", "latscope.sync", "latscope.stream", "latscope.sinks",
+              "latscope.fleet")
 # (importer package, imported package, why)
 FORBIDDEN = [
     *[(p, "latscope.lab", "production code never imports the lab") for p in PRODUCTION],
