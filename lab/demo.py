@@ -32,6 +32,7 @@ from latscope.schemas.records import (
     TOPIC_CLOCK,
     TOPIC_CLOCK_SAMPLES,
     TOPIC_DEAD_LETTER,
+    TOPIC_FLOW_STATS,
     TOPIC_LAYER_EVENTS,
 )
 
@@ -231,7 +232,8 @@ class Pipeline:
         summary["run"] = self.opts.run_id
         summary["topics"] = {"layer_events": t(TOPIC_LAYER_EVENTS), "clock": t(TOPIC_CLOCK),
                              "breakdowns": t(TOPIC_BREAKDOWNS),
-                             "dead_letter": t(TOPIC_DEAD_LETTER)}
+                             "dead_letter": t(TOPIC_DEAD_LETTER),
+                             "flow_stats": t(TOPIC_FLOW_STATS)}
         # The injected truth, so anyone can check the corrected figures against it.
         summary["injected_clocks"] = {
             h.name: {"offset_ns": self.net.clock(h.name).offset_ns,
@@ -287,7 +289,8 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
              "--interval", str(opts.interval_s), "--latest", "--influx-tag", f"run={opts.run_id}",
              "--layer-topic", t(TOPIC_LAYER_EVENTS), "--clock-topic", t(TOPIC_CLOCK),
              "--breakdown-topic", t(TOPIC_BREAKDOWNS),
-             "--dead-letter-topic", t(TOPIC_DEAD_LETTER)],
+             "--dead-letter-topic", t(TOPIC_DEAD_LETTER),
+             "--flow-stats-topic", t(TOPIC_FLOW_STATS)],
             opts.web_port, run_dir / "worker.log", env=_stack_env(settings))
         # LIFO: the worker stops first, then its per-run internal topics go.
         es.callback(_delete_internal_topics, ks.worker, f"{app_id}-")
@@ -298,8 +301,8 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
         sync, unsynced = _start_sync(net, ks.sync, topo.manager.name, opts, missing, say)
         if sync is not None:
             es.callback(sync.close)
-        agents = _start_agents(net, topo, ks.agent, t(TOPIC_LAYER_EVENTS), missing, say,
-                               opts.agent_hosts)
+        agents = _start_agents(net, topo, ks.agent, (t(TOPIC_LAYER_EVENTS), t(TOPIC_FLOW_STATS)),
+                               missing, say, opts.agent_hosts)
         es.callback(agents.close)
         yield Pipeline(opts, topo, net, ks, worker, sync, agents, missing, unsynced)
 
@@ -414,7 +417,7 @@ def _start_sync(net: Any, ks: kafka.KafkaSettings, manager: str, opts: DemoOptio
     return sync, sorted(left)
 
 
-def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topic: str,
+def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topics: tuple[str, str],
                   missing: dict[str, str], say: Callable[[str], None],
                   only: list[str] | None = None) -> _Agents:
     out = _Agents()
@@ -430,7 +433,7 @@ def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topic: str,
         s = AgentSettings(host=h, netns=[net.ns_name(h)], clock=net.clock(h),
                           sample_size=topo.sampling.size, ports=list(topo.sampling.ports),
                           filter_retrans=bool(topo.sampling.filter_retrans),
-                          kafka=ks, topic=topic)
+                          kafka=ks, topic=topics[0], flow_stats_topic=topics[1])
         agent = Agent(s)
         try:
             agent.start()

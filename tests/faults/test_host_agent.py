@@ -52,7 +52,7 @@ def test_host_agent_killed_and_restarted(fault_options, tmp_path, fault_row) -> 
     try:
         with pipeline(opts) as p:
             assert not p.missing, p.missing
-            procs.append(start_agent(opts, p.bootstrap, tmp_path / "a.json"))
+            procs.append(start_agent(opts, p.kafka.agent.bootstrap, tmp_path / "a.json"))
             started = time.monotonic()
             (run,) = traffic.start_flows(p.net)   # paced, until stopped: agents start slowly
             time.sleep(BEFORE_S)
@@ -62,7 +62,7 @@ def test_host_agent_killed_and_restarted(fault_options, tmp_path, fault_row) -> 
             time.sleep(GAP_S)
             complete_before = p.worker.summary()["counters"]["complete"]
             restart, restart_ns = time.monotonic(), monotonic_ns()
-            procs.append(start_agent(opts, p.bootstrap, tmp_path / "b.json"))
+            procs.append(start_agent(opts, p.kafka.agent.bootstrap, tmp_path / "b.json"))
             back_ns, back = monotonic_ns(), time.monotonic()
             recovery_s = None
             with contextlib.suppress(TimeoutError):   # a miss is reported in the row
@@ -75,7 +75,7 @@ def test_host_agent_killed_and_restarted(fault_options, tmp_path, fault_row) -> 
             procs[1].send_signal(signal.SIGTERM)    # detaches and flushes
             assert procs[1].wait(30) == 0
             summary = p.finish(time.monotonic() - started, [result])
-        bds = breakdowns_in_topic(p.bootstrap, opts.topic(TOPIC_BREAKDOWNS))
+        bds = breakdowns_in_topic(p.kafka.agent.bootstrap, opts.topic(TOPIC_BREAKDOWNS))
     finally:
         for proc in procs:
             if proc.poll() is None:

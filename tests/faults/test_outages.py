@@ -56,7 +56,7 @@ def test_broker_outage_loses_no_sampled_record(fault_options, private_stack, fau
         agents = p.agents.status()
     topic = opts.topic(TOPIC_LAYER_EVENTS)
     rec = Records.of(agents, summary["worker"]["counters"],
-                     events_in_topic(p.bootstrap, topic))
+                     events_in_topic(p.kafka.agent.bootstrap, topic))
     fault_row("Kafka broker stopped 20 s", offered=rec.offered, joined=rec.joined,
               lost=rec.lost + rec.miscounted,
               dead_lettered=summary["counters"]["dead_lettered"], recovery_s=recovery_s,

@@ -31,7 +31,7 @@ def test_each_page_shows_its_partitions(stack, tmp_path: Path) -> None:
     if shutil.which("chromium") is None:
         missing("chromium (Debian package; make setup installs it)")
     tag = f"lsxi-{uuid.uuid4().hex[:8]}"
-    topics = [f"{tag}.{t}" for t in ("layer", "clock", "bd", "dlq")]
+    topics = [f"{tag}.{t}" for t in ("layer", "clock", "bd", "dlq", "fs")]
 
     def worker(name: str) -> WorkerProcess:
         return WorkerProcess(
@@ -39,7 +39,8 @@ def test_each_page_shows_its_partitions(stack, tmp_path: Path) -> None:
              "--data-dir", str(tmp_path / name), "--no-influx",
              "--topology", str(REPO_ROOT / "topologies/default.yaml"),
              "--layer-topic", topics[0], "--clock-topic", topics[1],
-             "--breakdown-topic", topics[2], "--dead-letter-topic", topics[3]],
+             "--breakdown-topic", topics[2], "--dead-letter-topic", topics[3],
+             "--flow-stats-topic", topics[4]],
             free_port(), tmp_path / f"{name}.log")
 
     try:
