@@ -8,7 +8,8 @@ when outputs count as done the outputs' (stream/outputs.py).
     commit ──► Outputs.barrier (sealed table changes ─► changelogs; messages acknowledged)
 
 Input messages are acknowledged by hand, at the barrier, once their outputs are: Faust
-commits the offsets of acknowledged messages only.
+commits the offsets of acknowledged messages only (layer-events: the offset after the last
+settled record of each partition, whose records are taken in offset order, stream/sequence.py).
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ class Worker:
         @app.timer(s.tick_s, name="close_due")
         async def close_due() -> None:
             try:
+                await self._reseek(self.order.stalled(time.monotonic()))
                 self.tick(time.time())
             except Exception:   # the next tick tries again; a dead timer would close nothing
                 self.failures["tick_failed"] += 1
@@ -194,11 +196,14 @@ class Worker:
             for p, offset in self._starts(new, events).items():
                 order.start(p, offset)
         take, seek = order.split(events, time.monotonic())
+        await self._reseek(seek)
+        return take
+
+    async def _reseek(self, seek: Mapping[int, int]) -> None:
         for p, offset in seek.items():
             _log.warning("layer-events partition %d: records from offset %d missing from the "
                          "stream, read again", p, offset)
             await self.app.consumer.seek(TP(self.settings.layer_topic, p), offset)
-        return take
 
     def _starts(self, partitions: set[int], events: Sequence[Any]) -> dict[int, int]:
         """Where each newly assigned partition starts: the group's committed offset, else the

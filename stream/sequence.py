@@ -85,6 +85,18 @@ class InputOrder:
             take.append(e)
         return take, seek
 
+    def stalled(self, now: float) -> dict[int, int]:
+        """Partitions still waiting at the offset they were sought back to, a while after:
+        sought again (records fetched before the seek can make the fetcher drop the copies
+        fetched after it, and a partition at its end delivers nothing that would tell)."""
+        out = {}
+        for p, (offset, _, _) in list(self._sought.items()):
+            if self.next.get(p) != offset:
+                del self._sought[p]       # moved on
+            elif self._reseek(p, offset, now):
+                out[p] = offset
+        return out
+
     def _reseek(self, p: int, want: int, now: float) -> bool:
         offset, at, n = self._sought.get(p, (-1, 0.0, 0))
         if offset == want and now - at < RESEEK_EVERY_S:

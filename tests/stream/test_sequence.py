@@ -81,3 +81,17 @@ def test_settled_offsets_and_reset() -> None:
     order.start(0, 7)
     order.settle(0, 7)
     assert order.settled == {0: 8}
+
+
+def test_a_partition_waiting_after_its_seek_is_sought_again_without_new_records() -> None:
+    """The copies fetched after the seek never came and nothing later either (the fetcher
+    dropped them, the partition is at its end): sought again a while later, until it moves."""
+    order = InputOrder()
+    order.start(1, 20)
+    _, seek = order.split([ev(1, 22)], 0.0)
+    assert seek == {1: 20}
+    assert order.stalled(RESEEK_EVERY_S / 2) == {}
+    assert order.stalled(RESEEK_EVERY_S) == {1: 20}
+    take, _ = order.split([ev(1, 20), ev(1, 21), ev(1, 22)], RESEEK_EVERY_S + 0.1)
+    assert len(take) == 3
+    assert order.stalled(10 * RESEEK_EVERY_S) == {}
