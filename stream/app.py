@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import TP
 
 from latscope import kafka, log
@@ -211,16 +211,22 @@ class Worker:
         topic = self.settings.layer_topic
         if self._offsets is None:
             self._offsets = kafka.consumer(self.settings.kafka, self.settings.app_id)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        out = {tp.partition: tp.offset
-               for tp in self._offsets.committed(tps, timeout=10) if tp.offset >= 0}
-        for p in partitions - out.keys():
+        first = {p: min(e.message.offset for e in events if e.message.partition == p)
+                 for p in partitions}
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            out = {tp.partition: tp.offset
+                   for tp in self._offsets.committed(tps, timeout=10) if tp.offset >= 0}
             if self.settings.from_beginning:
-                out[p] = self._offsets.get_watermark_offsets(TopicPartition(topic, p),
-                                                             timeout=10)[0]
-            else:
-                out[p] = min(e.message.offset for e in events if e.message.partition == p)
-        return out
+                for p in partitions - out.keys():
+                    out[p] = self._offsets.get_watermark_offsets(TopicPartition(topic, p),
+                                                                 timeout=10)[0]
+        except KafkaException as e:   # the broker delivers but does not answer: as delivered
+            self.failures["input_start_unknown"] += len(partitions)
+            _log.error("committed offsets of layer-events partitions %s not read (%s): "
+                       "starting at the first record delivered", sorted(partitions), e)
+            return first
+        return first | out
 
     def _committable(self, consumer: Any) -> None:
         """Faust commits, per layer-events partition, the offset after the last record whose
