@@ -203,7 +203,10 @@ class Worker:
         for p, offset in seek.items():
             _log.warning("layer-events partition %d: records from offset %d missing from the "
                          "stream, read again", p, offset)
-            await self.app.consumer.seek(TP(self.settings.layer_topic, p), offset)
+            try:
+                await self.app.consumer.seek(TP(self.settings.layer_topic, p), offset)
+            except Exception as e:   # revoked meanwhile: the next assignment starts it again
+                _log.warning("seeking layer-events partition %d failed: %r", p, e)
 
     def _starts(self, partitions: set[int], events: Sequence[Any]) -> dict[int, int]:
         """Where each newly assigned partition starts: the group's committed offset, else the
