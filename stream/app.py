@@ -8,7 +8,8 @@ when outputs count as done the outputs' (stream/outputs.py).
     commit ──► Outputs.barrier (sealed table changes ─► changelogs; messages acknowledged)
 
 Input messages are acknowledged by hand, at the barrier, once their outputs are: Faust
-commits the offsets of acknowledged messages only.
+commits the offsets of acknowledged messages only (layer-events: the offset after the last
+settled record of each partition, whose records are taken in offset order, stream/sequence.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import TP
 
 from latscope import kafka, log
@@ -29,6 +31,7 @@ from latscope.stream.changes import Record
 from latscope.stream.flow_stats import FlowContext
 from latscope.stream.outputs import Outputs
 from latscope.stream.pipeline import PENDING, STATS, Pipeline
+from latscope.stream.sequence import InputOrder
 from latscope.stream.settings import StreamSettings
 from latscope.stream.sink import StatsSink
 
@@ -116,6 +119,8 @@ class Worker:
                 "error": why.encode(), "source": s.flow_stats_topic.encode()}),
             sink.write_flow_stats if sink is not None else None)
         self._read_to: dict[int, int] = {}   # layer-events partition -> last offset read
+        self.order = InputOrder()
+        self._offsets: Consumer | None = None   # reads the group's committed offsets
         self._counters_written = 0.0
         # Failures outside any one record (bugs): counted, and the worker goes on.
         self.failures: Counter[str] = Counter()
@@ -132,7 +137,10 @@ class Worker:
 
         @app.agent(self.layer_topic, name="join_layer_events")
         async def join_layer_events(stream: faust.StreamT) -> None:
-            async for events in stream.noack_take(s.batch_max, within=s.batch_within_s):
+            async for taken in stream.noack_take(s.batch_max, within=s.batch_within_s):
+                events = await self._in_order(taken)
+                if not events:
+                    continue
                 items = [(e.message.partition, e.message.key, e.value, e.message.timestamp)
                          for e in events]
                 try:
@@ -169,6 +177,7 @@ class Worker:
         @app.timer(s.tick_s, name="close_due")
         async def close_due() -> None:
             try:
+                await self._reseek(self.order.stalled(time.monotonic()))
                 self.tick(time.time())
             except Exception:   # the next tick tries again; a dead timer would close nothing
                 self.failures["tick_failed"] += 1
@@ -177,6 +186,70 @@ class Worker:
         @app.on_before_shutdown.connect
         async def flush_outputs(app: faust.App, **kwargs: object) -> None:
             self.close()
+
+    async def _in_order(self, events: Sequence[Any]) -> list[Any]:
+        """The events to take (stream/sequence.py): each partition's next offsets, in order;
+        partitions that lost records on the way are sought back to the first missing."""
+        order = self.order
+        new = order.unknown(events)
+        if new:
+            for p, offset in self._starts(new, events).items():
+                order.start(p, offset)
+        take, seek = order.split(events, time.monotonic())
+        await self._reseek(seek)
+        return take
+
+    async def _reseek(self, seek: Mapping[int, int]) -> None:
+        for p, offset in seek.items():
+            _log.warning("layer-events partition %d: records from offset %d missing from the "
+                         "stream, read again", p, offset)
+            try:
+                await self.app.consumer.seek(TP(self.settings.layer_topic, p), offset)
+            except Exception as e:   # revoked meanwhile: the next assignment starts it again
+                _log.warning("seeking layer-events partition %d failed: %r", p, e)
+
+    def _starts(self, partitions: set[int], events: Sequence[Any]) -> dict[int, int]:
+        """Where each newly assigned partition starts: the group's committed offset, else the
+        log's start (from the beginning) or the first record delivered (latest)."""
+        topic = self.settings.layer_topic
+        if self._offsets is None:
+            self._offsets = kafka.consumer(self.settings.kafka, self.settings.app_id)
+        first = {p: min(e.message.offset for e in events if e.message.partition == p)
+                 for p in partitions}
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            out = {tp.partition: tp.offset
+                   for tp in self._offsets.committed(tps, timeout=10) if tp.offset >= 0}
+            if self.settings.from_beginning:
+                for p in partitions - out.keys():
+                    out[p] = self._offsets.get_watermark_offsets(TopicPartition(topic, p),
+                                                                 timeout=10)[0]
+        except KafkaException as e:   # the broker delivers but does not answer: as delivered
+            self.failures["input_start_unknown"] += len(partitions)
+            _log.error("committed offsets of layer-events partitions %s not read (%s): "
+                       "starting at the first record delivered", sorted(partitions), e)
+            return first
+        return first | out
+
+    def _committable(self, consumer: Any) -> None:
+        """Faust commits, per layer-events partition, the offset after the last record whose
+        outputs settled (InputOrder.settled), never from its own ack and gap bookkeeping
+        (stream/sequence.py says why). Installed on the consumer Faust commits with."""
+        if getattr(consumer, "_latscope_offsets", False):
+            return
+        faust_new_offset, topic, settled = consumer._new_offset, self.settings.layer_topic, \
+            self.order.settled
+
+        def new_offset(tp: TP) -> int | None:
+            if tp.topic != topic:
+                return faust_new_offset(tp)
+            consumer._acked[tp].clear()
+            consumer._acked_index[tp].clear()
+            consumer._gap.pop(tp, None)
+            return settled.get(tp.partition)
+
+        consumer._new_offset = new_offset
+        consumer._latscope_offsets = True
 
     def tick(self, now: float) -> None:
         if self._closed:   # the timer may fire once more while the app stops
@@ -205,8 +278,11 @@ class Worker:
         """What Stream.ack does, without a coroutine per event."""
         on_event_out = self.app.sensors.on_stream_event_out
         on_message_out = self.app.sensors.on_message_out
+        topic, settle = self.settings.layer_topic, self.order.settle
         for event in events:
             message = event.message
+            if message.topic == topic:
+                settle(message.partition, message.offset)
             last = event.ack()
             on_event_out(message.tp, message.offset, stream, event)
             if last:
@@ -217,6 +293,7 @@ class Worker:
         out = self.pipeline.all_counters()
         out.update(self.outputs.counters.as_dict())
         out.update(self.outputs.gauges())
+        out.update(self.order.counters.as_dict())
         out.update(self.failures)
         out.update(vars(self.flow_context.counters))
         if self.sink is not None:
@@ -270,6 +347,8 @@ class Worker:
         if not self._closed:
             self._closed = True
             self.outputs.close(self.pipeline.changes.seal())
+            if self._offsets is not None:
+                self._offsets.close()
 
 
 class _StoreRows(Mapping[str, dict]):
@@ -301,6 +380,12 @@ class _CommitBarrier(faust.Sensor):
 
     def on_commit_initiated(self, consumer: object) -> None:
         self.worker.commit_barrier()
+        self.worker._committable(consumer)
+
+    def on_rebalance_start(self, app: object) -> dict:
+        """Partitions are (re)assigned: each starts again at the group's committed offset."""
+        self.worker.order.reset()
+        return {}
 
 
 def run_worker(settings: StreamSettings, sink: StatsSink | None = None,

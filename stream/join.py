@@ -93,6 +93,7 @@ class JoinCounters:
     evicted: int = 0         # closed early: more samples pending than the bound
     closed_forgotten: int = 0   # closed keys forgotten before their window passed (bound)
     resent: int = 0          # records of resent copies (joined apart from unflagged ones)
+    repeated: int = 0        # records already in their pending sample, dropped
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -161,7 +162,11 @@ class Joiner:
                             self.on_late(ev)
                         continue
                     state = {"k": key, "p": partition, "t": ts, "s": now, "ev": []}
-            state["ev"].append(ev)   # decoded for this batch alone: no copy needed
+            evs = state["ev"]
+            if ev in evs:   # read again after a restart: the state restored holds it already
+                self.counters.repeated += 1
+                continue
+            evs.append(ev)   # decoded for this batch alone: no copy needed
             if is_ready(state, path_of(ev)):
                 touched.pop(key, None)
                 self._close(state, now, done, by_window=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from latscope.stream.join import Joiner, JoinPolicy, sample_key
 from latscope.stream.synthetic import PathSpec, sample_records
 
@@ -36,6 +38,19 @@ def test_partners_across_batches_wait_in_table() -> None:
     apply(table, writes)
     assert table == {}
     assert j.counters.joined == 1 and j.counters.by_window == 0
+
+
+def test_a_record_read_again_joins_its_restored_sample_once() -> None:
+    """A worker restarted from a changelog written before its input offsets were committed
+    restores a sample holding h1's record and reads that record again: h1 counts once, and
+    the sample closes complete on its three records."""
+    j = Joiner(JoinPolicy(), lambda ev: PATH)
+    recs = sample_records(PathSpec(PATH), 7, 10**12)
+    _, writes = Joiner(JoinPolicy(), lambda ev: PATH).process([(3, 100.0, recs[0])], {}, 100.0)
+    table = json.loads(json.dumps({k: v for k, (_p, v) in writes.items()}))   # the changelog
+    done, _ = j.process([(3, 100.0, r) for r in recs], table, now=101.0)
+    assert len(done) == 1 and [e["host"] for e in done[0]["ev"]] == PATH
+    assert j.counters.repeated == 1
 
 
 def test_window_closes_incomplete_and_late_records_are_counted() -> None:
