@@ -16,12 +16,11 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
-from test_two_workers import wait_committed
+from kafka_helpers import Topics, committed, wait_committed
 
 from latscope import kafka
 from latscope.bpf.clock import monotonic_ns
@@ -65,23 +64,12 @@ def records(first: int, n: int, t0: int) -> tuple[list[dict], dict[tuple[str, in
     return out, index
 
 
-@dataclass(frozen=True)
-class Topics:
-    layer: str
-    clock: str
-    breakdowns: str
-
-    def args(self) -> list[str]:
-        return ["--layer-topic", self.layer, "--clock-topic", self.clock,
-                "--breakdown-topic", self.breakdowns, "--dead-letter-topic", f"{self.layer}-dlq"]
-
-
 @pytest.fixture
 def env(stack, tmp_path: Path) -> Iterator[tuple[Topics, str]]:
     """Topics and an app id of this run's own (lsxe<run id>-…); deleted afterwards, the
     worker's changelogs with them."""
     prefix = f"lsxe{RUN_ID}-{uuid.uuid4().hex[:6]}"
-    topics = Topics(f"{prefix}-layer", f"{prefix}-clock", f"{prefix}-bd")
+    topics = Topics(f"{prefix}-layer", f"{prefix}-clock", f"{prefix}-bd", f"{prefix}-dlq")
     yield topics, prefix
     kafka.delete_topics_with_prefix(stack.kafka_bootstrap, f"{prefix}-")
 
@@ -133,16 +121,6 @@ def count(bootstrap: str, topic: str) -> int:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                    for p in parts)
-    finally:
-        c.close()
-
-
-def committed(bootstrap: str, group: str, topic: str) -> int:
-    c = kafka.consumer(bootstrap, **{"group.id": group})
-    try:
-        parts = [TopicPartition(topic, p) for p in
-                 c.list_topics(topic, timeout=10).topics[topic].partitions]
-        return sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
     finally:
         c.close()
 
