@@ -59,6 +59,7 @@ _SENT_HERE = frozenset(p.name for p in TABLE if p.local and not p.socket and p.d
 _DELIVERED_HERE = frozenset(p.name for p in TABLE
                             if p.local and not p.socket and p.direction == "rx")
 _TCP_RX = "tcp_rx"
+_QUEUE = "dev_queue"                                    # before a qdisc
 _READ = frozenset({_RECV})
 _TAKES_READ = _DELIVERED_HERE | _READ     # a copy that reached TCP here and gave up waiting
 _FLUSH = frozenset({_SEND, *_LAST.values(), *_EXIT})    # points that may complete a group
@@ -430,8 +431,9 @@ class Grouper:
             # first (TCP discards the later copy)
             return not r.read and self._socket_copy((flow, seq), _RECV, r) == gk
         # the original may still be in the host (a deep qdisc) or owed its sock_send; a
-        # resend that left or died owes nothing
-        return c == 0
+        # resend still in a qdisc (its last hit a dev_queue) may leave yet; one that left
+        # or died elsewhere owes nothing
+        return c == 0 or g.hits[-1].point == _QUEUE
 
     def expire(self, out: list[Record], now: int | None = None) -> None:
         """Flush groups without a hit for `linger` (or `hold`, when worth holding)."""

@@ -373,6 +373,13 @@ def test_resends_through_a_dropping_tbf_are_flagged_on_every_host(
             true_ns(net, "h2", r2["hits"][0]["ts_ns"]) - true_ns(net, "h1", r1["hits"][-1]["ts_ns"]))
     assert len(dark) <= 36, (len(dark), info)
     assert gaps_counted(unflagged, dark, dev, st)
+    # Nor in halves on the sender, flagged or not: every copy's record holds its start below
+    # the socket, tcp_tx (or ip_out) (seen before: a sock_send alone, a first copy taken for
+    # a resend because the retry that carried it also resent bytes; a dev_xmit alone, a
+    # resend published while it waited in the qdisc).
+    halves = [(s, points(r)) for s, v in recs["h1"].items() for r in v
+              if not {"tcp_tx", "ip_out"} & set(points(r))]
+    assert not halves, (len(halves), halves[:5])
 
     # every resend left h1 marked
     assert st["h1"]["resent_marked"] > 0 and st["h1"]["mark_failed"] == 0, info
@@ -389,7 +396,7 @@ def test_resends_through_a_dropping_tbf_are_flagged_on_every_host(
     # run in the loaded runs (tail loss probes the receiver had already got)
     for seq in resent - spurious:
         assert all(r["retrans"] for h in recs for r in recs[h].get(seq, [])), seq
-    # Against the kernel's count: each resent segment (1444 bytes, stride 1448) carries one
+    # Against the kernel's count: each resent segment (1440 bytes, stride 1448) carries one
     # sampled byte, so h1 sent a marked copy of a sampled byte for (nearly) each segment the
     # kernel counts as retransmitted, plus those its qdisc refused before TCP counted them.
     copies = [r for v in recs["h1"].values() for r in v if r["retrans"] and points(r)[0] == "tcp_tx"]

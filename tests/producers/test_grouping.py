@@ -392,3 +392,25 @@ def test_a_resent_copy_waiting_in_the_receive_queue_gets_its_read() -> None:
         assert len(read) == 1 and points(read[0]) == [*RX, "sock_recv"], [points(r) for r in out]
         assert read[0].complete and read[0].retrans and g.counters.late_socket == 0
         assert all(r.retrans for r in out) and g.counters.gaps == 0
+
+
+def test_a_resend_in_a_qdisc_waits_for_its_dev_xmit() -> None:
+    """A resent copy queued in the sender's qdisc (dev_queue, no dev_xmit yet) may leave
+    later than a linger after its last hit, as measured under load (the agent read a resend's
+    dev_xmit after its copy had been published: a dev_xmit-only record). It is held like the
+    original."""
+    clk = Clock()
+    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
+    out: list[Record] = []
+    send(g, out, 10, exits=False)                         # the original dies in the qdisc
+    send(g, out, 100, resent=True, exits=False)           # the resend waits in it
+    clk.now += 80_000_000                                 # past linger, far below hold
+    g.expire(out)
+    g.add(FLOW, 0, hit("sock_send", 5), out)
+    g.add(FLOW, 0, hit("dev_xmit", 80_000_000, ifindex=3), out, resent=True)
+    clk.now += 2_000_000_000
+    g.expire(out)
+    assert sorted(points(r) for r in out) == [["sock_send", *TX], [*TX, "dev_xmit"]]
+    assert all(r.retrans for r in out) and g.open_groups == 0
+    resend = next(r for r in out if "dev_xmit" in points(r))
+    assert resend.complete
