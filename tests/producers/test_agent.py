@@ -117,7 +117,8 @@ def paired(net: Any, r1: dict, r2: dict, copies1: list[dict]) -> bool:
     records of it). A hop alone is no bound: h1's dev_xmit to h2's dev_rx took up to
     5.6 ms with the softirq deferred under the suite's load (tens of µs when idle), while
     the earliest resend of a byte that had left h1 came 8.6 ms after it (a loss probe)."""
-    start = true_ns(net, "h1", next(h for h in r1["hits"] if h["point"] == "tcp_tx")["ts_ns"])
+    start = true_ns(net, "h1", next((h for h in r1["hits"] if h["point"] == "tcp_tx"),
+                                    r1["hits"][0])["ts_ns"])
     left = true_ns(net, "h1", r1["hits"][-1]["ts_ns"])
     seen = true_ns(net, "h2", r2["hits"][0]["ts_ns"])
     others = [true_ns(net, "h1", h["ts_ns"]) for r in copies1 if r is not r1
