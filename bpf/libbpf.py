@@ -519,8 +519,12 @@ class RingBuffer:
         self._cons_pos.value = cons
         return out
 
-    def poll(self, timeout_ms: int) -> list[bytes]:
+    def wait(self, timeout_ms: int) -> None:
+        """Until the kernel signals data (or the timeout)."""
         self._ep.poll(timeout_ms / 1000)
+
+    def poll(self, timeout_ms: int) -> list[bytes]:
+        self.wait(timeout_ms)
         return self.read()
 
     def close(self) -> None:

@@ -59,6 +59,9 @@ _SENT_HERE = frozenset(p.name for p in TABLE if p.local and not p.socket and p.d
 _DELIVERED_HERE = frozenset(p.name for p in TABLE
                             if p.local and not p.socket and p.direction == "rx")
 _TCP_RX = "tcp_rx"
+_QUEUE = "dev_queue"                                    # before a qdisc
+_READ = frozenset({_RECV})
+_TAKES_READ = _DELIVERED_HERE | _READ     # a copy that reached TCP here and gave up waiting
 _FLUSH = frozenset({_SEND, *_LAST.values(), *_EXIT})    # points that may complete a group
 # The points a hit implies on the same device (grouping._gaps), and on the same host.
 _IMPLIES = {"ip_pre": ("dev_rx",), "ip_post": ("dev_queue", "dev_xmit"),
@@ -120,6 +123,7 @@ class _Resent:
     copies: int = 1            # copy numbers in use: 0 .. copies-1 (0: the original)
     plain: int = 0             # the copy taking unmarked hits
     marked: int = -1           # the copy taking marked hits (-1: none yet)
+    read: bool = False         # a copy got this host's read (or gave up waiting for it)
 
 
 @dataclass
@@ -168,8 +172,8 @@ class Grouper:
         self._queued: OrderedDict[GKey, _Group] = OrderedDict()
         self._resent: dict[Key, _Resent] = {}                   # resent bytes with open copies
         self._capped: OrderedDict[Key, int] = OrderedDict()
-        # closed TCP bytes -> (close time, _Resent if it was resent)
-        self._recent: OrderedDict[Key, tuple[int, _Resent | None]] = OrderedDict()
+        # closed TCP bytes -> (close time, _Resent if it was resent, read: see _Resent)
+        self._recent: OrderedDict[Key, tuple[int, _Resent | None, bool]] = OrderedDict()
         self._owed: OrderedDict[Key, int] = OrderedDict()      # published without a socket hit
         self._tokens = float(self.rate_cap_per_s)
         self._refill_ns = self.clock()
@@ -306,7 +310,8 @@ class Grouper:
         r = self._resent.get(key)
         if r is None:
             old = self._recent.pop(key, None)
-            r = old[1] if old is not None and old[1] is not None else _Resent()
+            r = old[1] if old is not None and old[1] is not None else \
+                _Resent(read=old is not None and old[2])
             if old is None or old[1] is None:
                 self.counters.retrans += 1
             self._resent[key] = r
@@ -388,7 +393,7 @@ class Grouper:
         old = self._recent.get(key)
         if g is None:
             if old is not None and old[1] is None:     # closed: remembered as resent
-                self._recent[key] = (old[0], _Resent())
+                self._recent[key] = (old[0], _Resent(read=old[2]), old[2])
                 self.counters.retrans += 1
             return
         self._resent[key] = _Resent()
@@ -422,12 +427,13 @@ class Grouper:
             return True          # the only copy: anywhere in the host, or owed a socket hit
         points = {t[0] for t in g.seen}
         if points & _DELIVERED_HERE and _RECV not in points:
-            # reached TCP here: owed the read only if it got there first (TCP discards the
-            # later copy)
-            return self._socket_copy((flow, seq), _RECV, r) == gk
+            # reached TCP here: owed the read only if no copy took it and this one got there
+            # first (TCP discards the later copy)
+            return not r.read and self._socket_copy((flow, seq), _RECV, r) == gk
         # the original may still be in the host (a deep qdisc) or owed its sock_send; a
-        # resend that left or died owes nothing
-        return c == 0
+        # resend still in a qdisc (its last hit a dev_queue) may leave yet; one that left
+        # or died elsewhere owes nothing
+        return c == 0 or g.hits[-1].point == _QUEUE
 
     def expire(self, out: list[Record], now: int | None = None) -> None:
         """Flush groups without a hit for `linger` (or `hold`, when worth holding)."""
@@ -437,10 +443,13 @@ class Grouper:
             gk, g = next(iter(self._open.items()))
             if g.last_ns > limit:
                 break
+            # still open while _waits looks: it compares the byte's copies, this one included
+            queued = gk[0][0] == "tcp" and all(t[0] == _SEND for t in g.seen)
+            held = not queued and self._waits(gk, g)
             del self._open[gk]
-            if gk[0][0] == "tcp" and all(t[0] == _SEND for t in g.seen):
+            if queued:
                 self._queued[gk] = g
-            elif self._waits(gk, g):
+            elif held:
                 self._held[gk] = g
             else:
                 self._emit(gk, g, False, out)
@@ -460,7 +469,7 @@ class Grouper:
                 del memo[key]
         recent_limit = now - self.recent_ns
         while self._recent:
-            key, (t, _) = next(iter(self._recent.items()))
+            key, (t, _, _) = next(iter(self._recent.items()))
             if t > recent_limit:
                 break
             del self._recent[key]
@@ -509,7 +518,7 @@ class Grouper:
         flow, seq = key
         if not any(self._peek((flow, seq, c)) for c in range(r.copies)):
             del self._resent[key]
-            self._recent[key] = (now, r)
+            self._recent[key] = (now, r, r.read)
             self._recent.move_to_end(key)
             if len(self._recent) > self.max_recent:
                 self._recent.popitem(last=False)
@@ -531,13 +540,18 @@ class Grouper:
                 for p in missing:
                     self.gap_points[p] = self.gap_points.get(p, 0) + 1
         if flow[0] == "tcp":
+            # The byte's read is taken: this copy got it, or reached TCP here and gave up
+            # waiting for it (owed). A later copy then waits for no read.
+            read = g.hits[-1].point == _RECV or not (
+                _TAKES_READ if owed else _READ).isdisjoint([t[0] for t in g.seen])
             r = self._resent.get(key)
             if r is not None:
                 retrans = retrans or not complete
+                r.read = r.read or read
                 self._forget_if_idle(key, r, g.last_ns)
             else:
                 recent = self._recent
-                recent[key] = (g.last_ns, None)
+                recent[key] = (g.last_ns, None, read)
                 recent.move_to_end(key)
                 if len(recent) > self.max_recent:
                     recent.popitem(last=False)

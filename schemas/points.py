@@ -117,8 +117,8 @@ TABLE: tuple[PointDef, ...] = (
         Hook("fentry/tcp_sendmsg_locked+fexit/tcp_sendmsg", "fentry", "sock_fn", "sock_send_fexit",
              ("send_entry_fentry",), note=_UNTESTED))),
     PointDef("tcp_tx", "tx", "tcp", 1, local=True, hooks=(
-        Hook("sockops:WRITE_HDR_OPT_CB (cgroup v2 root, 4 option bytes)", "sockops", "tcp_tx",
-             "tcp_tx", note="adds 4 TCP option bytes to the data segments of covered sockets: NOPs, or "
+        Hook("sockops:WRITE_HDR_OPT_CB (cgroup v2 root, 8 option bytes)", "sockops", "tcp_tx",
+             "tcp_tx", note="adds 8 TCP option bytes to the data segments of covered sockets: NOPs, or "
                   "the resend mark (latscope.h) on a segment sent again"),
         Hook("fentry/__tcp_transmit_skb", "fentry", "tcp_fn", "tcp_tx_fentry", note=_UNTESTED),
         Hook("kprobe/__tcp_transmit_skb", "kprobe", "tcp_fn", "tcp_tx_kprobe", note=_UNTESTED)),

@@ -95,6 +95,7 @@ struct ls_hit {
 	__u8 daddr[16];
 	__u32 seq;
 	__u32 len;
+	__u32 resent_end;      /* with LS_F_RESENT (latscope.h) */
 	__u16 sport;
 	__u16 dport;
 	__u8 family;
@@ -102,16 +103,11 @@ struct ls_hit {
 	__u8 flags;
 };
 
-/* ts == 0: stamp now. Points stamp only once they know the range holds a sampled byte, so
- * the unsampled path never reads the clock (a few hundred ns after the hook's entry).
- * dev: where the device's name is read from (address only); ifindex: the caller's. */
-static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64 ts,
-				       __u32 netns, const struct net_device *dev, __u32 ifindex)
+static __always_inline void ls_emit_one(const struct ls_hit *h, __u8 point, __u64 ts,
+					__u32 netns, const struct net_device *dev, __u32 ifindex)
 {
 	struct ls_event *e;
 
-	if (!ts)
-		ts = ls_now();
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		ls_count(LS_C_RB_DROPS);
@@ -140,6 +136,37 @@ static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
 			      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	ls_count(LS_C_HITS);
+}
+
+/* ts == 0: stamp now. Points stamp only once they know the range holds a sampled byte, so
+ * the unsampled path never reads the clock (a few hundred ns after the hook's entry).
+ * dev: where the device's name is read from (address only); ifindex: the caller's.
+ * A marked range whose mark ends inside it (latscope.h: a retry that took in bytes never
+ * sent) is reported as two ranges: the resent part, and the first copies after it. */
+static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64 ts,
+				       __u32 netns, const struct net_device *dev, __u32 ifindex)
+{
+	__s32 head = (__s32)(h->resent_end - h->seq);   /* resent bytes at the range's start */
+
+	if (!ts)
+		ts = ls_now();
+	if ((h->flags & LS_F_RESENT) && head < (__s32)h->len) {
+		struct ls_hit part = *h;
+
+		if (head > 0 && ls_sampled(h->seq, head)) {
+			part.len = head;
+			ls_emit_one(&part, point, ts, netns, dev, ifindex);
+		}
+		if (head < 0)
+			head = 0;
+		part.seq = h->seq + head;
+		part.len = h->len - head;
+		part.flags &= ~LS_F_RESENT;
+		if (ls_sampled(part.seq, part.len))
+			ls_emit_one(&part, point, ts, netns, dev, ifindex);
+		return;
+	}
+	ls_emit_one(h, point, ts, netns, dev, ifindex);
 }
 
 static __always_inline void ls_emit(const struct ls_hit *h, __u8 point, __u64 ts, __u32 netns,
@@ -188,8 +215,9 @@ static __always_inline __u32 ls_sk_netns(const struct sock *sk, const int m)
 }
 
 /* Does the TCP option area at opts (n bytes: doff * 4 - 20) hold the resend mark
- * (latscope.h)? Walks the options as TCP does; only called for a sampled segment. */
-static __always_inline int ls_opt_resent(const unsigned char *opts, __u32 n)
+ * (latscope.h)? Its end goes to *end. Walks the options as TCP does; only called for a
+ * sampled segment. */
+static __always_inline int ls_opt_resent(const unsigned char *opts, __u32 n, __u32 *end)
 {
 	__u8 o[64];                              /* 40 bytes of options; indexes masked by 63 */
 	__u32 i = 0;
@@ -215,8 +243,11 @@ static __always_inline int ls_opt_resent(const unsigned char *opts, __u32 n)
 		}
 		len = o[(i + 1) & 63];
 		if (kind == LS_OPT_KIND && len == LS_OPT_LEN &&
-		    o[(i + 2) & 63] == (LS_OPT_EXID >> 8) && o[(i + 3) & 63] == (LS_OPT_EXID & 0xff))
+		    o[(i + 2) & 63] == (LS_OPT_EXID >> 8) && o[(i + 3) & 63] == (LS_OPT_EXID & 0xff)) {
+			*end = (__u32)o[(i + 4) & 63] << 24 | (__u32)o[(i + 5) & 63] << 16 |
+			       (__u32)o[(i + 6) & 63] << 8 | o[(i + 7) & 63];
 			return 1;
+		}
 		if (len < 2)
 			return 0;                /* malformed */
 		i += len;
@@ -224,11 +255,16 @@ static __always_inline int ls_opt_resent(const unsigned char *opts, __u32 n)
 	return 0;
 }
 
-/* The resend mark of a TCP header at th (its first 20 bytes already read into *t). */
-static __always_inline __u8 ls_tcp_flags(const unsigned char *th, const struct tcphdr *t)
+/* The resend mark of a TCP header at th (its first 20 bytes already read into *t) into
+ * h's flags and resent_end. */
+static __always_inline void ls_tcp_mark(const unsigned char *th, const struct tcphdr *t,
+					struct ls_hit *h)
 {
-	return t->doff > 5 && ls_opt_resent(th + sizeof(*t), t->doff * 4 - sizeof(*t)) ?
-	       LS_F_RESENT : 0;
+	__u32 end = 0;
+
+	h->flags = t->doff > 5 && ls_opt_resent(th + sizeof(*t), t->doff * 4 - sizeof(*t), &end) ?
+		   LS_F_RESENT : 0;
+	h->resent_end = end;
 }
 
 /* FNV-1a over the bytes that identify a UDP datagram on every hop. */
@@ -339,6 +375,7 @@ static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 en
 		h->len = end - data;
 		h->proto = IPPROTO_TCP;
 		h->flags = 0;
+		h->resent_end = 0;
 		return 1;
 	}
 	{
@@ -367,6 +404,7 @@ static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 en
 		h->len = 1;
 		h->proto = IPPROTO_UDP;
 		h->flags = LS_F_UDP;
+		h->resent_end = 0;
 		return 1;
 	}
 bad:
@@ -383,7 +421,7 @@ static __always_inline int ls_parse_sampled(unsigned char *head, struct ls_hit *
 		return udp_sample_mod && !(h->seq % udp_sample_mod);
 	if (!ls_sampled(h->seq, h->len))
 		return 0;
-	h->flags = ls_tcp_flags(head + l->off, &l->th);
+	ls_tcp_mark(head + l->off, &l->th, h);
 	return 1;
 }
 

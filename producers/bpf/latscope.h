@@ -37,15 +37,19 @@ enum ls_counter {
 };
 
 #define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */
-#define LS_F_RESENT 2     /* TCP: the segment carries the resend mark (a resent copy) */
+#define LS_F_RESENT 2     /* TCP: a resent copy (the segment's mark covers the range) */
 
 /* The resend mark the sender's tcp_tx (sock_ops) writes into every segment its TCP sends
  * again (a retransmission, or a segment the local qdisc dropped and TCP sends anew): an
- * experimental TCP option (RFC 6994: kind 254, length 4, a 16-bit ExID), in the 4 option
- * bytes tcp_tx reserves anyway. Every point that parses the segment, on every host, sees
- * it; receivers ignore unknown options (RFC 9293). */
+ * experimental TCP option (RFC 6994: kind 254, length 8, a 16-bit ExID, then the 32-bit
+ * sequence number where the resent bytes end), in the 8 option bytes tcp_tx reserves. A
+ * segment TCP sends again may carry bytes never sent before (a retry after a local drop
+ * takes in more of the queue): those, from the end on, are first copies. The end is a
+ * sequence number, not a length, so it holds in every segment GSO cuts the packet into.
+ * Every point that parses the segment, on every host, sees it; receivers ignore unknown
+ * options (RFC 9293). */
 #define LS_OPT_KIND 254
-#define LS_OPT_LEN 4
+#define LS_OPT_LEN 8
 #define LS_OPT_EXID 0x4C53   /* "LS"; not an IANA-registered ExID */
 
 /* One point hit: a byte range of one flow (data direction) seen at one point. */

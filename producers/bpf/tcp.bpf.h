@@ -46,7 +46,7 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 		struct tcphdr t;
 
 		if (!bpf_probe_read_kernel(&t, sizeof(t), th))
-			h.flags = ls_tcp_flags(th, &t);
+			ls_tcp_mark(th, &t, &h);
 	}
 	ls_emit(&h, point, 0, netns, 0, m);
 	return 0;

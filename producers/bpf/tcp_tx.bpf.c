@@ -2,20 +2,21 @@
  * number known) and is about to hand it to IP. No tracepoint sits there; the sock_ops
  * header-option callbacks inside __tcp_transmit_skb do. They only run for sockets that ask
  * for them, so the program asks (at connection establishment) only for sockets of covered
- * namespaces, and reserves 4 option bytes on their data segments.
- * Those 4 bytes carry the resend mark (latscope.h: RFC 6994 experimental option) on every
+ * namespaces, and reserves 8 option bytes on their data segments.
+ * Those 8 bytes carry the resend mark (latscope.h: RFC 6994 experimental option) on every
  * segment this socket's TCP sends again, and are NOPs otherwise: every point on every host
  * that parses the segment (forwarders and receivers have no retransmit tracepoint) then
  * knows the copy is a resend. "Again": the segment starts below snd_nxt (a retransmission),
  * or below the highest byte this socket ever handed to IP (sk storage): a segment the local
- * qdisc dropped, which TCP sends anew as new data without counting a retransmission.
+ * qdisc dropped, which TCP sends anew as new data without counting a retransmission. Such
+ * a retry may take in bytes never sent (TCP sizes it anew); the mark's end tells them apart.
  * Namespaces are known by their netns cookie here (sock_ops has no kernel socket pointer):
  * user space fills netns_cookies with cookie -> inode for the namespaces it covers.
  * Where the kernel has them, fentry/kprobe on __tcp_transmit_skb (tcp_fn.bpf.c) serve the
  * point when this hook is refused (without the mark: then only the sender knows resends).
  * Hooks:
  *   tcp_tx  sockops (cgroup v2 root): ACTIVE/PASSIVE_ESTABLISHED_CB set the header-option
- *           flag; HDR_OPT_LEN_CB reserves 4 bytes in data segments; WRITE_HDR_OPT_CB
+ *           flag; HDR_OPT_LEN_CB reserves 8 bytes in data segments; WRITE_HDR_OPT_CB
  *           marks a resent segment and reports a sampled one
  */
 #include "common.bpf.h"
@@ -42,28 +43,29 @@ struct {
 	__type(value, struct sent_hw);
 } sent SEC(".maps");
 
-static const __u8 resend_mark[LS_OPT_LEN] = {LS_OPT_KIND, LS_OPT_LEN, LS_OPT_EXID >> 8,
-					     LS_OPT_EXID & 0xff};
-
-/* Is the data segment [seq, seq+len) sent again? Also moves the socket's high-water mark. */
-static __always_inline int resent(struct bpf_sock_ops *skops, __u32 seq, __u32 len)
+/* The end of the data segment [seq, seq+len)'s bytes that were sent before: those below
+ * snd_nxt (a retransmission) or below the highest byte ever handed to IP. seq if none were
+ * (a first transmission), at most seq+len. Also moves the socket's high-water mark. */
+static __always_inline __u32 resent_end(struct bpf_sock_ops *skops, __u32 seq, __u32 len)
 {
 	struct bpf_sock *sk = skops->sk;
 	struct sent_hw *st;
-	int again = (__s32)(seq - skops->snd_nxt) < 0;
+	__u32 end = skops->snd_nxt;
 
-	if (!sk)
-		return again;
-	st = bpf_sk_storage_get(&sent, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return again;
-	if (st->set && (__s32)(seq - st->hw) < 0)
-		again = 1;
-	if (!st->set || (__s32)(seq + len - st->hw) > 0) {
-		st->hw = seq + len;
-		st->set = 1;
+	if (sk) {
+		st = bpf_sk_storage_get(&sent, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (st) {
+			if (st->set && (__s32)(st->hw - end) > 0)
+				end = st->hw;
+			if (!st->set || (__s32)(seq + len - st->hw) > 0) {
+				st->hw = seq + len;
+				st->set = 1;
+			}
+		}
 	}
-	return again;
+	if ((__s32)(end - seq) <= 0)
+		return seq;
+	return (__s32)(end - (seq + len)) > 0 ? seq + len : end;
 }
 
 static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
@@ -92,7 +94,7 @@ int tcp_tx(struct bpf_sock_ops *skops)
 		 * runs on a bulk flow's ACKs. No skb at all (flags 0) is tcp_current_mss()
 		 * sizing segments: it must count the room data segments will get. */
 		if ((skops->skb_len || !skops->skb_tcp_flags) && ours(skops))
-			bpf_reserve_hdr_opt(skops, 4, 0);
+			bpf_reserve_hdr_opt(skops, LS_OPT_LEN, 0);
 		return 1;
 	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
 		break;
@@ -111,9 +113,15 @@ int tcp_tx(struct bpf_sock_ops *skops)
 	len -= th->doff * 4;
 	h.seq = bpf_ntohl(th->seq);
 	h.dport = bpf_ntohs(th->dest);    /* th is invalid once an option is stored */
-	if (resent(skops, h.seq, len)) {
+	h.resent_end = resent_end(skops, h.seq, len);
+	if (h.resent_end != h.seq) {
+		__u32 end = bpf_htonl(h.resent_end);
+		__u8 mark[LS_OPT_LEN] = {LS_OPT_KIND, LS_OPT_LEN, LS_OPT_EXID >> 8,
+					 LS_OPT_EXID & 0xff};
+
+		__builtin_memcpy(&mark[4], &end, 4);
 		/* Counted either way: a resend left unmarked is a loss of information. */
-		if (bpf_store_hdr_opt(skops, resend_mark, sizeof(resend_mark), 0)) {
+		if (bpf_store_hdr_opt(skops, mark, sizeof(mark), 0)) {
 			ls_count(LS_C_MARK_FAILED);
 		} else {
 			ls_count(LS_C_RESENT);

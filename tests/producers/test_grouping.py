@@ -367,3 +367,50 @@ def test_a_byte_the_app_handed_over_waits_for_its_transmission() -> None:
     clk.now += 61_000_000_000
     g.expire(out)
     assert len(out) == 2 and not out[1].complete and g.open_groups == 0
+
+
+def test_a_resent_copy_waiting_in_the_receive_queue_gets_its_read() -> None:
+    """The CI failure: a byte whose copy reached the receiver's TCP out of order (a hole
+    before it, filled by a resend) waits in the out-of-order queue longer than a linger
+    before the app reads it. When that byte is itself resent (here: a marked copy), its copy
+    is held for the read like an only copy; the read joins it. Before, the idle copy was
+    published without its read and the read became an unflagged one-point record: a byte in
+    halves, with nothing unflagged on the sender."""
+    for marked in (True, False):
+        clk = Clock()
+        g = Grouper("h2", clock=clk)
+        out: list[Record] = []
+        if not marked:     # an unmarked second copy: the first died in this host
+            add(g, out, ("dev_rx", "ip_pre"), 1)
+        add(g, out, RX, 10, resent=marked)
+        clk.now += 80_000_000                              # past linger, far below hold
+        g.expire(out)
+        g.add(FLOW, 0, hit("sock_recv", 80_000_000), out)
+        clk.now += 100_000_000
+        g.expire(out)
+        read = [r for r in out if "sock_recv" in points(r)]
+        assert len(read) == 1 and points(read[0]) == [*RX, "sock_recv"], [points(r) for r in out]
+        assert read[0].complete and read[0].retrans and g.counters.late_socket == 0
+        assert all(r.retrans for r in out) and g.counters.gaps == 0
+
+
+def test_a_resend_in_a_qdisc_waits_for_its_dev_xmit() -> None:
+    """A resent copy queued in the sender's qdisc (dev_queue, no dev_xmit yet) may leave
+    later than a linger after its last hit, as measured under load (the agent read a resend's
+    dev_xmit after its copy had been published: a dev_xmit-only record). It is held like the
+    original."""
+    clk = Clock()
+    g = Grouper("h1", exit_devices={(7, 3)}, clock=clk)
+    out: list[Record] = []
+    send(g, out, 10, exits=False)                         # the original dies in the qdisc
+    send(g, out, 100, resent=True, exits=False)           # the resend waits in it
+    clk.now += 80_000_000                                 # past linger, far below hold
+    g.expire(out)
+    g.add(FLOW, 0, hit("sock_send", 5), out)
+    g.add(FLOW, 0, hit("dev_xmit", 80_000_000, ifindex=3), out, resent=True)
+    clk.now += 2_000_000_000
+    g.expire(out)
+    assert sorted(points(r) for r in out) == [["sock_send", *TX], [*TX, "dev_xmit"]]
+    assert all(r.retrans for r in out) and g.open_groups == 0
+    resend = next(r for r in out if "dev_xmit" in points(r))
+    assert resend.complete
