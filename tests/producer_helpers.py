@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from latscope.bpf import libbpf
 from latscope.lab.netns import Net
+from latscope.producers.agent import Agent, AgentSettings
 
 PREFIX = "lsxa" + os.environ["LSX_RUN_ID"]   # the module network's namespaces and veths
 
@@ -140,6 +141,28 @@ def agent_process(*args: str, ready: str = "ready") -> Iterator[subprocess.Popen
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def running_agents(settings: dict[str, AgentSettings]) -> Iterator[dict[str, Agent]]:
+    """One in-process agent per host, each on a thread of its own; stopped (the thread
+    joined, the probes closed) on exit, whatever happened."""
+    run: dict[str, tuple[Agent, threading.Event, threading.Thread]] = {}
+    try:
+        for host, s in settings.items():
+            a = Agent(s)
+            a.start()
+            stop = threading.Event()
+            t = threading.Thread(target=a.run, args=(stop,), daemon=True)
+            t.start()
+            run[host] = (a, stop, t)
+        yield {h: a for h, (a, _, _) in run.items()}
+    finally:
+        for a, stop, t in run.values():
+            stop.set()
+            t.join(30)
+            assert not t.is_alive()
+            a.probes.close()
 
 
 def links_of(pid: int) -> set[int]:

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
-from producer_helpers import PREFIX, links_of, loopback_burst, tcp_transfer, udp_send
+from producer_helpers import (
+    PREFIX,
+    links_of,
+    loopback_burst,
+    running_agents,
+    tcp_transfer,
+    udp_send,
+)
 
 from latscope.kafka import KafkaSettings, partition_of
 from latscope.producers.agent import Agent, AgentSettings
@@ -32,25 +39,12 @@ def agents(net: Any, topic: str, bootstrap: str, sample_size: int = SIZE,
            **kw: Any) -> Iterator[dict[str, Agent]]:
     """One agent for h1 (its namespace) and one for h2 (its namespace and container c1)."""
     covered = {"h1": ["h1"], "h2": ["h2", "c1"]}
-    run: dict[str, tuple[Agent, threading.Event, threading.Thread]] = {}
-    try:
-        for host, hosts in covered.items():
-            a = Agent(AgentSettings(host=host, netns=[net.ns_name(h) for h in hosts],
-                                    clock=net.clock(host), sample_size=sample_size, topic=topic,
-                                    kafka=KafkaSettings(bootstrap), **kw))
-            a.start()
-            stop = threading.Event()
-            t = threading.Thread(target=a.run, args=(stop,), daemon=True)
-            t.start()
-            run[host] = (a, stop, t)
-        yield {h: a for h, (a, _, _) in run.items()}
-    finally:
-        for a, stop, t in run.values():
-            stop.set()
-            t.join(30)
-            assert not t.is_alive()
-            a.probes.close()
-    for a, _, _ in run.values():
+    with running_agents({host: AgentSettings(
+            host=host, netns=[net.ns_name(h) for h in hosts], clock=net.clock(host),
+            sample_size=sample_size, topic=topic, kafka=KafkaSettings(bootstrap), **kw)
+            for host, hosts in covered.items()}) as run:
+        yield run
+    for a in run.values():
         c = a.status()["counters"]
         assert c["ringbuf_drops"] == 0 and c["unparsed"] == 0 and c["failed_deliveries"] == 0, c
 

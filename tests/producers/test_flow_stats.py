@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+from producer_helpers import running_agents
 
 from latscope.kafka import KafkaSettings
 from latscope.lab import netns
@@ -49,26 +50,13 @@ def net() -> Iterator[Any]:
 def agents(net: Any, topic: str, bootstrap: str, ports: list[int] | None = None
            ) -> Iterator[dict[str, Agent]]:
     """One agent per host, each covering its own namespace; flow context on ``topic``."""
-    run: dict[str, tuple[Agent, threading.Event, threading.Thread]] = {}
-    try:
-        for host in ("h1", "h2"):
-            a = Agent(AgentSettings(host=host, netns=[net.ns_name(host)], clock=net.clock(host),
-                                    topic=topic + "-events", flow_stats_topic=topic,
-                                    ports=[PORT] if ports is None else ports,
-                                    kafka=KafkaSettings(bootstrap)))
-            a.start()
-            stop = threading.Event()
-            t = threading.Thread(target=a.run, args=(stop,), daemon=True)
-            t.start()
-            run[host] = (a, stop, t)
-        yield {h: a for h, (a, _, _) in run.items()}
-    finally:
-        for a, stop, t in run.values():
-            stop.set()
-            t.join(30)
-            assert not t.is_alive()
-            a.probes.close()
-    for a, _, _ in run.values():
+    with running_agents({host: AgentSettings(
+            host=host, netns=[net.ns_name(host)], clock=net.clock(host),
+            topic=topic + "-events", flow_stats_topic=topic,
+            ports=[PORT] if ports is None else ports, kafka=KafkaSettings(bootstrap))
+            for host in ("h1", "h2")}) as run:
+        yield run
+    for a in run.values():
         st = a.status()
         assert st["flow_stats"]["failed"] == 0 and st["flow_stats"]["read_errors"] == 0, st
         assert st["counters"]["flow_full"] == 0
