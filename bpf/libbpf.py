@@ -107,6 +107,7 @@ def _lib() -> ctypes.CDLL:
         "bpf_map_update_elem": (I, [I, P, P, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (I, [I, P, P]),
         "bpf_map_delete_elem": (I, [I, P]),
+        "bpf_map_lookup_and_delete_elem": (I, [I, P, P]),
         "bpf_map_get_next_key": (I, [I, P, P]),
         "btf__find_by_name_kind": (I, [P, C, U]),
         "btf__type_by_id": (P, [P, U]),
@@ -205,21 +206,23 @@ class Map:
         if _L.bpf_map_update_elem(self.fd, self._key(key), v, flags) != 0:
             raise _err(f"update map {self.name}")
 
-    def _lookup(self, key: bytes | int, size: int) -> bytes | None:
+    def _lookup(self, key: bytes | int, size: int, pop: bool = False) -> bytes | None:
         out = ctypes.create_string_buffer(size)
-        if _L.bpf_map_lookup_elem(self.fd, self._key(key), out) != 0:
+        fn = _L.bpf_map_lookup_and_delete_elem if pop else _L.bpf_map_lookup_elem
+        if fn(self.fd, self._key(key), out) != 0:
             if ctypes.get_errno() == errno.ENOENT:
                 return None
-            raise _err(f"lookup map {self.name}")
+            raise _err(f"{'pop from' if pop else 'lookup'} map {self.name}")
         return out.raw
 
     def lookup(self, key: bytes | int) -> bytes | None:
         return self._lookup(key, self.value_size)
 
-    def lookup_percpu(self, key: bytes | int) -> list[bytes]:
-        """Per-CPU maps: one value per possible CPU (each padded to 8 bytes by the kernel)."""
+    def lookup_percpu(self, key: bytes | int, pop: bool = False) -> list[bytes]:
+        """Per-CPU maps: one value per possible CPU (each padded to 8 bytes by the kernel).
+        pop: read and remove the key in one step, so no update between the two is lost."""
         step = (self.value_size + 7) // 8 * 8
-        raw = self._lookup(key, step * NUM_CPUS)
+        raw = self._lookup(key, step * NUM_CPUS, pop)
         if raw is None:
             return []
         return [raw[i * step:i * step + self.value_size] for i in range(NUM_CPUS)]

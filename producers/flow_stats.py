@@ -6,8 +6,9 @@ interval) on ``latscope.flow-stats``.
 Intervals are aligned on the wall clock (multiples of the interval, as the stream worker's
 windows), so a record and the latency window of the same flow and start describe the same
 time. The map is never reset: the agent keeps the last totals per key and sends differences,
-and removes a key only after it stayed unchanged for IDLE_INTERVALS (a flow that resumes in
-the instant between the read and the removal loses what it did in that instant).
+and removes a key after it stayed unchanged for IDLE_INTERVALS, reading it as it goes (a flow
+that resumes then is counted in full: what it did before the removal with this read, the rest
+in a new key).
 """
 
 from __future__ import annotations
@@ -95,24 +96,27 @@ class FlowStatsCollector:
         """key -> (bytes, count) since the last read, summed over CPUs."""
         out = {}
         for key in self.map.keys():
+            # an idle key is read for the last time as it is removed: a packet counted
+            # between a read and a separate delete would be lost
+            pop = self._idle.get(key, 0) + 1 >= IDLE_INTERVALS
             total_b = total_c = 0
-            for v in self.map.lookup_percpu(key):
+            for v in self.map.lookup_percpu(key, pop=pop):
                 b, c = _VAL(v)
                 total_b += b
                 total_c += c
             last = self._last.get(key, (0, 0))
             d = (total_b - last[0], total_c - last[1])
             self._last[key] = (total_b, total_c)
-            if d == (0, 0):
+            if pop:
+                self._last.pop(key)
+                self._idle.pop(key, None)
+                self.counters.removed_keys += 1
+            elif d == (0, 0):
                 self._idle[key] = self._idle.get(key, 0) + 1
-                if self._idle[key] >= IDLE_INTERVALS:
-                    self.map.delete(key)
-                    self._last.pop(key)
-                    self._idle.pop(key)
-                    self.counters.removed_keys += 1
-                continue
-            self._idle.pop(key, None)
-            out[key] = d
+            else:
+                self._idle.pop(key, None)
+            if d != (0, 0):
+                out[key] = d
         return out
 
     def collect(self, start_ns: int) -> list[dict]:

@@ -25,25 +25,30 @@ static __always_inline __u8 ls_sk_shutdown(const struct sock *sk, const int m)
 struct ls_tcp_range {
 	__u32 seq;
 	__u32 end_seq;
+	__u16 segs;
 	__u8 flags;
 };
 
-/* seq, end_seq and tcp_flags of TCP's control block in skb->cb, in one read (CO-RE offsets;
- * they sit in its first 16 bytes on every kernel LatScope supports). */
+/* seq, end_seq, tcp_gso_segs (tcp_skb_pcount: the segments TCP counts for this skb; the
+ * shared info's gso_segs may be stale on a resent skb, whose last send was a copy) and
+ * tcp_flags of TCP's control block in skb->cb, in one read (CO-RE offsets; they sit in its
+ * first 16 bytes on every kernel LatScope supports). */
 static __always_inline int ls_tcp_cb_range(const struct sk_buff *skb, struct ls_tcp_range *r)
 {
 	__u8 buf[16];
 	__u32 o_seq = bpf_core_field_offset(struct tcp_skb_cb, seq);
 	__u32 o_end = bpf_core_field_offset(struct tcp_skb_cb, end_seq);
 	__u32 o_fl = bpf_core_field_offset(struct tcp_skb_cb, tcp_flags);
+	__u32 o_segs = bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs);
 
-	if (o_seq > 12 || o_end > 12 || o_fl > 15)
+	if (o_seq > 12 || o_end > 12 || o_fl > 15 || o_segs > 14)
 		return -1;
 	if (bpf_probe_read_kernel(buf, sizeof(buf),
 				  (void *)skb + bpf_core_field_offset(struct sk_buff, cb)))
 		return -1;
 	r->seq = *(__u32 *)(buf + o_seq);
 	r->end_seq = *(__u32 *)(buf + o_end);
+	r->segs = *(__u16 *)(buf + o_segs);
 	r->flags = buf[o_fl];
 	return 0;
 }

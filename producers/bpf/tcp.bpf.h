@@ -53,7 +53,8 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 }
 
 /* A resend's flow counters (flow_stats.bpf.h): its payload bytes and its segments, as the
- * kernel's tcpi_total_retrans and TcpRetransSegs count them (tcp_skb_pcount). */
+ * kernel's tcpi_total_retrans and TcpRetransSegs count them (tcp_skb_pcount, from the
+ * control block). */
 static __always_inline int tcp_count_retrans(const struct sock *sk, const struct sk_buff *skb,
 					     const int m)
 {
@@ -70,7 +71,7 @@ static __always_inline int tcp_count_retrans(const struct sock *sk, const struct
 	if (ls_sk_flow(sk, &h, 0, m))
 		return 0;
 	h.proto = IPPROTO_TCP;
-	ls_fs_add(&h, netns, 0, LS_FS_RETRANS, r.end_seq - r.seq, ls_skb_segs(skb, m));
+	ls_fs_add(&h, netns, 0, LS_FS_RETRANS, r.end_seq - r.seq, r.segs ? r.segs : 1);
 	return 0;
 }
 
