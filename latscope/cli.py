@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log.setup(args.verbose)
+    # SIGINT stops every command, however it was started: a shell starting a command in the
+    # background without job control leaves SIGINT ignored, and Python then keeps it so (a CI
+    # run's demo ran to its end through a SIGINT; the agent and sync set their own handlers).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -7,8 +7,9 @@ with the value a figure LatScope does not compute predicts.
   it. The period comes from the receiving application's own clock (its report: time from
   first to last read over the reads), not from LatScope.
 * shared bottleneck: the paced flow's packets join h1's tbf behind a steady backlog of the
-  bulk flow's frames; a FIFO at rate r makes a packet wait backlog / r. The backlog is read
-  from ``tc -s qdisc show`` while the flows run, the rate is the tbf's configured one.
+  bulk flow's frames; a FIFO draining at rate r makes a packet wait backlog / r. Backlog and
+  r (bytes sent over time) are read from ``tc -s qdisc show`` while the flows run: r is the
+  tbf's configured rate unless the machine is too busy to keep it.
 * wire: h1 and h2 are joined by a veth, which hands a frame over in microseconds: the
   corrected wire segment of every flow, both directions, is within a few µs of 0, and no
   sample is negative by more than its sync bound.
@@ -36,7 +37,7 @@ RMEM = "4096 32768 32768"
 # Median slow-reader wait vs half the read period. Measured: ratios 0.96-1.03 over 13 runs
 # (a 2-core machine shared with other suites); 10 % holds that with room for a heavier load.
 SLOW_TOL = 0.10
-# Median paced qdisc wait vs mean backlog / rate. Measured: ratios 0.96-1.05 over 8 runs;
+# Median paced qdisc wait vs mean backlog / drain rate. Measured: ratios 0.96-1.05 over 8 runs;
 # 12 % holds that under more load and still fails a scale error (or what the same
 # figure was off by (23-30 %) with a 32 kB burst, whose GSO packets tc counts whole:
 # attribution.yaml).
@@ -158,21 +159,25 @@ def test_shared_bottleneck_wait_is_backlog_over_rate(run, bds, qdisc: QdiscSampl
     reads = qdisc.between(start, end)
     assert len(reads) >= 100, (len(reads), len(qdisc.reads))
     # A steady backlog: hardly ever empty (an idle tbf refills its bucket, and the next
-    # packets pass without waiting for the backlog), the tbf sending at its rate.
+    # packets pass without waiting for the backlog).
     empty = sum(1 for _, backlog, _ in reads if backlog == 0) / len(reads)
+    assert empty <= 0.05, (empty, len(reads))
+    # The backlog drains at what tc counts as sent: the tbf's rate, unless the machine is
+    # too busy to run its timer in time (a CI run: 66 % of it, the backlog empty 1 % of the
+    # time); the wait then follows the rate achieved (Little's law), not the configured one.
     sent = (reads[-1][2] - reads[0][2]) / (reads[-1][0] - reads[0][0])
-    assert empty <= 0.05 and sent >= 0.9 * rate, (empty, sent, rate)
+    assert 0.5 * rate <= sent <= 1.1 * rate, (sent, rate)
     # A paced packet waits for the frames ahead and its own, less what the head frame has
     # already earned (half a frame on average); the backlog tc reports holds the paced
     # flow's own previous frame ~60 % of the time (6 ms of every 10), never ahead of the
-    # next one. Together ~0.1 frame (~1 %): backlog / rate is the figure, with the backlog's
-    # time average (its median moves in whole frames, ~10 % here).
+    # next one. Together ~0.1 frame (~1 %): backlog / drain rate is the figure, with the
+    # backlog's time average (its median moves in whole frames, ~10 % here).
     backlog = statistics.mean(b for _, b, _ in reads)
-    got, want = statistics.median(waits), backlog / rate * 1e9
+    got, want = statistics.median(waits), backlog / sent * 1e9
     assert abs(got / want - 1) <= QDISC_TOL, (
-        f"median qdisc wait {got / 1e6:.2f} ms, backlog {backlog:.0f} B / "
-        f"{rate * 8 / 1e6:.0f} Mbit/s = {want / 1e6:.2f} ms ({len(reads)} tc reads, "
-        f"sent {sent * 8 / 1e6:.1f} Mbit/s, empty {empty:.1%})")
+        f"median qdisc wait {got / 1e6:.2f} ms, backlog {backlog:.0f} B / sent "
+        f"{sent * 8 / 1e6:.1f} Mbit/s = {want / 1e6:.2f} ms ({len(reads)} tc reads, "
+        f"rate {rate * 8 / 1e6:.0f} Mbit/s, empty {empty:.1%})")
 
 
 def test_bulk_flow_waits_in_its_own_send_buffer(run) -> None:
