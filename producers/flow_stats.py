@@ -275,9 +275,14 @@ class FlowStatsLoop:
 
     def close(self, timeout: float = 5.0) -> None:
         """Once the probes are detached: the last interval published, then flushed."""
+        if self._producer is None:
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout + 2 * self.c.step / 1e9)
         left = self._producer.flush(timeout)
         self.c.counters.failed += left
         self.c.close()
+        if self._thread is None or not self._thread.is_alive():
+            # dropped: its threads stop retrying an unreachable broker
+            self._producer = None  # type: ignore[assignment]

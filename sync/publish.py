@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import ConfigResource
 
 from latscope import kafka, log
@@ -82,7 +82,7 @@ class ClockPublisher:
 
     def __post_init__(self) -> None:
         ensure_topics(self.kafka, self.models_topic, self.samples_topic)
-        self._producer = kafka.producer(self.kafka, **{
+        self._producer: Producer | None = kafka.producer(self.kafka, **{
             "enable.idempotence": True, "compression.type": "zstd", "linger.ms": 20,
             "message.timeout.ms": int(self.delivery_timeout_s * 1000),
             "queue.buffering.max.messages": self.queue_max})
@@ -96,11 +96,12 @@ class ClockPublisher:
             _log.warning("clock record not delivered: %s", err)
 
     def _produce(self, topic: str, key: str, value: bytes) -> None:
-        if self._closed:
+        producer = self._producer
+        if self._closed or producer is None:
             self.failed += 1
             return
         try:
-            kafka.produce(self._producer, topic, value, key=key.encode(),
+            kafka.produce(producer, topic, value, key=key.encode(),
                           on_delivery=self._delivered,
                           deadline=time.monotonic() + self.produce_wait_s)
         except kafka.Aborted as e:
@@ -108,7 +109,7 @@ class ClockPublisher:
             _log.warning("clock record not queued: %s", e)
             return
         self.produced += 1
-        self._producer.poll(0)
+        producer.poll(0)
 
     def sample(self, host: str, s: Sample) -> None:
         if self.publish_samples:
@@ -121,7 +122,8 @@ class ClockPublisher:
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait at most ``timeout`` for outstanding deliveries; how many are still queued."""
-        return self._producer.flush(timeout) if not self._closed else 0
+        producer = self._producer
+        return producer.flush(timeout) if producer is not None and not self._closed else 0
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush within ``timeout``, then count what is still queued as ``undelivered`` and
@@ -130,6 +132,7 @@ class ClockPublisher:
             return self.undelivered
         left = self.flush(timeout)
         self._closed = True
+        self._producer = None   # dropped: its threads stop retrying an unreachable broker
         self.undelivered = left
         if left:
             _log.error("%d clock records not delivered to Kafka by the deadline", left)
