@@ -301,7 +301,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
         sync, unsynced = _start_sync(net, ks.sync, topo.manager.name, opts, missing, say)
         if sync is not None:
             es.callback(sync.close)
-        agents = _start_agents(net, topo, ks.agent, (t(TOPIC_LAYER_EVENTS), t(TOPIC_FLOW_STATS)),
+        agents = _start_agents(net, topo, ks.agent, t(TOPIC_LAYER_EVENTS), t(TOPIC_FLOW_STATS),
                                missing, say, opts.agent_hosts)
         es.callback(agents.close)
         yield Pipeline(opts, topo, net, ks, worker, sync, agents, missing, unsynced)
@@ -417,8 +417,8 @@ def _start_sync(net: Any, ks: kafka.KafkaSettings, manager: str, opts: DemoOptio
     return sync, sorted(left)
 
 
-def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topics: tuple[str, str],
-                  missing: dict[str, str], say: Callable[[str], None],
+def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topic: str,
+                  flow_stats_topic: str, missing: dict[str, str], say: Callable[[str], None],
                   only: list[str] | None = None) -> _Agents:
     out = _Agents()
     try:
@@ -433,7 +433,7 @@ def _start_agents(net: Any, topo: Any, ks: kafka.KafkaSettings, topics: tuple[st
         s = AgentSettings(host=h, netns=[net.ns_name(h)], clock=net.clock(h),
                           sample_size=topo.sampling.size, ports=list(topo.sampling.ports),
                           filter_retrans=bool(topo.sampling.filter_retrans),
-                          kafka=ks, topic=topics[0], flow_stats_topic=topics[1])
+                          kafka=ks, topic=topic, flow_stats_topic=flow_stats_topic)
         agent = Agent(s)
         try:
             agent.start()

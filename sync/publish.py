@@ -85,8 +85,7 @@ class ClockPublisher:
         self._producer: Producer | None = kafka.producer(self.kafka, **{
             "enable.idempotence": True, "compression.type": "zstd", "linger.ms": 20,
             "message.timeout.ms": int(self.delivery_timeout_s * 1000),
-            "queue.buffering.max.messages": self.queue_max})
-        self._closed = False
+            "queue.buffering.max.messages": self.queue_max})   # None once closed
 
     def _delivered(self, err: KafkaError | None, _msg: object) -> None:
         if err is None:
@@ -97,7 +96,7 @@ class ClockPublisher:
 
     def _produce(self, topic: str, key: str, value: bytes) -> None:
         producer = self._producer
-        if self._closed or producer is None:
+        if producer is None:
             self.failed += 1
             return
         try:
@@ -123,15 +122,14 @@ class ClockPublisher:
     def flush(self, timeout: float = 10.0) -> int:
         """Wait at most ``timeout`` for outstanding deliveries; how many are still queued."""
         producer = self._producer
-        return producer.flush(timeout) if producer is not None and not self._closed else 0
+        return producer.flush(timeout) if producer is not None else 0
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush within ``timeout``, then count what is still queued as ``undelivered`` and
         take no more records; returns that count."""
-        if self._closed:
+        if self._producer is None:
             return self.undelivered
         left = self.flush(timeout)
-        self._closed = True
         self._producer = None   # dropped: its threads stop retrying an unreachable broker
         self.undelivered = left
         if left:
