@@ -261,18 +261,24 @@ def test_a_byte_waiting_past_the_hold_is_still_joined(net: Any, stack: Any,
     recs, ag = run_flow(net, stack, topic_name, 200_000, reader_delay_ms=250, read_size=16384,
                         filter_retrans=False)
     window = ag["h2"].s.join_window_ms
-    first = {h: [r for r in recs[h] if not r["retrans"]] for h in ("h1", "h2")}   # no resend
+    # A byte TCP sent again is left out: either host may flag its original copy (h2 does
+    # when that copy had not completed there once the resend came: the reader's zero
+    # window), so its first copies need not pair (the worker joins flagged copies apart).
+    resent = {r["seq"] for h in recs for r in recs[h] if r["retrans"]}
+    first = {h: [r for r in recs[h] if r["seq"] not in resent] for h in ("h1", "h2")}
     per = {h: [r["seq"] for r in first[h]] for h in first}
     halves = {h: [(r["seq"], points(r)) for r in first[h] if per[h].count(r["seq"]) > 1]
               for h in per}
     assert halves == {"h1": [], "h2": []}, ("one record per byte and host", halves)
     h1, h2 = ({r["seq"]: r for r in first[h]} for h in ("h1", "h2"))
-    assert set(h1) == set(h2) and len(h1) >= 10
+    assert set(h1) == set(h2) and len(h1) >= 10, f"{sorted(h1)} {sorted(h2)} {sorted(resent)}"
     spread = {s: abs(h2[s]["arrival_ms"] - h1[s]["arrival_ms"]) for s in h1}
     assert max(spread.values()) <= window, spread
-    waited = [s for s in h2 if points(h2[s])[-1] != "sock_recv"]   # read after the hold
-    assert waited and all(not h2[s]["complete"] for s in waited), waited
-    assert ag["h2"].grouper.counters.late_socket == len(waited)
+    # read after the hold: no record of the byte on h2 holds its read (resent bytes too)
+    read = {r["seq"] for r in recs["h2"] if points(r)[-1] == "sock_recv"}
+    waited = {r["seq"] for r in recs["h2"]} - read
+    assert waited and all(not r["complete"] for r in recs["h2"] if r["seq"] in waited), waited
+    assert ag["h2"].grouper.counters.late_socket == len(waited), (waited, resent)
 
 
 @contextlib.contextmanager
