@@ -78,8 +78,8 @@ def main() -> int:
         rows.append({"fault": f"pytest exit status {rc}", "offered": None, "joined": None,
                      "lost": None, "dead_lettered": None, "recovery_s": None})
     if args.json:
-        print(json.dumps({"rows": rows, "pytest_exit": rc}))
-        return bench.report(targets, args.check, as_json=True)
+        print(json.dumps({"rows": rows, "pytest_exit": rc} | bench.targets_json(targets)))
+        return bench.exit_status(targets, args.check)
     print(table(rows, targets))
     return bench.exit_status(targets, args.check)
 

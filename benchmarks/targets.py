@@ -30,10 +30,15 @@ def add_check_flag(ap: argparse.ArgumentParser) -> None:
                     help="exit 1 when a target is missed (make bench uses it)")
 
 
+def targets_json(targets: list[Target]) -> dict:
+    """The targets as --json prints them (a benchmark may print them inside its own object)."""
+    return {"targets": [asdict(t) | {"met": t.met} for t in targets]}
+
+
 def report(targets: list[Target], check: bool, as_json: bool = False) -> int:
     """Print one line per target; the exit status ``--check`` asks for."""
     if as_json:
-        print(json.dumps({"targets": [asdict(t) | {"met": t.met} for t in targets]}))
+        print(json.dumps(targets_json(targets)))
     else:
         print("\n== targets ==")
         for t in targets:

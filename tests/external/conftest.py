@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 from needs import missing
+from sockperf_run import PREFIX
 
 from latscope.lab import netns
-
-PREFIX = "lsxs" + os.environ["LSX_RUN_ID"]
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -37,6 +38,8 @@ from latscope.sinks.settings import InfluxSettings
 from latscope.stream.kafkaio import consume
 
 TOPOLOGY = Path(__file__).with_name("sockperf.yaml")
+# test_sockperf's namespaces, links and topics (conftest.py sweeps them after the session)
+PREFIX = "lsxs" + os.environ["LSX_RUN_ID"]
 MSG_SIZE = 64          # sockperf -m; the topology samples every 64th byte: one per message
 MPS = 1000             # sockperf --mps (ping-pong paces itself to about 500 round trips/s)
 LOAD_PORT = 5201       # iperf3: not on the sampling allow-list

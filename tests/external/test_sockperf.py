@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import PREFIX
 from sockperf_run import (
+    PREFIX,
     TOPOLOGY,
     Comparison,
     Scenario,

@@ -6,7 +6,6 @@ Each test reports its row of ``benchmarks/faults.py``'s table with ``fault_row``
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import uuid
@@ -16,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_net import PREFIX, TOPOLOGY
 from private_kafka import listen_ports
 
 from latscope.lab import netns
 from latscope.lab.demo import DemoOptions
 from latscope.procs import free_port
 from latscope.stack import services
-
-PREFIX = "lsxg" + os.environ["LSX_RUN_ID"]
-TOPOLOGY = Path(__file__).with_name("faults.yaml")
 
 
 @dataclass

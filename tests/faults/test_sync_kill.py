@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import PREFIX, TOPOLOGY
+from fault_net import PREFIX, TOPOLOGY
 from kafka_helpers import topic_values
 from kernel_objects import held, left_after_kill
 

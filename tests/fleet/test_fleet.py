@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LATSCOPE, NAMES, Room
+from fleet_room import LATSCOPE, NAMES, Room
 
 from latscope.lab.netns import namespace_pids
 from latscope.lab.sshd_fleet import keygen
