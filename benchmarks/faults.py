@@ -2,12 +2,13 @@
 offered, joined, lost and dead-lettered, its recovery time, and whether its must-hold rule
 (what it may lose: 0) was met.
 
-The scenarios are the tests themselves: this runs ``pytest tests/faults`` and the sync
-security tests the suite leans on (SYNC_TESTS: forged, replayed and IPv4-mapped packets need
-tests/sync's network of responders) as root with the local stack up (the outage tests start
-a private Kafka and InfluxDB of their own), and collects the row each test reports
-(``fault_row``). A fault whose test did not get as far as its row counts as missed. Poison
-records and 100k-flow memory are tests/stream's and not in this table.
+The scenarios are the tests themselves: this runs ``pytest tests/faults`` and the tests
+elsewhere the suite leans on (LEANED_ON: forged, replayed and IPv4-mapped sync packets need
+tests/sync's network of responders; poison records and 100k flows are the stream's door and
+bounds tests) as root with the local stack up (the outage tests start a private Kafka and
+InfluxDB of their own), and collects the row each test reports (``fault_row``). A fault
+whose test did not get as far as its row counts as missed; a row may add limits of its own
+(the 100k flows' memory) to its must-hold rule.
 
     .venv/bin/python benchmarks/faults.py [--check] [--json] [-k EXPR]
 """
@@ -27,8 +28,11 @@ import targets as bench
 from latscope.paths import REPO_ROOT
 
 ROWS_ENV = "LATSCOPE_FAULTS_OUT"   # tests/conftest.py fault_row appends one JSON row per test
-SYNC_TESTS = ("tests/sync/test_sync_security.py::test_forged_and_replayed_replies_move_no_clock",
-              "tests/sync/test_sync_security.py::test_probes_nobody_may_send_are_never_answered")
+LEANED_ON = (
+    "tests/sync/test_sync_security.py::test_forged_and_replayed_replies_move_no_clock",
+    "tests/sync/test_sync_security.py::test_probes_nobody_may_send_are_never_answered",
+    "tests/stream/test_door.py::test_poison_on_every_topic_is_dead_lettered_and_the_worker_goes_on",
+    "tests/stream/test_bounds.py::test_100k_flows_keep_every_structure_bounded")
 COLUMNS = ("fault", "offered", "joined", "lost", "dead-lettered", "recovery s", "must hold", "")
 
 
@@ -37,7 +41,7 @@ def run_suite(select: str | None) -> tuple[int, list[dict]]:
     with tempfile.TemporaryDirectory(prefix="lsx-faults-") as d:
         rows_file = Path(d) / "rows.jsonl"
         argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                "tests/faults", *SYNC_TESTS] + (["-k", select] if select else [])
+                "tests/faults", *LEANED_ON] + (["-k", select] if select else [])
         env = {**os.environ, ROWS_ENV: str(rows_file), "LATSCOPE_TESTS_STRICT": "1"}
         rc = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=sys.stderr).returncode
         rows = ([json.loads(line) for line in rows_file.read_text().splitlines() if line]
@@ -45,16 +49,26 @@ def run_suite(select: str | None) -> tuple[int, list[dict]]:
     return rc, rows
 
 
-def table(rows: list[dict], targets: list[bench.Target]) -> str:
+def row_targets(row: dict) -> list[bench.Target]:
+    """A row's must-hold rules: nothing lost, and each limit of its own."""
+    return [bench.Target(f"{row['fault']}: lost", row["lost"], "<=", 0),
+            *(bench.Target(f"{row['fault']}: {name}", value, "<=", most)
+              for name, (value, most) in row.get("limits", {}).items())]
+
+
+def table(rows: list[dict]) -> str:
     def cell(v: object) -> str:
         return "-" if v is None else str(v)
 
     lines = [rows_line(COLUMNS)]
-    for row, t in zip(rows, targets, strict=True):
+    for row in rows:
+        ts = row_targets(row)
+        rules = [f"lost {ts[0].op} {ts[0].must:g}"] + [
+            f"{t.name.split(': ', 1)[1]} {cell(t.value)} {t.op} {t.must:g}" for t in ts[1:]]
         lines.append(rows_line((row["fault"], cell(row["offered"]), cell(row["joined"]),
                                 cell(row["lost"]), cell(row["dead_lettered"]),
-                                cell(row["recovery_s"]), f"lost {t.op} {t.must:g}",
-                                "met" if t.met else "MISSED")))
+                                cell(row["recovery_s"]), "; ".join(rules),
+                                "met" if all(t.met for t in ts) else "MISSED")))
     return "\n".join(lines)
 
 
@@ -70,9 +84,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="the rows and targets as one JSON object")
     bench.add_check_flag(ap)
     args = ap.parse_args()
-    print("running tests/faults and the sync security tests (about 8 minutes)…", file=sys.stderr, flush=True)
+    print("running tests/faults and the tests it leans on (about 8 minutes)…", file=sys.stderr, flush=True)
     rc, rows = run_suite(args.select)
-    targets = [bench.Target(f"{r['fault']}: lost", r["lost"], "<=", 0) for r in rows]
+    targets = [t for r in rows for t in row_targets(r)]
     if rc != 0:   # a failed test may have failed before its row: the run is a miss
         targets.append(bench.Target(f"tests/faults passed (pytest exit {rc})", None, "<=", 0))
         rows.append({"fault": f"pytest exit status {rc}", "offered": None, "joined": None,
@@ -80,7 +94,7 @@ def main() -> int:
     if args.json:
         print(json.dumps({"rows": rows, "pytest_exit": rc} | bench.targets_json(targets)))
         return bench.exit_status(targets, args.check)
-    print(table(rows, targets))
+    print(table(rows))
     return bench.exit_status(targets, args.check)
 
 

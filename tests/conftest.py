@@ -63,13 +63,16 @@ def scratch_netns() -> Iterator[str]:
 @pytest.fixture
 def fault_row(request: pytest.FixtureRequest) -> Callable[..., None]:
     """Report one row of the fault table: what was offered, joined, lost, dead-lettered and
-    how long recovery took. ``lost`` is the figure the must-hold rule requires to be 0."""
+    how long recovery took. ``lost`` is the figure the must-hold rule requires to be 0;
+    ``limits`` adds rules of the row's own, name: (value, most allowed)."""
     def record(fault: str, *, offered: int, joined: int | None, lost: int,
                dead_lettered: int = 0, recovery_s: float | None = None,
-               detail: dict | None = None) -> None:
+               detail: dict | None = None,
+               limits: dict[str, tuple[float, float]] | None = None) -> None:
         row = {"fault": fault, "offered": offered, "joined": joined, "lost": lost,
                "dead_lettered": dead_lettered, "recovery_s": recovery_s,
-               "test": request.node.nodeid, "detail": detail or {}}
+               "test": request.node.nodeid, "detail": detail or {},
+               "limits": {k: list(v) for k, v in (limits or {}).items()}}
         print(f"\nfault row: {json.dumps(row)}")
         if out := os.environ.get(FAULT_ROWS_ENV):
             with open(out, "a") as f:

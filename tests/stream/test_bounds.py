@@ -60,7 +60,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def test_100k_flows_keep_every_structure_bounded() -> None:
+def test_100k_flows_keep_every_structure_bounded(fault_row) -> None:
     s = StreamSettings(flows=flow_resolver(REPO_ROOT / "topologies/default.yaml"),
                        join=JoinPolicy(0.3, 0.1), windows=WindowPolicy(0.5, 2.0),
                        max_pending=3_000, max_open_windows=150, max_series=100,
@@ -87,6 +87,10 @@ def test_100k_flows_keep_every_structure_bounded() -> None:
     c = p.all_counters()
     grown = _peak_rss_mb() - before
     print(f"peak RSS +{grown:.0f} MB, counters {c}")
+    fault_row("100k distinct flows through the worker", offered=FLOWS, joined=c["published"],
+              lost=FLOWS - c["published"], limits={"peak RSS growth MB": (round(grown),
+                                                                           RSS_LIMIT_MB)},
+              detail={k: v for k, v in c.items() if "evict" in k or "overflow" in k})
     assert grown < RSS_LIMIT_MB, f"peak RSS grew {grown:.0f} MB"
     assert c["records"] == 2 * FLOWS and c["published"] == FLOWS
     assert peak["pending"] <= s.max_pending and peak["stats"] <= s.max_open_windows

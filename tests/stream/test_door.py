@@ -2,7 +2,8 @@
 Faust worker: each poison kind is dead-lettered with its reason and counted, the worker
 stays up, and the good records around them still join with their true durations.
 
-``assert_poison_dead_lettered`` is the core check, for reuse by the fault table."""
+``assert_poison_dead_lettered`` is the core check; it reports the fault table's row
+(benchmarks/faults.py)."""
 
 from __future__ import annotations
 
@@ -89,15 +90,22 @@ def good_records() -> list[dict]:
 
 
 def assert_poison_dead_lettered(bootstrap: str, topics: dict[str, str], worker: WorkerProcess,
-                                want: Counter[str]) -> None:
+                                want: Counter[str], fault_row) -> None:
     """Every poison record is on the dead-letter topic with its reason header, counted per
     reason, the worker still up, and the GOOD samples joined and corrected exactly."""
     total = sum(want.values())
     dead = consume(bootstrap, topics["dead"], lambda m: len(m) >= total, 60)
     got = Counter(dict(m.headers())["reason"].decode() for m in dead)
+    bds = consume(bootstrap, topics["bd"], lambda m: len(m) >= GOOD, 60)
+    alive = worker.proc is not None and worker.proc.poll() is None
+    # lost: a good sample not joined, a poison record not dead-lettered under its reason,
+    # and the worker itself
+    fault_row("poison records (every kind, every topic)", offered=GOOD + total,
+              joined=len(bds), dead_lettered=len(dead),
+              lost=GOOD - min(len(bds), GOOD) + sum((want - got).values()) + (not alive),
+              detail={"reasons": dict(got), "worker_alive": alive})
     assert got == want
     assert all(dict(m.headers())["error"] for m in dead)
-    bds = consume(bootstrap, topics["bd"], lambda m: len(m) >= GOOD, 60)
     assert len(bds) == GOOD
     for m in bds:
         bd = codec.decode(m.value(), expect="Breakdown")[1]
@@ -132,7 +140,8 @@ def door_worker(stack, tmp_path: Path) -> Iterator[tuple[WorkerProcess, dict[str
 
 
 @pytest.mark.stack
-def test_poison_on_every_topic_is_dead_lettered_and_the_worker_goes_on(stack, door_worker) -> None:
+def test_poison_on_every_topic_is_dead_lettered_and_the_worker_goes_on(stack, door_worker,
+                                                                      fault_row) -> None:
     worker, topics = door_worker
     bootstrap = stack.kafka_bootstrap
     good_models = [clock_model(h, OFFSETS[h], bound_ns=400) for h in ("h1", "h2")]
@@ -149,7 +158,7 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_worker_goes_on(stack, do
     mixed.append((b"batch", codec.encode("LayerEventBatch", {"events": [bad_in_batch]})))
     want["no_hits"] += 1
     produce(bootstrap, topics["layer"], mixed)
-    assert_poison_dead_lettered(bootstrap, topics, worker, want)
+    assert_poison_dead_lettered(bootstrap, topics, worker, want, fault_row)
 
 
 def test_a_failing_breakdown_dead_letters_its_sample_alone() -> None:
