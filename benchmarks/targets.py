@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass
 
 
@@ -51,9 +52,10 @@ def report(targets: list[Target], check: bool, as_json: bool = False) -> int:
 
 def exit_status(targets: list[Target], check: bool) -> int:
     """What ``--check`` asks for: 1 when a target is missed (naming them), else 0; a
-    benchmark that prints its targets in a table of its own ends with this."""
+    benchmark that prints its targets in a table of its own ends with this. The names go to
+    stderr: stdout may be --json's one object."""
     missed = [t.name for t in targets if not t.met]
     if missed and check:
-        print(f"missed: {', '.join(missed)}")
+        print(f"missed: {', '.join(missed)}", file=sys.stderr)
         return 1
     return 0

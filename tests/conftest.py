@@ -72,7 +72,7 @@ def fault_row(request: pytest.FixtureRequest) -> Callable[..., None]:
         row = {"fault": fault, "offered": offered, "joined": joined, "lost": lost,
                "dead_lettered": dead_lettered, "recovery_s": recovery_s,
                "test": request.node.nodeid, "detail": detail or {},
-               "limits": {k: list(v) for k, v in (limits or {}).items()}}
+               "limits": limits or {}}
         print(f"\nfault row: {json.dumps(row)}")
         if out := os.environ.get(FAULT_ROWS_ENV):
             with open(out, "a") as f:
