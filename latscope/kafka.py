@@ -168,12 +168,18 @@ def ensure_topics(ks: KafkaSettings | str, wanted: Mapping[str, tuple[int, dict[
     return have
 
 
-def delete_topics_with_prefix(ks: KafkaSettings | str, prefix: str,
-                              timeout: float = 10.0) -> list[str]:
-    """Delete every topic whose name starts with ``prefix`` (a run's own topics, Faust's
+def delete_topics(ks: KafkaSettings | str, wanted: Callable[[str], object],
+                  timeout: float = 10.0) -> list[str]:
+    """Delete every topic whose name ``wanted`` accepts (a run's own topics, Faust's
     changelogs included); the names deleted."""
     adm = admin(ks)
-    names = [t for t in adm.list_topics(timeout=timeout).topics if t.startswith(prefix)]
+    names = [t for t in adm.list_topics(timeout=timeout).topics if wanted(t)]
     for fut in adm.delete_topics(names).values() if names else ():
         fut.result(timeout)
     return names
+
+
+def delete_topics_with_prefix(ks: KafkaSettings | str, prefix: str,
+                              timeout: float = 10.0) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; the names deleted."""
+    return delete_topics(ks, lambda t: t.startswith(prefix), timeout)

@@ -153,7 +153,7 @@ class FlowStatsCollector:
             self.tcp = TcpStateReader(self.netns, self.ports)
         socks = self.tcp.read()
         pids = self.owners.pids({s.inode for s in socks})
-        seen: set[int] = set()
+        wanted = []
         for s in socks:
             out_flow: FlowT = ("tcp", s.family, s.local[0], s.remote[0], s.local[1], s.remote[1])
             in_flow: FlowT = ("tcp", s.family, s.remote[0], s.local[0], s.remote[1], s.local[1])
@@ -162,15 +162,13 @@ class FlowStatsCollector:
                 sides.append(("sender", out_flow))
             if in_flow in accs:
                 sides.append(("receiver", in_flow))
-            if not sides:
-                continue
-            pid = pids.get(s.inode)
-            owner = self.owners.owner(pid) if pid is not None else None
-            if owner is not None:
-                seen.add(owner.pid)
+            if sides:
+                wanted.append((s, sides))
+        owners = self.owners.read({pids[s.inode] for s, _ in wanted if s.inode in pids})
+        for s, sides in wanted:
+            owner = owners.get(pids.get(s.inode, -1))
             for side, flow in sides:
                 accs[flow].sockets.append(_socket(s, side, owner))
-        self.owners.forget(seen)
 
     def _record(self, flow: FlowT, acc: _Acc, start_ns: int, duration: int) -> dict:
         c = acc.counts

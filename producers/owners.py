@@ -81,11 +81,22 @@ class Owners:
             self._pid_of = {i: p for i, p in self._pid_of.items() if i in inodes}
         return {i: self._pid_of[i] for i in inodes if i in self._pid_of}
 
-    def owner(self, pid: int) -> Owner | None:
-        """The process's figures now; CPU % over the time since its last reading."""
+    def read(self, pids: set[int]) -> dict[int, Owner]:
+        """Each process's figures now, read once per call however many sockets it holds (a
+        second reading in the same pass would cover microseconds, not the interval); CPU %
+        over the time since its last reading. Processes not asked for are forgotten."""
+        out = {}
+        for pid in pids:
+            owner = self._owner(pid)
+            if owner is not None:
+                out[pid] = owner
+        for pid in [p for p in self._last if p not in out]:
+            del self._last[pid]
+        return out
+
+    def _owner(self, pid: int) -> Owner | None:
         ticks = _cpu_ticks(pid)
         if ticks is None:
-            self._last.pop(pid, None)
             return None
         used, start = ticks
         now = time.monotonic()
@@ -104,8 +115,3 @@ class Owners:
         except OSError:
             return None
         return Owner(pid, command, None if cpu is None else round(cpu, 2), rss)
-
-    def forget(self, alive: set[int]) -> None:
-        """Drop CPU readings of processes no longer owning a reported socket."""
-        for pid in [p for p in self._last if p not in alive]:
-            del self._last[pid]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from needs import missing, strict
 
+from latscope import kafka
 from latscope.stack import services as stack_mod
 
 # Every namespace, link and consumer group a test makes carries this run's id (`lsx<tag><id>`),
@@ -20,20 +22,32 @@ RUN_ID = os.environ.setdefault("LSX_RUN_ID", uuid.uuid4().hex[:3])
 FAULT_ROWS_ENV = "LATSCOPE_FAULTS_OUT"   # benchmarks/faults.py collects fault_row's rows here
 
 
+# A test's Kafka topics: `lsx<tag><run id>` then `-` or `.`; swept when the session ends.
+RUN_TOPIC = re.compile(rf"lsx[a-z]*{RUN_ID}[-.]")
+
+
 @pytest.fixture(scope="session")
-def stack() -> stack_mod.StackInfo:
-    """The running local Kafka + InfluxDB (``.ci/run`` starts them with ``latscope stack up``)."""
+def stack() -> Iterator[stack_mod.StackInfo]:
+    """The running local Kafka + InfluxDB (``.ci/run`` starts them with ``latscope stack up``).
+    At the end, this run's topics go: a broker that keeps every run's (thousands) makes a
+    new consumer's rebalance take over a minute."""
     info = stack_mod.status(stack_mod.StackSettings.from_env())
     down = [n for n, up in (("kafka", info.kafka_up), ("influxdb", info.influx_up)) if not up]
     if down:
         missing(f"local stack not running ({', '.join(down)} down): run `latscope stack up`")
-    return info
+    yield info
+    try:
+        gone = kafka.delete_topics(info.kafka_bootstrap, RUN_TOPIC.match)
+    except Exception as e:     # a failed sweep must not hide the tests' own result
+        print(f"\nthis run's Kafka topics were not deleted: {e}")
+    else:
+        print(f"\ndeleted this run's {len(gone)} Kafka topics")
 
 
 @pytest.fixture
 def topic_name() -> str:
     """A fresh topic name per test, so runs never read each other's records."""
-    return f"lsx-test-{uuid.uuid4().hex[:10]}"
+    return f"lsxt{RUN_ID}-{uuid.uuid4().hex[:10]}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

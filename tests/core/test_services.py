@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -101,7 +102,7 @@ def test_partition_of_matches_librdkafka(stack: StackInfo) -> None:
     be the partition librdkafka itself gives a message keyed by that flow id."""
     from latscope import kafka
 
-    topic = f"lsx-part-{uuid.uuid4().hex[:8]}"
+    topic = f"lsxt{os.environ['LSX_RUN_ID']}-part-{uuid.uuid4().hex[:8]}"
     kafka.ensure_topics(stack.kafka_bootstrap, {topic: (5, {})})
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
     got: list[tuple[bytes, int]] = []

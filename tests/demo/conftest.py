@@ -25,8 +25,8 @@ def demo_runner() -> Iterator[Callable[..., dict]]:
             sysctls: dict[str, dict[str, str]] | None = None, **options: Any) -> dict:
         opts = DemoOptions(topology=topology, duration_s=duration, prefix=PREFIX,
                            sysctls=sysctls or {},
-                           topic_prefix=f"lsxd-{uuid.uuid4().hex[:8]}", web_port=free_port(),
-                           start_stack=False, run_id=f"lsxd-{uuid.uuid4().hex[:8]}", **options)
+                           topic_prefix=f"{PREFIX}-{uuid.uuid4().hex[:8]}", web_port=free_port(),
+                           start_stack=False, run_id=f"{PREFIX}-{uuid.uuid4().hex[:8]}", **options)
         return run_demo(opts)
 
     try:

@@ -24,7 +24,7 @@ def test_sigint_while_flows_run_cleans_up(stack) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "latscope", "demo", "--prefix", PREFIX, "--duration", "60",
-         "--web-port", str(port), "--topic-prefix", f"lsxd-{uuid.uuid4().hex[:8]}",
+         "--web-port", str(port), "--topic-prefix", f"{PREFIX}-{uuid.uuid4().hex[:8]}",
          "--no-stack-start"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

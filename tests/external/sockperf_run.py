@@ -303,7 +303,7 @@ class Comparison:
 @contextlib.contextmanager
 def session(stack: Any, out: Path, topology: Path, prefix: str,
             scenarios: Mapping[Scenario, float], worker_topology: bool = True,
-            tag_prefix: str = "lsxs") -> Iterator[dict]:
+            tag_prefix: str = PREFIX) -> Iterator[dict]:
     """One pipeline on ``topology``, each scenario run for its seconds one after the other;
     yields the summary, the comparisons and their figures, every breakdown, the worker's
     flows view and where its InfluxDB points are. The run's topics and points go after

@@ -376,7 +376,7 @@ def test_worker_writes_flow_context_to_influx_and_flows_page(net: Any, stack: An
     from latscope.procs import free_port
     from latscope.stream.process import WorkerProcess, get_json
 
-    run = f"lsxj-{topic_name[-8:]}"
+    run = f"{PREFIX}-{topic_name[-8:]}"
     w = WorkerProcess(
         ["--bootstrap", stack.kafka_bootstrap, "--app-id", run, "--data-dir",
          str(tmp_path / "state"), "--interval", "1", "--influx-tag", f"run={run}",

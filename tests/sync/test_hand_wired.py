@@ -42,7 +42,7 @@ def test_responders_and_manager_started_by_hand_agree_with_the_topology(
     topo = tmp_path / "hand.yaml"
     topo.write_text(TOPOLOGY)
     key_file = tmp_path / "key"
-    topic = f"lsx-test-clock-{uuid.uuid4().hex[:8]}"
+    topic = f"lsxt{os.environ['LSX_RUN_ID']}-clock-{uuid.uuid4().hex[:8]}"
     netns.teardown(PREFIX)
     up = subprocess.Popen([*LATSCOPE, "topology", "up", str(topo), "--prefix", PREFIX, "--json"],
                           stdout=subprocess.PIPE, text=True)

@@ -94,7 +94,7 @@ def live_run(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRu
         missing("chromium (Debian package; make setup installs it)")
     from latscope.lab import traffic
 
-    tag = f"lsxi-{uuid.uuid4().hex[:8]}"
+    tag = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
     # Kept after the run (pytest's own temp dirs rotate, other suites' runs included).
     artifacts = Path(tempfile.gettempdir()) / "latscope-artifacts" / f"views-{tag}"
     artifacts.mkdir(parents=True)

@@ -4,6 +4,7 @@ partitions it shows and lists exactly the flows that the producer's partitioner 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -30,7 +31,7 @@ ROWS_JS = ("[...document.querySelectorAll('#flows tbody tr[data-flow]')]"
 def test_each_page_shows_its_partitions(stack, tmp_path: Path) -> None:
     if shutil.which("chromium") is None:
         missing("chromium (Debian package; make setup installs it)")
-    tag = f"lsxi-{uuid.uuid4().hex[:8]}"
+    tag = f"lsxi{os.environ['LSX_RUN_ID']}-{uuid.uuid4().hex[:8]}"
     topics = [f"{tag}.{t}" for t in ("layer", "clock", "bd", "dlq", "fs")]
 
     def worker(name: str) -> WorkerProcess:
