@@ -3,7 +3,8 @@ once. They only move records; what happens to them is the pipeline's (stream/pip
 when outputs count as done the outputs' (stream/outputs.py).
 
     latscope.layer-events ──noack_take(n, within)──► Pipeline.on_batch ─► Outputs.hold
-    latscope.clock ──► Pipeline.on_clock ─► clock_models (GlobalTable)
+    latscope.clock ──► Pipeline.on_clock (the partition's owner: dead letters)
+    latscope.clock ──► ClockFollower ─► Pipeline.on_clock ─► clock models (every worker)
     timer ──► Pipeline.on_tick (expired samples, closed windows)
     commit ──► Outputs.barrier (sealed table changes ─► changelogs; messages acknowledged)
 
@@ -28,6 +29,7 @@ from faust.types import TP
 from latscope import kafka, log
 from latscope.schemas.records import LAYER_EVENTS_CONFIG, TOPIC_FLOW_STATS, TOPICS
 from latscope.stream.changes import Record
+from latscope.stream.clock_follow import ClockFollower
 from latscope.stream.flow_stats import FlowContext
 from latscope.stream.outputs import Outputs
 from latscope.stream.pipeline import PENDING, STATS, Pipeline
@@ -94,13 +96,6 @@ class Worker:
         self.clock_topic = app.topic(s.clock_topic, **raw)
         # JSON both ways; value_type stays unset: Faust would call dict.from_data in recovery.
         json_table = {"key_type": str}
-        # Every worker follows every model live, not only at recovery: faust-streaming
-        # keeps consuming a global table's changelog after recovery only when its
-        # recovery buffer is 1 (otherwise a worker that does not consume the clock topic
-        # never sees a model published after it started).
-        self.clock_models = app.GlobalTable("clock_models", partitions=parts[s.clock_topic],
-                                            help="ClockModel per host", recovery_buffer_size=1,
-                                            **json_table)
         self.tables = {
             PENDING: app.Table(PENDING, partitions=parts[s.layer_topic],
                                help="unmatched records per sampled byte", **json_table),
@@ -109,9 +104,11 @@ class Worker:
         }
         self.outputs = Outputs(s.kafka, sink, self._send_changelog, self._ack,
                                wait_s=s.barrier_wait_s, max_behind=s.barrier_max_behind)
-        self.pipeline = Pipeline(s, _TableRows(self.tables), self.outputs, sink,
-                                 clock_models=self.clock_models,
-                                 clock_rows=_StoreRows(self.clock_models))
+        self.pipeline = Pipeline(s, _TableRows(self.tables), self.outputs, sink)
+        self.clock_follower = ClockFollower(
+            s.kafka, s.clock_topic, s.app_id,
+            lambda k, v: self.pipeline.on_clock(k, v, dead_letter=False))
+        self.clock_follower.catch_up()
         self.flow_stats_topic = app.topic(s.flow_stats_topic, **raw)
         self.flow_context = FlowContext(
             self.pipeline.resolver,
@@ -158,8 +155,8 @@ class Worker:
         async def clock_models(stream: faust.StreamT) -> None:
             manual = stream.noack()
             async for event in manual.events():
-                try:
-                    self.pipeline.on_clock(event.message.key, event.value)
+                try:   # models are kept by every worker's follower; bad ones go here
+                    self.pipeline.on_clock(event.message.key, event.value, apply=False)
                 except Exception:
                     self.failures["clock_failed"] += 1
                     _log.exception("a clock record failed")
@@ -177,6 +174,7 @@ class Worker:
         @app.timer(s.tick_s, name="close_due")
         async def close_due() -> None:
             try:
+                self.clock_follower.poll()
                 await self._reseek(self.order.stalled(time.monotonic()))
                 self.tick(time.time())
             except Exception:   # the next tick tries again; a dead timer would close nothing
@@ -349,25 +347,7 @@ class Worker:
             self.outputs.close(self.pipeline.changes.seal())
             if self._offsets is not None:
                 self._offsets.close()
-
-
-class _StoreRows(Mapping[str, dict]):
-    """A table's rows read through its store, without the table's per-access bookkeeping."""
-
-    def __init__(self, table: faust.GlobalTable) -> None:
-        self._table = table
-
-    def __getitem__(self, key: str) -> dict:
-        return self._table.data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table.data)
-
-    def __len__(self) -> int:
-        return len(self._table.data)
-
-    def items(self) -> Any:
-        return self._table.data.items()
+            self.clock_follower.close()
 
 
 class _CommitBarrier(faust.Sensor):

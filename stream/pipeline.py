@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,14 +83,11 @@ class Counters:
 
 
 class Pipeline:
-    """``clock_models``: host -> ClockModel, written here (the worker's GlobalTable);
-    ``clock_rows``: the same read without the table's per-access bookkeeping. ``tables``:
-    the pending samples' and open windows' dicts (PENDING, STATS)."""
+    """``tables``: the pending samples' and open windows' dicts (PENDING, STATS);
+    ``clock_models``: host -> ClockModel, kept by ``on_clock``."""
 
     def __init__(self, settings: StreamSettings, tables: Mapping[str, dict], out: Publisher,
-                 sink: StatsSink | None = None,
-                 clock_models: MutableMapping[str, dict] | None = None,
-                 clock_rows: Mapping[str, dict] | None = None) -> None:
+                 sink: StatsSink | None = None) -> None:
         self.settings = s = settings
         self.resolver = s.flows or FlowResolver()
         self.manager = s.manager or self.resolver.manager
@@ -101,8 +98,7 @@ class Pipeline:
         self.changes = TableChanges(tables, {STATS: window_json})
         self.out = out
         self.sink = sink
-        self.clock_models: MutableMapping[str, dict] = {} if clock_models is None else clock_models
-        self._clock_rows = self.clock_models if clock_rows is None else clock_rows
+        self.clock_models: dict[str, dict] = {}
         # closed windows merged, and the newest closed window, per stat series
         self.totals: LruMap[tuple, Sketch] = LruMap(s.max_series)
         self.last_closed: LruMap[str, dict] = LruMap(s.max_series)
@@ -119,26 +115,34 @@ class Pipeline:
         return self.changes.tables[STATS]
 
     # -- input ----------------------------------------------------------------------------
-    def on_clock(self, key: bytes | None, value: bytes | None) -> None:
-        """One clock-topic record: a ClockModel, or a compaction tombstone (the host left)."""
+    def on_clock(self, key: bytes | None, value: bytes | None, *, dead_letter: bool = True,
+                 apply: bool = True) -> None:
+        """One clock-topic record: a ClockModel, or a compaction tombstone (the host left).
+        In a worker the group's owner of the clock partition dead-letters bad ones
+        (``apply=False``) and every worker's follower keeps good ones (``dead_letter=False``,
+        stream/clock_follow.py)."""
+        def reject(reason: str, text: str) -> None:
+            if dead_letter:
+                self._dead_letter(key, value, reason, text, self.settings.clock_topic)
+
         if value is None:
-            if key:
+            if key and apply:
                 self.clock_models.pop(key.decode(), None)
             return
         try:
             _, model = codec.decode(value, expect="ClockModel")
         except codec.DecodeError as e:
-            self._dead_letter(key, value, door.decode_reason(e), str(e), self.settings.clock_topic)
+            reject(door.decode_reason(e), str(e))
             return
         bad = door.clock_problem(model)
         if bad:
-            self._dead_letter(key, value, *bad, self.settings.clock_topic)
+            reject(*bad)
             return
         old = self.clock_models.get(model["host"])
         if old is None and len(self.clock_models) >= self.settings.max_clock_hosts:
-            self._dead_letter(key, value, "too_many_hosts",
-                              f"{len(self.clock_models)} hosts have clock models already",
-                              self.settings.clock_topic)
+            reject("too_many_hosts", f"{len(self.clock_models)} hosts have clock models already")
+            return
+        if not apply:
             return
         self.counters.clock_models += 1
         if old is not None and keep_tighter(old, model, self.settings.clock_hold_s):
@@ -148,7 +152,7 @@ class Pipeline:
 
     def clocks(self) -> ClockView:
         """The clock models as they are now: a plain copy (a few hosts), read per sample."""
-        return ClockView(dict(self._clock_rows.items()), self.manager, self.resolver.clock_hosts)
+        return ClockView(dict(self.clock_models), self.manager, self.resolver.clock_hosts)
 
     def on_batch(self, items: Sequence[tuple[int, bytes | None, bytes, float]]) -> None:
         """(partition, key, value, Kafka timestamp in s) of layer-events messages."""

@@ -44,13 +44,14 @@ def summary(w: Worker) -> dict[str, Any]:
     sink, pipe = w.sink, w.pipeline
     return {
         "app_id": w.settings.app_id,
+        "inputs": [w.settings.layer_topic, w.settings.clock_topic, w.settings.flow_stats_topic],
         "uptime_s": round(now - w.started, 1),
         "interval_s": w.settings.windows.interval_s,
         "counters": w.all_counters(),
         "manager": pipe.manager,
         "clock": {h: {"offset_ns": m["offset_ns"], "drift_ppm": m["drift_ppm"],
                       "error_bound_ns": m["error_bound_ns"]}
-                  for h, m in w.clock_models.items()},
+                  for h, m in w.pipeline.clock_models.items()},
         "influx": None if sink is None else {
             **sink.counters.as_dict(),
             "freshness_p99_s": _seconds(sink.freshness.quantile(0.99)),

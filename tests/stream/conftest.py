@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import urllib.parse
@@ -28,14 +29,14 @@ def topics(topic_name: str) -> Topics:
 
 @pytest.fixture
 def run_tag() -> str:
-    return f"lsxd-{uuid.uuid4().hex[:8]}"
+    return f"lsxd{os.environ['LSX_RUN_ID']}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
 def worker(stack, topics: Topics, tmp_path: Path, run_tag: str) -> Iterator[WorkerProcess]:
     """One worker with the default topology, short windows, InfluxDB points tagged run=…"""
     w = WorkerProcess(
-        ["--bootstrap", stack.kafka_bootstrap, "--app-id", f"lsxd-{run_tag}",
+        ["--bootstrap", stack.kafka_bootstrap, "--app-id", run_tag,
          "--data-dir", str(tmp_path / "state"), "--topology", str(TOPOLOGY),
          "--interval", "1", "--window", "1.5", "--lateness", "0.5",
          "--influx-tag", f"run={run_tag}", *topics.args()],

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.stack
 def test_two_workers_split_partitions(stack, topics, tmp_path, run_tag) -> None:
     def worker(name: str) -> WorkerProcess:
         return WorkerProcess(
-            ["--bootstrap", stack.kafka_bootstrap, "--app-id", f"lsxd-{run_tag}",
+            ["--bootstrap", stack.kafka_bootstrap, "--app-id", run_tag,
              "--data-dir", str(tmp_path / name),
              "--topology", str(REPO_ROOT / "topologies/default.yaml"), "--no-influx",
              *topics.args()], free_port(), tmp_path / f"{name}.log")
@@ -44,7 +44,8 @@ def test_two_workers_split_partitions(stack, topics, tmp_path, run_tag) -> None:
                                     "a share of the partitions")["partitions"]
         assert sorted(parts[a] + parts[b]) == [0, 1, 2, 3]
 
-        # Clock models reach both workers (GlobalTable), whoever consumes the clock topic.
+        # Clock models reach both workers (each reads the clock topic itself), whoever owns
+        # the clock partition in the group.
         models = [clock_model(h, o) for h, o in (("h1", 5_000_000), ("h2", -3_000_000))]
         produce(stack.kafka_bootstrap, topics.clock, encoded("ClockModel", models, "host"))
         for w in (a, b):
@@ -71,7 +72,7 @@ def test_closed_windows_reach_influxdb_though_killed_after_commit(stack, topics,
     commits and is SIGKILLed: the window's points never arrived, so its stats entry must
     still be in the changelog (not tombstoned), and the next worker closes and writes it
     again. Every window of what was fed ends up in InfluxDB."""
-    app_id = f"lsxd-{run_tag}"
+    app_id = run_tag
 
     def worker(name: str, env: dict[str, str] | None = None) -> WorkerProcess:
         # windows close once the watermark (quiet partitions: now less twice window +

@@ -14,7 +14,6 @@ from influxdb_client import InfluxDBClient
 from latscope.bpf.clock import monotonic_ns
 from latscope.schemas import codec
 from latscope.stream.kafkaio import consume, produce
-from latscope.stream.process import get_json
 from latscope.stream.synthetic import PathSpec, clock_model, encoded, sample_records
 
 pytestmark = pytest.mark.stack
@@ -30,7 +29,7 @@ def test_worker_joins_corrects_publishes_and_writes(stack, topics, worker, run_t
     models = [clock_model(h, OFFSETS[h], bound_ns=400) for h in ("h1", "h2")]
     produce(stack.kafka_bootstrap, topics.clock, encoded("ClockModel", models, "host"))
     worker.wait_until(lambda s: set(s["clock"]) == {"h1", "h2"}, 60, "clock models")
-    assert get_json(worker.web_port, "/table/clock_models/h1/")["offset_ns"] == 5_000_000
+    assert worker.summary()["clock"]["h1"]["offset_ns"] == 5_000_000
 
     spec = PathSpec(["h1", "h2", "c1"], step_ns=7_000, offsets_ns=OFFSETS, flow=F1)
     t0 = monotonic_ns()
