@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("up", cmd_up, "install, configure and start every server's agent and sync responder, "
                        "and the sync manager and stream worker here (idempotent)"),
         ("status", cmd_status, "per server: reachable, version, services, restarts, points; "
-                               "here: the worker's counters and clock models"),
+                               "here: the worker's counters, joined samples/s, lag and clock models"),
         ("down", cmd_down, "stop everything `up` started and check no LatScope BPF is left"),
     ):
         q = fsub.add_parser(name, help=text, description=text)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latscope import log, paths
+from latscope import log, paths, settings
 from latscope.config import Config, Server
 from latscope.errors import UserError
 from latscope.fleet import host
@@ -24,11 +24,13 @@ from latscope.fleet.bundle import gather
 from latscope.fleet.local import LocalMachine
 from latscope.fleet.plan import central_services, deployed, host_plan
 from latscope.fleet.ssh import HostError, Remote, connect
+from latscope.kafka import group_lag
 from latscope.sync.keys import create_key_file
 
 _log = log.get("fleet")
 READY_TIMEOUT_S = 180
 READY_UP_S = 5
+RATE_WINDOW_S = 2.0     # status's joined samples/s: the worker's counters this far apart
 CENTRAL = "management"
 
 
@@ -142,9 +144,14 @@ class Fleet:
             started = host.configure(LocalMachine(), str(self.state / CENTRAL), {}, services)
             wait_ready(LocalMachine(), str(self.state / CENTRAL), services, started)
             deadline = time.monotonic() + READY_TIMEOUT_S
-            while "error" in self.central_status()["worker"]:
-                if time.monotonic() > deadline:
-                    raise HostError("the stream worker's web view never answered")
+            while True:
+                try:
+                    self._summary()
+                    break
+                except (OSError, ValueError) as e:
+                    if time.monotonic() > deadline:
+                        raise HostError(f"the stream worker's web view never answered: {e}") \
+                            from None
                 time.sleep(1)
         except HostError as e:
             return Outcome(CENTRAL, False, str(e))
@@ -162,20 +169,35 @@ class Fleet:
     def central_status(self) -> dict[str, Any]:
         pid, services = host.services_status(LocalMachine(), str(self.state / CENTRAL))
         out: dict[str, Any] = {"supervisor_pid": pid, "services": services}
-        port = self.config.fleet.worker_web_port
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/latscope/summary", timeout=3) as f:
-                summ = json.load(f)
-            c = summ.get("counters", {})
-            out["worker"] = {"uptime_s": summ.get("uptime_s"), "complete": c.get("complete"),
-                             "incomplete": c.get("incomplete"),
-                             "dead_lettered": c.get("dead_lettered"),
-                             "complete_per_s": round(c.get("complete", 0) /
-                                                     max(summ.get("uptime_s") or 1, 1), 1)}
-            out["clock"] = summ.get("clock", {})
+            summ, then = self._summary(), time.monotonic()
+            time.sleep(RATE_WINDOW_S)
+            now_summ = self._summary()
         except (OSError, ValueError) as e:
-            out["worker"] = {"error": f"no answer on port {port}: {e}"}
+            out["worker"] = {"error": f"no answer on port {self.config.fleet.worker_web_port}: "
+                                      f"{e}"}
+            return out
+        c, c0 = now_summ.get("counters", {}), summ.get("counters", {})
+        out["worker"] = {
+            "uptime_s": now_summ.get("uptime_s"), "complete": c.get("complete"),
+            "incomplete": c.get("incomplete"), "dead_lettered": c.get("dead_lettered"),
+            "complete_per_s": round((c.get("complete", 0) - c0.get("complete", 0)) /
+                                    (time.monotonic() - then), 1),
+            "lag": self._lag(now_summ)}
+        out["clock"] = now_summ.get("clock", {})
         return out
+
+    def _summary(self) -> dict[str, Any]:
+        port = self.config.fleet.worker_web_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/latscope/summary", timeout=3) as f:
+            return json.load(f)
+
+    def _lag(self, summ: dict[str, Any]) -> dict[str, int] | str:
+        """Per input topic, what the worker's group has not committed yet, per the broker."""
+        try:
+            return group_lag(settings.kafka(self.config), summ["app_id"], summ["inputs"])
+        except Exception as e:     # a broker that does not answer is a status, not a crash
+            return f"unknown: {e}"
 
     def down(self, names: list[str] | None) -> list[Outcome]:
         outcomes = []

@@ -244,6 +244,19 @@ class Pipeline:
         return summary
 
 
+def ensure_stack(settings: Any, start: bool, say: Callable[[str], None]) -> Any:
+    """The local stack's StackInfo, started first if it is down and ``start`` allows."""
+    from latscope.stack import services as stack
+
+    info = stack.status(settings)
+    if not (info.kafka_up and info.influx_up):
+        if not start:
+            raise RuntimeError("the local stack is not running (latscope stack up)")
+        say("starting the local stack (Kafka, InfluxDB)…")
+        info = stack.up(settings)
+    return info
+
+
 @contextlib.contextmanager
 def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
     """Build the topology, start the worker, the sync (waiting for good clock models) and
@@ -257,12 +270,7 @@ def pipeline(opts: DemoOptions) -> Iterator[Pipeline]:
     say = opts.progress
     topo = load_topology(opts.topology)
     settings = opts.stack or stack.StackSettings.from_env()
-    info = stack.status(settings)
-    if not (info.kafka_up and info.influx_up):
-        if not opts.start_stack:
-            raise RuntimeError("the local stack is not running (latscope stack up)")
-        say("starting the local stack (Kafka, InfluxDB)…")
-        info = stack.up(settings)
+    info = ensure_stack(settings, opts.start_stack, say)
     ks = demo_kafka(info.kafka_bootstrap, info.client_configs, opts.config)
     # The worker's app id under the prefix a secure stack's ACLs give the worker principal.
     app_id = f"latscope-stream-{opts.run_id}"

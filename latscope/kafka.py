@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -183,3 +183,22 @@ def delete_topics_with_prefix(ks: KafkaSettings | str, prefix: str,
                               timeout: float = 10.0) -> list[str]:
     """Delete every topic whose name starts with ``prefix``; the names deleted."""
     return delete_topics(ks, lambda t: t.startswith(prefix), timeout)
+
+
+def group_lag(ks: KafkaSettings | str, group: str, topics: list[str],
+              timeout: float = 10.0) -> dict[str, int]:
+    """Per topic, the messages the group has not committed yet: each partition's end offset
+    less its committed offset (nothing committed: everything the partition still holds).
+    Read from the broker, outside the group (nothing joins it); a missing topic is left out."""
+    c = consumer(ks, group, **{"enable.auto.commit": False})
+    try:
+        meta = c.list_topics(timeout=timeout).topics
+        parts = [TopicPartition(t, p) for t in topics if t in meta and not meta[t].error
+                 for p in meta[t].partitions]
+        lag = {t: 0 for t in topics if t in meta and not meta[t].error}
+        for tp in c.committed(parts, timeout=timeout) if parts else ():
+            low, high = c.get_watermark_offsets(tp, timeout=timeout)
+            lag[tp.topic] += high - max(tp.offset, low)
+        return lag
+    finally:
+        c.close()

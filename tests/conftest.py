@@ -9,6 +9,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from needs import missing, strict
@@ -42,6 +43,14 @@ def stack() -> Iterator[stack_mod.StackInfo]:
         print(f"\nthis run's Kafka topics were not deleted: {e}")
     else:
         print(f"\ndeleted this run's {len(gone)} Kafka topics")
+
+
+@pytest.fixture(scope="session")
+def fleet_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The LatScope wheel ``fleet up`` ships, built once per run."""
+    from latscope.fleet.bundle import build_latscope_wheel
+
+    return build_latscope_wheel(tmp_path_factory.mktemp("fleet-wheel"))
 
 
 @pytest.fixture

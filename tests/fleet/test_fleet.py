@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 from fleet_room import LATSCOPE, NAMES, Room
+from influx_points import sample_host_pairs
 
 from latscope.lab.netns import namespace_pids
 from latscope.lab.sshd_fleet import keygen
 from latscope.schemas import codec
+from latscope.sinks.settings import InfluxSettings
 from latscope.stream.kafkaio import consume
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
@@ -43,7 +45,8 @@ def test_unknown_host_keys_are_refused_and_nothing_installed(room: Room) -> None
     assert not (room.state / "management").exists()   # nothing started centrally either
 
 
-def test_up_deploys_and_traffic_yields_breakdowns_naming_every_host(room: Room) -> None:
+def test_up_deploys_and_traffic_yields_breakdowns_naming_every_host(room: Room, stack) -> None:
+    started = time.time()
     room.known_hosts.write_text(room.fleet.known_hosts())
     p = room.run("up", "--json")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -81,6 +84,14 @@ def test_up_deploys_and_traffic_yields_breakdowns_naming_every_host(room: Room) 
     assert {h for b in complete for h in b["hosts"]} == set(NAMES), {
         tuple(b["hosts"]) for b in bds}
     assert any(s["layer"] == "wire" for b in complete for s in b["segments"])
+    # The worker's InfluxDB (the stack's, from latscope.yaml) holds them too, per host pair.
+    influx = InfluxSettings(stack.influx_url, stack.influx_org, stack.influx_bucket,
+                            stack.influx_token)
+    deadline, pairs = time.monotonic() + 30, {}
+    while time.monotonic() < deadline and not {("n1", "n2"), ("n2", "n3")} <= set(pairs):
+        time.sleep(1)
+        pairs = sample_host_pairs(influx, started)
+    assert {("n1", "n2"), ("n2", "n3")} <= set(pairs), pairs
 
 
 def _status(room: Room) -> dict[str, dict]:
@@ -97,7 +108,32 @@ def _pids(st: dict[str, dict]) -> dict[str, tuple]:
 def test_status_reports_every_host_and_clocks_within_bounds(room: Room) -> None:
     from latscope import __version__
 
-    st = _status(room)
+    servers = room.fleet.servers
+    srv = subprocess.Popen(["ip", "netns", "exec", servers["n2"].ns, "iperf3", "-s", "-1", "-p",
+                            "5001"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = None
+    try:
+        time.sleep(0.5)
+        cli = subprocess.Popen(["ip", "netns", "exec", servers["n1"].ns, "iperf3", "-c",
+                                servers["n2"].address, "-p", "5001", "-t", "8", "-b", "20M"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(3)
+        busy = _status(room)["management"]["worker"]   # while traffic flows
+        assert cli.wait(60) == 0
+    finally:
+        for pr in (srv, cli):
+            if pr is not None and pr.poll() is None:
+                pr.kill()
+                pr.wait()
+    assert busy["complete_per_s"] > 0, busy
+    # Traffic over, the worker catches up: nothing of the layer events is left uncommitted.
+    deadline = time.monotonic() + 30
+    while (st := _status(room))["management"]["worker"]["lag"]["latscope.layer-events"] \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    assert st["management"]["worker"]["lag"]["latscope.layer-events"] == 0, st["management"]
+    # The rate is the current one, not the run's average: nothing is joined any more.
+    assert st["management"]["worker"]["complete_per_s"] == 0, st["management"]["worker"]
     for name in NAMES:
         h = st[name]
         assert h["reachable"] and h["version"] == __version__, h
@@ -235,7 +271,7 @@ def test_password_appears_nowhere(room: Room) -> None:
     secret = room.password.encode()
     texts = [t.encode() for t in [*room.outputs, check.stdout, check.stderr]]
     assert texts and not any(secret in t for t in texts)
-    written = [f for d in (room.state, room.tmp / "hosts", room.tmp / "sshd")
+    written = [f for d in (room.state, room.base / "hosts", room.base / "sshd")
                for f in d.rglob("*") if f.is_file() and "/venv/" not in str(f)
                and "/wheels/" not in str(f)]
     assert len(written) > 10

@@ -1,0 +1,175 @@
+"""A management server and its fleet on one machine, for the fleet demo and the fleet tests:
+servers as namespaces with their own sshd (sshd_fleet.py), a Kafka broker of its own on the
+bridge address the servers reach the management side at (the local stack's listens on
+127.0.0.1, which a namespace cannot reach), and a conf directory in the original format
+(connect_info.yaml, management_server_info.yaml, time_sync.yaml, sampling_info.yaml) plus
+latscope.yaml pointing at all of it. ``latscope fleet`` runs against it as it would on a real
+management server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+from latscope import log
+from latscope.lab.sshd_fleet import SshFleet
+from latscope.procs import free_port, free_port_pair
+
+LOG = log.get("lab.fleet_lab")
+LATSCOPE = [sys.executable, "-m", "latscope"]
+NAMES = ["n1", "n2", "n3"]
+
+
+@dataclass
+class FleetLab:
+    prefix: str                  # namespaces, bridge and veths are named under it
+    base: Path                   # sshd files, the broker, the conf and state directories
+    influx: dict[str, str]       # latscope.yaml's influxdb section (the local stack's)
+    subnet: str = "10.213.0"
+    names: list[str] = field(default_factory=lambda: list(NAMES))
+    wheel: Path | None = None    # given to `fleet up` (None: it builds one)
+    web_port: int = field(default_factory=free_port)   # the stream worker's
+    fleet: SshFleet | None = None
+    kafka: Any = None
+
+    @property
+    def conf(self) -> Path:
+        return self.base / "conf"
+
+    @property
+    def state(self) -> Path:
+        return self.base / "state"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.base / "known_hosts"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap
+
+    def host_dir(self, name: str) -> Path:
+        return self.base / "hosts" / name
+
+    def servers(self) -> dict[str, Any]:
+        assert self.fleet is not None
+        return self.fleet.servers
+
+    def __enter__(self) -> Self:
+        from latscope.stack.services import StackSettings
+
+        self.base.mkdir(parents=True, exist_ok=True)
+        try:
+            self.fleet = SshFleet(self.prefix, self.names, self.base / "sshd", self.subnet)
+            self.fleet.build()
+            self.kafka = StackSettings(run_dir=self.base / "kafka", kafka_port=free_port_pair(),
+                                       kafka_host=self.fleet.gateway).kafka()
+            self.kafka.provision()
+            self.kafka.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def trust_host_keys(self) -> None:
+        """known_hosts with the lab's own servers' keys (on real servers: ssh-keyscan, checked
+        out of band, or `fleet up --accept-new`)."""
+        assert self.fleet is not None
+        self.known_hosts.write_text(self.fleet.known_hosts())
+
+    def write_conf(self, servers: dict[str, dict] | None = None,
+                   ports: tuple[int, ...] = (5001,), password: str | None = None) -> None:
+        """The original files plus latscope.yaml; ``servers`` overrides fields per host;
+        ``password``: connect_info's legacy field (here also the client key's passphrase)."""
+        assert self.fleet is not None
+        self.conf.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for i, name in enumerate(self.names):
+            srv = self.fleet.servers[name]
+            entries.append({"address": srv.address, "port": 22, "username": "root",
+                            **({"password": password} if password else {}),
+                            "hostname": name, "novm": i + 1, "metadata_key": i + 1,
+                            "eth": ["eth0"], **(servers or {}).get(name, {})})
+        files = {
+            "connect_info.yaml": {"servers": entries},
+            "management_server_info.yaml": {"address": self.fleet.gateway, "port": 22,
+                                            "username": "root", "hostname": "manager",
+                                            "eth": [self.fleet.bridge]},
+            "time_sync.yaml": {"time_interval": 1},
+            "sampling_info.yaml": {"size": 72400, "interval": 1, "ports": list(ports),
+                                   "filter_retrans": 1},
+            "latscope.yaml": {
+                "kafka": {"bootstrap": self.bootstrap},
+                "influxdb": self.influx,
+                "fleet": {"install_dir": str(self.base / "hosts" / "{hostname}"),
+                          "known_hosts": str(self.known_hosts),
+                          "identity_file": str(self.fleet.client_key),
+                          "state_dir": str(self.state), "parallel": len(self.names),
+                          "worker_web_port": self.web_port},
+            },
+        }
+        for name, doc in files.items():
+            (self.conf / name).write_text(yaml.safe_dump(doc))
+
+    def argv(self, action: str, *rest: str) -> list[str]:
+        """``latscope fleet ACTION CONF ...`` (``up`` with the lab's wheel if it has one)."""
+        argv = [*LATSCOPE, "fleet", action, str(self.conf), *rest]
+        if action == "up" and self.wheel is not None:
+            argv += ["--wheel", str(self.wheel)]
+        return argv
+
+    def run(self, action: str, *rest: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(action, *rest), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def close(self) -> None:
+        """`fleet down` if a conf was written, then whatever it could not stop: the
+        management supervisor by its pid file, the broker, the namespaces."""
+        try:
+            if self.conf.exists() and self.state.exists():
+                with contextlib.suppress(Exception):
+                    p = self.run("down")
+                    if p.returncode:
+                        LOG.warning("fleet down: %s", (p.stdout + p.stderr)[-500:])
+            _kill_central(self.state)
+        finally:
+            try:
+                if self.kafka is not None:
+                    self.kafka.stop()
+            finally:
+                if self.fleet is not None:
+                    self.fleet.close()
+
+
+def local_influx() -> dict[str, str]:
+    """latscope.yaml's influxdb section for the local stack's InfluxDB (its token by file)."""
+    from latscope.stack.services import StackSettings
+
+    st = StackSettings.from_env()
+    influx = st.influxdb()
+    return {"url": influx.url, "org": st.org, "bucket": st.bucket,
+            "token_file": str(influx.token_file)}
+
+
+def _kill_central(state: Path) -> None:
+    """The management supervisor, by its pid file, if it is still the one `up` started."""
+    pid_file = state / "management" / "run" / "supervisor.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"latscope.fleet.supervisor" in cmd:
+        os.kill(pid, 15)
