@@ -44,6 +44,9 @@ class LruMap(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._d)
 
+    def clear(self) -> None:
+        self._d.clear()
+
     def __iter__(self) -> Iterator[K]:
         return iter(self._d)
 

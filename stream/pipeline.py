@@ -101,6 +101,7 @@ class Pipeline:
         self.clock_models: dict[str, dict] = {}
         # closed windows merged, and the newest closed window, per stat series
         self.totals: LruMap[tuple, Sketch] = LruMap(s.max_series)
+        self.totals_since = time.time()   # wall s: the closed windows merged from then on
         self.last_closed: LruMap[str, dict] = LruMap(s.max_series)
         self.flow_tags = FlowTags(s.flow_tags_per_pair, s.flow_tag_idle_s)
         self._wall_offset_ns = time.time_ns() - monotonic_ns()
@@ -305,6 +306,13 @@ class Pipeline:
                                   key=lambda kv: kv[1]["w"])
             self.windows_evicted += len(due)
             self._close_windows(due)
+
+    def reset_totals(self) -> int:
+        """Forget the merged statistics (a new run starts counting); the series dropped."""
+        n = len(self.totals)
+        self.totals.clear()
+        self.totals_since = time.time()
+        return n
 
     def _add_total(self, tags: Mapping[str, str], sketch: Sketch) -> None:
         """Whole-run statistics: the closed windows merged (cheaper than per sample)."""

@@ -5,8 +5,9 @@
 ``/latscope/summary``   counters, clock models, sink health, open windows, flow paths
                         learned from the records
 ``/latscope/flows``     per flow: every segment's statistics for the open windows, the
-                        newest closed window and all closed windows so far (this worker's
-                        partitions only: a flow lives on exactly one partition), its
+                        newest closed window and all closed windows since ``totals_since``
+                        (the worker's start or the last POST to ``/latscope/flows/reset``),
+                        this worker's partitions only (a flow lives on one partition); its
                         segments' path positions and its main path; its context per host
                         (throughput, resends, TCP state, process: the newest FlowStats,
                         and the one of the newest closed window)
@@ -21,6 +22,8 @@ import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from faust.web import View
 
 from latscope.schemas.points import LAYER_COLORS
 from latscope.stats.sketch import Sketch
@@ -107,6 +110,7 @@ def flows(w: Worker) -> dict[str, Any]:
         if last:
             f["end_to_end"]["context"] = ctx.joined(name, last["start_ns"])
     return {"interval_s": w.settings.windows.interval_s, "partitions": w.owned_partitions(),
+            "totals_since": round(pipe.totals_since, 3),
             "flows": [{**f, "main_path": main_path(f["segments"]),
                        "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
                       for f in out.values()]}
@@ -167,6 +171,15 @@ def register_views(w: Worker) -> None:
         for suffix in ("", "/"):
             w.app.page(f"/latscope/{name}{suffix}",
                         name=f"latscope_{name}{'_dir' if suffix else ''}")(page)
+
+    class FlowsReset(View):
+        """POST: every flow's ``total`` starts again from now (``totals_since``)."""
+
+        async def post(self, request: Any) -> Any:
+            return self.json({"series_reset": w.pipeline.reset_totals(),
+                              "totals_since": round(w.pipeline.totals_since, 3)})
+
+    w.app.page("/latscope/flows/reset", name="latscope_flows_reset")(FlowsReset)
 
     html = _page_html()
 

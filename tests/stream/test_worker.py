@@ -88,3 +88,39 @@ def test_worker_joins_corrects_publishes_and_writes(stack, topics, worker, run_t
         assert rows, "no wire statistics in InfluxDB"
         assert all(r.get_value() == pytest.approx(7_000, rel=0.011) for r in rows)
         assert {r["flow"] for r in rows} == {"f1"}
+
+
+def test_flows_reset_starts_every_total_again(stack, topics, worker) -> None:
+    """/latscope/flows/reset (POST): a flow's total counts only what closed after it, so a
+    second run on a long-lived worker is not mixed with the first (counts by hand)."""
+    import json
+    import urllib.request
+
+    models = [clock_model(h, OFFSETS[h], bound_ns=400) for h in ("h1", "h2")]
+    produce(stack.kafka_bootstrap, topics.clock, encoded("ClockModel", models, "host"))
+    worker.wait_until(lambda s: set(s["clock"]) == {"h1", "h2"}, 60, "clock models")
+    spec = PathSpec(["h1", "h2", "c1"], step_ns=7_000, offsets_ns=OFFSETS, flow=F1)
+
+    def feed(first: int, n: int) -> None:
+        t0 = monotonic_ns()
+        recs = [r for i in range(first, first + n)
+                for r in sample_records(spec, seq=i * 72400, t0_ref_ns=t0 + i * 1_000_000)]
+        produce(stack.kafka_bootstrap, topics.layer, encoded("LayerEvent", recs, "flow_id"))
+
+    def total() -> int:
+        f1 = [f for f in worker.flows()["flows"] if f["flow"] == "f1"]
+        return f1[0]["end_to_end"].get("total", {}).get("count", 0) if f1 else 0
+
+    feed(0, 50)
+    worker.wait_until(lambda s: total() == 50 and s["counters"]["open_windows"] == 0, 30,
+                      "the first 50 in the total")
+    before = worker.flows()["totals_since"]
+    req = urllib.request.Request(f"http://127.0.0.1:{worker.web_port}/latscope/flows/reset",
+                                 method="POST", data=b"")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        reset = json.load(r)
+    assert reset["series_reset"] >= 16 and reset["totals_since"] > before, reset
+    assert total() == 0
+    feed(50, 30)
+    worker.wait_until(lambda s: total() == 30 and s["counters"]["open_windows"] == 0, 30,
+                      "only the next 30 in the total")
