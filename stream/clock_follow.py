@@ -27,29 +27,31 @@ class ClockFollower:
                                  **{"enable.auto.commit": False,
                                     "enable.partition.eof": False})
         self.topic, self.apply = topic, apply
+        self.read = 0
         meta = self._c.list_topics(topic, timeout=10).topics[topic]
         self._parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
         self._c.assign(self._parts)
 
     def catch_up(self, timeout: float = 30.0) -> None:
-        """Read up to each partition's end as it is now (a worker starts with every model).
-        A partition whose records compaction removed (low == high) holds nothing to read."""
-        marks = {tp.partition: self._c.get_watermark_offsets(tp, timeout=10)
-                 for tp in self._parts}
-        left = {p for p, (low, high) in marks.items() if high > low}
+        """Read up to each partition's end as it is now (a worker starts with every model)."""
+        ends = {tp.partition: self._c.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in self._parts}
         deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            done = all(pos.offset >= ends[pos.partition] or ends[pos.partition] == 0
+                       for pos in self._c.position(self._parts))
+            if done:
+                return
             self.poll(0.2)
-            left = {pos.partition for pos in self._c.position(self._parts)
-                    if pos.partition in left and pos.offset < marks[pos.partition][1]}
-        if left:
-            _log.warning("clock topic %s not read to its end in %.0f s; going on", self.topic,
-                         timeout)
+        _log.warning("clock topic %s not read to its end in %.0f s; going on", self.topic,
+                     timeout)
 
     def poll(self, timeout: float = 0.0) -> None:
         for msg in self._c.consume(500, timeout):
-            if not msg.error():
-                self.apply(msg.key(), msg.value())
+            if msg.error():
+                continue
+            self.read += 1
+            self.apply(msg.key(), msg.value())
 
     def close(self) -> None:
         self._c.close()
