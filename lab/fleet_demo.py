@@ -6,7 +6,6 @@ exit, Ctrl-C included; the run's logs and conf directory stay for a look."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import statistics
@@ -24,7 +23,6 @@ from latscope.paths import cache_dir
 
 _log = log.get("lab.fleet_demo")
 PAIRS = (("n1", "n2"), ("n2", "n3"))
-PORT = 5001               # sampling_info.yaml's port: iperf3's
 BREAKDOWN_WAIT_S = 90     # from the end of the traffic until both paths have complete samples
 
 
@@ -56,7 +54,10 @@ def run_fleet_demo(opts: FleetDemoOptions) -> dict[str, Any]:
             summary["missing"]["up"] = "; ".join(
                 f"{h['host']}: {h['reason']}" for h in summary["up"]["hosts"] if not h["ok"])
         else:
-            _traffic(lab, opts.duration_s, say)
+            say(f"iperf3 {' and '.join(f'{a} → {b}' for a, b in PAIRS)} for "
+                f"{opts.duration_s:.0f} s…")
+            for pair, err in lab.iperf(PAIRS, opts.duration_s).items():
+                say(f"iperf3 {pair} failed: {err}")
             summary["paths"] = _paths(lab, say)
             for a, b in PAIRS:
                 if not summary["paths"].get(f"{a}>{b}", {}).get("complete"):
@@ -86,47 +87,10 @@ def _fleet(lab: FleetLab, action: str, say: Callable[[str], None]) -> dict[str, 
                                         "reason": f"exit {p.returncode}: {p.stdout[-300:]}"}]}
 
 
-def _traffic(lab: FleetLab, seconds: float, say: Callable[[str], None]) -> None:
-    servers = lab.servers()
-    say(f"iperf3 {' and '.join(f'{a} → {b}' for a, b in PAIRS)} for {seconds:.0f} s…")
-    procs: list[subprocess.Popen] = []
-    try:
-        for _, dst in PAIRS:
-            procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", servers[dst].ns, "iperf3", "-s", "-1", "-p", str(PORT)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
-        clients = [subprocess.Popen(
-            ["ip", "netns", "exec", servers[src].ns, "iperf3", "-c", servers[dst].address,
-             "-p", str(PORT), "-t", str(max(1, round(seconds))), "-b", "20M"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for src, dst in PAIRS]
-        procs += clients
-        for c, (src, dst) in zip(clients, PAIRS, strict=True):
-            _, err = c.communicate(timeout=seconds + 60)
-            if c.returncode:
-                say(f"iperf3 {src} → {dst} failed: {err.strip()[-200:]}")
-    finally:
-        for pr in procs:
-            if pr.poll() is None:
-                pr.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                pr.wait(5)
-
-
 def _paths(lab: FleetLab, say: Callable[[str], None]) -> dict[str, dict]:
     """Per host path, from the breakdown topic: samples, end-to-end and the segments."""
-    from latscope.schemas import codec
-    from latscope.stream.kafkaio import consume
-
     say("reading the breakdowns back from Kafka…")
-    bds: list[dict] = []
-
-    def enough(msgs: list) -> bool:
-        bds[:] = [codec.decode(m.value(), expect="Breakdown")[1] for m in msgs]
-        seen = {(b["src_host"], b["dst_host"]) for b in bds if b["complete"]}
-        return all(p in seen for p in PAIRS)
-
-    consume(lab.bootstrap, "latscope.breakdowns", enough, timeout=BREAKDOWN_WAIT_S)
+    bds = lab.breakdowns(PAIRS, BREAKDOWN_WAIT_S)
     out: dict[str, dict] = {}
     for b in bds:
         path = out.setdefault(f"{b['src_host']}>{b['dst_host']}",

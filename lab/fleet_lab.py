@@ -12,6 +12,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -21,10 +23,12 @@ import yaml
 from latscope import log
 from latscope.lab.sshd_fleet import SshFleet
 from latscope.procs import free_port, free_port_pair
+from latscope.schemas.records import TOPIC_BREAKDOWNS
 
 LOG = log.get("lab.fleet_lab")
 LATSCOPE = [sys.executable, "-m", "latscope"]
 NAMES = ["n1", "n2", "n3"]
+PORT = 5001          # sampling_info.yaml's port (write_conf's default): iperf3's
 
 
 @dataclass
@@ -88,7 +92,7 @@ class FleetLab:
         self.known_hosts.write_text(self.fleet.known_hosts())
 
     def write_conf(self, servers: dict[str, dict] | None = None,
-                   ports: tuple[int, ...] = (5001,), password: str | None = None) -> None:
+                   ports: tuple[int, ...] = (PORT,), password: str | None = None) -> None:
         """The original files plus latscope.yaml; ``servers`` overrides fields per host;
         ``password``: connect_info's legacy field (here also the client key's passphrase)."""
         assert self.fleet is not None
@@ -131,6 +135,53 @@ class FleetLab:
     def run(self, action: str, *rest: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(action, *rest), capture_output=True, text=True,
                               timeout=timeout)
+
+    def iperf(self, pairs: Sequence[tuple[str, str]], seconds: float, port: int = PORT,
+              ) -> dict[str, str]:
+        """iperf3 from each pair's first server to its second, all at once, at 20 Mbit/s on
+        the sampled port; the pairs that failed ("a>b": iperf3's error)."""
+        servers = self.servers()
+        procs: list[subprocess.Popen] = []
+        failed = {}
+        try:
+            for _, dst in pairs:
+                procs.append(subprocess.Popen(
+                    ["ip", "netns", "exec", servers[dst].ns, "iperf3", "-s", "-1", "-p",
+                     str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(0.5)
+            clients = [subprocess.Popen(
+                ["ip", "netns", "exec", servers[src].ns, "iperf3", "-c", servers[dst].address,
+                 "-p", str(port), "-t", str(max(1, round(seconds))), "-b", "20M"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for src, dst in pairs]
+            procs += clients
+            for c, (src, dst) in zip(clients, pairs, strict=True):
+                _, err = c.communicate(timeout=seconds + 60)
+                if c.returncode:
+                    failed[f"{src}>{dst}"] = err.strip()[-200:]
+        finally:
+            for pr in procs:
+                if pr.poll() is None:
+                    pr.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    pr.wait(5)
+        return failed
+
+    def breakdowns(self, pairs: Sequence[tuple[str, str]], timeout: float) -> list[dict]:
+        """Every breakdown on the lab broker's topic, read until each (src, dst) host pair
+        has a complete one or ``timeout``."""
+        from latscope.schemas import codec
+        from latscope.stream.kafkaio import consume
+
+        bds: list[dict] = []
+
+        def enough(msgs: list) -> bool:
+            bds[:] = [codec.decode(m.value(), expect="Breakdown")[1] for m in msgs]
+            seen = {(b["src_host"], b["dst_host"]) for b in bds if b["complete"]}
+            return all(p in seen for p in pairs)
+
+        consume(self.bootstrap, TOPIC_BREAKDOWNS, enough, timeout=timeout)
+        return bds
 
     def close(self) -> None:
         """`fleet down` if a conf was written, then whatever it could not stop: the

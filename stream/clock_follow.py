@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from latscope import kafka, log
 
 _log = log.get("stream.clock_follow")
+_LOOK_EVERY_S = 5.0   # while the topic has no partitions
 
 
 class ClockFollower:
@@ -27,31 +28,53 @@ class ClockFollower:
                                  **{"enable.auto.commit": False,
                                     "enable.partition.eof": False})
         self.topic, self.apply = topic, apply
-        self.read = 0
-        meta = self._c.list_topics(topic, timeout=10).topics[topic]
-        self._parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        self._parts: list[TopicPartition] = []
+        self._next_look = 0.0
+        self._look(10)
+
+    def _look(self, timeout: float) -> None:
+        """Assign the topic's partitions, from the beginning, if it has any yet: a worker
+        may start before the first sync manager created the topic."""
+        self._next_look = time.monotonic() + _LOOK_EVERY_S
+        try:
+            meta = self._c.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+        except KafkaException as e:
+            _log.warning("clock topic %s: %s; looking again in %.0f s", self.topic, e,
+                         _LOOK_EVERY_S)
+            return
+        if meta is None or meta.error is not None or not meta.partitions:
+            return
+        self._parts = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions]
         self._c.assign(self._parts)
 
     def catch_up(self, timeout: float = 30.0) -> None:
-        """Read up to each partition's end as it is now (a worker starts with every model)."""
-        ends = {tp.partition: self._c.get_watermark_offsets(tp, timeout=10)[1]
-                for tp in self._parts}
+        """Read up to each partition's end as it is now (a worker starts with every model).
+        A partition whose records compaction removed (low == high) holds nothing to read.
+        Kafka errors here only cost the models' head start: poll() reads them later."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done = all(pos.offset >= ends[pos.partition] or ends[pos.partition] == 0
-                       for pos in self._c.position(self._parts))
-            if done:
-                return
-            self.poll(0.2)
-        _log.warning("clock topic %s not read to its end in %.0f s; going on", self.topic,
-                     timeout)
+        try:
+            marks = {tp.partition: self._c.get_watermark_offsets(tp, timeout=10)
+                     for tp in self._parts}
+            left = {p for p, (low, high) in marks.items() if high > low}
+            while left and time.monotonic() < deadline:
+                self.poll(0.2)
+                left = {pos.partition for pos in self._c.position(self._parts)
+                        if pos.partition in left and pos.offset < marks[pos.partition][1]}
+        except KafkaException as e:
+            _log.warning("clock topic %s not read to its end (%s); going on", self.topic, e)
+            return
+        if left:
+            _log.warning("clock topic %s not read to its end in %.0f s; going on", self.topic,
+                         timeout)
 
     def poll(self, timeout: float = 0.0) -> None:
+        if not self._parts:
+            if time.monotonic() < self._next_look:
+                return
+            self._look(1)
         for msg in self._c.consume(500, timeout):
-            if msg.error():
-                continue
-            self.read += 1
-            self.apply(msg.key(), msg.value())
+            if not msg.error():
+                self.apply(msg.key(), msg.value())
 
     def close(self) -> None:
         self._c.close()

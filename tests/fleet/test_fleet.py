@@ -20,9 +20,7 @@ from influx_points import sample_host_pairs
 
 from latscope.lab.netns import namespace_pids
 from latscope.lab.sshd_fleet import keygen
-from latscope.schemas import codec
 from latscope.sinks.settings import InfluxSettings
-from latscope.stream.kafkaio import consume
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -56,30 +54,8 @@ def test_up_deploys_and_traffic_yields_breakdowns_naming_every_host(room: Room, 
         assert sorted(hosts[name]["started"]) == ["agent", "responder"]
     assert sorted(hosts["management"]["started"]) == ["stream-worker", "sync-manager"]
     # iperf3 n1 -> n2 and n2 -> n3 on the sampled port
-    servers = room.fleet.servers
-    procs = []
-    try:
-        for src, dst in (("n1", "n2"), ("n2", "n3")):
-            procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", servers[dst].ns, "iperf3", "-s", "-1", "-p", "5001"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            time.sleep(0.5)
-            subprocess.run(["ip", "netns", "exec", servers[src].ns, "iperf3", "-c",
-                            servers[dst].address, "-p", "5001", "-t", "4", "-b", "20M"],
-                           check=True, capture_output=True, timeout=60)
-    finally:
-        for pr in procs:
-            if pr.poll() is None:
-                pr.kill()
-            pr.wait()
-    bds: list[dict] = []
-
-    def enough(msgs: list) -> bool:
-        bds[:] = [codec.decode(m.value(), expect="Breakdown")[1] for m in msgs]
-        seen = {tuple(b["hosts"]) for b in bds if b["complete"]}
-        return ("n1", "n2") in seen and ("n2", "n3") in seen
-
-    consume(room.bootstrap, "latscope.breakdowns", enough, timeout=90)
+    assert room.iperf((("n1", "n2"), ("n2", "n3")), 4) == {}
+    bds = room.breakdowns((("n1", "n2"), ("n2", "n3")), 90)
     complete = [b for b in bds if b["complete"]]
     assert {h for b in complete for h in b["hosts"]} == set(NAMES), {
         tuple(b["hosts"]) for b in bds}
