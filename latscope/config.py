@@ -204,6 +204,9 @@ class Agent(Strict):
     rate_cap_per_s: int = Field(default=200_000, ge=1)
     ring_buffer_bytes: int = Field(default=8 << 20, ge=4096)
     metrics_port: Port | None = None
+    # tcp_tx writes the resend mark into covered sockets' segments (8 TCP option bytes on
+    # every data segment): every host then knows a resend. Off: nothing on the wire changes.
+    resend_mark: bool = False
 
 
 class Fleet(Strict):

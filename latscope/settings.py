@@ -266,6 +266,7 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
             ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
             kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
+            resend_mark=args.resend_mark or cfg.agent.resend_mark,
             skip_hooks=skip_hooks(args.skip_hook),
             metrics_port=(args.metrics_port if args.metrics_port is not None
                           else cfg.agent.metrics_port),

@@ -66,6 +66,7 @@ class AgentSettings:
     topic: str = TOPIC_LAYER_EVENTS
     points: tuple[str, ...] = DEFAULT_POINTS
     xdp: bool = False            # opt-in xdp point (changes the receive path it measures)
+    resend_mark: bool = False    # opt-in: tcp_tx adds the resend mark's 8 option bytes
     # Per-flow context every interval (sampling_info.interval; the stream's window length)
     # on flow_stats_topic: throughput, resends, TCP state, owning process (flow_stats.py).
     flow_stats: bool = True
@@ -152,7 +153,8 @@ class Agent:
                                rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
-                             points=s.points, xdp=s.xdp, skip_hooks=s.skip_hooks,
+                             points=s.points, xdp=s.xdp, resend_mark=s.resend_mark,
+                             skip_hooks=s.skip_hooks,
                              flow_stats=s.flow_stats)
         self.publisher: LayerEventPublisher | None = None
         self.flow_stats: FlowStatsLoop | None = None

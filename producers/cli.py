@@ -133,6 +133,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--xdp", action="store_true",
                    help="also the xdp point: XDP on every covered device (changes the receive "
                         "path it measures; a device with the sync responder keeps its own)")
+    a.add_argument("--resend-mark", action="store_true",
+                   help="tcp_tx adds 8 TCP option bytes to covered sockets' data segments and "
+                        "marks resent ones, so every host knows a resend (changes the traffic "
+                        "it measures; default: agent.resend_mark, off)")
     a.add_argument("--skip-hook", action="append", metavar="HOOK", help=SKIP_HOOK_HELP)
     a.add_argument("--hold-ms", type=int,
                    help="how long a TCP byte still inside the host (qdisc, socket queue) may "

@@ -14,14 +14,16 @@ byte's later hits are dropped too, so records are never partial.
 Resends. A TCP byte the sender transmitted more than once is *resent*, and then every
 record of it on this host is flagged (`retrans`), the original copy's included, and dropped
 (counted) with filter_retrans. A host learns it from:
-- the sender's mark: the sender's tcp_tx (sock_ops) writes a TCP option into every resent
-  segment (producers/bpf/tcp_tx.bpf.c), so each point on every host that parses the
+- the sender's mark (opt-in, agent.resend_mark, as it changes the packets): the sender's
+  tcp_tx (sock_ops) writes a TCP option into every resent segment (producers/bpf/tcp_tx.bpf.c),
+  so each point on every host that parses the
   segment reports the hit as resent (`add(..., resent=True)`). Resent hits form copies of
   their own: hits are never mixed between the original and a resend, even when the two
   overtake each other inside a host (the cause of the records that lacked their last RX
   points: see add());
-- without a mark (the sender runs no agent, or a kernel without the sock_ops hook): the
-  byte passes a point it already passed (a second copy), a copy of a byte closed less than
+- without a mark (by default, or the sender runs no agent, or its kernel lacks the sock_ops
+  hook): the sender's tcp_tx flags its own hit of a resend all the same; elsewhere the byte
+  passes a point it already passed (a second copy), a copy of a byte closed less than
   `recent_ns` ago, or the sender's tcp_retransmit_skb tracepoint (mark_retrans).
 A copy's record is flagged if the byte is known to be resent when the record is published;
 an original copy that completed before any resend appeared (a spurious retransmission, or

@@ -134,6 +134,7 @@ class Probes:
     ring_buffer_bytes: int = 8 << 20
     points: Iterable[str] = DEFAULT_POINTS
     xdp: bool = False                        # opt-in: the xdp point (see xdp.bpf.c)
+    resend_mark: bool = False                # opt-in: tcp_tx's option bytes (tcp_tx.bpf.c)
     skip_hooks: Iterable[str] = ()
     flow_stats: bool = True                  # the per-flow counters (flow_stats.bpf.h)
     dry: bool = False
@@ -192,6 +193,7 @@ class Probes:
                 ("wakeup_bytes", self.ring_size // 4),
                 ("udp_sample_mod", udp_modulus(self.sample_size)),
                 ("ports_any", 0 if self._ports else 1),
+                ("resend_mark", int(self.resend_mark)),
                 ("port_bits", port_bitmap(self._ports)),
                 ("flow_stats_on", int(self.flow_stats and not self.dry))]
 

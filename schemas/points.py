@@ -107,6 +107,8 @@ def _nf(hook: str) -> tuple[Hook]:
     return (Hook(f"netfilter:{hook}", "netfilter", "netfilter", "ip_point", nf_hook=hook),)
 
 
+# The opt-in that lets tcp_tx change the traffic it measures (the resend mark).
+RESEND_MARK_OPT = "agent.resend_mark (--resend-mark)"
 _UNTESTED = "not exercised on the workplace kernel (it refuses fentry and has no kprobes)"
 
 TABLE: tuple[PointDef, ...] = (
@@ -117,9 +119,10 @@ TABLE: tuple[PointDef, ...] = (
         Hook("fentry/tcp_sendmsg_locked+fexit/tcp_sendmsg", "fentry", "sock_fn", "sock_send_fexit",
              ("send_entry_fentry",), note=_UNTESTED))),
     PointDef("tcp_tx", "tx", "tcp", 1, local=True, hooks=(
-        Hook("sockops:WRITE_HDR_OPT_CB (cgroup v2 root, 8 option bytes)", "sockops", "tcp_tx",
-             "tcp_tx", note="adds 8 TCP option bytes to the data segments of covered sockets: NOPs, or "
-                  "the resend mark (latscope.h) on a segment sent again"),
+        Hook("sockops:HDR_OPT_LEN_CB (cgroup v2 root)", "sockops", "tcp_tx", "tcp_tx",
+             note=f"observes only; with {RESEND_MARK_OPT} it adds 8 TCP option bytes to the data "
+                  "segments of covered sockets: NOPs, or the resend mark (latscope.h) on a "
+                  "segment sent again, so every host knows a resend"),
         Hook("fentry/__tcp_transmit_skb", "fentry", "tcp_fn", "tcp_tx_fentry", note=_UNTESTED),
         Hook("kprobe/__tcp_transmit_skb", "kprobe", "tcp_fn", "tcp_tx_kprobe", note=_UNTESTED)),
         note="Without it the socket and TCP transmit segments are reported merged "

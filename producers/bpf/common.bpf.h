@@ -38,6 +38,7 @@ volatile const __u32 udp_sample_mod = 50;   /* UDP: datagram sampled when hash %
 volatile const __u32 wakeup_bytes = 1 << 20; /* unread bytes that wake the agent */
 volatile const __u8 netns_any = 0;          /* 1: skip the netns filter (single-host use) */
 volatile const __u8 ports_any = 1;          /* 1: no port allow-list */
+volatile const __u8 resend_mark = 0;        /* 1: tcp_tx writes the resend mark (tcp_tx.bpf.c) */
 /* Port allow-list as a bitmap (bit p set: port p allowed), used when ports_any == 0: one
  * load instead of two hash lookups on every packet. */
 volatile const __u32 port_bits[2048] = {};

@@ -1,22 +1,31 @@
-/* The TCP transmit point, and the resend mark. TCP has built the segment's header (sequence
- * number known) and is about to hand it to IP. No tracepoint sits there; the sock_ops
- * header-option callbacks inside __tcp_transmit_skb do. They only run for sockets that ask
- * for them, so the program asks (at connection establishment) only for sockets of covered
- * namespaces, and reserves 8 option bytes on their data segments.
- * Those 8 bytes carry the resend mark (latscope.h: RFC 6994 experimental option) on every
- * segment this socket's TCP sends again, and are NOPs otherwise: every point on every host
- * that parses the segment (forwarders and receivers have no retransmit tracepoint) then
- * knows the copy is a resend. "Again": the segment starts below snd_nxt (a retransmission),
- * or below the highest byte this socket ever handed to IP (sk storage): a segment the local
- * qdisc dropped, which TCP sends anew as new data without counting a retransmission. Such
- * a retry may take in bytes never sent (TCP sizes it anew); the mark's end tells them apart.
+/* The TCP transmit point, and the resend mark. TCP has built the segment (sequence number
+ * known) and is about to hand it to IP. No tracepoint sits there; the sock_ops header-option
+ * callbacks inside __tcp_transmit_skb do. They only run for sockets that ask for them, so the
+ * program asks (at connection establishment) only for sockets of covered namespaces.
+ *
+ * By default the point only observes: HDR_OPT_LEN_CB (which asks how many option bytes to
+ * add) reports the segment and reserves none, so the kernel skips WRITE_HDR_OPT_CB and the
+ * segment leaves as it would without LatScope. The segment's sequence number is read from
+ * the skb's TCP control block (bpf_cast_to_kern_ctx: the header is not built yet).
+ *
+ * With resend_mark (opt-in: it changes the traffic it measures), the program reserves 8
+ * option bytes on data segments, and WRITE_HDR_OPT_CB reports the segment and writes the
+ * resend mark (latscope.h: RFC 6994 experimental option) into every segment this socket's
+ * TCP sends again, NOPs otherwise: every point on every host that parses the segment
+ * (forwarders and receivers have no retransmit tracepoint) then knows the copy is a resend.
+ * Without it only the sender knows (the retrans point and this one's flag).
+ * "Again": the segment starts below snd_nxt (a retransmission), or below the highest byte
+ * this socket ever handed to IP (sk storage): a segment the local qdisc dropped, which TCP
+ * sends anew as new data without counting a retransmission. Such a retry may take in bytes
+ * never sent (TCP sizes it anew); the mark's end tells them apart.
  * Namespaces are known by their netns cookie here (sock_ops has no kernel socket pointer):
  * user space fills netns_cookies with cookie -> inode for the namespaces it covers.
  * Where the kernel has them, fentry/kprobe on __tcp_transmit_skb (tcp_fn.bpf.c) serve the
  * point when this hook is refused (without the mark: then only the sender knows resends).
  * Hooks:
  *   tcp_tx  sockops (cgroup v2 root): ACTIVE/PASSIVE_ESTABLISHED_CB set the header-option
- *           flag; HDR_OPT_LEN_CB reserves 8 bytes in data segments; WRITE_HDR_OPT_CB
+ *           flag; HDR_OPT_LEN_CB reports a sampled data segment (observing), or reserves 8
+ *           bytes in data segments (resend_mark); WRITE_HDR_OPT_CB (resend_mark only)
  *           marks a resent segment and reports a sampled one
  */
 #include "common.bpf.h"
@@ -74,12 +83,74 @@ static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
 	return bpf_map_lookup_elem(&netns_cookies, &cookie);
 }
 
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* Report the data segment [seq, seq+len) if it holds a sampled byte; flags: LS_F_RESENT. */
+static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u32 seq,
+				   __u32 len, __u16 dport, __u32 resent_end, __u8 flags)
+{
+	struct ls_hit h = {};
+
+	if (!ls_sampled(seq, len))
+		return;
+	h.seq = seq;
+	h.len = len;
+	h.dport = dport;
+	h.resent_end = resent_end;
+	h.flags = flags;
+	h.sport = skops->local_port;
+	h.proto = IPPROTO_TCP;
+	if (skops->family == AF_INET) {
+		h.family = 4;
+		*(__u32 *)h.saddr = skops->local_ip4;
+		*(__u32 *)h.daddr = skops->remote_ip4;
+	} else {
+		__u32 *s = (__u32 *)h.saddr, *d = (__u32 *)h.daddr;
+		h.family = 6;
+		s[0] = skops->local_ip6[0]; s[1] = skops->local_ip6[1];
+		s[2] = skops->local_ip6[2]; s[3] = skops->local_ip6[3];
+		d[0] = skops->remote_ip6[0]; d[1] = skops->remote_ip6[1];
+		d[2] = skops->remote_ip6[2]; d[3] = skops->remote_ip6[3];
+		if (d[0] == 0 && d[1] == 0 && d[2] == bpf_htonl(0xffff)) {   /* v4-mapped */
+			h.family = 4;
+			s[0] = s[3];
+			d[0] = d[3];
+			s[2] = s[3] = d[2] = d[3] = 0;
+		}
+	}
+	ls_emit_at(&h, LS_TCP_TX, 0, netns, 0, 0);
+}
+
+/* Observing: the segment about to be built, from its skb (no header yet: skb_len is the
+ * payload, the sequence number is in the TCP control block). */
+static __always_inline void observe(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock_ops_kern *k;
+	struct tcp_skb_cb *tcb;
+	__u32 *netns, seq, len = skops->skb_len, end;
+
+	if (!len)
+		return;                    /* a pure ACK, or tcp_current_mss() sizing (no skb) */
+	netns = ours(skops);
+	if (!netns)
+		return;
+	k = bpf_cast_to_kern_ctx(skops);
+	if (!k->skb)
+		return;
+	tcb = (struct tcp_skb_cb *)&k->skb->cb[0];
+	seq = BPF_CORE_READ(tcb, seq);
+	end = resent_end(skops, seq, len);
+	report(skops, *netns, seq, len, bpf_ntohl(skops->remote_port) & 0xffff, end,
+	       end != seq ? LS_F_RESENT : 0);
+}
+
 SEC("sockops")
 int tcp_tx(struct bpf_sock_ops *skops)
 {
-	struct ls_hit h = {};
 	struct tcphdr *th;
-	__u32 *netns, len;
+	__u32 *netns, len, seq, end;
+	__u16 dport;
+	__u8 flags = 0;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -89,6 +160,10 @@ int tcp_tx(struct bpf_sock_ops *skops)
 						  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		if (!resend_mark) {
+			observe(skops);
+			return 1;
+		}
 		/* skb_len is the payload here (no header yet). Pure ACKs (no payload, flags
 		 * set) get no room, so the kernel skips WRITE_HDR_OPT_CB for them: half the
 		 * runs on a bulk flow's ACKs. No skb at all (flags 0) is tcp_current_mss()
@@ -111,46 +186,23 @@ int tcp_tx(struct bpf_sock_ops *skops)
 	if (len <= th->doff * 4)
 		return 1;                  /* no data */
 	len -= th->doff * 4;
-	h.seq = bpf_ntohl(th->seq);
-	h.dport = bpf_ntohs(th->dest);    /* th is invalid once an option is stored */
-	h.resent_end = resent_end(skops, h.seq, len);
-	if (h.resent_end != h.seq) {
-		__u32 end = bpf_htonl(h.resent_end);
+	seq = bpf_ntohl(th->seq);
+	dport = bpf_ntohs(th->dest);       /* th is invalid once an option is stored */
+	end = resent_end(skops, seq, len);
+	if (end != seq) {
+		__u32 be = bpf_htonl(end);
 		__u8 mark[LS_OPT_LEN] = {LS_OPT_KIND, LS_OPT_LEN, LS_OPT_EXID >> 8,
 					 LS_OPT_EXID & 0xff};
 
-		__builtin_memcpy(&mark[4], &end, 4);
+		__builtin_memcpy(&mark[4], &be, 4);
 		/* Counted either way: a resend left unmarked is a loss of information. */
 		if (bpf_store_hdr_opt(skops, mark, sizeof(mark), 0)) {
 			ls_count(LS_C_MARK_FAILED);
 		} else {
 			ls_count(LS_C_RESENT);
-			h.flags = LS_F_RESENT;
+			flags = LS_F_RESENT;
 		}
 	}
-	if (!ls_sampled(h.seq, len))
-		return 1;
-	h.len = len;
-	h.sport = skops->local_port;
-	h.proto = IPPROTO_TCP;
-	if (skops->family == AF_INET) {
-		h.family = 4;
-		*(__u32 *)h.saddr = skops->local_ip4;
-		*(__u32 *)h.daddr = skops->remote_ip4;
-	} else {
-		__u32 *s = (__u32 *)h.saddr, *d = (__u32 *)h.daddr;
-		h.family = 6;
-		s[0] = skops->local_ip6[0]; s[1] = skops->local_ip6[1];
-		s[2] = skops->local_ip6[2]; s[3] = skops->local_ip6[3];
-		d[0] = skops->remote_ip6[0]; d[1] = skops->remote_ip6[1];
-		d[2] = skops->remote_ip6[2]; d[3] = skops->remote_ip6[3];
-		if (d[0] == 0 && d[1] == 0 && d[2] == bpf_htonl(0xffff)) {   /* v4-mapped */
-			h.family = 4;
-			s[0] = s[3];
-			d[0] = d[3];
-			s[2] = s[3] = d[2] = d[3] = 0;
-		}
-	}
-	ls_emit_at(&h, LS_TCP_TX, 0, *netns, 0, 0);
+	report(skops, *netns, seq, len, dport, end, flags);
 	return 1;
 }

@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -329,7 +331,7 @@ def test_resends_through_a_dropping_tbf_are_flagged_on_every_host(
     with tbf(net, "h1", dev, "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
         k0 = kernel_counters(net, "h1", dev)
         with agents(net, topic_name, stack.kafka_bootstrap, sample_size=1448,
-                    filter_retrans=filter_retrans, ports=[5201]) as ag:
+                    filter_retrans=filter_retrans, ports=[5201], resend_mark=True) as ag:
             other = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5202, 300_000)
             tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5201, 1_500_000)
             assert tr.received == 1_500_000 and other.received == 300_000
@@ -421,7 +423,7 @@ def test_a_drop_inside_the_receiving_host_is_never_an_unflagged_partial_record(
     dev = f"{PREFIX}-1b"
     with tbf(net, "h2", dev, "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
         recs, ag = run_flow(net, stack, topic_name, 1_000_000, sample_size=1448,
-                            filter_retrans=False)
+                            filter_retrans=False, resend_mark=True)
     c2 = ag["h2"].grouper.counters
     assert c2.retrans > 0
     per2: dict[int, list[dict]] = {}
@@ -439,6 +441,71 @@ def test_a_drop_inside_the_receiving_host_is_never_an_unflagged_partial_record(
             assert not first, (seq, [points(r) for r in v])
     dark = {s for s, v in per2.items() for r in v if not r["retrans"] and not r["complete"]}
     assert len(dark) <= 36, len(dark)
+
+
+class SegmentTap:
+    """The TCP header length of every data segment to a port, as the kernel's packet tap
+    (AF_PACKET) on a device sees it: the wire's truth, not ours."""
+
+    def __init__(self, net: Any, host: str, dev: str, dport: int) -> None:
+        with net.enter(host):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        self.sock.bind((dev, 0))
+        self.sock.settimeout(0.2)
+        self.dport, self.lengths = dport, Counter[int]()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                f = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            ip = f[14:]
+            if len(ip) < 40 or ip[0] >> 4 != 4 or ip[9] != 6:
+                continue
+            tcp = ip[(ip[0] & 15) * 4:]
+            doff = (tcp[12] >> 4) * 4
+            if int.from_bytes(tcp[2:4], "big") == self.dport and \
+                    int.from_bytes(ip[2:4], "big") - (ip[0] & 15) * 4 > doff:
+                self.lengths[doff] += 1
+
+    def close(self) -> Counter[int]:
+        self._stop.set()
+        self._t.join(5)
+        self.sock.close()
+        return self.lengths
+
+
+@pytest.mark.parametrize("resend_mark", [False, True])
+def test_tcp_tx_changes_nothing_on_the_wire_unless_marking(net: Any, stack: Any, topic_name: str,
+                                                           resend_mark: bool) -> None:
+    """Data segments h1 sends carry the TCP header they carry without LatScope (the
+    baseline, measured first), with tcp_tx observing; only --resend-mark adds its 8 option
+    bytes. Either way tcp_tx reports the bytes: h1's records hold the whole send path."""
+    dev, port = f"{PREFIX}-0b", 5301 + resend_mark * 10      # h2's end of the h1 link
+
+    def tapped(port: int) -> Counter[int]:
+        tap = SegmentTap(net, "h2", dev, port)
+        try:
+            assert tcp_transfer(net, "h1", "c1", "10.2.0.2", port, 1_000_000).received == 1_000_000
+        finally:
+            lengths = tap.close()
+        assert sum(lengths.values()) >= 3, lengths     # GRO: few, large frames
+        return lengths
+
+    baseline = tapped(port)
+    with agents(net, topic_name, stack.kafka_bootstrap, resend_mark=resend_mark) as ag:
+        seen = tapped(port + 1)
+    assert set(seen) == ({h + 8 for h in baseline} if resend_mark else set(baseline)), \
+        (baseline, seen)
+    want = sum(a.grouper.counters.records for a in ag.values())
+    h1 = [r for r in consume(topic_name, stack.kafka_bootstrap, want)
+          if r["host"] == "h1" and r["flow"]["dport"] == port + 1 and not r["retrans"]]
+    assert len(h1) >= 20 and all(points(r) == TX_PATH for r in h1), \
+        [points(r) for r in h1 if points(r) != TX_PATH][:3]
 
 
 def test_records_on_the_real_topic_decode(net: Any, stack: Any) -> None:
