@@ -234,6 +234,32 @@ def test_udp_ipv6_and_v4_mapped_flows() -> None:
     assert any(fid.startswith("udp:[fd00") for fid in fids) and any("::ffff:" in x for x in fids)
 
 
+def test_a_copy_exactly_at_the_end_of_the_recent_window() -> None:
+    """recent_ns (250 ms) is inclusive: a copy arriving exactly then is a resend; 1 ns
+    later it is a new byte."""
+    f = Feed()
+    for k, late in ((0, 0), (1, 1)):
+        f.batch([ev("sock_send", k * SIZE, ts=1), *tx(k * SIZE, 2)])
+        f.batch(tx(k * SIZE, 3), dt_ns=250 * MS + late)
+        f.wait(2_000 * MS)
+    o = compare(f)
+    assert o.counters.retrans == 1
+
+
+def test_the_owed_memo_keeps_its_order() -> None:
+    """A byte published without its read twice keeps its first place in the owed memo
+    (an OrderedDict assignment), so an older entry behind it outlives owed_ns: its late
+    read is still counted, not taken for a new byte."""
+    f = Feed()
+    f.batch(rx(0, 1)).wait(1_100 * MS)                 # owed at t1
+    f.batch(rx(SIZE, 1)).wait(1_100 * MS)              # owed at t2
+    f.wait(500 * MS).batch(rx(0, 1)).wait(1_100 * MS)  # the first again, owed at t3 (> t2)
+    f.wait(60_000 * MS - 1_800 * MS)                   # past t2 + owed_ns, before t3's
+    f.batch([ev("sock_recv", SIZE, ts=9), ev("sock_recv", 0, ts=9)])
+    o = compare(f, hold_ms=1000)
+    assert o.counters.late_socket == 2
+
+
 def test_rate_cap_drops_whole_bytes() -> None:
     f = Feed()
     for k in range(60):
