@@ -50,6 +50,7 @@ static void raw_drop(Path *p, void *val)
 /* Empty the raw cache; drop the flows no map entry names. */
 static int flows_sweep(Path *p)
 {
+    p->memo_flow_ok = 0;
     bm_clear(&p->raw, raw_drop, p);
     for (uint32_t i = 0; i < p->nflows; i++) {
         Flow *f = p->flows[i];
@@ -141,9 +142,15 @@ static int flow_of_event(Path *p, const char *ev, uint32_t *id)
     memcpy(k + 34, ev + p->off[F_DPORT], 2);
     k[36] = (unsigned char)ev[p->off[F_FAMILY]];
     k[37] = (unsigned char)ev[p->off[F_PROTO]];
+    if (p->memo_flow_ok && memcmp(k, p->memo_flow_key, RAW_FLOW_KEY) == 0) {
+        *id = p->memo_flow;
+        return 0;
+    }
     void *v = bm_get(&p->raw, k);
     if (v != NULL) {
-        *id = (uint32_t)((uintptr_t)v - 1);
+        *id = p->memo_flow = (uint32_t)((uintptr_t)v - 1);
+        memcpy(p->memo_flow_key, k, RAW_FLOW_KEY);
+        p->memo_flow_ok = 1;
         return 0;
     }
     if ((Py_ssize_t)p->raw.len > p->flow_cache && flows_sweep(p) < 0)
@@ -168,6 +175,9 @@ static int flow_of_event(Path *p, const char *ev, uint32_t *id)
     if (bm_put(&p->raw, k, (void *)((uintptr_t)*id + 1)) < 0)
         return -1;
     p->flows[*id]->refs++;
+    p->memo_flow = *id;
+    memcpy(p->memo_flow_key, k, RAW_FLOW_KEY);
+    p->memo_flow_ok = 1;
     return 0;
 }
 
@@ -210,12 +220,16 @@ static const Dev *dev_of_event(Path *p, const char *ev)
     const char *raw = ev + p->off[F_DEV];
     if (raw[0] == 0)
         return &p->dev_none;
+    if (p->memo_dev != NULL && memcmp(raw, p->memo_dev_key, 16) == 0)
+        return p->memo_dev;
     unsigned char k[16] = {0};
     size_t n = strnlen(raw, 16);
     memcpy(k, raw, n);
     Dev *d = bm_get(&p->devs, k);
-    if (d != NULL)
-        return d;
+    if (d != NULL) {
+        memcpy(p->memo_dev_key, raw, 16);
+        return p->memo_dev = d;
+    }
     PyObject *name = PyUnicode_DecodeUTF8(raw, (Py_ssize_t)n, NULL);
     if (name == NULL)
         return NULL;
@@ -297,7 +311,8 @@ PyObject *path_process(Path *p, PyObject *args)
             first = seq;
             end = seq + 1;
         } else {
-            first = seq + (size - seq % size) % size;
+            uint64_t off = seq % size;
+            first = off ? seq + size - off : seq;
             end = seq + len;
             if (end > space) {
                 wrap_end = end - space;

@@ -442,22 +442,22 @@ static int gaps(Path *p, const Group *g)
             uint32_t need = p->implies[h->point] & want;
             if (dup || !need)
                 continue;
-            for (int n = 0; n < p->npoints; n++)
-                if ((need & BIT(n)) && !seen(g, n, h->ifindex, h->netns)) {
+            for (; need; need &= need - 1) {
+                int n = __builtin_ctz(need);
+                if (!seen(g, n, h->ifindex, h->netns)) {
                     p->gap_points[n]++;
                     missing = 1;
                 }
+            }
         }
     }
     for (int k = 0; k < p->nlocal; k++) {
         if (!(names & BIT(p->local_p[k])))
             continue;
-        uint32_t need = p->local_need[k] & want & ~names;
-        for (int n = 0; n < p->npoints; n++)
-            if (need & BIT(n)) {
-                p->gap_points[n]++;
-                missing = 1;
-            }
+        for (uint32_t need = p->local_need[k] & want & ~names; need; need &= need - 1) {
+            p->gap_points[__builtin_ctz(need)]++;
+            missing = 1;
+        }
     }
     return missing;
 }

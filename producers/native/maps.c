@@ -210,8 +210,15 @@ int group_append(Group *g, const Hit *h)
 
 static uint64_t bytes_hash(const unsigned char *k, int n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (int i = 0; i < n; i++)
+    uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)n;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, k + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 32;
+    }
+    for (; i < n; i++)
         h = (h ^ k[i]) * 0x100000001b3ull;
     return h ^ (h >> 29);
 }

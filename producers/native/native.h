@@ -147,6 +147,12 @@ typedef struct {
     Py_ssize_t flow_cache;  /* raw flow keys cached at most (agent.FLOW_CACHE) */
     Bmap raw, devs, xdp, exits;
     Dev dev_none;
+    /* the previous event's raw flow key and device: consecutive events of a batch are
+     * mostly of one flow, on one device (reset when the flow cache is swept) */
+    unsigned char memo_flow_key[RAW_FLOW_KEY], memo_dev_key[16];
+    uint32_t memo_flow;
+    int memo_flow_ok;
+    const Dev *memo_dev;
     Entry *free_entries;
     Group *free_groups;
     int nfree_entries, nfree_groups;
