@@ -24,6 +24,7 @@ from latscope.producers.agent import Agent, AgentSettings
 from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.grouping import Grouper
 from latscope.producers.native_path import NativeGrouper
+from latscope.producers.sampling import sampled_bytes
 
 T0 = 5_000_000_000_000          # the clock when the agents are built (rate cap refill)
 MS = 1_000_000
@@ -215,6 +216,22 @@ def test_sequence_wrap_and_ranges_holding_several_samples() -> None:
     f.wait(2_000 * MS)
     o = compare(f)
     assert o.agent.counters.sampled_hits > 10 * len(TX)
+
+
+@pytest.mark.parametrize("size", [1, 7, 1448, 72400, 1 << 20])
+def test_range_expansion_at_every_stride(size: int) -> None:
+    """sampling.sampled_bytes and the C's expansion: the same bytes, wraps included."""
+    rng = random.Random(size)
+    most = 3000 if size < 100 else 200_000
+    ranges = [(SPACE - 5, 20), (SPACE - 1, 1), (0, 1), (size - 1, 2), (size, 1), (5, 0)]
+    ranges += [(rng.randrange(SPACE), rng.randrange(1, most)) for _ in range(30)]
+    ranges += [(SPACE - rng.randrange(1, 5000), rng.randrange(1, most)) for _ in range(15)]
+    f = Feed()
+    for k, (seq, n) in enumerate(ranges):
+        marks = [ev("retrans", seq, n, ts=k)] if k % 2 else []
+        f.batch([ev("ip_out", seq, n, ts=k), *marks], expire=k % 5 == 0)
+    o = compare(f, sample_size=size, filter_retrans=False)
+    assert o.agent.counters.sampled_hits == sum(len(sampled_bytes(q, n, size)) for q, n in ranges)
 
 
 def test_udp_ipv6_and_v4_mapped_flows() -> None:
