@@ -183,6 +183,7 @@ static int flow_of_event(Path *p, const char *ev, uint32_t *id)
 
 void dev_drop(Path *p, void *val)
 {
+    (void)p;
     Dev *d = val;
     PyMem_Free(d->enc);
     PyMem_Free(d);

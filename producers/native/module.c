@@ -342,6 +342,7 @@ static PyObject *m_set_xdp_names(Path *p, PyObject *names)
 
 static PyObject *m_counters(Path *p, PyObject *unused)
 {
+    (void)unused;
     Counters *c = &p->c;
     return Py_BuildValue("(LLLLLLLL)", c->samples, c->records, c->rate_capped, c->retrans,
                          c->retrans_dropped, c->evicted, c->late_socket, c->gaps);
@@ -349,6 +350,7 @@ static PyObject *m_counters(Path *p, PyObject *unused)
 
 static PyObject *m_gap_points(Path *p, PyObject *unused)
 {
+    (void)unused;
     PyObject *t = PyTuple_New(p->npoints);
     if (t == NULL)
         return NULL;
@@ -365,6 +367,7 @@ static PyObject *m_gap_points(Path *p, PyObject *unused)
 
 static PyObject *m_sizes(Path *p, PyObject *unused)
 {
+    (void)unused;
     return Py_BuildValue("{snsnsnsnsnsnsnsnsIsn}", "open", (Py_ssize_t)p->open.len,
                          "held", (Py_ssize_t)p->held.len, "queued", (Py_ssize_t)p->queued.len,
                          "resent", (Py_ssize_t)p->resent.len, "capped", (Py_ssize_t)p->capped.len,
@@ -406,7 +409,10 @@ static PyTypeObject PathType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_native", "The agent's data path in C.", -1, NULL,
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_native",
+    .m_doc = "The agent's data path in C.",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__native(void)
