@@ -224,7 +224,7 @@ class Agent:
                 # Idle times are judged at the read: a hit committed later is unread, however
                 # long this thread then takes (measured: a record split around a stall of
                 # more than the hold, between reading a byte's hits and expiring its group).
-                now = time.monotonic_ns()
+                now = self._clock()
                 recs = self.ring.read()
                 if recs:
                     self.process(recs, out, now)
