@@ -110,5 +110,6 @@ setup(
         _native("stream", "stream", ["decode.c", "encode.c", "segments.c", "shapes.c"]),
         _native("stats", "stats", ["sketch.c"]),
         _native("sinks", "sinks", ["line.c"]),
+        _native("producers", "producers", ["maps.c", "decode.c", "grouping.c", "encode.c"]),
     ],
 )

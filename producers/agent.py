@@ -10,7 +10,9 @@ import resource
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from latscope import log
 from latscope.bpf import libbpf
@@ -19,6 +21,7 @@ from latscope.kafka import KafkaSettings
 from latscope.producers import layout
 from latscope.producers.flow_stats import FlowStatsCollector, FlowStatsLoop, flow_of
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
+from latscope.producers.native_path import NativeGrouper
 from latscope.producers.probes import Probes, list_links
 from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
@@ -39,6 +42,7 @@ _PROTO = {6: "tcp", 17: "udp"}
 PUBLISH_SLACK_MS = 250
 _XDP = layout.POINT_NAMES_REV["xdp"]
 _NO_DEV = object()     # not yet in the device-name cache (None is a cached "no device")
+FLOW_CACHE = 100_000   # raw flow keys cached (a cache of flow_of, not a flow table)
 
 
 @dataclass
@@ -76,6 +80,9 @@ class AgentSettings:
     # (tp_btf/net_dev_queue) or a kind (tp_btf); the next candidate serves (schemas/points.py).
     skip_hooks: tuple[str, ...] = ()
     metrics_port: int | None = None   # Prometheus text endpoint (none: not served)
+    # The data path in C (producers/native_path.py): the same records and counters at a
+    # fraction of the CPU; False: the Python path (grouping.Grouper, the reference).
+    native: bool = True
 
     def __post_init__(self) -> None:
         if self.hold_ms is not None and not 0 < self.hold_ms <= self.max_hold_ms:
@@ -145,12 +152,26 @@ def _cpu_s() -> float:
 
 
 class Agent:
-    def __init__(self, s: AgentSettings) -> None:
+    """`clock`: monotonic ns for the grouping and a batch without a read time (tests)."""
+
+    def __init__(self, s: AgentSettings, clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.s = s
         self.counters = AgentCounters()
-        self.grouper = Grouper(s.host, linger_ns=s.linger_ms * 1_000_000,
-                               hold_ns=s.hold * 1_000_000, max_open=s.max_open,
-                               rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans)
+        self._clock = clock
+        grouper = Grouper(s.host, linger_ns=s.linger_ms * 1_000_000,
+                          hold_ns=s.hold * 1_000_000, max_open=s.max_open,
+                          rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans,
+                          clock=clock)
+        self._size = effective_size(s.sample_size)
+        # One path, chosen here: records out of it are Records (Python) or (flow id, Avro
+        # body) pairs (native), published by the matching publisher call (start()).
+        self.grouper: Grouper | NativeGrouper
+        if s.native:
+            self.grouper = NativeGrouper(grouper, self._size, FLOW_CACHE)
+            self._group: Callable[[list[bytes], list[Any], int], int] = self.grouper.process
+        else:
+            self.grouper = grouper
+            self._group = self._group_py
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
                              points=s.points, xdp=s.xdp, resend_mark=s.resend_mark,
@@ -161,7 +182,6 @@ class Agent:
         self.ring: libbpf.RingBuffer | None = None
         self._flows: dict[tuple, FlowT] = {}
         self._devs: dict[bytes, str | None] = {}
-        self._size = effective_size(s.sample_size)
         self._xdp_names: dict[tuple[int, int], str] = {}
         self.started_at = 0.0
         self.ready = threading.Event()
@@ -172,8 +192,10 @@ class Agent:
             _log.warning("sampling size 0 (every packet): sampling every %d bytes (one MSS)",
                          self._size)
         self.grouper.exit_devices = exit_devices(list(self.s.netns))
-        self._xdp_names = device_names(list(self.s.netns)) if self.s.xdp else {}
+        self.set_xdp_names(device_names(list(self.s.netns)) if self.s.xdp else {})
         self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic, linger_ms=50)
+        self._publish = (self.publisher.publish_encoded if self.s.native
+                         else self.publisher.publish_all)
         self.probes.load()
         attached = self.probes.attach()
         # a record lacking one of these on its way is flagged incomplete (grouping._gaps)
@@ -196,7 +218,7 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Read, group and publish until stop is set; then detach, drain and flush."""
         assert self.ring is not None and self.publisher is not None
-        out: list[Record] = []
+        out: list[Any] = []      # Records or (flow id, body) pairs: the path's
         last_expire = 0
         try:
             while not stop.is_set():
@@ -204,7 +226,7 @@ class Agent:
                 # Idle times are judged at the read: a hit committed later is unread, however
                 # long this thread then takes (measured: a record split around a stall of
                 # more than the hold, between reading a byte's hits and expiring its group).
-                now = time.monotonic_ns()
+                now = self._clock()
                 recs = self.ring.read()
                 if recs:
                     self.process(recs, out, now)
@@ -212,7 +234,7 @@ class Agent:
                     self.grouper.expire(out, now)
                     last_expire = now
                 if out:
-                    self.publisher.publish_all(out, stop)
+                    self._publish(out, stop)
                     out.clear()
                 self.publisher.poll()
         finally:
@@ -230,7 +252,7 @@ class Agent:
             obj.detach_all()
         if self.flow_stats is not None:
             self.flow_stats.close()
-        out: list[Record] = []
+        out: list[Any] = []
         self.process(self.ring.read(), out)
         self.grouper.flush_all(out)
         assert self.publisher is not None
@@ -238,7 +260,7 @@ class Agent:
         timer = threading.Timer(flush_timeout, deadline.set)
         timer.start()
         try:
-            self.publisher.publish_all(out, deadline)
+            self._publish(out, deadline)
             left = self.publisher.flush(max(0.1, flush_timeout / 2))
         finally:
             timer.cancel()
@@ -250,24 +272,36 @@ class Agent:
         self.probes.close()
 
     # -- the data path
+    def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
+        """(netns inode, ifindex) -> device name: the XDP point's hook has no device."""
+        self._xdp_names = names
+        if isinstance(self.grouper, NativeGrouper):
+            self.grouper.set_xdp_names(names)
+
     def _flow(self, fkey: tuple) -> FlowT:
         """The flow tuple of an event's raw addresses/ports (cached: few flows, many events)."""
         flow: FlowT = flow_of(*fkey)
-        if len(self._flows) > 100_000:
+        if len(self._flows) > FLOW_CACHE:
             self._flows.clear()
         self._flows[fkey] = flow
         return flow
 
-    def process(self, recs: list[bytes], out: list[Record], now: int | None = None) -> None:
-        """Group a batch of ring-buffer events; `now`: when the ring was read."""
+    def process(self, recs: list[bytes], out: list[Any], now: int | None = None) -> None:
+        """Group a batch of ring-buffer events; `now`: when the ring was read. Finished
+        records go to out: Records (the Python path) or (flow id, body) pairs (native)."""
+        self.counters.batches += 1
+        self.counters.hits += len(recs)
+        self.counters.sampled_hits += self._group(recs, out, self._clock() if now is None
+                                                  else now)
+
+    def _group_py(self, recs: list[bytes], out: list[Record], now: int) -> int:
+        """The Python path (the reference): decode, expand, group; returns the sampled
+        hits."""
+        assert isinstance(self.grouper, Grouper)
         unpack = layout.EVENT_STRUCT.unpack
         grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
         add = grouper.add
         retrans, udp, marked = layout.RETRANS, layout.FLAG_UDP, layout.FLAG_RESENT
-        self.counters.batches += 1
-        self.counters.hits += len(recs)
-        if now is None:
-            now = time.monotonic_ns()
         flows, devs = self._flows, self._devs
         sampled = 0
         for raw in recs:
@@ -294,7 +328,7 @@ class Agent:
             resent = bool(flags & marked)
             for b in seqs:
                 add(flow, b, hit, out, now, resent)
-        self.counters.sampled_hits += sampled
+        return sampled
 
     # -- reporting
     def status(self) -> dict:

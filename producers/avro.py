@@ -55,13 +55,27 @@ class LayerEventEncoder:
         self._flows: dict[tuple[str, FlowT], bytes] = {}
         self._where: dict[tuple[int, str | None, int, int], bytes] = {}
 
+    # The parts of a body that know the schema, also handed to the native path
+    # (producers/native_path.py), which writes the rest of the frame.
+    def point(self, name: str) -> bytes:
+        """A PointHit's point (enum index)."""
+        return self._point[name]
+
+    def dev(self, name: str | None) -> bytes:
+        """A PointHit's dev (union of null and string)."""
+        return b"\x00" if name is None else b"\x02" + _str(name)
+
+    def flow_prefix(self, host: str, flow_id: str, f: FlowT) -> bytes:
+        """A LayerEvent body up to seq: schema_version, host, flow_id, flow."""
+        return (_long(1) + _str(host) + _str(flow_id) + self._proto[f[0]] + _long(f[1]) +
+                _str(f[2]) + _str(f[3]) + _long(f[4]) + _long(f[5]))
+
     def hit(self, h: Hit) -> bytes:
         # Everything after ts_ns repeats for a device and CPU: encoded once, looked up.
         where = (h.ifindex, h.dev, h.netns, h.cpu)
         tail = self._where.get(where)
         if tail is None:
-            dev = b"\x00" if h.dev is None else b"\x02" + _str(h.dev)
-            tail = _long(h.ifindex) + dev + _long(h.netns) + _long(h.cpu)
+            tail = _long(h.ifindex) + self.dev(h.dev) + _long(h.netns) + _long(h.cpu)
             if len(self._where) > 100_000:
                 self._where.clear()
             self._where[where] = tail
@@ -71,9 +85,7 @@ class LayerEventEncoder:
         key = (r.host, r.flow)
         p = self._flows.get(key)
         if p is None:
-            f = r.flow
-            p = (_long(1) + _str(r.host) + _str(r.flow_id) + self._proto[f[0]] +
-                 _long(f[1]) + _str(f[2]) + _str(f[3]) + _long(f[4]) + _long(f[5]))
+            p = self.flow_prefix(r.host, r.flow_id, r.flow)
             if len(self._flows) > 100_000:
                 self._flows.clear()
             self._flows[key] = p

@@ -155,6 +155,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--no-flow-stats", action="store_true",
                    help="no per-flow counters in the kernel and no flow context records")
     a.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    a.add_argument("--python-path", action="store_true",
+                   help="group and encode in Python (the reference) instead of the native path")
     a.add_argument("--status-file", help="write the status JSON here every 0.5 s")
     a.add_argument("--duration", type=float, help="stop after this many seconds")
     a.add_argument("--json", action="store_true", help="print the final status as JSON")

@@ -106,6 +106,12 @@ class Record:
                 "hits": [h.as_record() for h in self.hits]}
 
 
+def flow_id_of(flow: FlowT) -> str:
+    """The flow id of a flow tuple (schemas.records.flow_id)."""
+    return flow_id({"proto": flow[0], "src": flow[2], "dst": flow[3], "sport": flow[4],
+                    "dport": flow[5]})
+
+
 def _ts(h: Hit) -> int:
     return h.ts_ns
 
@@ -570,9 +576,7 @@ class Grouper:
         if fid is None:
             if len(self._flow_ids) > 100_000:     # bounded: a cache, not a flow table
                 self._flow_ids.clear()
-            fid = self._flow_ids[flow] = flow_id(
-                {"proto": flow[0], "src": flow[2], "dst": flow[3], "sport": flow[4],
-                 "dport": flow[5]})
+            fid = self._flow_ids[flow] = flow_id_of(flow)
         g.hits.sort(key=_ts)
         self.counters.records += 1
         out.append(Record(self.host, flow, fid, seq, retrans, complete, g.hits))

@@ -74,23 +74,27 @@ class LayerEventPublisher:
                 _log.warning("%d layer events not delivered: %s", n, err)
 
     def publish_all(self, records: Sequence[Record], abort: threading.Event | None = None) -> None:
-        """Queue records, one batch message per partition (per flow while the partition
-        count is unknown), at most MAX_BATCH each. A full queue is waited out (never
-        dropped) unless `abort` gets set meanwhile (shutdown with the broker unreachable):
-        then what is left counts as failed."""
+        """Queue records (see publish_encoded)."""
+        body = self._encoder.body
+        self.publish_encoded([(r.flow_id, body(r)) for r in records], abort)
+
+    def publish_encoded(self, records: Sequence[tuple[str, bytes]],
+                        abort: threading.Event | None = None) -> None:
+        """Queue (flow id, LayerEvent body) pairs, one batch message per partition (per
+        flow while the partition count is unknown), at most MAX_BATCH each. A full queue is
+        waited out (never dropped) unless `abort` gets set meanwhile (shutdown with the
+        broker unreachable): then what is left counts as failed."""
         n = self._partitions
         groups: dict[str | int, list[bytes]] = {}   # partition (or flow id) -> bodies
         where: dict[str, str | int] = {}            # flow id -> its group
-        body = self._encoder.body
-        for r in records:
-            g = where.get(r.flow_id)
+        for fid, body in records:
+            g = where.get(fid)
             if g is None:
-                g = where[r.flow_id] = (kafka.partition_of(r.flow_id.encode(), n) if n
-                                        else r.flow_id)
+                g = where[fid] = kafka.partition_of(fid.encode(), n) if n else fid
             bodies = groups.get(g)
             if bodies is None:
                 bodies = groups[g] = []
-            bodies.append(body(r))
+            bodies.append(body)
         for g, bodies in groups.items():
             dest = {"key": g.encode()} if isinstance(g, str) else {"partition": g}
             for i in range(0, len(bodies), MAX_BATCH):

@@ -43,7 +43,7 @@ def _agent(net: Any, skip: tuple[str, ...]) -> Agent:
     return Agent(AgentSettings(host="lsxa-fallback", sample_size=SIZE, filter_retrans=False,
                                netns=[net.ns_name(h) for h in ("h1", "h2", "c1")],
                                kafka=KafkaSettings("127.0.0.1:1"), points=tuple(RAW),
-                               skip_hooks=skip))
+                               skip_hooks=skip, native=False))   # reads Record hits
 
 
 def _hits(agent: Agent, ring: libbpf.RingBuffer, sports: set[int]) -> dict[tuple, list]:
