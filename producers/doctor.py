@@ -85,6 +85,8 @@ def render(report: dict) -> str:
     for point, e in {**report["points"], **report["extra"]}.items():
         mark = "ok " if e["available"] else "-- "
         lines.append(f"  {mark}{point:10s} {e.get('hook') or '(none)'}")
+        if e.get("note"):
+            lines.append(f"       {e['note']}")
         for s in e.get("skipped", ()):
             lines.append(f"       skipped {s['hook']}: {s['reason']}")
         for f in e.get("fallbacks", ()):

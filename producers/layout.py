@@ -22,6 +22,7 @@ _POINT_ENUM = _H.enum("ls_point")
 COUNTERS = _H.counter_names("ls_counter", "LS_C_", "LS_C_MAX")   # per-CPU slot order
 FLAG_UDP = _H.defines("LS_F_")["LS_F_UDP"]
 FLAG_RESENT = _H.defines("LS_F_")["LS_F_RESENT"]   # TCP: the segment carries the resend mark
+NETNS_FAST = _H.defines("LS_NETNS_")["LS_NETNS_FAST"]   # namespaces the probes hold as constants
 RETRANS = _POINT_ENUM["LS_RETRANS"]
 POINT_NAMES: dict[int, str] = {v: k[3:].lower() for k, v in _POINT_ENUM.items()
                                if k != "LS_RETRANS"}

@@ -109,6 +109,16 @@ def port_bitmap(ports: list[int]) -> bytes:
     return struct.pack("<2048I", *words)
 
 
+def netns_fast(inodes: list[int]) -> list[tuple[str, int | bytes]]:
+    """The probes' namespace filter as constants (compared without a map lookup), when
+    there are at most layout.NETNS_FAST namespaces; more, and the netns_filter map decides."""
+    if len(inodes) > layout.NETNS_FAST:
+        return [("netns_fast_n", 0xFFFFFFFF)]
+    padded = [*inodes, *[0] * (layout.NETNS_FAST - len(inodes))]
+    return [("netns_fast_n", len(inodes)),
+            ("netns_fast", struct.pack(f"<{layout.NETNS_FAST}I", *padded))]
+
+
 def _pow2_at_least(n: int) -> int:
     return 1 << max(12, (n - 1).bit_length())
 
@@ -156,15 +166,15 @@ class Probes:
         without programs; candidates load in attach(), where the walk needs them."""
         self._size = effective_size(self.sample_size)
         self._ports = sorted(set(self.ports))
+        self._inodes = [] if self.dry else sorted({libbpf.netns_inode(ns) for ns in self.netns})
         self.skip_hooks = tuple(self.skip_hooks)
         try:
             owner = self._open(MAPS_OBJECT, ())
             owner.set_max_entries("events", self.ring_size)
             owner.load()
             self.objects["maps"] = owner
-            if not self.dry:
-                for inode in {libbpf.netns_inode(ns) for ns in self.netns}:
-                    owner.map("netns_filter").update(inode, b"\x01")
+            for inode in self._inodes:
+                owner.map("netns_filter").update(inode, b"\x01")
         except BaseException:
             self.close()
             raise
@@ -193,6 +203,7 @@ class Probes:
                 ("wakeup_bytes", self.ring_size // 4),
                 ("udp_sample_mod", udp_modulus(self.sample_size)),
                 ("ports_any", 0 if self._ports else 1),
+                *netns_fast(self._inodes),
                 ("resend_mark", int(self.resend_mark)),
                 ("port_bits", port_bitmap(self._ports)),
                 ("flow_stats_on", int(self.flow_stats and not self.dry))]

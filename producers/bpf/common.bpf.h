@@ -61,9 +61,26 @@ struct {
 	__type(value, __u8);
 } netns_filter SEC(".maps");
 
+/* The same namespaces as constants when there are few (the common case): a packet's
+ * namespace is compared in registers, without a map lookup on every packet. */
+volatile const __u32 netns_fast[LS_NETNS_FAST] = {};
+/* How many of netns_fast hold namespaces; more than LS_NETNS_FAST (so when the loader
+ * sets nothing): the netns_filter map decides. */
+volatile const __u32 netns_fast_n = 0xffffffff;
+
 static __always_inline int ls_netns_ok(__u32 inum)
 {
-	return netns_any || bpf_map_lookup_elem(&netns_filter, &inum);
+	if (netns_any)
+		return 1;
+	if (netns_fast_n > LS_NETNS_FAST)
+		return bpf_map_lookup_elem(&netns_filter, &inum) != 0;
+	for (int i = 0; i < LS_NETNS_FAST; i++) {
+		if (i >= netns_fast_n)
+			return 0;
+		if (netns_fast[i] == inum)
+			return 1;
+	}
+	return 0;
 }
 
 static __always_inline int ls_ports_ok(__u16 sport, __u16 dport)

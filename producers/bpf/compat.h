@@ -31,9 +31,12 @@ struct ls_tcp_range {
 
 /* seq, end_seq, tcp_gso_segs (tcp_skb_pcount: the segments TCP counts for this skb; the
  * shared info's gso_segs may be stale on a resent skb, whose last send was a copy) and
- * tcp_flags of TCP's control block in skb->cb, in one read (CO-RE offsets; they sit in its
- * first 16 bytes on every kernel LatScope supports). */
-static __always_inline int ls_tcp_cb_range(const struct sk_buff *skb, struct ls_tcp_range *r)
+ * tcp_flags of TCP's control block in skb->cb (CO-RE offsets). Typed mode (m == 0)
+ * loads them directly (the verifier checks them through BTF: no helper call); untyped mode
+ * reads the block's first 16 bytes, where they sit on every kernel LatScope supports, in
+ * one probe read. */
+static __always_inline int ls_tcp_cb_range(const struct sk_buff *skb, struct ls_tcp_range *r,
+					   const int m)
 {
 	__u8 buf[16];
 	__u32 o_seq = bpf_core_field_offset(struct tcp_skb_cb, seq);
@@ -41,6 +44,15 @@ static __always_inline int ls_tcp_cb_range(const struct sk_buff *skb, struct ls_
 	__u32 o_fl = bpf_core_field_offset(struct tcp_skb_cb, tcp_flags);
 	__u32 o_segs = bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs);
 
+	if (!m) {
+		const struct tcp_skb_cb *tcb = (const void *)skb->cb;
+
+		r->seq = tcb->seq;
+		r->end_seq = tcb->end_seq;
+		r->segs = tcb->tcp_gso_segs;
+		r->flags = tcb->tcp_flags;
+		return 0;
+	}
 	if (o_seq > 12 || o_end > 12 || o_fl > 15 || o_segs > 14)
 		return -1;
 	if (bpf_probe_read_kernel(buf, sizeof(buf),

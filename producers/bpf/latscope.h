@@ -39,6 +39,10 @@ enum ls_counter {
 #define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */
 #define LS_F_RESENT 2     /* TCP: a resent copy (the segment's mark covers the range) */
 
+/* Up to this many covered network namespaces are compared as constants by every probe
+ * (common.bpf.h ls_netns_ok); more, and a map lookup decides. */
+#define LS_NETNS_FAST 8
+
 /* The resend mark the sender's tcp_tx (sock_ops) writes into every segment its TCP sends
  * again (a retransmission, or a segment the local qdisc dropped and TCP sends anew): an
  * experimental TCP option (RFC 6994: kind 254, length 8, a 16-bit ExID, then the 32-bit

@@ -20,7 +20,7 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 
 	/* The range first: most segments a bulk flow's sender receives are pure ACKs, and
 	 * most data ranges hold no sampled byte; both leave before the map lookup. */
-	if (ls_tcp_cb_range(skb, &r))
+	if (ls_tcp_cb_range(skb, &r, m))
 		return 0;
 	seq = r.seq;
 	end = r.end_seq;
@@ -62,7 +62,7 @@ static __always_inline int tcp_count_retrans(const struct sock *sk, const struct
 	struct ls_hit h;
 	__u32 netns;
 
-	if (ls_tcp_cb_range(skb, &r))
+	if (ls_tcp_cb_range(skb, &r, m))
 		return 0;
 	netns = ls_sk_netns(sk, m);
 	if (!ls_netns_ok(netns) || !ls_sk_ports_ok(sk, m))

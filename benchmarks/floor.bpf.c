@@ -1,0 +1,33 @@
+/* The per-run floor of bpf_stats on this machine: programs that do nothing, on the
+ * tracepoints LatScope's points use (benchmarks/agent_overhead.py loads them beside the
+ * agents). run_time_ns includes the kernel's own clock reads around every run; on a VM
+ * those cost tens of ns, which no program can save, so the per-probe figures are also
+ * printed net of this floor.
+ * Hooks: tp_btf net_dev_queue, net_dev_start_xmit, netif_receive_skb, tcp_probe,
+ *        sock_send_length, sock_recv_length, tcp_sendmsg_locked: each returns at once. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(floor_queue) { return 0; }
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(floor_xmit) { return 0; }
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(floor_rx) { return 0; }
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(floor_tcp_rx) { return 0; }
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(floor_send) { return 0; }
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(floor_recv) { return 0; }
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(floor_entry) { return 0; }
