@@ -185,6 +185,8 @@ class Agent:
         self._xdp_names: dict[tuple[int, int], str] = {}
         self.started_at = 0.0
         self.ready = threading.Event()
+        self._rb_drops = 0
+        self._overrun_until = 0
 
     # -- lifecycle
     def start(self) -> dict[str, str]:
@@ -228,6 +230,7 @@ class Agent:
                 # more than the hold, between reading a byte's hits and expiring its group).
                 now = self._clock()
                 recs = self.ring.read()
+                self._watch_overrun(now)
                 if recs:
                     self.process(recs, out, now)
                 if now - last_expire > 5_000_000:
@@ -239,6 +242,19 @@ class Agent:
                 self.publisher.poll()
         finally:
             self.shutdown()
+
+    def _watch_overrun(self, now: int) -> None:
+        """Once the ring buffer lost hits (its drop counter moved), records come out
+        incomplete for a hold and two lingers: a byte whose lost hits came first (a local
+        sender's, on loopback) could otherwise complete from the hits that arrived. Read
+        after each batch: a hit written after a loss is read with the loss counted."""
+        drops = self.probes.kernel_counters().get("rb_drops", 0)
+        if drops != self._rb_drops:
+            self._rb_drops = drops
+            self._overrun_until = now + (self.s.hold + 2 * self.s.linger_ms) * 1_000_000
+        over = now < self._overrun_until
+        if over != self.grouper.overrun:
+            self.grouper.overrun = over
 
     def shutdown(self, flush_timeout: float = 10.0) -> None:
         """Detach every probe first (nothing new arrives), then drain, flush, publish; what
@@ -253,7 +269,9 @@ class Agent:
         if self.flow_stats is not None:
             self.flow_stats.close()
         out: list[Any] = []
-        self.process(self.ring.read(), out)
+        recs = self.ring.read()
+        self._watch_overrun(self._clock())
+        self.process(recs, out)
         self.grouper.flush_all(out)
         assert self.publisher is not None
         deadline = threading.Event()
@@ -358,7 +376,7 @@ class Agent:
                 "unparsed": kc.get("unparsed", 0),
                 "rate_capped": g.rate_capped, "retrans": g.retrans,
                 "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
-                "late_socket": g.late_socket, "gaps": g.gaps,
+                "late_socket": g.late_socket, "gaps": g.gaps, "overrun": g.overrun,
                 "resent_marked": kc.get("resent", 0), "mark_failed": kc.get("mark_failed", 0),
                 "open_groups": self.grouper.open_groups,
                 "flow_full": kc.get("flow_full", 0)},

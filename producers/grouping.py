@@ -144,6 +144,7 @@ class GroupCounters:
     evicted: int = 0           # groups flushed early because max_open was reached
     late_socket: int = 0       # socket hits of a byte already published, dropped
     gaps: int = 0              # records that reached their last point lacking a point
+    overrun: int = 0           # records published incomplete: the ring buffer lost hits then
 
 
 @dataclass
@@ -170,6 +171,10 @@ class Grouper:
     # its way is flagged incomplete and counted (gaps, gap_points), never passed as whole.
     points: frozenset[str] = frozenset(p.name for p in TABLE)
     check_gaps: bool = True
+    # Set by the agent while the ring buffer may have lost hits of the bytes still being
+    # grouped (it lost some lately): every record then comes out incomplete (counted), as
+    # a byte's hit can be lost without any trace in what arrived.
+    overrun: bool = False
     clock: Callable[[], int] = time.monotonic_ns
     counters: GroupCounters = field(default_factory=GroupCounters)
 
@@ -540,6 +545,9 @@ class Grouper:
         flow, seq, c = gk
         key = (flow, seq)
         retrans = c > 0 or resend
+        if complete and self.overrun:
+            complete = False
+            self.counters.overrun += 1
         if complete and self.check_gaps:
             missing = self._gaps(g)
             if missing:

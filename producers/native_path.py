@@ -86,6 +86,7 @@ class NativeGrouper:
         self.process = self._path.process     # (recs, out, now) -> sampled hits
         self.exit_devices = ref.exit_devices
         self.points = ref.points
+        self.overrun = ref.overrun
 
     @property
     def exit_devices(self) -> set[tuple[int, int]]:
@@ -104,6 +105,15 @@ class NativeGrouper:
     def points(self, names: frozenset[str]) -> None:
         self._points = frozenset(names)
         self._path.set_attached(_nums(self._points))
+
+    @property
+    def overrun(self) -> bool:
+        return self._overrun
+
+    @overrun.setter
+    def overrun(self, on: bool) -> None:
+        self._overrun = on
+        self._path.set_overrun(on)
 
     def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
         """(netns inode, ifindex) -> device name, for the XDP point (agent.device_names)."""

@@ -468,6 +468,10 @@ static int emit(Path *p, uint32_t flow, uint32_t seq, uint32_t copy, Group *g, i
 {
     int retrans = copy > 0 || resend;
     Flow *f = p->flows[flow];
+    if (complete && p->overrun) {
+        complete = 0;
+        p->c.overrun++;
+    }
     if (complete && p->check_gaps && gaps(p, g)) {
         complete = 0;
         p->c.gaps++;

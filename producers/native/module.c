@@ -344,8 +344,17 @@ static PyObject *m_counters(Path *p, PyObject *unused)
 {
     (void)unused;
     Counters *c = &p->c;
-    return Py_BuildValue("(LLLLLLLL)", c->samples, c->records, c->rate_capped, c->retrans,
-                         c->retrans_dropped, c->evicted, c->late_socket, c->gaps);
+    return Py_BuildValue("(LLLLLLLLL)", c->samples, c->records, c->rate_capped, c->retrans,
+                         c->retrans_dropped, c->evicted, c->late_socket, c->gaps, c->overrun);
+}
+
+static PyObject *m_set_overrun(Path *p, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    p->overrun = on;
+    Py_RETURN_NONE;
 }
 
 static PyObject *m_gap_points(Path *p, PyObject *unused)
@@ -384,6 +393,8 @@ static PyMethodDef path_methods[] = {
     {"flush_all", (PyCFunction)m_flush_all, METH_O, "flush_all(out): Grouper.flush_all"},
     {"set_exit_devices", (PyCFunction)m_set_exit_devices, METH_O,
      "set_exit_devices(iterable of (netns, ifindex))"},
+    {"set_overrun", (PyCFunction)m_set_overrun, METH_O,
+     "set_overrun(bool): Grouper.overrun"},
     {"set_attached", (PyCFunction)m_set_attached, METH_O,
      "set_attached(point numbers): Grouper.points"},
     {"set_xdp_names", (PyCFunction)m_set_xdp_names, METH_O,

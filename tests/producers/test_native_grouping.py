@@ -122,15 +122,17 @@ def _agents(**kw: Any) -> tuple[Agent, Agent]:
     return pair[0], pair[1]
 
 
-def compare(feed: Feed, **settings: Any) -> Outcome:
+def compare(feed: Feed, overrun_steps: frozenset[int] = frozenset(), **settings: Any) -> Outcome:
     """Run both paths over the feed; assert equal records after every step and equal
-    counters at the end (after flush_all)."""
+    counters at the end (after flush_all). overrun_steps: steps run with the agent's
+    ring-buffer overrun flag set (every record incomplete)."""
     py, nat = _agents(**settings)
     enc = LayerEventEncoder()
     done: list[tuple[str, bytes]] = []
     for i, (now, events, expire) in enumerate(feed.steps):
         outs: list[list[Any]] = [[], []]
         for a, out in zip((py, nat), outs, strict=True):
+            a.grouper.overrun = i in overrun_steps
             a.process(events, out, now)
             if expire:
                 a.grouper.expire(out, now)
@@ -468,8 +470,10 @@ def test_randomized_streams() -> None:
     for seed in SEEDS:
         rng = random.Random(seed)
         settings = _random_settings(rng)
+        feed = _random_feed(rng)
+        overrun = frozenset(i for i in range(len(feed.steps)) if rng.random() < 0.05)
         try:
-            o = compare(_random_feed(rng), **settings)
+            o = compare(feed, overrun, **settings)
         except AssertionError as e:
             raise AssertionError(f"seed {seed}, settings {settings}: {e}") from e
         for k, v in vars(o.counters).items():
