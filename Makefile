@@ -30,9 +30,9 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# The editable install also builds the C extensions (setup.py: producers/, stream/, stats/ and sinks/
+# The editable install also builds the C extensions (setup.py: bpf/, producers/, stream/, stats/, sinks/
 # native/) and the BPF objects (clang and bpftool from `apt`): again when their sources change.
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard producers/native/*.[ch] stream/native/*.[ch] stats/native/*.[ch] sinks/native/*.[ch]) | apt
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard bpf/native/*.[ch] producers/native/*.[ch] stream/native/*.[ch] stats/native/*.[ch] sinks/native/*.[ch]) | apt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"

@@ -107,6 +107,7 @@ def _native(package: str, folder: str, files: list[str]) -> Extension:
 setup(
     cmdclass={"build": build_with_bpf, "build_bpf": build_bpf},
     ext_modules=[
+        _native("bpf", "bpf", ["ring.c"]),
         _native("stream", "stream", ["decode.c", "encode.c", "segments.c", "shapes.c"]),
         _native("stats", "stats", ["sketch.c"]),
         _native("sinks", "sinks", ["line.c"]),

@@ -45,6 +45,7 @@ import select
 from pathlib import Path
 
 from latscope import log, paths
+from latscope.bpf._native import ring_read
 
 _log = log.get("producers.libbpf")
 
@@ -483,8 +484,6 @@ class RingBuffer:
     batch waits) does not end the wait early: the reader takes batches, not single events.
     """
 
-    _BUSY, _DISCARD, _HDR = 1 << 31, 1 << 30, 8
-
     def __init__(self, map_fd: int, size: int | None = None) -> None:
         self.page = os.sysconf("SC_PAGE_SIZE")
         if size is None:
@@ -498,7 +497,7 @@ class RingBuffer:
             raise _err("mmap ring buffer data")
         self._data = self._prod + self.page
         self._cons_pos = ctypes.c_uint64.from_address(self._cons)
-        self._prod_pos = ctypes.c_uint64.from_address(self._prod)
+        self._prod_pos = ctypes.c_uint64.from_address(self._prod)   # pending()'s
         self._ep = select.epoll()
         self._ep.register(map_fd, select.EPOLLIN | select.EPOLLET)
 
@@ -506,21 +505,8 @@ class RingBuffer:
         return self._prod_pos.value - self._cons_pos.value
 
     def read(self) -> list[bytes]:
-        out: list[bytes] = []
-        cons = self._cons_pos.value
-        prod = self._prod_pos.value
-        data, mask = self._data, self.mask
-        while cons < prod:
-            hdr = ctypes.c_uint32.from_address(data + (cons & mask)).value
-            if hdr & self._BUSY:
-                break
-            n = hdr & ~(self._BUSY | self._DISCARD)
-            if not hdr & self._DISCARD:
-                # The data area is mapped twice, so a record crossing the end is contiguous.
-                out.append(ctypes.string_at(data + ((cons + self._HDR) & mask), n))
-            cons += (n + self._HDR + 7) & ~7
-        self._cons_pos.value = cons
-        return out
+        """Every committed record since the last read, consumed (bpf/native/ring.c)."""
+        return ring_read(self._cons, self._prod, self._data, self.mask)
 
     def wait(self, timeout_ms: int) -> None:
         """Until the kernel signals data (or the timeout)."""
