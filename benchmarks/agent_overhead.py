@@ -109,28 +109,23 @@ def iperf(net: netns.Net, seconds: float, *extra: str) -> float:
 FLOOR_SRC = Path(__file__).resolve().parent / "floor.bpf.c"
 
 
-def floor_object() -> libbpf.BpfObject:
-    """benchmarks/floor.bpf.c compiled (against the checkout's vmlinux.h, `make bpf`),
-    loaded and attached: empty programs on our points' tracepoints."""
+def compile_floor() -> Path:
+    """benchmarks/floor.bpf.c compiled against the checkout's vmlinux.h (`make bpf`):
+    empty programs on our points' tracepoints."""
     root = Path(__file__).resolve().parents[1]
     out = root / "build" / "bench" / "floor.bpf.o"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = bpf_build.compile_command(root, FLOOR_SRC, out)
     subprocess.run([*cmd, "-I", str(root / "build" / "bpf")], cwd=root, check=True)
-    obj = libbpf.BpfObject(out)
+    return out
+
+
+def attached(path: Path) -> libbpf.BpfObject:
+    obj = libbpf.BpfObject(path)
     obj.load()
     for prog in obj.programs():
         obj.attach(prog)
     return obj
-
-
-def floor_stats(obj: libbpf.BpfObject) -> tuple[int, int]:
-    """run_time_ns and run_cnt summed over the floor object's programs."""
-    ids = {libbpf.fdinfo_int(obj.prog_fd(p), "prog_id") for p in obj.programs()}
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
-                                      capture_output=True, text=True).stdout)
-    return (sum(p.get("run_time_ns", 0) for p in progs if p["id"] in ids),
-            sum(p.get("run_cnt", 0) for p in progs if p["id"] in ids))
 
 
 def out_segs(net: netns.Net, host: str) -> int:
@@ -141,13 +136,13 @@ def out_segs(net: netns.Net, host: str) -> int:
                 if f and f[0] == "TcpOutSegs")
 
 
-def bpf_stats(pids: set[int]) -> dict[str, tuple[int, int]]:
-    ours = set().union(*(libbpf.held_ids(p, "prog_id") for p in pids))
+def prog_stats(ids: set[int]) -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) per program name, summed over the programs with these ids."""
     progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
                                       capture_output=True, text=True).stdout)
     out: dict[str, tuple[int, int]] = {}
     for p in progs:
-        if p.get("name") in PROGS and p["id"] in ours:
+        if p["id"] in ids:
             t, n = out.get(p["name"], (0, 0))
             out[p["name"]] = (t + p.get("run_time_ns", 0), n + p.get("run_cnt", 0))
     return out
@@ -229,29 +224,35 @@ def main() -> int:
                 loff, lon, _ = alternate(["--sample-size", str(1 << 30), "--points", pts])
                 by_layer[layer] = (statistics.median(lon) / statistics.median(loff), loff, lon)
 
-            # 2. per-probe cost
-            subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
-            try:
-                for label, extra in ((UNSAMPLED, ["--sample-size", str(1 << 30)]),
-                                     ("default sampling", [])):
-                    if "cost" not in phases:
-                        break
-                    agents = [start_agent("bnch1", [ns1], topic, *extra),
-                              start_agent("bnch2", [ns2], topic, *extra)]
-                    empty = floor_object()
-                    try:
-                        s0 = out_segs(net, "bnch1"), out_segs(net, "bnch2")
-                        iperf(net, args.seconds)
-                        stats[label] = bpf_stats({a.pid for a in agents})
-                        ft, fn = floor_stats(empty)
-                        floor[label] = ft / max(fn, 1)
-                    finally:
-                        empty.close()
-                    segs[label] = (out_segs(net, "bnch1") - s0[0], out_segs(net, "bnch2") - s0[1])
-                    for a in agents:
-                        stop_agent(a, 0.0)
-            finally:
-                subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
+            # 2. per-probe cost, beside the floor of empty programs on the same tracepoints
+            if "cost" in phases:
+                floor_obj = compile_floor()
+                subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+                try:
+                    for label, extra in ((UNSAMPLED, ["--sample-size", str(1 << 30)]),
+                                         ("default sampling", [])):
+                        agents = [start_agent("bnch1", [ns1], topic, *extra),
+                                  start_agent("bnch2", [ns2], topic, *extra)]
+                        empty = attached(floor_obj)
+                        try:
+                            s0 = out_segs(net, "bnch1"), out_segs(net, "bnch2")
+                            iperf(net, args.seconds)
+                            held = set().union(*(libbpf.held_ids(a.pid, "prog_id")
+                                                 for a in agents))
+                            stats[label] = {k: v for k, v in prog_stats(held).items()
+                                            if k in PROGS}
+                            fl = prog_stats({libbpf.fdinfo_int(empty.prog_fd(p), "prog_id")
+                                             for p in empty.programs()}).values()
+                            floor[label] = (sum(t for t, _ in fl)
+                                            / max(sum(n for _, n in fl), 1))
+                        finally:
+                            empty.close()
+                        segs[label] = (out_segs(net, "bnch1") - s0[0],
+                                       out_segs(net, "bnch2") - s0[1])
+                        for a in agents:
+                            stop_agent(a, 0.0)
+                finally:
+                    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
 
             # 3. pipeline rate per core at dense sampling
             if "pipeline" in phases:

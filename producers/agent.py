@@ -230,7 +230,7 @@ class Agent:
                 # more than the hold, between reading a byte's hits and expiring its group).
                 now = self._clock()
                 recs = self.ring.read()
-                self._watch_overrun(now)
+                self._watch_overrun(now, bool(recs))
                 if recs:
                     self.process(recs, out, now)
                 if now - last_expire > 5_000_000:
@@ -243,15 +243,17 @@ class Agent:
         finally:
             self.shutdown()
 
-    def _watch_overrun(self, now: int) -> None:
+    def _watch_overrun(self, now: int, read: bool) -> None:
         """Once the ring buffer lost hits (its drop counter moved), records come out
         incomplete for a hold and two lingers: a byte whose lost hits came first (a local
-        sender's, on loopback) could otherwise complete from the hits that arrived. Read
-        after each batch: a hit written after a loss is read with the loss counted."""
-        drops = self.probes.kernel_counters().get("rb_drops", 0)
-        if drops != self._rb_drops:
-            self._rb_drops = drops
-            self._overrun_until = now + (self.s.hold + 2 * self.s.linger_ms) * 1_000_000
+        sender's, on loopback) could otherwise complete from the hits that arrived. The
+        counter is read after a batch that brought hits (a hit written after a loss is
+        read with the loss counted); an empty read brought none that could complete."""
+        if read:
+            drops = self.probes.ring_drops()
+            if drops != self._rb_drops:
+                self._rb_drops = drops
+                self._overrun_until = now + (self.s.hold + 2 * self.s.linger_ms) * 1_000_000
         over = now < self._overrun_until
         if over != self.grouper.overrun:
             self.grouper.overrun = over
@@ -270,7 +272,7 @@ class Agent:
             self.flow_stats.close()
         out: list[Any] = []
         recs = self.ring.read()
-        self._watch_overrun(self._clock())
+        self._watch_overrun(self._clock(), bool(recs))
         self.process(recs, out)
         self.grouper.flush_all(out)
         assert self.publisher is not None

@@ -387,6 +387,11 @@ class Probes:
     def kernel_counters(self) -> dict[str, int]:
         return counters.read(self.objects["maps"].map("counters"), layout.COUNTERS)
 
+    def ring_drops(self) -> int:
+        """Events the ring buffer had no room for, so far (one counter slot)."""
+        return counters.total(self.objects["maps"].map("counters"),
+                              layout.COUNTERS.index("rb_drops"))
+
     def all_objects(self) -> list[libbpf.BpfObject]:
         return [*self.objects.values(), *self.xdp_objects.values()]
 

@@ -52,9 +52,18 @@ struct {
 	__type(value, struct sent_hw);
 } sent SEC(".maps");
 
+/* The end of [seq, seq+len)'s bytes below `sent` (the end of what was sent before): seq
+ * if none are (a first transmission), at most seq+len. */
+static __always_inline __u32 clamp_end(__u32 sent, __u32 seq, __u32 len)
+{
+	if ((__s32)(sent - seq) <= 0)
+		return seq;
+	return (__s32)(sent - (seq + len)) > 0 ? seq + len : sent;
+}
+
 /* The end of the data segment [seq, seq+len)'s bytes that were sent before: those below
- * snd_nxt (a retransmission) or below the highest byte ever handed to IP. seq if none were
- * (a first transmission), at most seq+len. Also moves the socket's high-water mark. */
+ * snd_nxt (a retransmission) or below the highest byte ever handed to IP (clamp_end).
+ * Also moves the socket's high-water mark. */
 static __always_inline __u32 resent_end(struct bpf_sock_ops *skops, __u32 seq, __u32 len)
 {
 	struct bpf_sock *sk = skops->sk;
@@ -72,9 +81,7 @@ static __always_inline __u32 resent_end(struct bpf_sock_ops *skops, __u32 seq, _
 			}
 		}
 	}
-	if ((__s32)(end - seq) <= 0)
-		return seq;
-	return (__s32)(end - (seq + len)) > 0 ? seq + len : end;
+	return clamp_end(end, seq, len);
 }
 
 static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
@@ -85,14 +92,12 @@ static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-/* Report the data segment [seq, seq+len) if it holds a sampled byte; flags: LS_F_RESENT. */
+/* Report the data segment [seq, seq+len), which holds a sampled byte; flags: LS_F_RESENT. */
 static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u32 seq,
 				   __u32 len, __u16 dport, __u32 resent_end, __u8 flags)
 {
 	struct ls_hit h = {};
 
-	if (!ls_sampled(seq, len))
-		return;
 	h.seq = seq;
 	h.len = len;
 	h.dport = dport;
@@ -130,7 +135,7 @@ static __always_inline void observe(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock_ops_kern *k;
 	struct tcp_skb_cb *tcb;
-	__u32 *netns, seq, len = skops->skb_len, nxt, end;
+	__u32 *netns, seq, len = skops->skb_len, end;
 
 	if (!len)
 		return;                    /* a pure ACK, or tcp_current_mss() sizing (no skb) */
@@ -144,8 +149,7 @@ static __always_inline void observe(struct bpf_sock_ops *skops)
 	netns = ours(skops);
 	if (!netns)
 		return;
-	nxt = skops->snd_nxt;
-	end = (__s32)(nxt - seq) <= 0 ? seq : (__s32)(nxt - (seq + len)) > 0 ? seq + len : nxt;
+	end = clamp_end(skops->snd_nxt, seq, len);
 	report(skops, *netns, seq, len, bpf_ntohl(skops->remote_port) & 0xffff, end,
 	       end != seq ? LS_F_RESENT : 0);
 }
@@ -209,6 +213,7 @@ int tcp_tx(struct bpf_sock_ops *skops)
 			flags = LS_F_RESENT;
 		}
 	}
-	report(skops, *netns, seq, len, dport, end, flags);
+	if (ls_sampled(seq, len))
+		report(skops, *netns, seq, len, dport, end, flags);
 	return 1;
 }

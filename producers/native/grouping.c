@@ -148,17 +148,23 @@ static Entry *open_new(Path *p, uint32_t flow, uint32_t seq, uint32_t copy, int6
     return e;
 }
 
-/* Remove an open entry and emit its group. */
-static int close_open(Path *p, Entry *e, int complete, PyObject *out, int resend)
+/* Remove an entry from its map (open, held or queued) and emit its group. */
+static int close_entry(Path *p, Omap *m, Entry *e, int complete, PyObject *out, int owed,
+                       int resend)
 {
     uint32_t flow = e->flow, seq = e->seq, copy = e->copy;
     Group *g = e->g;
-    om_unlink(&p->open, e);
-    int r = emit(p, flow, seq, copy, g, complete, out, 0, resend);
+    om_unlink(m, e);
+    int r = emit(p, flow, seq, copy, g, complete, out, owed, resend);
     group_release(p, g);
     e->g = NULL;
     om_release(p, e);
     return r;
+}
+
+static int close_open(Path *p, Entry *e, int complete, PyObject *out, int resend)
+{
+    return close_entry(p, &p->open, e, complete, out, 0, resend);
 }
 
 /* _awaits_send */
@@ -542,14 +548,7 @@ static int expire_waiting(Path *p, Omap *m, int64_t limit, PyObject *out)
 {
     Entry *e;
     while ((e = om_first(m)) != NULL && e->g->last_ns <= limit) {
-        uint32_t flow = e->flow, seq = e->seq, copy = e->copy;
-        Group *g = e->g;
-        om_unlink(m, e);
-        int r = emit(p, flow, seq, copy, g, 0, out, 1, 0);
-        group_release(p, g);
-        e->g = NULL;
-        om_release(p, e);
-        if (r < 0)
+        if (close_entry(p, m, e, 0, out, 1, 0) < 0)
             return -1;
     }
     return 0;
@@ -612,14 +611,7 @@ int grp_flush_all(Path *p, PyObject *out)
     for (int i = 0; i < 3; i++) {
         Entry *e;
         while ((e = om_first(maps[i])) != NULL) {
-            uint32_t flow = e->flow, seq = e->seq, copy = e->copy;
-            Group *g = e->g;
-            om_unlink(maps[i], e);
-            int r = emit(p, flow, seq, copy, g, 0, out, 0, 0);
-            group_release(p, g);
-            e->g = NULL;
-            om_release(p, e);
-            if (r < 0)
+            if (close_entry(p, maps[i], e, 0, out, 0, 0) < 0)
                 return -1;
         }
     }

@@ -5,14 +5,21 @@
 
 PyObject *path_set_xdp_names(Path *p, PyObject *names);
 
+/* cfg[name]; a KeyError naming it when missing. */
+static PyObject *cfg_get(PyObject *cfg, const char *name)
+{
+    PyObject *o = PyDict_GetItemString(cfg, name);
+    if (o == NULL)
+        PyErr_Format(PyExc_KeyError, "Path config: %s missing", name);
+    return o;
+}
+
 /* cfg[name] as an integer within [lo, hi]. */
 static int cfg_int(PyObject *cfg, const char *name, long long lo, long long hi, long long *v)
 {
-    PyObject *o = PyDict_GetItemString(cfg, name);
-    if (o == NULL) {
-        PyErr_Format(PyExc_KeyError, "Path config: %s missing", name);
+    PyObject *o = cfg_get(cfg, name);
+    if (o == NULL)
         return -1;
-    }
     *v = PyLong_AsLongLong(o);
     if (*v == -1 && PyErr_Occurred())
         return -1;
@@ -26,23 +33,16 @@ static int cfg_int(PyObject *cfg, const char *name, long long lo, long long hi, 
 
 static int cfg_obj(PyObject *cfg, const char *name, PyObject **out)
 {
-    PyObject *o = PyDict_GetItemString(cfg, name);
-    if (o == NULL) {
-        PyErr_Format(PyExc_KeyError, "Path config: %s missing", name);
+    PyObject *o = cfg_get(cfg, name);
+    if (o == NULL)
         return -1;
-    }
     Py_XSETREF(*out, Py_NewRef(o));
     return 0;
 }
 
-/* A point set: a sequence of point numbers -> mask. */
-static int cfg_mask(PyObject *cfg, const char *name, int npoints, uint32_t *mask)
+/* A point set (what: its name in errors): a sequence of point numbers -> mask. */
+static int seq_mask(PyObject *o, const char *what, int npoints, uint32_t *mask)
 {
-    PyObject *o = PyDict_GetItemString(cfg, name);
-    if (o == NULL) {
-        PyErr_Format(PyExc_KeyError, "Path config: %s missing", name);
-        return -1;
-    }
     PyObject *seq = PySequence_Fast(o, "a point set is a sequence of point numbers");
     if (seq == NULL)
         return -1;
@@ -55,13 +55,19 @@ static int cfg_mask(PyObject *cfg, const char *name, int npoints, uint32_t *mask
         }
         if (v < 0 || v >= npoints) {
             Py_DECREF(seq);
-            PyErr_Format(PyExc_ValueError, "Path config: %s: point %ld out of range", name, v);
+            PyErr_Format(PyExc_ValueError, "Path config: %s: point %ld out of range", what, v);
             return -1;
         }
         *mask |= 1u << v;
     }
     Py_DECREF(seq);
     return 0;
+}
+
+static int cfg_mask(PyObject *cfg, const char *name, int npoints, uint32_t *mask)
+{
+    PyObject *o = cfg_get(cfg, name);
+    return o == NULL ? -1 : seq_mask(o, name, npoints, mask);
 }
 
 static int path_init(Path *p, PyObject *args, PyObject *kwds)
@@ -148,12 +154,7 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
                 PyErr_SetString(PyExc_ValueError, "Path config: implies: point out of range");
             return -1;
         }
-        PyObject *one = Py_BuildValue("{sO}", "x", val);
-        if (one == NULL)
-            return -1;
-        int r = cfg_mask(one, "x", np, &p->implies[pt]);
-        Py_DECREF(one);
-        if (r < 0)
+        if (seq_mask(val, "implies", np, &p->implies[pt]) < 0)
             return -1;
         p->m_implies |= 1u << pt;
     }
@@ -163,12 +164,7 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
         int pt;
         if (!PyArg_ParseTuple(PyList_GET_ITEM(local, i), "iO", &pt, &need))
             return -1;
-        PyObject *one = Py_BuildValue("{sO}", "x", need);
-        if (one == NULL)
-            return -1;
-        int r = cfg_mask(one, "x", np, &p->local_need[i]);
-        Py_DECREF(one);
-        if (r < 0)
+        if (seq_mask(need, "local", np, &p->local_need[i]) < 0)
             return -1;
         if (pt < 0 || pt >= np) {
             PyErr_SetString(PyExc_ValueError, "Path config: local: point out of range");
@@ -325,12 +321,7 @@ static PyObject *m_set_attached(Path *p, PyObject *arg)
 {
     if (!ready(p))
         return NULL;
-    PyObject *one = Py_BuildValue("{sO}", "x", arg);
-    if (one == NULL)
-        return NULL;
-    int r = cfg_mask(one, "x", p->npoints, &p->attached);
-    Py_DECREF(one);
-    if (r < 0)
+    if (seq_mask(arg, "attached", p->npoints, &p->attached) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
