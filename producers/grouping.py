@@ -144,7 +144,7 @@ class GroupCounters:
     evicted: int = 0           # groups flushed early because max_open was reached
     late_socket: int = 0       # socket hits of a byte already published, dropped
     gaps: int = 0              # records that reached their last point lacking a point
-    overrun: int = 0           # records published incomplete: the ring buffer lost hits then
+    overrun: int = 0           # records published while the ring buffer had just lost hits
 
 
 @dataclass
@@ -545,9 +545,8 @@ class Grouper:
         flow, seq, c = gk
         key = (flow, seq)
         retrans = c > 0 or resend
-        if complete and self.overrun:
+        if self.overrun:
             complete = False
-            self.counters.overrun += 1
         if complete and self.check_gaps:
             missing = self._gaps(g)
             if missing:
@@ -587,4 +586,5 @@ class Grouper:
             fid = self._flow_ids[flow] = flow_id_of(flow)
         g.hits.sort(key=_ts)
         self.counters.records += 1
+        self.counters.overrun += self.overrun
         out.append(Record(self.host, flow, fid, seq, retrans, complete, g.hits))

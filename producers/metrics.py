@@ -27,7 +27,7 @@ HELP = {
     "evicted": "groups flushed early because too many were open",
     "late_socket": "socket hits of bytes already published (waited past the hold), dropped",
     "gaps": "records that reached their last point lacking a point on the way (incomplete)",
-    "overrun": "records published incomplete because the ring buffer lost hits meanwhile",
+    "overrun": "records published while the ring buffer had just lost hits (all flagged incomplete)",
     "resent_marked": "resent segments the sender's tcp_tx marked for every host",
     "mark_failed": "resent segments the sender could not mark (no option room or storage)",
     "open_groups": "sampled bytes waiting for more hits",

@@ -474,10 +474,8 @@ static int emit(Path *p, uint32_t flow, uint32_t seq, uint32_t copy, Group *g, i
 {
     int retrans = copy > 0 || resend;
     Flow *f = p->flows[flow];
-    if (complete && p->overrun) {
+    if (p->overrun)
         complete = 0;
-        p->c.overrun++;
-    }
     if (complete && p->check_gaps && gaps(p, g)) {
         complete = 0;
         p->c.gaps++;
@@ -525,6 +523,7 @@ static int emit(Path *p, uint32_t flow, uint32_t seq, uint32_t copy, Group *g, i
         return 0;
     }
     p->c.records++;
+    p->c.overrun += p->overrun != 0;
     return emit_record(p, flow, seq, g, retrans, complete, out);
 }
 
