@@ -26,7 +26,6 @@ API (stable; the sync engine uses it too)::
     m.keys(); m.lookup_percpu(k) -> list[bytes]
     obj.test_run("prog", packet) -> (retval, packet_after)   # BPF_PROG_TEST_RUN
     rb = RingBuffer(obj.map("events").fd); rb.poll(timeout_ms) -> list[bytes]; rb.close()
-    netns_inode("lsxa-h1")                      # what BPF reads as net->ns.inum
 Namespaces: create XDP/tcx/netfilter links inside ``latscope.bpf.netns.entered(name)``; they stay
 bound to that namespace afterwards.
 
@@ -553,8 +552,3 @@ def _map_max_entries(map_fd: int) -> int:
     if entries is None:
         raise BpfError(errno.EINVAL, f"fd {map_fd} is not a BPF map")
     return entries
-
-
-def netns_inode(name: str | None) -> int:
-    """Inode of a named network namespace (what BPF reads as net->ns.inum); None: our own."""
-    return os.stat(f"/run/netns/{name}" if name else "/proc/self/ns/net").st_ino

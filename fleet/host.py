@@ -109,7 +109,9 @@ def status(r: Remote, d: str) -> dict[str, Any]:
     agent = json.loads(r.read_text(f"{d}/run/agent.status.json") or "null")
     if agent and services.get("agent", {}).get("running"):
         c = agent.get("counters", {})
-        out["agent"] = {"points": agent.get("points"), "published": c.get("published"),
+        out["agent"] = {"points": agent.get("points"), "netns": agent.get("netns"),
+                        "uncovered": agent.get("uncovered", []),
+                        "published": c.get("published"),
                         "ringbuf_drops": c.get("ringbuf_drops"),
                         "failed_deliveries": c.get("failed_deliveries"),
                         "rate_capped": c.get("rate_capped")}

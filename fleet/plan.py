@@ -35,6 +35,12 @@ def deployed(config: Config) -> list[Server]:
     return [s for s in config.servers if s.kind != "container"]
 
 
+def containers(config: Config, server: Server) -> list[Server]:
+    """The container entries whose host is ``server``: its agent covers their namespaces."""
+    return [s for s in config.servers
+            if s.kind == "container" and s.iscontainer == server.metadata_key]
+
+
 def manager_address(config: Config) -> str:
     if config.ping is not None:
         return config.ping.management_server
@@ -82,9 +88,11 @@ def host_plan(config: Config, server: Server, sync_key: bytes, bundle_digest: st
     }, sort_keys=True)
     exe = f"{d}/venv/bin/latscope"
     env = {"LATSCOPE_CACHE": f"{d}/cache", "HOME": d}
+    cover = [a for c in containers(config, server) for a in (*c.container_address, c.address)]
     services = {
         "agent": {"argv": [exe, "agent", "--config", f"{d}/etc/latscope.yaml",
-                           "--host", server.hostname, "--status-file", f"{d}/run/agent.status.json"],
+                           "--host", server.hostname, "--status-file", f"{d}/run/agent.status.json",
+                           *[x for a in dict.fromkeys(cover) for x in ("--cover-address", a)]],
                   "env": env, "ready_file": f"{d}/run/agent.status.json"},
         "responder": {"argv": [exe, "sync", "responder", "--ifname", server.eth[0],
                                "--allow", manager_address(config),

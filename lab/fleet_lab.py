@@ -9,6 +9,7 @@ management server."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import subprocess
 import sys
@@ -92,9 +93,11 @@ class FleetLab:
         self.known_hosts.write_text(self.fleet.known_hosts())
 
     def write_conf(self, servers: dict[str, dict] | None = None,
-                   ports: tuple[int, ...] = (PORT,), password: str | None = None) -> None:
+                   ports: tuple[int, ...] = (PORT,), password: str | None = None,
+                   containers: Sequence[Container] = ()) -> None:
         """The original files plus latscope.yaml; ``servers`` overrides fields per host;
-        ``password``: connect_info's legacy field (here also the client key's passphrase)."""
+        ``password``: connect_info's legacy field (here also the client key's passphrase);
+        ``containers``: entries ``iscontainer: K`` of their servers."""
         assert self.fleet is not None
         self.conf.mkdir(parents=True, exist_ok=True)
         entries = []
@@ -104,6 +107,11 @@ class FleetLab:
                             **({"password": password} if password else {}),
                             "hostname": name, "novm": i + 1, "metadata_key": i + 1,
                             "eth": ["eth0"], **(servers or {}).get(name, {})})
+        for j, c in enumerate(containers):
+            entries.append({"address": c.address, "hostname": c.name,
+                            "iscontainer": self.names.index(c.host) + 1,
+                            "metadata_key": len(self.names) + j + 1,
+                            "container_address": [c.address]})
         files = {
             "connect_info.yaml": {"servers": entries},
             "management_server_info.yaml": {"address": self.fleet.gateway, "port": 22,
@@ -200,6 +208,59 @@ class FleetLab:
             finally:
                 if self.fleet is not None:
                     self.fleet.close()
+
+
+@dataclass
+class Container:
+    """A container of a server the way a container runtime makes one: a process in a network
+    namespace of its own that has no name (nothing under /run/netns), a veth to its server's
+    namespace (the server forwards for it), and a route to it on the servers that talk to
+    it. ``ns`` is its namespace file for nsenter."""
+
+    name: str
+    host: str
+    address: str
+    ifname: str = ""                 # its side of the veth
+    proc: subprocess.Popen | None = None
+
+    @property
+    def ns(self) -> str:
+        assert self.proc is not None
+        return f"/proc/{self.proc.pid}/ns/net"
+
+    def start(self, lab: FleetLab, veth: str, peers: Sequence[str]) -> None:
+        """``veth``: the pair's name stem (``{veth}h`` on the server, ``{veth}c`` inside)."""
+        servers = lab.servers()
+        host_ns, host_addr = servers[self.host].ns, servers[self.host].address
+        gw = str(ipaddress.ip_address(self.address) - 1)
+        self.ifname = f"{veth}c"
+        self.proc = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+        deadline = time.monotonic() + 5
+        while os.stat(self.ns).st_ino == os.stat("/proc/self/ns/net").st_ino:
+            if time.monotonic() > deadline:
+                raise RuntimeError("unshare --net did not make a namespace")
+            time.sleep(0.01)     # unshare(2) runs just before exec: wait for it
+        pid = str(self.proc.pid)
+        for cmd in (["ip", "-n", host_ns, "link", "add", f"{veth}h", "type", "veth", "peer",
+                     "name", self.ifname],
+                    ["ip", "-n", host_ns, "link", "set", self.ifname, "netns", pid],
+                    ["ip", "-n", host_ns, "addr", "add", f"{gw}/30", "dev", f"{veth}h"],
+                    ["ip", "-n", host_ns, "link", "set", f"{veth}h", "up"],
+                    ["ip", "netns", "exec", host_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                    ["nsenter", f"--net={self.ns}", "ip", "addr", "add", f"{self.address}/30",
+                     "dev", self.ifname],
+                    ["nsenter", f"--net={self.ns}", "ip", "link", "set", self.ifname, "up"],
+                    ["nsenter", f"--net={self.ns}", "ip", "link", "set", "lo", "up"],
+                    ["nsenter", f"--net={self.ns}", "ip", "route", "add", "default", "via", gw],
+                    *[["ip", "-n", servers[p].ns, "route", "add", f"{self.address}/32", "via",
+                       host_addr] for p in peers]):
+            subprocess.run(cmd, check=True, capture_output=True)
+
+    def stop(self) -> None:
+        """Its namespace (and the veth) goes with its process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def local_influx() -> dict[str, str]:

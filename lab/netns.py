@@ -32,7 +32,7 @@ from pyroute2 import netns as p2netns
 
 from latscope import log
 from latscope.bpf.clock import ClockInjection, monotonic_ns
-from latscope.bpf.netns import NETNS_DIR, entered, run_in_netns
+from latscope.bpf.netns import NETNS_DIR, entered, inode_of, run_in_netns
 from latscope.lab.topology import Flow, Topology
 
 LOG = log.get("netns")
@@ -167,7 +167,7 @@ class Net:
 
     def netns_inode(self, host: str) -> int:
         """The namespace's inode: what BPF sees as ``net->ns.inum``."""
-        return os.stat(os.path.join(NETNS_DIR, self.ns_name(host))).st_ino
+        return inode_of(self.ns_name(host))
 
     def ifname(self, host: str, link_or_bridge: int | str) -> str:
         """Device of ``host`` on a link (its index), on a bridge (its name, the bridge device

@@ -169,9 +169,30 @@ def fleet_view(cfg: Config) -> FlowResolver | None:
 
 
 def _check_netns(names: list[str | None]) -> None:
+    from latscope.bpf.netns import path
+
     for ns in names:
-        if ns and not Path(f"/run/netns/{ns}").exists():
-            raise UserError(f"--netns {ns}: no such network namespace (/run/netns/{ns})")
+        if ns and not Path(path(ns)).exists():
+            raise UserError(f"--netns {ns}: no such network namespace ({path(ns)})")
+
+
+def covering(netns: list[str | None], addresses: list[str]) -> tuple[list[str | None], list[str]]:
+    """``netns`` plus the namespaces holding ``addresses`` (a host's containers, found when
+    the agent starts), each once; and the addresses no namespace holds (a stopped container:
+    the agent runs without it and says so)."""
+    from latscope.bpf.netns import holding, inode_of
+
+    out = list(netns or [None])
+    if not addresses:
+        return out, []
+    found = holding(addresses)
+    have = {inode_of(ns) for ns in out}
+    for ref in found.values():
+        ino = inode_of(ref)
+        if ino not in have:
+            have.add(ino)
+            out.append(ref)
+    return out, [a for a in addresses if a not in found]
 
 
 # ---- the sync key -------------------------------------------------------------------------
@@ -251,13 +272,14 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             raise UserError(f"--points: unknown point(s) {', '.join(bad) or '(none given)'}: "
                             f"expected a comma-separated subset of {', '.join(DEFAULT_POINTS)}")
     _check_netns(netns)
+    netns, uncovered = covering(netns, args.cover_address or [])
     clock = ClockInjection(
         args.offset_ns if args.offset_ns is not None else clock.offset_ns,
         args.drift_ppm if args.drift_ppm is not None else clock.drift_ppm,
         args.epoch_ns if args.epoch_ns is not None else clock.epoch_ns)
     try:
         return AgentSettings(
-            host=args.host, netns=netns or [None], clock=clock,
+            host=args.host, netns=netns, uncovered=uncovered, clock=clock,
             sample_size=args.sample_size if args.sample_size is not None else size,
             ports=args.port or ports, filter_retrans=filt,
             linger_ms=cfg.agent.linger_ms,

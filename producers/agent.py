@@ -5,9 +5,7 @@ containers); on one machine each simulated host runs its own agent with its cloc
 
 from __future__ import annotations
 
-import json
 import resource
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -17,12 +15,13 @@ from typing import Any
 from latscope import log
 from latscope.bpf import libbpf
 from latscope.bpf.clock import ClockInjection
+from latscope.bpf.netns import inode_of, ip_json, nsid_of, run_in_netns
 from latscope.kafka import KafkaSettings
 from latscope.producers import layout
 from latscope.producers.flow_stats import FlowStatsCollector, FlowStatsLoop, flow_of
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.native_path import NativeGrouper
-from latscope.producers.probes import Probes, list_links
+from latscope.producers.probes import Probes
 from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes
 from latscope.schemas.points import DEFAULT_POINTS
@@ -49,6 +48,7 @@ FLOW_CACHE = 100_000   # raw flow keys cached (a cache of flow_of, not a flow ta
 class AgentSettings:
     host: str
     netns: list[str | None] = field(default_factory=lambda: [None])
+    uncovered: list[str] = field(default_factory=list)   # --cover-address no namespace held
     clock: ClockInjection = field(default_factory=ClockInjection)
     sample_size: int = 72400
     ports: list[int] = field(default_factory=list)
@@ -116,29 +116,32 @@ class AgentCounters:
 
 def device_names(netns: list[str | None]) -> dict[tuple[int, int], str]:
     """(netns inode, ifindex) -> device name, for the XDP point (its hook has no device)."""
-    return {(libbpf.netns_inode(ns), d["ifindex"]): d["ifname"]
-            for ns in netns for d in list_links(ns)}
+    return {(inode_of(ns), d["ifindex"]): d["ifname"]
+            for ns in netns for d in ip_json(ns, "-d", "link", "show")}
+
+
+def _covered_nsids(ns: str | None, netns: list[str | None]) -> set[int]:
+    """The nsids namespace ``ns`` gives the other covered namespaces (a veth's
+    ``link_netnsid`` there names its peer's namespace, named or not)."""
+    def ids() -> set[int]:
+        return {i for other in netns if other != ns
+                for i in [nsid_of(other)] if i is not None}
+    return ids() if ns is None else run_in_netns(ns, ids)
 
 
 def exit_devices(netns: list[str | None]) -> set[tuple[int, int]]:
     """(netns inode, ifindex) of devices that leave the covered namespaces: a veth whose peer
     lives in a namespace we do not cover, or a device without a peer (a NIC)."""
-    covered = {libbpf.netns_inode(ns) for ns in netns}
     out: set[tuple[int, int]] = set()
     for ns in netns:
-        pre = ["-n", ns] if ns else []
-        links = list_links(ns)
-        ids = json.loads(subprocess.run(["ip", *pre, "-j", "netns", "list-id"], check=True,
-                                        capture_output=True, text=True).stdout or "[]")
-        names = {i["nsid"]: i.get("name") for i in ids}
-        inode = libbpf.netns_inode(ns)
-        for dev in links:
+        covered = _covered_nsids(ns, netns)
+        inode = inode_of(ns)
+        for dev in ip_json(ns, "-d", "link", "show"):
             kind = dev.get("linkinfo", {}).get("info_kind")
             if dev["ifname"] == "lo" or kind in ("bridge", "dummy", "tun", "ipip", "sit"):
                 continue
             if "link_netnsid" in dev:
-                peer = names.get(dev["link_netnsid"])
-                if peer is not None and libbpf.netns_inode(peer) in covered:
+                if dev["link_netnsid"] in covered:
                     continue
             elif kind == "veth":
                 continue      # both ends in this namespace
@@ -358,6 +361,7 @@ class Agent:
         g = self.grouper.counters
         return {
             "host": self.s.host, "netns": [ns or "(own)" for ns in self.s.netns],
+            **({"uncovered": self.s.uncovered} if self.s.uncovered else {}),
             "points": dict(self.probes.attached) if self.probes.objects else getattr(
                 self, "points_attached", {}),
             **({"xdp_refused": dict(self.probes.xdp_refused)} if self.probes.xdp_refused else {}),

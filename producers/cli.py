@@ -65,6 +65,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     _log.info("agent %s ready: %s; netns %s; sampling every %d bytes; topic %s", s.host,
               ", ".join(attached), ", ".join(n or "(own)" for n in s.netns),
               effective_size(s.sample_size), s.topic)
+    if s.uncovered:
+        _log.warning("agent %s: no network namespace holds %s: not covered", s.host,
+                     ", ".join(s.uncovered))
     server = metrics.serve(s.metrics_port, agent.status) if s.metrics_port else None
     status_file = StatusFile(Path(args.status_file)) if args.status_file else None
     ticker = None
@@ -118,6 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--netns", action="append", metavar="NAME",
                    help="network namespace to cover (repeatable; default: the agent's own, or "
                         "with --topology the host's and its containers')")
+    a.add_argument("--cover-address", action="append", metavar="ADDR",
+                   help="also cover the network namespace that holds ADDR (repeatable; a "
+                        "container's address: a named namespace or one a process is in, "
+                        "found at start)")
     a.add_argument("--topology", help="topology file: namespaces, clock injection and sampling "
                                       "of --host as built by `latscope topology up`")
     a.add_argument("--prefix", default="lsx", help="namespace prefix of the built topology")

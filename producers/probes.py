@@ -13,9 +13,7 @@ family (IPv4/IPv6) and hook; the hook number tells the program which point it is
 from __future__ import annotations
 
 import errno
-import json
 import struct
-import subprocess
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from pathlib import Path
 from latscope import log
 from latscope.bpf import counters, libbpf
 from latscope.bpf.clock import ClockInjection
-from latscope.bpf.netns import entered
+from latscope.bpf.netns import entered, inode_of, ip_json
 from latscope.producers import layout
 from latscope.producers.sampling import effective_size, udp_modulus
 from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, RETRANS_HOOKS, Hook
@@ -70,14 +68,6 @@ def failure_reason(hook: Hook, e: libbpf.BpfError) -> str:
     elif hook.kind == "kprobe" and e.errno == errno.ENOENT and not _kprobes_present():
         why += " (no kprobe PMU nor kprobe_events: kernel without CONFIG_KPROBES)"
     return why
-
-
-def list_links(ns: str | None) -> list[dict]:
-    """`ip -j -d link show` in a namespace (None: our own)."""
-    pre = ["-n", ns] if ns else []
-    out = subprocess.run(["ip", *pre, "-j", "-d", "link", "show"], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out or "[]")
 
 
 def cgroup2_root() -> str:
@@ -166,7 +156,7 @@ class Probes:
         without programs; candidates load in attach(), where the walk needs them."""
         self._size = effective_size(self.sample_size)
         self._ports = sorted(set(self.ports))
-        self._inodes = [] if self.dry else sorted({libbpf.netns_inode(ns) for ns in self.netns})
+        self._inodes = [] if self.dry else sorted({inode_of(ns) for ns in self.netns})
         self.skip_hooks = tuple(self.skip_hooks)
         try:
             owner = self._open(MAPS_OBJECT, ())
@@ -224,7 +214,7 @@ class Probes:
                 for ns in self.netns:
                     obj.map("netns_cookies").update(
                         struct.pack("<Q", netns_cookie(ns)),
-                        struct.pack("<I", libbpf.netns_inode(ns)))
+                        struct.pack("<I", inode_of(ns)))
         except BaseException:
             obj.close()
             raise
@@ -336,7 +326,7 @@ class Probes:
         for ns in self.netns:
             obj = self._open(XDP.obj, XDP.programs)
             self.xdp_objects[ns] = obj
-            obj.set_global("xdp_netns", libbpf.netns_inode(ns))
+            obj.set_global("xdp_netns", inode_of(ns))
             for m in SHARED_MAPS:
                 obj.reuse_map(m, owner.map(m).fd)
             obj.load()
@@ -348,7 +338,7 @@ class Probes:
         n = 0
         for ns, obj in self.xdp_objects.items():
             with entered(ns) if ns else nullcontext():
-                for dev in list_links(ns):
+                for dev in ip_json(ns, "-d", "link", "show"):
                     # Not lo; not a bridge: XDP on a bridge keeps its ports from getting
                     # any (EEXIST), and its ports' XDP sees the frames first anyway.
                     if dev["ifname"] == "lo" or \

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pyroute2 import DiagSocket
 from pyroute2.netlink.diag import SS_CONN
 
-from latscope.bpf import libbpf
-from latscope.bpf.netns import entered
+from latscope.bpf.netns import entered, inode_of
 
 # struct tcp_info (include/uapi/linux/tcp.h: append-only, so offsets never move): the fields
 # read here and their offsets. rcv_wnd came with 6.10; older kernels send less.
@@ -65,7 +64,7 @@ class TcpStateReader:
                 with entered(ns) if ns else nullcontext():
                     ds = DiagSocket()
                     ds.bind()
-                self._socks.append((libbpf.netns_inode(ns), ds))
+                self._socks.append((inode_of(ns), ds))
         except BaseException:
             self.close()
             raise

@@ -26,6 +26,7 @@ from typing import ClassVar
 
 from latscope import log
 from latscope.bpf import libbpf
+from latscope.bpf.netns import inode_of, ip
 from latscope.sync import wire
 from latscope.sync.attached import Attached
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
@@ -60,7 +61,7 @@ class HostState:
 
 def egress_device(netns: str | None, address: str) -> str:
     """The interface the routing table sends ``address`` out of (in ``netns``)."""
-    cmd = ["ip", *(["-n", netns] if netns else []), "-j", "route", "get", address]
+    cmd = ip(netns, "-j", "route", "get", address)
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise libbpf.BpfError(101, f"no route to {address}"
@@ -107,7 +108,7 @@ class Manager(Attached):
             bucket_ns=int(self.interval_s * 1e9))
         self.hosts = {t.host: HostState(t, Estimator(est_cfg)) for t in targets}
         devices = {egress_device(self.netns, t.address) for t in targets}
-        ino = os.stat(f"/run/netns/{self.netns}" if self.netns else "/proc/self/ns/net").st_ino
+        ino = inode_of(self.netns)
         obj = libbpf.BpfObject.build("manager")
         try:
             obj.set_global("sync_port", self.port)

@@ -8,17 +8,15 @@ The XDP link belongs to this process and is detached when it closes or dies.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from latscope import log
 from latscope.bpf import libbpf
-from latscope.bpf import netns as nsmod
 from latscope.bpf.clock import ClockInjection
+from latscope.bpf.netns import entered, ip_json
 from latscope.sync import wire
 from latscope.sync.attached import Attached
 from latscope.sync.keys import KeyRotation, SyncKeys
@@ -30,7 +28,7 @@ DEFAULT_PORT = 51111  # the original LatScope's sync port (ping_info.yaml)
 
 def inside(netns: str | None) -> contextlib.AbstractContextManager[None]:
     """The calling thread in ``netns`` for a ``with`` block (None: stay where we are)."""
-    return contextlib.nullcontext() if netns is None else nsmod.entered(netns)
+    return contextlib.nullcontext() if netns is None else entered(netns)
 
 
 def ifindex_in(netns: str | None, ifname: str) -> int:
@@ -114,17 +112,14 @@ class Responder(Attached):
 
 def interface_addresses(netns: str | None, ifname: str) -> list[str]:
     """Every IPv4/IPv6 address on the device (link-local ones included)."""
-    cmd = ["ip", *(["-n", netns] if netns else []), "-j", "addr", "show", "dev", ifname]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return [a["local"] for dev in json.loads(r.stdout) for a in dev.get("addr_info", [])
-            if a.get("family") in ("inet", "inet6")]
+    return [a["local"] for dev in ip_json(netns, "addr", "show", "dev", ifname)
+            for a in dev.get("addr_info", []) if a.get("family") in ("inet", "inet6")]
 
 
 def link_kind(netns: str | None, ifname: str) -> str | None:
     """rtnetlink's kind of a device ("veth", "bridge", ...; None for plain NICs)."""
-    cmd = ["ip", *(["-n", netns] if netns else []), "-j", "-d", "link", "show", "dev", ifname]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return (json.loads(r.stdout)[0].get("linkinfo") or {}).get("info_kind")
+    return (ip_json(netns, "-d", "link", "show", "dev", ifname)[0].get("linkinfo") or {}
+            ).get("info_kind")
 
 
 def xdp_flags(mode: str, netns: str | None, ifname: str) -> int:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from latscope.lab.fleet_lab import LATSCOPE, NAMES, FleetLab
+from latscope.lab.fleet_lab import LATSCOPE, NAMES, Container, FleetLab
 
 RUN_ID = os.environ["LSX_RUN_ID"]
 PREFIX = f"lsxh{RUN_ID}"
@@ -23,8 +24,9 @@ class Room(FleetLab):
     outputs: list[str] = field(default_factory=list)   # every fleet command's stdout, stderr
 
     def write_conf(self, servers: dict[str, dict] | None = None, ports: tuple[int, ...] = (5001,),
-                   password: str | None = None) -> None:
-        super().write_conf(servers, ports, password=password or self.password)
+                   password: str | None = None, containers: Sequence[Container] = ()) -> None:
+        super().write_conf(servers, ports, password=password or self.password,
+                           containers=containers)
 
     def run(self, action: str, *rest: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """``latscope fleet ACTION CONF ...`` (+ --wheel for up), as the management server."""

@@ -15,12 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_room import LATSCOPE, NAMES, Room
+import yaml
+from fleet_room import LATSCOPE, NAMES, PREFIX, RUN_ID, Room
 from influx_points import sample_host_pairs
 
+from latscope.lab.fleet_lab import Container
 from latscope.lab.netns import namespace_pids
 from latscope.lab.sshd_fleet import keygen
+from latscope.schemas import codec
+from latscope.schemas.records import TOPIC_BREAKDOWNS
 from latscope.sinks.settings import InfluxSettings
+from latscope.stream.kafkaio import consume
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -163,6 +168,60 @@ def test_killed_agent_is_restarted_by_the_supervisor(room: Room) -> None:
     # the restart leaves the others alone; `fleet logs` shows it
     p = room.run("logs", "n1", "agent", "-n", "200")
     assert p.returncode == 0 and "exited -9" in p.stdout, p.stdout[-2000:]
+
+
+def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
+    """A container entry of n1 (connect_info's ``iscontainer``, ``container_address``), its
+    namespace unnamed like a container runtime's: `up` restarts n1's agent only, which finds
+    the namespace by the address; bytes sent from inside the container are whole samples
+    (from the container's socket to n2's) and the worker names the container's veth."""
+    c = Container(f"{PREFIX}-c1", "n1", f"10.215.{int(RUN_ID, 16) % 200 + 20}.2")
+    before = _pids(_status(room))
+    ports = tuple(yaml.safe_load((room.conf / "sampling_info.yaml").read_text())["ports"])
+    try:
+        c.start(room, f"lsxc{RUN_ID}", peers=["n2"])
+        room.write_conf(ports=ports, containers=[c])
+        p = room.run("up", "--json")
+        assert p.returncode == 0, p.stdout + p.stderr
+        hosts = _hosts(p)
+        assert hosts["n1"]["started"] == ["agent"], hosts["n1"]
+        assert hosts["n2"]["started"] == hosts["n3"]["started"] == [], hosts
+        # the worker's view of the hosts changed (the container's address names it)
+        assert sorted(hosts["management"]["started"]) == ["stream-worker", "sync-manager"]
+        agent = _status(room)["n1"]["agent"]
+        assert agent["uncovered"] == [] and len(agent["netns"]) == 2, agent
+        assert _pids(_status(room))["n2"] == before["n2"]
+        srv = subprocess.Popen(["ip", "netns", "exec", room.fleet.servers["n2"].ns, "iperf3",
+                                "-s", "-1", "-p", "5001"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            cli = subprocess.run(["nsenter", f"--net={c.ns}", "iperf3", "-c",
+                                  room.fleet.servers["n2"].address, "-p", "5001", "-t", "4",
+                                  "-b", "20M"], capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 0, cli.stderr
+        finally:
+            if srv.poll() is None:
+                srv.kill()
+            srv.wait()
+        whole: list[dict] = []
+
+        def from_container(msgs: list) -> bool:
+            bds = [codec.decode(m.value(), expect="Breakdown")[1] for m in msgs]
+            whole[:] = [b for b in bds if b["complete"] and b["flow"]["src"] == c.address]
+            return bool(whole)
+
+        consume(room.bootstrap, TOPIC_BREAKDOWNS, from_container, timeout=90)
+        assert whole, "no whole sample from the container's socket"
+        b = whole[0]
+        assert b["hosts"] == ["n1", "n2"], b["hosts"]
+        assert c.ifname in {s["device"] for s in b["segments"]}, b["segments"]
+    finally:
+        c.stop()
+    room.write_conf(ports=ports)      # as before: n1's agent alone restarts again
+    p = room.run("up", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert _hosts(p)["n1"]["started"] == ["agent"]
 
 
 def test_changed_host_key_is_refused(room: Room, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from producer_helpers import links_of
 
 from latscope.bpf import libbpf
 from latscope.bpf.clock import monotonic_ns
-from latscope.bpf.netns import entered
+from latscope.bpf.netns import entered, inode_of
 from latscope.producers import layout
 
 pytestmark = pytest.mark.root
@@ -43,7 +43,7 @@ def _tcp_burst(ns: str, nbytes: int) -> None:
 
 def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids) -> None:
     bpf_link_ids = link_ids
-    inode = libbpf.netns_inode(scratch_netns)
+    inode = inode_of(scratch_netns)
     offset = 3_000_000_000_000
     dev = libbpf.BpfObject.build("dev")
     nf = libbpf.BpfObject.build("netfilter")
