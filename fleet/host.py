@@ -68,6 +68,8 @@ def supervisor_pid(r: Remote, d: str) -> int | None:
 def services_status(r: Remote, d: str) -> tuple[int | None, dict[str, Any]]:
     pid = supervisor_pid(r, d)
     sup = json.loads(r.read_text(f"{d}/run/status.json") or "{}") if pid else {}
+    if sup.get("supervisor_pid") != pid:
+        sup = {}      # an earlier supervisor's, not yet rewritten by this one
     return pid, sup.get("services", {})
 
 

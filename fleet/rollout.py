@@ -235,8 +235,12 @@ def wait_ready(r: Any, d: str, services: dict[str, dict], started: list[str]) ->
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         pid, st = host.services_status(r, d)
-        crashed = [n for n in started if st.get(n, {}).get("restarts", 0) > 0
-                   or st.get(n, {}).get("last_exit") is not None]
+        # Only the current entry counts: until the supervisor applies it, its status is the
+        # old service's (a restart count from before).
+        now = {n: st[n] for n in started
+               if st.get(n, {}).get("digest") == services.get(n, {}).get("digest")}
+        crashed = [n for n, s in now.items()
+                   if s.get("restarts", 0) > 0 or s.get("last_exit") is not None]
         if crashed:
             tail = host.log_tail(r, d, crashed[0], 8).strip().replace("\n", " | ")
             raise HostError(f"{crashed[0]} exited after start: {tail[-600:]}")

@@ -92,6 +92,10 @@ class Remote:
         out = stdout.read().decode(errors="replace")
         err = stderr.read().decode(errors="replace")
         rc = stdout.channel.recv_exit_status()
+        if sudo and not self.root and rc != 0 and "sudo:" in err and "password" in err:
+            raise HostError(f"sudo -n refused for {self.server.username}: LatScope starts and "
+                            "stops its services as root and needs passwordless sudo for that "
+                            f"(sudo said: {err.strip().splitlines()[-1][:200]})")
         if check and rc != 0:
             tail = (err or out).strip().splitlines()[-5:]
             raise HostError(f"`{command.split()[0]} …` failed (exit {rc}): " + " | ".join(tail))

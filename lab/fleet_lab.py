@@ -40,6 +40,9 @@ class FleetLab:
     subnet: str = "10.213.0"
     names: list[str] = field(default_factory=lambda: list(NAMES))
     wheel: Path | None = None    # given to `fleet up` (None: it builds one)
+    ssh_users: list[str] = field(default_factory=lambda: ["root"])   # sshd's AllowUsers
+    install_root: Path | None = None   # fleet.install_dir's parent (None: base/hosts)
+    user_keys: Path | None = None      # sshd's AuthorizedKeysFile for users other than root
     web_port: int = field(default_factory=free_port)   # the stream worker's
     fleet: SshFleet | None = None
     kafka: Any = None
@@ -61,7 +64,7 @@ class FleetLab:
         return self.kafka.bootstrap
 
     def host_dir(self, name: str) -> Path:
-        return self.base / "hosts" / name
+        return (self.install_root or self.base / "hosts") / name
 
     def servers(self) -> dict[str, Any]:
         assert self.fleet is not None
@@ -72,7 +75,8 @@ class FleetLab:
 
         self.base.mkdir(parents=True, exist_ok=True)
         try:
-            self.fleet = SshFleet(self.prefix, self.names, self.base / "sshd", self.subnet)
+            self.fleet = SshFleet(self.prefix, self.names, self.base / "sshd", self.subnet,
+                                  users=self.ssh_users, user_keys=self.user_keys)
             self.fleet.build()
             self.kafka = StackSettings(run_dir=self.base / "kafka", kafka_port=free_port_pair(),
                                        kafka_host=self.fleet.gateway).kafka()
@@ -123,7 +127,7 @@ class FleetLab:
             "latscope.yaml": {
                 "kafka": {"bootstrap": self.bootstrap},
                 "influxdb": self.influx,
-                "fleet": {"install_dir": str(self.base / "hosts" / "{hostname}"),
+                "fleet": {"install_dir": str(self.host_dir("{hostname}")),
                           "known_hosts": str(self.known_hosts),
                           "identity_file": str(self.fleet.client_key),
                           "state_dir": str(self.state), "parallel": len(self.names),

@@ -60,6 +60,9 @@ class SshFleet:
     names: list[str]
     base: Path                   # per-server sshd files, the client key
     subnet: str = "10.213.0"     # /24: .1 the bridge, .11 .. the servers
+    users: list[str] = field(default_factory=lambda: ["root"])   # AllowUsers
+    # sshd reads a user's keys as that user: a second AuthorizedKeysFile the users can read
+    user_keys: Path | None = None
     servers: dict[str, SshServer] = field(default_factory=dict)
 
     @property
@@ -120,10 +123,11 @@ class SshFleet:
         srv = self.servers[name]
         (srv.dir / "sshd_config").write_text(
             f"ListenAddress {srv.address}\nPort 22\nHostKey {srv.host_key}\n"
-            f"PidFile {srv.dir}/sshd.pid\nAuthorizedKeysFile {srv.dir}/authorized_keys\n"
+            f"PidFile {srv.dir}/sshd.pid\nAuthorizedKeysFile {srv.dir}/authorized_keys"
+            f"{' ' + str(self.user_keys) if self.user_keys else ''}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            "Subsystem sftp internal-sftp\nLogLevel VERBOSE\nAllowUsers root\n")
+            f"Subsystem sftp internal-sftp\nLogLevel VERBOSE\nAllowUsers {' '.join(self.users)}\n")
         log_file = open(srv.dir / "sshd.log", "ab")
         srv.proc = subprocess.Popen(
             ["ip", "netns", "exec", srv.ns, SSHD, "-D", "-e", "-f", str(srv.dir / "sshd_config")],
