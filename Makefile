@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LATSCOPE := $(VENV)/bin/latscope
-APT_PACKAGES := gcc libc6-dev python3-dev clang llvm bpftool libbpf-dev libbpf1 iperf3 sockperf iproute2 maven openjdk-17-jre-headless pkg-config docker-compose chromium openssh-server openssh-client sudo
+APT_PACKAGES := gcc libc6-dev python3-dev clang llvm bpftool libbpf-dev libbpf1 iperf3 sockperf iproute2 maven openjdk-17-jre-headless pkg-config docker-compose chromium openssh-server openssh-client sudo systemd-container
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv provision stack-up bpf bpf-clean wheel test demo lint bench faults clean help

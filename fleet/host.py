@@ -16,7 +16,7 @@ from typing import Any
 
 from latscope import __version__
 from latscope.fleet.bundle import Bundle
-from latscope.fleet.plan import SUPERVISOR_MODULE, HostPlan
+from latscope.fleet.plan import SUPERVISOR_MODULE, HostPlan, digest
 from latscope.fleet.ssh import HostError, Remote
 
 Progress = Callable[[str], None]
@@ -94,12 +94,48 @@ def configure(r: Remote, d: str, files: dict[str, tuple[bytes, int]],
     return list(services)
 
 
+def unit_name(d: str) -> str:
+    """The systemd unit that runs the supervisor of install directory ``d``."""
+    return f"latscope-{digest(d)[:12]}.service"
+
+
+def systemd(r: Remote) -> bool:
+    """PID 1 is systemd (its own test: sd_booted())."""
+    return r.run("test -d /run/systemd/system").rc == 0
+
+
 def start_supervisor(r: Remote, d: str) -> None:
-    """Detached (``setsid -f``: its own session, no fd of this SSH channel), so it outlives
+    """Where PID 1 is systemd, as a transient unit restarted on failure (its cgroup holds
+    every service, so a supervisor that dies takes none of them along unseen); elsewhere
+    detached (``setsid -f``: its own session, no fd of this SSH channel), so it outlives
     the connection and the login session."""
-    cmd = (f"mkdir -p {_q(d)}/run && cd {_q(d)} && setsid -f {_q(r.python(d))} -m "
-           f"{SUPERVISOR_MODULE} {_q(d)} >>{_q(d)}/run/supervisor.log 2>&1 </dev/null")
+    argv = f"{_q(r.python(d))} -m {SUPERVISOR_MODULE} {_q(d)}"
+    log = f"{_q(d)}/run/supervisor.log"
+    if systemd(r):
+        unit = unit_name(d)
+        props = ["Restart=on-failure", "RestartSec=2", "KillMode=mixed",
+                 f"TimeoutStopSec={STOP_WAIT_S}", f"WorkingDirectory={d}",
+                 f"StandardOutput=append:{d}/run/supervisor.log",
+                 f"StandardError=append:{d}/run/supervisor.log"]
+        cmd = (f"mkdir -p {_q(d)}/run && (systemctl reset-failed {unit} 2>/dev/null; true) && "
+               f"systemd-run --quiet --collect --unit={unit} --description={_q('LatScope ' + d)} "
+               + " ".join(f"--property={_q(p)}" for p in props) + f" {argv}")
+    else:
+        cmd = (f"mkdir -p {_q(d)}/run && cd {_q(d)} && setsid -f {argv} >>{log} 2>&1 "
+               "</dev/null")
     r.run(cmd, sudo=True, check=True, timeout=30)
+
+
+def unit_status(r: Remote, d: str) -> dict[str, Any] | None:
+    """The supervisor's unit as systemd sees it (None without systemd or without the unit)."""
+    if not systemd(r):
+        return None
+    res = r.run(f"systemctl show --property=LoadState,ActiveState,NRestarts {unit_name(d)}")
+    kv = dict(line.split("=", 1) for line in res.out.splitlines() if "=" in line)
+    if res.rc != 0 or kv.get("LoadState") in (None, "not-found"):
+        return None     # a transient unit is gone once stopped (--collect)
+    return {"unit": unit_name(d), "active": kv.get("ActiveState"),
+            "restarts": int(kv.get("NRestarts") or 0)}
 
 
 def status(r: Remote, d: str) -> dict[str, Any]:
@@ -108,6 +144,7 @@ def status(r: Remote, d: str) -> dict[str, Any]:
     out["version"] = ver.out.strip().split()[-1] if ver.rc == 0 else None
     out["supervisor_pid"], services = services_status(r, d)
     out["services"] = services
+    out["unit"] = unit_status(r, d)
     agent = json.loads(r.read_text(f"{d}/run/agent.status.json") or "null")
     if agent and services.get("agent", {}).get("running"):
         c = agent.get("counters", {})
@@ -176,7 +213,9 @@ def stop(r: Remote, d: str) -> dict[str, Any]:
     pids = [s["pid"] for s in services.values() if s.get("pid")]
     have_python = bool(r.size(r.python(d)))
     before = kernel_view(r, d, pids) if have_python and pids else {}
-    if pid is not None:
+    if unit_status(r, d) is not None:    # systemd stops the supervisor, then its cgroup
+        r.run(f"systemctl stop {unit_name(d)}", sudo=True, check=True, timeout=STOP_WAIT_S + 15)
+    elif pid is not None:
         r.run(f"kill -TERM {pid}", sudo=True, check=True)
         wait = (f"for i in $(seq {STOP_WAIT_S * 5}); do kill -0 {pid} 2>/dev/null || exit 0; "
                 "sleep 0.2; done; exit 1")

@@ -43,6 +43,7 @@ class FleetLab:
     ssh_users: list[str] = field(default_factory=lambda: ["root"])   # sshd's AllowUsers
     install_root: Path | None = None   # fleet.install_dir's parent (None: base/hosts)
     user_keys: Path | None = None      # sshd's AuthorizedKeysFile for users other than root
+    systemd: list[str] = field(default_factory=list)   # servers booted with systemd as PID 1
     web_port: int = field(default_factory=free_port)   # the stream worker's
     fleet: SshFleet | None = None
     kafka: Any = None
@@ -76,7 +77,8 @@ class FleetLab:
         self.base.mkdir(parents=True, exist_ok=True)
         try:
             self.fleet = SshFleet(self.prefix, self.names, self.base / "sshd", self.subnet,
-                                  users=self.ssh_users, user_keys=self.user_keys)
+                                  users=self.ssh_users, user_keys=self.user_keys,
+                                  systemd=self.systemd, binds=[self.base])
             self.fleet.build()
             self.kafka = StackSettings(run_dir=self.base / "kafka", kafka_port=free_port_pair(),
                                        kafka_host=self.fleet.gateway).kafka()

@@ -3,7 +3,8 @@ real OpenSSH server (``/usr/sbin/sshd -D -f <its config>``, a host key of its ow
 on the namespace's address), all on a bridge in the root namespace whose address the
 management side (and a Kafka broker it runs) is reached at. Inside, each server's interface
 is ``eth0``, as connect_info names it. Servers share the filesystem: give each its own
-install directory (``fleet.install_dir`` with ``{hostname}``).
+install directory (``fleet.install_dir`` with ``{hostname}``). A server may boot systemd as
+its PID 1 (``systemd``: lab/systemd_box.py), its sshd a unit there.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 
 from latscope import log
 from latscope.lab.netns import teardown
+from latscope.lab.systemd_box import SystemdBox
 from latscope.procs import port_open
 
 LOG = log.get("lab.sshd_fleet")
 SSHD = "/usr/sbin/sshd"
+SSHD_UNIT = "lsx-sshd.service"     # a systemd server's sshd
 
 
 def _ip(*args: str) -> None:
@@ -63,6 +66,11 @@ class SshFleet:
     users: list[str] = field(default_factory=lambda: ["root"])   # AllowUsers
     # sshd reads a user's keys as that user: a second AuthorizedKeysFile the users can read
     user_keys: Path | None = None
+    # servers whose PID 1 is systemd (lab/systemd_box.py), their sshd a unit there; ``binds``
+    # are the directories such a server sees (this machine's, at the same path)
+    systemd: list[str] = field(default_factory=list)
+    binds: list[Path] = field(default_factory=list)
+    boxes: dict[str, SystemdBox] = field(default_factory=dict)
     servers: dict[str, SshServer] = field(default_factory=dict)
 
     @property
@@ -121,6 +129,7 @@ class SshFleet:
 
     def start(self, name: str, timeout: float = 10.0) -> None:
         srv = self.servers[name]
+        box = self._box(name)
         (srv.dir / "sshd_config").write_text(
             f"ListenAddress {srv.address}\nPort 22\nHostKey {srv.host_key}\n"
             f"PidFile {srv.dir}/sshd.pid\nAuthorizedKeysFile {srv.dir}/authorized_keys"
@@ -128,14 +137,21 @@ class SshFleet:
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             f"Subsystem sftp internal-sftp\nLogLevel VERBOSE\nAllowUsers {' '.join(self.users)}\n")
-        log_file = open(srv.dir / "sshd.log", "ab")
-        srv.proc = subprocess.Popen(
-            ["ip", "netns", "exec", srv.ns, SSHD, "-D", "-e", "-f", str(srv.dir / "sshd_config")],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log_file.close()
+        sshd = [SSHD, "-D", "-e", "-f", str(srv.dir / "sshd_config")]
+        if box is not None:
+            box.run(["systemd-run", "--quiet", "--collect", f"--unit={SSHD_UNIT}",
+                     "--property=RuntimeDirectory=sshd",
+                     f"--property=StandardOutput=append:{srv.dir}/sshd.log",
+                     "--property=StandardError=inherit", *sshd], check=True)
+        else:
+            log_file = open(srv.dir / "sshd.log", "ab")
+            srv.proc = subprocess.Popen(["ip", "netns", "exec", srv.ns, *sshd], stdout=log_file,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log_file.close()
         deadline = time.monotonic() + timeout
         while not port_open(srv.address, 22):
-            if srv.proc.poll() is not None or time.monotonic() > deadline:
+            if (srv.proc is not None and srv.proc.poll() is not None) \
+                    or time.monotonic() > deadline:
                 raise RuntimeError(f"sshd in {srv.ns} did not start: "
                                    f"{(srv.dir / 'sshd.log').read_text()[-500:]}")
             time.sleep(0.1)
@@ -144,10 +160,23 @@ class SshFleet:
         """Stop this server's sshd only (sessions it forked end with their connections;
         what they started detached lives on, as on a real server)."""
         srv = self.servers[name]
+        if name in self.boxes:
+            self.boxes[name].run(["systemctl", "stop", SSHD_UNIT])
         if srv.proc is not None and srv.proc.poll() is None:
             srv.proc.terminate()
             srv.proc.wait(10)
         srv.proc = None
+
+    def _box(self, name: str) -> SystemdBox | None:
+        """The server's booted systemd (booted on first use), or None for a plain one."""
+        if name not in self.systemd:
+            return None
+        if name not in self.boxes:
+            box = SystemdBox(f"{self.prefix}-{name}", self.servers[name].ns, self.binds,
+                             log_file=self.servers[name].dir / "systemd.log")
+            self.boxes[name] = box
+            box.boot()
+        return self.boxes[name]
 
     def new_host_key(self, name: str) -> None:
         """Give this server a new host key (a reinstall, or someone in between)."""
@@ -162,6 +191,8 @@ class SshFleet:
         for name in list(self.servers):
             with contextlib.suppress(Exception):
                 self.stop(name)
+        for box in self.boxes.values():
+            box.stop()
         # What the fleet started inside (supervisors, agents) if a test failed before
         # `fleet down`: SIGKILLed with the namespaces, which only this prefix names.
         left = teardown(self.prefix, kill=True)
