@@ -207,6 +207,9 @@ class Agent(Strict):
     # tcp_tx writes the resend mark into covered sockets' segments (8 TCP option bytes on
     # every data segment): every host then knows a resend. Off: nothing on the wire changes.
     resend_mark: bool = False
+    # The data path in C (producers/native); false: the Python reference path it is held to
+    # (`latscope agent --python-path` for one run).
+    native: bool = True
 
 
 class Fleet(Strict):

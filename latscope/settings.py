@@ -292,7 +292,8 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             skip_hooks=skip_hooks(args.skip_hook),
             metrics_port=(args.metrics_port if args.metrics_port is not None
                           else cfg.agent.metrics_port),
-            flow_stats=not args.no_flow_stats, native=not args.python_path,
+            flow_stats=not args.no_flow_stats,
+            native=cfg.agent.native and not args.python_path,
             interval_s=args.interval or cfg.sampling.interval,
             **({"topic": args.topic} if args.topic else {}),
             **({"flow_stats_topic": args.flow_stats_topic}

@@ -361,6 +361,7 @@ class Agent:
         g = self.grouper.counters
         return {
             "host": self.s.host, "netns": [ns or "(own)" for ns in self.s.netns],
+            "data_path": "native" if self.s.native else "python",
             **({"uncovered": self.s.uncovered} if self.s.uncovered else {}),
             "points": dict(self.probes.attached) if self.probes.objects else getattr(
                 self, "points_attached", {}),

@@ -110,6 +110,24 @@ def test_agent_points_subset(scratch_netns: str, stack: Any, topic_name: str) ->
     assert cfg["message.timestamp.type"].value == "LogAppendTime"
 
 
+def test_data_path_from_the_config_or_the_flag(tmp_path: Path) -> None:
+    """agent.native in latscope.yaml (default true) and --python-path both choose the
+    Python reference path."""
+    from latscope import settings
+    from latscope.cli import build_parser
+
+    conf = tmp_path / "latscope.yaml"
+    conf.write_text("agent:\n  native: false\n")
+    parse = build_parser().parse_args
+    assert settings.agent(parse(["agent", "--host", "x"])).native is True
+    assert settings.agent(parse(["agent", "--host", "x", "--python-path"])).native is False
+    assert settings.agent(parse(["agent", "--host", "x", "--config", str(conf)])).native is False
+    conf.write_text("agent:\n  native: maybe\n")
+    r = subprocess.run([*LATSCOPE, "agent", "--host", "x", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "agent.native" in r.stderr and str(conf) in r.stderr, r.stderr
+
+
 def test_agent_refuses_a_hold_the_join_window_cannot_join(scratch_netns: str) -> None:
     """The worker joins a byte's records within its join window (--window + --lateness,
     1.5 s by default): a hold longer than that window less the linger and the time to
