@@ -62,12 +62,16 @@ def _setns(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def entered(ns_name: str) -> Iterator[None]:
-    """Move the CALLING THREAD into namespace ``ns_name`` (a ref) for the block, then back.
+def entered(ns_name: str | None) -> Iterator[None]:
+    """Move the CALLING THREAD into namespace ``ns_name`` (a ref) for the block, then back;
+    None: stay where it is.
 
     Sockets, netlink and BPF links created inside stay bound to that namespace afterwards.
     Other threads of the process are unaffected.
     """
+    if ns_name is None:
+        yield
+        return
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(path(ns_name), os.O_RDONLY)
@@ -83,8 +87,11 @@ def entered(ns_name: str) -> Iterator[None]:
         os.close(own)
 
 
-def run_in_netns(ns_name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn`` on a fresh thread that lives in namespace ``ns_name``; return or raise."""
+def run_in_netns(ns_name: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn`` on a fresh thread that lives in namespace ``ns_name``; return or raise.
+    None: here, on this thread."""
+    if ns_name is None:
+        return fn(*args, **kwargs)
     box: dict[str, Any] = {}
 
     def body() -> None:

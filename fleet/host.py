@@ -110,26 +110,24 @@ def start_supervisor(r: Remote, d: str) -> None:
     detached (``setsid -f``: its own session, no fd of this SSH channel), so it outlives
     the connection and the login session."""
     argv = f"{_q(r.python(d))} -m {SUPERVISOR_MODULE} {_q(d)}"
-    log = f"{_q(d)}/run/supervisor.log"
+    log = f"{d}/run/supervisor.log"
     if systemd(r):
         unit = unit_name(d)
         props = ["Restart=on-failure", "RestartSec=2", "KillMode=mixed",
                  f"TimeoutStopSec={STOP_WAIT_S}", f"WorkingDirectory={d}",
-                 f"StandardOutput=append:{d}/run/supervisor.log",
-                 f"StandardError=append:{d}/run/supervisor.log"]
+                 f"StandardOutput=append:{log}", f"StandardError=append:{log}"]
         cmd = (f"mkdir -p {_q(d)}/run && (systemctl reset-failed {unit} 2>/dev/null; true) && "
                f"systemd-run --quiet --collect --unit={unit} --description={_q('LatScope ' + d)} "
                + " ".join(f"--property={_q(p)}" for p in props) + f" {argv}")
     else:
-        cmd = (f"mkdir -p {_q(d)}/run && cd {_q(d)} && setsid -f {argv} >>{log} 2>&1 "
+        cmd = (f"mkdir -p {_q(d)}/run && cd {_q(d)} && setsid -f {argv} >>{_q(log)} 2>&1 "
                "</dev/null")
     r.run(cmd, sudo=True, check=True, timeout=30)
 
 
 def unit_status(r: Remote, d: str) -> dict[str, Any] | None:
-    """The supervisor's unit as systemd sees it (None without systemd or without the unit)."""
-    if not systemd(r):
-        return None
+    """The supervisor's unit as systemd sees it (None without systemd, where systemctl
+    fails, or without the unit)."""
     res = r.run(f"systemctl show --property=LoadState,ActiveState,NRestarts {unit_name(d)}")
     kv = dict(line.split("=", 1) for line in res.out.splitlines() if "=" in line)
     if res.rc != 0 or kv.get("LoadState") in (None, "not-found"):

@@ -22,6 +22,8 @@ from typing import Any, Self
 import yaml
 
 from latscope import log
+from latscope.bpf.netns import ip
+from latscope.lab.netns import namespace_pids, unshared
 from latscope.lab.sshd_fleet import SshFleet
 from latscope.procs import free_port, free_port_pair
 from latscope.schemas.records import TOPIC_BREAKDOWNS
@@ -66,6 +68,24 @@ class FleetLab:
 
     def host_dir(self, name: str) -> Path:
         return (self.install_root or self.base / "hosts") / name
+
+    def latscope_pids(self, name: str, command: str | None = None) -> list[int]:
+        """LatScope's processes in server ``name``'s namespace (as this machine numbers
+        them): any (the supervisor included), or those running ``latscope COMMAND``."""
+        out = []
+        for pid in namespace_pids(self.servers()[name].ns):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue        # gone meanwhile
+            if command is None:
+                ours = any(b"latscope" in a for a in argv)
+            else:     # [python,] .../latscope COMMAND ...
+                at = next((i for i, a in enumerate(argv[:2]) if a.endswith(b"/latscope")), -1)
+                ours = at >= 0 and argv[at + 1:at + 2] == [command.encode()]
+            if ours:
+                out.append(pid)
+        return out
 
     def servers(self) -> dict[str, Any]:
         assert self.fleet is not None
@@ -240,26 +260,19 @@ class Container:
         host_ns, host_addr = servers[self.host].ns, servers[self.host].address
         gw = str(ipaddress.ip_address(self.address) - 1)
         self.ifname = f"{veth}c"
-        self.proc = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
-        deadline = time.monotonic() + 5
-        while os.stat(self.ns).st_ino == os.stat("/proc/self/ns/net").st_ino:
-            if time.monotonic() > deadline:
-                raise RuntimeError("unshare --net did not make a namespace")
-            time.sleep(0.01)     # unshare(2) runs just before exec: wait for it
-        pid = str(self.proc.pid)
-        for cmd in (["ip", "-n", host_ns, "link", "add", f"{veth}h", "type", "veth", "peer",
-                     "name", self.ifname],
-                    ["ip", "-n", host_ns, "link", "set", self.ifname, "netns", pid],
-                    ["ip", "-n", host_ns, "addr", "add", f"{gw}/30", "dev", f"{veth}h"],
-                    ["ip", "-n", host_ns, "link", "set", f"{veth}h", "up"],
+        self.proc = unshared()
+        for cmd in (ip(host_ns, "link", "add", f"{veth}h", "type", "veth", "peer", "name",
+                       self.ifname),
+                    ip(host_ns, "link", "set", self.ifname, "netns", str(self.proc.pid)),
+                    ip(host_ns, "addr", "add", f"{gw}/30", "dev", f"{veth}h"),
+                    ip(host_ns, "link", "set", f"{veth}h", "up"),
                     ["ip", "netns", "exec", host_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                    ["nsenter", f"--net={self.ns}", "ip", "addr", "add", f"{self.address}/30",
-                     "dev", self.ifname],
-                    ["nsenter", f"--net={self.ns}", "ip", "link", "set", self.ifname, "up"],
-                    ["nsenter", f"--net={self.ns}", "ip", "link", "set", "lo", "up"],
-                    ["nsenter", f"--net={self.ns}", "ip", "route", "add", "default", "via", gw],
-                    *[["ip", "-n", servers[p].ns, "route", "add", f"{self.address}/32", "via",
-                       host_addr] for p in peers]):
+                    ip(self.ns, "addr", "add", f"{self.address}/30", "dev", self.ifname),
+                    ip(self.ns, "link", "set", self.ifname, "up"),
+                    ip(self.ns, "link", "set", "lo", "up"),
+                    ip(self.ns, "route", "add", "default", "via", gw),
+                    *[ip(servers[p].ns, "route", "add", f"{self.address}/32", "via", host_addr)
+                      for p in peers]):
             subprocess.run(cmd, check=True, capture_output=True)
 
     def stop(self) -> None:

@@ -308,6 +308,21 @@ def namespace_pids(name: str) -> list[int]:
     return sorted(pids)
 
 
+def unshared(timeout: float = 5.0) -> subprocess.Popen:
+    """A process alone in a new network namespace that has no name, as a container runtime
+    makes one (``unshare --net``); returned once the namespace exists (unshare(2) runs just
+    before its exec). Its namespace file is /proc/PID/ns/net; it goes when the process does."""
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    deadline = time.monotonic() + timeout
+    while inode_of(f"/proc/{proc.pid}/ns/net") == inode_of(None):
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise NetnsError("unshare --net did not make a namespace")
+        time.sleep(0.01)
+    return proc
+
+
 def teardown(prefix: str, hosts: Sequence[str] | None = None, *,
              kill: bool = False) -> list[str]:
     """Remove the namespaces ``{prefix}-*`` (only those of ``hosts`` when given) and any

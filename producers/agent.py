@@ -126,7 +126,7 @@ def _covered_nsids(ns: str | None, netns: list[str | None]) -> set[int]:
     def ids() -> set[int]:
         return {i for other in netns if other != ns
                 for i in [nsid_of(other)] if i is not None}
-    return ids() if ns is None else run_in_netns(ns, ids)
+    return run_in_netns(ns, ids)
 
 
 def exit_devices(netns: list[str | None]) -> set[tuple[int, int]]:

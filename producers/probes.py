@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import struct
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +82,7 @@ def cgroup2_root() -> str:
 def netns_cookie(ns: str | None) -> int:
     """The kernel's cookie of a namespace (what bpf_get_netns_cookie returns there)."""
     import socket
-    with entered(ns) if ns else nullcontext():
+    with entered(ns):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with s:
         return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
@@ -230,7 +229,7 @@ class Probes:
             if hook.kind == "netfilter":
                 hooknum = getattr(libbpf, f"NF_INET_{hook.nf_hook}")
                 for ns in self.netns:
-                    with entered(ns) if ns else nullcontext():
+                    with entered(ns):
                         for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
                             links.append(obj.attach_netfilter(hook.prog, pf, hooknum))
             elif hook.kind == "sockops":
@@ -337,7 +336,7 @@ class Probes:
         responder's) keeps it: named in xdp_refused and logged; the others get the point."""
         n = 0
         for ns, obj in self.xdp_objects.items():
-            with entered(ns) if ns else nullcontext():
+            with entered(ns):
                 for dev in ip_json(ns, "-d", "link", "show"):
                     # Not lo; not a bridge: XDP on a bridge keeps its ports from getting
                     # any (EEXIST), and its ports' XDP sees the frames first anyway.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from pyroute2 import DiagSocket
@@ -61,7 +60,7 @@ class TcpStateReader:
         self._socks: list[tuple[int, DiagSocket]] = []
         try:
             for ns in netns:
-                with entered(ns) if ns else nullcontext():
+                with entered(ns):
                     ds = DiagSocket()
                     ds.bind()
                 self._socks.append((inode_of(ns), ds))

@@ -26,12 +26,12 @@ from typing import ClassVar
 
 from latscope import log
 from latscope.bpf import libbpf
-from latscope.bpf.netns import inode_of, ip
+from latscope.bpf.netns import entered, inode_of, ip
 from latscope.sync import wire
 from latscope.sync.attached import Attached
 from latscope.sync.estimator import Estimator, EstimatorConfig, Model, Sample
 from latscope.sync.keys import KeyRotation, SyncKeys
-from latscope.sync.responder import DEFAULT_PORT, ifindex_in, inside, xdp_flags
+from latscope.sync.responder import DEFAULT_PORT, ifindex_in, xdp_flags
 
 _log = log.get("sync.manager")
 
@@ -121,13 +121,13 @@ class Manager(Attached):
                                           b"\x01")
                 flags = 0 if self.xdp_mode == "auto" else xdp_flags(self.xdp_mode,
                                                                      self.netns, dev)
-                with inside(self.netns):
+                with entered(self.netns):
                     obj.attach_xdp("sync_t4", ifindex, flags)
             obj.attach("sync_t1")
             if self.t1_after_xmit:
                 obj.attach("sync_t1_sent")
             self._ring = libbpf.RingBuffer(obj.map("samples").fd)
-            with inside(self.netns):  # sockets stay in the namespace they were made in
+            with entered(self.netns):  # sockets stay in the namespace they were made in
                 self._socks = {fam: socket.socket(fam, socket.SOCK_DGRAM)
                                for fam in (socket.AF_INET, socket.AF_INET6)}
         except BaseException:

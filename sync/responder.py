@@ -7,7 +7,6 @@ The XDP link belongs to this process and is detached when it closes or dies.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,14 +25,9 @@ _log = log.get("sync.responder")
 DEFAULT_PORT = 51111  # the original LatScope's sync port (ping_info.yaml)
 
 
-def inside(netns: str | None) -> contextlib.AbstractContextManager[None]:
-    """The calling thread in ``netns`` for a ``with`` block (None: stay where we are)."""
-    return contextlib.nullcontext() if netns is None else entered(netns)
-
-
 def ifindex_in(netns: str | None, ifname: str) -> int:
     """ifindex of ``ifname`` inside ``netns``; a clear error when it does not exist."""
-    with inside(netns):
+    with entered(netns):
         try:
             return socket.if_nametoindex(ifname)
         except OSError:
@@ -91,7 +85,7 @@ class Responder(Attached):
             self._rotation = KeyRotation(self.keys, [obj.map("keys")],
                                          name=f"sync-keys-{self.ifname}").start()
             flags = xdp_flags(self.xdp_mode, self.netns, self.ifname)
-            with inside(self.netns):
+            with entered(self.netns):
                 obj.attach_xdp("sync_responder", ifindex, flags)
         except BaseException:
             self._release()
@@ -153,7 +147,7 @@ class PeerPass:
         try:
             self._obj.set_autoload("sync_responder", False)
             self._obj.load()
-            with inside(netns):
+            with entered(netns):
                 self._obj.attach_xdp("sync_pass", ifindex)
         except BaseException:
             self._obj.close()

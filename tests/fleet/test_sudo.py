@@ -19,7 +19,6 @@ import pytest
 from needs import missing
 
 from latscope.lab.fleet_lab import FleetLab, local_influx
-from latscope.lab.netns import namespace_pids
 from latscope.lab.sshd_fleet import SSHD
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
@@ -66,18 +65,6 @@ def lab(user: str, tmp_path_factory: pytest.TempPathFactory, fleet_wheel: Path, 
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _ours(lab: FleetLab) -> list[int]:
-    """LatScope processes in the server's namespace."""
-    out = []
-    for pid in namespace_pids(lab.servers()["s1"].ns):
-        try:
-            if b"latscope" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                out.append(pid)
-        except OSError:
-            pass
-    return out
-
-
 def _uid(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
@@ -93,7 +80,7 @@ def test_without_passwordless_sudo_the_server_is_refused_clearly(lab: FleetLab) 
     assert p.returncode == 1, p.stdout + p.stderr
     h = _host(p)
     assert not h["ok"] and "sudo" in h["reason"] and "password" in h["reason"], h
-    assert _ours(lab) == [], "a service started anyway"
+    assert lab.latscope_pids("s1") == [], "a service started anyway"
 
 
 def test_with_sudo_services_run_as_root_and_the_install_is_the_users(lab: FleetLab,
@@ -113,4 +100,4 @@ def test_with_sudo_services_run_as_root_and_the_install_is_the_users(lab: FleetL
     p = lab.run("down", "--json", timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert _host(p)["left"] == [], _host(p)
-    assert _ours(lab) == []
+    assert lab.latscope_pids("s1") == []

@@ -18,7 +18,6 @@ import pytest
 from needs import missing
 
 from latscope.lab.fleet_lab import FleetLab, local_influx
-from latscope.lab.netns import namespace_pids
 from latscope.lab.sshd_fleet import SSHD
 from latscope.lab.systemd_box import NSPAWN
 
@@ -50,19 +49,6 @@ def _status(lab: FleetLab) -> dict:
     return next(h for h in json.loads(p.stdout)["hosts"] if h["host"] == "d1")
 
 
-def _agents(lab: FleetLab) -> list[int]:
-    """Agent processes in the server's namespace (as this machine numbers them)."""
-    out = []
-    for pid in namespace_pids(lab.servers()["d1"].ns):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.endswith(b"/latscope") for a in argv[:2]) and argv[2:3] == [b"agent"]:
-            out.append(pid)
-    return out
-
-
 def test_up_runs_the_supervisor_as_a_unit_restarted_on_failure(lab: FleetLab) -> None:
     p = lab.run("up", "--json", timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -72,13 +58,13 @@ def test_up_runs_the_supervisor_as_a_unit_restarted_on_failure(lab: FleetLab) ->
     box = lab.fleet.boxes["d1"]   # type: ignore[union-attr]
     show = box.run(["systemctl", "show", "--property=Restart", st["unit"]["unit"]]).stdout
     assert show.strip() == "Restart=on-failure"
-    assert st["services"]["agent"]["running"] and len(_agents(lab)) == 1
+    assert st["services"]["agent"]["running"] and len(lab.latscope_pids("d1", "agent")) == 1
 
 
 def test_a_killed_supervisor_is_restarted_by_systemd_with_its_services(lab: FleetLab) -> None:
     st = _status(lab)
     box = lab.fleet.boxes["d1"]   # type: ignore[union-attr]
-    old_agents = _agents(lab)
+    old_agents = lab.latscope_pids("d1", "agent")
     box.run(["kill", "-KILL", str(st["supervisor_pid"])], check=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -90,7 +76,7 @@ def test_a_killed_supervisor_is_restarted_by_systemd_with_its_services(lab: Flee
         time.sleep(1)
     else:
         pytest.fail(f"supervisor not restarted: {now}")
-    agents = _agents(lab)
+    agents = lab.latscope_pids("d1", "agent")
     assert len(agents) == 1 and agents != old_agents, (old_agents, agents)   # no orphan
 
 
@@ -100,7 +86,7 @@ def test_down_stops_the_unit_and_leaves_nothing(lab: FleetLab) -> None:
     host = next(h for h in json.loads(p.stdout)["hosts"] if h["host"] == "d1")
     assert host["left"] == [], host
     assert _status(lab)["unit"] is None
-    assert _agents(lab) == []
+    assert lab.latscope_pids("d1", "agent") == []
     box = lab.fleet.boxes["d1"]   # type: ignore[union-attr]
     units = box.run(["systemctl", "list-units", "--all", "--no-legend", "latscope-*"]).stdout
     assert units.strip() == "", units

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from latscope.bpf import netns
+from latscope.lab.netns import unshared
 from latscope.producers.agent import exit_devices
 
 pytestmark = pytest.mark.root
@@ -27,13 +27,10 @@ def _ifindex(ref: str | None, name: str) -> int:
 def wiring(scratch_netns: str) -> Iterator[dict]:
     """scratch (named) ── a/b ── unnamed; scratch ── c/d ── named2 (not covered)."""
     named2 = f"{scratch_netns}x"
-    unnamed = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    unnamed = unshared()
     ref = f"/proc/{unnamed.pid}/ns/net"
     a, b, c, d = (f"lsxr{RUN_ID}{x}" for x in "abcd")
     try:
-        deadline = time.monotonic() + 5
-        while netns.inode_of(ref) == netns.inode_of(None) and time.monotonic() < deadline:
-            time.sleep(0.01)     # unshare(2) happens just before exec
         subprocess.run(["ip", "netns", "add", named2], check=True)
         for cmd in (["link", "add", a, "type", "veth", "peer", "name", b],
                     ["link", "set", b, "netns", str(unnamed.pid)],
