@@ -88,7 +88,9 @@ def host_plan(config: Config, server: Server, sync_key: bytes, bundle_digest: st
     }, sort_keys=True)
     exe = f"{d}/venv/bin/latscope"
     env = {"LATSCOPE_CACHE": f"{d}/cache", "HOME": d}
-    cover = [a for c in containers(config, server) for a in (*c.container_address, c.address)]
+    # each container's addresses, named by its hostname: its records go under that name
+    cover = [f"{c.hostname}={a}" for c in containers(config, server)
+             for a in (*c.container_address, c.address)]
     services = {
         "agent": {"argv": [exe, "agent", "--config", f"{d}/etc/latscope.yaml",
                            "--host", server.hostname, "--status-file", f"{d}/run/agent.status.json",

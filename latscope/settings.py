@@ -68,8 +68,12 @@ class BuiltTopology:
 
     def covered(self, host: str) -> list[str]:
         """The host's namespace and those of its containers (one agent covers them all)."""
-        return [self.ns(h.name) for h in self.topology.hosts
-                if h.name == host or (h.role == "container" and h.parent == host)]
+        return [self.ns(host), *self.containers(host)]
+
+    def containers(self, host: str) -> dict[str, str]:
+        """The namespaces of the host's containers -> their names (their records' host)."""
+        return {self.ns(h.name): h.name for h in self.topology.hosts
+                if h.role == "container" and h.parent == host}
 
     def epoch_ns(self) -> int:
         from latscope.lab.netns import NetnsError, built_epoch
@@ -176,23 +180,46 @@ def _check_netns(names: list[str | None]) -> None:
             raise UserError(f"--netns {ns}: no such network namespace ({path(ns)})")
 
 
-def covering(netns: list[str | None], addresses: list[str]) -> tuple[list[str | None], list[str]]:
-    """``netns`` plus the namespaces holding ``addresses`` (a host's containers, found when
-    the agent starts), each once; and the addresses no namespace holds (a stopped container:
-    the agent runs without it and says so)."""
+@dataclass(frozen=True)
+class Coverage:
+    """The namespaces an agent covers, the names their records go under (a container's),
+    and the addresses no namespace held (a stopped container: the agent runs without it
+    and says so)."""
+
+    netns: list[str | None]
+    names: dict[str, str]
+    uncovered: list[str]
+
+
+def covering(netns: list[str | None], cover: list[str]) -> Coverage:
+    """``netns`` plus the namespaces holding the ``cover`` addresses (a host's containers,
+    found when the agent starts), each once. ``NAME=ADDR`` names the namespace holding ADDR
+    (a container's hostname): its records go under NAME. A name is given only to a
+    namespace the address brought in, never to one ``netns`` covers already (a container
+    on the host's own network is the host)."""
     from latscope.bpf.netns import holding, inode_of
 
     out = list(netns or [None])
-    if not addresses:
-        return out, []
-    found = holding(addresses)
+    named = [c.rpartition("=")[::-2] for c in cover]    # (address, name or "")
+    if not named:
+        return Coverage(out, {}, [])
+    bad = [c for c, (a, _) in zip(cover, named, strict=True) if not a]
+    if bad:
+        raise UserError(f"--cover-address {bad[0]}: expected ADDR or NAME=ADDR")
+    found = holding([a for a, _ in named])
     have = {inode_of(ns) for ns in out}
-    for ref in found.values():
+    names: dict[str, str] = {}
+    for addr, name in named:
+        ref = found.get(addr)
+        if ref is None:
+            continue
         ino = inode_of(ref)
         if ino not in have:
             have.add(ino)
             out.append(ref)
-    return out, [a for a in addresses if a not in found]
+            if name and ref:
+                names[ref] = name
+    return Coverage(out, names, [a for a, _ in named if a not in found])
 
 
 # ---- the sync key -------------------------------------------------------------------------
@@ -254,10 +281,12 @@ def agent(args: argparse.Namespace) -> AgentSettings:
     cfg = config(args.config)
     size, ports, filt = cfg.sampling.size, list(cfg.sampling.ports), cfg.sampling.filter_retrans
     netns: list[str | None] = list(args.netns or [])
+    names: dict[str, str] = {}
     built = topology(args.topology, args.prefix, args.host)
     clock = ClockInjection()
     if built is not None:
-        netns = netns or list(built.covered(args.host))
+        if not netns:
+            netns, names = list(built.covered(args.host)), built.containers(args.host)
         clock = built.clock(args.host, args.epoch_ns)
         # The topology's sampling wins over the config's when the file gives one (a config
         # may hold only the kafka section, e.g. a secure stack's client config).
@@ -272,14 +301,15 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             raise UserError(f"--points: unknown point(s) {', '.join(bad) or '(none given)'}: "
                             f"expected a comma-separated subset of {', '.join(DEFAULT_POINTS)}")
     _check_netns(netns)
-    netns, uncovered = covering(netns, args.cover_address or [])
+    cov = covering(netns, args.cover_address or [])
     clock = ClockInjection(
         args.offset_ns if args.offset_ns is not None else clock.offset_ns,
         args.drift_ppm if args.drift_ppm is not None else clock.drift_ppm,
         args.epoch_ns if args.epoch_ns is not None else clock.epoch_ns)
     try:
         return AgentSettings(
-            host=args.host, netns=netns, uncovered=uncovered, clock=clock,
+            host=args.host, netns=cov.netns, names=names | cov.names,
+            uncovered=cov.uncovered, clock=clock,
             sample_size=args.sample_size if args.sample_size is not None else size,
             ports=args.port or ports, filter_retrans=filt,
             linger_ms=cfg.agent.linger_ms,

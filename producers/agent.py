@@ -19,6 +19,7 @@ from latscope.bpf.netns import inode_of, ip_json, nsid_of, run_in_netns
 from latscope.kafka import KafkaSettings
 from latscope.producers import layout
 from latscope.producers.flow_stats import FlowStatsCollector, FlowStatsLoop, flow_of
+from latscope.producers.group_set import GroupSet
 from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.native_path import NativeGrouper
 from latscope.producers.probes import Probes
@@ -49,6 +50,9 @@ class AgentSettings:
     host: str
     netns: list[str | None] = field(default_factory=lambda: [None])
     uncovered: list[str] = field(default_factory=list)   # --cover-address no namespace held
+    # A covered namespace -> the name its records are published under (a container's, so
+    # the stream names the host -> container hop: group_set.py); the others under host.
+    names: dict[str, str] = field(default_factory=dict)
     clock: ClockInjection = field(default_factory=ClockInjection)
     sample_size: int = 72400
     ports: list[int] = field(default_factory=list)
@@ -161,20 +165,20 @@ class Agent:
         self.s = s
         self.counters = AgentCounters()
         self._clock = clock
-        grouper = Grouper(s.host, linger_ns=s.linger_ms * 1_000_000,
-                          hold_ns=s.hold * 1_000_000, max_open=s.max_open,
-                          rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans,
-                          clock=clock)
         self._size = effective_size(s.sample_size)
+        # name -> the covered namespaces published under it (the host's first)
+        self.groups: dict[str, list[str | None]] = {s.host: []}
+        for ns in s.netns:
+            self.groups.setdefault(s.names.get(ns or "", s.host), []).append(ns)
         # One path, chosen here: records out of it are Records (Python) or (flow id, Avro
         # body) pairs (native), published by the matching publisher call (start()).
-        self.grouper: Grouper | NativeGrouper
-        if s.native:
-            self.grouper = NativeGrouper(grouper, self._size, FLOW_CACHE)
-            self._group: Callable[[list[bytes], list[Any], int], int] = self.grouper.process
-        else:
-            self.grouper = grouper
-            self._group = self._group_py
+        members = {name: self._grouper(name) for name in self.groups}
+        self.grouper: Grouper | NativeGrouper | GroupSet = members[s.host]
+        if len(members) > 1:
+            self.grouper = GroupSet({name: (g, {inode_of(ns) for ns in self.groups[name]})
+                                     for name, g in members.items()}, s.host)
+        self._group: Callable[[list[bytes], list[Any], int], int] = (
+            self.grouper.process if s.native else self._group_py)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
                              points=s.points, xdp=s.xdp, resend_mark=s.resend_mark,
@@ -191,12 +195,24 @@ class Agent:
         self._rb_drops = 0
         self._overrun_until = 0
 
+    def _grouper(self, name: str) -> Grouper | NativeGrouper:
+        s = self.s
+        grouper = Grouper(name, linger_ns=s.linger_ms * 1_000_000,
+                          hold_ns=s.hold * 1_000_000, max_open=s.max_open,
+                          rate_cap_per_s=s.rate_cap_per_s, filter_retrans=s.filter_retrans,
+                          clock=self._clock)
+        return NativeGrouper(grouper, self._size, FLOW_CACHE) if s.native else grouper
+
     # -- lifecycle
     def start(self) -> dict[str, str]:
         if self.s.sample_size == 0:
             _log.warning("sampling size 0 (every packet): sampling every %d bytes (one MSS)",
                          self._size)
-        self.grouper.exit_devices = exit_devices(list(self.s.netns))
+        exits = exit_devices(list(self.s.netns))
+        members = self.grouper.members if isinstance(self.grouper, GroupSet) else {
+            self.s.host: self.grouper}
+        for name, g in members.items():   # each name's own way out (into a container, too)
+            g.exit_devices = exits if len(members) == 1 else exit_devices(self.groups[name])
         self.set_xdp_names(device_names(list(self.s.netns)) if self.s.xdp else {})
         self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic, linger_ms=50)
         self._publish = (self.publisher.publish_encoded if self.s.native
@@ -210,7 +226,7 @@ class Agent:
             netns = list(self.s.netns)
             self.flow_stats = FlowStatsLoop(FlowStatsCollector(
                 self.s.host, self.probes.flow_stats_map, netns, self.s.ports,
-                self.grouper.exit_devices, device_names(netns), self.s.interval_s),
+                exits, device_names(netns), self.s.interval_s),
                 self.s.kafka, self.s.flow_stats_topic)
             self.flow_stats.start()
         self.started_at = time.time()
@@ -298,7 +314,7 @@ class Agent:
     def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
         """(netns inode, ifindex) -> device name: the XDP point's hook has no device."""
         self._xdp_names = names
-        if isinstance(self.grouper, NativeGrouper):
+        if isinstance(self.grouper, NativeGrouper | GroupSet):
             self.grouper.set_xdp_names(names)
 
     def _flow(self, fkey: tuple) -> FlowT:
@@ -320,7 +336,7 @@ class Agent:
     def _group_py(self, recs: list[bytes], out: list[Record], now: int) -> int:
         """The Python path (the reference): decode, expand, group; returns the sampled
         hits."""
-        assert isinstance(self.grouper, Grouper)
+        assert isinstance(self.grouper, Grouper | GroupSet)
         unpack = layout.EVENT_STRUCT.unpack
         grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
         add = grouper.add
@@ -361,6 +377,9 @@ class Agent:
         g = self.grouper.counters
         return {
             "host": self.s.host, "netns": [ns or "(own)" for ns in self.s.netns],
+            **({"names": {name: [ns or "(own)" for ns in refs]
+                          for name, refs in self.groups.items() if name != self.s.host}}
+               if len(self.groups) > 1 else {}),
             "data_path": "native" if self.s.native else "python",
             **({"uncovered": self.s.uncovered} if self.s.uncovered else {}),
             "points": dict(self.probes.attached) if self.probes.objects else getattr(

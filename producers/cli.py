@@ -121,10 +121,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--netns", action="append", metavar="NAME",
                    help="network namespace to cover (repeatable; default: the agent's own, or "
                         "with --topology the host's and its containers')")
-    a.add_argument("--cover-address", action="append", metavar="ADDR",
+    a.add_argument("--cover-address", action="append", metavar="[NAME=]ADDR",
                    help="also cover the network namespace that holds ADDR (repeatable; a "
                         "container's address: a named namespace or one a process is in, "
-                        "found at start)")
+                        "found at start); with NAME=, that namespace's records go under NAME "
+                        "(the container's hostname), so breakdowns name the host -> "
+                        "container hop")
     a.add_argument("--topology", help="topology file: namespaces, clock injection and sampling "
                                       "of --host as built by `latscope topology up`")
     a.add_argument("--prefix", default="lsx", help="namespace prefix of the built topology")

@@ -87,6 +87,7 @@ class NativeGrouper:
         self.exit_devices = ref.exit_devices
         self.points = ref.points
         self.overrun = ref.overrun
+        self._netns: frozenset[int] = frozenset()
 
     @property
     def exit_devices(self) -> set[tuple[int, int]]:
@@ -114,6 +115,16 @@ class NativeGrouper:
     def overrun(self, on: bool) -> None:
         self._overrun = on
         self._path.set_overrun(on)
+
+    @property
+    def netns(self) -> set[int]:
+        """The namespaces whose hits this path groups (empty: all; group_set.GroupSet)."""
+        return set(self._netns)
+
+    @netns.setter
+    def netns(self, inodes: set[int]) -> None:
+        self._netns = frozenset(inodes)
+        self._path.set_netns(self._netns)
 
     def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
         """(netns inode, ifindex) -> device name, for the XDP point (agent.device_names)."""

@@ -295,8 +295,13 @@ PyObject *path_process(Path *p, PyObject *args)
             PyErr_Format(PyExc_ValueError, "event %zd: not %zd bytes", i, p->ev_size);
             goto fail;
         }
-        Py_INCREF(raw);
         const char *ev = PyBytes_AS_STRING(raw);
+        if (p->only.len && (unsigned char)ev[p->off[F_POINT]] != p->retrans_point) {
+            uint64_t ns = rd64(ev + p->off[F_NETNS]);
+            if (bm_get(&p->only, &ns) == NULL)
+                continue;       /* another host name's namespace: its own path groups it */
+        }
+        Py_INCREF(raw);
         uint32_t flow;
         if (flow_of_event(p, ev, &flow) < 0) {
             Py_DECREF(raw);

@@ -211,7 +211,8 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
         if (om_init(maps[i]) < 0)
             return -1;
     if (bm_init(&p->raw, RAW_FLOW_KEY) < 0 || bm_init(&p->devs, 16) < 0 ||
-        bm_init(&p->xdp, 12) < 0 || bm_init(&p->exits, 12) < 0)
+        bm_init(&p->xdp, 12) < 0 || bm_init(&p->exits, 12) < 0 ||
+        bm_init(&p->only, 8) < 0)
         return -1;
     return 0;
 }
@@ -226,6 +227,7 @@ static void path_dealloc(Path *p)
     bm_free(&p->devs, dev_drop, p);
     bm_free(&p->xdp, dev_drop, p);
     bm_free(&p->exits, NULL, p);
+    bm_free(&p->only, NULL, p);
     flows_free(p);
     while (p->free_entries != NULL) {
         Entry *e = p->free_entries;
@@ -317,6 +319,29 @@ static PyObject *m_set_exit_devices(Path *p, PyObject *devices)
     Py_RETURN_NONE;
 }
 
+static PyObject *m_set_netns(Path *p, PyObject *inodes)
+{
+    if (!ready(p))
+        return NULL;
+    PyObject *it = PyObject_GetIter(inodes);
+    if (it == NULL)
+        return NULL;
+    bm_clear(&p->only, NULL, p);
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        uint64_t ns = PyLong_AsUnsignedLongLong(item);
+        Py_DECREF(item);
+        if (PyErr_Occurred())
+            break;
+        if (bm_get(&p->only, &ns) == NULL && bm_put(&p->only, &ns, (void *)1) < 0)
+            break;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *m_set_attached(Path *p, PyObject *arg)
 {
     if (!ready(p))
@@ -384,6 +409,9 @@ static PyMethodDef path_methods[] = {
     {"flush_all", (PyCFunction)m_flush_all, METH_O, "flush_all(out): Grouper.flush_all"},
     {"set_exit_devices", (PyCFunction)m_set_exit_devices, METH_O,
      "set_exit_devices(iterable of (netns, ifindex))"},
+    {"set_netns", (PyCFunction)m_set_netns, METH_O,
+     "set_netns(iterable of netns inodes): group only their hits (empty: every namespace's); "
+     "resend marks from any"},
     {"set_overrun", (PyCFunction)m_set_overrun, METH_O,
      "set_overrun(bool): Grouper.overrun"},
     {"set_attached", (PyCFunction)m_set_attached, METH_O,

@@ -147,6 +147,9 @@ typedef struct {
     PyObject *by_tuple;     /* flow tuple -> index in flows */
     Py_ssize_t flow_cache;  /* raw flow keys cached at most (agent.FLOW_CACHE) */
     Bmap raw, devs, xdp, exits;
+    /* the namespaces whose hits this path groups (empty: every one); a resend mark is
+     * taken from any (agent.GroupSet: one path per host name an agent publishes under) */
+    Bmap only;
     Dev dev_none;
     /* the previous event's raw flow key and device: consecutive events of a batch are
      * mostly of one flow, on one device (reset when the flow cache is swept) */

@@ -174,7 +174,8 @@ def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
     """A container entry of n1 (connect_info's ``iscontainer``, ``container_address``), its
     namespace unnamed like a container runtime's: `up` restarts n1's agent only, which finds
     the namespace by the address; bytes sent from inside the container are whole samples
-    (from the container's socket to n2's) and the worker names the container's veth."""
+    (from the container's socket to n2's) whose hosts name the container, then n1, then n2,
+    as the original's container view did."""
     c = Container(f"{PREFIX}-c1", "n1", f"10.215.{int(RUN_ID, 16) % 200 + 20}.2")
     before = _pids(_status(room))
     ports = tuple(yaml.safe_load((room.conf / "sampling_info.yaml").read_text())["ports"])
@@ -190,6 +191,7 @@ def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
         assert sorted(hosts["management"]["started"]) == ["stream-worker", "sync-manager"]
         agent = _status(room)["n1"]["agent"]
         assert agent["uncovered"] == [] and len(agent["netns"]) == 2, agent
+        assert list(agent["names"]) == [c.name], agent
         assert _pids(_status(room))["n2"] == before["n2"]
         srv = subprocess.Popen(["ip", "netns", "exec", room.fleet.servers["n2"].ns, "iperf3",
                                 "-s", "-1", "-p", "5001"],
@@ -214,8 +216,14 @@ def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
         consume(room.bootstrap, TOPIC_BREAKDOWNS, from_container, timeout=90)
         assert whole, "no whole sample from the container's socket"
         b = whole[0]
-        assert b["hosts"] == ["n1", "n2"], b["hosts"]
-        assert c.ifname in {s["device"] for s in b["segments"]}, b["segments"]
+        # the container is a hop of its own, under its connect_info hostname: its records
+        # (from its socket to its veth) and its server's (from the veth's server end out)
+        assert b["src_host"] == c.name and b["hosts"] == [c.name, "n1", "n2"], b["hosts"]
+        assert any(s["device"] == c.ifname and s["hosts"] == [c.name]
+                   for s in b["segments"]), b["segments"]
+        # the step from its veth into its server reads one clock: no bound added
+        hop = next(s for s in b["segments"] if s["hosts"] == [c.name, "n1"])
+        assert hop["error_bound_ns"] == 0.0, hop
     finally:
         c.stop()
     room.write_conf(ports=ports)      # as before: n1's agent alone restarts again

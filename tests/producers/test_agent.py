@@ -139,6 +139,37 @@ def lacking(rec: dict) -> set[str]:
     return out
 
 
+def test_a_named_container_is_a_host_of_its_own(net: Any, stack: Any, topic_name: str) -> None:
+    """h2's agent names c1's namespace (AgentSettings.names, as `--cover-address c1=ADDR`
+    does): a byte to c1's socket gives h2 a record that ends where the byte leaves h2 for c1
+    (dev_xmit on h2's end of the veth into c1, from the topology's wiring) and c1 one of its
+    own, under its name, from its end of that veth to the read; each holds only its own
+    namespace's hits (inodes from the kernel), and c1's follow h2's (one clock)."""
+    c1_ns, h2_ns = net.netns_inode("c1"), net.netns_inode("h2")
+    with agents(net, topic_name, stack.kafka_bootstrap, names={net.ns_name("c1"): "c1"}) as ag:
+        assert ag["h2"].status()["names"] == {"c1": [net.ns_name("c1")]}
+        tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5201, 1_000_000)
+        assert tr.received == 1_000_000
+        deadline = time.monotonic() + 10
+        while ag["h2"].grouper.counters.records < 130 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    recs = by_host(consume(topic_name, stack.kafka_bootstrap, 3 * 69), tr.sport)
+    h1, h2, c1 = (recs.get(h, {}) for h in ("h1", "h2", "c1"))
+    assert len(h1) >= 65 and set(h1) == set(h2) == set(c1), (len(h1), len(h2), len(c1))
+    whole = [s for s in h1 if h2[s]["complete"] and c1[s]["complete"]]
+    assert len(whole) >= 0.9 * len(h1), (len(whole), len(h1))
+    for s in whole:
+        r2, rc = h2[s], c1[s]
+        assert {h["netns"] for h in r2["hits"]} == {h2_ns}
+        assert {h["netns"] for h in rc["hits"]} == {c1_ns}
+        last = r2["hits"][-1]
+        assert (last["point"], last["dev"]) == ("dev_xmit", f"{PREFIX}-1b"), points(r2)
+        first = rc["hits"][0]
+        assert (first["point"], first["dev"]) == ("dev_rx", f"{PREFIX}-1a"), points(rc)
+        assert points(rc)[-1] == "sock_recv"
+        assert first["ts_ns"] >= last["ts_ns"]
+
+
 @pytest.mark.parametrize("family", [4, 6])
 def test_tcp_flow_every_point_both_hosts_same_bytes(net: Any, stack: Any, topic_name: str,
                                                     family: int) -> None:

@@ -479,3 +479,59 @@ def test_randomized_streams() -> None:
         for k, v in vars(o.counters).items():
             total[k] = total.get(k, 0) + v
     assert all(total.values()), total
+
+
+def test_a_named_container_gets_records_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent covering its host and a container it names (AgentSettings.names): bytes sent
+    from the container's socket through its veth, the host's bridge and out of the host
+    come out as two records per byte, the container's (its namespace's hits, under its
+    name, ending at its veth) and the host's (from the veth's host end out), both whole.
+    Both paths, the same records (each member's in its own order: the native members take
+    the batch in turn), a resend mark in the container reaching both."""
+    from latscope.producers import agent as agent_mod
+    ns_c = NS + 7
+    monkeypatch.setattr(agent_mod, "inode_of", {"lsxh": NS, "lsxc": ns_c}.__getitem__)
+    c_tx = [ev("sock_send", 0, ts=1, netns=ns_c),
+            *(ev(p, 0, ts=10 + i, netns=ns_c, ifindex=None if p == "tcp_tx" else 5)
+              for i, p in enumerate(TX))]
+    h_fwd = [ev(p, 0, ts=20 + i, ifindex=i_f) for i, (p, i_f) in enumerate(
+        (("dev_rx", 6), ("dev_queue", 8), ("dev_xmit", 8), ("dev_rx", 9), ("ip_pre", 9),
+         ("ip_post", EXIT), ("dev_queue", EXIT), ("dev_xmit", EXIT)))]
+    f = Feed()
+    f.batch([*c_tx, *h_fwd])
+    f.batch([*(ev(p, SIZE, ts=30, netns=ns_c, ifindex=None if p == "tcp_tx" else 5)
+               for p in TX), ev("sock_send", SIZE, ts=31, netns=ns_c)])
+    f.batch([ev("retrans", SIZE, ts=40, netns=ns_c)])
+    f.batch([ev(p, SIZE, ts=50 + i, ifindex=i_f) for i, (p, i_f) in enumerate(
+        (("dev_rx", 6), ("dev_queue", 8), ("dev_xmit", 8), ("dev_rx", 9), ("ip_pre", 9),
+         ("ip_post", EXIT), ("dev_queue", EXIT), ("dev_xmit", EXIT)))])
+    f.wait(2_000 * MS)
+    enc = LayerEventEncoder()
+    got: list[list[tuple[str, bytes]]] = []
+    records: list = []
+    for native in (False, True):
+        a = Agent(AgentSettings(host="h1", netns=["lsxh", "lsxc"], names={"lsxc": "c9"},
+                                sample_size=SIZE, rate_cap_per_s=10**9, filter_retrans=False,
+                                native=native), clock=lambda: T0)
+        a.grouper.members["h1"].exit_devices = {(NS, EXIT)}
+        a.grouper.members["c9"].exit_devices = {(ns_c, 5)}
+        out: list[Any] = []
+        for now, events, expire in f.steps:
+            a.process(events, out, now)
+            if expire:
+                a.grouper.expire(out, now)
+        a.grouper.flush_all(out)
+        assert a.grouper.open_groups == 0
+        if not native:
+            records = out
+            out = [(r.flow_id, enc.body(r)) for r in out]
+        got.append(sorted(out))
+        assert a.grouper.counters.records == 4 and a.grouper.counters.gaps == 0
+    assert got[0] == got[1]
+    by = {(r.host, r.seq): r for r in records}
+    assert sorted(by) == [("c9", 0), ("c9", SIZE), ("h1", 0), ("h1", SIZE)]
+    for (host, seq), r in by.items():
+        assert {h.netns for h in r.hits} == {ns_c if host == "c9" else NS}
+        assert r.complete, (host, seq)
+    assert [h.point for h in by[("c9", 0)].hits] == ["sock_send", *TX]
+    assert by[("h1", 0)].hits[0].point == "dev_rx"

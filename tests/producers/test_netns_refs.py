@@ -63,3 +63,23 @@ def test_exit_devices_follow_veth_peers_into_unnamed_namespaces(wiring: dict) ->
     assert (s_ino, _ifindex(scratch, wiring["c"])) in out
     # covering only the scratch namespace, a leads out of it
     assert (s_ino, _ifindex(scratch, wiring["a"])) in exit_devices([scratch])
+
+
+def test_covering_names_the_namespaces_an_address_brought_in(wiring: dict) -> None:
+    """``NAME=ADDR`` (fleet/plan.py: a container's hostname and address) names the namespace
+    holding ADDR; an address in a namespace already covered names nothing (a container on
+    its host's network is the host); one no namespace holds is reported, not guessed."""
+    from latscope.errors import UserError
+    from latscope.settings import covering
+
+    subprocess.run(netns.ip(wiring["scratch"], "addr", "add", "10.251.9.1/32", "dev", "lo"),
+                   check=True)
+    cov = covering([wiring["scratch"]], ["c7=10.251.7.2", "10.251.8.2", "c8=192.0.2.77",
+                                         "hostnet=10.251.9.1"])
+    assert [netns.inode_of(r) for r in cov.netns] == [netns.inode_of(wiring[k]) for k in (
+        "scratch", "unnamed", "named2")]
+    assert list(cov.names.values()) == ["c7"]
+    assert netns.inode_of(next(iter(cov.names))) == netns.inode_of(wiring["unnamed"])
+    assert cov.uncovered == ["192.0.2.77"]
+    with pytest.raises(UserError, match="c7=: expected ADDR or NAME=ADDR"):
+        covering([wiring["scratch"]], ["c7="])
