@@ -5,13 +5,16 @@ logs, and reports each one's pid and restart count in ``run/status.json``.
 ``python -m latscope.fleet.supervisor DIR`` reads ``DIR/etc/services.json`` (written by
 ``latscope fleet up``); SIGHUP re-reads it and restarts exactly the services whose entry
 changed; SIGTERM stops every child (SIGTERM, then SIGKILL) and exits. It only ever signals
-the processes it started itself.
+the processes it started itself. Its children die with it: each gets SIGTERM from the kernel
+when the supervisor ends, however it ends (util-linux ``setpriv --pdeathsig``), so a
+supervisor that is SIGKILLed leaves no agent behind to be doubled by the next ``fleet up``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +30,10 @@ STABLE_S = 60.0          # a run this long resets the backoff
 STOP_GRACE_S = 15.0
 LOG_MAX_BYTES = 5 << 20
 LOG_KEEP = 3
+# Prefixed to every child's argv: it sets the parent-death signal and execs the service
+# (same pid). Without setpriv (not util-linux), a killed supervisor leaves its children.
+SETPRIV = shutil.which("setpriv")
+DIE_WITH_PARENT = [SETPRIV, "--pdeathsig", "TERM", "--"] if SETPRIV else []
 
 
 class RotatingLog:
@@ -68,14 +75,16 @@ class Child:
         if self.spec.get("ready_file"):   # the service writes it once it is really up
             Path(self.spec["ready_file"]).unlink(missing_ok=True)
         env = {**os.environ, **self.spec.get("env", {})}
-        self.proc = subprocess.Popen(self.spec["argv"], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*DIE_WITH_PARENT, *self.spec["argv"]], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
         self.started = time.monotonic()
         pump = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         pump.start()
         self.pumps = [pump]
-        self.log.write(f"--- supervisor: started {self.name} pid {self.proc.pid}\n".encode())
+        self.log.write(f"--- supervisor: started {self.name} pid {self.proc.pid}"
+                       f"{'' if DIE_WITH_PARENT else ' (no setpriv: it outlives this supervisor)'}"
+                       "\n".encode())
 
     def _pump(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None

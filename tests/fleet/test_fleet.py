@@ -170,6 +170,27 @@ def test_killed_agent_is_restarted_by_the_supervisor(room: Room) -> None:
     assert p.returncode == 0 and "exited -9" in p.stdout, p.stdout[-2000:]
 
 
+def test_a_killed_supervisor_takes_its_services_with_it(room: Room) -> None:
+    """On a server without systemd (these), SIGKILL n3's supervisor: the kernel ends its
+    agent and responder (parent-death signal), so no service is left running unsupervised
+    (fails without it: both stay), and the next `up` starts one of each again, not a second
+    agent beside a stray first (two agents would double every record)."""
+    before = _status(room)["n3"]
+    agent, responder = (before["services"][s]["pid"] for s in ("agent", "responder"))
+    assert room.latscope_pids("n3", "agent") == [agent]
+    os.kill(before["supervisor_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and room.latscope_pids("n3"):
+        time.sleep(0.5)
+    assert room.latscope_pids("n3") == [], "services outlived their supervisor"
+    p = room.run("up", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted(_hosts(p)["n3"]["started"]) == ["agent", "responder"], _hosts(p)["n3"]
+    after = _status(room)["n3"]["services"]
+    assert len(room.latscope_pids("n3", "agent")) == 1
+    assert after["agent"]["pid"] not in (None, agent) and after["responder"]["pid"] != responder
+
+
 def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
     """A container entry of n1 (connect_info's ``iscontainer``, ``container_address``), its
     namespace unnamed like a container runtime's: `up` restarts n1's agent only, which finds
