@@ -94,7 +94,8 @@ def host_plan(config: Config, server: Server, sync_key: bytes, bundle_digest: st
     services = {
         "agent": {"argv": [exe, "agent", "--config", f"{d}/etc/latscope.yaml",
                            "--host", server.hostname, "--status-file", f"{d}/run/agent.status.json",
-                           *[x for a in dict.fromkeys(cover) for x in ("--cover-address", a)]],
+                           *[x for a in dict.fromkeys(cover) for x in ("--cover-address", a)],
+                           *(["--restart-on-coverage-change"] if cover else [])],
                   "env": env, "ready_file": f"{d}/run/agent.status.json"},
         "responder": {"argv": [exe, "sync", "responder", "--ifname", server.eth[0],
                                "--allow", manager_address(config),

@@ -49,6 +49,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from latscope.errors import UserError
     from latscope.producers import metrics
     from latscope.producers.agent import Agent
+    from latscope.producers.coverage_watch import EXIT_COVERAGE, CoverageWatch
     from latscope.producers.sampling import effective_size
 
     if os.geteuid() != 0:
@@ -70,14 +71,22 @@ def cmd_agent(args: argparse.Namespace) -> int:
                      ", ".join(s.uncovered))
     server = metrics.serve(s.metrics_port, agent.status) if s.metrics_port else None
     status_file = StatusFile(Path(args.status_file)) if args.status_file else None
+    watch = (CoverageWatch(list(s.netns), s.uncovered) if args.restart_on_coverage_change
+             and args.cover_address else None)
+    recover: list[str] = []
     ticker = None
-    if status_file or args.duration:
+    if status_file or args.duration or watch:
         def tick() -> None:
             deadline = time.monotonic() + args.duration if args.duration else None
             while not stop.wait(0.5):
                 if status_file:
                     status_file.write(agent.status())
                 if deadline and time.monotonic() >= deadline:
+                    stop.set()
+                if watch and (why := watch.changed()):
+                    _log.warning("agent %s: coverage changed (%s): exiting to be started "
+                                 "again over it", s.host, why)
+                    recover.append(why)
                     stop.set()
         ticker = threading.Thread(target=tick, daemon=True)
         ticker.start()
@@ -86,6 +95,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     print(f"agent {s.host}: ready ({len(attached)} points)", flush=True)
     agent.run(stop)
     final = agent.status()
+    if recover:
+        final["coverage_changed"] = recover[0]
     if status_file:
         final["status_file"] = {"path": str(status_file.path),
                                 "write_failures": status_file.failures}
@@ -99,6 +110,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print(f"agent {s.host}: {c['samples']} sampled bytes, {c['published']} records "
               f"published, {c['failed_deliveries']} failed, {c['ringbuf_drops']} ring-buffer "
               f"drops, {c['rate_capped']} rate-capped")
+    if recover:
+        return EXIT_COVERAGE
     return 0 if final["counters"]["failed_deliveries"] == 0 else 1
 
 
@@ -127,6 +140,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "found at start); with NAME=, that namespace's records go under NAME "
                         "(the container's hostname), so breakdowns name the host -> "
                         "container hop")
+    a.add_argument("--restart-on-coverage-change", action="store_true",
+                   help="exit with status 75 after a clean shutdown when a --cover-address "
+                        "namespace appears, goes or is replaced (a container started or "
+                        "restarted), so a supervisor starts the agent again over it")
     a.add_argument("--topology", help="topology file: namespaces, clock injection and sampling "
                                       "of --host as built by `latscope topology up`")
     a.add_argument("--prefix", default="lsx", help="namespace prefix of the built topology")

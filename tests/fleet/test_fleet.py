@@ -193,15 +193,16 @@ def test_a_killed_supervisor_takes_its_services_with_it(room: Room) -> None:
 
 def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
     """A container entry of n1 (connect_info's ``iscontainer``, ``container_address``), its
-    namespace unnamed like a container runtime's: `up` restarts n1's agent only, which finds
-    the namespace by the address; bytes sent from inside the container are whole samples
-    (from the container's socket to n2's) whose hosts name the container, then n1, then n2,
-    as the original's container view did."""
+    namespace unnamed like a container runtime's, started after `up`: `up` restarts n1's
+    agent only, which reports the address uncovered until the container starts, then
+    restarts itself over it (exit 75, the supervisor starts it again: fails when the agent
+    watches nothing) and finds the namespace by the address; bytes sent from inside the
+    container are whole samples (from the container's socket to n2's) whose hosts name the
+    container, then n1, then n2, as the original's container view did."""
     c = Container(f"{PREFIX}-c1", "n1", f"10.215.{int(RUN_ID, 16) % 200 + 20}.2")
     before = _pids(_status(room))
     ports = tuple(yaml.safe_load((room.conf / "sampling_info.yaml").read_text())["ports"])
     try:
-        c.start(room, f"lsxc{RUN_ID}", peers=["n2"])
         room.write_conf(ports=ports, containers=[c])
         p = room.run("up", "--json")
         assert p.returncode == 0, p.stdout + p.stderr
@@ -210,7 +211,18 @@ def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
         assert hosts["n2"]["started"] == hosts["n3"]["started"] == [], hosts
         # the worker's view of the hosts changed (the container's address names it)
         assert sorted(hosts["management"]["started"]) == ["stream-worker", "sync-manager"]
-        agent = _status(room)["n1"]["agent"]
+        st = _status(room)["n1"]
+        assert st["agent"]["uncovered"] == [c.address], st["agent"]
+        c.start(room, f"lsxc{RUN_ID}", peers=["n2"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = _status(room)["n1"]
+            if (now["services"]["agent"]["restarts"] > st["services"]["agent"]["restarts"]
+                    and now.get("agent") and now["agent"]["names"]):
+                break
+            time.sleep(1)
+        assert now["services"]["agent"]["last_exit"] == 75, now["services"]["agent"]
+        agent = now["agent"]
         assert agent["uncovered"] == [] and len(agent["netns"]) == 2, agent
         assert list(agent["names"]) == [c.name], agent
         assert _pids(_status(room))["n2"] == before["n2"]
