@@ -13,7 +13,11 @@ at the end (``--check``: exit 1 on a miss):
    of each of our programs (bpftool prog show, filtered to the programs our agents hold):
    at 1 GiB stride = the unsampled path, <= 60 ns (aim 30 ns); at default sampling, where a
    64 KB TSO skb holds a sampled byte nine times out of ten, for comparison.
-3. pipeline: one agent covering both namespaces at dense sampling (every 2 MSS) while
+3. budget: iperf3 at a fixed 5 Gbit/s (-b, not CPU-bound), agents off, on at default
+   settings (with the default records/s budget, so the stride level rises) and on with no
+   budget (--budget 0), alternated: the CPU added over all cores (/proc/stat busy time
+   during the iperf3 run, on minus off): <= 2 % of one core (aim 0.5 %) at default settings.
+4. pipeline: one agent covering both namespaces at dense sampling (every 2 MSS) while
    iperf3 is rate-limited, so the ring buffer is never the limit: sampled point-hits
    expanded, grouped, encoded and acknowledged by Kafka per CPU-second of the agent
    process: >= 2M/s with 0 ring-buffer drops. Agent CPU per published record at default
@@ -64,6 +68,14 @@ LAYER_POINTS = {"socket": "sock_send,sock_recv", "tcp": "tcp_tx,tcp_rx",
 
 
 AGENT_ARGS: list[str] = []     # --agent-arg
+PHASES = ("throughput", "cost", "budget", "pipeline")
+BUDGET_MODES = {"default settings": [], "no budget (--budget 0)": ["--budget", "0"]}
+
+
+def busy_s() -> float:
+    """CPU seconds all cores spent busy so far (/proc/stat: everything but idle, iowait)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def start_agent(host: str, ns: list[str], topic: str, *extra: str) -> subprocess.Popen:
@@ -157,14 +169,15 @@ def main() -> int:
                     help="also the unsampled throughput ratio with one layer's points at a time")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to every agent (e.g. --agent-arg=--no-flow-stats)")
-    ap.add_argument("--phases", default="throughput,cost,pipeline",
-                    help="comma-separated subset of throughput, cost, pipeline")
+    ap.add_argument("--fixed-rate", default="5G", help="iperf3 -b for the budget phase")
+    ap.add_argument("--phases", default="throughput,cost,budget,pipeline",
+                    help="comma-separated subset of " + ", ".join(PHASES))
     bench.add_check_flag(ap)
     args = ap.parse_args()
     phases = set(args.phases.split(","))
     AGENT_ARGS.extend(args.agent_arg)
-    if not phases <= {"throughput", "cost", "pipeline"}:
-        raise SystemExit(f"--phases: unknown {sorted(phases - {'throughput', 'cost', 'pipeline'})}")
+    if not phases <= set(PHASES):
+        raise SystemExit(f"--phases: unknown {sorted(phases - set(PHASES))}")
     ratio = uratio = None
     off = on = uoff = uon = [0.0]
     cpu_per_rec: list[float] = []
@@ -175,6 +188,8 @@ def main() -> int:
     worst: dict[str, tuple[float, list[float], list[float]]] = {}
     c: dict = {}
     f: dict = {}
+    added: dict[str, list[float]] = {}       # budget phase: mode -> added cores per round
+    levels: dict[str, list[int]] = {}
     if os.geteuid() != 0:
         raise SystemExit("needs root")
     topic = f"lsx-bench-{uuid.uuid4().hex[:8]}"
@@ -254,10 +269,32 @@ def main() -> int:
                 finally:
                     subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
 
-            # 3. pipeline rate per core at dense sampling
+            # 3. added CPU at a fixed rate, with and without the budget
+            if "budget" in phases:
+                for i in range(args.rounds):
+                    modes = [None, *BUDGET_MODES]
+                    for mode in (modes if i % 2 == 0 else modes[::-1]):
+                        agents = [] if mode is None else [
+                            start_agent(h, [n], topic, *BUDGET_MODES[mode])
+                            for h, n in (("bnch1", ns1), ("bnch2", ns2))]
+                        time.sleep(1.0)
+                        b0, t0 = busy_s(), time.monotonic()
+                        iperf(net, args.seconds * 2, "-b", args.fixed_rate)
+                        cores = (busy_s() - b0) / (time.monotonic() - t0)
+                        finals = [stop_agent(a, 0.0) for a in agents]
+                        key = mode or "off"
+                        added.setdefault(key, []).append(cores)
+                        if finals:
+                            levels.setdefault(key, []).append(
+                                max(fin["stride"]["level"] for fin in finals))
+                        print(f"  budget round {i}, {key}: {100 * cores:.1f} % of a core busy"
+                              + (f", stride level {levels[key][-1]}" if finals else ""),
+                              flush=True)
+
+            # 4. pipeline rate per core at dense sampling (no budget: every record counts)
             if "pipeline" in phases:
                 a = start_agent("bnch12", [ns1, ns2], topic, "--sample-size", "2896",
-                                "--rate-cap", "10000000")
+                                "--rate-cap", "10000000", "--budget", "0")
                 c0 = proc_cpu(a.pid)
                 iperf(net, args.seconds * 2, "-b", args.dense_rate)
                 f = stop_agent(a, c0)
@@ -303,6 +340,14 @@ def main() -> int:
     if cpu_per_rec:
         print(f"agent CPU per published record at default sampling: "
               f"{1e6 * statistics.median(cpu_per_rec):.1f} µs")
+    extra: dict[str, float] = {}
+    if added:
+        base = statistics.median(added["off"])
+        for mode in BUDGET_MODES:
+            extra[mode] = 100 * (statistics.median(added[mode]) - base)
+            print(f"added CPU at {args.fixed_rate}bit/s, {mode}: {extra[mode]:.2f} % of one core "
+                  f"(busy off {100 * base:.1f} %, on {100 * statistics.median(added[mode]):.1f} %;"
+                  f" stride levels {levels.get(mode)})")
     unsampled = stats.get(UNSAMPLED, {})
     ns_per_run = (sum(t for t, _ in unsampled.values())
                   / max(sum(n for _, n in unsampled.values()), 1)) if unsampled else None
@@ -323,6 +368,8 @@ def main() -> int:
         bench.Target("ring buffer -> acknowledged records per core", rate, ">=", 2e6,
                      "point-hits/s"),
         bench.Target("ring-buffer drops at the pipeline load", c.get("ringbuf_drops"), "<=", 0),
+        bench.Target(f"added CPU at a fixed {args.fixed_rate}bit/s, default settings (all cores)",
+                     extra.get("default settings"), "<=", 2.0, "% of a core", aim=0.5),
     ], args.check)
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from latscope.schemas.sampling import JOIN_WINDOW_MS, effective_size
+from latscope.schemas.sampling import BUDGET_RECORDS_PER_S, JOIN_WINDOW_MS, effective_size
 
 LEGACY_FILES = {
     "servers": "connect_info.yaml",
@@ -202,6 +202,9 @@ class Agent(Strict):
     # the join window allows (the agent refuses a longer one).
     hold_ms: int | None = Field(default=None, ge=1)
     rate_cap_per_s: int = Field(default=200_000, ge=1)
+    # Records/s a host's agent may publish; past it the fleet samples more sparsely, every
+    # host alike (the stride level: producers/stride_level.py). 0: no budget.
+    budget_records_per_s: int = Field(default=BUDGET_RECORDS_PER_S, ge=0)
     ring_buffer_bytes: int = Field(default=8 << 20, ge=4096)
     metrics_port: Port | None = None
     # tcp_tx writes the resend mark into covered sockets' segments (8 TCP option bytes on

@@ -316,6 +316,8 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             join_window_ms=args.join_window_ms or cfg.agent.join_window_ms,
             hold_ms=args.hold_ms or cfg.agent.hold_ms,
             rate_cap_per_s=args.rate_cap or cfg.agent.rate_cap_per_s,
+            budget_records_per_s=(args.budget if args.budget is not None
+                                  else cfg.agent.budget_records_per_s),
             ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
             kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
             resend_mark=args.resend_mark or cfg.agent.resend_mark,
@@ -326,6 +328,7 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             native=cfg.agent.native and not args.python_path,
             interval_s=args.interval or cfg.sampling.interval,
             **({"topic": args.topic} if args.topic else {}),
+            **({"stride_topic": args.stride_topic} if args.stride_topic else {}),
             **({"flow_stats_topic": args.flow_stats_topic}
                if args.flow_stats_topic else {}))
     except ValueError as e:

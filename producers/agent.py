@@ -24,9 +24,10 @@ from latscope.producers.grouping import FlowT, Grouper, Hit, Record
 from latscope.producers.native_path import NativeGrouper
 from latscope.producers.probes import Probes
 from latscope.producers.publish import LayerEventPublisher
-from latscope.producers.sampling import effective_size, sampled_bytes
+from latscope.producers.sampling import effective_size, sampled_bytes, udp_modulus
+from latscope.producers.stride_sync import StrideLoop
 from latscope.schemas.points import DEFAULT_POINTS
-from latscope.schemas.records import TOPIC_FLOW_STATS, TOPIC_LAYER_EVENTS
+from latscope.schemas.records import TOPIC_FLOW_STATS, TOPIC_LAYER_EVENTS, TOPIC_STRIDE
 from latscope.schemas.sampling import JOIN_WINDOW_MS
 
 _log = log.get("producers.agent")
@@ -69,6 +70,10 @@ class AgentSettings:
     hold_ms: int | None = None
     max_open: int = 500_000      # sampled bytes grouped at once (memory bound; evictions counted)
     rate_cap_per_s: int = 200_000
+    # Records/s this host may publish; past it the fleet's stride level rises (sampling
+    # size << level on every host at once: stride_level.py). 0: no budget, the size holds.
+    budget_records_per_s: int = 0
+    stride_topic: str = TOPIC_STRIDE
     ring_buffer_bytes: int = 8 << 20
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topic: str = TOPIC_LAYER_EVENTS
@@ -166,6 +171,7 @@ class Agent:
         self.counters = AgentCounters()
         self._clock = clock
         self._size = effective_size(s.sample_size)
+        self._stride = self._size      # size << the stride level in effect
         # name -> the covered namespaces published under it (the host's first)
         self.groups: dict[str, list[str | None]] = {s.host: []}
         for ns in s.netns:
@@ -186,6 +192,7 @@ class Agent:
                              flow_stats=s.flow_stats)
         self.publisher: LayerEventPublisher | None = None
         self.flow_stats: FlowStatsLoop | None = None
+        self.stride: StrideLoop | None = None
         self.ring: libbpf.RingBuffer | None = None
         self._flows: dict[tuple, FlowT] = {}
         self._devs: dict[bytes, str | None] = {}
@@ -229,6 +236,11 @@ class Agent:
                 exits, device_names(netns), self.s.interval_s),
                 self.s.kafka, self.s.flow_stats_topic)
             self.flow_stats.start()
+        if self.s.budget_records_per_s:
+            self.stride = StrideLoop(self.s.kafka, self.s.host, self.s.budget_records_per_s,
+                                     self._size, lambda: self.grouper.counters.records,
+                                     self.set_stride_level, self.s.stride_topic)
+            self.stride.start()
         self.started_at = time.time()
         self.ready.set()
         _log.info("agent %s: %d points attached in %d namespace(s); hold %d ms (join window "
@@ -289,6 +301,8 @@ class Agent:
             obj.detach_all()
         if self.flow_stats is not None:
             self.flow_stats.close()
+        if self.stride is not None:
+            self.stride.close()
         out: list[Any] = []
         recs = self.ring.read()
         self._watch_overrun(self._clock(), bool(recs))
@@ -311,6 +325,14 @@ class Agent:
         self.probes.close()
 
     # -- the data path
+    def set_stride_level(self, level: int) -> None:
+        """Sample size << level from now on: the grouping first (a range the probes took
+        at the old stride holds no byte of a coarser one), then the probes."""
+        self._stride = self._size << level
+        if isinstance(self.grouper, NativeGrouper | GroupSet):
+            self.grouper.set_size(self._stride)
+        self.probes.set_sampling(self._stride, udp_modulus(self.s.sample_size) << level)
+
     def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
         """(netns inode, ifindex) -> device name: the XDP point's hook has no device."""
         self._xdp_names = names
@@ -338,7 +360,7 @@ class Agent:
         hits."""
         assert isinstance(self.grouper, Grouper | GroupSet)
         unpack = layout.EVENT_STRUCT.unpack
-        grouper, size, names = self.grouper, self._size, layout.POINT_NAMES
+        grouper, size, names = self.grouper, self._stride, layout.POINT_NAMES
         add = grouper.add
         retrans, udp, marked = layout.RETRANS, layout.FLAG_UDP, layout.FLAG_RESENT
         flows, devs = self._flows, self._devs
@@ -407,6 +429,8 @@ class Agent:
                 "open_groups": self.grouper.open_groups,
                 "flow_full": kc.get("flow_full", 0)},
             **({"flow_stats": asdict(self.flow_stats.c.counters)} if self.flow_stats else {}),
+            "stride": {"bytes": self._stride,
+                       **(self.stride.status() if self.stride else {"level": 0})},
             "gap_points": dict(self.grouper.gap_points),
             "settings": {k: v for k, v in asdict(self.s).items()
                          if k not in ("kafka", "clock", "points")}

@@ -173,6 +173,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the stream worker's join window + lateness, ms (its --window + "
                         f"--lateness; default: agent.join_window_ms, {JOIN_WINDOW_MS})")
     a.add_argument("--rate-cap", type=int, help="override agent.rate_cap_per_s (sampled bytes/s)")
+    a.add_argument("--budget", type=int, metavar="RECORDS_PER_S",
+                   help="records/s this host may publish before the fleet samples more "
+                        "sparsely, every host alike (default: agent.budget_records_per_s; "
+                        "0: none)")
+    a.add_argument("--stride-topic", help="stride demands topic (default latscope.stride)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")
     a.add_argument("--interval", type=float,

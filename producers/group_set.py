@@ -74,6 +74,11 @@ class GroupSet:
         for g in self._all:
             g.overrun = on
 
+    def set_size(self, size: int) -> None:
+        for g in self._all:
+            if isinstance(g, NativeGrouper):
+                g.set_size(size)
+
     def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
         for g in self._all:
             if isinstance(g, NativeGrouper):

@@ -38,3 +38,6 @@ FIELD_INDEX = {n: i for i, n in enumerate(EVENT.names)}
 FS_KEY = _H.struct("ls_fs_key")
 FS_VAL = _H.struct("ls_fs_val")
 FS_KINDS: dict[int, str] = {v: k[6:].lower() for k, v in _H.enum("ls_fs_kind").items()}
+
+# The sampling in effect (the `sampling` map's value; probes.Probes.set_sampling).
+SAMPLING = _H.struct("ls_sampling")

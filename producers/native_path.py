@@ -116,6 +116,10 @@ class NativeGrouper:
         self._overrun = on
         self._path.set_overrun(on)
 
+    def set_size(self, size: int) -> None:
+        """Expand ranges at this stride from the next batch on (the stride level)."""
+        self._path.set_size(size)
+
     @property
     def netns(self) -> set[int]:
         """The namespaces whose hits this path groups (empty: all; group_set.GroupSet)."""

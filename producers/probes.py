@@ -27,7 +27,7 @@ from latscope.producers.sampling import effective_size, udp_modulus
 from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, RETRANS_HOOKS, Hook
 
 _log = log.get("producers.probes")
-SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats")
+SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
 XDP = BY_NAME["xdp"].hooks[0]
@@ -164,9 +164,15 @@ class Probes:
             self.objects["maps"] = owner
             for inode in self._inodes:
                 owner.map("netns_filter").update(inode, b"\x01")
+            self.set_sampling(self._size, udp_modulus(self.sample_size))
         except BaseException:
             self.close()
             raise
+
+    def set_sampling(self, size: int, udp_mod: int) -> None:
+        """What the probes sample from now on: TCP bytes b with b % size == 0, datagrams
+        with hash % udp_mod == 0 (every probe reads the one shared value)."""
+        self.objects["maps"].map("sampling").update(0, layout.SAMPLING.codec.pack(size, udp_mod))
 
     def _open(self, name: str, programs: tuple[str, ...]) -> libbpf.BpfObject:
         obj = libbpf.BpfObject.build(name)
@@ -187,10 +193,8 @@ class Probes:
         return [("clock_offset_ns", self.clock.offset_ns),
                 ("clock_drift_ppb", self.clock.drift_ppb),
                 ("clock_epoch_ns", self.clock.epoch_ns),
-                ("sample_size", self._size),
                 # a quarter full: the agent also reads every poll interval on its own
                 ("wakeup_bytes", self.ring_size // 4),
-                ("udp_sample_mod", udp_modulus(self.sample_size)),
                 ("ports_any", 0 if self._ports else 1),
                 *netns_fast(self._inodes),
                 ("resend_mark", int(self.resend_mark)),

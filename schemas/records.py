@@ -17,6 +17,10 @@ TOPIC_BREAKDOWNS = "latscope.breakdowns"
 TOPIC_DEAD_LETTER = "latscope.dead-letter"
 # FlowStats, one per (flow, host, interval), keyed by flow id like the layer events.
 TOPIC_FLOW_STATS = "latscope.flow-stats"
+# Stride demands (StrideDemand, producers/stride_level.py), keyed by host: compacted, so an
+# agent that starts late still finds every host's current demand.
+TOPIC_STRIDE = "latscope.stride"
+STRIDE_GROUP = "latscope-stride-"   # an agent's reader of them (never joined; ACLs allow it)
 # How whoever comes first (an agent or the stream worker) creates the layer-events topic:
 # the join's window runs on arrival, so on the broker's clock, not on each agent's.
 LAYER_EVENTS_PARTITIONS = 4
@@ -24,17 +28,19 @@ LAYER_EVENTS_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 # A host's name as every stage takes it (RFC 1123 letters, digits, '-', plus '.' and '_'
 # of FQDNs and config names); the lab's topology names are a subset.
 HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
-# Keyed by host: compaction keeps every host's current model for a reader that starts late.
-CLOCK_CONFIG = {"cleanup.policy": "compact"}
+# Keyed by host: compaction keeps every host's current entry (its clock model, its stride
+# demand) for a reader that starts late.
+COMPACTED = {"cleanup.policy": "compact"}
 # Every LatScope topic as {name: (partitions, config)}: whoever creates them (the stage that
 # comes first, or the secure stack, where no client may create topics) makes the same ones.
 TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     TOPIC_LAYER_EVENTS: (LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG),
-    TOPIC_CLOCK: (1, CLOCK_CONFIG),
+    TOPIC_CLOCK: (1, COMPACTED),
     TOPIC_CLOCK_SAMPLES: (1, {}),
     TOPIC_BREAKDOWNS: (LAYER_EVENTS_PARTITIONS, {}),
     TOPIC_DEAD_LETTER: (1, {}),
     TOPIC_FLOW_STATS: (LAYER_EVENTS_PARTITIONS, {}),
+    TOPIC_STRIDE: (1, COMPACTED),
 }
 
 

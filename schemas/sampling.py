@@ -25,3 +25,9 @@ def effective_size(size: int) -> int:
 def udp_modulus(size: int) -> int:
     """UDP is sampled by datagram hash: one datagram in size/MSS (at least every one)."""
     return max(1, effective_size(size) // MSS_STRIDE)
+
+
+# Records/s a host's agent publishes at most by default before the fleet's stride level
+# rises (producers/stride_level.py): near 1 % of a core for the agent (benchmarks/
+# agent_overhead.py measures it).
+BUDGET_RECORDS_PER_S = 5000

@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latscope.schemas.records import (
+    STRIDE_GROUP,
     TOPIC_BREAKDOWNS,
     TOPIC_CLOCK,
     TOPIC_CLOCK_SAMPLES,
     TOPIC_DEAD_LETTER,
     TOPIC_FLOW_STATS,
     TOPIC_LAYER_EVENTS,
+    TOPIC_STRIDE,
 )
 
 MECHANISM = "SCRAM-SHA-512"
@@ -65,6 +67,10 @@ def acl_rules(app_id: str = WORKER_APP_ID) -> list[Rule]:
     return [
         *(Rule("agent", "topic", t, False, ("WRITE", "DESCRIBE"))
           for t in (TOPIC_LAYER_EVENTS, TOPIC_FLOW_STATS)),
+        # the stride demands: every agent writes its own and reads everyone's (no group
+        # is joined; the id only has to be allowed)
+        Rule("agent", "topic", TOPIC_STRIDE, False, ("READ", "WRITE", "DESCRIBE")),
+        Rule("agent", "group", STRIDE_GROUP, True, ("READ",)),
         # ClockPublisher checks the model topic is compacted (DescribeConfigs).
         *(Rule("sync", "topic", t, False, ("WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"))
           for t in (TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES)),

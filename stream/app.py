@@ -4,7 +4,7 @@ when outputs count as done the outputs' (stream/outputs.py).
 
     latscope.layer-events ──noack_take(n, within)──► Pipeline.on_batch ─► Outputs.hold
     latscope.clock ──► Pipeline.on_clock (the partition's owner: dead letters)
-    latscope.clock ──► ClockFollower ─► Pipeline.on_clock ─► clock models (every worker)
+    latscope.clock ──► TopicFollower ─► Pipeline.on_clock ─► clock models (every worker)
     timer ──► Pipeline.on_tick (expired samples, closed windows)
     commit ──► Outputs.barrier (sealed table changes ─► changelogs; messages acknowledged)
 
@@ -29,13 +29,13 @@ from faust.types import TP
 from latscope import kafka, log
 from latscope.schemas.records import LAYER_EVENTS_CONFIG, TOPIC_FLOW_STATS, TOPICS
 from latscope.stream.changes import Record
-from latscope.stream.clock_follow import ClockFollower
 from latscope.stream.flow_stats import FlowContext
 from latscope.stream.outputs import Outputs
 from latscope.stream.pipeline import PENDING, STATS, Pipeline
 from latscope.stream.sequence import InputOrder
 from latscope.stream.settings import StreamSettings
 from latscope.stream.sink import StatsSink
+from latscope.topic_follow import TopicFollower
 
 COUNTERS_EVERY_S = 5.0   # the worker's counters to the sink
 
@@ -105,8 +105,8 @@ class Worker:
         self.outputs = Outputs(s.kafka, sink, self._send_changelog, self._ack,
                                wait_s=s.barrier_wait_s, max_behind=s.barrier_max_behind)
         self.pipeline = Pipeline(s, _TableRows(self.tables), self.outputs, sink)
-        self.clock_follower = ClockFollower(
-            s.kafka, s.clock_topic, s.app_id,
+        self.clock_follower = TopicFollower(
+            s.kafka, s.clock_topic, f"{s.app_id}-clock-follower",
             lambda k, v: self.pipeline.on_clock(k, v, dead_letter=False))
         self.clock_follower.catch_up()
         self.flow_stats_topic = app.topic(s.flow_stats_topic, **raw)

@@ -121,7 +121,7 @@ class Pipeline:
         """One clock-topic record: a ClockModel, or a compaction tombstone (the host left).
         In a worker the group's owner of the clock partition dead-letters bad ones
         (``apply=False``) and every worker's follower keeps good ones (``dead_letter=False``,
-        stream/clock_follow.py)."""
+        latscope/topic_follow.py)."""
         def reject(reason: str, text: str) -> None:
             if dead_letter:
                 self._dead_letter(key, value, reason, text, self.settings.clock_topic)

@@ -16,7 +16,7 @@ from confluent_kafka.admin import ConfigResource
 
 from latscope import kafka, log
 from latscope.schemas import codec
-from latscope.schemas.records import CLOCK_CONFIG, TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES
+from latscope.schemas.records import COMPACTED, TOPIC_CLOCK, TOPIC_CLOCK_SAMPLES
 from latscope.sync.estimator import Model, Sample
 
 _log = log.get("sync.publish")
@@ -29,7 +29,7 @@ class TopicError(RuntimeError):
 def ensure_topics(ks: kafka.KafkaSettings | str, models_topic: str = TOPIC_CLOCK,
                   samples_topic: str = TOPIC_CLOCK_SAMPLES, timeout: float = 15.0) -> None:
     """Create the model topic compacted and the sample topic; check an existing model topic."""
-    kafka.ensure_topics(ks, {models_topic: (1, CLOCK_CONFIG),
+    kafka.ensure_topics(ks, {models_topic: (1, COMPACTED),
                              samples_topic: (1, {})}, timeout)
     admin = kafka.admin(ks)
     res = ConfigResource(ConfigResource.Type.TOPIC, models_topic)

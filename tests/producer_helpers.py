@@ -11,12 +11,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer
 
 from latscope.bpf import libbpf
+from latscope.kafka import partition_of
 from latscope.lab.netns import Net
 from latscope.producers.agent import Agent, AgentSettings
+from latscope.schemas import codec
 
 PREFIX = "lsxa" + os.environ["LSX_RUN_ID"]   # the module network's namespaces and veths
 
@@ -169,3 +174,36 @@ def links_of(pid: int) -> set[int]:
     """IDs of the BPF links a process holds: other engineers' agents may attach and detach
     links at the same time, so tests count only their own."""
     return libbpf.held_ids(pid, "link_id")
+
+
+def read_topic(topic: str, bootstrap: str, want: int, take: Callable[[Any, int], list[dict]],
+               timeout: float = 30.0) -> list[dict]:
+    """Up to ``want`` records of ``topic`` from its start: ``take(message, partitions)``
+    turns each message into its records (and checks it)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        n = len(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        while len(out) < want and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if not m.error():
+                    out += take(m, n)
+        return out
+    finally:
+        c.close()
+
+
+def consume(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> list[dict]:
+    """Up to ``want`` LayerEvent records of ``topic``, each with its broker append time
+    (``arrival_ms``); every one in its flow's partition."""
+    def take(m: Any, n: int) -> list[dict]:
+        name, batch = codec.decode(m.value())
+        assert name == "LayerEventBatch" and batch["events"]
+        for rec in batch["events"]:
+            assert partition_of(rec["flow_id"].encode(), n) == m.partition()
+            rec["arrival_ms"] = m.timestamp()[1]    # the broker's append time
+        return batch["events"]
+    return read_topic(topic, bootstrap, want, take, timeout)

@@ -33,8 +33,6 @@
 	((m) == LS_RAW ? BPF_CORE_READ(src, a, ##__VA_ARGS__) : ___arrow(src, a, ##__VA_ARGS__))
 
 /* Set by the loader before load. */
-volatile const __u32 sample_size = 72400;   /* TCP: byte b is sampled when b % size == 0 */
-volatile const __u32 udp_sample_mod = 50;   /* UDP: datagram sampled when hash % mod == 0 */
 volatile const __u32 wakeup_bytes = 1 << 20; /* unread bytes that wake the agent */
 volatile const __u8 netns_any = 0;          /* 1: skip the netns filter (single-host use) */
 volatile const __u8 ports_any = 1;          /* 1: no port allow-list */
@@ -47,6 +45,23 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
+
+/* What is sampled (struct ls_sampling), set by the agent before it attaches and changed
+ * while it runs; zero (never set): nothing is. An array lookup with a constant key, which
+ * the verifier inlines: no helper call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_sampling);
+} sampling SEC(".maps");
+
+static __always_inline const struct ls_sampling *ls_sampling(void)
+{
+	__u32 k = 0;
+
+	return bpf_map_lookup_elem(&sampling, &k);
+}
 
 
 #define LS_NCOUNTERS LS_C_MAX
@@ -95,10 +110,11 @@ static __always_inline int ls_sk_ports_ok(const struct sock *sk, const int m)
 					bpf_ntohs(LS_RD(m, sk, __sk_common.skc_dport)));
 }
 
-/* Does [seq, seq+len) (mod 2^32) hold a byte b with b % sample_size == 0? One division. */
+/* Does [seq, seq+len) (mod 2^32) hold a byte b with b % size == 0? One division. */
 static __always_inline int ls_sampled(__u32 seq, __u32 len)
 {
-	__u32 size = sample_size;
+	const struct ls_sampling *s = ls_sampling();
+	__u32 size = s ? s->size : 0;
 	__u32 off;
 	if (!len || !size)
 		return 0;
@@ -435,8 +451,12 @@ bad:
 static __always_inline int ls_parse_sampled(unsigned char *head, struct ls_hit *h,
 					    const struct ls_l4 *l)
 {
-	if (h->proto == IPPROTO_UDP)
-		return udp_sample_mod && !(h->seq % udp_sample_mod);
+	if (h->proto == IPPROTO_UDP) {
+		const struct ls_sampling *s = ls_sampling();
+		__u32 mod = s ? s->udp_mod : 0;
+
+		return mod && !(h->seq % mod);
+	}
 	if (!ls_sampled(h->seq, h->len))
 		return 0;
 	ls_tcp_mark(head + l->off, &l->th, h);

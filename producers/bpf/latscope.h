@@ -104,4 +104,12 @@ struct ls_fs_val {
 	__u64 count;
 };
 
+/* The sampling in effect: the one value of the shared `sampling` array map, which the agent
+ * changes while it runs (the stride level every host applies at the same time:
+ * producers/stride_level.py). */
+struct ls_sampling {
+	__u32 size;           /* TCP: byte b is sampled when b % size == 0 */
+	__u32 udp_mod;        /* UDP: a datagram is sampled when its hash % udp_mod == 0 */
+};
+
 #endif

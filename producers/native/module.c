@@ -319,6 +319,19 @@ static PyObject *m_set_exit_devices(Path *p, PyObject *devices)
     Py_RETURN_NONE;
 }
 
+static PyObject *m_set_size(Path *p, PyObject *arg)
+{
+    unsigned long long size = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (size == 0 || size > 0xffffffffULL) {
+        PyErr_Format(PyExc_ValueError, "set_size: %llu is not a stride in 1..2^32-1", size);
+        return NULL;
+    }
+    p->size = size;
+    Py_RETURN_NONE;
+}
+
 static PyObject *m_set_netns(Path *p, PyObject *inodes)
 {
     if (!ready(p))
@@ -409,6 +422,8 @@ static PyMethodDef path_methods[] = {
     {"flush_all", (PyCFunction)m_flush_all, METH_O, "flush_all(out): Grouper.flush_all"},
     {"set_exit_devices", (PyCFunction)m_set_exit_devices, METH_O,
      "set_exit_devices(iterable of (netns, ifindex))"},
+    {"set_size", (PyCFunction)m_set_size, METH_O,
+     "set_size(stride): expand ranges at this stride from the next batch on"},
     {"set_netns", (PyCFunction)m_set_netns, METH_O,
      "set_netns(iterable of netns inodes): group only their hits (empty: every namespace's); "
      "resend marks from any"},

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Consumer
 from producer_helpers import (
     PREFIX,
+    consume,
     links_of,
     loopback_burst,
     running_agents,
@@ -26,7 +27,7 @@ from producer_helpers import (
     udp_send,
 )
 
-from latscope.kafka import KafkaSettings, partition_of
+from latscope.kafka import KafkaSettings
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.schemas import codec
 
@@ -49,29 +50,6 @@ def agents(net: Any, topic: str, bootstrap: str, sample_size: int = SIZE,
     for a in run.values():
         c = a.status()["counters"]
         assert c["ringbuf_drops"] == 0 and c["unparsed"] == 0 and c["failed_deliveries"] == 0, c
-
-
-def consume(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> list[dict]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    try:
-        n = len(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        while len(out) < want and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.5):
-                if m.error():
-                    continue
-                name, batch = codec.decode(m.value())
-                assert name == "LayerEventBatch" and batch["events"]
-                for rec in batch["events"]:     # every record in its flow's partition
-                    assert partition_of(rec["flow_id"].encode(), n) == m.partition()
-                    rec["arrival_ms"] = m.timestamp()[1]    # the broker's append time
-                    out.append(rec)
-        return out
-    finally:
-        c.close()
 
 
 def by_host(records: list[dict], sport: int) -> dict[str, dict[int, dict]]:

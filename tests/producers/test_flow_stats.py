@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
-from producer_helpers import running_agents
+from producer_helpers import read_topic, running_agents
 
 from latscope.kafka import KafkaSettings
 from latscope.lab import netns
@@ -63,22 +62,11 @@ def agents(net: Any, topic: str, bootstrap: str, ports: list[int] | None = None
 
 
 def flow_stats(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> list[dict]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < want and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.5):
-                if m.error():
-                    continue
-                name, rec = codec.decode(m.value())
-                assert name == "FlowStats" and m.key() == rec["flow_id"].encode()
-                out.append(rec)
-        return out
-    finally:
-        c.close()
+    def take(m: Any, _n: int) -> list[dict]:
+        name, rec = codec.decode(m.value())
+        assert name == "FlowStats" and m.key() == rec["flow_id"].encode()
+        return [rec]
+    return read_topic(topic, bootstrap, want, take, timeout)
 
 
 def read_all(ag: dict[str, Agent], topic: str, bootstrap: str) -> list[dict]:

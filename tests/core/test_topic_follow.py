@@ -1,6 +1,7 @@
-"""The clock follower on a real broker: a worker started before its clock topic had any
-partition still reads the models published to it later, and one started after reads every
-model already there before it goes on (catch_up)."""
+"""The compacted-topic follower on a real broker (the worker's clock models, the agents'
+stride demands): one started before its topic had any partition still reads what is
+published to it later, and one started after reads everything already there before it
+goes on (catch_up)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from latscope import kafka
-from latscope.stream.clock_follow import ClockFollower
+from latscope.topic_follow import TopicFollower
 
 pytestmark = pytest.mark.stack
 
@@ -23,7 +24,7 @@ def _publish(bootstrap: str, topic: str, models: dict[bytes, bytes]) -> None:
 
 def test_follower_reads_a_topic_created_after_it_started(stack, topic_name) -> None:
     seen: dict[bytes | None, bytes | None] = {}
-    f = ClockFollower(stack.kafka_bootstrap, topic_name, topic_name, seen.__setitem__)
+    f = TopicFollower(stack.kafka_bootstrap, topic_name, topic_name, seen.__setitem__)
     try:
         f.catch_up(timeout=2)          # nothing to read: returns at once, no error
         assert seen == {}
@@ -43,7 +44,7 @@ def test_catch_up_reads_every_model_already_there(stack, topic_name) -> None:
     models = {f"h{i}".encode(): f"m{i}".encode() for i in range(30)}
     _publish(stack.kafka_bootstrap, topic_name, models)
     seen: dict[bytes | None, bytes | None] = {}
-    f = ClockFollower(stack.kafka_bootstrap, topic_name, topic_name, seen.__setitem__)
+    f = TopicFollower(stack.kafka_bootstrap, topic_name, topic_name, seen.__setitem__)
     try:
         f.catch_up(timeout=20)
         assert seen == models

@@ -1,0 +1,155 @@
+"""The stride level on Kafka, on its own thread: this agent's demand out, every host's
+demands in, and the level in effect handed to the agent when it changes (stride_level.py
+says why and how).
+
+Demands are read at the door: a message that is not a StrideDemand, whose key is not its
+host, or whose level is out of range is counted (``rejected``) and skipped, never applied;
+a tombstone (no value) removes its host. This agent's own demand counts at once, even
+while the broker is unreachable, so its budget holds without Kafka.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from confluent_kafka import KafkaError
+
+from latscope import kafka, log
+from latscope.producers.stride_level import Demand, Governor, Schedule
+from latscope.schemas import codec
+from latscope.schemas.records import HOST_NAME_RE, STRIDE_GROUP, TOPIC_STRIDE, TOPICS
+from latscope.topic_follow import TopicFollower
+
+_log = log.get("producers.stride_sync")
+TICK_S = 0.5
+
+
+@dataclass
+class StrideCounters:
+    published: int = 0      # demands this agent sent
+    failed: int = 0         # ... that Kafka did not acknowledge
+    received: int = 0       # demands read (every host's, this one's included)
+    rejected: int = 0       # messages that were not a valid demand: skipped
+    changes: int = 0        # switches of the level in effect
+
+
+class StrideLoop:
+    """``records()``: this agent's published-records counter; ``apply(level)``: switch the
+    agent's probes and grouping to ``size << level`` (called on this thread)."""
+
+    def __init__(self, ks: kafka.KafkaSettings, host: str, budget: int, size: int,
+                 records: Callable[[], int], apply: Callable[[int], None],
+                 topic: str = TOPIC_STRIDE) -> None:
+        self.host, self.topic, self.ks = host, topic, ks
+        self.governor = Governor(host, budget, size)
+        self.schedule = Schedule()
+        self.counters = StrideCounters()
+        self.level = 0
+        self._top = self.governor.top
+        self._records, self._apply = records, apply
+        self._codec = codec.default_codec()
+        self._producer = kafka.producer(ks, **{"enable.idempotence": True, "acks": "all"})
+        self._follower: TopicFollower | None = None
+        self._reasons: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stride", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        topic_known = False
+        while not self._stop.wait(TICK_S):
+            try:
+                if not topic_known:   # an unreachable broker holds up nothing else
+                    topic_known = self._know_topic()
+                if self._follower is not None:
+                    self._follower.poll()
+                self.tick(time.monotonic(), time.time_ns())
+            except Exception:     # one bad tick never ends the agent's budget
+                _log.exception("stride tick failed")
+
+    def _know_topic(self) -> bool:
+        try:
+            kafka.ensure_topics(self.ks, {self.topic: TOPICS[TOPIC_STRIDE]})
+        except Exception as e:
+            _log.debug("topic %s not checked yet: %s", self.topic, e)
+            return False
+        self._follower = TopicFollower(self.ks, self.topic,
+                                       f"{STRIDE_GROUP}{uuid.uuid4().hex}", self.on_message)
+        self._follower.catch_up(5)
+        return True
+
+    def tick(self, now_s: float, wall_ns: int) -> None:
+        """Measure, publish this host's demand when due, apply the level in effect."""
+        if self.governor.observe(now_s, self._records(), self.level):
+            d = self.governor.demand(now_s, wall_ns)
+            self.schedule.add(d)
+            self._publish(d)
+        level = self.schedule.level_at(wall_ns)
+        if level != self.level:
+            _log.info("agent %s: stride level %d -> %d (%s)", self.host, self.level, level,
+                      ", ".join(f"{h} {d.level}" for h, d in sorted(self.schedule.demands.items())))
+            self._apply(level)
+            self.level = level
+            self.counters.changes += 1
+
+    def _publish(self, d: Demand) -> None:
+        body = self._codec.encode("StrideDemand", {"schema_version": 1, **asdict(d)})
+        try:
+            kafka.produce(self._producer, self.topic, body, key=d.host.encode(),
+                          on_delivery=self._delivered)
+            self.counters.published += 1
+        except Exception as e:   # a full local queue: the heartbeat sends it again
+            self.counters.failed += 1
+            _log.warning("stride demand not queued: %s", e)
+        self._producer.poll(0)
+
+    def _delivered(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self.counters.failed += 1
+
+    def on_message(self, key: bytes | None, value: bytes | None) -> None:
+        host = key.decode(errors="replace") if key else ""
+        if value is None:         # a tombstone: the host left
+            if host != self.host:
+                self.schedule.demands.pop(host, None)
+            return
+        try:
+            _, r = self._codec.decode(value, expect="StrideDemand")
+        except codec.DecodeError as e:
+            return self._reject(f"not a StrideDemand ({type(e).__name__})")
+        if r["host"] != host or not HOST_NAME_RE.fullmatch(host):
+            return self._reject("its key is not its host")
+        if not 0 <= r["level"] <= self._top:
+            return self._reject(f"level {r['level']} outside 0..{self._top}")
+        self.counters.received += 1
+        if host != self.host:     # this host's own counts from tick() on
+            self.schedule.add(Demand(host, r["level"], r["effective_ns"], r["sent_ns"],
+                                     r["rate"], r["budget"]))
+
+    def _reject(self, why: str) -> None:
+        self.counters.rejected += 1
+        if why not in self._reasons:
+            self._reasons.add(why)
+            _log.warning("stride topic %s: a message skipped: %s", self.topic, why)
+
+    def status(self) -> dict:
+        g = self.governor
+        return {"level": self.level, "demand": g.level, "rate": round(g.rate, 1),
+                "budget": g.budget,
+                "hosts": {h: d.level for h, d in sorted(self.schedule.demands.items())},
+                **asdict(self.counters)}
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.counters.failed += self._producer.flush(timeout)
+        if self._follower is not None:
+            self._follower.close()

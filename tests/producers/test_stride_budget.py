@@ -1,0 +1,106 @@
+"""The CPU budget on the real kernel and broker: two agents with a budget of records/s and
+dense sampling, traffic that would make far more. The truths: iperf3's own bitrates (from
+which the level each host needs is worked out here by hand), the records' sequence numbers
+(which stride took them), and the broker's arrival times (how many per second).
+
+h1 ==veth== h2 --br0-- c1: flow A h1 -> c1 crosses both agents' hosts; flow B h2 -> c1 only
+h2's. h2 needs a higher level than h1; both must sample at it (the fleet's level), or
+flow A's bytes taken by h1 would be missing on h2."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from producer_helpers import consume, running_agents
+
+from latscope.kafka import KafkaSettings
+from latscope.producers.agent import AgentSettings
+
+pytestmark = [pytest.mark.root, pytest.mark.stack]
+
+SIZE = 1448              # every MSS: dense, so the budget must act
+BUDGET = 400             # records/s per host
+SECONDS = 12
+RATES = {5301: ("h1", "100M"), 5302: ("h2", "400M")}   # port: (client host, iperf3 -b)
+
+
+def _iperf(net: Any, port: int, src: str, rate: str) -> subprocess.Popen:
+    return net.popen(src, ["iperf3", "-c", "10.2.0.2", "-p", str(port), "-t", str(SECONDS),
+                           "-b", rate, "-J"], stdout=subprocess.PIPE, text=True)
+
+
+def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name: str) -> None:
+    servers = [net.popen("c1", ["iperf3", "-s", "-1", "-p", str(p), "-B", "10.2.0.2"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in RATES]
+    switched: dict[str, float] = {}
+    with running_agents({host: AgentSettings(
+            host=host, netns=[net.ns_name(h) for h in hosts], clock=net.clock(host),
+            sample_size=SIZE, ports=list(RATES), topic=topic_name, flow_stats=False,
+            stride_topic=f"{topic_name}-stride", budget_records_per_s=BUDGET,
+            kafka=KafkaSettings(stack.kafka_bootstrap))
+            for host, hosts in {"h1": ["h1"], "h2": ["h2", "c1"]}.items()}) as ag:
+        time.sleep(0.5)
+        clients = {p: _iperf(net, p, src, rate) for p, (src, rate) in RATES.items()}
+        stop = threading.Event()
+
+        def watch() -> None:      # when each agent switched to its final level
+            last = {h: 0 for h in ag}
+            while not stop.wait(0.05):
+                for h, a in ag.items():
+                    lvl = a.stride.level if a.stride else 0
+                    if lvl != last[h]:
+                        last[h], switched[h] = lvl, time.time()
+        w = threading.Thread(target=watch, daemon=True)
+        w.start()
+        reports = {p: json.loads(c.communicate(timeout=SECONDS + 30)[0])
+                   for p, c in clients.items()}
+        stop.set()
+        w.join()
+        time.sleep(1.5)            # the last records out of the hold
+        status = {h: a.status()["stride"] for h, a in ag.items()}
+    for s in servers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            s.wait(10)
+    # The level each host needs, from iperf3's own figures: records/s at level 0 are the
+    # sampled bytes per second its agent sees (one record per byte and host), halved per level.
+    per_s = {p: r["end"]["sum_sent"]["bits_per_second"] / 8 / SIZE for p, r in reports.items()}
+    sees = {"h1": per_s[5301], "h2": per_s[5301] + per_s[5302]}
+    need = {h: math.ceil(math.log2(n / BUDGET)) for h, n in sees.items()}
+    assert need["h1"] < need["h2"], (need, per_s)    # as planned: h2 holds the fleet
+    level = need["h2"]
+    for h in ("h1", "h2"):
+        st = status[h]
+        assert st["demand"] == need[h], (h, st, need)
+        assert st["level"] == level and st["bytes"] == SIZE << level, (h, st, level)
+        assert st["hosts"] == need and st["rejected"] == 0 and st["failed"] == 0, st
+    # one switch, the same instant on both (the demand's effective time; seen by a 50 ms
+    # watcher of a 0.5 s tick)
+    assert abs(switched["h1"] - switched["h2"]) < 0.7, switched
+    t_switch = max(switched.values())
+    recs = [r for r in consume(topic_name, stack.kafka_bootstrap, 10**9, timeout=15)
+            if not r["retrans"]]
+    # after the switch (and its hold): only bytes of the new stride, the same on both hosts
+    late = [r for r in recs if r["arrival_ms"] / 1e3 > t_switch + 2.0]
+    a_seqs = {h: {r["seq"] for r in late if r["host"] == h and r["flow"]["dport"] == 5301}
+              for h in ("h1", "h2")}
+    assert all(r["seq"] % (SIZE << level) == 0 for r in late), Counter(
+        r["seq"] % (SIZE << level) for r in late).most_common(3)
+    # flow A: every byte h1 sampled is on h2, apart from the last ones still on their way
+    # when the agents stopped
+    gone = a_seqs["h1"] - a_seqs["h2"]
+    assert len(a_seqs["h1"]) >= 40 and len(gone) <= 2, (len(a_seqs["h1"]), sorted(gone))
+    # at most the budget: h2's records per second of arrival, over whole seconds
+    t0 = math.ceil(t_switch + 2.0)
+    per_sec = Counter(int(r["arrival_ms"] / 1e3) for r in late if r["host"] == "h2")
+    whole = [per_sec[t] for t in range(t0, t0 + 6)]
+    print(f"needs {need} level {level} sampled/s {per_s} switched {switched} "
+          f"h2 records/s {whole} flow A bytes {len(a_seqs['h1'])}")
+    assert max(whole) <= BUDGET * 1.1 and min(whole) > 0, whole
