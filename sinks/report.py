@@ -10,8 +10,16 @@ Per flow (folder ``<out>/<flow>/``):
 * ``layer_cdf.png``       per layer: the CDF of the per-sample delay
 * ``p99_over_time.png``   each main-path segment's window p99 over time, at most
                           ``PER_AXIS`` series an axis, legends outside the plots
+* ``throughput.png``      the flow's context per host (``latscope_flow_stats``): what the
+                          application wrote and read, what the devices sent and received
+                          (Mbit/s), and the resent share of the segments sent
+* ``socket_process.png``  per socket (``latscope_flow_socket``): smoothed RTT, cwnd, and
+                          its process's CPU % and resident memory
 
 Time axes are wall-clock ``HH:MM:SS`` (local time) and span the flow's data, never more.
+An interval's rates are drawn as a step over the interval (they are its averages; a last
+interval cut short ends early), each host in one colour on every axis, sending solid and
+receiving dashed.
 """
 
 from __future__ import annotations
@@ -50,6 +58,11 @@ class Report:
     span: TimeRange
     # file -> every time axis's (start, end), epoch seconds, as drawn
     time_axes: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # file -> "axis: series" -> (interval start, epoch s; value as plotted; the interval's
+    # length as drawn, s) of the flow context figures, so what a figure shows can be
+    # checked against what was sent
+    figure_data: dict[str, dict[str, list[tuple[float, float | None, float]]]] = field(
+        default_factory=dict)
 
 
 def _plt() -> Any:
@@ -68,14 +81,16 @@ def _safe(name: str) -> str:
 class _Figures:
     """Writes one flow's figures, remembering every time axis it drew."""
 
-    def __init__(self, folder: Path, flow: FlowData) -> None:
+    def __init__(self, folder: Path, flow: FlowData, asked: TimeRange) -> None:
         self.folder, self.flow = folder, flow
         self.files: list[Path] = []
         self.time_axes: dict[str, list[tuple[float, float]]] = {}
+        self.data: dict[str, dict[str, list[tuple[float, float | None, float]]]] = {}
         span = flow.span()
         assert span is not None
         pad = timedelta(milliseconds=200)
-        self.t0, self.t1 = span[0] - pad, span[1] + pad
+        # an interval's rates hold to its end, which may lie past the range asked for
+        self.t0, self.t1 = span[0] - pad, min(span[1], asked.stop) + pad
         self.tz = datetime.now().astimezone().tzinfo
 
     def time_axis(self, ax: Any, name: str, label: bool = True) -> None:
@@ -235,6 +250,119 @@ def _p99_over_time(fx: _Figures, path: list[Series]) -> None:
     fx.save(fig, "p99_over_time.png")
 
 
+# A panel: its y label and its series (label, interval starts, values, line style, the
+# intervals' lengths in s: None for the flow's interval)
+PanelSeries = tuple[str, list[datetime], list[float | None], dict[str, Any], list[float | None]]
+Panel = tuple[str, list[PanelSeries]]
+
+
+def _stepped(times: list[datetime], values: list[float | None], lengths: list[timedelta]
+             ) -> tuple[list, list]:
+    """Each interval's value held over the interval, to its own end where the next does
+    not follow on (a last interval cut short), broken (NaN) where intervals are missing,
+    so a line never bridges time nobody reported."""
+    xs: list[datetime] = []
+    ys: list[float] = []
+    for i, (t, v) in enumerate(zip(times, values, strict=True)):
+        xs.append(t)
+        ys.append(float("nan") if v is None else v)
+        end = t + lengths[i]
+        if i + 1 == len(times) or times[i + 1] > end + lengths[i] / 2:
+            xs += [end, end]
+            ys += [ys[-1], float("nan")]
+    return xs, ys
+
+
+def _host_styles(flow: FlowData) -> dict[str, str]:
+    """One colour per host, in path order, the same on every context axis."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {h: cmap(i % 10) for i, h in enumerate(flow.host_order())}
+
+
+def _panels(fx: _Figures, name: str, what: str, panels: list[Panel]) -> None:
+    """Stacked time axes sharing x, at most ``PER_AXIS`` series an axis (a panel with more
+    goes on to the next axis), legends outside; each series' values kept in ``fx.data``."""
+    axes_series = [(label, series[i:i + PER_AXIS])
+                   for label, series in panels if series
+                   for i in range(0, len(series), PER_AXIS)]
+    if not axes_series:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(len(axes_series), 1, figsize=(11, 0.6 + 2.3 * len(axes_series)),
+                             squeeze=False, sharex=True)
+    step = fx.flow.interval_s()
+    data = fx.data.setdefault(name, {})
+    for ax, (label, series) in zip(axes[:, 0], axes_series, strict=True):
+        shown: list[float] = []
+        for text, times, values, style, durations in series:
+            secs = [d or step for d in durations]
+            flat = "" if any(values) else " (0 throughout)"   # else hidden on the axis
+            ax.plot(*_stepped(times, values, [timedelta(seconds=d) for d in secs]), lw=1.4,
+                    label=text + flat, drawstyle="steps-post", **style)
+            data[f"{label}: {text}"] = [(t.timestamp(), v, d) for t, v, d in
+                                        zip(times, values, secs, strict=True)]
+            shown += [v for v in values if v is not None]
+        _value_axis(ax, shown, label)
+        if ax.get_yscale() == "linear":
+            ax.set_ylim(bottom=0, top=max([*shown, 0.0]) * 1.08 or 1.0)
+        if not any(shown):   # a line on the axis is easily missed: say it
+            ax.text(0.5, 0.5, "0 for every series in this range", transform=ax.transAxes,
+                    ha="center", va="center", color="#555")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+        fx.time_axis(ax, name, label=ax is axes[-1, 0])
+    fig.suptitle(fx.title(what))
+    fig.tight_layout()
+    fx.save(fig, name)
+
+
+def _throughput(fx: _Figures) -> None:
+    f = fx.flow
+    color = _host_styles(f)
+    app: list = []
+    dev: list = []
+    resent: list = []
+    for host in f.host_order():
+        h = f.hosts[host]
+        for key, verb, out, solid in (("app_tx_bps", "sent", app, True),
+                                      ("app_rx_bps", "read", app, False),
+                                      ("dev_tx_bps", "tx", dev, True),
+                                      ("dev_rx_bps", "rx", dev, False)):
+            if any(h.rates[key]):
+                out.append((f"{host} {verb}", h.times, [v / 1e6 for v in h.rates[key]],
+                            {"color": color[host], "ls": "-" if solid else "--"}, h.durations))
+        if any(v is not None for v in h.retrans_rate):
+            resent.append((host, h.times, [None if v is None else 100 * v
+                                           for v in h.retrans_rate], {"color": color[host]},
+                           h.durations))
+    _panels(fx, "throughput.png", "throughput and resends per host, each interval", [
+        ("application, Mbit/s", app), ("devices (IP bytes), Mbit/s", dev),
+        ("resent, % of segments sent", resent)])
+
+
+def _socket_process(fx: _Figures) -> None:
+    f = fx.flow
+    color = _host_styles(f)
+
+    def series(key: str, scale: float) -> list:
+        out = []
+        for s in f.sockets:
+            vals = s.values[key]
+            if any(v is not None for v in vals):
+                out.append((s.label(), s.times,
+                            [None if v is None else v * scale for v in vals],
+                            {"color": color.get(s.host, "grey"),
+                             "ls": "-" if s.side == "sender" else "--"}, [None] * len(vals)))
+        return out
+
+    _panels(fx, "socket_process.png", "each socket's TCP state and its process, each interval", [
+        ("smoothed RTT, ms", series("srtt_us", 1e-3)), ("cwnd, segments", series("cwnd", 1.0)),
+        ("process CPU, % of one CPU", series("cpu_percent", 1.0)),
+        ("process RSS, MiB", series("rss_bytes", 1 / 2**20))])
+
+
 def make_report(settings: InfluxSettings, out: Path, span: TimeRange, run: str | None = None,
                 flows: list[str] | None = None,
                 progress: Callable[[str], None] = lambda msg: None) -> Report:
@@ -250,10 +378,11 @@ def make_report(settings: InfluxSettings, out: Path, span: TimeRange, run: str |
                           "nothing to plot")
     figures: dict[str, list[Path]] = {}
     axes: dict[str, list[tuple[float, float]]] = {}
+    plotted: dict[str, dict[str, list[tuple[float, float | None, float]]]] = {}
     for i, name in enumerate(sorted(data)):
         flow = data[name]
         progress(f"drawing flow {name} ({i + 1}/{len(data)}, {len(flow.sample_times)} samples)…")
-        fx = _Figures(out / _safe(name), flow)
+        fx = _Figures(out / _safe(name), flow, span)
         path = flow.main_path()
         _breakdown(fx, path)
         if flow.sample_times:
@@ -261,12 +390,17 @@ def make_report(settings: InfluxSettings, out: Path, span: TimeRange, run: str |
             _layers_per_sample(fx)
             _layer_cdf(fx)
         _p99_over_time(fx, path)
+        if flow.hosts:
+            _throughput(fx)
+        if flow.sockets:
+            _socket_process(fx)
         figures[name] = fx.files
         axes.update({str(fx.folder / k): v for k, v in fx.time_axes.items()})
+        plotted.update({str(fx.folder / k): v for k, v in fx.data.items()})
     index = write_index(out, data, figures, span, run)
     files = [p for name in sorted(figures) for p in figures[name]]
     return Report(out, index, files, sorted(data), sum(len(f.segments) for f in data.values()),
-                  sum(len(f.sample_times) for f in data.values()), span, axes)
+                  sum(len(f.sample_times) for f in data.values()), span, axes, plotted)
 
 
 __all__ = ["RangeError", "Report", "ReportError", "make_report"]

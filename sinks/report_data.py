@@ -1,15 +1,18 @@
 """What a report draws, read from InfluxDB (Flux) per flow: the segments' and the end-to-end
-window statistics and the raw samples' end-to-end, wire and per-layer delays."""
+window statistics, the raw samples' end-to-end, wire and per-layer delays, and the flow's
+context per host and interval (``latscope_flow_stats``: throughput, resends;
+``latscope_flow_socket``: TCP state and the owning process, per socket)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from influxdb_client import InfluxDBClient
 
+from latscope.sinks.flow_stats import M_FLOW_SOCKET, M_FLOW_STATS
 from latscope.sinks.influx import M_FLOW, M_SAMPLE, M_SEGMENT, stored_name, unescape_name
 from latscope.sinks.settings import InfluxSettings
 from latscope.sinks.timerange import TimeRange
@@ -44,6 +47,50 @@ class Series:
         return sum(c * v for c, v in zip(self.count, self.p50, strict=True)) / n if n else 0.0
 
 
+RATES = ("app_tx_bps", "app_rx_bps", "dev_tx_bps", "dev_rx_bps")
+COUNTS = ("app_bytes_written", "app_bytes_read", "dev_bytes_tx", "dev_bytes_rx",
+          "dev_segs_tx", "retrans_segs")
+SOCKET_FIELDS = ("srtt_us", "cwnd", "cpu_percent", "rss_bytes", "pid")
+_RATE_OF = {"app_tx_bps": "app_bytes_written", "app_rx_bps": "app_bytes_read",
+            "dev_tx_bps": "dev_bytes_tx", "dev_rx_bps": "dev_bytes_rx"}
+
+
+@dataclass
+class HostStats:
+    """One host's intervals of a flow (``latscope_flow_stats``), in time order: each time is
+    an interval's start, rates in bit/s over it, ``retrans_rate`` None when it sent nothing;
+    ``durations``: each interval's length in s (a last one ends early when its flow or agent
+    does), None where it moved nothing; ``totals``: the counts summed over the intervals."""
+
+    host: str
+    times: list[datetime] = field(default_factory=list)
+    durations: list[float | None] = field(default_factory=list)
+    rates: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in RATES})
+    retrans_rate: list[float | None] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+
+
+@dataclass
+class SocketStats:
+    """One socket of a flow on a host (``latscope_flow_socket``: its side and its process's
+    command), in time order: smoothed RTT µs, cwnd segments, CPU % of one CPU, RSS bytes."""
+
+    host: str
+    side: str
+    command: str
+    times: list[datetime] = field(default_factory=list)
+    values: dict[str, list[float | None]] = field(
+        default_factory=lambda: {k: [] for k in SOCKET_FIELDS})
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted({int(p) for p in self.values["pid"] if p is not None})
+
+    def label(self) -> str:
+        pids = ",".join(map(str, self.pids)) or "?"
+        return f"{self.host} {self.side}: {self.command or '?'} [{pids}]"
+
+
 @dataclass
 class FlowData:
     name: str
@@ -55,6 +102,29 @@ class FlowData:
     sample_times: list[datetime] = field(default_factory=list)
     sample_e2e: list[float | None] = field(default_factory=list)
     sample_layers: dict[str, list[float | None]] = field(default_factory=dict)
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+    sockets: list[SocketStats] = field(default_factory=list)
+
+    def interval_s(self) -> float:
+        """The flow-statistics interval: the shortest step between one host's intervals (the
+        stream's window length; 1 s when a host reported once)."""
+        steps = [(b - a).total_seconds() for h in self.hosts.values()
+                 for a, b in zip(h.times, h.times[1:], strict=False) if b > a]
+        return min(steps, default=1.0)
+
+    def host_order(self) -> list[str]:
+        """The hosts with context, in path order (sender first), then any other by name."""
+        order: list[str] = []
+        for s in self.main_path():
+            for point in s.name.split("→"):
+                host = point.split(":")[0]
+                if host not in order:
+                    order.append(host)
+        for h in (self.src_host, self.dst_host):
+            if h and h not in order:
+                order.append(h)
+        return [h for h in order if h in self.hosts] + sorted(
+            h for h in self.hosts if h not in order)
 
     def main_path(self) -> list[Series]:
         """The main path in path order: segments seen at least a fifth as often as the most
@@ -67,7 +137,16 @@ class FlowData:
                       key=lambda s: (s.pos, s.name))
 
     def span(self) -> tuple[datetime, datetime] | None:
+        """From the first to the last time of any data; an interval's rates hold until its
+        end, so the context's last interval counts to its end."""
         times = [*self.sample_times, *(t for s in self.segments.values() for t in s.times)]
+        step = self.interval_s()
+        for h in self.hosts.values():
+            times += [t + timedelta(seconds=d or step) for t, d in zip(h.times, h.durations,
+                                                                        strict=True)]
+            times += h.times[:1]
+        for s in self.sockets:
+            times += [*s.times[:1], *(t + timedelta(seconds=step) for t in s.times[-1:])]
         return (min(times), max(times)) if times else None
 
 
@@ -123,7 +202,68 @@ def load(settings: InfluxSettings, span: TimeRange, run: str | None = None,
         for s in (*f.segments.values(), *([f.end_to_end] if f.end_to_end else [])):
             s.sort()
     _samples(settings, head, where, out)
+    _context(settings, head, where, out)
     return out
+
+
+def _duration(row: dict[str, Any]) -> float | None:
+    """An interval's length in s, which InfluxDB does not keep: bytes over their rate (the
+    sink wrote ``rate = bytes * 8 / duration``), from the largest count for precision."""
+    pairs = [(row.get(count) or 0, row.get(rate) or 0.0) for rate, count in _RATE_OF.items()]
+    count, rate = max(pairs)
+    return count * 8 / rate if count > 0 and rate > 0 else None
+
+
+def _context(settings: InfluxSettings, head: str, where: str, out: dict[str, FlowData]) -> None:
+    """Each flow's FlowStats per host and its sockets (flows without latency windows: none)."""
+    rows = query(settings, f'''{head}
+  |> filter(fn: (r) => r._measurement == "{M_FLOW_STATS}"{where})
+  |> filter(fn: (r) => {" or ".join(f'r._field == "{k}"' for k in (*RATES, *COUNTS, "retrans_rate"))})
+  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
+  |> sort(columns: ["_time"])''')
+    for r in rows:
+        f = out.get(r["flow"])
+        if f is None:
+            continue
+        h = f.hosts.setdefault(r["host"], HostStats(r["host"]))
+        h.times.append(r["_time"])
+        h.durations.append(_duration(r.values))
+        for k in RATES:
+            h.rates[k].append(float(r.values.get(k) or 0.0))
+        h.retrans_rate.append(r.values.get("retrans_rate") if r.values.get("dev_segs_tx") else None)
+        for k in COUNTS:
+            h.totals[k] += int(r.values.get(k) or 0)
+    rows = query(settings, f'''{head}
+  |> filter(fn: (r) => r._measurement == "{M_FLOW_SOCKET}"{where})
+  |> filter(fn: (r) => {" or ".join(f'r._field == "{k}"' for k in SOCKET_FIELDS)})
+  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
+  |> sort(columns: ["_time"])''')
+    socks: dict[tuple[str, str, str, str], SocketStats] = {}
+    for r in rows:
+        f = out.get(r["flow"])
+        if f is None:
+            continue
+        key = (r["flow"], r["host"], r.values.get("side", ""), r.values.get("command", ""))
+        sock = socks.get(key)
+        if sock is None:
+            sock = socks[key] = SocketStats(*key[1:])
+            f.sockets.append(sock)
+        sock.times.append(r["_time"])
+        for k in SOCKET_FIELDS:
+            sock.values[k].append(r.values.get(k))
+    for f in out.values():
+        for h in f.hosts.values():   # one host's points may come in several tables: run tags
+            order = sorted(range(len(h.times)), key=h.times.__getitem__)
+            h.times = [h.times[i] for i in order]
+            h.rates = {k: [v[i] for i in order] for k, v in h.rates.items()}
+            h.retrans_rate = [h.retrans_rate[i] for i in order]
+            h.durations = [h.durations[i] for i in order]
+        for sock in f.sockets:
+            order = sorted(range(len(sock.times)), key=sock.times.__getitem__)
+            sock.times = [sock.times[i] for i in order]
+            sock.values = {k: [v[i] for i in order] for k, v in sock.values.items()}
+        rank = {host: i for i, host in enumerate(f.host_order())}
+        f.sockets.sort(key=lambda s: (rank.get(s.host, len(rank)), s.side != "sender", s.command))
 
 
 def _samples(settings: InfluxSettings, head: str, where: str, out: dict[str, FlowData]) -> None:

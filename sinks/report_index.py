@@ -11,6 +11,7 @@ from latscope.sinks.timerange import TimeRange
 
 _CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:20px;color:#222;}
 h2{border-top:1px solid #ccc;padding-top:14px}table{border-collapse:collapse;margin:6px 0}
+h3{font-size:14px;margin:14px 0 2px}
 td,th{padding:2px 9px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.fig{margin:10px 0}
 .fig img{max-width:100%;border:1px solid #ddd}.hint{color:#666;font-size:12px}
@@ -26,6 +27,61 @@ def _quantile(values: list[float], q: float) -> float:
 
 def _num(v: float) -> str:
     return f"{v:,.1f}"
+
+
+def _ms(us: float) -> str:
+    """µs as ms to 3 digits: a loopback RTT of 34 µs is 0.034, not 0.0."""
+    return f"{us / 1000:,.1f}" if us >= 10_000 else f"{us / 1000:.3g}"
+
+
+def _mbit(bps: list[float]) -> str:
+    return f"{max(bps, default=0.0) / 1e6:,.2f}"
+
+
+def _context_html(f: FlowData) -> str:
+    """Per host: bytes (exact, summed over the intervals), peak rates and resends; per
+    socket: RTT, cwnd, its process's CPU and memory."""
+    if not f.hosts and not f.sockets:
+        return ""
+    e = html.escape
+    rows = []
+    for host in f.host_order():
+        h = f.hosts[host]
+        t = h.totals
+        resent = (f"{t['retrans_segs']:,} ({100 * t['retrans_segs'] / t['dev_segs_tx']:.2f} %)"
+                  if t["dev_segs_tx"] else "–")
+        rows.append(
+            f"<tr><td>{e(host)}</td><td class=n>{t['app_bytes_written']:,}</td>"
+            f"<td class=n>{t['app_bytes_read']:,}</td><td class=n>{t['dev_bytes_tx']:,}</td>"
+            f"<td class=n>{t['dev_bytes_rx']:,}</td>"
+            f"<td class=n>{_mbit(h.rates['app_tx_bps'] + h.rates['app_rx_bps'])}</td>"
+            f"<td class=n>{_mbit(h.rates['dev_tx_bps'] + h.rates['dev_rx_bps'])}</td>"
+            f"<td class=n>{resent}</td><td class=n>{len(h.times)}</td></tr>")
+    socks = []
+    for s in f.sockets:
+        rtt, cwnd, cpu, rss = ([v for v in s.values[k] if v is not None]
+                               for k in ("srtt_us", "cwnd", "cpu_percent", "rss_bytes"))
+        socks.append(
+            f"<tr><td>{e(s.label())}</td>"
+            f"<td class=n>{_ms(_quantile(rtt, 0.5)) if rtt else '–'}</td>"
+            f"<td class=n>{_ms(max(rtt)) if rtt else '–'}</td>"
+            f"<td class=n>{int(_quantile(cwnd, 0.5)) if cwnd else '–'}</td>"
+            f"<td class=n>{_num(sum(cpu) / len(cpu)) if cpu else '–'}</td>"
+            f"<td class=n>{_num(max(cpu)) if cpu else '–'}</td>"
+            f"<td class=n>{_num(max(rss) / 2**20) if rss else '–'}</td></tr>")
+    out = ("<h3>flow context</h3><table><tr><th>host</th><th class=n>app bytes sent</th>"
+           "<th class=n>app bytes read</th><th class=n>device bytes tx</th>"
+           "<th class=n>device bytes rx</th><th class=n>app peak Mbit/s</th>"
+           "<th class=n>device peak Mbit/s</th><th class=n>resent segments</th>"
+           f"<th class=n>intervals</th></tr>{''.join(rows)}</table>")
+    if socks:
+        out += ("<table><tr><th>socket: process [pid]</th><th class=n>RTT p50 ms</th>"
+                "<th class=n>RTT max ms</th><th class=n>cwnd p50</th><th class=n>CPU % mean"
+                "</th><th class=n>CPU % max</th><th class=n>RSS max MiB</th></tr>"
+                f"{''.join(socks)}</table>")
+    return out + ("<p class=hint>bytes: summed over the agents' intervals; device bytes are "
+                  "IP bytes on the host's exit devices; RTT: smoothed (tcp_info), p50 over the "
+                  "intervals; CPU: % of one CPU.</p>")
 
 
 def _flow_html(f: FlowData, figures: list[Path], out: Path) -> str:
@@ -58,8 +114,8 @@ def _flow_html(f: FlowData, figures: list[Path], out: Path) -> str:
             "<th class=n>samples</th><th class=n>p50 µs</th><th class=n>p99 µs</th></tr>"
             f"{rows}</table><p class=hint>p50: count-weighted mean of the windows' p50s; "
             f"p99: the highest window p99.{f' {others} rarer detour segment(s) left out.' if others else ''}"
-            f"</p></div><div class=figs>{figs}<p class=hint>click a figure for its full size"
-            "</p></div></div>")
+            f"</p>{_context_html(f)}</div><div class=figs>{figs}<p class=hint>click a figure for "
+            "its full size</p></div></div>")
 
 
 def write_index(out: Path, flows: dict[str, FlowData], figures: dict[str, list[Path]],

@@ -4,11 +4,15 @@ A bound is absolute (ISO 8601 date and time, or a bare ``HH:MM[:SS]`` meaning to
 time unless it carries a zone), relative to now (a Flux-style duration, that long ago:
 ``5m`` or ``-5m``, ``1h30m``; argparse takes ``-5m`` only as ``--from=-5m``), or ``now``.
 ``--since D`` is ``--from D --to now``.
+
+The stream worker's ``GET /latscope/flows?since=`` takes one bound the same way but in the
+forms a URL carries without quoting: unix seconds or a duration ago (``since_epoch``).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +21,9 @@ _UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timed
 DURATION_RE = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w))+$")
 _PART_RE = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
 _CLOCK_RE = re.compile(r"^[0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?$")
+_UNIX_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+# Unix seconds below this (2001-09-09) are no time LatScope saw: a duration lacking its unit.
+UNIX_MIN = 1_000_000_000
 
 
 class RangeError(ValueError):
@@ -82,3 +89,27 @@ def time_range(since: str | None = None, start: str | None = None, stop: str | N
         raise RangeError(f"the range ends ({end.isoformat()}) before it starts "
                          f"({begin.isoformat()})")
     return TimeRange(begin, end)
+
+
+def since_epoch(text: str, what: str = "since", now: float | None = None) -> float:
+    """A lower time bound as unix seconds, from unix seconds (``1717000000``, ``1717000000.5``)
+    or a duration ago (``10m``, ``-10m``, ``1h30m``). A web query has no local time zone to
+    read a clock time in, hence no ISO forms here. RangeError names ``what`` and what it
+    expected: the worker answers it as an HTTP 400."""
+    now = time.time() if now is None else now
+    t = text.strip()
+    expected = (f"expected unix seconds (e.g. {int(now)} or {now:.1f}) or a duration ago "
+                "with its unit (10m, -10m, 90s, 1h30m)")
+    if _UNIX_RE.match(t):
+        when = float(t)
+        if when < UNIX_MIN:
+            raise RangeError(f"{what}={text!r}: {t} s after 1970 is before any LatScope data; "
+                             f"{expected}")
+        if when > now:
+            raise RangeError(f"{what}={text!r} is {when - now:.1f} s in the future "
+                             f"(now {now:.3f}); {expected}")
+        return when
+    rel = t[1:] if t.startswith("-") else t
+    if DURATION_RE.match(rel):
+        return now - duration(rel, what).total_seconds()
+    raise RangeError(f"{what}={text!r}: {expected}")

@@ -28,6 +28,7 @@ from latscope.stream import door
 from latscope.stream.bounded import FlowTags, LruMap
 from latscope.stream.breakdown_avro import encode_breakdown
 from latscope.stream.changes import TableChanges
+from latscope.stream.closed_windows import ClosedWindows
 from latscope.stream.flows import FlowResolver
 from latscope.stream.join import Joiner
 from latscope.stream.layer_avro import decode_layer_events
@@ -103,6 +104,7 @@ class Pipeline:
         self.totals: LruMap[tuple, Sketch] = LruMap(s.max_series)
         self.totals_since = time.time()   # wall s: the closed windows merged from then on
         self.last_closed: LruMap[str, dict] = LruMap(s.max_series)
+        self.closed = ClosedWindows()     # by start, for totals from any time (web views)
         self.flow_tags = FlowTags(s.flow_tags_per_pair, s.flow_tag_idle_s)
         self._wall_offset_ns = time.time_ns() - monotonic_ns()
         self.windows_evicted = 0   # open windows closed early: more than the bound
@@ -199,7 +201,7 @@ class Pipeline:
         gone: dict[str, tuple[int, None]] = {}
         for key, win in due:
             sketch = Sketch.of(win["s"])
-            self._add_total(win["tags"], sketch)
+            self.closed.add(self._add_total(win["tags"], sketch), win["w"], sketch)
             closed.append((win["tags"], sketch, win["w"], win.get("pos", 0)))
             self.last_closed["|".join(key.split("|")[1:])] = win
             gone[key] = (win["p"], None)
@@ -314,13 +316,15 @@ class Pipeline:
         self.totals_since = time.time()
         return n
 
-    def _add_total(self, tags: Mapping[str, str], sketch: Sketch) -> None:
-        """Whole-run statistics: the closed windows merged (cheaper than per sample)."""
+    def _add_total(self, tags: Mapping[str, str], sketch: Sketch) -> tuple[str, ...]:
+        """Whole-run statistics: the closed windows merged (cheaper than per sample); the
+        series' key."""
         tkey = tuple(tags[t] for t in TAGS)
         total = self.totals.get(tkey)
         if total is None:   # its own object: the closed window's sketch stays as it was
             total = self.totals[tkey] = Sketch(accuracy=sketch.accuracy)
         total.merge(sketch)
+        return tkey
 
     def _dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str,
                      source: str) -> None:

@@ -11,8 +11,15 @@
                         segments' path positions and its main path; its context per host
                         (throughput, resends, TCP state, process: the newest FlowStats,
                         and the one of the newest closed window)
+                        ``?since=T`` (unix seconds, or a duration ago: ``10m``): each
+                        ``total`` merges only the closed windows starting at or after T,
+                        whatever the last reset (all but the newest 20 windows of a series kept
+                        merged per minute: a T that splits merged windows moves past them,
+                        ``totals_since``); ``since`` says whether the worker's memory of
+                        closed windows (stream/closed_windows.py) held all of them
 ``/latscope/history``   ``?flow=NAME``: per segment, the closed windows' count, p50 and p99
-Durations are µs, like the demo summary.
+Durations are µs, like the demo summary. A bad parameter is an HTTP 400 whose JSON ``error``
+names it and what was expected.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from faust.web import View
 
 from latscope.schemas.points import LAYER_COLORS
+from latscope.sinks.timerange import RangeError, since_epoch
 from latscope.stats.sketch import Sketch
 from latscope.stream.history import WindowHistory
 from latscope.stream.windows import E2E, TAGS
@@ -69,7 +77,9 @@ def _seconds(ns: float) -> float | None:
     return None if math.isnan(ns) else round(ns / 1e9, 3)
 
 
-def flows(w: Worker) -> dict[str, Any]:
+def flows(w: Worker, since: float | None = None) -> dict[str, Any]:
+    """``since`` (unix s): totals of the windows starting from then (or from just after a
+    merged block it falls inside: ``totals_since`` says)."""
     out: dict[str, dict] = {}
 
     def entry(tags: dict) -> dict:
@@ -92,7 +102,13 @@ def flows(w: Worker) -> dict[str, Any]:
     for v in pipe.last_closed.values():
         entry(v["tags"])["last_window"] = {"start_ns": v["w"],
                                            **_us(Sketch.of(v["s"]).summary())}
-    for k, sk in pipe.totals.items():
+    since_ns = None if since is None else math.ceil(since * 1e9)
+    if since_ns is None:
+        totals = pipe.totals.items()
+    else:
+        merged, since_ns = pipe.closed.totals(since_ns)
+        totals = merged.items()
+    for k, sk in totals:
         entry(dict(zip(TAGS, k, strict=True)))["total"] = _us(sk.summary())
     for v in (*pipe.stats.values(), *pipe.last_closed.values()):
         if v["tags"]["segment"] != E2E:
@@ -109,11 +125,16 @@ def flows(w: Worker) -> dict[str, Any]:
         last = f["end_to_end"].get("last_window")
         if last:
             f["end_to_end"]["context"] = ctx.joined(name, last["start_ns"])
-    return {"interval_s": w.settings.windows.interval_s, "partitions": w.owned_partitions(),
-            "totals_since": round(pipe.totals_since, 3),
-            "flows": [{**f, "main_path": main_path(f["segments"]),
-                       "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
-                      for f in out.values()]}
+    doc: dict[str, Any] = {
+        "interval_s": w.settings.windows.interval_s, "partitions": w.owned_partitions(),
+        "totals_since": round(pipe.totals_since if since_ns is None else since_ns / 1e9, 3)}
+    if since is not None and since_ns is not None:
+        doc["since"] = {"asked_s": round(since, 3), "from_s": round(since_ns / 1e9, 3),
+                        **pipe.closed.coverage(since_ns)}
+    doc["flows"] = [{**f, "main_path": main_path(f["segments"]),
+                     "segments": [{"segment": n, **s} for n, s in f["segments"].items()]}
+                    for f in out.values()]
+    return doc
 
 
 def _count(seg: dict) -> int:
@@ -162,11 +183,17 @@ def register_views(w: Worker) -> None:
         return {"flow": request.query.get("flow"), "interval_s": w.settings.windows.interval_s,
                 "series": history.flow(request.query.get("flow", ""))}
 
-    views = (("summary", lambda request: summary(w)), ("flows", lambda request: flows(w)),
-             ("history", hist))
+    def flows_view(request: Any) -> dict[str, Any]:
+        text = request.query.get("since")
+        return flows(w, None if text is None else since_epoch(text, "since"))
+
+    views = (("summary", lambda request: summary(w)), ("flows", flows_view), ("history", hist))
     for name, build in views:
         async def page(web: Any, request: Any, build: Any = build) -> Any:
-            return web.json(build(request))
+            try:
+                return web.json(build(request))
+            except RangeError as e:   # a bad query parameter: the asker's to mend
+                return web.json({"error": str(e)}, status=400)
 
         for suffix in ("", "/"):
             w.app.page(f"/latscope/{name}{suffix}",
@@ -176,8 +203,9 @@ def register_views(w: Worker) -> None:
         """POST: every flow's ``total`` starts again from now (``totals_since``)."""
 
         async def post(self, request: Any) -> Any:
-            return self.json({"series_reset": w.pipeline.reset_totals(),
-                              "totals_since": round(w.pipeline.totals_since, 3)})
+            pipe = w.pipeline
+            n = pipe.reset_totals()
+            return self.json({"series_reset": n, "totals_since": round(pipe.totals_since, 3)})
 
     w.app.page("/latscope/flows/reset", name="latscope_flows_reset")(FlowsReset)
 

@@ -5,7 +5,10 @@
 const COLORS = JSON.parse(document.getElementById("layer-colors").textContent);
 const SVGNS = "http://www.w3.org/2000/svg";   // a namespace name, never fetched
 const $ = (sel) => document.querySelector(sel);
-const state = { flow: null, seg: "end_to_end", everyMs: 1000, ok: 0 };
+const state = { flow: null, seg: "end_to_end", everyMs: 1000, ok: 0,
+  ctx: new Map(),     // "flow|host" -> Map(interval start ns -> bit/s): the sparklines
+  socks: new Map() };  // "flow|host" -> the newest interval that had sockets
+const SPARK_KEEP = 60;   // intervals per sparkline
 
 async function get(path) {
   const r = await fetch(path, { cache: "no-store" });
@@ -17,6 +20,16 @@ async function get(path) {
 const fmt = (v) => (v == null ? "–" : v.toFixed(1).replace(/\B(?=(\d{3})+(?!\d))/g, "\u2009"));
 const hms = (ms) => new Date(ms).toTimeString().slice(0, 8);
 const stat = (seg) => seg.total || seg.open || seg.last_window || null;
+// µs as ms to 3 digits: a loopback RTT of 34 µs is 0.034, not 0.0
+const ms = (us) => (us == null ? "–" : us >= 10000 ? (us / 1000).toFixed(1) : us >= 1000 ? (us / 1000).toFixed(2) : (us / 1000).toFixed(3));
+// bit/s in the unit that keeps 3 digits: 2.00 Mbit/s, 950 kbit/s
+function rate(bps) {
+  if (bps == null) return "–";
+  if (bps === 0) return "0";
+  const [d, u] = bps >= 1e9 ? [1e9, "Gbit/s"] : bps >= 1e6 ? [1e6, "Mbit/s"] : bps >= 1e3 ? [1e3, "kbit/s"] : [1, "bit/s"];
+  const v = bps / d;
+  return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${u}`;
+}
 
 function h(tag, attrs = {}, text = null) {
   const svg = ["svg", "rect", "line", "text", "polyline", "title", "g"].includes(tag);
@@ -50,6 +63,107 @@ function drawFlows(flows) {
       h("td", { class: "n last-p50" }, fmt(last.p50_us)),
       h("td", { class: "n last-p99" }, fmt(last.p99_us)));
     body.append(tr);
+  }
+}
+
+// -- totals' start and the reset button ---------------------------------------------
+function drawSince(fl, sum, fresh = false) {
+  const el = $("#since");
+  const since = fl.totals_since;
+  const startedAt = Date.now() / 1000 - sum.uptime_s;
+  const why = fresh ? "reset just now" : Math.abs(since - startedAt) < 2 ? "worker start" : "last reset";
+  el.textContent = `totals since ${hms(since * 1000)} (${why})`;
+  el.dataset.since = String(since);
+  el.className = fresh ? "fresh" : el.className;
+}
+
+async function resetTotals() {
+  const btn = $("#reset");
+  btn.disabled = true;
+  try {
+    const r = await fetch("/latscope/flows/reset", { method: "POST", cache: "no-store" });
+    if (!r.ok) throw new Error(`reset: HTTP ${r.status}`);
+    const done = await r.json();
+    const sum = await get("/latscope/summary");
+    drawSince(done, sum, true);
+    setTimeout(() => { $("#since").className = ""; }, 4000);
+    await refresh(true);
+  } catch (e) {
+    $("#since").textContent = `reset failed: ${e.message}`;
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// -- flow context: throughput, resends, TCP state, process ------------------------------
+// hosts in path order (from the main path's segments), then any other host
+function hostOrder(f) {
+  const seen = [];
+  for (const n of f.main_path) for (const p of n.split("→")) {
+    const host = p.split(":")[0];
+    if (!seen.includes(host)) seen.push(host);
+  }
+  return [...seen.filter((x) => x in f.context), ...Object.keys(f.context).filter((x) => !seen.includes(x)).sort()];
+}
+
+function spark(points) {
+  const W = 100, H = 22;
+  const svg = h("svg", { width: W, height: H, class: "spark" });
+  if (points.length < 2) return svg;
+  const hi = Math.max(...points.map((p) => p[1]), 1);
+  const t0 = points[0][0], t1 = points[points.length - 1][0];
+  const pts = points.map(([t, v]) => `${(2 + ((t - t0) / (t1 - t0)) * (W - 4)).toFixed(1)},${(H - 2 - (v / hi) * (H - 4)).toFixed(1)}`);
+  svg.append(h("polyline", { points: pts.join(" ") }));
+  svg.append(h("title", {}, `${points.length} intervals since this page opened: ${rate(Math.min(...points.map((p) => p[1])))} – ${rate(hi)}`));
+  return svg;
+}
+
+function drawContext(flows) {
+  const body = $("#context tbody");
+  body.replaceChildren();
+  let rows = 0;
+  for (const f of flows) {
+    hostOrder(f).forEach((host, i) => {
+      const c = f.context[host];
+      const secs = c.duration_ns / 1e9;
+      const dev = [c.dev_bytes_tx * 8 / secs, c.dev_bytes_rx * 8 / secs];
+      const key = `${f.flow}|${host}`;
+      const hist = state.ctx.get(key) || new Map();
+      hist.set(c.interval_start_ns, Math.max(c.app_tx_bps, c.app_rx_bps, ...dev));
+      while (hist.size > SPARK_KEEP) hist.delete(hist.keys().next().value);
+      state.ctx.set(key, hist);
+      // A closed socket is gone from the newest interval: its last state, marked as such,
+      // tells more than dashes.
+      if ((c.sockets || []).length) state.socks.set(key, c);
+      const had = state.socks.get(key);
+      const socks = had ? had.sockets : [];
+      const old = had && had !== c ? `as of ${hms(had.interval_start_ns / 1e6)}: no socket in the newest interval (closed)` : null;
+      const each = (cls, fn) => {   // one line per socket, so the lines of a row align
+        const td = h("td", old ? { class: `${cls} stale`, title: old } : { class: cls });
+        if (!socks.length) td.textContent = "–";
+        for (const k of socks) td.append(h("div", {}, fn(k)));
+        return td;
+      };
+      const tr = h("tr", { "data-flow": f.flow, "data-host": host, class: i ? "" : "first" });
+      tr.append(h("td", {}, i ? "" : f.flow), h("td", { class: "host" }, host),
+        h("td", { class: "n interval" }, hms(c.interval_start_ns / 1e6)),
+        h("td", { class: "n app-tx" }, rate(c.app_tx_bps)), h("td", { class: "n app-rx" }, rate(c.app_rx_bps)),
+        h("td", { class: "n dev-tx" }, rate(dev[0])), h("td", { class: "n dev-rx" }, rate(dev[1])),
+        h("td", { class: "n retrans" }, c.dev_segs_tx ? `${(100 * c.retrans_rate).toFixed(2)} %` : "–"),
+        each("n rtt", (k) => ms(k.srtt_us)), each("n cwnd", (k) => String(k.cwnd)),
+        each("proc", (k) => `${k.command || "?"} [${k.pid ?? "?"}] ${k.side}`),
+        each("n cpu", (k) => (k.cpu_percent == null ? "–" : k.cpu_percent.toFixed(1))),
+        each("n rss", (k) => (k.rss_bytes == null ? "–" : (k.rss_bytes / 2 ** 20).toFixed(1))));
+      const sp = h("td", { class: "spark" });
+      sp.append(spark([...hist.entries()].sort((a, b) => a[0] - b[0])));
+      tr.append(sp);
+      body.append(tr);
+      rows += 1;
+    });
+  }
+  if (!rows) {
+    body.append(h("tr", {}, null));
+    body.lastChild.append(h("td", { colspan: 14, class: "empty" }, "no flow statistics from the agents yet"));
   }
 }
 
@@ -200,13 +314,15 @@ function drawSide(sum, flows) {
 }
 
 // -- refresh loop -----------------------------------------------------------------------
-async function refresh() {
+async function refresh(afterReset = false) {
   const status = $("#status");
   try {
     const [sum, fl] = await Promise.all([get("/latscope/summary"), get("/latscope/flows")]);
     const flows = fl.flows.slice().sort((a, b) => a.flow.localeCompare(b.flow));
     state.everyMs = Math.max(1000, sum.interval_s * 1000);
+    drawSince(fl, sum, afterReset || $("#since").className === "fresh");
     drawFlows(flows);
+    drawContext(flows);
     drawBars(flows);
     pickers(flows);
     drawSide(sum, flows);
@@ -229,6 +345,7 @@ async function loop() {
   setTimeout(loop, state.everyMs);
 }
 
+$("#reset").addEventListener("click", resetTotals);
 $("#flow-pick").addEventListener("change", (e) => { state.flow = e.target.value; state.picked = true; state.seg = "end_to_end"; refresh(); });
 $("#seg-pick").addEventListener("change", (e) => { state.seg = e.target.value; state.picked = true; refresh(); });
 loop();

@@ -116,6 +116,17 @@ class Chromium:
             raise RuntimeError(f"page JS failed: {res['exceptionDetails']}")
         return res["result"].get("value")
 
+    def click(self, selector: str) -> None:
+        """A left click in the middle of the element, as a mouse makes it (Input events,
+        pressed then released), not a click() from the page's own script."""
+        x, y = self.js(f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
+            e.scrollIntoView({{block: "center"}}); const r = e.getBoundingClientRect();
+            return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left",
+                      clickCount=1)
+
     def wait_js(self, expression: str, timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
         value: Any = None

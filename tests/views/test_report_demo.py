@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -25,12 +26,6 @@ from latscope.stats.sketch import Sketch
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 PNG = b"\x89PNG\r\n\x1a\n"
 WINDOW_S = 1.0   # the demo's statistics window: a window's time is its start
-
-
-@pytest.fixture(scope="module")
-def influx(stack) -> InfluxSettings:
-    return InfluxSettings(stack.influx_url, stack.influx_org, stack.influx_bucket,
-                          stack.influx_token)
 
 
 def _whole_run(live_run) -> TimeRange:
@@ -65,20 +60,77 @@ def _decoy(influx: InfluxSettings, live_run) -> None:
     sink.close()
 
 
-def test_report_of_the_run(live_run, influx, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def run_report(live_run, influx, tmp_path_factory):
+    """The report of the run, with another run's flow written into its time first."""
+    _decoy(influx, live_run)
+    return make_report(influx, tmp_path_factory.mktemp("report"), _whole_run(live_run),
+                       run=live_run.opts.run_id)
+
+
+def test_report_of_the_run(live_run, influx, run_report, tmp_path) -> None:
     """Exactly the run's flows (not another run's, in the same time); every time axis within
     the traffic (a window's time is its start, so up to one window before the first sample);
     PNGs non-empty, all linked."""
-    _decoy(influx, live_run)
     assert make_report(influx, tmp_path / "all", _whole_run(live_run), flows=["decoy"]).flows == ["decoy"]
-    rep = make_report(influx, tmp_path / "r", _whole_run(live_run), run=live_run.opts.run_id)
+    rep = run_report
     assert rep.flows == sorted(f.name for f in live_run.topology.flows)
     _check_files(rep)
     assert {p.parent.name for p in rep.files} == set(rep.flows)
     assert {p.name for p in rep.files if p.parent.name == "f2"} == {
         "breakdown.png", "e2e_vs_wire.png", "layers_per_sample.png", "layer_cdf.png",
-        "p99_over_time.png"}
+        "p99_over_time.png", "throughput.png", "socket_process.png"}
     _axes_within(rep, live_run.traffic_started - WINDOW_S - 0.5, live_run.traffic_done + 2.0)
+
+
+def _integral(points: list[tuple[float, float | None, float]], unit: float) -> float:
+    """What a rate series plotted per interval adds up to over the run, in bytes: each
+    interval's value (``unit`` bit/s) times its length as drawn (a last interval ends when
+    the agent stops: 0.5 s of 2 Mbit/s drawn over a whole second would add 3 %)."""
+    return sum(v * d for _, v, d in points if v) * unit / 8
+
+
+def test_report_flow_context(live_run, run_report) -> None:
+    """throughput.png's series add up to the bytes each flow's sender wrote and its receiver
+    read (the traffic tool's own counts), and so do the index's byte counts (1 %); the
+    device series to those plus headers (IP and TCP: ~4 % at these segment sizes), less up
+    to ~2 % (flow-context.md: a bulk flow through the tbf counted fewer): -3 % to +8 %.
+    socket_process.png names each traffic process's pid and draws the RSS /proc gave for it.
+    The index has the per-host and per-socket numbers beside the figures."""
+    rep = run_report
+    sent = {r["flow"]: (r["sender"]["bytes"], r["receiver"]["bytes"])
+            for r in live_run.summary["traffic"]}
+    for flow in live_run.topology.flows:
+        data = rep.figure_data[str(rep.out / flow.name / "throughput.png")]
+        wrote, read = sent[flow.name]
+        assert wrote > 1_000_000, sent
+        app_tx = _integral(data[f"application, Mbit/s: {flow.src} sent"], 1e6)
+        app_rx = _integral(data[f"application, Mbit/s: {flow.dst} read"], 1e6)
+        assert app_tx == pytest.approx(wrote, rel=0.01), (flow.name, app_tx, wrote)
+        assert app_rx == pytest.approx(read, rel=0.01), (flow.name, app_rx, read)
+        dev_tx = _integral(data[f"devices (IP bytes), Mbit/s: {flow.src} tx"], 1e6)
+        dev_rx = _integral(data[f"devices (IP bytes), Mbit/s: {flow.dst} rx"], 1e6)
+        for dev in (dev_tx, dev_rx):
+            assert 0.97 * wrote <= dev <= 1.08 * wrote, (flow.name, dev, wrote)
+        sock = rep.figure_data[str(rep.out / flow.name / "socket_process.png")]
+        pids = live_run.pids[flow.name]
+        (rss,) = [v for k, v in sock.items() if k.startswith(f"process RSS, MiB: {flow.src} "
+                                                             "sender:")
+                  and k.endswith(f"[{pids['sender']}]")]
+        if pids["sender"] in live_run.rss:   # read while it ran (f1 may end before a look)
+            truth = statistics.median(live_run.rss[pids["sender"]]) / 2**20
+            assert statistics.median(v for _, v, _ in rss if v) == pytest.approx(truth, rel=0.15)
+        assert any(k.startswith(f"smoothed RTT, ms: {flow.dst} receiver:")
+                   and k.endswith(f"[{pids['receiver']}]") for k in sock), list(sock)
+        # the index: the sender's bytes written and the receiver's read, beside the figures
+        section = rep.index.read_text().split(f'<h2 id="{flow.name}">')[1].split("<h2")[0]
+        assert "<h3>flow context</h3>" in section
+        row = r"<tr><td>{}</td><td class=n>([0-9,]+)</td><td class=n>([0-9,]+)</td>"
+        src = re.search(row.format(flow.src), section)
+        dst = re.search(row.format(flow.dst), section)
+        assert src and dst, section
+        assert int(src[1].replace(",", "")) == pytest.approx(wrote, rel=0.01), src[1]
+        assert int(dst[2].replace(",", "")) == pytest.approx(read, rel=0.01), dst[2]
 
 
 def test_flow_and_range_select(live_run, influx, tmp_path) -> None:
