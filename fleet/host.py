@@ -149,6 +149,7 @@ def status(r: Remote, d: str) -> dict[str, Any]:
         out["agent"] = {"points": agent.get("points"), "netns": agent.get("netns"),
                         "uncovered": agent.get("uncovered", []),
                         "names": agent.get("names", {}),
+                        "stride": agent.get("stride", {}),
                         "published": c.get("published"),
                         "ringbuf_drops": c.get("ringbuf_drops"),
                         "failed_deliveries": c.get("failed_deliveries"),

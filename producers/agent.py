@@ -27,7 +27,7 @@ from latscope.producers.publish import LayerEventPublisher
 from latscope.producers.sampling import effective_size, sampled_bytes, udp_modulus
 from latscope.producers.stride_sync import StrideLoop
 from latscope.schemas.points import DEFAULT_POINTS
-from latscope.schemas.records import TOPIC_FLOW_STATS, TOPIC_LAYER_EVENTS, TOPIC_STRIDE
+from latscope.schemas.records import TOPIC_FLOW_STATS, TOPIC_LAYER_EVENTS, stride_topic
 from latscope.schemas.sampling import JOIN_WINDOW_MS
 
 _log = log.get("producers.agent")
@@ -73,7 +73,7 @@ class AgentSettings:
     # Records/s this host may publish; past it the fleet's stride level rises (sampling
     # size << level on every host at once: stride_level.py). 0: no budget, the size holds.
     budget_records_per_s: int = 0
-    stride_topic: str = TOPIC_STRIDE
+    stride_topic: str | None = None   # None: the one of `topic` (records.stride_topic)
     ring_buffer_bytes: int = 8 << 20
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topic: str = TOPIC_LAYER_EVENTS
@@ -239,7 +239,8 @@ class Agent:
         if self.s.budget_records_per_s:
             self.stride = StrideLoop(self.s.kafka, self.s.host, self.s.budget_records_per_s,
                                      self._size, lambda: self.grouper.counters.records,
-                                     self.set_stride_level, self.s.stride_topic)
+                                     self.set_stride_level,
+                                     self.s.stride_topic or stride_topic(self.s.topic))
             self.stride.start()
         self.started_at = time.time()
         self.ready.set()
@@ -427,7 +428,8 @@ class Agent:
                 "late_socket": g.late_socket, "gaps": g.gaps, "overrun": g.overrun,
                 "resent_marked": kc.get("resent", 0), "mark_failed": kc.get("mark_failed", 0),
                 "open_groups": self.grouper.open_groups,
-                "flow_full": kc.get("flow_full", 0)},
+                "flow_full": kc.get("flow_full", 0),
+                "drop_nohdr": kc.get("drop_nohdr", 0)},
             **({"flow_stats": asdict(self.flow_stats.c.counters)} if self.flow_stats else {}),
             "stride": {"bytes": self._stride,
                        **(self.stride.status() if self.stride else {"level": 0})},

@@ -177,7 +177,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="records/s this host may publish before the fleet samples more "
                         "sparsely, every host alike (default: agent.budget_records_per_s; "
                         "0: none)")
-    a.add_argument("--stride-topic", help="stride demands topic (default latscope.stride)")
+    a.add_argument("--stride-topic", help="stride demands topic (default: latscope.stride with "
+                                          "the default --topic, else TOPIC.stride)")
     a.add_argument("--bootstrap", help="override kafka.bootstrap")
     a.add_argument("--topic", help="records topic (default latscope.layer-events)")
     a.add_argument("--interval", type=float,

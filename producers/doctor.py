@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterable
-from pathlib import Path
 
 from latscope.bpf import libbpf
-from latscope.producers.probes import RETRANS, XDP, Choice, Probes
+from latscope.bpf.btf import VMLINUX_BTF
+from latscope.producers.probes import DROPS, RETRANS, XDP, Choice, Probes
 from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, POINTS
 
-BTF = Path("/sys/kernel/btf/vmlinux")
+BTF = VMLINUX_BTF
 XDP_OPT_IN = ("opt-in (`latscope agent --xdp`): XDP on a veth switches it to NAPI/GRO receive, "
               "changing the path being measured, and a device holds one XDP link (the sync "
               "responder's); without it dev_rx is the earliest RX point")
@@ -72,8 +72,9 @@ def run(skip_hooks: Iterable[str] = ()) -> dict:
                 entry["merged_into"] = "sock_send"
                 entry["reason"] += f". {BY_NAME[point].note}"
             out["points"][point] = entry
-        out["extra"]["retransmit"] = _entry(
-            probes.choices.get(RETRANS) or Choice(None, [("(all)", error or "not tried")]))
+        for name in (RETRANS, DROPS):     # not points: the resend marker, the drop reasons
+            out["extra"][name] = _entry(
+                probes.choices.get(name) or Choice(None, [("(all)", error or "not tried")]))
     finally:
         probes.close()
     return out

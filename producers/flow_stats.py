@@ -1,7 +1,9 @@
 """Per-flow context, once an interval: the kernel's per-flow counters (flow_stats.bpf.h, every
 byte and segment, read and differenced here), the TCP state of the flow's sockets
 (tcp_state.py) and the owning process (owners.py), as one FlowStats record per (flow, host,
-interval) on ``latscope.flow-stats``.
+interval) on ``latscope.flow-stats``. Drops carry the kernel's reason: the probe counts the
+enum skb_drop_reason value (drops.bpf.c), named here from the running kernel's BTF, so a
+kernel that adds or renumbers reasons needs no change here.
 
 Intervals are aligned on the wall clock (multiples of the interval, as the stream worker's
 windows), so a record and the latency window of the same flow and start describe the same
@@ -13,17 +15,21 @@ in a new key).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import struct
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError
 
 from latscope import kafka, log
 from latscope.bpf import libbpf
+from latscope.bpf.btf import VMLINUX_BTF, btf_enums
 from latscope.producers import layout
 from latscope.producers.owners import Owners
 from latscope.producers.tcp_state import TCP_STATES, TcpSocket, TcpStateReader
@@ -38,6 +44,36 @@ _K = {n: i for i, n in enumerate(layout.FS_KEY.names)}
 _KIND = {name: v for v, name in layout.FS_KINDS.items()}
 _PROTO = {6: "tcp", 17: "udp"}
 FlowT = tuple[str, int, str, str, int, int]   # proto, family, src, dst, sport, dport
+_DROP_PREFIX = "SKB_DROP_REASON_"
+
+
+@functools.cache
+def drop_reasons(path: Path = VMLINUX_BTF) -> tuple[dict[int, str], dict[int, str]]:
+    """The running kernel's enum skb_drop_reason (value -> name without SKB_DROP_REASON_, as
+    the tracepoint prints it) and enum skb_drop_reason_subsys (subsystem -> its name)."""
+    try:
+        enums = btf_enums(path, {"skb_drop_reason", "skb_drop_reason_subsys"})
+    except (OSError, ValueError, struct.error) as e:
+        _log.warning("drop reasons not named (BTF %s unreadable: %s): numbers sent", path, e)
+        enums = {}
+    core = {v: n[len(_DROP_PREFIX):] if n.startswith(_DROP_PREFIX) else n.removeprefix("SKB_")
+            for v, n in enums.get("skb_drop_reason", {}).items()
+            if not n.endswith(("_MAX", "_SUBSYS_MASK"))}     # SKB_DROP_REASON_SKB_CSUM: SKB_CSUM
+    subsys = {v: n.removeprefix(_DROP_PREFIX + "SUBSYS_")
+              for v, n in enums.get("skb_drop_reason_subsys", {}).items()
+              if not n.endswith("_NUM")}
+    return core, subsys
+
+
+def drop_reason_name(value: int, path: Path = VMLINUX_BTF) -> str:
+    """A drop reason's name: the kernel's (``QDISC_DROP``), a subsystem's reason as
+    ``SUBSYSTEM:code`` (their names live in module BTF), else ``UNKNOWN_<value>``."""
+    core, subsys = drop_reasons(path)
+    if value in core:
+        return core[value]
+    if value >> 16 and value >> 16 in subsys:     # 0 is the core: its own enum above
+        return f"{subsys[value >> 16]}:{value & 0xFFFF}"
+    return f"UNKNOWN_{value}"
 
 
 def flow_of(saddr: bytes, daddr: bytes, sport: int, dport: int, family: int,
@@ -68,6 +104,7 @@ class _Acc:
     """One flow's interval on this host, while it is assembled."""
     counts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     devices: list[dict] = field(default_factory=list)
+    drops: list[dict] = field(default_factory=list)
     sockets: list[dict] = field(default_factory=list)
 
 
@@ -131,6 +168,10 @@ class FlowStatsCollector:
             kind = layout.FS_KINDS.get(k[_K["kind"]], "unknown")
             acc = accs[flow]
             where = (k[_K["netns"]], k[_K["ifindex"]])
+            if kind == "drop":        # the key's ifindex is the drop reason (latscope.h)
+                acc.drops.append({"reason": drop_reason_name(where[1]), "netns": where[0],
+                                  "packets": count, "bytes": nbytes})
+                continue
             if kind in ("tx", "rx"):
                 acc.devices.append({"netns": where[0], "ifindex": where[1],
                                     "device": self.dev_names.get(where), "dir": kind,
@@ -181,7 +222,7 @@ class FlowStatsCollector:
             "dev_bytes_tx": c["tx"][0], "dev_segs_tx": c["tx"][1],
             "dev_bytes_rx": c["rx"][0], "dev_segs_rx": c["rx"][1],
             "retrans_bytes": c["retrans"][0], "retrans_segs": c["retrans"][1],
-            "devices": acc.devices, "drops": [], "sockets": acc.sockets,
+            "devices": acc.devices, "drops": acc.drops, "sockets": acc.sockets,
         }
 
     def close(self) -> None:

@@ -31,6 +31,8 @@ HELP = {
     "resent_marked": "resent segments the sender's tcp_tx marked for every host",
     "mark_failed": "resent segments the sender could not mark (no option room or storage)",
     "open_groups": "sampled bytes waiting for more hits",
+    "flow_full": "packets whose flow counters were not kept: the flow_stats map was full",
+    "drop_nohdr": "dropped packets not counted to a flow: no IP header could be found",
 }
 
 

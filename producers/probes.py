@@ -24,12 +24,13 @@ from latscope.bpf.clock import ClockInjection
 from latscope.bpf.netns import entered, inode_of, ip_json
 from latscope.producers import layout
 from latscope.producers.sampling import effective_size, udp_modulus
-from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, RETRANS_HOOKS, Hook
+from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, DROP_HOOKS, RETRANS_HOOKS, Hook
 
 _log = log.get("producers.probes")
 SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
+DROPS = "drops"                # the flow counters' drop reasons (drops.bpf.c), same maps
 XDP = BY_NAME["xdp"].hooks[0]
 SO_NETNS_COOKIE = 71
 
@@ -289,6 +290,8 @@ class Probes:
                     continue
                 self._serve(point, BY_NAME[point].hooks)
             self._serve(RETRANS, RETRANS_HOOKS)
+            if self.flow_stats:      # per dropped packet; nothing to count without them
+                self._serve(DROPS, DROP_HOOKS)
             if self.xdp:
                 self._load_xdp()
                 self._attach_xdp()
@@ -305,7 +308,7 @@ class Probes:
         serves is left out (the agent runs with the others; status and doctor say why)."""
         choice = self.choices[point] = self._walk(hooks)
         if choice.hook is not None:
-            if point != RETRANS:
+            if point not in (RETRANS, DROPS):     # not points: the grouper never waits
                 self.attached[point] = choice.hook.name
             if choice.skipped and not self.dry:
                 _log.info("%s served by %s (passed over: %s)", point, choice.hook.name,
@@ -320,6 +323,9 @@ class Probes:
         elif point == RETRANS:
             _log.warning("retransmissions not marked by the sender's TCP (%s): only repeated "
                          "points flag them", choice.reason)
+        elif point == DROPS:
+            _log.warning("drops not counted per flow (%s): flow stats carry no drops",
+                         choice.reason)
         else:
             _log.warning("point %s not available: %s", point, choice.reason)
 

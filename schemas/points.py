@@ -168,6 +168,16 @@ RETRANS_HOOKS: tuple[Hook, ...] = (
     *_tp("tcp_retransmit_skb", "tcp", "retrans",
          note="kernels whose tracepoint has no err (it fires for sent resends only)"))
 
+# Not a point: the flow counters' drops with the kernel's reason (drops.bpf.c, LS_FS_DROP),
+# attached with the flow counters only. It runs per dropped packet, never on a packet that
+# gets through. First the programs that read the tracepoint's rx_sk (kernels >= 6.12: the
+# namespace of a socket that refused the packet), then the ones for kernels without it.
+DROP_HOOKS: tuple[Hook, ...] = (
+    *_tp("kfree_skb", "drops", "drop", note="reason and rx_sk (kernels >= 6.12)"),
+    *_tp("kfree_skb", "drops", "drop_nosk",
+         note="kernels whose tracepoint has no rx_sk (5.17-6.11): the namespace from the "
+              "device or the skb's socket"))
+
 POINTS: tuple[str, ...] = tuple(p.name for p in TABLE)
 INDEX: dict[str, int] = {n: i for i, n in enumerate(POINTS)}
 BY_NAME: dict[str, PointDef] = {p.name: p for p in TABLE}
@@ -183,7 +193,7 @@ def c_enum() -> dict[str, int]:
 
 
 def all_hooks() -> tuple[Hook, ...]:
-    return (*(h for p in TABLE for h in p.hooks), *RETRANS_HOOKS)
+    return (*(h for p in TABLE for h in p.hooks), *RETRANS_HOOKS, *DROP_HOOKS)
 
 
 def unknown_skip_tokens(tokens: Iterable[str]) -> list[str]:

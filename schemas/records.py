@@ -21,6 +21,13 @@ TOPIC_FLOW_STATS = "latscope.flow-stats"
 # agent that starts late still finds every host's current demand.
 TOPIC_STRIDE = "latscope.stride"
 STRIDE_GROUP = "latscope-stride-"   # an agent's reader of them (never joined; ACLs allow it)
+
+
+def stride_topic(layer_topic: str) -> str:
+    """The stride demands of the agents publishing to ``layer_topic``: the agents whose
+    records are joined together share one level, and no others (a second pipeline on the
+    same broker, a test's own topics)."""
+    return TOPIC_STRIDE if layer_topic == TOPIC_LAYER_EVENTS else f"{layer_topic}.stride"
 # How whoever comes first (an agent or the stream worker) creates the layer-events topic:
 # the join's window runs on arrival, so on the broker's clock, not on each agent's.
 LAYER_EVENTS_PARTITIONS = 4

@@ -7,6 +7,11 @@ interval's start, the latency windows' time, so the two join on flow and time):
 * ``latscope_flow_socket`` — tags ``flow host side command``; fields: the socket's TCP
   state (``srtt_us cwnd ssthresh snd_wnd rcv_wnd delivery_rate busy_us rwnd_limited_us
   sndbuf_limited_us ...``) and its process's ``pid cpu_percent rss_bytes``.
+* ``latscope_flow_drops`` — tags ``flow host reason`` (the kernel's skb_drop_reason name,
+  e.g. ``QDISC_DROP``); fields ``packets bytes``, summed over the host's namespaces. A
+  measurement of its own, not a field per reason on ``latscope_flow_stats``: the reasons
+  are open-ended (the kernel adds them), and a tag can be grouped and filtered; written only
+  for intervals with drops.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from latscope.sinks.influx import _tags
 
 M_FLOW_STATS = "latscope_flow_stats"
 M_FLOW_SOCKET = "latscope_flow_socket"
+M_FLOW_DROPS = "latscope_flow_drops"
 _COUNTS = ("app_bytes_written", "app_writes", "app_bytes_read", "app_reads", "dev_bytes_tx",
            "dev_segs_tx", "dev_bytes_rx", "dev_segs_rx", "retrans_segs", "retrans_bytes")
 _RATES = (("app_tx_bps", "app_bytes_written"), ("app_rx_bps", "app_bytes_read"),
@@ -43,4 +49,13 @@ def flow_stats_lines(rec: Mapping, flow: str, extra: Mapping[str, str] = {}) -> 
         if s.get("cpu_percent") is not None:
             f.append(f"cpu_percent={float(s['cpu_percent'])}")
         out.append(f"{M_FLOW_SOCKET}{_tags(st)} {','.join(f)} {ts}")
+    # one point per reason: two namespaces of a host with the same tags would overwrite
+    drops: dict[str, list[int]] = {}
+    for d in rec.get("drops", ()):
+        c = drops.setdefault(d["reason"], [0, 0])
+        c[0] += d["packets"]
+        c[1] += d["bytes"]
+    for reason, (packets, nbytes) in sorted(drops.items()):
+        dt = {**tags, "reason": reason}
+        out.append(f"{M_FLOW_DROPS}{_tags(dt)} packets={packets}i,bytes={nbytes}i {ts}")
     return out

@@ -207,3 +207,15 @@ def consume(topic: str, bootstrap: str, want: int, timeout: float = 30.0) -> lis
             rec["arrival_ms"] = m.timestamp()[1]    # the broker's append time
         return batch["events"]
     return read_topic(topic, bootstrap, want, take, timeout)
+
+
+@contextlib.contextmanager
+def tbf(net: Any, host: str, *args: str, dev: str | None = None) -> Iterator[None]:
+    """A tbf qdisc (``args``) on ``dev`` (the host's first device) for the block."""
+    ns, dev = net.ns_name(host), dev or net.ifname(host, 0)
+    subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", *args],
+                   check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)

@@ -33,7 +33,9 @@ enum ls_counter {
 	LS_C_RESENT = 3,      /* resent segments the sender marked (tcp_tx.bpf.c) */
 	LS_C_MARK_FAILED = 4, /* resent segments left unmarked: no option room, no socket storage */
 	LS_C_FLOW_FULL = 5,   /* flow_stats map full: a flow's counts not kept (flow_stats.bpf.h) */
-	LS_C_MAX = 6,
+	LS_C_DROP_NOHDR = 6,  /* an IP packet dropped in a covered namespace whose IP header was not
+			       * where the skb says (drops.bpf.c): not counted to any flow */
+	LS_C_MAX = 7,
 };
 
 #define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */
@@ -83,7 +85,8 @@ enum ls_fs_kind {
 	LS_FS_TX = 2,         /* device transmit, per ifindex: IP bytes, segments (GSO counted out) */
 	LS_FS_RX = 3,         /* device receive, per ifindex */
 	LS_FS_RETRANS = 4,    /* TCP resent: payload bytes, segments */
-	LS_FS_DROP = 5,       /* freed as dropped (skb:kfree_skb); ifindex holds the drop reason */
+	LS_FS_DROP = 5,       /* freed as dropped (skb:kfree_skb, drops.bpf.c): IP bytes, skbs;
+			       * ifindex holds the kernel's enum skb_drop_reason value */
 };
 
 struct ls_fs_key {

@@ -24,6 +24,7 @@ from latscope.lab.netns import namespace_pids
 from latscope.lab.sshd_fleet import keygen
 from latscope.schemas import codec
 from latscope.schemas.records import TOPIC_BREAKDOWNS
+from latscope.schemas.sampling import BUDGET_RECORDS_PER_S
 from latscope.sinks.settings import InfluxSettings
 from latscope.stream.kafkaio import consume
 
@@ -120,6 +121,11 @@ def test_status_reports_every_host_and_clocks_within_bounds(room: Room) -> None:
         assert h["reachable"] and h["version"] == __version__, h
         assert h["services"]["agent"]["running"] and h["services"]["responder"]["running"], h
         assert "tcp_rx" in h["agent"]["points"] and h["agent"]["published"] > 0, h["agent"]
+        # the default budget (5000 records/s) against 20 Mbit/s at one byte in 72 400: ~35
+        # records/s, level 0; every server's demand reached every agent over the broker
+        stride = h["agent"]["stride"]
+        assert stride["budget"] == BUDGET_RECORDS_PER_S and stride["level"] == 0, stride
+        assert sorted(stride["hosts"]) == sorted(NAMES), stride
     central = st["management"]
     assert central["worker"]["complete"] > 0, central
     # Every namespace reads the one kernel clock: the true offset is 0.

@@ -23,6 +23,7 @@ from producer_helpers import (
     links_of,
     loopback_burst,
     running_agents,
+    tbf,
     tcp_transfer,
     udp_send,
 )
@@ -292,19 +293,8 @@ def test_a_byte_waiting_past_the_hold_is_still_joined(net: Any, stack: Any,
     assert ag["h2"].grouper.counters.late_socket == len(waited), (waited, resent)
 
 
-@contextlib.contextmanager
-def tbf(net: Any, host: str, dev: str, *args: str) -> Iterator[None]:
-    ns = net.ns_name(host)
-    subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", *args],
-                   check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
-
-
 def test_tbf_shows_between_dev_queue_and_dev_xmit(net: Any, stack: Any, topic_name: str) -> None:
-    with tbf(net, "h1", f"{PREFIX}-0a", "rate", "20mbit", "burst", "16kb", "latency", "200ms"):
+    with tbf(net, "h1", "rate", "20mbit", "burst", "16kb", "latency", "200ms", dev=f"{PREFIX}-0a"):
         recs, _ = run_flow(net, stack, topic_name, 2_000_000)
     qd = gaps_us(recs["h1"], "dev_queue", "dev_xmit", dev=f"{PREFIX}-0a")
     assert len(qd) >= 100
@@ -337,7 +327,7 @@ def test_resends_through_a_dropping_tbf_are_flagged_on_every_host(
     (a cross-host gap the size of a recovery), and no byte is published in halves. The
     port allow-list keeps the other flow out."""
     dev = f"{PREFIX}-0a"
-    with tbf(net, "h1", dev, "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
+    with tbf(net, "h1", "rate", "20mbit", "burst", "8kb", "limit", "12kb", dev=dev):
         k0 = kernel_counters(net, "h1", dev)
         with agents(net, topic_name, stack.kafka_bootstrap, sample_size=1448,
                     filter_retrans=filter_retrans, ports=[5201], resend_mark=True) as ag:
@@ -430,7 +420,7 @@ def test_a_drop_inside_the_receiving_host_is_never_an_unflagged_partial_record(
     first copies left whole and stay unflagged (true samples of that copy), as the design
     wants on every host a copy completed."""
     dev = f"{PREFIX}-1b"
-    with tbf(net, "h2", dev, "rate", "20mbit", "burst", "8kb", "limit", "12kb"):
+    with tbf(net, "h2", "rate", "20mbit", "burst", "8kb", "limit", "12kb", dev=dev):
         recs, ag = run_flow(net, stack, topic_name, 1_000_000, sample_size=1448,
                             filter_retrans=False, resend_mark=True)
     c2 = ag["h2"].grouper.counters

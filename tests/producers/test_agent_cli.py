@@ -52,8 +52,9 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
             "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
             "--status-file", str(status), "--metrics-port", str(port)) as proc:
         ours = links_of(proc.pid)
-        # 8 tp_btf links (3 socket, 2 tcp, 3 device), 4 netfilter hooks x 2 families, sockops
-        assert len(ours) == 8 + 8 + 1, ours
+        # 8 tp_btf links (3 socket, 2 tcp, 3 device), 4 netfilter hooks x 2 families, sockops,
+        # the drop reasons (skb:kfree_skb)
+        assert len(ours) == 8 + 8 + 1 + 1, ours
         assert ours <= link_ids()
         assert loopback_burst(scratch_netns, 3_000_000) == 3_000_000
         deadline = time.monotonic() + 10
@@ -93,7 +94,8 @@ def test_agent_points_subset(scratch_netns: str, stack: Any, topic_name: str) ->
             "--host", "lsxa-solo", "--netns", scratch_netns, "--json", "--topic", topic_name,
             "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
             "--points", "dev_queue,dev_xmit,dev_rx", ready="ready (3 points)") as proc:
-        assert len(links_of(proc.pid)) == 3 + 1       # + the retransmission marker
+        # + the retransmission marker and the drop reasons
+        assert len(links_of(proc.pid)) == 3 + 1 + 1
         assert loopback_burst(scratch_netns, 1_000_000) == 1_000_000
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from producer_helpers import read_topic, running_agents
+from producer_helpers import read_topic, running_agents, tbf
 
 from latscope.kafka import KafkaSettings
 from latscope.lab import netns
@@ -102,17 +102,6 @@ def settle(seconds: float = 1.5) -> None:
 
 
 # ---- throughput against iperf3 ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def tbf(net: Any, host: str, *args: str) -> Iterator[None]:
-    ns, dev = net.ns_name(host), net.ifname(host, 0)
-    subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", *args],
-                   check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
-
 
 @pytest.mark.parametrize("rate", ["20M", "200M", "bulk"])
 def test_throughput_matches_iperf3(net: Any, stack: Any, topic_name: str, rate: str) -> None:

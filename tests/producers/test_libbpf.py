@@ -50,12 +50,13 @@ def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids
     try:
         for o in (dev, nf):
             o.set_global("clock_offset_ns", offset)
-            o.set_global("sample_size", 1)         # every byte: every data packet hits
         nf.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER, libbpf.ATTACH_NETFILTER)
         dev.load()
-        for m in ("events", "counters", "netns_filter"):
+        for m in ("events", "counters", "netns_filter", "sampling"):
             nf.reuse_map(m, dev.map(m).fd)
         nf.load()
+        # every byte: every data packet hits (one value both objects read)
+        dev.map("sampling").update(0, layout.SAMPLING.codec.pack(1, 1))
         dev.map("netns_filter").update(inode, b"\x01")
         assert dev.map("netns_filter").lookup(inode) == b"\x01"
         assert nf.map("netns_filter").lookup(inode) == b"\x01"   # really one shared map

@@ -44,7 +44,7 @@ def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name
     with running_agents({host: AgentSettings(
             host=host, netns=[net.ns_name(h) for h in hosts], clock=net.clock(host),
             sample_size=SIZE, ports=list(RATES), topic=topic_name, flow_stats=False,
-            stride_topic=f"{topic_name}-stride", budget_records_per_s=BUDGET,
+            budget_records_per_s=BUDGET,    # demands on <topic>.stride: this test's own
             kafka=KafkaSettings(stack.kafka_bootstrap))
             for host, hosts in {"h1": ["h1"], "h2": ["h2", "c1"]}.items()}) as ag:
         time.sleep(0.5)
@@ -89,18 +89,18 @@ def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name
             if not r["retrans"]]
     # after the switch (and its hold): only bytes of the new stride, the same on both hosts
     late = [r for r in recs if r["arrival_ms"] / 1e3 > t_switch + 2.0]
-    a_seqs = {h: {r["seq"] for r in late if r["host"] == h and r["flow"]["dport"] == 5301}
-              for h in ("h1", "h2")}
+    h1_late = {r["seq"] for r in late if r["host"] == "h1" and r["flow"]["dport"] == 5301}
     assert all(r["seq"] % (SIZE << level) == 0 for r in late), Counter(
         r["seq"] % (SIZE << level) for r in late).most_common(3)
-    # flow A: every byte h1 sampled is on h2, apart from the last ones still on their way
-    # when the agents stopped
-    gone = a_seqs["h1"] - a_seqs["h2"]
-    assert len(a_seqs["h1"]) >= 40 and len(gone) <= 2, (len(a_seqs["h1"]), sorted(gone))
+    # flow A: every byte h1 sampled is on h2 (whenever h2's record arrived), apart from the
+    # last ones still on their way when the agents stopped
+    on_h2 = {r["seq"] for r in recs if r["host"] == "h2" and r["flow"]["dport"] == 5301}
+    gone = h1_late - on_h2
+    assert len(h1_late) >= 40 and len(gone) <= 2, (len(h1_late), sorted(gone))
     # at most the budget: h2's records per second of arrival, over whole seconds
     t0 = math.ceil(t_switch + 2.0)
     per_sec = Counter(int(r["arrival_ms"] / 1e3) for r in late if r["host"] == "h2")
     whole = [per_sec[t] for t in range(t0, t0 + 6)]
     print(f"needs {need} level {level} sampled/s {per_s} switched {switched} "
-          f"h2 records/s {whole} flow A bytes {len(a_seqs['h1'])}")
+          f"h2 records/s {whole} flow A bytes {len(h1_late)}")
     assert max(whole) <= BUDGET * 1.1 and min(whole) > 0, whole
