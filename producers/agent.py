@@ -101,6 +101,9 @@ class AgentSettings:
                 f"--lateness), so the hold may be at most {self.max_hold_ms} ms (that, less "
                 f"the linger {self.linger_ms} ms and {PUBLISH_SLACK_MS} ms to publish); "
                 "lower the hold or widen the join window on both sides")
+        if self.max_open < 1:    # the grouping evicts the oldest open byte, never the newest
+            raise ValueError(f"max_open {self.max_open}: at least 1 sampled byte must be "
+                             "grouped at once")
         if self.max_hold_ms < self.linger_ms:
             raise ValueError(f"join window {self.join_window_ms} ms: too short for a linger of "
                              f"{self.linger_ms} ms and {PUBLISH_SLACK_MS} ms to publish")

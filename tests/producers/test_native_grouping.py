@@ -319,6 +319,13 @@ def test_late_socket_hits_are_counted() -> None:
     assert o.counters.late_socket >= 2
 
 
+def test_max_open_below_one_is_refused_by_the_settings() -> None:
+    """0 would leave the Python path nothing to evict but the byte just opened (the C
+    refuses it too): the settings say so before either path is built."""
+    with pytest.raises(ValueError, match="max_open 0: at least 1"):
+        AgentSettings(host="h1", max_open=0)
+
+
 def test_max_open_evicts_the_oldest() -> None:
     f = Feed()
     for k in range(30):
