@@ -237,7 +237,7 @@ def test_qdisc_drops_equal_tc_dropped(net: Any, stack: Any, topic_name: str,
     also the datagrams the receiver did not get. TCP: a GSO skb the tbf cut into segments
     and dropped all of is freed again as a whole with NOT_SPECIFIED (tbf_segment's kfree_skb
     after the segments went to the qdisc's own drops): those are not qdisc drops, and never
-    more than them."""
+    more than them; and tc's count may hold a few segments without data."""
     with tbf(net, "h1", *TBF), agents(net, topic_name, stack.kafka_bootstrap) as ag:
         t0 = tc_dropped(net, "h1")
         if proto == "udp":
@@ -287,7 +287,12 @@ def test_qdisc_drops_equal_tc_dropped(net: Any, stack: Any, topic_name: str,
     print(f"{proto}: tc dropped {truth}; ours h1 {h1}, h2 {h2}; received {got[0]}")
     assert truth > 100, truth                                   # the tbf did drop
     qdisc = sum(c[0] for r, c in h1.items() if r.startswith("QDISC_"))
-    assert qdisc == truth, (h1, truth)
+    if proto == "udp":
+        assert qdisc == truth, (h1, truth)
+    else:
+        # tc also counts segments without data the tbf drops (a zero-window probe, an ACK:
+        # no flow's data, so no flow counts them): ci33 saw one such (242 against 243)
+        assert 0 <= truth - qdisc <= 3, (h1, truth)
     assert h2 == {}, h2
     if proto == "udp":
         assert set(h1) == {"QDISC_DROP"}, h1
