@@ -181,11 +181,11 @@ class Agent:
             self.groups.setdefault(s.names.get(ns or "", s.host), []).append(ns)
         # One path, chosen here: records out of it are Records (Python) or (flow id, Avro
         # body) pairs (native), published by the matching publisher call (start()).
-        members = {name: self._grouper(name) for name in self.groups}
-        self.grouper: Grouper | NativeGrouper | GroupSet = members[s.host]
-        if len(members) > 1:
+        self.members = {name: self._grouper(name) for name in self.groups}
+        self.grouper: Grouper | NativeGrouper | GroupSet = self.members[s.host]
+        if len(self.members) > 1:
             self.grouper = GroupSet({name: (g, {inode_of(ns) for ns in self.groups[name]})
-                                     for name, g in members.items()}, s.host)
+                                     for name, g in self.members.items()}, s.host)
         self._group: Callable[[list[bytes], list[Any], int], int] = (
             self.grouper.process if s.native else self._group_py)
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
@@ -219,10 +219,8 @@ class Agent:
             _log.warning("sampling size 0 (every packet): sampling every %d bytes (one MSS)",
                          self._size)
         exits = exit_devices(list(self.s.netns))
-        members = self.grouper.members if isinstance(self.grouper, GroupSet) else {
-            self.s.host: self.grouper}
-        for name, g in members.items():   # each name's own way out (into a container, too)
-            g.exit_devices = exits if len(members) == 1 else exit_devices(self.groups[name])
+        for name, g in self.members.items():   # each name's own way out (into a container)
+            g.exit_devices = exits if len(self.members) == 1 else exit_devices(self.groups[name])
         self.set_xdp_names(device_names(list(self.s.netns)) if self.s.xdp else {})
         self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic, linger_ms=50)
         self._publish = (self.publisher.publish_encoded if self.s.native

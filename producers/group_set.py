@@ -31,7 +31,7 @@ class GroupSet:
         self._default = self.members[default]
         for g, inodes in members.values():
             if isinstance(g, NativeGrouper):
-                g.netns = inodes
+                g.set_netns(inodes)
         self._all = list(self.members.values())
 
     # -- the data path (the Python members: Agent._group_py; the native: process)

@@ -87,7 +87,6 @@ class NativeGrouper:
         self.exit_devices = ref.exit_devices
         self.points = ref.points
         self.overrun = ref.overrun
-        self._netns: frozenset[int] = frozenset()
 
     @property
     def exit_devices(self) -> set[tuple[int, int]]:
@@ -120,15 +119,9 @@ class NativeGrouper:
         """Expand ranges at this stride from the next batch on (the stride level)."""
         self._path.set_size(size)
 
-    @property
-    def netns(self) -> set[int]:
-        """The namespaces whose hits this path groups (empty: all; group_set.GroupSet)."""
-        return set(self._netns)
-
-    @netns.setter
-    def netns(self, inodes: set[int]) -> None:
-        self._netns = frozenset(inodes)
-        self._path.set_netns(self._netns)
+    def set_netns(self, inodes: set[int]) -> None:
+        """Group only these namespaces' hits (empty: all; group_set.GroupSet)."""
+        self._path.set_netns(inodes)
 
     def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
         """(netns inode, ifindex) -> device name, for the XDP point (agent.device_names)."""

@@ -252,18 +252,22 @@ def _context(settings: InfluxSettings, head: str, where: str, out: dict[str, Flo
         for k in SOCKET_FIELDS:
             sock.values[k].append(r.values.get(k))
     for f in out.values():
-        for h in f.hosts.values():   # one host's points may come in several tables: run tags
-            order = sorted(range(len(h.times)), key=h.times.__getitem__)
-            h.times = [h.times[i] for i in order]
-            h.rates = {k: [v[i] for i in order] for k, v in h.rates.items()}
-            h.retrans_rate = [h.retrans_rate[i] for i in order]
-            h.durations = [h.durations[i] for i in order]
+        # one host's points may come in several tables (run tags): into time order
+        for h in f.hosts.values():
+            h.times, h.retrans_rate, h.durations, *rates = _by_time(
+                h.times, h.retrans_rate, h.durations, *h.rates.values())
+            h.rates = dict(zip(h.rates, rates, strict=True))
         for sock in f.sockets:
-            order = sorted(range(len(sock.times)), key=sock.times.__getitem__)
-            sock.times = [sock.times[i] for i in order]
-            sock.values = {k: [v[i] for i in order] for k, v in sock.values.items()}
+            sock.times, *values = _by_time(sock.times, *sock.values.values())
+            sock.values = dict(zip(sock.values, values, strict=True))
         rank = {host: i for i, host in enumerate(f.host_order())}
         f.sockets.sort(key=lambda s: (rank.get(s.host, len(rank)), s.side != "sender", s.command))
+
+
+def _by_time(times: list[datetime], *columns: list) -> list[list]:
+    """``times`` and each column reordered by time."""
+    order = sorted(range(len(times)), key=times.__getitem__)
+    return [[col[i] for i in order] for col in (times, *columns)]
 
 
 def _samples(settings: InfluxSettings, head: str, where: str, out: dict[str, FlowData]) -> None:

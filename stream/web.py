@@ -128,7 +128,7 @@ def flows(w: Worker, since: float | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "interval_s": w.settings.windows.interval_s, "partitions": w.owned_partitions(),
         "totals_since": round(pipe.totals_since if since_ns is None else since_ns / 1e9, 3)}
-    if since is not None and since_ns is not None:
+    if since is not None:
         doc["since"] = {"asked_s": round(since, 3), "from_s": round(since_ns / 1e9, 3),
                         **pipe.closed.coverage(since_ns)}
     doc["flows"] = [{**f, "main_path": main_path(f["segments"]),

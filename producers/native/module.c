@@ -289,34 +289,58 @@ static PyObject *m_flush_all(Path *p, PyObject *out)
     Py_RETURN_NONE;
 }
 
-static PyObject *m_set_exit_devices(Path *p, PyObject *devices)
+/* Make m the set of keys an iterable gives, each read by key(item, out): 0, or -1 with a
+ * Python error set. */
+static PyObject *set_of_keys(Path *p, Bmap *m, PyObject *items,
+                             int (*key)(PyObject *, unsigned char *))
 {
     if (!ready(p))
         return NULL;
-    PyObject *it = PyObject_GetIter(devices);
+    PyObject *it = PyObject_GetIter(items);
     if (it == NULL)
         return NULL;
-    bm_clear(&p->exits, NULL, p);
+    bm_clear(m, NULL, p);
     PyObject *item;
     while ((item = PyIter_Next(it)) != NULL) {
-        unsigned long long netns;
-        unsigned int ifindex;
-        int ok = PyArg_ParseTuple(item, "KI", &netns, &ifindex);
+        unsigned char k[BKEY_MAX];
+        int bad = key(item, k);
         Py_DECREF(item);
-        if (!ok)
-            break;
-        unsigned char k[12];
-        uint64_t ns = netns;
-        uint32_t ifi = ifindex;
-        memcpy(k, &ns, 8);
-        memcpy(k + 8, &ifi, 4);
-        if (bm_get(&p->exits, k) == NULL && bm_put(&p->exits, k, (void *)1) < 0)
+        if (bad || (bm_get(m, k) == NULL && bm_put(m, k, (void *)1) < 0))
             break;
     }
     Py_DECREF(it);
     if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* (netns, ifindex) -> 12 bytes */
+static int device_key(PyObject *item, unsigned char *k)
+{
+    unsigned long long netns;
+    unsigned int ifindex;
+    if (!PyArg_ParseTuple(item, "KI", &netns, &ifindex))
+        return -1;
+    uint64_t ns = netns;
+    uint32_t ifi = ifindex;
+    memcpy(k, &ns, 8);
+    memcpy(k + 8, &ifi, 4);
+    return 0;
+}
+
+/* a netns inode -> 8 bytes */
+static int netns_key(PyObject *item, unsigned char *k)
+{
+    uint64_t ns = PyLong_AsUnsignedLongLong(item);
+    if (PyErr_Occurred())
+        return -1;
+    memcpy(k, &ns, 8);
+    return 0;
+}
+
+static PyObject *m_set_exit_devices(Path *p, PyObject *devices)
+{
+    return set_of_keys(p, &p->exits, devices, device_key);
 }
 
 static PyObject *m_set_size(Path *p, PyObject *arg)
@@ -334,25 +358,7 @@ static PyObject *m_set_size(Path *p, PyObject *arg)
 
 static PyObject *m_set_netns(Path *p, PyObject *inodes)
 {
-    if (!ready(p))
-        return NULL;
-    PyObject *it = PyObject_GetIter(inodes);
-    if (it == NULL)
-        return NULL;
-    bm_clear(&p->only, NULL, p);
-    PyObject *item;
-    while ((item = PyIter_Next(it)) != NULL) {
-        uint64_t ns = PyLong_AsUnsignedLongLong(item);
-        Py_DECREF(item);
-        if (PyErr_Occurred())
-            break;
-        if (bm_get(&p->only, &ns) == NULL && bm_put(&p->only, &ns, (void *)1) < 0)
-            break;
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
-        return NULL;
-    Py_RETURN_NONE;
+    return set_of_keys(p, &p->only, inodes, netns_key);
 }
 
 static PyObject *m_set_attached(Path *p, PyObject *arg)
