@@ -32,7 +32,7 @@ from latscope.bpf import libbpf
 from latscope.bpf.btf import VMLINUX_BTF, btf_enums
 from latscope.producers import layout
 from latscope.producers.owners import Owners
-from latscope.producers.tcp_state import TCP_STATES, TcpSocket, TcpStateReader
+from latscope.producers.tcp_state import TCP_STATES, Ends, TcpSocket, TcpStateReader
 from latscope.schemas import codec
 from latscope.schemas.records import TOPIC_FLOW_STATS, TOPICS, flow_id
 
@@ -120,13 +120,13 @@ class FlowStatsCollector:
         self.dev_names = dev_names
         self.step = int(interval_s * 1e9)
         self.netns, self.ports = netns, ports
-        # made on first use, on the thread that reads: a pyroute2 DiagSocket answers only
-        # the thread that made it (from another it returns nothing)
+        # made on first use, on the thread that reads (where its namespaces are entered)
         self.tcp: TcpStateReader | None = None
         self.owners = Owners()
         self.counters = FlowStatsCounters()
         self._last: dict[bytes, tuple[int, int]] = {}
         self._idle: dict[bytes, int] = {}
+        self._flow_of_key: dict[bytes, tuple[int, FlowT]] = {}    # decoded once per key
         self._read_at = time.monotonic_ns()
 
     def _deltas(self) -> dict[bytes, tuple[int, int]]:
@@ -146,6 +146,7 @@ class FlowStatsCollector:
             self._last[key] = (total_b, total_c)
             if pop:
                 self._last.pop(key)
+                self._flow_of_key.pop(key, None)
                 self._idle.pop(key, None)
                 self.counters.removed_keys += 1
             elif d == (0, 0):
@@ -192,7 +193,7 @@ class FlowStatsCollector:
     def _add_sockets(self, accs: dict[FlowT, _Acc]) -> None:
         if self.tcp is None:
             self.tcp = TcpStateReader(self.netns, self.ports)
-        socks = self.tcp.read()
+        socks = self.tcp.find(self._ends())
         pids = self.owners.pids({s.inode for s in socks})
         wanted = []
         for s in socks:
@@ -210,6 +211,24 @@ class FlowStatsCollector:
             owner = owners.get(pids.get(s.inode, -1))
             for side, flow in sides:
                 accs[flow].sockets.append(_socket(s, side, owner))
+
+    def _ends(self) -> set[Ends]:
+        """Both ends' sockets of every TCP flow the map holds (active, or idle and not yet
+        removed), in each namespace where the flow was counted: where a flow's socket can
+        be. A forwarding host has neither; the lookups find nothing."""
+        ends: set[Ends] = set()
+        for raw in self._last:
+            where = self._flow_of_key.get(raw)
+            if where is None:
+                k = _KEY(raw)
+                where = self._flow_of_key[raw] = (k[_K["netns"]], flow_of(
+                    k[_K["saddr"]], k[_K["daddr"]], k[_K["sport"]], k[_K["dport"]],
+                    k[_K["family"]], k[_K["proto"]]))
+            netns, (proto, family, src, dst, sport, dport) = where
+            if proto == "tcp":
+                ends.add((netns, family, (src, sport), (dst, dport)))
+                ends.add((netns, family, (dst, dport), (src, sport)))
+        return ends
 
     def _record(self, flow: FlowT, acc: _Acc, start_ns: int, duration: int) -> dict:
         c = acc.counts

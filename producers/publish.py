@@ -53,10 +53,11 @@ class LayerEventPublisher:
         # No auto-creation by the first produce: a broker that allows it would make the
         # topic with its defaults (CreateTime, whatever partition count) before _know_topic
         # creates it as the worker does; records for it wait for that instead (a race seen
-        # once in CI).
+        # once in CI). lz4, as the worker's own outputs: zstd cost librdkafka's thread more
+        # than twice the CPU at the same load (docs/cpu-budget.md).
         self._producer = kafka.producer(
             self.kafka, **{"enable.idempotence": True, "acks": "all",
-                           "compression.type": "zstd", "linger.ms": self.linger_ms,
+                           "compression.type": "lz4", "linger.ms": self.linger_ms,
                            "batch.num.messages": 10_000, "allow.auto.create.topics": False})
         self._last_error = ""
         self._encoder = LayerEventEncoder()
