@@ -22,7 +22,8 @@ class Owner:
     rss_bytes: int
 
 
-def _socket_inodes(pid: str) -> list[int]:
+def _socket_fds(pid: str) -> list[tuple[int, int]]:
+    """(inode, fd) of every socket the process holds."""
     out = []
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -31,10 +32,17 @@ def _socket_inodes(pid: str) -> list[int]:
             except OSError:
                 continue
             if link.startswith("socket:["):
-                out.append(int(link[8:-1]))
+                out.append((int(link[8:-1]), int(fd)))
     except OSError:
         pass
     return out
+
+
+def _holds(pid: int, fd: int, inode: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
+    except OSError:
+        return False
 
 
 def _cpu_ticks(pid: int) -> tuple[int, int] | None:
@@ -54,32 +62,45 @@ def _uptime_ticks() -> float:
 
 
 class Owners:
-    """Socket inodes to their processes, remembered between intervals."""
+    """Socket inodes to their processes, remembered between intervals: each by the fd it was
+    found at, so checking that it is still there is one readlink, not a listing of every fd
+    of its process. An inode no process was found to hold (an orphaned socket, a process
+    gone) is looked for again after RETRY_S, not every interval: a walk of /proc reads every
+    fd of every process on the host."""
+
+    RETRY_S = 10.0
 
     def __init__(self) -> None:
-        self._pid_of: dict[int, int] = {}
+        self._at: dict[int, tuple[int, int]] = {}         # inode -> (pid, fd)
+        self._missing: dict[int, float] = {}              # inode -> when last looked for
         self._last: dict[int, tuple[int, float]] = {}    # pid -> (ticks, monotonic s)
+        self.walks = 0
 
     def _walk(self, wanted: set[int]) -> None:
+        self.walks += 1
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
-            for ino in _socket_inodes(pid):
+            for ino, fd in _socket_fds(pid):
                 if ino in wanted:
-                    self._pid_of[ino] = int(pid)
+                    self._at[ino] = (int(pid), fd)
 
     def pids(self, inodes: set[int]) -> dict[int, int]:
         """inode -> pid of those we can find (a socket no process holds has none)."""
-        stale = [i for i, p in self._pid_of.items() if i in inodes and
-                 i not in _socket_inodes(str(p))]
-        for i in stale:
-            del self._pid_of[i]
-        unknown = {i for i in inodes if i and i not in self._pid_of}
+        for i in [i for i in inodes if i in self._at and not _holds(*self._at[i], i)]:
+            del self._at[i]
+        now = time.monotonic()
+        unknown = {i for i in inodes if i and i not in self._at
+                   and now - self._missing.get(i, -self.RETRY_S) >= self.RETRY_S}
         if unknown:
             self._walk(unknown)
-        if len(self._pid_of) > 100_000:
-            self._pid_of = {i: p for i, p in self._pid_of.items() if i in inodes}
-        return {i: self._pid_of[i] for i in inodes if i in self._pid_of}
+            for i in unknown - self._at.keys():
+                self._missing[i] = now
+        if len(self._at) > 100_000:
+            self._at = {i: a for i, a in self._at.items() if i in inodes}
+        self._missing = {i: t for i, t in self._missing.items()
+                         if i in inodes and i not in self._at}
+        return {i: self._at[i][0] for i in inodes if i in self._at}
 
     def read(self, pids: set[int]) -> dict[int, Owner]:
         """Each process's figures now, read once per call however many sockets it holds (a

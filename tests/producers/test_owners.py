@@ -4,6 +4,8 @@ from its own clock (CLOCK_PROCESS_CPUTIME_ID), its command and RSS from ps."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -81,3 +83,22 @@ def test_both_sockets_name_the_child_and_cpu_follows_its_own_clock(child) -> Non
     own = (c1 - c0) / (t1 - t0) * 100
     assert second.cpu_percent is not None and abs(second.cpu_percent - own) <= 8, (second, own)
 
+
+
+def test_a_closed_socket_loses_its_owner_and_is_not_walked_for_every_interval() -> None:
+    """This process holds a socket, then closes it: its owner goes from us to nobody, checked
+    by its fd; an inode nobody holds costs one walk of /proc per
+    RETRY_S, not one per interval (a walk reads every fd of every process)."""
+    s = socket.socket()
+    mine = os.fstat(s.fileno()).st_ino
+    owners = Owners()
+    assert owners.pids({mine}) == {mine: os.getpid()}
+    walks = owners.walks
+    assert owners.pids({mine}) == {mine: os.getpid()}
+    assert owners.walks == walks, "a known owner is checked by its fd, not by a walk"
+    s.close()
+    assert owners.pids({mine}) == {}
+    walks = owners.walks
+    for _ in range(5):
+        assert owners.pids({mine}) == {}
+    assert owners.walks == walks, "an inode nobody holds is not looked for every interval"
