@@ -28,6 +28,7 @@ def udp_modulus(size: int) -> int:
 
 
 # Records/s a host's agent publishes at most by default before the fleet's stride level
-# rises (producers/stride_level.py): near 1 % of a core for the agent (benchmarks/
+# rises (producers/stride_level.py): an agent's records cost about 3 µs each on top of its
+# fixed cost, so this keeps it near 1 % of a core (docs/cpu-budget.md; benchmarks/
 # agent_overhead.py measures it).
-BUDGET_RECORDS_PER_S = 5000
+BUDGET_RECORDS_PER_S = 2000

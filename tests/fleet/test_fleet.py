@@ -121,7 +121,7 @@ def test_status_reports_every_host_and_clocks_within_bounds(room: Room) -> None:
         assert h["reachable"] and h["version"] == __version__, h
         assert h["services"]["agent"]["running"] and h["services"]["responder"]["running"], h
         assert "tcp_rx" in h["agent"]["points"] and h["agent"]["published"] > 0, h["agent"]
-        # the default budget (5000 records/s) against 20 Mbit/s at one byte in 72 400: ~35
+        # the default budget (2000 records/s) against 20 Mbit/s at one byte in 72 400: ~35
         # records/s, level 0; every server's demand reached every agent over the broker
         stride = h["agent"]["stride"]
         assert stride["budget"] == BUDGET_RECORDS_PER_S and stride["level"] == 0, stride
