@@ -109,6 +109,7 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
     INT("recv", recv, 0, MAX_POINTS - 1)
     INT("tcp_rx", tcp_rx, 0, MAX_POINTS - 1)
     INT("queue", queue, 0, MAX_POINTS - 1)
+    INT("udp_unread_last", udp_unread_last, 0, MAX_POINTS - 1)
 #undef INT
     p->tokens = (double)p->rate_cap;
     int np = p->npoints;
@@ -117,7 +118,8 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
         cfg_mask(cfg, "delivered_here", np, &p->m_delivered) < 0 ||
         cfg_mask(cfg, "flush", np, &p->m_flush) < 0 || cfg_mask(cfg, "read", np, &p->m_read) < 0 ||
         cfg_mask(cfg, "takes_read", np, &p->m_takes_read) < 0 ||
-        cfg_mask(cfg, "attached", np, &p->attached) < 0)
+        cfg_mask(cfg, "attached", np, &p->attached) < 0 ||
+        cfg_mask(cfg, "tcp_layer", np, &p->m_tcp_layer) < 0)
         return -1;
     /* offsets: the event fields, F_* order; each checked against the event's size */
     PyObject *offs = PyDict_GetItemString(cfg, "offsets");
