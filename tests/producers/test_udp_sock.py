@@ -1,0 +1,175 @@
+"""UDP socket points (issue #15): a UDP datagram's record starts at the sender's sock_send
+and ends at the receiver's sock_recv, like a TCP byte's, and its flow counts the app's
+bytes and datagrams. Real probes on this kernel, the module topology's h1 ==veth== h2 (one
+agent per host), records and flow context read back from the real Kafka broker.
+
+Truths are the test's own: which datagrams it sent (each one's hash computed here, as the
+probes compute it), how long each sendto call took (its clock around the call), when the
+receiving app read each one and how long it let it wait first (a sleep after the datagram
+was readable), how many bytes it wrote and read."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from producer_helpers import consume, read_topic, running_agents
+
+from latscope.kafka import KafkaSettings
+from latscope.producers.agent import Agent, AgentSettings
+from latscope.schemas import codec
+
+pytestmark = [pytest.mark.root, pytest.mark.stack]
+
+PORT = 5340
+DST = "10.1.0.2"          # h2 on the module topology's h1 ==veth== h2 link
+SLEEP_S = 0.030           # the receiving app waits this long before each read
+SIZE = 1000               # payload bytes per datagram
+COUNT = 40
+M32 = 0xFFFFFFFF
+
+
+def udp_hash(payload: bytes) -> int:
+    """common.bpf.h ls_udp_hash: FNV-1a over the UDP length (big endian) and the first 16
+    payload bytes, then murmur3's finaliser."""
+    h = 2166136261
+    for b in (len(payload) + 8).to_bytes(2, "big") + payload[:16]:
+        h = ((h ^ b) * 16777619) & M32
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    return h ^ (h >> 16)
+
+
+def payload(i: int) -> bytes:
+    return i.to_bytes(8, "big") * (SIZE // 8)
+
+
+@contextlib.contextmanager
+def agents(net: Any, topic: str, bootstrap: str) -> Iterator[dict[str, Agent]]:
+    """h1 and h2, each covering its namespace, every datagram sampled (1448: udp_mod 1),
+    only the test's port; records on topic, flow context on topic-fs."""
+    with running_agents({host: AgentSettings(
+            host=host, netns=[net.ns_name(host)], clock=net.clock(host), sample_size=1448,
+            ports=[PORT], topic=topic, flow_stats_topic=topic + "-fs",
+            kafka=KafkaSettings(bootstrap)) for host in ("h1", "h2")}) as run:
+        yield run
+    for a in run.values():
+        c = a.status()["counters"]
+        assert c["ringbuf_drops"] == 0 and c["failed_deliveries"] == 0, c
+
+
+def lockstep(net: Any, count: int) -> tuple[int, list[int], list[int], list[int], int, int]:
+    """count datagrams h1 -> h2, one at a time: the receiver waits until the datagram is
+    readable (select: no read), sleeps SLEEP_S, reads it; the sender sends the next once
+    it was read. Returns the sender's port, each sendto's duration, each datagram's time
+    from its sendto's start to its read's end (ns, this process's monotonic clock), each
+    read's size, and the bytes written and read."""
+    with net.enter("h2"):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind((DST, PORT))
+    with net.enter("h1"):
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent_at = [0] * count
+    read_end = [0] * count
+    sizes: list[int] = []
+    done = threading.Semaphore(0)
+
+    def reader() -> None:
+        for i in range(count):
+            select.select([rx], [], [], 5)
+            time.sleep(SLEEP_S)
+            data = rx.recv(4096)
+            read_end[i] = time.monotonic_ns()
+            sizes.append(len(data))
+            done.release()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    durs = []
+    try:
+        tx.connect((DST, PORT))
+        for i in range(count):
+            p = payload(i)
+            t0 = time.monotonic_ns()
+            tx.send(p)
+            durs.append(time.monotonic_ns() - t0)
+            sent_at[i] = t0
+            assert done.acquire(timeout=5), f"datagram {i} not read"
+        t.join(5)
+        return (tx.getsockname()[1], durs, [e - s for s, e in zip(sent_at, read_end)],
+                sizes, count * SIZE, sum(sizes))
+    finally:
+        tx.close()
+        rx.close()
+
+
+def flow_stats(topic: str, bootstrap: str, ag: dict[str, Agent]) -> list[dict]:
+    want = sum(a.flow_stats.c.counters.records for a in ag.values() if a.flow_stats)
+
+    def take(m: Any, _n: int) -> list[dict]:
+        name, rec = codec.decode(m.value())
+        assert name == "FlowStats"
+        return [rec]
+    return read_topic(topic, bootstrap, want, take)
+
+
+def ts(rec: dict, point: str) -> int:
+    return next(h["ts_ns"] for h in rec["hits"] if h["point"] == point)
+
+
+def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
+                                                       topic_name: str) -> None:
+    """Every datagram (all sampled) has a record on h1 that starts at sock_send and one on
+    h2 that ends at sock_recv, both complete. h1: sock_send -> ip_out is at most the test's
+    own measure of that sendto call. h2: ip_in -> sock_recv (the datagram waiting in the
+    socket) is at least the receiver's sleep, at most the test's send-start-to-read-end of
+    that datagram, and close to the sleep. The flow's app bytes and datagrams per interval
+    add up to what the test wrote and read."""
+    with agents(net, topic_name, stack.kafka_bootstrap) as ag:
+        sport, durs, e2e, sizes, wrote, read = lockstep(net, COUNT)
+        deadline = time.monotonic() + 10
+        while ag["h2"].grouper.counters.records < COUNT and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)            # past the next flow-stats interval: the last counts out
+    assert sizes == [SIZE] * COUNT
+    recs = [r for r in consume(topic_name, stack.kafka_bootstrap, 2 * COUNT)
+            if r["flow"]["sport"] == sport and r["flow"]["dport"] == PORT]
+    by = {(r["host"], r["seq"]): r for r in recs}
+    sends, waits = [], []
+    for i in range(COUNT):
+        h = udp_hash(payload(i))
+        r1, r2 = by.get(("h1", h)), by.get(("h2", h))
+        assert r1 is not None and r2 is not None, (i, sorted(by))
+        assert r1["flow"]["proto"] == "udp" and r1["complete"] and r2["complete"], (r1, r2)
+        p1, p2 = [x["point"] for x in r1["hits"]], [x["point"] for x in r2["hits"]]
+        assert p1[0] == "sock_send" and p1[1] == "ip_out", p1
+        assert p2[-1] == "sock_recv" and p2[-2] == "ip_in", p2
+        send = ts(r1, "ip_out") - ts(r1, "sock_send")
+        assert 0 <= send <= durs[i], (i, send, durs[i])
+        wait = ts(r2, "sock_recv") - ts(r2, "ip_in")
+        assert SLEEP_S * 1e9 <= wait <= e2e[i], (i, wait, e2e[i])
+        sends.append(send)
+        waits.append(wait)
+    over = [(w - SLEEP_S * 1e9) / 1e6 for w in waits]
+    print(f"sock_send->ip_out µs: median {statistics.median(sends) / 1e3:.1f} max "
+          f"{max(sends) / 1e3:.1f}; sendto µs: median {statistics.median(durs) / 1e3:.1f}; "
+          f"ip_in->sock_recv over the sleep ms: median {statistics.median(over):.2f} "
+          f"max {max(over):.2f}")
+    assert statistics.median(over) < 3 and max(over) < 15, over
+    fs = [r for r in flow_stats(topic_name + "-fs", stack.kafka_bootstrap, ag)
+          if r["flow"]["sport"] == sport and r["flow"]["dport"] == PORT]
+    tx = [r for r in fs if r["host"] == "h1"]
+    rx = [r for r in fs if r["host"] == "h2"]
+    assert sum(r["app_bytes_written"] for r in tx) == wrote
+    assert sum(r["app_writes"] for r in tx) == COUNT
+    assert sum(r["app_bytes_read"] for r in rx) == read
+    assert sum(r["app_reads"] for r in rx) == COUNT
