@@ -149,7 +149,9 @@ def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
         h = udp_hash(payload(i))
         r1, r2 = by.get(("h1", h)), by.get(("h2", h))
         assert r1 is not None and r2 is not None, (i, sorted(by))
-        assert r1["flow"]["proto"] == "udp" and r1["complete"] and r2["complete"], (r1, r2)
+        assert r1["flow"]["proto"] == "udp" and r1["complete"] and r2["complete"], (
+            [(x["point"], x["ts_ns"]) for x in r1["hits"]], r1["complete"],
+            [(x["point"], x["ts_ns"]) for x in r2["hits"]], r2["complete"])
         p1, p2 = [x["point"] for x in r1["hits"]], [x["point"] for x in r2["hits"]]
         assert p1[0] == "sock_send" and p1[1] == "ip_out", p1
         assert p2[-1] == "sock_recv" and p2[-2] == "ip_in", p2
@@ -173,3 +175,86 @@ def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
     assert sum(r["app_writes"] for r in tx) == COUNT
     assert sum(r["app_bytes_read"] for r in rx) == read
     assert sum(r["app_reads"] for r in rx) == COUNT
+
+
+def test_blocking_reader_gets_the_datagram_it_waited_for(net: Any, stack: Any,
+                                                        topic_name: str) -> None:
+    """A receiver blocked in recv() on an empty queue (the common server): the datagram
+    that arrives and wakes it is the one its sock_recv reports (found when it was queued,
+    sk_data_ready), so every datagram's h2 record ends at sock_recv, complete, shortly
+    after its ip_in (no sleep: within the test's own send-start-to-read-end time)."""
+    n = 20
+    with agents(net, topic_name, stack.kafka_bootstrap):
+        with net.enter("h2"):
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rx.bind((DST, PORT))
+        with net.enter("h1"):
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        read_end = [0] * n
+        got = threading.Semaphore(0)
+
+        def reader() -> None:
+            for i in range(n):
+                rx.recv(4096)
+                read_end[i] = time.monotonic_ns()
+                got.release()
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        sent_at = []
+        try:
+            tx.connect((DST, PORT))
+            sport = tx.getsockname()[1]
+            for i in range(n):
+                time.sleep(0.01)           # the reader is blocked in recv() by now
+                sent_at.append(time.monotonic_ns())
+                tx.send(payload(1000 + i))
+                assert got.acquire(timeout=5)
+            t.join(5)
+        finally:
+            tx.close()
+            rx.close()
+        time.sleep(0.5)
+    recs = {r["seq"]: r for r in consume(topic_name, stack.kafka_bootstrap, 2 * n)
+            if r["host"] == "h2" and r["flow"]["sport"] == sport}
+    for i in range(n):
+        r = recs.get(udp_hash(payload(1000 + i)))
+        assert r is not None and r["complete"], (i, r)
+        assert [x["point"] for x in r["hits"]][-2:] == ["ip_in", "sock_recv"], r["hits"]
+        wait = ts(r, "sock_recv") - ts(r, "ip_in")
+        assert 0 <= wait <= read_end[i] - sent_at[i], (i, wait)
+
+
+def test_corked_datagram_sent_outside_a_send_call_gets_no_send_time(
+        net: Any, stack: Any, topic_name: str) -> None:
+    """A datagram built by two send() calls under UDP_CORK and sent 50 ms later by
+    setsockopt(UDP_CORK, 0) leaves from the same task and socket, outside any send call:
+    its h1 record has no sock_send rather than the last send call's entry time (each call
+    is over when sendmsg returns). A datagram sent normally right after has its own."""
+    udp_cork = 1
+    with agents(net, topic_name, stack.kafka_bootstrap):
+        with net.enter("h2"):
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rx.bind((DST, PORT))
+        with net.enter("h1"):
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            tx.connect((DST, PORT))
+            sport = tx.getsockname()[1]
+            tx.setsockopt(socket.IPPROTO_UDP, udp_cork, 1)
+            tx.send(payload(2000)[:500])
+            tx.send(payload(2000)[500:])
+            time.sleep(0.05)
+            tx.setsockopt(socket.IPPROTO_UDP, udp_cork, 0)     # the datagram leaves now
+            tx.send(payload(2001))
+            assert len(rx.recv(4096)) == SIZE and len(rx.recv(4096)) == SIZE
+        finally:
+            tx.close()
+            rx.close()
+        time.sleep(0.5)
+    recs = {r["seq"]: r for r in consume(topic_name, stack.kafka_bootstrap, 4)
+            if r["host"] == "h1" and r["flow"]["sport"] == sport}
+    corked, plain = recs.get(udp_hash(payload(2000))), recs.get(udp_hash(payload(2001)))
+    assert corked is not None and plain is not None, sorted(recs)
+    assert [x["point"] for x in corked["hits"]][0] == "ip_out", corked["hits"]
+    assert [x["point"] for x in plain["hits"]][:2] == ["sock_send", "ip_out"], plain["hits"]
