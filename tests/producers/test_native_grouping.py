@@ -253,6 +253,55 @@ def test_udp_ipv6_and_v4_mapped_flows() -> None:
     assert any(fid.startswith("udp:[fd00") for fid in fids) and any("::ffff:" in x for x in fids)
 
 
+UDP_TX = ("sock_send", "ip_out", "ip_post", "dev_queue", "dev_xmit")
+UDP_RX = ("dev_rx", "ip_pre", "ip_in")
+
+
+def _py_records(feed: Feed, **settings: Any) -> list[Any]:
+    """The reference (Python) path's records of a feed, as Record objects."""
+    py, _ = _agents(**settings)
+    out: list[Any] = []
+    for now, events, expire in feed.steps:
+        py.process(events, out, now)
+        if expire:
+            py.grouper.expire(out, now)
+    py.grouper.flush_all(out)
+    return out
+
+
+def test_udp_socket_points_start_and_end_a_datagram() -> None:
+    """A datagram sent here: sock_send (stamped at the call's entry, before ip_out) starts
+    its record, which completes at dev_xmit on the exit device. Received here: the record
+    waits for sock_recv (read 30 ms and, held past the linger, 400 ms later) and completes
+    there, never flagged for TCP's points; one never read is flushed incomplete at hold;
+    where sock_recv is not attached, ip_in completes it as before."""
+    f = Feed()
+    for flow in (UDP, UDP6):
+        f.batch(tx(11, 1, flow=flow, points=UDP_TX))
+        f.batch(rx(12, 10, flow=flow, points=UDP_RX))
+        f.batch(rx(13, 11, flow=flow, points=UDP_RX))
+        f.batch(rx(14, 12, flow=flow, points=UDP_RX))
+        f.wait(30 * MS)
+        f.batch([ev("sock_recv", 12, flow=flow, ts=30 * MS)])
+        f.wait(60 * MS).wait(350 * MS)
+        f.batch([ev("sock_recv", 13, flow=flow, ts=400 * MS)])
+    f.wait(1_100 * MS).wait(2_000 * MS)
+    o = compare(f, linger_ms=50, hold_ms=1000)
+    assert o.counters.gaps == 0 and o.counters.records == 8
+    recs = {(r.flow[1], r.seq): r for r in _py_records(f, linger_ms=50, hold_ms=1000)}
+    for fam in (4, 6):
+        sent, read, late, unread = (recs[fam, s] for s in (11, 12, 13, 14))
+        assert [h.point for h in sent.hits] == list(UDP_TX) and sent.complete
+        assert [h.point for h in read.hits] == [*UDP_RX, "sock_recv"] and read.complete
+        assert [h.point for h in late.hits] == [*UDP_RX, "sock_recv"] and late.complete
+        assert [h.point for h in unread.hits] == list(UDP_RX) and not unread.complete
+    unattached = set(REV) - {"sock_recv"}
+    o = compare(f, linger_ms=50, hold_ms=1000, points=unattached)
+    recs = {(r.flow[1], r.seq): r for r in _py_records(f, linger_ms=50, hold_ms=1000,
+                                                       points=unattached)}
+    assert recs[4, 14].complete and recs[4, 14].hits[-1].point == "ip_in"
+
+
 def test_a_copy_exactly_at_the_end_of_the_recent_window() -> None:
     """recent_ns (250 ms) is inclusive: a copy arriving exactly then is a resend; 1 ns
     later it is a new byte."""
@@ -442,8 +491,12 @@ def _random_feed(rng: random.Random) -> Feed:
             h = rng.randrange(5)
             pending += [ev(p, h, flow=fl, ts=t + i, flags=layout.FLAG_RESENT
                            if rng.random() < 0.05 else 0)
-                        for i, p in enumerate(rng.choice([("ip_out", "dev_xmit"),
-                                                          ("dev_rx", "ip_pre", "ip_in")]))]
+                        for i, p in enumerate(rng.choice([
+                            ("ip_out", "dev_xmit"), ("sock_send", "ip_out", "dev_xmit"),
+                            ("dev_rx", "ip_pre", "ip_in"), ("ip_in", "sock_recv"),
+                            ("dev_rx", "ip_pre", "ip_in", "sock_recv")]))]
+            if rng.random() < 0.2:                    # a read after the linger
+                pending.append(ev("sock_recv", h, flow=fl, ts=t + 100 * MS))
         if rng.random() < 0.35 or len(pending) > 60:  # the ring is read: shuffled a little
             for _ in range(len(pending) // 4):
                 i = rng.randrange(len(pending))
