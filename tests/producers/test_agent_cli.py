@@ -35,7 +35,8 @@ def test_doctor_json_contract() -> None:
     for p in ("sock_send", "tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit", "xdp",
               "dev_rx", "ip_pre", "ip_in", "tcp_rx", "sock_recv"):
         assert rep["points"][p]["available"] is True and rep["points"][p]["hook"], p
-    assert rep["points"]["sock_recv"]["hook"] == "tp_btf/sock_recv_length"
+    assert rep["points"]["sock_recv"]["hook"] == \
+        "tp_btf/sys_enter+tp_btf/sk_data_ready+tp_btf/sock_recv_length"
     assert rep["points"]["tcp_tx"]["hook"].startswith("sockops:")
     assert rep["points"]["xdp"]["opt_in"] is True
 
