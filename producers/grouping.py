@@ -2,9 +2,11 @@
 
 One record per copy of a byte that passes the host; normally a byte has one copy, so one
 record per (sampled byte, host). A record is flushed when its copy reaches this host's last
-point (sock_recv, for TCP and UDP; dev_xmit on a device that leaves the host), but a copy sent by a local socket first waits for its sock_send hit (the kernel
-reports it when sendmsg returns, often after the byte left: PointDef.last_for / .exit in
-schemas/points.py). Otherwise it is flushed, incomplete, after `linger` without a new hit;
+point (sock_recv, for TCP and UDP; dev_xmit on a device that leaves the host), but a copy
+sent by a local TCP socket first waits for its sock_send hit (the kernel reports it when
+sendmsg returns, often after the byte left: PointDef.last_for / .exit in schemas/points.py;
+a UDP datagram's sock_send comes before its ip_out). Otherwise it is flushed, incomplete,
+after `linger` without a new hit;
 a TCP byte still inside the host (in a qdisc, in a socket's receive queue, or a send whose
 sock_send hit comes when sendmsg returns) waits up to `hold` instead, since those queues can
 hold it far longer than a linger. The host's rate cap applies to new sampled bytes; a capped
@@ -27,6 +29,11 @@ record of it on this host is flagged (`retrans`), the original copy's included, 
 A copy's record is flagged if the byte is known to be resent when the record is published;
 an original copy that completed before any resend appeared (a spurious retransmission, or
 a loss further down the path) is published unflagged, and is a true sample of that copy.
+
+A UDP datagram (seq: its hash) has the same socket points (producers/bpf/udp_sock.bpf.h):
+it completes at sock_recv (at ip_in where no sock_recv is attached) and, delivered here,
+is held for its read like a TCP byte; it is never resent, and TCP's points are never its
+gap.
 
 Socket points belong to the byte, not to a copy: sock_send to the original copy, sock_recv
 to the copy that reached this host's TCP first (TCP discards later ones). A socket hit for

@@ -127,10 +127,14 @@ static __always_inline struct sk_buff *ls_udp_head(const struct sock *sk)
 	return (void *)skb != q ? skb : 0;
 }
 
-/* sys_enter (both send and receive programs): the first argument of the syscall. */
-static __always_inline long ls_sys_fd(struct pt_regs *regs)
+/* sys_enter: the task's call record when the syscall's fd (its first argument) is a
+ * covered UDP socket (*sk, made if need be), else the existing one if any (to disarm). */
+static __always_inline struct ls_udp_call *ls_udp_call_at(struct pt_regs *regs,
+							  struct sock **sk)
 {
-	return PT_REGS_PARM1_CORE_SYSCALL(regs);
+	*sk = ls_fd_udp_sock(PT_REGS_PARM1_CORE_SYSCALL(regs));
+	return bpf_task_storage_get(&udp_call, bpf_get_current_task_btf(), 0,
+				    *sk ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
 /* sys_enter of a send: arm the task's call with its socket and entry time (or disarm). */
@@ -142,9 +146,7 @@ static __always_inline int udp_send_enter(struct pt_regs *regs, long id)
 	if (id != LS_NR_SENDTO && id != LS_NR_SENDMSG && id != LS_NR_SENDMMSG &&
 	    id != LS_NR_WRITE && id != LS_NR_WRITEV)
 		return 0;
-	sk = ls_fd_udp_sock(ls_sys_fd(regs));
-	v = bpf_task_storage_get(&udp_call, bpf_get_current_task_btf(), 0,
-				 sk ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	v = ls_udp_call_at(regs, &sk);
 	if (!v)
 		return 0;
 	v->send_sk = (__u64)sk;
@@ -196,9 +198,7 @@ static __always_inline int udp_recv_enter(struct pt_regs *regs, long id)
 	if (id != LS_NR_RECVFROM && id != LS_NR_RECVMSG && id != LS_NR_RECVMMSG &&
 	    id != LS_NR_READ && id != LS_NR_READV)
 		return 0;
-	sk = ls_fd_udp_sock(ls_sys_fd(regs));
-	v = bpf_task_storage_get(&udp_call, bpf_get_current_task_btf(), 0,
-				 sk ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	v = ls_udp_call_at(regs, &sk);
 	if (!v)
 		return 0;
 	v->recv_sk = (__u64)sk;

@@ -257,16 +257,20 @@ UDP_TX = ("sock_send", "ip_out", "ip_post", "dev_queue", "dev_xmit")
 UDP_RX = ("dev_rx", "ip_pre", "ip_in")
 
 
-def _py_records(feed: Feed, **settings: Any) -> list[Any]:
-    """The reference (Python) path's records of a feed, as Record objects."""
-    py, _ = _agents(**settings)
+def _run(a: Agent, feed: Feed) -> list[Any]:
+    """One agent's records of a feed, flushed at its end."""
     out: list[Any] = []
     for now, events, expire in feed.steps:
-        py.process(events, out, now)
+        a.process(events, out, now)
         if expire:
-            py.grouper.expire(out, now)
-    py.grouper.flush_all(out)
+            a.grouper.expire(out, now)
+    a.grouper.flush_all(out)
     return out
+
+
+def _py_records(feed: Feed, **settings: Any) -> list[Any]:
+    """The reference (Python) path's records of a feed, as Record objects."""
+    return _run(_agents(**settings)[0], feed)
 
 
 def test_udp_socket_points_start_and_end_a_datagram() -> None:
@@ -575,12 +579,7 @@ def test_a_named_container_gets_records_of_its_own(monkeypatch: pytest.MonkeyPat
                                 native=native), clock=lambda: T0)
         a.grouper.members["h1"].exit_devices = {(NS, EXIT)}
         a.grouper.members["c9"].exit_devices = {(ns_c, 5)}
-        out: list[Any] = []
-        for now, events, expire in f.steps:
-            a.process(events, out, now)
-            if expire:
-                a.grouper.expire(out, now)
-        a.grouper.flush_all(out)
+        out = _run(a, f)
         assert a.grouper.open_groups == 0
         if not native:
             records = out

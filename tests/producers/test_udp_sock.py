@@ -17,6 +17,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from producer_helpers import consume, read_topic, running_agents
 from latscope.kafka import KafkaSettings
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.schemas import codec
+from latscope.stream.segments import ClockView, breakdown
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -67,17 +69,33 @@ def agents(net: Any, topic: str, bootstrap: str) -> Iterator[dict[str, Agent]]:
         assert c["ringbuf_drops"] == 0 and c["failed_deliveries"] == 0, c
 
 
-def lockstep(net: Any, count: int) -> tuple[int, list[int], list[int], list[int], int, int]:
-    """count datagrams h1 -> h2, one at a time: the receiver waits until the datagram is
-    readable (select: no read), sleeps SLEEP_S, reads it; the sender sends the next once
-    it was read. Returns the sender's port, each sendto's duration, each datagram's time
-    from its sendto's start to its read's end (ns, this process's monotonic clock), each
-    read's size, and the bytes written and read."""
+def udp_pair(net: Any) -> tuple[socket.socket, socket.socket]:
+    """h2's receiving socket (bound to the test's port) and h1's sending one, each made in
+    its namespace."""
     with net.enter("h2"):
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rx.bind((DST, PORT))
     with net.enter("h1"):
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return rx, tx
+
+
+@dataclass
+class Run:
+    sport: int
+    durs: list[int]          # each send() call's duration (ns)
+    e2e: list[int]           # each datagram's send() start to its read's end (ns)
+    sizes: list[int]         # each read's size
+    wrote: int
+
+
+def lockstep(net: Any, count: int, first: int = 0, sleep_s: float = SLEEP_S) -> Run:
+    """count datagrams h1 -> h2 (payloads first, first+1, ...), one at a time: the sender
+    sends the next once the last was read. With sleep_s the receiver waits until the
+    datagram is readable (select: no read), sleeps sleep_s, then reads it; without, it
+    is blocked in recv() when the datagram comes (the sender pauses 10 ms first). Times
+    on this process's monotonic clock."""
+    rx, tx = udp_pair(net)
     sent_at = [0] * count
     read_end = [0] * count
     sizes: list[int] = []
@@ -85,8 +103,9 @@ def lockstep(net: Any, count: int) -> tuple[int, list[int], list[int], list[int]
 
     def reader() -> None:
         for i in range(count):
-            select.select([rx], [], [], 5)
-            time.sleep(SLEEP_S)
+            if sleep_s:
+                select.select([rx], [], [], 5)
+                time.sleep(sleep_s)
             data = rx.recv(4096)
             read_end[i] = time.monotonic_ns()
             sizes.append(len(data))
@@ -98,15 +117,17 @@ def lockstep(net: Any, count: int) -> tuple[int, list[int], list[int], list[int]
     try:
         tx.connect((DST, PORT))
         for i in range(count):
-            p = payload(i)
+            if not sleep_s:
+                time.sleep(0.01)           # the reader is blocked in recv() by now
+            p = payload(first + i)
             t0 = time.monotonic_ns()
             tx.send(p)
             durs.append(time.monotonic_ns() - t0)
             sent_at[i] = t0
             assert done.acquire(timeout=5), f"datagram {i} not read"
         t.join(5)
-        return (tx.getsockname()[1], durs, [e - s for s, e in zip(sent_at, read_end)],
-                sizes, count * SIZE, sum(sizes))
+        return Run(tx.getsockname()[1], durs,
+                   [e - s for s, e in zip(sent_at, read_end, strict=True)], sizes, count * SIZE)
     finally:
         tx.close()
         rx.close()
@@ -135,12 +156,13 @@ def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
     that datagram, and close to the sleep. The flow's app bytes and datagrams per interval
     add up to what the test wrote and read."""
     with agents(net, topic_name, stack.kafka_bootstrap) as ag:
-        sport, durs, e2e, sizes, wrote, read = lockstep(net, COUNT)
+        run = lockstep(net, COUNT)
         deadline = time.monotonic() + 10
         while ag["h2"].grouper.counters.records < COUNT and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.5)            # past the next flow-stats interval: the last counts out
-    assert sizes == [SIZE] * COUNT
+    assert run.sizes == [SIZE] * COUNT
+    sport, durs, e2e = run.sport, run.durs, run.e2e
     recs = [r for r in consume(topic_name, stack.kafka_bootstrap, 2 * COUNT)
             if r["flow"]["sport"] == sport and r["flow"]["dport"] == PORT]
     by = {(r["host"], r["seq"]): r for r in recs}
@@ -161,6 +183,13 @@ def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
         assert SLEEP_S * 1e9 <= wait <= e2e[i], (i, wait, e2e[i])
         sends.append(send)
         waits.append(wait)
+        # the stream's breakdown of the datagram: from h1's send to h2's read, the socket
+        # segments at both ends (clocks unmodelled: only the wire segment depends on them)
+        bd = breakdown([r1, r2], ClockView({}, "mgr"), path=["h1", "h2"])
+        segs = [(x["from"], x["to"], x["layer"]) for x in bd["segments"]]
+        assert bd["complete"] and segs[0] == ("h1:sock_send", "h1:ip_out", "socket"), segs
+        assert segs[-1] == ("h2:ip_in", "h2:sock_recv", "socket"), segs
+        assert bd["segments"][-1]["duration_ns"] == wait
     over = [(w - SLEEP_S * 1e9) / 1e6 for w in waits]
     print(f"sock_send->ip_out µs: median {statistics.median(sends) / 1e3:.1f} max "
           f"{max(sends) / 1e3:.1f}; sendto µs: median {statistics.median(durs) / 1e3:.1f}; "
@@ -171,9 +200,9 @@ def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
           if r["flow"]["sport"] == sport and r["flow"]["dport"] == PORT]
     tx = [r for r in fs if r["host"] == "h1"]
     rx = [r for r in fs if r["host"] == "h2"]
-    assert sum(r["app_bytes_written"] for r in tx) == wrote
+    assert sum(r["app_bytes_written"] for r in tx) == run.wrote
     assert sum(r["app_writes"] for r in tx) == COUNT
-    assert sum(r["app_bytes_read"] for r in rx) == read
+    assert sum(r["app_bytes_read"] for r in rx) == sum(run.sizes)
     assert sum(r["app_reads"] for r in rx) == COUNT
 
 
@@ -185,44 +214,16 @@ def test_blocking_reader_gets_the_datagram_it_waited_for(net: Any, stack: Any,
     after its ip_in (no sleep: within the test's own send-start-to-read-end time)."""
     n = 20
     with agents(net, topic_name, stack.kafka_bootstrap):
-        with net.enter("h2"):
-            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            rx.bind((DST, PORT))
-        with net.enter("h1"):
-            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        read_end = [0] * n
-        got = threading.Semaphore(0)
-
-        def reader() -> None:
-            for i in range(n):
-                rx.recv(4096)
-                read_end[i] = time.monotonic_ns()
-                got.release()
-
-        t = threading.Thread(target=reader, daemon=True)
-        t.start()
-        sent_at = []
-        try:
-            tx.connect((DST, PORT))
-            sport = tx.getsockname()[1]
-            for i in range(n):
-                time.sleep(0.01)           # the reader is blocked in recv() by now
-                sent_at.append(time.monotonic_ns())
-                tx.send(payload(1000 + i))
-                assert got.acquire(timeout=5)
-            t.join(5)
-        finally:
-            tx.close()
-            rx.close()
+        run = lockstep(net, n, first=1000, sleep_s=0)
         time.sleep(0.5)
     recs = {r["seq"]: r for r in consume(topic_name, stack.kafka_bootstrap, 2 * n)
-            if r["host"] == "h2" and r["flow"]["sport"] == sport}
+            if r["host"] == "h2" and r["flow"]["sport"] == run.sport}
     for i in range(n):
         r = recs.get(udp_hash(payload(1000 + i)))
         assert r is not None and r["complete"], (i, r)
         assert [x["point"] for x in r["hits"]][-2:] == ["ip_in", "sock_recv"], r["hits"]
         wait = ts(r, "sock_recv") - ts(r, "ip_in")
-        assert 0 <= wait <= read_end[i] - sent_at[i], (i, wait)
+        assert 0 <= wait <= run.e2e[i], (i, wait)
 
 
 def test_corked_datagram_sent_outside_a_send_call_gets_no_send_time(
@@ -233,11 +234,7 @@ def test_corked_datagram_sent_outside_a_send_call_gets_no_send_time(
     is over when sendmsg returns). A datagram sent normally right after has its own."""
     udp_cork = 1
     with agents(net, topic_name, stack.kafka_bootstrap):
-        with net.enter("h2"):
-            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            rx.bind((DST, PORT))
-        with net.enter("h1"):
-            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx, tx = udp_pair(net)
         try:
             tx.connect((DST, PORT))
             sport = tx.getsockname()[1]
@@ -256,5 +253,5 @@ def test_corked_datagram_sent_outside_a_send_call_gets_no_send_time(
             if r["host"] == "h1" and r["flow"]["sport"] == sport}
     corked, plain = recs.get(udp_hash(payload(2000))), recs.get(udp_hash(payload(2001)))
     assert corked is not None and plain is not None, sorted(recs)
-    assert [x["point"] for x in corked["hits"]][0] == "ip_out", corked["hits"]
+    assert corked["hits"][0]["point"] == "ip_out", corked["hits"]
     assert [x["point"] for x in plain["hits"]][:2] == ["sock_send", "ip_out"], plain["hits"]
