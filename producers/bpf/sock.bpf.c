@@ -14,10 +14,12 @@
  *              raw_tp/sock_recv_length
  *   UDP sock_send  tp_btf/sys_enter (udp_send_call): a send syscall on a covered UDP
  *              socket's fd, its entry time; sock_send_length ends the call; the hit itself
- *              is emitted at the datagram's ip_out (netfilter.bpf.c); raw_tp twin
+ *              is emitted at the datagram's ip_out (netfilter.bpf.c)
+ *              raw_tp/sys_enter (udp_send_call_raw)
  *   UDP sock_recv  tp_btf/sys_enter (udp_recv_call): a read on a covered UDP socket's fd,
- *              the datagram at its queue's head; tp_btf/sk_data_ready (udp_ready) the one
- *              queued while a read waited; sock_recv_length emits; raw_tp twins
+ *              the datagram at its queue's head; tp_btf/sk_data_ready (udp_ready_tp) the
+ *              one queued while a read waited; sock_recv_length emits
+ *              raw_tp/sys_enter (udp_recv_call_raw) + raw_tp/sk_data_ready (udp_ready_tp_raw)
  * Function-hook variants (fentry/fexit) of both points: sock_fn.bpf.c.
  */
 #include "sock.bpf.h"
