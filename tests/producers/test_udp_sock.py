@@ -255,3 +255,34 @@ def test_corked_datagram_sent_outside_a_send_call_gets_no_send_time(
     assert corked is not None and plain is not None, sorted(recs)
     assert corked["hits"][0]["point"] == "ip_out", corked["hits"]
     assert [x["point"] for x in plain["hits"]][:2] == ["sock_send", "ip_out"], plain["hits"]
+
+
+def test_peek_is_no_read_and_a_truncated_read_counts_what_it_copied(
+        net: Any, stack: Any, topic_name: str) -> None:
+    """The receiver peeks at each datagram (MSG_PEEK: it stays queued), then reads only
+    100 of its 1000 bytes (UDP drops the rest): one sock_recv per datagram, at the read,
+    and the flow's reads and bytes read are the reads' (3, 300), not the peeks'."""
+    n = 3
+    with agents(net, topic_name, stack.kafka_bootstrap) as ag:
+        rx, tx = udp_pair(net)
+        try:
+            tx.connect((DST, PORT))
+            sport = tx.getsockname()[1]
+            for i in range(n):
+                tx.send(payload(3000 + i))
+                assert len(rx.recv(4096, socket.MSG_PEEK)) == SIZE
+                assert len(rx.recv(100)) == 100
+        finally:
+            tx.close()
+            rx.close()
+        time.sleep(1.5)            # past the next flow-stats interval
+    recs = {r["seq"]: r for r in consume(topic_name, stack.kafka_bootstrap, 2 * n)
+            if r["host"] == "h2" and r["flow"]["sport"] == sport}
+    for i in range(n):
+        r = recs.get(udp_hash(payload(3000 + i)))
+        assert r is not None and r["complete"], (i, r)
+        assert [x["point"] for x in r["hits"]].count("sock_recv") == 1, r["hits"]
+    fs = [r for r in flow_stats(topic_name + "-fs", stack.kafka_bootstrap, ag)
+          if r["host"] == "h2" and r["flow"]["sport"] == sport]
+    assert sum(r["app_reads"] for r in fs) == n
+    assert sum(r["app_bytes_read"] for r in fs) == 100 * n
