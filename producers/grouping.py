@@ -179,6 +179,9 @@ class Grouper:
     # The attached points: a record that reached its last point but lacks one of them on
     # its way is flagged incomplete and counted (gaps, gap_points), never passed as whole.
     points: frozenset[str] = frozenset(p.name for p in TABLE)
+    # Does the attached sock_recv hook see UDP reads (schemas/points.py Hook.udp)? If not,
+    # a datagram completes at ip_in and waits for no read.
+    udp_reads: bool = True
     check_gaps: bool = True
     # Set by the agent while the ring buffer may have lost hits of the bytes still being
     # grouped (it lost some lately): every record then comes out incomplete (counted), as
@@ -312,7 +315,7 @@ class Grouper:
         if point == _SEND:
             done = g.exited
         elif _LAST.get(flow[0]) == point or (
-                point == _UDP_UNREAD_LAST and flow[0] != "tcp" and _RECV not in self.points):
+                point == _UDP_UNREAD_LAST and flow[0] != "tcp" and not self._reads_udp()):
             done = not self._awaits_send(gk, g)
         elif point in _EXIT and (hit.netns, hit.ifindex) in self.exit_devices:
             done = not self._awaits_send(gk, g)
@@ -439,6 +442,10 @@ class Grouper:
                 return True
         return False
 
+    def _reads_udp(self) -> bool:
+        """Are UDP reads reported here (sock_recv attached, by a hook that sees them)?"""
+        return self.udp_reads and _RECV in self.points
+
     def _waits(self, gk: GKey, g: _Group) -> bool:
         """Idle for a linger: is the copy still inside the host (qdisc, socket queue, or a
         sendmsg not yet returned), worth holding up to `hold`?"""
@@ -446,7 +453,7 @@ class Grouper:
         if flow[0] != "tcp":
             # a datagram delivered here waits for its read, when reads are seen
             names = {t[0] for t in g.seen}
-            return _RECV in self.points and bool(names & _DELIVERED_HERE) and _RECV not in names
+            return self._reads_udp() and bool(names & _DELIVERED_HERE) and _RECV not in names
         r = self._resent.get((flow, seq))
         if r is None:
             return True          # the only copy: anywhere in the host, or owed a socket hit

@@ -376,6 +376,12 @@ class Probes:
                 for p, c in self.choices.items() if c.hook is not None and c.skipped}
 
     @property
+    def udp_reads(self) -> bool:
+        """Does the hook serving sock_recv report UDP reads (schemas/points.py Hook.udp)?"""
+        c = self.choices.get("sock_recv")
+        return bool(c and c.hook and c.hook.udp)
+
+    @property
     def flow_stats_map(self) -> libbpf.Map:
         return self.objects["maps"].map("flow_stats")
 

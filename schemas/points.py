@@ -45,6 +45,7 @@ class Hook:
     helpers: tuple[str, ...] = ()
     nf_hook: str | None = None     # netfilter: NF_INET_<nf_hook>, attached per netns and family
     note: str = ""
+    udp: bool = False              # a socket point's hook that serves UDP datagrams too
 
     @property
     def programs(self) -> tuple[str, ...]:
@@ -89,7 +90,7 @@ class PointDef:
 
 
 def _tp(tp: str, obj: str, prog: str, *, entry: tuple[tuple[str, str], ...] = (),
-        note: str = "") -> tuple[Hook, Hook]:
+        note: str = "", udp: bool = False) -> tuple[Hook, Hook]:
     """The BTF tracepoint and its raw-tracepoint twin (same logic, untyped args read with
     BPF_CORE_READ): a kernel that refuses the tp_btf program may still run the raw_tp one.
     ``entry``: (tracepoint, program) of each helper attached with it."""
@@ -99,8 +100,9 @@ def _tp(tp: str, obj: str, prog: str, *, entry: tuple[tuple[str, str], ...] = ()
     def helpers(suffix: str) -> tuple[str, ...]:
         return tuple(p + suffix for _, p in entry)
 
-    return (Hook(name("tp_btf"), "tp_btf", obj, prog, helpers(""), note=note),
-            Hook(name("raw_tp"), "raw_tp", obj, f"{prog}_raw", helpers("_raw"), note=note))
+    return (Hook(name("tp_btf"), "tp_btf", obj, prog, helpers(""), note=note, udp=udp),
+            Hook(name("raw_tp"), "raw_tp", obj, f"{prog}_raw", helpers("_raw"), note=note,
+                 udp=udp))
 
 
 def _nf(hook: str) -> tuple[Hook]:
@@ -118,7 +120,9 @@ TABLE: tuple[PointDef, ...] = (
              note="TCP: entry time at the first tcp_sendmsg_locked of a call, bytes at "
                   "sock_send_length; UDP: entry time at the send syscall's sys_enter, the "
                   "datagram at its ip_out (so UDP's needs ip_out), the call ends at "
-                  "sock_send_length"),
+                  "sock_send_length", udp=True),
+        *_tp("sock_send_length", "sock", "sock_send", entry=(("tcp_sendmsg_locked", "send_entry"),),
+             note="TCP only (no sys_enter tracepoint: UDP datagrams start at ip_out)"),
         Hook("fentry/tcp_sendmsg_locked+fexit/tcp_sendmsg", "fentry", "sock_fn", "sock_send_fexit",
              ("send_entry_fentry",), note="TCP only; " + _UNTESTED))),
     PointDef("tcp_tx", "tx", "tcp", 1, local=True, hooks=(
@@ -160,7 +164,12 @@ TABLE: tuple[PointDef, ...] = (
              entry=(("sys_enter", "udp_recv_call"), ("sk_data_ready", "udp_ready_tp")),
              note="TCP: bytes at sock_recv_length; UDP: the datagram at the queue's head "
                   "when the read's syscall entered (or the one queued while it waited: "
-                  "sk_data_ready), reported at sock_recv_length"),
+                  "sk_data_ready), reported at sock_recv_length", udp=True),
+        *_tp("sock_recv_length", "sock", "sock_recv", entry=(("sys_enter", "udp_recv_call"),),
+             note="without sk_data_ready (kernels < 6.6): UDP reads that find their datagram "
+                  "queued; a blocking read's is not reported", udp=True),
+        *_tp("sock_recv_length", "sock", "sock_recv",
+             note="TCP only (no sys_enter tracepoint: UDP datagrams end at ip_in)"),
         Hook("fexit/tcp_recvmsg", "fentry", "sock_fn", "sock_recv_fexit",
              note="TCP only; " + _UNTESTED))),
 )

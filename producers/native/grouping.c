@@ -41,6 +41,12 @@ static int is_exit(Path *p, uint64_t netns, uint32_t ifindex)
     return bm_get(&p->exits, k) != NULL;
 }
 
+/* _reads_udp: are UDP reads reported (sock_recv attached, by a hook that sees them)? */
+static int reads_udp(const Path *p)
+{
+    return p->udp_reads && (p->attached & BIT(p->recv));
+}
+
 static int admit(Path *p, int64_t now)
 {
     if (now != p->refill_ns) {
@@ -188,8 +194,7 @@ static int flush_at(Path *p, Entry *e, const Hit *hit, PyObject *out)
     Flow *f = p->flows[e->flow];
     if (point == p->send)
         done = g->exited;
-    else if (f->last == point || (!f->tcp && point == p->udp_unread_last &&
-                                  !(p->attached & BIT(p->recv))))
+    else if (f->last == point || (!f->tcp && point == p->udp_unread_last && !reads_udp(p)))
         done = !awaits_send(p, e->flow, e->copy, g);
     else if ((p->m_exit & BIT(point)) && is_exit(p, hit->netns, hit->ifindex))
         done = !awaits_send(p, e->flow, e->copy, g);
@@ -535,8 +540,7 @@ static int waits(Path *p, Entry *e)
     Group *g = e->g;
     if (!p->flows[e->flow]->tcp) {
         uint32_t names = names_of(g);
-        return (p->attached & BIT(p->recv)) && (names & p->m_delivered) &&
-               !(names & BIT(p->recv));
+        return reads_udp(p) && (names & p->m_delivered) && !(names & BIT(p->recv));
     }
     Entry *re = om_get(&p->resent, e->flow, e->seq, 0);
     if (re == NULL)

@@ -120,6 +120,7 @@ typedef struct {
     int64_t linger_ns, hold_ns, queued_ns, owed_ns, recent_ns, rate_cap;
     Py_ssize_t max_open, max_recent;
     int filter_retrans, check_gaps;
+    int udp_reads;          /* Grouper.udp_reads */
     int overrun;            /* Grouper.overrun: records come out incomplete */
     /* the event layout (latscope.h, via producers/layout.py) */
     Py_ssize_t ev_size, off[F_COUNT];

@@ -108,6 +108,7 @@ class Outcome:
 def _agents(**kw: Any) -> tuple[Agent, Agent]:
     exits = kw.pop("exit_devices", {(NS, EXIT)})
     points = kw.pop("points", None)
+    udp_reads = kw.pop("udp_reads", True)
     xdp = kw.pop("xdp_names", {})
     s = {"host": "h1", "sample_size": SIZE, "rate_cap_per_s": 10**9} | kw
     pair = []
@@ -117,6 +118,7 @@ def _agents(**kw: Any) -> tuple[Agent, Agent]:
         a.grouper.exit_devices = set(exits)
         if points is not None:
             a.grouper.points = frozenset(points)
+        a.grouper.udp_reads = udp_reads
         a.set_xdp_names(dict(xdp))
         pair.append(a)
     return pair[0], pair[1]
@@ -278,7 +280,8 @@ def test_udp_socket_points_start_and_end_a_datagram() -> None:
     its record, which completes at dev_xmit on the exit device. Received here: the record
     waits for sock_recv (read 30 ms and, held past the linger, 400 ms later) and completes
     there, never flagged for TCP's points; one never read is flushed incomplete at hold;
-    where sock_recv is not attached, ip_in completes it as before."""
+    where sock_recv is not attached or its hook sees no UDP reads, ip_in completes it as
+    before."""
     f = Feed()
     for flow in (UDP, UDP6):
         f.batch(tx(11, 1, flow=flow, points=UDP_TX))
@@ -300,10 +303,10 @@ def test_udp_socket_points_start_and_end_a_datagram() -> None:
         assert [h.point for h in late.hits] == [*UDP_RX, "sock_recv"] and late.complete
         assert [h.point for h in unread.hits] == list(UDP_RX) and not unread.complete
     unattached = set(REV) - {"sock_recv"}
-    o = compare(f, linger_ms=50, hold_ms=1000, points=unattached)
-    recs = {(r.flow[1], r.seq): r for r in _py_records(f, linger_ms=50, hold_ms=1000,
-                                                       points=unattached)}
-    assert recs[4, 14].complete and recs[4, 14].hits[-1].point == "ip_in"
+    for kw in ({"points": unattached}, {"udp_reads": False}):   # no UDP reads reported
+        compare(f, linger_ms=50, hold_ms=1000, **kw)
+        recs = {(r.flow[1], r.seq): r for r in _py_records(f, linger_ms=50, hold_ms=1000, **kw)}
+        assert recs[4, 14].complete and recs[4, 14].hits[-1].point == "ip_in"
 
 
 def test_a_copy_exactly_at_the_end_of_the_recent_window() -> None:
@@ -521,6 +524,7 @@ def _random_settings(rng: random.Random) -> dict[str, Any]:
             "rate_cap_per_s": rng.choice([50, 2000, 10**9]), "linger_ms": rng.choice([20, 50]),
             "hold_ms": rng.choice([None, 300, 1000]),
             "points": None if rng.random() < 0.7 else set(rng.sample(sorted(REV), 9)),
+            "udp_reads": rng.random() < 0.8,
             "xdp_names": {(NS, 2): "eth0"} if rng.random() < 0.5 else {}}
 
 
