@@ -69,14 +69,16 @@ def agents(net: Any, topic: str, bootstrap: str) -> Iterator[dict[str, Agent]]:
         assert c["ringbuf_drops"] == 0 and c["failed_deliveries"] == 0, c
 
 
-def udp_pair(net: Any) -> tuple[socket.socket, socket.socket]:
-    """h2's receiving socket (bound to the test's port) and h1's sending one, each made in
-    its namespace."""
+def udp_pair(net: Any, dst: str = DST) -> tuple[socket.socket, socket.socket]:
+    """h2's receiving socket (bound to dst and the test's port) and h1's sending one,
+    connected to it, each made in its namespace."""
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
     with net.enter("h2"):
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rx.bind((DST, PORT))
+        rx = socket.socket(fam, socket.SOCK_DGRAM)
+        rx.bind((dst, PORT))
     with net.enter("h1"):
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx = socket.socket(fam, socket.SOCK_DGRAM)
+    tx.connect((dst, PORT))
     return rx, tx
 
 
@@ -89,13 +91,14 @@ class Run:
     wrote: int
 
 
-def lockstep(net: Any, count: int, first: int = 0, sleep_s: float = SLEEP_S) -> Run:
+def lockstep(net: Any, count: int, first: int = 0, sleep_s: float = SLEEP_S,
+             dst: str = DST) -> Run:
     """count datagrams h1 -> h2 (payloads first, first+1, ...), one at a time: the sender
     sends the next once the last was read. With sleep_s the receiver waits until the
     datagram is readable (select: no read), sleeps sleep_s, then reads it; without, it
     is blocked in recv() when the datagram comes (the sender pauses 10 ms first). Times
     on this process's monotonic clock."""
-    rx, tx = udp_pair(net)
+    rx, tx = udp_pair(net, dst)
     sent_at = [0] * count
     read_end = [0] * count
     sizes: list[int] = []
@@ -115,7 +118,6 @@ def lockstep(net: Any, count: int, first: int = 0, sleep_s: float = SLEEP_S) -> 
     t.start()
     durs = []
     try:
-        tx.connect((DST, PORT))
         for i in range(count):
             if not sleep_s:
                 time.sleep(0.01)           # the reader is blocked in recv() by now
@@ -147,8 +149,9 @@ def ts(rec: dict, point: str) -> int:
     return next(h["ts_ns"] for h in rec["hits"] if h["point"] == point)
 
 
-def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
-                                                       topic_name: str) -> None:
+@pytest.mark.parametrize("dst", [DST, "fd00:1::2"])
+def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any, topic_name: str,
+                                                       dst: str) -> None:
     """Every datagram (all sampled) has a record on h1 that starts at sock_send and one on
     h2 that ends at sock_recv, both complete. h1: sock_send -> ip_out is at most the test's
     own measure of that sendto call. h2: ip_in -> sock_recv (the datagram waiting in the
@@ -156,7 +159,7 @@ def test_udp_breakdown_starts_at_send_and_ends_at_read(net: Any, stack: Any,
     that datagram, and close to the sleep. The flow's app bytes and datagrams per interval
     add up to what the test wrote and read."""
     with agents(net, topic_name, stack.kafka_bootstrap) as ag:
-        run = lockstep(net, COUNT)
+        run = lockstep(net, COUNT, dst=dst)
         deadline = time.monotonic() + 10
         while ag["h2"].grouper.counters.records < COUNT and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -236,7 +239,6 @@ def test_corked_datagram_sent_outside_a_send_call_gets_no_send_time(
     with agents(net, topic_name, stack.kafka_bootstrap):
         rx, tx = udp_pair(net)
         try:
-            tx.connect((DST, PORT))
             sport = tx.getsockname()[1]
             tx.setsockopt(socket.IPPROTO_UDP, udp_cork, 1)
             tx.send(payload(2000)[:500])
@@ -266,7 +268,6 @@ def test_peek_is_no_read_and_a_truncated_read_counts_what_it_copied(
     with agents(net, topic_name, stack.kafka_bootstrap) as ag:
         rx, tx = udp_pair(net)
         try:
-            tx.connect((DST, PORT))
             sport = tx.getsockname()[1]
             for i in range(n):
                 tx.send(payload(3000 + i))
