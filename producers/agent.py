@@ -229,6 +229,8 @@ class Agent:
         attached = self.probes.attach()
         # a record lacking one of these on its way is flagged incomplete (grouping._gaps)
         self.grouper.points = frozenset(attached)
+        # a datagram waits for its read only where the read is seen
+        self.grouper.udp_reads = self.probes.udp_reads
         self.ring = libbpf.RingBuffer(self.probes.events_fd)
         if self.s.flow_stats:
             netns = list(self.s.netns)

@@ -66,6 +66,15 @@ class GroupSet:
             g.points = names
 
     @property
+    def udp_reads(self) -> bool:
+        return self._default.udp_reads
+
+    @udp_reads.setter
+    def udp_reads(self, on: bool) -> None:
+        for g in self._all:
+            g.udp_reads = on
+
+    @property
     def overrun(self) -> bool:
         return self._default.overrun
 

@@ -2,10 +2,11 @@
 
 One record per copy of a byte that passes the host; normally a byte has one copy, so one
 record per (sampled byte, host). A record is flushed when its copy reaches this host's last
-point (sock_recv; ip_in for UDP, which has no socket points; dev_xmit on a device that leaves
-the host), but a copy sent by a local socket first waits for its sock_send hit (the kernel
-reports it when sendmsg returns, often after the byte left: PointDef.last_for / .exit in
-schemas/points.py). Otherwise it is flushed, incomplete, after `linger` without a new hit;
+point (sock_recv, for TCP and UDP; dev_xmit on a device that leaves the host), but a copy
+sent by a local TCP socket first waits for its sock_send hit (the kernel reports it when
+sendmsg returns, often after the byte left: PointDef.last_for / .exit in schemas/points.py;
+a UDP datagram's sock_send comes before its ip_out). Otherwise it is flushed, incomplete,
+after `linger` without a new hit;
 a TCP byte still inside the host (in a qdisc, in a socket's receive queue, or a send whose
 sock_send hit comes when sendmsg returns) waits up to `hold` instead, since those queues can
 hold it far longer than a linger. The host's rate cap applies to new sampled bytes; a capped
@@ -29,6 +30,11 @@ A copy's record is flagged if the byte is known to be resent when the record is 
 an original copy that completed before any resend appeared (a spurious retransmission, or
 a loss further down the path) is published unflagged, and is a true sample of that copy.
 
+A UDP datagram (seq: its hash) has the same socket points (producers/bpf/udp_sock.bpf.h):
+it completes at sock_recv (at ip_in where no sock_recv is attached) and, delivered here,
+is held for its read like a TCP byte; it is never resent, and TCP's points are never its
+gap.
+
 Socket points belong to the byte, not to a copy: sock_send to the original copy, sock_recv
 to the copy that reached this host's TCP first (TCP discards later ones). A socket hit for
 a byte whose records were published already (flushed at `hold` while waiting for it) is
@@ -50,7 +56,7 @@ Key = tuple[FlowT, int]                         # flow, seq (TCP) or datagram ha
 GKey = tuple[FlowT, int, int]                   # flow, seq, copy (0: the original)
 
 # The flush rules, from the point table (schemas/points.py).
-_LAST = {proto: p.name for p in TABLE for proto in p.last_for}   # tcp: sock_recv, udp: ip_in
+_LAST = {proto: p.name for p in TABLE for proto in p.last_for}   # tcp, udp: sock_recv
 _EXIT = frozenset(p.name for p in TABLE if p.exit)               # dev_xmit (on an exit device)
 _SOCKET = frozenset(p.name for p in TABLE if p.socket)           # passed once per byte
 _SEND = next(p.name for p in TABLE if p.socket and p.direction == "tx")    # sock_send
@@ -64,11 +70,14 @@ _TCP_RX = "tcp_rx"
 _QUEUE = "dev_queue"                                    # before a qdisc
 _READ = frozenset({_RECV})
 _TAKES_READ = _DELIVERED_HERE | _READ     # a copy that reached TCP here and gave up waiting
-_FLUSH = frozenset({_SEND, *_LAST.values(), *_EXIT})    # points that may complete a group
+# A datagram's last point where no sock_recv is attached (the kernel lacks its hooks).
+_UDP_UNREAD_LAST = "ip_in"
+_FLUSH = frozenset({_SEND, *_LAST.values(), *_EXIT, _UDP_UNREAD_LAST})  # may complete a group
 # The points a hit implies on the same device (grouping._gaps), and on the same host.
 _IMPLIES = {"ip_pre": ("dev_rx",), "ip_post": ("dev_queue", "dev_xmit"),
             "dev_queue": ("dev_xmit",)}
 _IMPLIES_LOCAL = ((_RECV, ("ip_in", _TCP_RX)), (_SEND, ("tcp_tx", "ip_out")))
+_TCP_LAYER = frozenset(p.name for p in TABLE if p.layer == "tcp")   # no UDP datagram passes
 
 
 @dataclass(slots=True)
@@ -170,6 +179,9 @@ class Grouper:
     # The attached points: a record that reached its last point but lacks one of them on
     # its way is flagged incomplete and counted (gaps, gap_points), never passed as whole.
     points: frozenset[str] = frozenset(p.name for p in TABLE)
+    # Does the attached sock_recv hook see UDP reads (schemas/points.py Hook.udp)? If not,
+    # a datagram completes at ip_in and waits for no read.
+    udp_reads: bool = True
     check_gaps: bool = True
     # Set by the agent while the ring buffer may have lost hits of the bytes still being
     # grouped (it lost some lately): every record then comes out incomplete (counted), as
@@ -302,7 +314,8 @@ class Grouper:
         flow = gk[0]
         if point == _SEND:
             done = g.exited
-        elif _LAST.get(flow[0]) == point:
+        elif _LAST.get(flow[0]) == point or (
+                point == _UDP_UNREAD_LAST and flow[0] != "tcp" and not self._reads_udp()):
             done = not self._awaits_send(gk, g)
         elif point in _EXIT and (hit.netns, hit.ifindex) in self.exit_devices:
             done = not self._awaits_send(gk, g)
@@ -429,12 +442,18 @@ class Grouper:
                 return True
         return False
 
+    def _reads_udp(self) -> bool:
+        """Are UDP reads reported here (sock_recv attached, by a hook that sees them)?"""
+        return self.udp_reads and _RECV in self.points
+
     def _waits(self, gk: GKey, g: _Group) -> bool:
         """Idle for a linger: is the copy still inside the host (qdisc, socket queue, or a
         sendmsg not yet returned), worth holding up to `hold`?"""
         flow, seq, c = gk
         if flow[0] != "tcp":
-            return False
+            # a datagram delivered here waits for its read, when reads are seen
+            names = {t[0] for t in g.seen}
+            return self._reads_udp() and bool(names & _DELIVERED_HERE) and _RECV not in names
         r = self._resent.get((flow, seq))
         if r is None:
             return True          # the only copy: anywhere in the host, or owed a socket hit
@@ -497,13 +516,14 @@ class Grouper:
     def open_groups(self) -> int:
         return len(self._open) + len(self._held) + len(self._queued)
 
-    def _gaps(self, g: _Group) -> list[str]:
+    def _gaps(self, g: _Group, tcp: bool) -> list[str]:
         """Points a copy that reached its last point must have passed but has no hit for
         (design: every point for every byte; such a record is flagged incomplete). A packet
         that passed ip_pre on a device came through its dev_rx; one that passed ip_post on
         a device went through its dev_queue and dev_xmit, and a dev_queue leads to a
         dev_xmit; a byte read by the app (sock_recv) passed ip_in and tcp_rx; a byte of a
-        local socket that left passed tcp_tx and ip_out. Only attached points count."""
+        local socket that left passed tcp_tx and ip_out (a UDP datagram: no TCP points).
+        Only attached points count."""
         if self._implied[0] is not self.points:
             want = self.points
             self._implied = (want, {p: tuple(n for n in need if n in want)
@@ -523,7 +543,7 @@ class Grouper:
                             missing.append(n)
         for p, need in local:
             if p in names:
-                missing += [n for n in need if n not in names]
+                missing += [n for n in need if n not in names and (tcp or n not in _TCP_LAYER)]
         return missing
 
     def _forget_if_idle(self, key: Key, r: _Resent, now: int) -> None:
@@ -548,7 +568,7 @@ class Grouper:
         if self.overrun:
             complete = False
         if complete and self.check_gaps:
-            missing = self._gaps(g)
+            missing = self._gaps(g, flow[0] == "tcp")
             if missing:
                 complete = False
                 self.counters.gaps += 1

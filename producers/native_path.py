@@ -68,15 +68,17 @@ class NativeGrouper:
             "queued_ns": ref.queued_ns, "owed_ns": ref.owed_ns, "recent_ns": ref.recent_ns,
             "rate_cap": ref.rate_cap_per_s, "max_open": ref.max_open,
             "max_recent": ref.max_recent, "flow_cache": flow_cache, "filter_retrans": int(ref.filter_retrans),
-            "check_gaps": int(ref.check_gaps), "refill_ns": ref.clock(),
+            "check_gaps": int(ref.check_gaps), "udp_reads": int(ref.udp_reads), "refill_ns": ref.clock(),
             "event_size": layout.EVENT.size, "offsets": _offsets(), "npoints": npoints,
             "retrans_point": layout.RETRANS, "xdp_point": _NUM["xdp"],
             "flag_udp": layout.FLAG_UDP, "flag_resent": layout.FLAG_RESENT,
             "send": _NUM[_g._SEND], "recv": _NUM[_g._RECV], "tcp_rx": _NUM[_g._TCP_RX],
-            "queue": _NUM[_g._QUEUE], "exit": _nums(_g._EXIT), "socket": _nums(_g._SOCKET),
+            "queue": _NUM[_g._QUEUE], "udp_unread_last": _NUM[_g._UDP_UNREAD_LAST],
+            "exit": _nums(_g._EXIT), "socket": _nums(_g._SOCKET),
             "sent_here": _nums(_g._SENT_HERE), "delivered_here": _nums(_g._DELIVERED_HERE),
             "flush": _nums(_g._FLUSH), "read": _nums(_g._READ),
             "takes_read": _nums(_g._TAKES_READ), "attached": _nums(ref.points),
+            "tcp_layer": _nums(_g._TCP_LAYER),
             "implies": {_NUM[p]: _nums(need) for p, need in _g._IMPLIES.items()},
             "local": [(_NUM[p], _nums(need)) for p, need in _g._IMPLIES_LOCAL],
             "last": {proto: _NUM[p] for proto, p in _g._LAST.items()},
@@ -86,6 +88,7 @@ class NativeGrouper:
         self.process = self._path.process     # (recs, out, now) -> sampled hits
         self.exit_devices = ref.exit_devices
         self.points = ref.points
+        self.udp_reads = ref.udp_reads
         self.overrun = ref.overrun
 
     @property
@@ -105,6 +108,15 @@ class NativeGrouper:
     def points(self, names: frozenset[str]) -> None:
         self._points = frozenset(names)
         self._path.set_attached(_nums(self._points))
+
+    @property
+    def udp_reads(self) -> bool:
+        return self._udp_reads
+
+    @udp_reads.setter
+    def udp_reads(self, on: bool) -> None:
+        self._udp_reads = bool(on)
+        self._path.set_udp_reads(self._udp_reads)
 
     @property
     def overrun(self) -> bool:

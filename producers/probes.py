@@ -27,7 +27,7 @@ from latscope.producers.sampling import effective_size, udp_modulus
 from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, DROP_HOOKS, RETRANS_HOOKS, Hook
 
 _log = log.get("producers.probes")
-SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling")
+SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "udp_call")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
 DROPS = "drops"                # the flow counters' drop reasons (drops.bpf.c), same maps
@@ -374,6 +374,12 @@ class Probes:
         """Per point served by a fallback: the candidates passed over, and why."""
         return {p: [{"hook": h, "reason": r} for h, r in c.skipped]
                 for p, c in self.choices.items() if c.hook is not None and c.skipped}
+
+    @property
+    def udp_reads(self) -> bool:
+        """Does the hook serving sock_recv report UDP reads (schemas/points.py Hook.udp)?"""
+        c = self.choices.get("sock_recv")
+        return bool(c and c.hook and c.hook.udp)
 
     @property
     def flow_stats_map(self) -> libbpf.Map:

@@ -45,6 +45,7 @@ class Hook:
     helpers: tuple[str, ...] = ()
     nf_hook: str | None = None     # netfilter: NF_INET_<nf_hook>, attached per netns and family
     note: str = ""
+    udp: bool = False              # a socket point's hook that serves UDP datagrams too
 
     @property
     def programs(self) -> tuple[str, ...]:
@@ -88,19 +89,20 @@ class PointDef:
         return INDEX[self.name]
 
 
-def _tp(tp: str, obj: str, prog: str, *, entry: tuple[str, str] | None = None,
-        note: str = "") -> tuple[Hook, Hook]:
+def _tp(tp: str, obj: str, prog: str, *, entry: tuple[tuple[str, str], ...] = (),
+        note: str = "", udp: bool = False) -> tuple[Hook, Hook]:
     """The BTF tracepoint and its raw-tracepoint twin (same logic, untyped args read with
     BPF_CORE_READ): a kernel that refuses the tp_btf program may still run the raw_tp one.
-    ``entry``: (tracepoint, program) of a helper attached with it."""
+    ``entry``: (tracepoint, program) of each helper attached with it."""
     def name(kind: str) -> str:
-        return (f"{kind}/{entry[0]}+" if entry else "") + f"{kind}/{tp}"
+        return "".join(f"{kind}/{t}+" for t, _ in entry) + f"{kind}/{tp}"
 
     def helpers(suffix: str) -> tuple[str, ...]:
-        return (entry[1] + suffix,) if entry else ()
+        return tuple(p + suffix for _, p in entry)
 
-    return (Hook(name("tp_btf"), "tp_btf", obj, prog, helpers(""), note=note),
-            Hook(name("raw_tp"), "raw_tp", obj, f"{prog}_raw", helpers("_raw"), note=note))
+    return (Hook(name("tp_btf"), "tp_btf", obj, prog, helpers(""), note=note, udp=udp),
+            Hook(name("raw_tp"), "raw_tp", obj, f"{prog}_raw", helpers("_raw"), note=note,
+                 udp=udp))
 
 
 def _nf(hook: str) -> tuple[Hook]:
@@ -113,11 +115,16 @@ _UNTESTED = "not exercised on the workplace kernel (it refuses fentry and has no
 
 TABLE: tuple[PointDef, ...] = (
     PointDef("sock_send", "tx", "socket", 0, local=True, socket=True, hooks=(
-        *_tp("sock_send_length", "sock", "sock_send", entry=("tcp_sendmsg_locked", "send_entry"),
-             note="entry time at the first tcp_sendmsg_locked of a call, bytes at "
-                  "sock_send_length"),
+        *_tp("sock_send_length", "sock", "sock_send",
+             entry=(("tcp_sendmsg_locked", "send_entry"), ("sys_enter", "udp_send_call")),
+             note="TCP: entry time at the first tcp_sendmsg_locked of a call, bytes at "
+                  "sock_send_length; UDP: entry time at the send syscall's sys_enter, the "
+                  "datagram at its ip_out (so UDP's needs ip_out), the call ends at "
+                  "sock_send_length", udp=True),
+        *_tp("sock_send_length", "sock", "sock_send", entry=(("tcp_sendmsg_locked", "send_entry"),),
+             note="TCP only (no sys_enter tracepoint: UDP datagrams start at ip_out)"),
         Hook("fentry/tcp_sendmsg_locked+fexit/tcp_sendmsg", "fentry", "sock_fn", "sock_send_fexit",
-             ("send_entry_fentry",), note=_UNTESTED))),
+             ("send_entry_fentry",), note="TCP only; " + _UNTESTED))),
     PointDef("tcp_tx", "tx", "tcp", 1, local=True, hooks=(
         Hook("sockops:HDR_OPT_LEN_CB (cgroup v2 root)", "sockops", "tcp_tx", "tcp_tx",
              note=f"observes only; with {RESEND_MARK_OPT} it adds 8 TCP option bytes to the data "
@@ -146,14 +153,25 @@ TABLE: tuple[PointDef, ...] = (
     PointDef("dev_rx", "rx", "device", 3, in_block=1, device=True, rx_block=True,
              hooks=_tp("netif_receive_skb", "dev", "dev_rx")),
     PointDef("ip_pre", "rx", "ip", 4, rx_block=True, hooks=_nf("PRE_ROUTING")),
-    PointDef("ip_in", "rx", "ip", 5, local=True, last_for=("udp",), hooks=_nf("LOCAL_IN")),
+    PointDef("ip_in", "rx", "ip", 5, local=True, hooks=_nf("LOCAL_IN")),
     PointDef("tcp_rx", "rx", "tcp", 6, local=True, hooks=(
         *_tp("tcp_probe", "tcp", "tcp_rx"),
         Hook("fentry/tcp_rcv_established", "fentry", "tcp_fn", "tcp_rx_fentry", note=_UNTESTED),
         Hook("kprobe/tcp_rcv_established", "kprobe", "tcp_fn", "tcp_rx_kprobe", note=_UNTESTED))),
-    PointDef("sock_recv", "rx", "socket", 7, local=True, socket=True, last_for=("tcp",), hooks=(
-        *_tp("sock_recv_length", "sock", "sock_recv"),
-        Hook("fexit/tcp_recvmsg", "fentry", "sock_fn", "sock_recv_fexit", note=_UNTESTED))),
+    PointDef("sock_recv", "rx", "socket", 7, local=True, socket=True, last_for=("tcp", "udp"),
+             hooks=(
+        *_tp("sock_recv_length", "sock", "sock_recv",
+             entry=(("sys_enter", "udp_recv_call"), ("sk_data_ready", "udp_ready_tp")),
+             note="TCP: bytes at sock_recv_length; UDP: the datagram at the queue's head "
+                  "when the read's syscall entered (or the one queued while it waited: "
+                  "sk_data_ready), reported at sock_recv_length", udp=True),
+        *_tp("sock_recv_length", "sock", "sock_recv", entry=(("sys_enter", "udp_recv_call"),),
+             note="without sk_data_ready (kernels < 6.6): UDP reads that find their datagram "
+                  "queued; a blocking read's is not reported", udp=True),
+        *_tp("sock_recv_length", "sock", "sock_recv",
+             note="TCP only (no sys_enter tracepoint: UDP datagrams end at ip_in)"),
+        Hook("fexit/tcp_recvmsg", "fentry", "sock_fn", "sock_recv_fexit",
+             note="TCP only; " + _UNTESTED))),
 )
 
 # Not a point: marks byte ranges the sender's TCP retransmitted (LS_RETRANS, after the points).

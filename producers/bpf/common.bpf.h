@@ -137,6 +137,26 @@ struct ls_hit {
 	__u8 flags;
 };
 
+/* The UDP socket call the current task is in (udp_sock.bpf.h), in task storage: shared by
+ * every object because the send point is emitted at ip_out (netfilter.bpf.c) and the call
+ * is known at the syscall's entry (sock.bpf.c). sk == 0: none. */
+struct ls_udp_call {
+	__u64 send_sk;         /* sendto/sendmsg/sendmmsg/write(v): the fd's UDP socket */
+	__u64 send_ts;         /* when the call entered */
+	__u64 recv_sk;         /* recvfrom/recvmsg/recvmmsg/read(v): the fd's UDP socket */
+	__u64 recv_skb;        /* the datagram the read takes: its queue's head at entry */
+	struct ls_hit rx;      /* that datagram's flow and hash (valid when recv_skb) */
+	__u8 send_multi;       /* sendmmsg: stays armed for every message of the call */
+	__u8 recv_multi;       /* recvmmsg: the next head is looked up after each message */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ls_udp_call);
+} udp_call SEC(".maps");
+
 static __always_inline void ls_emit_one(const struct ls_hit *h, __u8 point, __u64 ts,
 					__u32 netns, const struct net_device *dev, __u32 ifindex)
 {
@@ -309,6 +329,29 @@ static __always_inline __u32 ls_fnv(__u32 h, const __u8 *p, int n)
 	return h;
 }
 
+/* A UDP datagram's identity on every hop (LS_F_UDP: the hit's seq): FNV-1a over the UDP
+ * length (network order, as in the header) and the first 16 payload bytes, as far as the
+ * linear data at payload holds them (n bytes), then murmur3's finaliser (FNV's low bits are
+ * too regular for a modulus). Every point that knows a datagram computes it here. */
+static __always_inline __u32 ls_udp_hash(__be16 ulen, const unsigned char *payload, __u32 n)
+{
+	__u8 b[16] = {};
+	__u32 hash = 2166136261U;
+
+	if (n > 16)
+		n = 16;
+	if (n > 0 && bpf_probe_read_kernel(b, sizeof(b), payload))
+		n = 0;
+	hash = ls_fnv(hash, (__u8 *)&ulen, 2);
+	hash = ls_fnv(hash, b, n);
+	hash ^= hash >> 16;
+	hash *= 0x85ebca6bU;
+	hash ^= hash >> 13;
+	hash *= 0xc2b2ae35U;
+	hash ^= hash >> 16;
+	return hash;
+}
+
 /* Where ls_parse_flow left the L4 header: its offset from head and its first 20 bytes. */
 struct ls_l4 {
 	__u32 off;
@@ -414,27 +457,13 @@ static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 en
 	}
 	{
 		struct udphdr uh = *(struct udphdr *)&th;
-		__u8 payload[16] = {};
-		__u32 hash = 2166136261U;
-		int n;
+
 		h->sport = bpf_ntohs(uh.source);
 		h->dport = bpf_ntohs(uh.dest);
 		if (!ls_ports_ok(h->sport, h->dport))
 			return 0;
-		n = linear_end > l4 + 8 ? linear_end - (l4 + 8) : 0;
-		if (n > 16)
-			n = 16;
-		if (n > 0 && bpf_probe_read_kernel(payload, sizeof(payload), head + l4 + 8))
-			n = 0;
-		hash = ls_fnv(hash, (__u8 *)&uh.len, 2);
-		hash = ls_fnv(hash, payload, n);
-		/* murmur3's finaliser: FNV's low bits are too regular for a modulus. */
-		hash ^= hash >> 16;
-		hash *= 0x85ebca6bU;
-		hash ^= hash >> 13;
-		hash *= 0xc2b2ae35U;
-		hash ^= hash >> 16;
-		h->seq = hash;
+		h->seq = ls_udp_hash(uh.len, head + l4 + 8,
+				      linear_end > l4 + 8 ? linear_end - (l4 + 8) : 0);
 		h->len = 1;
 		h->proto = IPPROTO_UDP;
 		h->flags = LS_F_UDP;
@@ -446,17 +475,22 @@ bad:
 	return 0;
 }
 
+/* Is the datagram with this hash (ls_udp_hash) sampled? */
+static __always_inline int ls_udp_sampled(__u32 hash)
+{
+	const struct ls_sampling *s = ls_sampling();
+	__u32 mod = s ? s->udp_mod : 0;
+
+	return mod && !(hash % mod);
+}
+
 /* Is the packet ls_parse_flow read sampled? TCP: its range holds a sampled byte (then its
  * resend mark is read); UDP: its hash falls in the sample. */
 static __always_inline int ls_parse_sampled(unsigned char *head, struct ls_hit *h,
 					    const struct ls_l4 *l)
 {
-	if (h->proto == IPPROTO_UDP) {
-		const struct ls_sampling *s = ls_sampling();
-		__u32 mod = s ? s->udp_mod : 0;
-
-		return mod && !(h->seq % mod);
-	}
+	if (h->proto == IPPROTO_UDP)
+		return ls_udp_sampled(h->seq);
 	if (!ls_sampled(h->seq, h->len))
 		return 0;
 	ls_tcp_mark(head + l->off, &l->th, h);
@@ -474,14 +508,24 @@ static __always_inline int ls_parse(unsigned char *head, __u32 nh, __u32 end, __
 	       ls_parse_sampled(head, h, &l);
 }
 
-static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
-					struct ls_hit *h, const int m)
+/* ls_parse_flow on an skb whose network header is at head+nh (head: skb->head). */
+static __always_inline int ls_skb_flow(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
+				       struct ls_hit *h, struct ls_l4 *l, const int m)
 {
 	unsigned char *head = LS_RD(m, skb, head);
 	__u32 end = (__u32)((unsigned long)LS_RD(m, skb, data) - (unsigned long)head) +
 		    LS_RD(m, skb, len);
 
-	return ls_parse(head, nh, end, end - LS_RD(m, skb, data_len), l3proto, h);
+	return ls_parse_flow(head, nh, end, end - LS_RD(m, skb, data_len), l3proto, h, l);
+}
+
+static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u16 l3proto,
+					struct ls_hit *h, const int m)
+{
+	struct ls_l4 l;
+
+	return ls_skb_flow(skb, nh, l3proto, h, &l, m) &&
+	       ls_parse_sampled(LS_RD(m, skb, head), h, &l);
 }
 
 #include "flow_stats.bpf.h"

@@ -1,9 +1,11 @@
 /* Socket point logic (sock_send, sock_recv and sock_send's entry time), shared by every hook
- * variant in sock.bpf.c. m: read mode (common.bpf.h), a constant per variant. */
+ * variant in sock.bpf.c. m: read mode (common.bpf.h), a constant per variant. TCP here; a
+ * UDP socket's calls end in udp_sock.bpf.h. */
 #ifndef LATSCOPE_SOCK_BPF_H
 #define LATSCOPE_SOCK_BPF_H
 
 #include "common.bpf.h"
+#include "udp_sock.bpf.h"
 
 #define MSG_PEEK 2
 #define RCV_SHUTDOWN 1
@@ -37,7 +39,11 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, cons
 	struct tcp_sock *tp;
 	__u32 netns, end;
 
-	if (ls_sk_protocol(sk, m) != IPPROTO_TCP)
+	__u16 proto = ls_sk_protocol(sk, m);
+
+	if (proto == IPPROTO_UDP)        /* udp_sock.bpf.h: the call the task is in ends */
+		return point == LS_SOCK_SEND ? udp_send_done(sk) : udp_recv_done(sk, ret, m);
+	if (proto != IPPROTO_TCP)
 		return 0;
 	if (point == LS_SOCK_SEND) {
 		struct send_start_v *v = bpf_task_storage_get(&send_start,

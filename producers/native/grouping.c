@@ -41,6 +41,12 @@ static int is_exit(Path *p, uint64_t netns, uint32_t ifindex)
     return bm_get(&p->exits, k) != NULL;
 }
 
+/* _reads_udp: are UDP reads reported (sock_recv attached, by a hook that sees them)? */
+static int reads_udp(const Path *p)
+{
+    return p->udp_reads && (p->attached & BIT(p->recv));
+}
+
 static int admit(Path *p, int64_t now)
 {
     if (now != p->refill_ns) {
@@ -188,7 +194,7 @@ static int flush_at(Path *p, Entry *e, const Hit *hit, PyObject *out)
     Flow *f = p->flows[e->flow];
     if (point == p->send)
         done = g->exited;
-    else if (f->last == point)
+    else if (f->last == point || (!f->tcp && point == p->udp_unread_last && !reads_udp(p)))
         done = !awaits_send(p, e->flow, e->copy, g);
     else if ((p->m_exit & BIT(point)) && is_exit(p, hit->netns, hit->ifindex))
         done = !awaits_send(p, e->flow, e->copy, g);
@@ -433,8 +439,8 @@ int grp_mark_retrans(Path *p, uint32_t flow, uint32_t seq, PyObject *out)
     return 0;
 }
 
-/* _gaps, counted: does the group lack a point its hits imply (0/1)? */
-static int gaps(Path *p, const Group *g)
+/* _gaps, counted: does the group lack a point its hits imply (0/1)? tcp: its flow's. */
+static int gaps(Path *p, const Group *g, int tcp)
 {
     uint32_t names = names_of(g), want = p->attached;
     int missing = 0;
@@ -460,7 +466,8 @@ static int gaps(Path *p, const Group *g)
     for (int k = 0; k < p->nlocal; k++) {
         if (!(names & BIT(p->local_p[k])))
             continue;
-        for (uint32_t need = p->local_need[k] & want & ~names; need; need &= need - 1) {
+        uint32_t need = p->local_need[k] & want & ~names & (tcp ? ~0u : ~p->m_tcp_layer);
+        for (; need; need &= need - 1) {
             p->gap_points[__builtin_ctz(need)]++;
             missing = 1;
         }
@@ -476,7 +483,7 @@ static int emit(Path *p, uint32_t flow, uint32_t seq, uint32_t copy, Group *g, i
     Flow *f = p->flows[flow];
     if (p->overrun)
         complete = 0;
-    if (complete && p->check_gaps && gaps(p, g)) {
+    if (complete && p->check_gaps && gaps(p, g, p->flows[flow]->tcp)) {
         complete = 0;
         p->c.gaps++;
     }
@@ -531,8 +538,10 @@ static int emit(Path *p, uint32_t flow, uint32_t seq, uint32_t copy, Group *g, i
 static int waits(Path *p, Entry *e)
 {
     Group *g = e->g;
-    if (!p->flows[e->flow]->tcp)
-        return 0;
+    if (!p->flows[e->flow]->tcp) {
+        uint32_t names = names_of(g);
+        return reads_udp(p) && (names & p->m_delivered) && !(names & BIT(p->recv));
+    }
     Entry *re = om_get(&p->resent, e->flow, e->seq, 0);
     if (re == NULL)
         return 1;

@@ -98,6 +98,7 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
     INT("flow_cache", flow_cache, 0, PY_SSIZE_T_MAX)
     INT("filter_retrans", filter_retrans, 0, 1)
     INT("check_gaps", check_gaps, 0, 1)
+    INT("udp_reads", udp_reads, 0, 1)
     INT("refill_ns", refill_ns, INT64_MIN, I64)
     INT("event_size", ev_size, 1, 1 << 16)
     INT("npoints", npoints, 1, MAX_POINTS - 1)
@@ -109,6 +110,7 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
     INT("recv", recv, 0, MAX_POINTS - 1)
     INT("tcp_rx", tcp_rx, 0, MAX_POINTS - 1)
     INT("queue", queue, 0, MAX_POINTS - 1)
+    INT("udp_unread_last", udp_unread_last, 0, MAX_POINTS - 1)
 #undef INT
     p->tokens = (double)p->rate_cap;
     int np = p->npoints;
@@ -117,7 +119,8 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
         cfg_mask(cfg, "delivered_here", np, &p->m_delivered) < 0 ||
         cfg_mask(cfg, "flush", np, &p->m_flush) < 0 || cfg_mask(cfg, "read", np, &p->m_read) < 0 ||
         cfg_mask(cfg, "takes_read", np, &p->m_takes_read) < 0 ||
-        cfg_mask(cfg, "attached", np, &p->attached) < 0)
+        cfg_mask(cfg, "attached", np, &p->attached) < 0 ||
+        cfg_mask(cfg, "tcp_layer", np, &p->m_tcp_layer) < 0)
         return -1;
     /* offsets: the event fields, F_* order; each checked against the event's size */
     PyObject *offs = PyDict_GetItemString(cfg, "offsets");
@@ -361,6 +364,17 @@ static PyObject *m_set_netns(Path *p, PyObject *inodes)
     return set_of_keys(p, &p->only, inodes, netns_key);
 }
 
+static PyObject *m_set_udp_reads(Path *p, PyObject *arg)
+{
+    if (!ready(p))
+        return NULL;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    p->udp_reads = on;
+    Py_RETURN_NONE;
+}
+
 static PyObject *m_set_attached(Path *p, PyObject *arg)
 {
     if (!ready(p))
@@ -437,6 +451,8 @@ static PyMethodDef path_methods[] = {
      "set_overrun(bool): Grouper.overrun"},
     {"set_attached", (PyCFunction)m_set_attached, METH_O,
      "set_attached(point numbers): Grouper.points"},
+    {"set_udp_reads", (PyCFunction)m_set_udp_reads, METH_O,
+     "set_udp_reads(bool): Grouper.udp_reads"},
     {"set_xdp_names", (PyCFunction)m_set_xdp_names, METH_O,
      "set_xdp_names({(netns, ifindex): name}): the XDP point's device names"},
     {"counters", (PyCFunction)m_counters, METH_NOARGS,

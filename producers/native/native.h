@@ -120,6 +120,7 @@ typedef struct {
     int64_t linger_ns, hold_ns, queued_ns, owed_ns, recent_ns, rate_cap;
     Py_ssize_t max_open, max_recent;
     int filter_retrans, check_gaps;
+    int udp_reads;          /* Grouper.udp_reads */
     int overrun;            /* Grouper.overrun: records come out incomplete */
     /* the event layout (latscope.h, via producers/layout.py) */
     Py_ssize_t ev_size, off[F_COUNT];
@@ -127,7 +128,9 @@ typedef struct {
     unsigned flag_udp, flag_resent;
     /* the rules' points (grouping.py's module constants) */
     int send, recv, tcp_rx, queue;
+    int udp_unread_last;    /* UDP's last point when no sock_recv is attached (ip_in) */
     uint32_t m_exit, m_socket, m_sent_here, m_delivered, m_flush, m_read, m_takes_read;
+    uint32_t m_tcp_layer;   /* TCP's own points: never a UDP datagram's gap */
     uint32_t implies[MAX_POINTS], m_implies;
     int nlocal, local_p[MAX_LOCAL];
     uint32_t local_need[MAX_LOCAL];

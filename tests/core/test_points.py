@@ -81,6 +81,6 @@ def test_stream_and_grouper_tables_come_from_it() -> None:
     assert segments._RANK == {p.name: p.rank for p in TABLE}
     assert segments.DEVICE_POINTS == {"xdp", "dev_rx", "dev_queue", "dev_xmit"}
     assert segments._POINT_LAYER["dev_queue"] == "qdisc"
-    assert grouping._LAST == {"tcp": "sock_recv", "udp": "ip_in"}
+    assert grouping._LAST == {"tcp": "sock_recv", "udp": "sock_recv"}
     assert grouping._EXIT == {"dev_xmit"}
     assert {p.layer for p in TABLE} <= set(points.LAYERS)

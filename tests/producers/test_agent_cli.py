@@ -35,7 +35,8 @@ def test_doctor_json_contract() -> None:
     for p in ("sock_send", "tcp_tx", "ip_out", "ip_post", "dev_queue", "dev_xmit", "xdp",
               "dev_rx", "ip_pre", "ip_in", "tcp_rx", "sock_recv"):
         assert rep["points"][p]["available"] is True and rep["points"][p]["hook"], p
-    assert rep["points"]["sock_recv"]["hook"] == "tp_btf/sock_recv_length"
+    assert rep["points"]["sock_recv"]["hook"] == \
+        "tp_btf/sys_enter+tp_btf/sk_data_ready+tp_btf/sock_recv_length"
     assert rep["points"]["tcp_tx"]["hook"].startswith("sockops:")
     assert rep["points"]["xdp"]["opt_in"] is True
 
@@ -52,9 +53,10 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
             "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
             "--status-file", str(status), "--metrics-port", str(port)) as proc:
         ours = links_of(proc.pid)
-        # 8 tp_btf links (3 socket, 2 tcp, 3 device), 4 netfilter hooks x 2 families, sockops,
-        # the drop reasons (skb:kfree_skb)
-        assert len(ours) == 8 + 8 + 1 + 1, ours
+        # 11 tp_btf links (6 socket: TCP's entry, UDP's two sys_enter and sk_data_ready, the
+        # two sock_*_length; 2 tcp, 3 device), 4 netfilter hooks x 2 families, sockops, the
+        # drop reasons (skb:kfree_skb)
+        assert len(ours) == 11 + 8 + 1 + 1, ours
         assert ours <= link_ids()
         assert loopback_burst(scratch_netns, 3_000_000) == 3_000_000
         deadline = time.monotonic() + 10

@@ -113,6 +113,30 @@ def test_forced_off_tp_btf_served_by_raw_tp_with_the_same_hits(net: Any) -> None
             <= ts["sock_recv"], ts
 
 
+@pytest.mark.parametrize(("skip", "send", "recv", "udp_reads"), [
+    ((), "tp_btf/tcp_sendmsg_locked+tp_btf/sys_enter+tp_btf/sock_send_length",
+     "tp_btf/sys_enter+tp_btf/sk_data_ready+tp_btf/sock_recv_length", True),
+    (("tp_btf/sk_data_ready", "raw_tp/sk_data_ready"),
+     "tp_btf/tcp_sendmsg_locked+tp_btf/sys_enter+tp_btf/sock_send_length",
+     "tp_btf/sys_enter+tp_btf/sock_recv_length", True),
+    (("tp_btf/sys_enter", "raw_tp/sys_enter"), "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length",
+     "tp_btf/sock_recv_length", False)])
+def test_a_kernel_without_udps_hooks_keeps_tcps_socket_points(
+        net: Any, skip: tuple[str, ...], send: str, recv: str, udp_reads: bool) -> None:
+    """The socket points' UDP parts (sys_enter, sk_data_ready) forced off, as on a kernel
+    without those tracepoints: TCP's socket points are still served, by the candidates
+    without them, and the grouper is told whether UDP reads are reported."""
+    a = _agent(net, skip)
+    try:
+        a.probes.load()
+        a.probes.attach()
+        assert a.probes.attached["sock_send"] == send
+        assert a.probes.attached["sock_recv"] == recv
+        assert a.probes.udp_reads is udp_reads
+    finally:
+        a.probes.close()
+
+
 def test_doctor_reports_the_fallback_and_why() -> None:
     tokens = [t for h in DEVICE_RAW for t in ("--skip-hook", BY_NAME[h].hooks[0].name)]
     r = subprocess.run([*LATSCOPE, "doctor", "--json", *tokens], capture_output=True,

@@ -108,6 +108,7 @@ class Outcome:
 def _agents(**kw: Any) -> tuple[Agent, Agent]:
     exits = kw.pop("exit_devices", {(NS, EXIT)})
     points = kw.pop("points", None)
+    udp_reads = kw.pop("udp_reads", True)
     xdp = kw.pop("xdp_names", {})
     s = {"host": "h1", "sample_size": SIZE, "rate_cap_per_s": 10**9} | kw
     pair = []
@@ -117,6 +118,7 @@ def _agents(**kw: Any) -> tuple[Agent, Agent]:
         a.grouper.exit_devices = set(exits)
         if points is not None:
             a.grouper.points = frozenset(points)
+        a.grouper.udp_reads = udp_reads
         a.set_xdp_names(dict(xdp))
         pair.append(a)
     return pair[0], pair[1]
@@ -251,6 +253,60 @@ def test_udp_ipv6_and_v4_mapped_flows() -> None:
     o = compare(f)
     fids = {fid for fid, _ in o.records}
     assert any(fid.startswith("udp:[fd00") for fid in fids) and any("::ffff:" in x for x in fids)
+
+
+UDP_TX = ("sock_send", "ip_out", "ip_post", "dev_queue", "dev_xmit")
+UDP_RX = ("dev_rx", "ip_pre", "ip_in")
+
+
+def _run(a: Agent, feed: Feed) -> list[Any]:
+    """One agent's records of a feed, flushed at its end."""
+    out: list[Any] = []
+    for now, events, expire in feed.steps:
+        a.process(events, out, now)
+        if expire:
+            a.grouper.expire(out, now)
+    a.grouper.flush_all(out)
+    return out
+
+
+def _py_records(feed: Feed, **settings: Any) -> list[Any]:
+    """The reference (Python) path's records of a feed, as Record objects."""
+    return _run(_agents(**settings)[0], feed)
+
+
+def test_udp_socket_points_start_and_end_a_datagram() -> None:
+    """A datagram sent here: sock_send (stamped at the call's entry, before ip_out) starts
+    its record, which completes at dev_xmit on the exit device. Received here: the record
+    waits for sock_recv (read 30 ms and, held past the linger, 400 ms later) and completes
+    there, never flagged for TCP's points; one never read is flushed incomplete at hold;
+    where sock_recv is not attached or its hook sees no UDP reads, ip_in completes it as
+    before."""
+    f = Feed()
+    for flow in (UDP, UDP6):
+        f.batch(tx(11, 1, flow=flow, points=UDP_TX))
+        f.batch(rx(12, 10, flow=flow, points=UDP_RX))
+        f.batch(rx(13, 11, flow=flow, points=UDP_RX))
+        f.batch(rx(14, 12, flow=flow, points=UDP_RX))
+        f.wait(30 * MS)
+        f.batch([ev("sock_recv", 12, flow=flow, ts=30 * MS)])
+        f.wait(60 * MS).wait(350 * MS)
+        f.batch([ev("sock_recv", 13, flow=flow, ts=400 * MS)])
+    f.wait(1_100 * MS).wait(2_000 * MS)
+    o = compare(f, linger_ms=50, hold_ms=1000)
+    assert o.counters.gaps == 0 and o.counters.records == 8
+    recs = {(r.flow[1], r.seq): r for r in _py_records(f, linger_ms=50, hold_ms=1000)}
+    for fam in (4, 6):
+        sent, read, late, unread = (recs[fam, s] for s in (11, 12, 13, 14))
+        assert [h.point for h in sent.hits] == list(UDP_TX) and sent.complete
+        assert [h.point for h in read.hits] == [*UDP_RX, "sock_recv"] and read.complete
+        assert [h.point for h in late.hits] == [*UDP_RX, "sock_recv"] and late.complete
+        assert [h.point for h in unread.hits] == list(UDP_RX) and not unread.complete
+    unattached = set(REV) - {"sock_recv"}
+    for kw in ({"points": unattached}, {"udp_reads": False}):   # no UDP reads reported
+        compare(f, linger_ms=50, hold_ms=1000, **kw)
+        recs = {(r.flow[1], r.seq): r for r in _py_records(f, linger_ms=50, hold_ms=1000, **kw)}
+        assert recs[4, 14].complete and recs[4, 14].hits[-1].point == "ip_in"
 
 
 def test_a_copy_exactly_at_the_end_of_the_recent_window() -> None:
@@ -442,8 +498,12 @@ def _random_feed(rng: random.Random) -> Feed:
             h = rng.randrange(5)
             pending += [ev(p, h, flow=fl, ts=t + i, flags=layout.FLAG_RESENT
                            if rng.random() < 0.05 else 0)
-                        for i, p in enumerate(rng.choice([("ip_out", "dev_xmit"),
-                                                          ("dev_rx", "ip_pre", "ip_in")]))]
+                        for i, p in enumerate(rng.choice([
+                            ("ip_out", "dev_xmit"), ("sock_send", "ip_out", "dev_xmit"),
+                            ("dev_rx", "ip_pre", "ip_in"), ("ip_in", "sock_recv"),
+                            ("dev_rx", "ip_pre", "ip_in", "sock_recv")]))]
+            if rng.random() < 0.2:                    # a read after the linger
+                pending.append(ev("sock_recv", h, flow=fl, ts=t + 100 * MS))
         if rng.random() < 0.35 or len(pending) > 60:  # the ring is read: shuffled a little
             for _ in range(len(pending) // 4):
                 i = rng.randrange(len(pending))
@@ -464,6 +524,7 @@ def _random_settings(rng: random.Random) -> dict[str, Any]:
             "rate_cap_per_s": rng.choice([50, 2000, 10**9]), "linger_ms": rng.choice([20, 50]),
             "hold_ms": rng.choice([None, 300, 1000]),
             "points": None if rng.random() < 0.7 else set(rng.sample(sorted(REV), 9)),
+            "udp_reads": rng.random() < 0.8,
             "xdp_names": {(NS, 2): "eth0"} if rng.random() < 0.5 else {}}
 
 
@@ -522,12 +583,7 @@ def test_a_named_container_gets_records_of_its_own(monkeypatch: pytest.MonkeyPat
                                 native=native), clock=lambda: T0)
         a.grouper.members["h1"].exit_devices = {(NS, EXIT)}
         a.grouper.members["c9"].exit_devices = {(ns_c, 5)}
-        out: list[Any] = []
-        for now, events, expire in f.steps:
-            a.process(events, out, now)
-            if expire:
-                a.grouper.expire(out, now)
-        a.grouper.flush_all(out)
+        out = _run(a, f)
         assert a.grouper.open_groups == 0
         if not native:
             records = out

@@ -43,6 +43,24 @@ def test_three_host_path_segments_and_layers() -> None:
     assert bd["end_to_end_ns"] == spec.end_to_end_ns()
 
 
+def test_udp_datagram_starts_and_ends_at_the_socket_points() -> None:
+    """A UDP datagram has no TCP points: sock_send -> ip_out and ip_in -> sock_recv are
+    its socket segments, and the sample runs from the sender's send to the receiver's
+    read (complete without a path too)."""
+    spec = PathSpec(["h1", "c1"], step_ns=1000)
+    recs = sample_records(spec, seq=12345, t0_ref_ns=10**12)
+    for r in recs:
+        r["flow"] = {**r["flow"], "proto": "udp"}
+        r["hits"] = [h for h in r["hits"] if h["point"] not in ("tcp_tx", "tcp_rx")]
+    for path in (["h1", "c1"], None):
+        bd = breakdown(recs, ClockView({}, "mgr"), path=path)
+        got = layers(bd)
+        assert got[0] == ("h1:sock_send", "h1:ip_out", "socket")
+        assert got[-1] == ("c1:ip_in", "c1:sock_recv", "socket")
+        assert "tcp" not in {layer for _, _, layer in got}
+        assert bd["complete"] and bd["end_to_end_ns"] is not None
+
+
 def test_clock_offsets_are_corrected_and_bounds_add() -> None:
     offsets = {"h1": 5_000_000, "h2": -5_000_000, "c1": 1_234}
     spec = PathSpec(PATH, step_ns=2000, offsets_ns=offsets)
