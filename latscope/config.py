@@ -210,6 +210,9 @@ class Agent(Strict):
     # tcp_tx writes the resend mark into covered sockets' segments (8 TCP option bytes on
     # every data segment): every host then knows a resend. Off: nothing on the wire changes.
     resend_mark: bool = False
+    # UDP's socket points (sock_send, sock_recv): their sys_enter hooks run at every system
+    # call of every process on the host while the agent runs. Off: UDP starts at ip_out.
+    udp_socket_points: bool = False
     # The data path in C (producers/native); false: the Python reference path it is held to
     # (`latscope agent --python-path` for one run).
     native: bool = True

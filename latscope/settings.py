@@ -321,6 +321,7 @@ def agent(args: argparse.Namespace) -> AgentSettings:
             ring_buffer_bytes=cfg.agent.ring_buffer_bytes,
             kafka=kafka(cfg, args.bootstrap), xdp=args.xdp, points=points,
             resend_mark=args.resend_mark or cfg.agent.resend_mark,
+            udp_socket_points=args.udp_socket_points or cfg.agent.udp_socket_points,
             skip_hooks=skip_hooks(args.skip_hook),
             metrics_port=(args.metrics_port if args.metrics_port is not None
                           else cfg.agent.metrics_port),

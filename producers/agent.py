@@ -80,6 +80,9 @@ class AgentSettings:
     points: tuple[str, ...] = DEFAULT_POINTS
     xdp: bool = False            # opt-in xdp point (changes the receive path it measures)
     resend_mark: bool = False    # opt-in: tcp_tx adds the resend mark's 8 option bytes
+    # opt-in: UDP's socket points (sock_send, sock_recv), whose sys_enter hooks tax every
+    # system call on the host (schemas/points.py SYSCALL_HOOKS)
+    udp_socket_points: bool = False
     # Per-flow context every interval (sampling_info.interval; the stream's window length)
     # on flow_stats_topic: throughput, resends, TCP state, owning process (flow_stats.py).
     flow_stats: bool = True
@@ -191,7 +194,7 @@ class Agent:
         self.probes = Probes(netns=list(s.netns), sample_size=s.sample_size, ports=s.ports,
                              clock=s.clock, ring_buffer_bytes=s.ring_buffer_bytes,
                              points=s.points, xdp=s.xdp, resend_mark=s.resend_mark,
-                             skip_hooks=s.skip_hooks,
+                             udp_socket_points=s.udp_socket_points, skip_hooks=s.skip_hooks,
                              flow_stats=s.flow_stats)
         self.publisher: LayerEventPublisher | None = None
         self.flow_stats: FlowStatsLoop | None = None

@@ -163,6 +163,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tcp_tx adds 8 TCP option bytes to covered sockets' data segments and "
                         "marks resent ones, so every host knows a resend (changes the traffic "
                         "it measures; default: agent.resend_mark, off)")
+    a.add_argument("--udp-socket-points", action="store_true",
+                   help="UDP datagrams start at the app's send and end at its read, as TCP "
+                        "bytes do (a program at every system call of every process on the "
+                        "host while the agent runs; default: agent.udp_socket_points, off)")
     a.add_argument("--skip-hook", action="append", metavar="HOOK", help=SKIP_HOOK_HELP)
     a.add_argument("--hold-ms", type=int,
                    help="how long a TCP byte still inside the host (qdisc, socket queue) may "

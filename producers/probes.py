@@ -24,7 +24,14 @@ from latscope.bpf.clock import ClockInjection
 from latscope.bpf.netns import entered, inode_of, ip_json
 from latscope.producers import layout
 from latscope.producers.sampling import effective_size, udp_modulus
-from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, DROP_HOOKS, RETRANS_HOOKS, Hook
+from latscope.schemas.points import (
+    BY_NAME,
+    DEFAULT_POINTS,
+    DROP_HOOKS,
+    RETRANS_HOOKS,
+    SYSCALL_HOOKS,
+    Hook,
+)
 
 _log = log.get("producers.probes")
 SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "udp_call")
@@ -135,6 +142,9 @@ class Probes:
     points: Iterable[str] = DEFAULT_POINTS
     xdp: bool = False                        # opt-in: the xdp point (see xdp.bpf.c)
     resend_mark: bool = False                # opt-in: tcp_tx's option bytes (tcp_tx.bpf.c)
+    # opt-in: UDP's socket points, whose sys_enter hooks run at every system call on the host
+    # (points.SYSCALL_HOOKS); doctor's walk (dry) tries them whatever this says
+    udp_socket_points: bool = False
     skip_hooks: Iterable[str] = ()
     flow_stats: bool = True                  # the per-flow counters (flow_stats.bpf.h)
     dry: bool = False
@@ -157,7 +167,8 @@ class Probes:
         self._size = effective_size(self.sample_size)
         self._ports = sorted(set(self.ports))
         self._inodes = [] if self.dry else sorted({inode_of(ns) for ns in self.netns})
-        self.skip_hooks = tuple(self.skip_hooks)
+        self.skip_hooks = tuple(self.skip_hooks) + (
+            () if self.udp_socket_points or self.dry else SYSCALL_HOOKS)
         try:
             owner = self._open(MAPS_OBJECT, ())
             owner.set_max_entries("events", self.ring_size)

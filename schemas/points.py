@@ -111,6 +111,12 @@ def _nf(hook: str) -> tuple[Hook]:
 
 # The opt-in that lets tcp_tx change the traffic it measures (the resend mark).
 RESEND_MARK_OPT = "agent.resend_mark (--resend-mark)"
+# The opt-in for UDP's socket points, and the hooks it needs: a sys_enter program runs at
+# every system call of every process on the host while the agent runs (docs/flow-context.md
+# measures it), so without the opt-in these hooks count as skipped and the socket points'
+# TCP-only candidates serve.
+UDP_SOCKET_OPT = "agent.udp_socket_points (--udp-socket-points)"
+SYSCALL_HOOKS = ("tp_btf/sys_enter", "raw_tp/sys_enter")
 _UNTESTED = "not exercised on the workplace kernel (it refuses fentry and has no kprobes)"
 
 TABLE: tuple[PointDef, ...] = (
@@ -120,9 +126,10 @@ TABLE: tuple[PointDef, ...] = (
              note="TCP: entry time at the first tcp_sendmsg_locked of a call, bytes at "
                   "sock_send_length; UDP: entry time at the send syscall's sys_enter, the "
                   "datagram at its ip_out (so UDP's needs ip_out), the call ends at "
-                  "sock_send_length", udp=True),
+                  f"sock_send_length; opt-in: {UDP_SOCKET_OPT}", udp=True),
         *_tp("sock_send_length", "sock", "sock_send", entry=(("tcp_sendmsg_locked", "send_entry"),),
-             note="TCP only (no sys_enter tracepoint: UDP datagrams start at ip_out)"),
+             note="TCP only (without UDP's opt-in or a sys_enter tracepoint: UDP "
+                  "datagrams start at ip_out)"),
         Hook("fentry/tcp_sendmsg_locked+fexit/tcp_sendmsg", "fentry", "sock_fn", "sock_send_fexit",
              ("send_entry_fentry",), note="TCP only; " + _UNTESTED))),
     PointDef("tcp_tx", "tx", "tcp", 1, local=True, hooks=(
@@ -164,12 +171,14 @@ TABLE: tuple[PointDef, ...] = (
              entry=(("sys_enter", "udp_recv_call"), ("sk_data_ready", "udp_ready_tp")),
              note="TCP: bytes at sock_recv_length; UDP: the datagram at the queue's head "
                   "when the read's syscall entered (or the one queued while it waited: "
-                  "sk_data_ready), reported at sock_recv_length", udp=True),
+                  f"sk_data_ready), reported at sock_recv_length; opt-in: {UDP_SOCKET_OPT}",
+             udp=True),
         *_tp("sock_recv_length", "sock", "sock_recv", entry=(("sys_enter", "udp_recv_call"),),
              note="without sk_data_ready (kernels < 6.6): UDP reads that find their datagram "
                   "queued; a blocking read's is not reported", udp=True),
         *_tp("sock_recv_length", "sock", "sock_recv",
-             note="TCP only (no sys_enter tracepoint: UDP datagrams end at ip_in)"),
+             note="TCP only (without UDP's opt-in or a sys_enter tracepoint: UDP "
+                  "datagrams end at ip_in)"),
         Hook("fexit/tcp_recvmsg", "fentry", "sock_fn", "sock_recv_fexit",
              note="TCP only; " + _UNTESTED))),
 )

@@ -53,10 +53,10 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
             "--bootstrap", stack.kafka_bootstrap, "--sample-size", "14480",
             "--status-file", str(status), "--metrics-port", str(port)) as proc:
         ours = links_of(proc.pid)
-        # 11 tp_btf links (6 socket: TCP's entry, UDP's two sys_enter and sk_data_ready, the
-        # two sock_*_length; 2 tcp, 3 device), 4 netfilter hooks x 2 families, sockops, the
-        # drop reasons (skb:kfree_skb)
-        assert len(ours) == 11 + 8 + 1 + 1, ours
+        # 8 tp_btf links (3 socket: TCP's entry, the two sock_*_length; UDP's sys_enter and
+        # sk_data_ready are opt-in; 2 tcp, 3 device), 4 netfilter hooks x 2 families,
+        # sockops, the drop reasons (skb:kfree_skb)
+        assert len(ours) == 8 + 8 + 1 + 1, ours
         assert ours <= link_ids()
         assert loopback_burst(scratch_netns, 3_000_000) == 3_000_000
         deadline = time.monotonic() + 10

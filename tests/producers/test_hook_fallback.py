@@ -36,14 +36,15 @@ DEVICE_RAW = {"dev_queue": "raw_tp/net_dev_queue", "dev_xmit": "raw_tp/net_dev_s
 HitT = tuple[str, Any, int, int, int]     # point, dev, netns, ifindex, cpu
 
 
-def _agent(net: Any, skip: tuple[str, ...]) -> Agent:
+def _agent(net: Any, skip: tuple[str, ...], udp_socket_points: bool = False) -> Agent:
     """An agent over the whole test network (never started: no Kafka, records read here),
     with the points that have a tp_btf candidate (two netfilter links of one priority in a
     namespace refuse each other; two sockops programs would both add option bytes)."""
     return Agent(AgentSettings(host="lsxa-fallback", sample_size=SIZE, filter_retrans=False,
                                netns=[net.ns_name(h) for h in ("h1", "h2", "c1")],
                                kafka=KafkaSettings("127.0.0.1:1"), points=tuple(RAW),
-                               skip_hooks=skip, native=False))   # reads Record hits
+                               skip_hooks=skip, udp_socket_points=udp_socket_points,
+                               native=False))   # reads Record hits
 
 
 def _hits(agent: Agent, ring: libbpf.RingBuffer, sports: set[int]) -> dict[tuple, list]:
@@ -62,7 +63,7 @@ def _hits(agent: Agent, ring: libbpf.RingBuffer, sports: set[int]) -> dict[tuple
 
 def test_forced_off_tp_btf_served_by_raw_tp_with_the_same_hits(net: Any) -> None:
     assert set(DEVICE_RAW.items()) <= set(RAW.items())
-    base, alt = _agent(net, ()), _agent(net, TP_BTF)
+    base, alt = _agent(net, (), True), _agent(net, TP_BTF, True)   # every candidate
     rings: list[libbpf.RingBuffer] = []
     try:
         for a in (base, alt):
@@ -113,20 +114,24 @@ def test_forced_off_tp_btf_served_by_raw_tp_with_the_same_hits(net: Any) -> None
             <= ts["sock_recv"], ts
 
 
-@pytest.mark.parametrize(("skip", "send", "recv", "udp_reads"), [
-    ((), "tp_btf/tcp_sendmsg_locked+tp_btf/sys_enter+tp_btf/sock_send_length",
+@pytest.mark.parametrize(("opt_in", "skip", "send", "recv", "udp_reads"), [
+    (True, (), "tp_btf/tcp_sendmsg_locked+tp_btf/sys_enter+tp_btf/sock_send_length",
      "tp_btf/sys_enter+tp_btf/sk_data_ready+tp_btf/sock_recv_length", True),
-    (("tp_btf/sk_data_ready", "raw_tp/sk_data_ready"),
+    (True, ("tp_btf/sk_data_ready", "raw_tp/sk_data_ready"),
      "tp_btf/tcp_sendmsg_locked+tp_btf/sys_enter+tp_btf/sock_send_length",
      "tp_btf/sys_enter+tp_btf/sock_recv_length", True),
-    (("tp_btf/sys_enter", "raw_tp/sys_enter"), "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length",
-     "tp_btf/sock_recv_length", False)])
+    (True, ("tp_btf/sys_enter", "raw_tp/sys_enter"),
+     "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length", "tp_btf/sock_recv_length", False),
+    # the default: UDP's socket points not asked for, so no sys_enter program runs
+    (False, (), "tp_btf/tcp_sendmsg_locked+tp_btf/sock_send_length", "tp_btf/sock_recv_length",
+     False)])
 def test_a_kernel_without_udps_hooks_keeps_tcps_socket_points(
-        net: Any, skip: tuple[str, ...], send: str, recv: str, udp_reads: bool) -> None:
+        net: Any, opt_in: bool, skip: tuple[str, ...], send: str, recv: str,
+        udp_reads: bool) -> None:
     """The socket points' UDP parts (sys_enter, sk_data_ready) forced off, as on a kernel
-    without those tracepoints: TCP's socket points are still served, by the candidates
-    without them, and the grouper is told whether UDP reads are reported."""
-    a = _agent(net, skip)
+    without those tracepoints, or not asked for: TCP's socket points are still served, by
+    the candidates without them, and the grouper is told whether UDP reads are reported."""
+    a = _agent(net, skip, opt_in)
     try:
         a.probes.load()
         a.probes.attach()

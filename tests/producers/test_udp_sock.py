@@ -61,7 +61,7 @@ def agents(net: Any, topic: str, bootstrap: str) -> Iterator[dict[str, Agent]]:
     only the test's port; records on topic, flow context on topic-fs."""
     with running_agents({host: AgentSettings(
             host=host, netns=[net.ns_name(host)], clock=net.clock(host), sample_size=1448,
-            ports=[PORT], topic=topic, flow_stats_topic=topic + "-fs",
+            ports=[PORT], topic=topic, flow_stats_topic=topic + "-fs", udp_socket_points=True,
             kafka=KafkaSettings(bootstrap)) for host in ("h1", "h2")}) as run:
         yield run
     for a in run.values():
