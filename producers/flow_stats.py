@@ -210,7 +210,7 @@ class FlowStatsCollector:
         for s, sides in wanted:
             owner = owners.get(pids.get(s.inode, -1))
             for side, flow in sides:
-                accs[flow].sockets.append(_socket(s, side, owner))
+                accs[flow].sockets.append(socket_record(s, side, owner))
 
     def _ends(self) -> set[Ends]:
         """Both ends' sockets of every TCP flow the map holds (active, or idle and not yet
@@ -249,7 +249,8 @@ class FlowStatsCollector:
             self.tcp.close()
 
 
-def _socket(s: TcpSocket, side: str, owner: Any) -> dict:
+def socket_record(s: TcpSocket, side: str, owner: Any) -> dict:
+    """One socket of a FlowStats record: its tcp_info fields and its owner."""
     i = s.info
     return {
         "side": side, "netns": s.netns,
