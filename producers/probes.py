@@ -27,7 +27,7 @@ from latscope.producers.sampling import effective_size, udp_modulus
 from latscope.schemas.points import BY_NAME, DEFAULT_POINTS, DROP_HOOKS, RETRANS_HOOKS, Hook
 
 _log = log.get("producers.probes")
-SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling")
+SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "sock_wait")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
 DROPS = "drops"                # the flow counters' drop reasons (drops.bpf.c), same maps

@@ -30,6 +30,58 @@ static __always_inline struct tcp_sock *ls_tcp_sk(const struct sock *sk, const i
 	return m == LS_RAW ? (struct tcp_sock *)sk : bpf_skc_to_tcp_sock((void *)sk);
 }
 
+/* Start tracking the sender's byte b (wait.bpf.h) unless the socket tracks another. */
+static __always_inline void send_track(struct sock *sk, struct tcp_sock *tp, __u32 b)
+{
+	struct ls_wait_st *w;
+
+	if ((__s32)(b - tp->snd_nxt) < 0)
+		return;                           /* sent already */
+	w = bpf_sk_storage_get(&sock_wait, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!w)
+		return;
+	if (w->s_last) {
+		ls_wait_send_step(w, tp, bpf_ktime_get_ns());
+		if (w->s_last)
+			return;                   /* tracking an earlier byte */
+	}
+	for (int i = 0; i < LS_W_UNREAD; i++)
+		w->ns[i] = 0;
+	w->s_seq = b;
+	w->s_last = bpf_ktime_get_ns();
+}
+
+/* sock_send's sampled hit [h->seq, +len): a byte tracked from an entry (send_start_mark)
+ * that this call did not take in (a short write) is let go. A byte is tracked only from its
+ * call's entry, never from here: its time inside the call would be lost. */
+static __always_inline void sock_send_wait(struct sock *sk, const struct ls_hit *h)
+{
+	struct ls_wait_st *w = bpf_sk_storage_get(&sock_wait, sk, 0, 0);
+
+	if (w && w->s_last && (__s32)(w->s_seq - (h->seq + h->len)) >= 0)
+		w->s_last = 0;
+}
+
+/* A read: an event for the receiver's tracked byte; the read that hands it over carries its
+ * causes (returns 1: emitted here). */
+static __always_inline int sock_recv_wait(struct sock *sk, struct tcp_sock *tp,
+					  const struct ls_hit *h, __u32 netns)
+{
+	struct ls_wait_st *w = ls_wait_event(sk);
+	__u32 wait[LS_W_MAX];
+
+	if (!w || !w->r_last)
+		return 0;
+	if (ls_holds(h->seq, h->len, w->r_seq)) {
+		ls_wait_take(w, wait, 0);
+		ls_emit_tracked(h, LS_SOCK_RECV, netns, w->r_seq, wait);
+		return 1;
+	}
+	if ((__s32)(tp->copied_seq - w->r_seq) > 0)
+		w->r_last = 0;                    /* read without our seeing it */
+	return 0;
+}
+
 static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, const int m)
 {
 	struct send_start_v start = {};
@@ -74,12 +126,24 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, cons
 		return 0;
 	h.seq = end - (__u32)ret;
 	h.len = ret;
-	ls_emit(&h, point, start.ts && start.seq == h.seq ? start.ts : 0, netns, 0, m);
+	if (!(start.ts && start.seq == h.seq))
+		start.ts = 0;
+	if (m == LS_BTF) {
+		if (point == LS_SOCK_SEND)
+			sock_send_wait(sk, &h);
+		else if (sock_recv_wait(sk, tp, &h, netns))
+			return 0;
+	}
+	ls_emit(&h, point, start.ts, netns, 0, m);
 	return 0;
 }
 
-/* sock_send's entry time: the first firing per sendmsg call remembers when, and write_seq. */
-static __always_inline int send_start_mark(const struct sock *sk, const int m)
+/* sock_send's entry time: the first firing per sendmsg call remembers when, and write_seq.
+ * A call that will write a sampled byte (msg: its bytes, typed hooks only) starts tracking
+ * it here (wait.bpf.h): its time inside the call (waiting for send-buffer space) is part of
+ * its socket segment, and goes to what holds the queue ahead of it. */
+static __always_inline int send_start_mark(const struct sock *sk, const struct msghdr *msg,
+					   const int m)
 {
 	struct send_start_v *v;
 	struct tcp_sock *tp;
@@ -95,6 +159,14 @@ static __always_inline int send_start_mark(const struct sock *sk, const int m)
 		return 0;
 	v->ts = ls_now();
 	v->seq = LS_RD(m, tp, write_seq);
+	if (m == LS_BTF && msg) {
+		__u64 n = msg->msg_iter.count;
+
+		if (n > 0x7fffffff)
+			n = 0x7fffffff;
+		if (ls_sampled(v->seq, n))
+			send_track((struct sock *)sk, tp, ls_first_sampled(v->seq));
+	}
 	return 0;
 }
 

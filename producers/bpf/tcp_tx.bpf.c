@@ -92,12 +92,19 @@ static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-/* Report the data segment [seq, seq+len), which holds a sampled byte; flags: LS_F_RESENT. */
+/* Report the data segment [seq, seq+len), which holds a sampled byte; flags: LS_F_RESENT.
+ * The first copy of the byte the socket tracks (wait.bpf.h) carries its causes. */
 static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u32 seq,
 				   __u32 len, __u16 dport, __u32 resent_end, __u8 flags)
 {
 	struct ls_hit h = {};
+	struct bpf_sock *sk = skops->sk;
+	struct ls_wait_st *w = 0;
+	__u32 wait[LS_W_MAX];
+	int first = !(flags & LS_F_RESENT) || (__s32)(resent_end - seq) <= 0;
 
+	if (sk)
+		w = bpf_sk_storage_get(&sock_wait, sk, 0, 0);
 	h.seq = seq;
 	h.len = len;
 	h.dport = dport;
@@ -122,6 +129,12 @@ static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u3
 			d[0] = d[3];
 			s[2] = s[3] = d[2] = d[3] = 0;
 		}
+	}
+	if (w && w->s_last && ls_holds(first ? seq : resent_end, seq + len -
+				       (first ? seq : resent_end), w->s_seq)) {
+		ls_wait_take(w, wait, 1);
+		ls_emit_tracked(&h, LS_TCP_TX, netns, w->s_seq, wait);
+		return;
 	}
 	ls_emit_at(&h, LS_TCP_TX, 0, netns, 0, 0);
 }
@@ -157,6 +170,7 @@ static __always_inline void observe(struct bpf_sock_ops *skops)
 SEC("sockops")
 int tcp_tx(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk;
 	struct tcphdr *th;
 	__u32 *netns, len, seq, end;
 	__u16 dport;
@@ -170,6 +184,10 @@ int tcp_tx(struct bpf_sock_ops *skops)
 						  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		/* every segment and every sizing call: an event for a tracked byte */
+		sk = skops->sk;
+		if (sk)
+			ls_wait_event(sk);
 		if (!resend_mark) {
 			observe(skops);
 			return 1;
