@@ -211,7 +211,7 @@ def test_cwnd_limited_bulk_through_a_tbf(net: Any, stack: Any, topic_name: str) 
 def test_slow_reader(net: Any, stack: Any, topic_name: str) -> None:
     with agents(net, topic_name, stack.kafka_bootstrap, size=1 << 14):
         p = Pair(net, PORT, slow_read, rcvbuf=65536,
-                 opts=((socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 17),))
+                 opts=((socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 15),))
         send_for(p.cli, 4.0, 16384)
         sport = p.sport
         p.close()
@@ -232,7 +232,7 @@ def test_pacing(net: Any, stack: Any, topic_name: str) -> None:
     with agents(net, topic_name, stack.kafka_bootstrap, size=1 << 14):
         p = Pair(net, PORT, fast_read,
                  opts=((socket.SOL_SOCKET, SO_MAX_PACING_RATE, rate),
-                       (socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 17)))
+                       (socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 15)))
         send_for(p.cli, 4.0, 16384)
         p.close()
         recs = records(topic_name, stack.kafka_bootstrap, p.sport, "h1")
