@@ -24,6 +24,9 @@ from latscope.kafka import KafkaSettings
 from latscope.lab import netns
 from latscope.lab.topology import parse_topology
 from latscope.producers.agent import Agent, AgentSettings
+from latscope.schemas import codec
+from latscope.stream.breakdown_avro import encode_breakdown
+from latscope.stream.segments import ClockView, breakdown
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -225,6 +228,21 @@ def test_slow_reader(net: Any, stack: Any, topic_name: str) -> None:
     assert rsh.get("unread", 0) >= 0.9, (rsh, rfig)
     assert tfig["with_causes"] >= 10, tfig
     assert tsh.get("rwnd", 0) >= 0.8, (tsh, tfig)
+    # through the worker's breakdown: both hosts' records of a byte joined, its socket
+    # segments carry the causes their hits carried, as the worker writes and reads them
+    tx_of, joined = {r["seq"]: r for r in tx}, 0
+    for r in rx:
+        if r["seq"] not in tx_of:
+            continue
+        recs = [tx_of[r["seq"]], r]
+        bd = codec.decode(encode_breakdown(breakdown(recs, ClockView({}, "h1"),
+                                                     path=["h1", "h2"])))[1]
+        waits = {h["point"]: h["wait"] for rec in recs for h in rec["hits"] if h["wait"]}
+        got = {s["to"].split(":")[1]: s["wait"] for s in bd["segments"] if s["wait"]}
+        assert got == waits, (got, waits)
+        assert all(s["layer"] == "socket" for s in bd["segments"] if s["wait"])
+        joined += bool(waits)
+    assert joined >= 5, joined
 
 
 def test_pacing(net: Any, stack: Any, topic_name: str) -> None:
