@@ -101,7 +101,8 @@ static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u3
 	struct bpf_sock *sk = skops->sk;
 	struct ls_wait_st *w = 0;
 	__u32 wait[LS_W_MAX];
-	int first = !(flags & LS_F_RESENT) || (__s32)(resent_end - seq) <= 0;
+	/* where this segment's first copies start: past its resent bytes, if any */
+	__u32 fresh = (flags & LS_F_RESENT) && (__s32)(resent_end - seq) > 0 ? resent_end : seq;
 
 	if (sk)
 		w = bpf_sk_storage_get(&sock_wait, sk, 0, 0);
@@ -130,8 +131,8 @@ static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u3
 			s[2] = s[3] = d[2] = d[3] = 0;
 		}
 	}
-	if (w && w->s_last && ls_holds(first ? seq : resent_end, seq + len -
-				       (first ? seq : resent_end), w->s_seq)) {
+	if (w && w->s_last && ls_holds(seq, len, w->s_seq) &&
+	    (__s32)(w->s_seq - fresh) >= 0) {
 		ls_wait_take(w, wait, 1);
 		ls_emit_tracked(&h, LS_TCP_TX, netns, w->s_seq, wait);
 		return;
