@@ -3,15 +3,16 @@
  * pass on the socket while the byte waits. Docs: docs/flow-context.md "Socket-wait causes".
  *
  * One byte at a time per socket and direction is tracked (the sock_wait storage): the
- * sender's from its sampled sock_send hit (if TCP has not sent it yet) to its first
- * transmission (the tcp_tx hit carries the causes, LS_F_WAIT); the receiver's from its
- * sampled tcp_rx hit to the read that hands it to the app (sock_recv carries them). A
- * sampled byte that comes while its socket tracks another carries none.
+ * sender's from the entry of the send call that writes it (sock.bpf.h send_start_mark,
+ * the start of its sock_send segment) to its first transmission (the tcp_tx hit carries
+ * the causes, LS_F_WAIT); the receiver's from its sampled tcp_rx hit to the read that
+ * hands it to the app (sock_recv carries them). A sampled byte that comes while its
+ * socket tracks another carries none.
  *
  * Events: every sock_ops header-option callback of a covered socket (each segment TCP
  * builds, and tcp_current_mss() at the start of every sendmsg and push, before anything
  * is queued or sent), every received segment (tcp_probe, which fires before TCP processes
- * it) and every read. At each, the time since the previous event goes to the cause the
+ * it) and the sampled read. At each, the time since the previous event goes to the cause the
  * socket's state shows now: at tcp_probe and at the sizing call nothing has changed it
  * since the previous event, so that is the state that held. A transmission a timer
  * releases (pacing) sees its release already: pacing is decided from tcp_wstamp_ns, the
@@ -25,7 +26,6 @@
 #define LATSCOPE_WAIT_BPF_H
 
 #define LS_TSQF_THROTTLED 1          /* 1 << TSQ_THROTTLED */
-#define LS_TCP_NAGLE_OFF 1
 #define LS_TCP_NAGLE_CORK 2
 #define LS_SK_PACING_NEEDED 1        /* TCP paces itself (no fq): tcp_wstamp_ns and a timer */
 
