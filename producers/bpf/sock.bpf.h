@@ -30,55 +30,59 @@ static __always_inline struct tcp_sock *ls_tcp_sk(const struct sock *sk, const i
 	return m == LS_RAW ? (struct tcp_sock *)sk : bpf_skc_to_tcp_sock((void *)sk);
 }
 
-/* Start tracking the sender's byte b (wait.bpf.h) unless the socket tracks another. */
+/* Start tracking the sender's byte b (wait.bpf.h) if the socket has a free slot. */
 static __always_inline void send_track(struct sock *sk, struct tcp_sock *tp, __u32 b)
 {
 	struct ls_wait_st *w;
+	__u64 now;
 
 	if ((__s32)(b - tp->snd_nxt) < 0)
 		return;                           /* sent already */
 	w = bpf_sk_storage_get(&sock_wait, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!w)
 		return;
-	if (w->s_last) {
-		ls_wait_send_step(w, tp, bpf_ktime_get_ns());
-		if (w->s_last)
-			return;                   /* tracking an earlier byte */
-	}
-	for (int i = 0; i < LS_W_UNREAD; i++)
-		w->ns[i] = 0;
-	w->s_seq = b;
-	w->s_last = bpf_ktime_get_ns();
+	now = bpf_ktime_get_ns();
+	if (w->s_last)
+		ls_wait_send_step(w, tp, now);    /* the others up to now */
+	ls_wait_start(w->s, &w->s_last, b, now);
 }
 
-/* sock_send's sampled hit [h->seq, +len): a byte tracked from an entry (send_start_mark)
- * that this call did not take in (a short write) is let go. A byte is tracked only from its
- * call's entry, never from here: its time inside the call would be lost. */
+/* sock_send's sampled hit [h->seq, +len): bytes tracked from an entry (send_start_mark)
+ * that this call did not take in (a short write) are let go. A byte is tracked only from
+ * its call's entry, never from here: its time inside the call would be lost. */
 static __always_inline void sock_send_wait(struct sock *sk, const struct ls_hit *h)
 {
 	struct ls_wait_st *w = bpf_sk_storage_get(&sock_wait, sk, 0, 0);
+	__u32 end = h->seq + h->len;
 
-	if (w && w->s_last && (__s32)(w->s_seq - (h->seq + h->len)) >= 0)
-		w->s_last = 0;
+	if (!w || !w->s_last)
+		return;
+	for (int i = 0; i < LS_WAIT_SLOTS; i++)
+		if (w->s[i].live && (__s32)(w->s[i].seq - end) >= 0)
+			w->s[i].live = 0;
 }
 
-/* A read: an event for the receiver's tracked byte; the read that hands it over carries its
- * causes (returns 1: emitted here). */
+/* A sampled read: an event for the receiver's tracked bytes; the read that hands one over
+ * carries its causes (returns 1: emitted here); tracked bytes it read past without our
+ * seeing them are let go. */
 static __always_inline int sock_recv_wait(struct sock *sk, struct tcp_sock *tp,
 					  const struct ls_hit *h, __u32 netns)
 {
 	struct ls_wait_st *w = ls_wait_event(sk);
-	__u32 wait[LS_W_MAX];
+	__u32 wait[LS_W_MAX], b = 0, copied = tp->copied_seq;
+	int i;
 
 	if (!w || !w->r_last)
 		return 0;
-	if (ls_holds(h->seq, h->len, w->r_seq)) {
-		ls_wait_take(w, wait, 0);
-		ls_emit_tracked(h, LS_SOCK_RECV, netns, w->r_seq, wait);
+	i = ls_wait_find(w->r, h->seq, h->len, h->seq);
+	if (i >= 0 && i < LS_WAIT_SLOTS) {
+		ls_wait_take(w->r, &w->r_last, i, wait, &b);
+		ls_emit_tracked(h, LS_SOCK_RECV, netns, b, wait);
 		return 1;
 	}
-	if ((__s32)(tp->copied_seq - w->r_seq) > 0)
-		w->r_last = 0;                    /* read without our seeing it */
+	for (int j = 0; j < LS_WAIT_SLOTS; j++)
+		if (w->r[j].live && (__s32)(copied - w->r[j].seq) > 0)
+			w->r[j].live = 0;
 	return 0;
 }
 

@@ -12,7 +12,7 @@
 #define ENOBUFS 105
 
 /* The receiver tracks the segment's first sampled byte (from seq) until the read that hands
- * it to the app (wait.bpf.h), unless it tracks another or the byte is a copy it has. */
+ * it to the app (wait.bpf.h), if it has a free slot and the byte is not a copy it has. */
 static __always_inline void tcp_rx_track(const struct sock *sk, __u32 seq)
 {
 	struct ls_wait_st *w;
@@ -22,11 +22,10 @@ static __always_inline void tcp_rx_track(const struct sock *sk, __u32 seq)
 	if (!tp || (__s32)(b - tp->rcv_nxt) < 0)
 		return;
 	w = bpf_sk_storage_get(&sock_wait, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!w || w->r_last)
+	if (!w)
 		return;
-	w->ns[LS_W_UNREAD] = w->ns[LS_W_OOO] = 0;
-	w->r_seq = b;
-	w->r_last = bpf_ktime_get_ns();
+	/* this segment's event stepped the others to its start: the new byte starts there */
+	ls_wait_start(w->r, &w->r_last, b, w->r_last ? w->r_last : bpf_ktime_get_ns());
 }
 
 static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff *skb,

@@ -93,7 +93,8 @@ static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
 /* Report the data segment [seq, seq+len), which holds a sampled byte; flags: LS_F_RESENT.
- * The first copy of the byte the socket tracks (wait.bpf.h) carries its causes. */
+ * The first copy of a byte the socket tracks (wait.bpf.h) carries its causes (one per
+ * segment; others it holds are let go at the next event). */
 static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u32 seq,
 				   __u32 len, __u16 dport, __u32 resent_end, __u8 flags)
 {
@@ -131,11 +132,16 @@ static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u3
 			s[2] = s[3] = d[2] = d[3] = 0;
 		}
 	}
-	if (w && w->s_last && ls_holds(seq, len, w->s_seq) &&
-	    (__s32)(w->s_seq - fresh) >= 0) {
-		ls_wait_take(w, wait, 1);
-		ls_emit_tracked(&h, LS_TCP_TX, netns, w->s_seq, wait);
-		return;
+	if (w && w->s_last) {
+		int i = ls_wait_find(w->s, seq, len, fresh);
+
+		if (i >= 0 && i < LS_WAIT_SLOTS) {
+			__u32 b = 0;
+
+			ls_wait_take(w->s, &w->s_last, i, wait, &b);
+			ls_emit_tracked(&h, LS_TCP_TX, netns, b, wait);
+			return;
+		}
 	}
 	ls_emit_at(&h, LS_TCP_TX, 0, netns, 0, 0);
 }

@@ -29,12 +29,19 @@
 #define LS_TCP_NAGLE_CORK 2
 #define LS_SK_PACING_NEEDED 1        /* TCP paces itself (no fq): tcp_wstamp_ns and a timer */
 
-struct ls_wait_st {
-	__u64 s_last;                /* sender: the tracked byte's last event (ktime); 0: none */
-	__u64 r_last;                /* receiver: the same */
+#define LS_WAIT_SLOTS 4              /* bytes tracked at once per socket and direction */
+
+struct ls_wait_slot {
 	__u64 ns[LS_W_MAX];          /* sender: NAGLE..OTHER; receiver: UNREAD, OOO */
-	__u32 s_seq;                 /* the tracked bytes */
-	__u32 r_seq;
+	__u32 seq;                   /* the tracked byte */
+	__u32 live;
+};
+
+struct ls_wait_st {
+	__u64 s_last;                /* sender: the last event while a slot is live; 0: none */
+	__u64 r_last;                /* receiver: the same */
+	struct ls_wait_slot s[LS_WAIT_SLOTS];
+	struct ls_wait_slot r[LS_WAIT_SLOTS];
 };
 
 struct {
@@ -85,18 +92,17 @@ static __always_inline int ls_wait_cause(const struct tcp_sock *tp)
 	return LS_W_OTHER;
 }
 
-/* An event on a socket whose sender tracks a byte: the time since its last event to the
- * cause the state shows; a byte TCP sent without our tcp_tx hit is let go. */
+/* An event on a socket whose sender tracks bytes: the time since its last event to the
+ * cause the state shows (the same for every byte waiting: the queue's head holds them);
+ * a byte TCP sent without our tcp_tx hit is let go. */
 static __always_inline void ls_wait_send_step(struct ls_wait_st *w, const struct tcp_sock *tp,
 					      __u64 now)
 {
 	const struct sock *sk = &tp->inet_conn.icsk_inet.sk;
-	__u64 from = w->s_last;
+	__u64 from = w->s_last, paced = 0;
+	__u32 nxt = tp->snd_nxt;
+	int cause, live = 0;
 
-	if ((__s32)(tp->snd_nxt - w->s_seq) > 0) {
-		w->s_last = 0;
-		return;
-	}
 	if (now <= from)
 		return;
 	if (sk->sk_pacing_status == LS_SK_PACING_NEEDED) {
@@ -105,25 +111,41 @@ static __always_inline void ls_wait_send_step(struct ls_wait_st *w, const struct
 		if (ws > from) {
 			__u64 until = ws < now ? ws : now;
 
-			w->ns[LS_W_PACING] += until - from;
+			paced = until - from;
 			from = until;
 		}
 	}
-	if (now > from)
-		w->ns[ls_wait_cause(tp) & (LS_W_MAX - 1)] += now - from;
-	w->s_last = now;
+	cause = ls_wait_cause(tp) & (LS_W_MAX - 1);
+	for (int i = 0; i < LS_WAIT_SLOTS; i++) {
+		struct ls_wait_slot *sl = &w->s[i];
+
+		if (!sl->live)
+			continue;
+		if ((__s32)(nxt - sl->seq) > 0) {
+			sl->live = 0;
+			continue;
+		}
+		sl->ns[LS_W_PACING] += paced;
+		sl->ns[cause] += now - from;
+		live = 1;
+	}
+	w->s_last = live ? now : 0;
 }
 
-/* The receiver's: in order (rcv_nxt past the byte) and not read yet, or behind a hole. */
+/* The receiver's: each byte in order (rcv_nxt past it) and not read yet, or behind a
+ * hole. */
 static __always_inline void ls_wait_recv_step(struct ls_wait_st *w, const struct tcp_sock *tp,
 					      __u64 now)
 {
-	if (now <= w->r_last)
-		return;
-	if ((__s32)(tp->rcv_nxt - w->r_seq) > 0)
-		w->ns[LS_W_UNREAD] += now - w->r_last;
-	else
-		w->ns[LS_W_OOO] += now - w->r_last;
+	__u64 dt = now > w->r_last ? now - w->r_last : 0;
+	__u32 nxt = tp->rcv_nxt;
+
+	for (int i = 0; i < LS_WAIT_SLOTS; i++) {
+		struct ls_wait_slot *sl = &w->r[i];
+
+		if (sl->live)
+			sl->ns[(__s32)(nxt - sl->seq) > 0 ? LS_W_UNREAD : LS_W_OOO] += dt;
+	}
 	w->r_last = now;
 }
 
@@ -191,20 +213,64 @@ static __always_inline void ls_emit_tracked(const struct ls_hit *h, __u8 point, 
 	}
 }
 
-/* µs per cause of a finished byte into out (ls_event's wait_*), and the slot freed. */
-static __always_inline void ls_wait_take(struct ls_wait_st *w, __u32 *out, int sender)
+/* Start tracking byte b in one of slots (sl: w->s or w->r), its direction's last event
+ * moved to now (the caller stepped the others up to now). 0: no free slot, or b is
+ * tracked already. */
+static __always_inline int ls_wait_start(struct ls_wait_slot *slots, __u64 *last, __u32 b,
+					 __u64 now)
 {
-	for (int i = 0; i < LS_W_MAX; i++) {
-		int mine = sender ? i < LS_W_UNREAD : i >= LS_W_UNREAD;
+	int free = -1;
 
-		out[i] = mine ? (__u32)(w->ns[i] / 1000) : 0;
-		if (mine)
-			w->ns[i] = 0;
+	for (int i = 0; i < LS_WAIT_SLOTS; i++) {
+		if (slots[i].live && slots[i].seq == b)
+			return 0;
+		if (!slots[i].live && free < 0)
+			free = i;
 	}
-	if (sender)
-		w->s_last = 0;
-	else
-		w->r_last = 0;
+	if (free < 0)
+		return 0;
+	for (int i = 0; i < LS_WAIT_SLOTS; i++) {
+		if (i != free)
+			continue;
+		for (int k = 0; k < LS_W_MAX; k++)
+			slots[i].ns[k] = 0;
+		slots[i].seq = b;
+		slots[i].live = 1;
+	}
+	*last = now;
+	return 1;
+}
+
+/* The live slot tracking a byte in [seq, seq+len) at or past `from` (-1: none). */
+static __always_inline int ls_wait_find(const struct ls_wait_slot *slots, __u32 seq, __u32 len,
+					__u32 from)
+{
+	for (int i = 0; i < LS_WAIT_SLOTS; i++)
+		if (slots[i].live && ls_holds(seq, len, slots[i].seq) &&
+		    (__s32)(slots[i].seq - from) >= 0)
+			return i;
+	return -1;
+}
+
+/* µs per cause of slot i's finished byte into out (ls_event's wait_*), its seq into *b, the
+ * slot freed; *last cleared when no slot is live any more. */
+static __always_inline void ls_wait_take(struct ls_wait_slot *slots, __u64 *last, int i,
+					 __u32 *out, __u32 *b)
+{
+	int live = 0;
+
+	for (int j = 0; j < LS_WAIT_SLOTS; j++) {
+		if (j == i) {
+			for (int k = 0; k < LS_W_MAX; k++)
+				out[k] = (__u32)(slots[j].ns[k] / 1000);
+			*b = slots[j].seq;
+			slots[j].live = 0;
+		} else if (slots[j].live) {
+			live = 1;
+		}
+	}
+	if (!live)
+		*last = 0;
 }
 
 #endif
