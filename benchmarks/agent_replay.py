@@ -43,7 +43,8 @@ def events(total: int, size: int) -> list[bytes]:
     rev = layout.POINT_NAMES_REV
     base = {"netns": 4026531840, "saddr": bytes([10, 1, 0, 1]) + bytes(12),
             "daddr": bytes([10, 1, 0, 2]) + bytes(12), "cpu": 1, "sport": 40000,
-            "dport": 5201, "family": 4, "proto": 6, "flags": 0}
+            "dport": 5201, "family": 4, "proto": 6, "flags": 0} | {
+                "wait_" + c: 0 for c in layout.WAIT_CAUSES}
     out: list[bytes] = []
     ts = 1_000_000_000
 

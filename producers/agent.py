@@ -37,6 +37,8 @@ _F = layout.FIELD_INDEX
  _PROTO_F, _FLAGS, _DEV) = (_F[n] for n in (
     "ts_ns", "netns", "saddr", "daddr", "seq", "len", "ifindex", "cpu", "sport", "dport",
     "point", "family", "proto", "flags", "dev"))
+_WAIT = _F["wait_" + layout.WAIT_CAUSES[0]]          # the first of the wait_* fields
+_WAIT_END = _WAIT + len(layout.WAIT_CAUSES)
 _PROTO = {6: "tcp", 17: "udp"}
 # From a record's flush to its arrival in Kafka: the publisher's linger (50 ms), the expiry
 # tick and ring-buffer poll (5 + 20 ms), and a margin for a loaded agent and broker.
@@ -370,6 +372,7 @@ class Agent:
         grouper, size, names = self.grouper, self._stride, layout.POINT_NAMES
         add = grouper.add
         retrans, udp, marked = layout.RETRANS, layout.FLAG_UDP, layout.FLAG_RESENT
+        waited = layout.FLAG_WAIT
         flows, devs = self._flows, self._devs
         sampled = 0
         for raw in recs:
@@ -391,7 +394,8 @@ class Agent:
             if dev is None and point == _XDP:
                 dev = self._xdp_names.get((e[_NETNS], e[_IFINDEX]))
             # one Hit per range, shared by its sampled bytes (encoded once when published)
-            hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS], e[_CPU])
+            hit = Hit(names[point], e[_TS], e[_IFINDEX], dev, e[_NETNS], e[_CPU],
+                      e[_WAIT:_WAIT_END] if flags & waited else None)
             sampled += len(seqs)
             resent = bool(flags & marked)
             for b in seqs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from latscope.producers.grouping import FlowT, Hit, Record
+from latscope.producers.grouping import WAIT_KEYS, FlowT, Hit, Record
 from latscope.schemas import codec
 from latscope.schemas.avro_write import long as _long
 from latscope.schemas.avro_write import string as _str
@@ -18,7 +18,7 @@ from latscope.schemas.codec import MAGIC
 # The shape this encoder writes, checked against the schema at construction.
 _LAYER_EVENT = ["schema_version", "host", "flow_id", "flow", "seq", "retrans", "complete", "hits"]
 _FLOW_KEY = ["proto", "family", "src", "dst", "sport", "dport"]
-_POINT_HIT = ["point", "ts_ns", "ifindex", "dev", "netns", "cpu"]
+_POINT_HIT = ["point", "ts_ns", "ifindex", "dev", "netns", "cpu", "wait"]
 
 
 class SchemaChanged(RuntimeError):
@@ -37,7 +37,9 @@ class LayerEventEncoder:
         hits = next(f["type"] for f in schema["fields"] if f["name"] == "hits")["items"]
         point = next(f["type"] for f in hits["fields"] if f["name"] == "point")
         proto = next(f["type"] for f in flow["fields"] if f["name"] == "proto")
+        wait = next(f["type"] for f in hits["fields"] if f["name"] == "wait")
         for got, want, what in ((_fields(schema), _LAYER_EVENT, "LayerEvent"),
+                                (_fields(wait[1]), list(WAIT_KEYS), "SocketWait"),
                                 (_fields(flow), _FLOW_KEY, "FlowKey"),
                                 (_fields(hits), _POINT_HIT, "PointHit")):
             if got != want:
@@ -67,7 +69,7 @@ class LayerEventEncoder:
 
     def flow_prefix(self, host: str, flow_id: str, f: FlowT) -> bytes:
         """A LayerEvent body up to seq: schema_version, host, flow_id, flow."""
-        return (_long(1) + _str(host) + _str(flow_id) + self._proto[f[0]] + _long(f[1]) +
+        return (_long(2) + _str(host) + _str(flow_id) + self._proto[f[0]] + _long(f[1]) +
                 _str(f[2]) + _str(f[3]) + _long(f[4]) + _long(f[5]))
 
     def hit(self, h: Hit) -> bytes:
@@ -79,7 +81,11 @@ class LayerEventEncoder:
             if len(self._where) > 100_000:
                 self._where.clear()
             self._where[where] = tail
-        return self._point[h.point] + _long(h.ts_ns) + tail
+        return self._point[h.point] + _long(h.ts_ns) + tail + self.wait(h.wait)
+
+    def wait(self, w: tuple[int, ...] | None) -> bytes:
+        """A PointHit's wait (union of null and SocketWait)."""
+        return b"\x00" if w is None else b"\x02" + b"".join(_long(x) for x in w)
 
     def _prefix(self, r: Record) -> bytes:
         key = (r.host, r.flow)

@@ -48,10 +48,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from latscope.producers.layout import WAIT_CAUSES
 from latscope.schemas.points import TABLE
 from latscope.schemas.records import flow_id
 
 FlowT = tuple[str, int, str, str, int, int]   # proto, family, src, dst, sport, dport
+WAIT_KEYS = tuple(c + "_us" for c in WAIT_CAUSES)   # PointHit.wait's fields (SocketWait)
 Key = tuple[FlowT, int]                         # flow, seq (TCP) or datagram hash (UDP)
 GKey = tuple[FlowT, int, int]                   # flow, seq, copy (0: the original)
 
@@ -88,11 +90,16 @@ class Hit:
     dev: str | None
     netns: int
     cpu: int
+    # socket-wait causes, µs in layout.WAIT_CAUSES order (tcp_tx, sock_recv of a byte its
+    # socket tracked); None: not measured
+    wait: tuple[int, ...] | None = None
     avro: bytes = b""      # this PointHit Avro-encoded; shared by every byte of one range
 
     def as_record(self) -> dict:
         return {"point": self.point, "ts_ns": self.ts_ns, "ifindex": self.ifindex,
-                "dev": self.dev, "netns": self.netns, "cpu": self.cpu}
+                "dev": self.dev, "netns": self.netns, "cpu": self.cpu,
+                "wait": None if self.wait is None else
+                dict(zip(WAIT_KEYS, self.wait, strict=True))}
 
 
 @dataclass(slots=True)
@@ -108,7 +115,7 @@ class Record:
 
     def as_dict(self) -> dict:
         f = self.flow
-        return {"schema_version": 1, "host": self.host, "flow_id": self.flow_id,
+        return {"schema_version": 2, "host": self.host, "flow_id": self.flow_id,
                 "flow": {"proto": f[0], "family": f[1], "src": f[2], "dst": f[3],
                          "sport": f[4], "dport": f[5]},
                 "seq": self.seq, "retrans": self.retrans, "complete": self.complete,

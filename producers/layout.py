@@ -23,6 +23,15 @@ COUNTERS = _H.counter_names("ls_counter", "LS_C_", "LS_C_MAX")   # per-CPU slot 
 FLAG_UDP = _H.defines("LS_F_")["LS_F_UDP"]
 FLAG_RESENT = _H.defines("LS_F_")["LS_F_RESENT"]   # TCP: the segment carries the resend mark
 NETNS_FAST = _H.defines("LS_NETNS_")["LS_NETNS_FAST"]   # namespaces the probes hold as constants
+FLAG_WAIT = _H.defines("LS_F_")["LS_F_WAIT"]       # the wait_* fields hold socket-wait causes
+# Socket-wait causes (wait.bpf.h): enum ls_wait's names in value order; ls_event's wait_*
+# fields follow it, one after another.
+WAIT_CAUSES: tuple[str, ...] = tuple(
+    k[5:].lower() for k, v in sorted(_H.enum("ls_wait").items(), key=lambda kv: kv[1])
+    if k != "LS_W_MAX")
+if EVENT.names[EVENT.names.index("wait_" + WAIT_CAUSES[0]):][:len(WAIT_CAUSES)] != tuple(
+        "wait_" + c for c in WAIT_CAUSES):
+    raise LayoutError(f"{HEADER}: ls_event's wait_* fields are not enum ls_wait's order")
 RETRANS = _POINT_ENUM["LS_RETRANS"]
 POINT_NAMES: dict[int, str] = {v: k[3:].lower() for k, v in _POINT_ENUM.items()
                                if k != "LS_RETRANS"}

@@ -27,7 +27,11 @@ Encoded = tuple[str, bytes]      # a record as the native path hands it on: flow
 # The event fields the C reads and their widths, in its order (native.h's F_*).
 _FIELDS = (("ts_ns", 8), ("netns", 8), ("saddr", 16), ("daddr", 16), ("seq", 4), ("len", 4),
            ("ifindex", 4), ("cpu", 4), ("sport", 2), ("dport", 2), ("point", 1),
-           ("family", 1), ("proto", 1), ("flags", 1), ("dev", 16))
+           ("family", 1), ("proto", 1), ("flags", 1), ("dev", 16),
+           ("wait_" + layout.WAIT_CAUSES[0], 4))   # the first of NWAIT (native.h) in a row
+if len(layout.WAIT_CAUSES) != 8:
+    raise layout.LayoutError("enum ls_wait has not 8 causes, the native path reads 8 "
+                             "(native.h NWAIT): update producers/native")
 _NUM = layout.POINT_NAMES_REV
 
 
@@ -72,6 +76,7 @@ class NativeGrouper:
             "event_size": layout.EVENT.size, "offsets": _offsets(), "npoints": npoints,
             "retrans_point": layout.RETRANS, "xdp_point": _NUM["xdp"],
             "flag_udp": layout.FLAG_UDP, "flag_resent": layout.FLAG_RESENT,
+            "flag_wait": layout.FLAG_WAIT,
             "send": _NUM[_g._SEND], "recv": _NUM[_g._RECV], "tcp_rx": _NUM[_g._TCP_RX],
             "queue": _NUM[_g._QUEUE], "udp_unread_last": _NUM[_g._UDP_UNREAD_LAST],
             "exit": _nums(_g._EXIT), "socket": _nums(_g._SOCKET),

@@ -34,7 +34,8 @@ from latscope.schemas.points import (
 )
 
 _log = log.get("producers.probes")
-SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "udp_call")
+SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "udp_call",
+               "sock_wait")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
 DROPS = "drops"                # the flow counters' drop reasons (drops.bpf.c), same maps

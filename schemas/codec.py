@@ -75,11 +75,18 @@ class Codec:
         self._writers: dict[bytes, tuple[str, dict]] = {
             fp: (name, self.current[name]) for name, fp in self._fp_of.items()
         }
+        # LayerEvent writers by their schema_version: a LayerEventBatch names LayerEvent by
+        # reference, so its fingerprint is one for every LayerEvent version; its items are
+        # read by the version each one starts with (_decode_batch).
+        self._event_versions: dict[int, dict] = {_version(self.current["LayerEvent"]):
+                                                 self.current["LayerEvent"]}
         for hist in sorted((schema_dir / "history").glob("*.avsc")):
             for full, schema in _load([*schema_dir.glob("flow_key.avsc"), hist]).items():
                 short = full.split(".")[-1]
                 if short in self.current and short != "FlowKey":
                     self._writers.setdefault(_fp(schema), (short, schema))
+                if short == "LayerEvent":
+                    self._event_versions.setdefault(_version(schema), schema)
 
     def fingerprint(self, name: str) -> bytes:
         return self._fp_of[name]
@@ -104,7 +111,8 @@ class Codec:
             raise DecodeError(f"expected a {expect} record, got {name}")
         body = io.BytesIO(data[HEADER_LEN:])
         try:
-            record = schemaless_reader(body, writer, self.current[name])
+            record = (self._decode_batch(body) if name == "LayerEventBatch" else
+                      schemaless_reader(body, writer, self.current[name]))
         except IndexError:   # fastavro indexes enum symbols and union branches by it
             raise UnknownSymbol(f"{name}: an enum or union index beyond the schema's") from None
         except (EOFError, UnicodeDecodeError, ValueError, TypeError) as e:
@@ -112,6 +120,48 @@ class Codec:
         if body.tell() != len(data) - HEADER_LEN:
             raise TruncatedRecord(f"{name}: {len(data) - HEADER_LEN - body.tell()} bytes follow")
         return name, record
+
+
+    def _decode_batch(self, body: io.BytesIO) -> dict:
+        """A LayerEventBatch body: its array's blocks, each item read with the LayerEvent
+        writer of the schema_version it starts with, resolved into the current one."""
+        reader, events = self.current["LayerEvent"], []
+        while True:
+            count = _read_long(body)
+            if count == 0:
+                return {"events": events}
+            if count < 0:          # a block with its byte size
+                count = -count
+                _read_long(body)
+            for _ in range(count):
+                at = body.tell()
+                version = _read_long(body)
+                body.seek(at)
+                writer = self._event_versions.get(version)
+                if writer is None:
+                    raise UnknownFingerprint(f"LayerEventBatch: a LayerEvent of schema_version "
+                                             f"{version}, which this build does not know")
+                events.append(schemaless_reader(body, writer, reader))
+
+
+def _version(schema: dict) -> int:
+    """A record schema's schema_version default."""
+    return next(f["default"] for f in schema["fields"] if f["name"] == "schema_version")
+
+
+def _read_long(body: io.BytesIO) -> int:
+    """An Avro long (zigzag varint) from body."""
+    n = shift = 0
+    while True:
+        b = body.read(1)
+        if not b:
+            raise EOFError("end of body inside a long")
+        n |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return (n >> 1) ^ -(n & 1)
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint over 10 bytes")
 
 
 _default: Codec | None = None

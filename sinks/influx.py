@@ -6,6 +6,8 @@ Measurements (all durations in ns):
   ``src_host dst_host flow segment layer device``; fields ``count mean p50 p90 p99 max``
   and ``pos`` (the segment's position on the path, for stacking in path order);
   time = window start.
+* ``latscope_socket_wait`` — why a sampled byte waited in a socket (issue #15): one point
+  per sample and socket segment that carries causes (socket_wait_lines);
 * ``latscope_flow`` — end-to-end delay per (window, flow), same fields; tags
   ``src_host dst_host flow``.
 * ``latscope_sample`` — optional raw per-sample breakdown: tags ``src_host dst_host flow
@@ -41,6 +43,7 @@ M_SEGMENT = "latscope_segment"
 M_FLOW = "latscope_flow"
 M_SAMPLE = "latscope_sample"
 M_STREAM = "latscope_stream"
+M_SOCKET_WAIT = "latscope_socket_wait"
 STAT_FIELDS = ("count", "mean", "p50", "p90", "p99", "max")
 
 _NAME_ESC = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\",
@@ -171,6 +174,36 @@ _NO_SEGMENTS: _Shape = ("", [], (), b"")
 _SEG_NAME_LAYER = itemgetter("from", "to", "layer")
 _SEG_DURATION = itemgetter("duration_ns")
 _CACHE_MAX = 50_000
+
+
+def socket_wait_lines(bd: Mapping, flow: str, wall_ns: int,
+                      extra: Mapping[str, str] = {}) -> list[str]:
+    """The socket-wait causes of a sample's socket segments that carry them (Segment.wait),
+    one latscope_socket_wait point each: tags ``src_host dst_host flow segment host``
+    (``segment`` named ``from→to`` as in latscope_sample, ``host`` the socket's); fields
+    ``duration`` (ns), per cause its µs (``<cause>_us``) and its share of the segment
+    (``<cause>``: µs * 1000 / duration), and ``unknown``: the share no cause claims
+    (1 - their sum, never below 0). A time-weighted share over many samples is
+    sum(<cause>_us) * 1000 / sum(duration). Time = the sample's, as latscope_sample."""
+    out = []
+    for seg in bd["segments"]:
+        wait = seg.get("wait")
+        if not wait:
+            continue
+        d = int(seg["duration_ns"])
+        tags = {"src_host": bd["src_host"], "dst_host": bd["dst_host"], "flow": flow,
+                "segment": f"{seg['from']}→{seg['to']}",
+                "host": str(seg["to"]).split(":", 1)[0], **extra}
+        fields = [f"duration={d}i"]
+        known = 0.0
+        for k, us in wait.items():
+            share = us * 1000 / d if d > 0 else 0.0
+            known += share
+            fields += [f"{escape_name(k)}={int(us)}i",
+                       f"{escape_name(k.removesuffix('_us'))}={share:.6g}"]
+        fields.append(f"unknown={max(0.0, 1.0 - known):.6g}")
+        out.append(f"{M_SOCKET_WAIT}{_tags(tags)} {','.join(fields)} {wall_ns}")
+    return out
 
 
 def counters_line(worker: str, counters: Mapping[str, int], now_ns: int,

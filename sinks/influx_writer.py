@@ -30,7 +30,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from latscope import log
 from latscope.sinks.flow_stats import flow_stats_lines
-from latscope.sinks.influx import counters_line, sample_line, window_line
+from latscope.sinks.influx import counters_line, sample_line, socket_wait_lines, window_line
 from latscope.sinks.settings import InfluxSettings
 from latscope.stats.sketch import Sketch
 
@@ -126,8 +126,11 @@ class InfluxSink:
     def write_samples(self, samples: Sequence[tuple[int, Mapping[str, Any], str, int]]) -> None:
         """Raw samples: (partition, breakdown, flow name, wall ns)."""
         tags = self.settings.tags
-        self.write([sample_line(bd, flow, wall, tags) for _, bd, flow, wall in samples],
-                   [s[3] for s in samples])
+        lines = [sample_line(bd, flow, wall, tags) for _, bd, flow, wall in samples]
+        for _, bd, flow, wall in samples:   # the few samples whose socket measured causes
+            if any(seg.get("wait") for seg in bd["segments"]):
+                lines += socket_wait_lines(bd, flow, wall, tags)
+        self.write(lines, [s[3] for s in samples])
 
     def write_windows(self, windows: Sequence[tuple[Mapping[str, str], Sketch, int, int]]) -> None:
         """Closed windows: (tags, sketch, window start ns, position on the path)."""

@@ -30,7 +30,7 @@ from latscope.stream._native import encode_breakdown as _encode_body
 
 # Wire shape encode.c writes: the CRC-64-AVRO fingerprint of Breakdown's parsing canonical
 # form when it was written (checked at construction).
-_PINNED_FINGERPRINT = "9c9e40fc1f809036"
+_PINNED_FINGERPRINT = "192feb2aa03f9ea8"
 
 
 class SchemaChanged(RuntimeError):

@@ -29,7 +29,7 @@ from latscope.stream._native import decode_events
 
 # Wire shapes this reader takes: CRC-64-AVRO fingerprints of the parsing canonical forms
 # when it was written (checked at construction).
-_PINNED = {"LayerEvent": "07636ac07c2f2d05", "LayerEventBatch": "361b3ac2dd2ee3c7"}
+_PINNED = {"LayerEvent": "9269ba1048d049ce", "LayerEventBatch": "361b3ac2dd2ee3c7"}
 _HEADER = codec.HEADER_LEN
 
 
@@ -51,6 +51,10 @@ class LayerEventDecoder:
         hit = next(f["type"] for f in event["fields"] if f["name"] == "hits")["items"]
         if codec.enum_symbols(hit, "point") != POINTS:
             raise SchemaChanged("schemas: PointHit.point symbols are not records.POINTS")
+        version = next(f["default"] for f in event["fields"] if f["name"] == "schema_version")
+        if version != 2:      # stream/native/decode.c LAYER_EVENT_VERSION
+            raise SchemaChanged(f"schemas: LayerEvent is version {version}, the C reader takes "
+                                "2: update stream/native/decode.c")
         self._points = POINTS
         self._protos = codec.enum_symbols(flow, "proto")
         self._event_fp = c.fingerprint("LayerEvent")

@@ -416,7 +416,7 @@ def _segments_of(points: tuple[Point, ...]) -> tuple:
         layer, dev = layer_of(a, b, past_ip_pre=past_ip_pre)
         same = a.host == b.host
         segs.append(({"from": a.label, "to": b.label, "layer": layer, "hosts": None,
-                      "device": dev, "duration_ns": 0, "error_bound_ns": 0.0},
+                      "device": dev, "duration_ns": 0, "error_bound_ns": 0.0, "wait": None},
                      (a.host,) if same else (a.host, b.host),
                      None if same else (a.host, b.host)))
     pairs = tuple(dict.fromkeys(s[2] for s in segs if s[2] is not None))
@@ -521,6 +521,19 @@ def _refs(hosts: list[str], shapes: tuple[_Shape, ...], by_host: Mapping[str, li
     return refs, points, retrans
 
 
+def _socket_waits(by_host: dict[str, list[dict]], segments: list[dict]) -> None:
+    """The socket-wait causes a host's socket measured (a hit's wait: tcp_tx for the
+    sender's segment from sock_send, sock_recv for the receiver's from tcp_rx) onto the
+    socket segment ending at that hit."""
+    for host, hits in by_host.items():
+        for hit in hits:
+            if hit.get("wait"):
+                to = f"{host}:{hit['point']}"
+                for seg in segments:
+                    if seg["to"] == to and seg["layer"] == "socket":
+                        seg["wait"] = hit["wait"]
+
+
 def breakdown(records: Sequence[dict], clocks: ClockView, *,
               path: Sequence[str] | None = None) -> dict:
     """Breakdown record (schemas/breakdown.avsc) of one sampled byte from its joined records.
@@ -561,13 +574,14 @@ def breakdown(records: Sequence[dict], clocks: ClockView, *,
             shaped = _SEGMENTS[key] = _segments_of(key)
     templates, pairs, ends_ok = shaped
     segments = fill_segments(templates, refs, {p: clocks.pair_bound(*p) for p in pairs})
+    _socket_waits(by_host, segments)
 
     missing = [h for h in (path or ()) if h not in by_host]
     complete = ends_ok and not missing
     src = path[0] if path else hosts[0]
     dst = path[-1] if path else hosts[-1]
     return {
-        "schema_version": 1, "flow_id": first["flow_id"], "flow": first["flow"],
+        "schema_version": 2, "flow_id": first["flow_id"], "flow": first["flow"],
         "seq": first["seq"], "src_host": src, "dst_host": dst, "ts_ns": refs[0],
         "end_to_end_ns": refs[-1] - refs[0] if complete else None,
         "complete": complete, "retrans": retrans,

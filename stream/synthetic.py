@@ -65,8 +65,8 @@ def sample_records(spec: PathSpec, seq: int, t0_ref_ns: int) -> list[dict]:
         ts = t0_ref_ns + at + offsets.get(h, 0)
         by_host.setdefault(h, []).append(
             {"point": point, "ts_ns": ts, "ifindex": 2 if dev else 0, "dev": dev,
-             "netns": 0, "cpu": 0})
-    return [{"schema_version": 1, "host": h, "flow_id": fid, "flow": flow, "seq": seq,
+             "netns": 0, "cpu": 0, "wait": None})
+    return [{"schema_version": 2, "host": h, "flow_id": fid, "flow": flow, "seq": seq,
              "retrans": False, "complete": True, "hits": hits}
             for h, hits in by_host.items()]
 

@@ -158,7 +158,8 @@ struct {
 } udp_call SEC(".maps");
 
 static __always_inline void ls_emit_one(const struct ls_hit *h, __u8 point, __u64 ts,
-					__u32 netns, const struct net_device *dev, __u32 ifindex)
+					__u32 netns, const struct net_device *dev, __u32 ifindex,
+					const __u32 *wait)
 {
 	struct ls_event *e;
 
@@ -179,6 +180,20 @@ static __always_inline void ls_emit_one(const struct ls_hit *h, __u8 point, __u6
 	e->family = h->family;
 	e->proto = h->proto;
 	e->flags = h->flags;
+	if (wait) {                   /* socket-wait causes (wait.bpf.h), a constant NULL else */
+		e->flags |= LS_F_WAIT;
+		e->wait_nagle = wait[LS_W_NAGLE];
+		e->wait_cwnd = wait[LS_W_CWND];
+		e->wait_rwnd = wait[LS_W_RWND];
+		e->wait_sndbuf = wait[LS_W_SNDBUF];
+		e->wait_pacing = wait[LS_W_PACING];
+		e->wait_other = wait[LS_W_OTHER];
+		e->wait_unread = wait[LS_W_UNREAD];
+		e->wait_ooo = wait[LS_W_OOO];
+	} else {
+		e->wait_nagle = e->wait_cwnd = e->wait_rwnd = e->wait_sndbuf = 0;
+		e->wait_pacing = e->wait_other = e->wait_unread = e->wait_ooo = 0;
+	}
 	e->cpu = bpf_get_smp_processor_id();
 	e->ifindex = ifindex;
 	if (dev)
@@ -197,8 +212,9 @@ static __always_inline void ls_emit_one(const struct ls_hit *h, __u8 point, __u6
  * dev: where the device's name is read from (address only); ifindex: the caller's.
  * A marked range whose mark ends inside it (latscope.h: a retry that took in bytes never
  * sent) is reported as two ranges: the resent part, and the first copies after it. */
-static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64 ts,
-				       __u32 netns, const struct net_device *dev, __u32 ifindex)
+static __always_inline void ls_emit_at_w(const struct ls_hit *h, __u8 point, __u64 ts,
+					 __u32 netns, const struct net_device *dev, __u32 ifindex,
+					 const __u32 *wait)
 {
 	__s32 head = (__s32)(h->resent_end - h->seq);   /* resent bytes at the range's start */
 
@@ -209,18 +225,25 @@ static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64
 
 		if (head > 0 && ls_sampled(h->seq, head)) {
 			part.len = head;
-			ls_emit_one(&part, point, ts, netns, dev, ifindex);
+			ls_emit_one(&part, point, ts, netns, dev, ifindex, 0);
 		}
 		if (head < 0)
 			head = 0;
 		part.seq = h->seq + head;
 		part.len = h->len - head;
 		part.flags &= ~LS_F_RESENT;
+		/* the causes belong to the first copy of the tracked byte: the first-copy part */
 		if (ls_sampled(part.seq, part.len))
-			ls_emit_one(&part, point, ts, netns, dev, ifindex);
+			ls_emit_one(&part, point, ts, netns, dev, ifindex, wait);
 		return;
 	}
-	ls_emit_one(h, point, ts, netns, dev, ifindex);
+	ls_emit_one(h, point, ts, netns, dev, ifindex, wait);
+}
+
+static __always_inline void ls_emit_at(const struct ls_hit *h, __u8 point, __u64 ts,
+				       __u32 netns, const struct net_device *dev, __u32 ifindex)
+{
+	ls_emit_at_w(h, point, ts, netns, dev, ifindex, 0);
 }
 
 static __always_inline void ls_emit(const struct ls_hit *h, __u8 point, __u64 ts, __u32 netns,
@@ -529,5 +552,6 @@ static __always_inline int ls_parse_skb(const struct sk_buff *skb, __u32 nh, __u
 }
 
 #include "flow_stats.bpf.h"
+#include "wait.bpf.h"
 
 #endif

@@ -40,6 +40,26 @@ enum ls_counter {
 
 #define LS_F_UDP 1        /* seq is a datagram hash, len is 1 */
 #define LS_F_RESENT 2     /* TCP: a resent copy (the segment's mark covers the range) */
+#define LS_F_WAIT 4       /* the wait_* fields hold the range's tracked byte's socket-wait
+			   * causes (tcp_tx: sender; sock_recv: receiver; wait.bpf.h) */
+
+/* Socket-wait causes (wait.bpf.h): why a tracked sampled byte waited in a socket, each the
+ * µs of its socket segment the cause held. Sender (sock_send -> tcp_tx): the first of
+ * tcp_write_xmit's own tests that stops the head of the unsent queue (pacing, cwnd, rwnd,
+ * Nagle; autocork and TSQ from the TSQ_THROTTLED flag); OTHER: none held. Receiver
+ * (tcp_rx -> sock_recv): UNREAD, in order (rcv_nxt past it) and not read; OOO: waiting
+ * for a hole before it. Value = index in the storage and the order of ls_event's wait_*. */
+enum ls_wait {
+	LS_W_NAGLE = 0,
+	LS_W_CWND = 1,
+	LS_W_RWND = 2,
+	LS_W_SNDBUF = 3,
+	LS_W_PACING = 4,
+	LS_W_OTHER = 5,
+	LS_W_UNREAD = 6,
+	LS_W_OOO = 7,
+	LS_W_MAX = 8,
+};
 
 /* Up to this many covered network namespaces are compared as constants by every probe
  * (common.bpf.h ls_netns_ok); more, and a map lookup decides. */
@@ -68,6 +88,14 @@ struct ls_event {
 	__u32 len;            /* bytes in the range */
 	__u32 ifindex;
 	__u32 cpu;
+	__u32 wait_nagle;     /* with LS_F_WAIT: µs per cause (enum ls_wait, same order) */
+	__u32 wait_cwnd;
+	__u32 wait_rwnd;
+	__u32 wait_sndbuf;
+	__u32 wait_pacing;
+	__u32 wait_other;
+	__u32 wait_unread;
+	__u32 wait_ooo;
 	__u16 sport;          /* host byte order */
 	__u16 dport;
 	__u8 point;           /* enum ls_point */

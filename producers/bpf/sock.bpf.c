@@ -28,9 +28,9 @@
 char LICENSE[] SEC("license") = "GPL";
 
 SEC("tp_btf/tcp_sendmsg_locked")
-int BPF_PROG(send_entry, const struct sock *sk)
+int BPF_PROG(send_entry, const struct sock *sk, const struct msghdr *msg)
 {
-	return send_start_mark(sk, LS_BTF);
+	return send_start_mark(sk, msg, LS_BTF);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -50,7 +50,7 @@ int BPF_PROG(sock_recv, struct sock *sk, int ret, int flags)
 SEC("raw_tp/tcp_sendmsg_locked")
 int send_entry_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	return send_start_mark((void *)ctx->args[0], LS_RAW);
+	return send_start_mark((void *)ctx->args[0], 0, LS_RAW);
 }
 
 SEC("raw_tp/sock_send_length")

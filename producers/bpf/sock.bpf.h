@@ -32,6 +32,62 @@ static __always_inline struct tcp_sock *ls_tcp_sk(const struct sock *sk, const i
 	return m == LS_RAW ? (struct tcp_sock *)sk : bpf_skc_to_tcp_sock((void *)sk);
 }
 
+/* Start tracking the sender's byte b (wait.bpf.h) if the socket has a free slot. */
+static __always_inline void send_track(struct sock *sk, struct tcp_sock *tp, __u32 b)
+{
+	struct ls_wait_st *w;
+	__u64 now;
+
+	if ((__s32)(b - tp->snd_nxt) < 0)
+		return;                           /* sent already */
+	w = bpf_sk_storage_get(&sock_wait, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!w)
+		return;
+	now = bpf_ktime_get_ns();
+	if (w->s_last)
+		ls_wait_send_step(w, tp, now);    /* the others up to now */
+	ls_wait_start(w->s, &w->s_last, b, now);
+}
+
+/* sock_send's sampled hit [h->seq, +len): bytes tracked from an entry (send_start_mark)
+ * that this call did not take in (a short write) are let go. A byte is tracked only from
+ * its call's entry, never from here: its time inside the call would be lost. */
+static __always_inline void sock_send_wait(struct sock *sk, const struct ls_hit *h)
+{
+	struct ls_wait_st *w = bpf_sk_storage_get(&sock_wait, sk, 0, 0);
+	__u32 end = h->seq + h->len;
+
+	if (!w || !w->s_last)
+		return;
+	for (int i = 0; i < LS_WAIT_SLOTS; i++)
+		if (w->s[i].live && (__s32)(w->s[i].seq - end) >= 0)
+			w->s[i].live = 0;
+}
+
+/* A sampled read: an event for the receiver's tracked bytes; the read that hands one over
+ * carries its causes (returns 1: emitted here); tracked bytes it read past without our
+ * seeing them are let go. */
+static __always_inline int sock_recv_wait(struct sock *sk, struct tcp_sock *tp,
+					  const struct ls_hit *h, __u32 netns)
+{
+	struct ls_wait_st *w = ls_wait_event(sk);
+	__u32 wait[LS_W_MAX], b = 0, copied = tp->copied_seq;
+	int i;
+
+	if (!w || !w->r_last)
+		return 0;
+	i = ls_wait_find(w->r, h->seq, h->len, h->seq);
+	if (i >= 0 && i < LS_WAIT_SLOTS) {
+		ls_wait_take(w->r, &w->r_last, i, wait, &b);
+		ls_emit_tracked(h, LS_SOCK_RECV, netns, b, wait);
+		return 1;
+	}
+	for (int j = 0; j < LS_WAIT_SLOTS; j++)
+		if (w->r[j].live && (__s32)(copied - w->r[j].seq) > 0)
+			w->r[j].live = 0;
+	return 0;
+}
+
 static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, const int m)
 {
 	struct send_start_v start = {};
@@ -80,12 +136,24 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, cons
 		return 0;
 	h.seq = end - (__u32)ret;
 	h.len = ret;
-	ls_emit(&h, point, start.ts && start.seq == h.seq ? start.ts : 0, netns, 0, m);
+	if (!(start.ts && start.seq == h.seq))
+		start.ts = 0;
+	if (m == LS_BTF) {
+		if (point == LS_SOCK_SEND)
+			sock_send_wait(sk, &h);
+		else if (sock_recv_wait(sk, tp, &h, netns))
+			return 0;
+	}
+	ls_emit(&h, point, start.ts, netns, 0, m);
 	return 0;
 }
 
-/* sock_send's entry time: the first firing per sendmsg call remembers when, and write_seq. */
-static __always_inline int send_start_mark(const struct sock *sk, const int m)
+/* sock_send's entry time: the first firing per sendmsg call remembers when, and write_seq.
+ * A call that will write a sampled byte (msg: its bytes, typed hooks only) starts tracking
+ * it here (wait.bpf.h): its time inside the call (waiting for send-buffer space) is part of
+ * its socket segment, and goes to what holds the queue ahead of it. */
+static __always_inline int send_start_mark(const struct sock *sk, const struct msghdr *msg,
+					   const int m)
 {
 	struct send_start_v *v;
 	struct tcp_sock *tp;
@@ -101,6 +169,14 @@ static __always_inline int send_start_mark(const struct sock *sk, const int m)
 		return 0;
 	v->ts = ls_now();
 	v->seq = LS_RD(m, tp, write_seq);
+	if (m == LS_BTF && msg) {
+		__u64 n = msg->msg_iter.count;
+
+		if (n > 0x7fffffff)
+			n = 0x7fffffff;
+		if (ls_sampled(v->seq, n))
+			send_track((struct sock *)sk, tp, ls_first_sampled(v->seq));
+	}
 	return 0;
 }
 

@@ -12,9 +12,9 @@
 char LICENSE[] SEC("license") = "GPL";
 
 SEC("fentry/tcp_sendmsg_locked")
-int BPF_PROG(send_entry_fentry, struct sock *sk)
+int BPF_PROG(send_entry_fentry, struct sock *sk, struct msghdr *msg)
 {
-	return send_start_mark(sk, LS_BTF);
+	return send_start_mark(sk, msg, LS_BTF);
 }
 
 SEC("fexit/tcp_sendmsg")

@@ -11,6 +11,23 @@
 #define TCPHDR_SYN 0x02
 #define ENOBUFS 105
 
+/* The receiver tracks the segment's first sampled byte (from seq) until the read that hands
+ * it to the app (wait.bpf.h), if it has a free slot and the byte is not a copy it has. */
+static __always_inline void tcp_rx_track(const struct sock *sk, __u32 seq)
+{
+	struct ls_wait_st *w;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	__u32 b = ls_first_sampled(seq);
+
+	if (!tp || (__s32)(b - tp->rcv_nxt) < 0)
+		return;
+	w = bpf_sk_storage_get(&sock_wait, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!w)
+		return;
+	/* this segment's event stepped the others to its start: the new byte starts there */
+	ls_wait_start(w->r, &w->r_last, b, w->r_last ? w->r_last : bpf_ktime_get_ns());
+}
+
 static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff *skb,
 				     __u8 point, int rx, const int m)
 {
@@ -18,6 +35,11 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 	struct ls_hit h;
 	__u32 netns, seq, end;
 
+	/* Every received segment (a pure ACK too) is an event for a byte the socket tracks
+	 * (wait.bpf.h): tcp_probe fires before TCP processes it, so the state read is the one
+	 * that held since the previous event. Typed hooks only (socket storage). */
+	if (rx && m == LS_BTF)
+		ls_wait_event((void *)sk);
 	/* The range first: most segments a bulk flow's sender receives are pure ACKs, and
 	 * most data ranges hold no sampled byte; both leave before the map lookup. */
 	if (ls_tcp_cb_range(skb, &r, m))
@@ -48,6 +70,8 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 		if (!bpf_probe_read_kernel(&t, sizeof(t), th))
 			ls_tcp_mark(th, &t, &h);
 	}
+	if (rx && m == LS_BTF)
+		tcp_rx_track(sk, seq);
 	ls_emit(&h, point, 0, netns, 0, m);
 	return 0;
 }

@@ -92,12 +92,21 @@ static __always_inline __u32 *ours(struct bpf_sock_ops *skops)
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-/* Report the data segment [seq, seq+len), which holds a sampled byte; flags: LS_F_RESENT. */
+/* Report the data segment [seq, seq+len), which holds a sampled byte; flags: LS_F_RESENT.
+ * The first copy of a byte the socket tracks (wait.bpf.h) carries its causes (one per
+ * segment; others it holds are let go at the next event). */
 static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u32 seq,
 				   __u32 len, __u16 dport, __u32 resent_end, __u8 flags)
 {
 	struct ls_hit h = {};
+	struct bpf_sock *sk = skops->sk;
+	struct ls_wait_st *w = 0;
+	__u32 wait[LS_W_MAX];
+	/* where this segment's first copies start: past its resent bytes, if any */
+	__u32 fresh = (flags & LS_F_RESENT) && (__s32)(resent_end - seq) > 0 ? resent_end : seq;
 
+	if (sk)
+		w = bpf_sk_storage_get(&sock_wait, sk, 0, 0);
 	h.seq = seq;
 	h.len = len;
 	h.dport = dport;
@@ -121,6 +130,17 @@ static __always_inline void report(struct bpf_sock_ops *skops, __u32 netns, __u3
 			s[0] = s[3];
 			d[0] = d[3];
 			s[2] = s[3] = d[2] = d[3] = 0;
+		}
+	}
+	if (w && w->s_last) {
+		int i = ls_wait_find(w->s, seq, len, fresh);
+
+		if (i >= 0 && i < LS_WAIT_SLOTS) {
+			__u32 b = 0;
+
+			ls_wait_take(w->s, &w->s_last, i, wait, &b);
+			ls_emit_tracked(&h, LS_TCP_TX, netns, b, wait);
+			return;
 		}
 	}
 	ls_emit_at(&h, LS_TCP_TX, 0, netns, 0, 0);
@@ -157,6 +177,7 @@ static __always_inline void observe(struct bpf_sock_ops *skops)
 SEC("sockops")
 int tcp_tx(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk;
 	struct tcphdr *th;
 	__u32 *netns, len, seq, end;
 	__u16 dport;
@@ -170,6 +191,10 @@ int tcp_tx(struct bpf_sock_ops *skops)
 						  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		/* every segment and every sizing call: an event for a tracked byte */
+		sk = skops->sk;
+		if (sk)
+			ls_wait_event(sk);
 		if (!resend_mark) {
 			observe(skops);
 			return 1;

@@ -326,6 +326,7 @@ PyObject *path_process(Path *p, PyObject *args)
             }
         }
         Hit hit;
+        uint32_t wait[NWAIT];
         int resent = 0;
         if (point != p->retrans_point) {
             if (point >= p->npoints || p->point_enc[point] == NULL) {
@@ -347,6 +348,14 @@ PyObject *path_process(Path *p, PyObject *args)
             hit.ifindex = rd32(ev + p->off[F_IFINDEX]);
             hit.cpu = rd32(ev + p->off[F_CPU]);
             hit.point = point;
+            hit.wait = NULL;
+            hit.wslot = 0;
+            if (flags & p->flag_wait) {
+                for (int w = 0; w < NWAIT; w++)
+                    wait[w] = rd32(ev + p->off[F_WAIT] + 4 * w);
+                hit.wait = wait;
+                hit.wslot = point == p->recv ? 2 : 1;
+            }
             if (dev->none && point == p->xdp_point && p->xdp.len) {
                 unsigned char k[12];
                 memcpy(k, &hit.netns, 8);

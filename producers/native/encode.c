@@ -91,7 +91,7 @@ int emit_record(Path *p, uint32_t flow, uint32_t seq, Group *g, int retrans, int
             PyObject *pe = p->point_enc[h->point];
             Py_ssize_t plen = PyBytes_GET_SIZE(pe);
             if (check_long(h->ts, "ts_ns") < 0 || check_long(h->netns, "netns") < 0 ||
-                reserve(b, plen + h->dev->len + 40) < 0)
+                reserve(b, plen + h->dev->len + 41 + 5 * NWAIT) < 0)
                 return -1;
             put_raw(b, PyBytes_AS_STRING(pe), plen);
             put_long(b, (int64_t)h->ts);
@@ -99,6 +99,13 @@ int emit_record(Path *p, uint32_t flow, uint32_t seq, Group *g, int retrans, int
             put_raw(b, h->dev->enc, h->dev->len);
             put_long(b, (int64_t)h->netns);
             put_long(b, h->cpu);
+            if (h->wslot) {         /* wait: the SocketWait branch of its union */
+                b->p[b->len++] = 2;
+                for (int w = 0; w < NWAIT; w++)
+                    put_long(b, g->wait[h->wslot - 1][w]);
+            } else {
+                b->p[b->len++] = 0;
+            }
         }
     }
     b->p[b->len++] = 0;

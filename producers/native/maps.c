@@ -181,6 +181,13 @@ void group_release(Path *p, Group *g)
 
 int group_append(Group *g, const Hit *h)
 {
+    if (h->wait != NULL) {          /* the causes into the group, the hit names the slot */
+        Hit kept = *h;
+        kept.wslot = h->wslot;
+        memcpy(g->wait[kept.wslot - 1], h->wait, sizeof(g->wait[0]));
+        kept.wait = NULL;
+        return group_append(g, &kept);
+    }
     if (g->n == g->cap) {
         if (g->cap > INT_MAX / 2) {
             PyErr_NoMemory();

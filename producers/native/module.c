@@ -106,6 +106,7 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
     INT("xdp_point", xdp_point, 0, MAX_POINTS - 1)
     INT("flag_udp", flag_udp, 0, 255)
     INT("flag_resent", flag_resent, 0, 255)
+    INT("flag_wait", flag_wait, 0, 255)
     INT("send", send, 0, MAX_POINTS - 1)
     INT("recv", recv, 0, MAX_POINTS - 1)
     INT("tcp_rx", tcp_rx, 0, MAX_POINTS - 1)
@@ -124,7 +125,8 @@ static int path_init(Path *p, PyObject *args, PyObject *kwds)
         return -1;
     /* offsets: the event fields, F_* order; each checked against the event's size */
     PyObject *offs = PyDict_GetItemString(cfg, "offsets");
-    static const Py_ssize_t width[F_COUNT] = {8, 8, 16, 16, 4, 4, 4, 4, 2, 2, 1, 1, 1, 1, 16};
+    static const Py_ssize_t width[F_COUNT] = {8, 8, 16, 16, 4, 4, 4, 4, 2, 2, 1, 1, 1, 1, 16,
+                                                     4 * NWAIT};
     if (offs == NULL || !PyTuple_Check(offs) || PyTuple_GET_SIZE(offs) != F_COUNT) {
         PyErr_SetString(PyExc_ValueError, "Path config: offsets: one per event field");
         return -1;

@@ -30,7 +30,8 @@
 
 /* Event fields C reads, in the order producers/native_path.py gives their offsets. */
 enum { F_TS, F_NETNS, F_SADDR, F_DADDR, F_SEQ, F_LEN, F_IFINDEX, F_CPU, F_SPORT, F_DPORT,
-       F_POINT, F_FAMILY, F_PROTO, F_FLAGS, F_DEV, F_COUNT };
+       F_POINT, F_FAMILY, F_PROTO, F_FLAGS, F_DEV, F_WAIT, F_COUNT };
+#define NWAIT 8             /* ls_event's wait_* fields (enum ls_wait), from F_WAIT on */
 
 /* A device name's PointHit encoding (the dev union), cached per raw name. */
 typedef struct {
@@ -43,6 +44,10 @@ typedef struct {
     uint64_t ts, netns;
     uint32_t ifindex, cpu;
     int point;
+    /* socket-wait causes: while a hit is being added, `wait` points at them (NULL: none);
+     * in a group, wslot says where the group keeps them (Group.wait[wslot - 1]; 0: none) */
+    int wslot;
+    const uint32_t *wait;
     const Dev *dev;
 } Hit;
 
@@ -53,6 +58,7 @@ typedef struct Group {
     int64_t last_ns;
     int exited;
     struct Group *next_free;
+    uint32_t wait[2][NWAIT];    /* the causes of its hits with wslot 1 (sender), 2 (receiver) */
     Hit small[INLINE_HITS];
 } Group;
 
@@ -125,7 +131,7 @@ typedef struct {
     /* the event layout (latscope.h, via producers/layout.py) */
     Py_ssize_t ev_size, off[F_COUNT];
     int npoints, retrans_point, xdp_point;
-    unsigned flag_udp, flag_resent;
+    unsigned flag_udp, flag_resent, flag_wait;
     /* the rules' points (grouping.py's module constants) */
     int send, recv, tcp_rx, queue;
     int udp_unread_last;    /* UDP's last point when no sock_recv is attached (ip_in) */

@@ -107,11 +107,21 @@ static inline void slot_store(slot *e, unsigned char first, const unsigned char 
     e->value = value; /* the slot's reference */
 }
 
+/* The LayerEvent version this reader takes (its schema_version; stream/layer_avro.py
+ * checks the schema says so), and SocketWait's fields. */
+#define LAYER_EVENT_VERSION 2
+#define NWAIT 8
+
 /* -- names (interned once) -------------------------------------------------------------- */
 
 static PyObject *k_schema_version, *k_host, *k_flow_id, *k_flow, *k_seq, *k_retrans,
     *k_complete, *k_hits, *k_proto, *k_family, *k_src, *k_dst, *k_sport, *k_dport, *k_point,
-    *k_ts_ns, *k_ifindex, *k_dev, *k_netns, *k_cpu;
+    *k_ts_ns, *k_ifindex, *k_dev, *k_netns, *k_cpu, *k_wait, *k_causes[NWAIT];
+
+/* SocketWait's fields (schemas/layer_event.avsc), in order; the fingerprint pins them. */
+static const char *const cause_names[NWAIT] = {
+    "nagle_us", "cwnd_us", "rwnd_us", "sndbuf_us", "pacing_us", "other_us", "unread_us",
+    "ooo_us"};
 
 int ls_decode_init(PyObject *module)
 {
@@ -138,6 +148,9 @@ int ls_decode_init(PyObject *module)
     NAME(k_dev, "dev")
     NAME(k_netns, "netns")
     NAME(k_cpu, "cpu")
+    NAME(k_wait, "wait")
+    for (int i = 0; i < NWAIT; i++)
+        NAME(k_causes[i], cause_names[i])
 #undef NAME
     return 0;
 }
@@ -223,16 +236,35 @@ static PyObject *parse_hit(PyObject *point, const unsigned char *start,
         r.bad = 1;
     int64_t netns = rd_long(&r);
     int64_t cpu = rd_long(&r);
+    int64_t w = rd_long(&r), causes[NWAIT];
+    if (w == 1) {
+        for (int i = 0; i < NWAIT; i++)
+            causes[i] = rd_long(&r);
+    } else if (w != 0) {
+        r.bad = 1;
+    }
     if (r.bad)
         return Py_NewRef(Py_NotImplemented);
     PyObject *s_dev = Py_None;
     if (dev != NULL && (s_dev = string_at(dev, ndev)) == NULL)
         return unicode_error();
-    PyObject *hk[] = {k_point, k_ts_ns, k_ifindex, k_dev, k_netns, k_cpu};
+    PyObject *wait = Py_NewRef(Py_None);
+    if (w == 1) {
+        PyObject *cv[NWAIT];
+        for (int i = 0; i < NWAIT; i++)
+            cv[i] = PyLong_FromLongLong(causes[i]);
+        Py_DECREF(wait);
+        wait = dict_of(k_causes, cv, NWAIT);
+        if (wait == NULL) {
+            Py_XDECREF(s_dev == Py_None ? NULL : s_dev);
+            return NULL;
+        }
+    }
+    PyObject *hk[] = {k_point, k_ts_ns, k_ifindex, k_dev, k_netns, k_cpu, k_wait};
     PyObject *hv[] = {Py_NewRef(point), PyLong_FromLong(0), PyLong_FromLongLong(ifindex),
                       s_dev == Py_None ? Py_NewRef(Py_None) : s_dev,
-                      PyLong_FromLongLong(netns), PyLong_FromLongLong(cpu)};
-    return dict_of(hk, hv, 6);
+                      PyLong_FromLongLong(netns), PyLong_FromLongLong(cpu), wait};
+    return dict_of(hk, hv, 7);
 }
 
 /* Skip a head / a hit's tail: where it ends (r->bad on anything not plain). */
@@ -263,6 +295,12 @@ static inline void skip_tail(reader *r)
         r->bad = 1;
     rd_long(r);
     rd_long(r);
+    u = rd_long(r);         /* wait: null, or SocketWait's longs */
+    if (u == 1)
+        for (int i = 0; i < NWAIT; i++)
+            rd_long(r);
+    else if (u != 0)
+        r->bad = 1;
 }
 
 /* The template for bytes [start, end) (first: a tag byte): from the cache, else parsed
@@ -292,6 +330,9 @@ static PyObject *cached(slot *table, unsigned char first, const unsigned char *s
 static PyObject *event(reader *r, PyObject *points, PyObject *protos)
 {
     const unsigned char *hs = r->p;
+    reader peek = *r;
+    if (rd_long(&peek) != LAYER_EVENT_VERSION)  /* another version's shape: the codec's */
+        return Py_NewRef(Py_NotImplemented);
     skip_head(r);
     if (r->bad)
         return Py_NewRef(Py_NotImplemented);

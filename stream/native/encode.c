@@ -30,13 +30,17 @@ enum {
     K_SCHEMA_VERSION, K_FLOW_ID, K_FLOW, K_SEQ, K_SRC_HOST, K_DST_HOST, K_TS_NS, K_E2E,
     K_COMPLETE, K_RETRANS, K_HOSTS, K_MISSING_HOSTS, K_SEGMENTS,
     K_PROTO, K_FAMILY, K_SRC, K_DST, K_SPORT, K_DPORT,
-    K_FROM, K_TO, K_LAYER, K_DEVICE, K_DURATION, K_BOUND, K_COUNT
+    K_FROM, K_TO, K_LAYER, K_DEVICE, K_DURATION, K_BOUND, K_WAIT,
+    K_W_NAGLE, K_W_CWND, K_W_RWND, K_W_SNDBUF, K_W_PACING, K_W_OTHER, K_W_UNREAD, K_W_OOO,
+    K_COUNT
 };
 static const char *const key_names[K_COUNT] = {
     "schema_version", "flow_id", "flow", "seq", "src_host", "dst_host", "ts_ns",
     "end_to_end_ns", "complete", "retrans", "hosts", "missing_hosts", "segments",
     "proto", "family", "src", "dst", "sport", "dport",
-    "from", "to", "layer", "device", "duration_ns", "error_bound_ns",
+    "from", "to", "layer", "device", "duration_ns", "error_bound_ns", "wait",
+    "nagle_us", "cwnd_us", "rwnd_us", "sndbuf_us", "pacing_us", "other_us", "unread_us",
+    "ooo_us",
 };
 static PyObject *keys[K_COUNT];
 
@@ -282,6 +286,20 @@ static int put_double(Buf *b, PyObject *o)
     return 0;
 }
 
+/* SocketWait: its longs in order (a dict with exactly its fields). */
+static int put_causes(Buf *b, PyObject *o)
+{
+    Fields f;
+    TRY(fields_of(&f, o));
+    if (PyDict_GET_SIZE(o) != K_W_OOO - K_W_NAGLE + 1)
+        return NOT_MINE;
+    for (int k = K_W_NAGLE; k <= K_W_OOO; k++)
+        PUT_FIELD(&f, k, put_int64);
+    return 0;
+}
+
+static int put_wait(Buf *b, PyObject *o) { return put_optional(b, o, put_causes); }
+
 static int put_segment(Buf *b, PyObject *seg, PyObject *layers)
 {
     Fields f;
@@ -293,6 +311,7 @@ static int put_segment(Buf *b, PyObject *seg, PyObject *layers)
     PUT_FIELD(&f, K_DEVICE, put_device);
     PUT_FIELD(&f, K_DURATION, put_int64);
     PUT_FIELD(&f, K_BOUND, put_double);
+    PUT_FIELD(&f, K_WAIT, put_wait);
     return 0;
 }
 

@@ -16,9 +16,37 @@ FLOW = {"proto": "tcp", "family": 6, "src": "fd00:1::1", "dst": "fd00:1::2",
 EVENT = {"host": "h1", "flow_id": flow_id(FLOW), "flow": FLOW, "seq": 4294900000,
          "retrans": True, "complete": True,
          "hits": [{"point": "sock_send", "ts_ns": 10, "ifindex": 0, "dev": None, "netns": 4026531840,
-                   "cpu": 1},
+                   "cpu": 1, "wait": None},
                   {"point": "dev_xmit", "ts_ns": 2_000_000_000_000, "ifindex": 7, "dev": "veth0",
-                   "netns": 4026531840, "cpu": 0}]}
+                   "netns": 4026531840, "cpu": 0, "wait": None}]}
+
+
+def test_a_batch_reads_each_event_by_its_version() -> None:
+    """A LayerEventBatch's fingerprint is one for every LayerEvent version (it names it):
+    a batch of v1 events (an agent before socket-wait causes) reads as v1, resolved into
+    the current schema (wait: null), as a batch of current ones does."""
+    import io
+    import json
+
+    from fastavro import parse_schema, schemaless_writer
+
+    from latscope.schemas.avro_write import long
+    named: dict = {}
+    parse_schema(json.loads((codec.SCHEMA_DIR / "flow_key.avsc").read_text()), named_schemas=named)
+    v1 = parse_schema(json.loads((codec.SCHEMA_DIR / "history" / "layer_event.v1.avsc")
+                                 .read_text()), named_schemas=named)
+    old = {**EVENT, "schema_version": 1, "hits": [
+        {k: v for k, v in h.items() if k != "wait"} for h in EVENT["hits"]]}
+    bodies = []
+    for _ in range(2):
+        b = io.BytesIO()
+        schemaless_writer(b, v1, old)
+        bodies.append(b.getvalue())
+    data = (codec.MAGIC + codec.default_codec().fingerprint("LayerEventBatch") + long(2) +
+            b"".join(bodies) + b"\x00")
+    assert codec.decode_layer_events(data) == [{**EVENT, "schema_version": 1}] * 2
+    new = codec.encode("LayerEventBatch", {"events": [{**EVENT, "schema_version": 2}]})
+    assert codec.decode_layer_events(new) == [{**EVENT, "schema_version": 2}]
 
 
 def test_flow_id_brackets_ipv6() -> None:
@@ -37,7 +65,10 @@ def test_flow_id_brackets_ipv6() -> None:
                    "hosts": ["h1"], "missing_hosts": ["h2"],
                    "segments": [{"from": "h1:sock_send", "to": "h1:ip_out", "layer": "socket",
                                  "hosts": ["h1"], "device": None, "duration_ns": -20,
-                                 "error_bound_ns": 0.0}]}),
+                                 "error_bound_ns": 0.0, "wait": {
+                                     "nagle_us": 1, "cwnd_us": 2, "rwnd_us": 3, "sndbuf_us": 4,
+                                     "pacing_us": 5, "other_us": 6, "unread_us": 7,
+                                     "ooo_us": 8}}]}),
 ])
 def test_round_trip(name: str, record: dict) -> None:
     data = codec.encode(name, record)

@@ -25,6 +25,7 @@ from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.grouping import Grouper
 from latscope.producers.native_path import NativeGrouper
 from latscope.producers.sampling import sampled_bytes
+from latscope.schemas import codec
 
 T0 = 5_000_000_000_000          # the clock when the agents are built (rate cap refill)
 MS = 1_000_000
@@ -63,9 +64,9 @@ TCP_FLOWS = (V4, V4_JUNK, V6, MAPPED)
 
 def ev(point: str, seq: int, length: int = 1, *, flow: Flow = V4, ts: int = 0,
        ifindex: int | None = None, netns: int = NS, dev: bytes | None = None, cpu: int = 1,
-       flags: int = 0) -> bytes:
+       flags: int = 0, wait: tuple[int, ...] | None = None) -> bytes:
     """One packed ls_event. Socket and TCP points have no device; the others default to
-    the exit device (ifindex EXIT, veth0)."""
+    the exit device (ifindex EXIT, veth0). wait: socket-wait causes (µs, layout order)."""
     local = point.startswith(("sock_", "tcp_")) or point == "retrans"
     if ifindex is None:
         ifindex = 0 if local else EXIT
@@ -78,6 +79,10 @@ def ev(point: str, seq: int, length: int = 1, *, flow: Flow = V4, ts: int = 0,
          "sport": flow.sport, "dport": flow.dport,
          "point": layout.RETRANS if point == "retrans" else REV[point],
          "family": flow.family, "proto": flow.proto, "flags": flags, "dev": dev}
+    if wait is not None:
+        v["flags"] |= layout.FLAG_WAIT
+    v |= {"wait_" + c: w for c, w in zip(layout.WAIT_CAUSES, wait or (0,) * len(
+        layout.WAIT_CAUSES), strict=True)}
     return layout.EVENT_STRUCT.pack(*(v[n] for n in layout.EVENT.names))
 
 
@@ -177,6 +182,27 @@ def test_out_of_order_hits_and_sock_send_after_the_byte_left() -> None:
     f.batch(list(reversed(tx(SIZE, 200)))).batch([ev("sock_send", SIZE, ts=190)])
     o = compare(f)
     assert o.counters.records == 2 and o.counters.gaps == 0
+
+
+def test_socket_wait_causes_on_tcp_tx_and_sock_recv() -> None:
+    """The tracked byte's hits carry their causes (sender on tcp_tx, receiver on sock_recv,
+    both on one host too); a range's other bytes and other points carry none."""
+    f = Feed()
+    snd, rcv = (1, 2, 3, 4, 5, 6, 0, 0), (0, 0, 0, 0, 0, 0, 70, 8)
+    f.batch([ev("sock_send", 0, 2 * SIZE, ts=1), ev("tcp_tx", 0, ts=50, wait=snd),
+             ev("tcp_tx", SIZE, ts=50), *tx(0, 60, points=TX[2:]),
+             *tx(SIZE, 60, points=TX[2:])])
+    f.batch([*rx(0, 100), ev("sock_recv", 0, ts=200, wait=rcv)])
+    f.batch([*rx(2 * SIZE, 100, points=RX), ev("sock_send", 2 * SIZE, ts=90),
+             ev("tcp_tx", 2 * SIZE, ts=95, wait=snd), *tx(2 * SIZE, 96, points=TX[2:]),
+             ev("sock_recv", 2 * SIZE, ts=300, wait=rcv)])
+    o = compare(f)
+    batch = codec.decode(LayerEventEncoder().batch([body for _fid, body in o.records]))[1]
+    waits = sorted((h["point"], tuple(h["wait"].values())) for r in batch["events"]
+                   for h in r["hits"] if h["wait"])
+    # the third byte's sock_recv joins its copy that reached TCP here (a record of its own
+    # once the sender's closed at sock_send): its causes come in that record
+    assert waits[0] == ("sock_recv", rcv) and waits[-2:] == [("tcp_tx", snd)] * 2, waits
 
 
 @pytest.mark.parametrize("filter_retrans", [False, True])

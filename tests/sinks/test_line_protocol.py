@@ -114,3 +114,31 @@ def _sketch() -> Sketch:
     sk = Sketch()
     sk.add_all([5, 6, 7])
     return sk
+
+
+def test_socket_wait_shares_per_socket_segment(influx) -> None:
+    """A sample whose socket segments carry causes (Segment.wait) writes one
+    latscope_socket_wait point per such segment: each cause's µs and share of the segment,
+    the unknown rest; segments without causes write none."""
+    now = time.time_ns() - 10**9
+    causes = ("nagle", "cwnd", "rwnd", "sndbuf", "pacing", "other", "unread", "ooo")
+    snd = dict(zip((c + "_us" for c in causes), (600, 200, 0, 0, 0, 100, 0, 0), strict=True))
+    bd = _bd("h1", "h2", "h1:sock_send")
+    bd["segments"] = [
+        {"from": "h1:sock_send", "to": "h1:tcp_tx", "layer": "socket", "duration_ns": 1_000_000,
+         "wait": snd},
+        {"from": "h1:tcp_tx", "to": "h2:tcp_rx", "layer": "wire", "duration_ns": 5000,
+         "wait": None}]
+    sink = InfluxSink(influx)
+    sink.write_samples([(0, bd, "f1", now)])
+    sink.close()
+    assert (sink.counters.lines_written, sink.counters.lines_failed) == (2, 0)
+    rows = query(influx, f'''from(bucket: "{influx.bucket}") |> range(start: -1h)
+      |> filter(fn: (r) => r.run == "{influx.tags['run']}" and
+                           r._measurement == "latscope_socket_wait")''')
+    got = {r["_field"]: r["_value"] for r in rows}
+    assert {r["segment"] for r in rows} == {"h1:sock_send→h1:tcp_tx"}
+    assert {r["host"] for r in rows} == {"h1"}
+    assert got["duration"] == 1_000_000 and got["nagle_us"] == 600
+    assert got["nagle"] == pytest.approx(0.6) and got["cwnd"] == pytest.approx(0.2)
+    assert got["other"] == pytest.approx(0.1) and got["unknown"] == pytest.approx(0.1)

@@ -9,6 +9,7 @@ from collections import OrderedDict, deque
 
 import pytest
 
+from latscope.producers.grouping import WAIT_KEYS
 from latscope.schemas import codec
 from latscope.schemas.records import POINTS, flow_id
 from latscope.stream.breakdown_avro import BreakdownEncoder, encode_breakdown
@@ -36,9 +37,12 @@ def layer_event(rng: random.Random) -> dict:
              rng.randrange(2**45),
              "ifindex": rng.choice([0, 2, 63, 64, 70000, -1]),
              "dev": rng.choice(DEVS if odd else DEVS[:-2]),
-             "netns": rng.choice([0, 4026531840, 4026532999, -5]), "cpu": rng.randrange(0, 200)}
+             "netns": rng.choice([0, 4026531840, 4026532999, -5]), "cpu": rng.randrange(0, 200),
+             "wait": None if rng.random() < 0.8 else {
+                 k: rng.choice(BIG if odd else [0, 1, 900, 2**32 - 1]) for k in WAIT_KEYS}}
             for _ in range(rng.choice([64, 70] if odd else [0, 1, 5, 6, 12, 63]))]
-    return {"schema_version": rng.choice([1, 1, 2, 300]),
+    # a LayerEvent's schema_version is its writer schema's (a batch's items are read by it)
+    return {"schema_version": 2,
             "host": rng.choice(["h1", "c1", "hôte-ü", "", "h" * 200]),
             "flow_id": flow_id(flow), "flow": flow,
             "seq": rng.choice(BIG if odd else [0, 5, 2**32 - 1, rng.randrange(2**32)]),
@@ -111,12 +115,12 @@ def test_decoder_raises_what_the_codec_raises() -> None:
 def test_decoder_takes_odd_but_valid_bodies_as_the_codec_does() -> None:
     # What fastavro accepts beyond the plain form goes to the codec, with its answer.
     hdr = codec.MAGIC + codec.default_codec().fingerprint("LayerEvent")
-    body = bytes.fromhex("02" "046831" "06666964" "00" "08" "0261" "0262" "02" "04" "0a")
+    body = bytes.fromhex("04" "046831" "06666964" "00" "08" "0261" "0262" "02" "04" "0a")
 
     def rec(flags: bytes, hits: bytes) -> bytes:
         return hdr + body + flags + hits
 
-    hit = bytes.fromhex("00" "c801" "00" "00" "00" "00")
+    hit = bytes.fromhex("00" "c801" "00" "00" "00" "00" "00")
     for data in (rec(b"\x02\x01", b"\x00"),                       # boolean byte 2
                  rec(b"\x00\x01", b"\x01\x0c" + hit + b"\x00"),   # negative block count
                  rec(b"\x00\x01", b"\x02" + hit + b"\x02" + hit + b"\x00"),   # two blocks
