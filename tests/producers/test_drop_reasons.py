@@ -391,7 +391,7 @@ def test_collector_names_drops_per_reason(tmp_path: Path) -> None:
             return [layout.FS_VAL.codec.pack(*v) for v in vals[0]]
 
     c = FlowStatsCollector("h1", FakeMap(), [], [], set(), {}, 1.0)   # type: ignore[arg-type]
-    c.tcp = type("NoSockets", (), {"read": lambda self: [], "close": lambda self: None})()
+    c.tcp = type("NoSockets", (), {"find": lambda self, ends: [], "close": lambda self: None})()
     (r1,) = c.collect(0)
     vals[0] = [(2056, 2), (4112, 4)]
     (r2,) = c.collect(1_000_000_000)
