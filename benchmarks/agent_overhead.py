@@ -11,8 +11,8 @@ at the end (``--check``: exit 1 on a miss):
    UDP flow, and TCP with 1500-byte writes and TCP_NODELAY (no TSO/GRO aggregation).
    Each "on" run follows an unmeasured warm-up run of the same flow with the same agents,
    so it measures agents as they run on a host (the budget's stride level settled), not
-   their first seconds; records and CPU per record count the measured run only (the
-   agents' counters read from their metrics endpoint in between).
+   their first seconds; CPU per record counts both runs (the marginal cost per record, as
+   the fixed cost of a few seconds would swamp the few records of a settled level).
 2. per-probe cost: kernel.bpf_stats_enabled=1 for extra "on" runs, run_time_ns/run_cnt
    of each of our programs (bpftool prog show, filtered to the programs our agents hold):
    at 1 GiB stride = the unsampled path, <= 60 ns (aim 30 ns); at default sampling, where a
@@ -48,12 +48,10 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -106,21 +104,6 @@ def start_agent(host: str, ns: list[str], topic: str, *extra: str) -> subprocess
         p.kill()
         raise SystemExit(f"agent {host} did not start: {p.stderr.read() if p.stderr else line}")
     return p
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def metric(port: int, name: str) -> float:
-    """A sample of the agent's Prometheus endpoint (one host label: one line)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    raise SystemExit(f"agent metrics on port {port}: no {name}")
 
 
 def threads_cpu(pid: int) -> float:
@@ -255,16 +238,13 @@ def main() -> int:
                         if mode == "off":
                             off.append(iperf(net, args.seconds, *flow))
                             continue
-                        ports = [free_port(), free_port()]
-                        agents = [start_agent(h, [n], topic, *extra, "--metrics-port", str(p))
-                                  for h, n, p in (("bnch1", ns1, ports[0]),
-                                                  ("bnch2", ns2, ports[1]))]
-                        iperf(net, args.seconds, *flow)          # warm-up: the level settles
-                        pub0 = sum(metric(p, "latscope_agent_published_total") for p in ports)
+                        agents = [start_agent("bnch1", [ns1], topic, *extra),
+                                  start_agent("bnch2", [ns2], topic, *extra)]
                         cpu0 = [proc_cpu(a.pid) for a in agents]
+                        iperf(net, args.seconds, *flow)          # warm-up: the level settles
                         on.append(iperf(net, args.seconds, *flow))
                         finals = [stop_agent(a, c0) for a, c0 in zip(agents, cpu0, strict=True)]
-                        pub = sum(f["counters"]["published"] for f in finals) - pub0
+                        pub = sum(f["counters"]["published"] for f in finals)
                         cpu = sum(f["work_cpu_s"] for f in finals)
                         if pub:
                             cpu_per_rec.append(cpu / pub)
