@@ -452,6 +452,9 @@ class SegmentTap:
     def __init__(self, net: Any, host: str, dev: str, dport: int) -> None:
         with net.enter(host):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        # room for the whole transfer's frames: a reader thread that gets no CPU until the
+        # transfer is over (ci36, a loaded VM: nothing read) still finds them queued
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.bind((dev, 0))
         self.sock.settimeout(0.2)
         self.dport, self.lengths = dport, Counter[int]()
@@ -460,10 +463,12 @@ class SegmentTap:
         self._t.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 f = self.sock.recv(65536)
             except TimeoutError:
+                if self._stop.is_set():      # stopped, and what was queued is read
+                    return
                 continue
             ip = f[14:]
             if len(ip) < 40 or ip[0] >> 4 != 4 or ip[9] != 6:

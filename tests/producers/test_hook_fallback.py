@@ -101,8 +101,10 @@ def test_forced_off_tp_btf_served_by_raw_tp_with_the_same_hits(net: Any) -> None
     assert set(have) == set(want)                       # the same sampled bytes ...
     for key, hits in want.items():                      # ... at the same points, device,
         assert [h[:5] for h in have[key]] == [h[:5] for h in hits], key   # netns and CPU
-        for a, b in zip(hits, have[key], strict=True):  # in the same invocations
-            assert abs(a[5] - b[5]) < 1_000_000, (key, a, b)
+        # in the same invocations: both programs run back to back on the one CPU, unless
+        # the hypervisor takes that CPU between them (ci36, heavy steal time: 2.4 ms)
+        for a, b in zip(hits, have[key], strict=True):
+            assert abs(a[5] - b[5]) < 5_000_000, (key, a, b)
     full = {"sock_send", "dev_queue", "dev_xmit", "dev_rx", "tcp_rx", "sock_recv"}
     complete = [k for k in tcp if full <= {h[0] for h in have[k]}]
     assert len(complete) >= 0.95 * len(tcp), (len(complete), len(tcp))

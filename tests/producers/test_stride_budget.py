@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.root, pytest.mark.stack]
 
 SIZE = 1448              # every MSS: dense, so the budget must act
 BUDGET = 400             # records/s per host
-SECONDS = 12
+SECONDS = 14
 RATES = {5301: ("h1", "100M"), 5302: ("h2", "400M")}   # port: (client host, iperf3 -b)
 
 
@@ -62,6 +62,7 @@ def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name
         w.start()
         reports = {p: json.loads(c.communicate(timeout=SECONDS + 30)[0])
                    for p, c in clients.items()}
+        traffic_end = time.time()
         stop.set()
         w.join()
         time.sleep(1.5)            # the last records out of the hold
@@ -97,10 +98,12 @@ def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name
     on_h2 = {r["seq"] for r in recs if r["host"] == "h2" and r["flow"]["dport"] == 5301}
     gone = h1_late - on_h2
     assert len(h1_late) >= 40 and len(gone) <= 2, (len(h1_late), sorted(gone))
-    # at most the budget: h2's records per second of arrival, over whole seconds
+    # at most the budget: h2's records per second of arrival, over whole seconds while the
+    # traffic ran (a loaded machine switches later: ci36 had 3 seconds after the traffic)
     t0 = math.ceil(t_switch + 2.0)
     per_sec = Counter(int(r["arrival_ms"] / 1e3) for r in late if r["host"] == "h2")
-    whole = [per_sec[t] for t in range(t0, t0 + 6)]
+    whole = [per_sec[t] for t in range(t0, min(t0 + 6, int(traffic_end) - 1))]
+    assert len(whole) >= 3, (t_switch, traffic_end)
     print(f"needs {need} level {level} sampled/s {per_s} switched {switched} "
           f"h2 records/s {whole} flow A bytes {len(h1_late)}")
     assert max(whole) <= BUDGET * 1.1 and min(whole) > 0, whole
