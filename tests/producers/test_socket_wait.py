@@ -198,16 +198,27 @@ def test_nagle_off_with_tcp_nodelay(net: Any, stack: Any, topic_name: str) -> No
     assert nagle_ms <= 0.05 * max(fig["all_time_ms"], 1e-9) + 0.1, (sh, fig)
 
 
-def test_cwnd_limited_bulk_through_a_tbf(net: Any, stack: Any, topic_name: str) -> None:
-    with router_tbf(net, "rate", "20mbit", "burst", "20k", "limit", "150k"), \
-            agents(net, topic_name, stack.kafka_bootstrap, size=1 << 16):
-        p = Pair(net, PORT, fast_read)
-        send_for(p.cli, 5.0, 16384)
+def sender_shares(net: Any, topic: str, bootstrap: str, what: str, size: int,
+                  opts: tuple = (), seconds: float = 4.0,
+                  around: contextlib.AbstractContextManager | None = None
+                  ) -> tuple[dict, dict]:
+    """A bulk sender (16 KB writes, a fast reader) for `seconds`, inside `around`: the
+    cause shares of h1's socket segments, at least 10 bytes carrying causes."""
+    with around or contextlib.nullcontext(), agents(net, topic, bootstrap, size=size):
+        p = Pair(net, PORT, fast_read, opts=opts)
+        send_for(p.cli, seconds, 16384)
         p.close()
-        recs = records(topic_name, stack.kafka_bootstrap, p.sport, "h1")
+        recs = records(topic, bootstrap, p.sport, "h1")
     sh, fig = shares(recs, "sock_send", "tcp_tx")
-    show("cwnd", sh, fig)
+    show(what, sh, fig)
     assert fig["with_causes"] >= 10, fig
+    return sh, fig
+
+
+def test_cwnd_limited_bulk_through_a_tbf(net: Any, stack: Any, topic_name: str) -> None:
+    sh, fig = sender_shares(net, topic_name, stack.kafka_bootstrap, "cwnd", 1 << 16,
+                            seconds=5.0, around=router_tbf(net, "rate", "20mbit", "burst",
+                                                           "20k", "limit", "150k"))
     assert sh.get("cwnd", 0) >= 0.8, (sh, fig)
 
 
@@ -247,14 +258,7 @@ def test_slow_reader(net: Any, stack: Any, topic_name: str) -> None:
 
 def test_pacing(net: Any, stack: Any, topic_name: str) -> None:
     rate = 4_000_000 // 8          # 4 Mbit/s
-    with agents(net, topic_name, stack.kafka_bootstrap, size=1 << 14):
-        p = Pair(net, PORT, fast_read,
-                 opts=((socket.SOL_SOCKET, SO_MAX_PACING_RATE, rate),
-                       (socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 15)))
-        send_for(p.cli, 4.0, 16384)
-        p.close()
-        recs = records(topic_name, stack.kafka_bootstrap, p.sport, "h1")
-    sh, fig = shares(recs, "sock_send", "tcp_tx")
-    show("pacing", sh, fig)
-    assert fig["with_causes"] >= 10, fig
+    sh, fig = sender_shares(net, topic_name, stack.kafka_bootstrap, "pacing", 1 << 14,
+                            opts=((socket.SOL_SOCKET, SO_MAX_PACING_RATE, rate),
+                                  (socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 15)))
     assert sh.get("pacing", 0) >= 0.8, (sh, fig)
