@@ -126,10 +126,10 @@ class InfluxSink:
     def write_samples(self, samples: Sequence[tuple[int, Mapping[str, Any], str, int]]) -> None:
         """Raw samples: (partition, breakdown, flow name, wall ns)."""
         tags = self.settings.tags
-        lines = [sample_line(bd, flow, wall, tags) for _, bd, flow, wall in samples]
-        for _, bd, flow, wall in samples:   # the few samples whose socket measured causes
-            if any(seg.get("wait") for seg in bd["segments"]):
-                lines += socket_wait_lines(bd, flow, wall, tags)
+        lines = []
+        for _, bd, flow, wall in samples:   # and the socket-wait causes a sample carries
+            lines.append(sample_line(bd, flow, wall, tags))
+            lines += socket_wait_lines(bd, flow, wall, tags)
         self.write(lines, [s[3] for s in samples])
 
     def write_windows(self, windows: Sequence[tuple[Mapping[str, str], Sketch, int, int]]) -> None:

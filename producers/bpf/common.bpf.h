@@ -110,17 +110,23 @@ static __always_inline int ls_sk_ports_ok(const struct sock *sk, const int m)
 					bpf_ntohs(LS_RD(m, sk, __sk_common.skc_dport)));
 }
 
+/* How far from seq the first byte b >= seq with b % size == 0 lies (size > 0). */
+static __always_inline __u32 ls_to_sampled(__u32 seq, __u32 size)
+{
+	__u32 off = seq % size;
+
+	return off ? size - off : 0;
+}
+
 /* Does [seq, seq+len) (mod 2^32) hold a byte b with b % size == 0? One division. */
 static __always_inline int ls_sampled(__u32 seq, __u32 len)
 {
 	const struct ls_sampling *s = ls_sampling();
 	__u32 size = s ? s->size : 0;
-	__u32 off;
+
 	if (!len || !size)
 		return 0;
-	off = seq % size;
-	off = off ? size - off : 0;
-	return off < len || (__u64)seq + len > 0x100000000ULL;
+	return ls_to_sampled(seq, size) < len || (__u64)seq + len > 0x100000000ULL;
 }
 
 /* The flow and range of one hit, filled by the point, emitted by ls_emit. */

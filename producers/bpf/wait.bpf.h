@@ -181,12 +181,9 @@ static __always_inline int ls_holds(__u32 seq, __u32 len, __u32 at)
 static __always_inline __u32 ls_first_sampled(__u32 seq)
 {
 	const struct ls_sampling *s = ls_sampling();
-	__u32 size = s ? s->size : 0, off;
+	__u32 size = s ? s->size : 0;
 
-	if (!size)
-		return seq;
-	off = seq % size;
-	return off ? seq + (size - off) : seq;
+	return size ? seq + ls_to_sampled(seq, size) : seq;
 }
 
 /* A socket point's hit of [seq, seq+len) that holds the tracked byte b, which alone carries
