@@ -101,13 +101,13 @@ def _native(package: str, folder: str, files: list[str]) -> Extension:
     one file per job, native.h between them."""
     return Extension(f"latscope.{package}._native",
                      sources=[f"{folder}/native/{f}" for f in ["module.c", *files]],
-                     depends=[f"{folder}/native/native.h"], extra_compile_args=_CFLAGS)
+                     depends=[f"{folder}/native/native.h", "bpf/native/ring.h"], extra_compile_args=_CFLAGS)
 
 
 setup(
     cmdclass={"build": build_with_bpf, "build_bpf": build_bpf},
     ext_modules=[
-        _native("bpf", "bpf", ["ring.c"]),
+        _native("bpf", "bpf", ["ring.c", "percpu.c"]),
         _native("stream", "stream", ["decode.c", "encode.c", "segments.c", "shapes.c"]),
         _native("stats", "stats", ["sketch.c"]),
         _native("sinks", "sinks", ["line.c"]),

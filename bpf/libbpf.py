@@ -44,7 +44,7 @@ import select
 from pathlib import Path
 
 from latscope import log, paths
-from latscope.bpf._native import ring_read
+from latscope.bpf._native import ring_read, ring_span
 
 _log = log.get("producers.libbpf")
 
@@ -506,6 +506,16 @@ class RingBuffer:
     def read(self) -> list[bytes]:
         """Every committed record since the last read, consumed (bpf/native/ring.c)."""
         return ring_read(self._cons, self._prod, self._data, self.mask)
+
+    @property
+    def addresses(self) -> tuple[int, int, int, int]:
+        """(consumer position, producer position, data area, mask): for a reader in C that
+        takes the records in place (bpf/native/ring.h)."""
+        return self._cons, self._prod, self._data, self.mask
+
+    def span(self) -> tuple[int, int]:
+        """The committed records' (start, end) positions, nothing consumed."""
+        return ring_span(self._cons, self._prod, self._data, self.mask)
 
     def wait(self, timeout_ms: int) -> None:
         """Until the kernel signals data (or the timeout)."""

@@ -269,10 +269,7 @@ class Agent:
                 # long this thread then takes (measured: a record split around a stall of
                 # more than the hold, between reading a byte's hits and expiring its group).
                 now = self._clock()
-                recs = self.ring.read()
-                self._watch_overrun(now, bool(recs))
-                if recs:
-                    self.process(recs, out, now)
+                self._take(out, now)
                 if now - last_expire > 5_000_000:
                     self.grouper.expire(out, now)
                     last_expire = now
@@ -313,9 +310,7 @@ class Agent:
         if self.stride is not None:
             self.stride.close()
         out: list[Any] = []
-        recs = self.ring.read()
-        self._watch_overrun(self._clock(), bool(recs))
-        self.process(recs, out)
+        self._take(out, self._clock())
         self.grouper.flush_all(out)
         assert self.publisher is not None
         deadline = threading.Event()
@@ -356,13 +351,31 @@ class Agent:
         self._flows[fkey] = flow
         return flow
 
+    def _take(self, out: list[Any], now: int) -> None:
+        """Group what the ring buffer holds, read at `now`: the native path in place, the
+        Python path from a copy. The drop counter is read once the batch's end is known
+        and before it is grouped (_watch_overrun)."""
+        assert self.ring is not None
+        if self.s.native:
+            start, end = self.ring.span()
+            self._watch_overrun(now, end != start)
+            if end != start:
+                self._count(*self.grouper.process_ring(self.ring.addresses, out, now, end))
+            return
+        recs = self.ring.read()
+        self._watch_overrun(now, bool(recs))
+        if recs:
+            self.process(recs, out, now)
+
     def process(self, recs: list[bytes], out: list[Any], now: int | None = None) -> None:
         """Group a batch of ring-buffer events; `now`: when the ring was read. Finished
         records go to out: Records (the Python path) or (flow id, body) pairs (native)."""
+        self._count(len(recs), self._group(recs, out, self._clock() if now is None else now))
+
+    def _count(self, events: int, sampled: int) -> None:
         self.counters.batches += 1
-        self.counters.hits += len(recs)
-        self.counters.sampled_hits += self._group(recs, out, self._clock() if now is None
-                                                  else now)
+        self.counters.hits += events
+        self.counters.sampled_hits += sampled
 
     def _group_py(self, recs: list[bytes], out: list[Record], now: int) -> int:
         """The Python path (the reference): decode, expand, group; returns the sampled

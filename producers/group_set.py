@@ -47,6 +47,16 @@ class GroupSet:
         """The native members, each over the batch (each takes its namespaces' events)."""
         return sum(g.process(recs, out, now) for g in self._all)
 
+    def process_ring(self, ring: tuple[int, int, int, int], out: list[Any], now: int,
+                     end: int) -> tuple[int, int]:
+        """The native members, each over the ring buffer's events up to `end` in place; the
+        last gives them back. (events, sampled hits)"""
+        events = sampled = 0
+        for i, g in enumerate(self._all):
+            events, s = g.process_ring(ring, out, now, end, i == len(self._all) - 1)
+            sampled += s
+        return events, sampled
+
     def expire(self, out: list, now: int | None = None) -> None:
         for g in self._all:
             g.expire(out, now)

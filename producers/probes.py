@@ -36,6 +36,7 @@ from latscope.schemas.points import (
 _log = log.get("producers.probes")
 SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "udp_call",
                "sock_wait")
+_RB_DROPS = layout.COUNTERS.index("rb_drops")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
 DROPS = "drops"                # the flow counters' drop reasons (drops.bpf.c), same maps
@@ -156,6 +157,7 @@ class Probes:
     xdp_refused: dict[str, str] = field(default_factory=dict)  # "ns/dev" -> why
     xdp_generic: list[str] = field(default_factory=list)       # "ns/dev" in generic mode
     unavailable: dict[str, str] = field(default_factory=dict)  # point -> why not attached
+    _counters_map: libbpf.Map | None = field(default=None, init=False, repr=False)
 
     @property
     def ring_size(self) -> int:
@@ -405,9 +407,11 @@ class Probes:
         return counters.read(self.objects["maps"].map("counters"), layout.COUNTERS)
 
     def ring_drops(self) -> int:
-        """Events the ring buffer had no room for, so far (one counter slot)."""
-        return counters.total(self.objects["maps"].map("counters"),
-                              layout.COUNTERS.index("rb_drops"))
+        """Events the ring buffer had no room for, so far (one counter slot; the map is
+        looked up once: the agent asks after every batch)."""
+        if self._counters_map is None:
+            self._counters_map = self.objects["maps"].map("counters")
+        return counters.total(self._counters_map, _RB_DROPS)
 
     def all_objects(self) -> list[libbpf.BpfObject]:
         return [*self.objects.values(), *self.xdp_objects.values()]
@@ -416,5 +420,6 @@ class Probes:
         for obj in self.all_objects():
             obj.close()
         self.objects.clear()
+        self._counters_map = None
         self.xdp_objects.clear()
         self.attached.clear()

@@ -5,6 +5,11 @@ static PyMethodDef methods[] = {
     {"ring_read", ls_ring_read, METH_VARARGS,
      "ring_read(consumer position, producer position, data area, mask) -> list[bytes]: "
      "the committed records, consumed"},
+    {"ring_span", ls_ring_span, METH_VARARGS,
+     "ring_span(consumer position, producer position, data area, mask) -> (start, end): "
+     "the committed records' positions, nothing consumed"},
+    {"percpu_sum", ls_percpu_sum, METH_VARARGS,
+     "percpu_sum(map fd, u32 key, possible CPUs) -> int: a per-CPU u64 slot's total"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,6 +9,7 @@
  * slot names it; the raw cache is emptied past flow_cache keys (agent.FLOW_CACHE) and
  * the flows nothing names any more are dropped then. */
 #include "native.h"
+#include "../../bpf/native/ring.h"
 
 static inline uint64_t rd64(const char *s) { uint64_t v; memcpy(&v, s, 8); return v; }
 static inline uint32_t rd32(const char *s) { uint32_t v; memcpy(&v, s, 4); return v; }
@@ -279,6 +280,97 @@ PyObject *path_set_xdp_names(Path *p, PyObject *names)
 }
 
 /* Path.process(recs, out, now) -> the number of (point, sampled byte) hits. */
+/* One event: its sampled bytes' hits grouped (retransmission marks applied); 0, or -1 with
+ * a Python error set. */
+static int path_event(Path *p, const char *ev, PyObject *out, long long now,
+                      long long *sampled)
+{
+    const uint64_t space = 1ull << 32, size = p->size;
+    if (p->only.len && (unsigned char)ev[p->off[F_POINT]] != p->retrans_point) {
+        uint64_t ns = rd64(ev + p->off[F_NETNS]);
+        if (bm_get(&p->only, &ns) == NULL)
+            return 0;           /* another host name's namespace: its own path groups it */
+    }
+    uint32_t flow;
+    if (flow_of_event(p, ev, &flow) < 0)
+        return -1;
+    uint64_t seq = rd32(ev + p->off[F_SEQ]), len = rd32(ev + p->off[F_LEN]);
+    unsigned flags = (unsigned char)ev[p->off[F_FLAGS]];
+    int point = (unsigned char)ev[p->off[F_POINT]];
+    /* the sampled bytes of [seq, seq+len) mod 2^32: the first run up to 2^32, then
+     * from 0 when the range wraps (sampled_bytes) */
+    uint64_t first, end, wrap_end = 0;
+    if (flags & p->flag_udp) {
+        first = seq;
+        end = seq + 1;
+    } else {
+        uint64_t off = seq % size;
+        first = off ? seq + size - off : seq;
+        end = seq + len;
+        if (end > space) {
+            wrap_end = end - space;
+            end = space;
+        }
+    }
+    Hit hit;
+    uint32_t wait[NWAIT];
+    int resent = 0;
+    if (point != p->retrans_point) {
+        if (point >= p->npoints || p->point_enc[point] == NULL) {
+            PyObject *k = PyLong_FromLong(point);
+            if (k != NULL) {
+                PyErr_SetObject(PyExc_KeyError, k);
+                Py_DECREF(k);
+            }
+            return -1;
+        }
+        const Dev *dev = dev_of_event(p, ev);
+        if (dev == NULL)
+            return -1;
+        hit.ts = rd64(ev + p->off[F_TS]);
+        hit.netns = rd64(ev + p->off[F_NETNS]);
+        hit.ifindex = rd32(ev + p->off[F_IFINDEX]);
+        hit.cpu = rd32(ev + p->off[F_CPU]);
+        hit.point = point;
+        hit.wait = NULL;
+        hit.wslot = 0;
+        if (flags & p->flag_wait) {
+            for (int w = 0; w < NWAIT; w++)
+                wait[w] = rd32(ev + p->off[F_WAIT] + 4 * w);
+            hit.wait = wait;
+            hit.wslot = point == p->recv ? 2 : 1;
+        }
+        if (dev->none && point == p->xdp_point && p->xdp.len) {
+            unsigned char k[12];
+            memcpy(k, &hit.netns, 8);
+            memcpy(k + 8, &hit.ifindex, 4);
+            const Dev *named = bm_get(&p->xdp, k);
+            if (named != NULL)
+                dev = named;
+        }
+        hit.dev = dev;
+        resent = (flags & p->flag_resent) != 0;
+    }
+    for (int run = 0; run < 2; run++) {
+        for (uint64_t b = first; b < end; b += size) {
+            int r;
+            if (point == p->retrans_point) {
+                r = grp_mark_retrans(p, flow, (uint32_t)b, out);
+            } else {
+                (*sampled)++;
+                r = grp_add(p, flow, (uint32_t)b, &hit, out, now, resent);
+            }
+            if (r < 0)
+                return -1;
+        }
+        if (!wrap_end)
+            break;
+        first = 0;
+        end = wrap_end;
+    }
+    return 0;
+}
+
 PyObject *path_process(Path *p, PyObject *args)
 {
     PyObject *recs, *out;
@@ -286,8 +378,7 @@ PyObject *path_process(Path *p, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!L", &PyList_Type, &recs, &PyList_Type, &out, &now))
         return NULL;
     long long sampled = 0;
-    const uint64_t space = 1ull << 32, size = p->size;
-    /* recs is held: grouping can run Python code (a flow's description) */
+    /* recs and each event are held: grouping can run Python code (a flow's description) */
     Py_INCREF(recs);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(recs); i++) {
         PyObject *raw = PyList_GET_ITEM(recs, i);
@@ -295,100 +386,51 @@ PyObject *path_process(Path *p, PyObject *args)
             PyErr_Format(PyExc_ValueError, "event %zd: not %zd bytes", i, p->ev_size);
             goto fail;
         }
-        const char *ev = PyBytes_AS_STRING(raw);
-        if (p->only.len && (unsigned char)ev[p->off[F_POINT]] != p->retrans_point) {
-            uint64_t ns = rd64(ev + p->off[F_NETNS]);
-            if (bm_get(&p->only, &ns) == NULL)
-                continue;       /* another host name's namespace: its own path groups it */
-        }
         Py_INCREF(raw);
-        uint32_t flow;
-        if (flow_of_event(p, ev, &flow) < 0) {
-            Py_DECREF(raw);
-            goto fail;
-        }
-        uint64_t seq = rd32(ev + p->off[F_SEQ]), len = rd32(ev + p->off[F_LEN]);
-        unsigned flags = (unsigned char)ev[p->off[F_FLAGS]];
-        int point = (unsigned char)ev[p->off[F_POINT]];
-        /* the sampled bytes of [seq, seq+len) mod 2^32: the first run up to 2^32, then
-         * from 0 when the range wraps (sampled_bytes) */
-        uint64_t first, end, wrap_end = 0;
-        if (flags & p->flag_udp) {
-            first = seq;
-            end = seq + 1;
-        } else {
-            uint64_t off = seq % size;
-            first = off ? seq + size - off : seq;
-            end = seq + len;
-            if (end > space) {
-                wrap_end = end - space;
-                end = space;
-            }
-        }
-        Hit hit;
-        uint32_t wait[NWAIT];
-        int resent = 0;
-        if (point != p->retrans_point) {
-            if (point >= p->npoints || p->point_enc[point] == NULL) {
-                PyObject *k = PyLong_FromLong(point);
-                if (k != NULL) {
-                    PyErr_SetObject(PyExc_KeyError, k);
-                    Py_DECREF(k);
-                }
-                Py_DECREF(raw);
-                goto fail;
-            }
-            const Dev *dev = dev_of_event(p, ev);
-            if (dev == NULL) {
-                Py_DECREF(raw);
-                goto fail;
-            }
-            hit.ts = rd64(ev + p->off[F_TS]);
-            hit.netns = rd64(ev + p->off[F_NETNS]);
-            hit.ifindex = rd32(ev + p->off[F_IFINDEX]);
-            hit.cpu = rd32(ev + p->off[F_CPU]);
-            hit.point = point;
-            hit.wait = NULL;
-            hit.wslot = 0;
-            if (flags & p->flag_wait) {
-                for (int w = 0; w < NWAIT; w++)
-                    wait[w] = rd32(ev + p->off[F_WAIT] + 4 * w);
-                hit.wait = wait;
-                hit.wslot = point == p->recv ? 2 : 1;
-            }
-            if (dev->none && point == p->xdp_point && p->xdp.len) {
-                unsigned char k[12];
-                memcpy(k, &hit.netns, 8);
-                memcpy(k + 8, &hit.ifindex, 4);
-                const Dev *named = bm_get(&p->xdp, k);
-                if (named != NULL)
-                    dev = named;
-            }
-            hit.dev = dev;
-            resent = (flags & p->flag_resent) != 0;
-        }
+        int r = path_event(p, PyBytes_AS_STRING(raw), out, now, &sampled);
         Py_DECREF(raw);
-        for (int run = 0; run < 2; run++) {
-            for (uint64_t b = first; b < end; b += size) {
-                int r;
-                if (point == p->retrans_point) {
-                    r = grp_mark_retrans(p, flow, (uint32_t)b, out);
-                } else {
-                    sampled++;
-                    r = grp_add(p, flow, (uint32_t)b, &hit, out, now, resent);
-                }
-                if (r < 0)
-                    goto fail;
-            }
-            if (!wrap_end)
-                break;
-            first = 0;
-            end = wrap_end;
-        }
+        if (r < 0)
+            goto fail;
     }
     Py_DECREF(recs);
     return PyLong_FromLongLong(sampled);
 fail:
     Py_DECREF(recs);
     return NULL;
+}
+
+PyObject *path_process_ring(Path *p, PyObject *args)
+{
+    unsigned long long cons_addr, prod_addr, data_addr, mask, limit;
+    PyObject *out;
+    long long now;
+    int commit;
+    if (!PyArg_ParseTuple(args, "(KKKK)O!LKp", &cons_addr, &prod_addr, &data_addr, &mask,
+                          &PyList_Type, &out, &now, &limit, &commit))
+        return NULL;
+    uint64_t *cons_pos = (uint64_t *)(uintptr_t)cons_addr;
+    LsRingWalk w;
+    ls_ring_begin(&w, cons_pos, (const uint64_t *)(uintptr_t)prod_addr,
+                  (const char *)(uintptr_t)data_addr, mask, limit);
+    long long sampled = 0, events = 0;
+    const char *ev;
+    uint32_t n;
+    int r = 0;
+    while ((ev = ls_ring_next(&w, &n)) != NULL) {
+        events++;
+        if (n != (uint32_t)p->ev_size) {
+            PyErr_Format(PyExc_ValueError, "ring-buffer record of %u bytes, not an event (%zd)",
+                         n, p->ev_size);
+            r = -1;
+        } else {
+            r = path_event(p, ev, out, now, &sampled);
+        }
+        if (r < 0)
+            break;              /* the records up to the bad one are given back: no retry loop */
+    }
+    if (commit)
+        ls_ring_commit(cons_pos, w.pos);
+    if (r < 0)
+        return NULL;
+    return Py_BuildValue("LLK", events, sampled, (unsigned long long)w.pos);
 }

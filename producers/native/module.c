@@ -270,6 +270,11 @@ static PyObject *m_process(Path *p, PyObject *args)
     return ready(p) ? path_process(p, args) : NULL;
 }
 
+static PyObject *m_process_ring(Path *p, PyObject *args)
+{
+    return ready(p) ? path_process_ring(p, args) : NULL;
+}
+
 static PyObject *m_expire(Path *p, PyObject *args)
 {
     PyObject *out;
@@ -440,6 +445,10 @@ static PyMethodDef path_methods[] = {
     {"process", (PyCFunction)m_process, METH_VARARGS,
      "process(recs, out, now) -> sampled hits: group a batch of ring-buffer events; finished "
      "records are appended to out as (flow_id, LayerEvent body)"},
+    {"process_ring", (PyCFunction)m_process_ring, METH_VARARGS,
+     "process_ring((consumer, producer, data, mask), out, now, limit, commit) -> (events, "
+     "sampled hits, end): process the committed ring-buffer events in place, up to position "
+     "limit; commit: give them back to the kernel"},
     {"expire", (PyCFunction)m_expire, METH_VARARGS, "expire(out, now): Grouper.expire"},
     {"flush_all", (PyCFunction)m_flush_all, METH_O, "flush_all(out): Grouper.flush_all"},
     {"set_exit_devices", (PyCFunction)m_set_exit_devices, METH_O,

@@ -5,7 +5,8 @@
  * Each file holds one job:
  *   maps.c      the ordered maps (OrderedDict's twin: insertion order, move_to_end,
  *               popitem(last=False)) and the byte-keyed caches
- *   decode.c    events -> flows, devices, sampled bytes (producers/sampling.py), hits
+ *   decode.c    events (a list, or the ring buffer in place: bpf/native/ring.h) -> flows,
+ *               devices, sampled bytes (producers/sampling.py), hits
  *   grouping.c  producers/grouping.py's Grouper, rule for rule
  *   encode.c    a finished group -> its LayerEvent body
  *   module.c    the Path type and the method table
@@ -193,6 +194,7 @@ int group_append(Group *g, const Hit *h);
 
 /* decode.c */
 PyObject *path_process(Path *p, PyObject *args);
+PyObject *path_process_ring(Path *p, PyObject *args);
 void flow_unref(Path *p, uint32_t id);
 void flows_free(Path *p);
 void dev_drop(Path *p, void *val);

@@ -10,8 +10,10 @@ probes write them; no kernel, no broker.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import random
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from latscope.bpf._native import ring_read, ring_span
 from latscope.producers import layout
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.producers.avro import LayerEventEncoder
@@ -102,6 +105,55 @@ class Feed:
         return self.batch([], True, dt_ns)
 
 
+class MemRing:
+    """A BPF ring buffer's memory as the kernel lays it out (tools/lib/bpf/ringbuf.c):
+    consumer and producer positions, 8-byte record headers (length, BUSY and DISCARD
+    bits), records 8-byte aligned, the data area twice back to back so a record crossing
+    the end is contiguous. Built by hand here, so the in-place reader is held to the
+    protocol, not to itself; small, so batches wrap around it."""
+
+    BUSY, DISCARD = 1 << 31, 1 << 30
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.cons, self.prod = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        self.data = ctypes.create_string_buffer(2 * size)
+        self.busy_at: int | None = None
+
+    def _write(self, pos: int, raw: bytes) -> None:
+        for i, b in enumerate(raw):
+            at = (pos + i) % self.size
+            self.data[at] = self.data[at + self.size] = b
+
+    def put(self, rec: bytes, flags: int = 0) -> int:
+        pos = self.prod.value
+        step = (len(rec) + 8 + 7) & ~7
+        assert pos + step - self.cons.value <= self.size, "the test's ring is too small"
+        self._write(pos, struct.pack("<II", len(rec) | flags, 0))
+        self._write(pos + 8, rec)
+        self.prod.value = pos + step
+        return pos
+
+    def batch(self, events: list[bytes]) -> int:
+        """Release the last batch's trailing record as discarded, write these events, a
+        discarded one among them, and a record still being written (BUSY) after them,
+        which every reader must stop at; returns where the events end."""
+        if self.busy_at is not None:
+            self._write(self.busy_at, struct.pack("<I", 8 | self.DISCARD))
+        for i, e in enumerate(events):
+            if i == len(events) // 2:
+                self.put(b"\xff" * 24, self.DISCARD)
+            self.put(e)
+        end = self.prod.value
+        self.busy_at = self.put(b"\xee" * 8, self.BUSY)
+        return end
+
+    @property
+    def addresses(self) -> tuple[int, int, int, int]:
+        return (ctypes.addressof(self.cons), ctypes.addressof(self.prod),
+                ctypes.addressof(self.data), self.size - 1)
+
+
 @dataclass
 class Outcome:
     records: list[tuple[str, bytes]]
@@ -134,30 +186,60 @@ def compare(feed: Feed, overrun_steps: frozenset[int] = frozenset(), **settings:
     counters at the end (after flush_all). overrun_steps: steps run with the agent's
     ring-buffer overrun flag set (every record incomplete)."""
     py, nat = _agents(**settings)
+    ring_agent = _agents(**settings)[1]      # the native path reading a ring in place
+    step_bytes = max(sum(len(e) + 16 for e in events) + 48 for _, events, _ in feed.steps)
+    ring = MemRing(1 << max(12, (2 * step_bytes - 1).bit_length()))
     enc = LayerEventEncoder()
     done: list[tuple[str, bytes]] = []
     for i, (now, events, expire) in enumerate(feed.steps):
-        outs: list[list[Any]] = [[], []]
-        for a, out in zip((py, nat), outs, strict=True):
+        outs: list[list[Any]] = [[], [], []]
+        end = ring.batch(events)
+        assert ring_span(*ring.addresses) == (ring.cons.value, end)
+        for a, out in zip((py, nat, ring_agent), outs, strict=True):
             a.grouper.overrun = i in overrun_steps
-            a.process(events, out, now)
+            if a is ring_agent:
+                a._count(*a.grouper.process_ring(ring.addresses, out, now, end))
+                assert ring.cons.value == end, f"step {i}: not given back"
+            else:
+                a.process(events, out, now)
             if expire:
                 a.grouper.expire(out, now)
         got_py = [(r.flow_id, enc.body(r)) for r in outs[0]]
         assert got_py == outs[1], f"step {i} (now {now}): records differ"
+        assert outs[2] == outs[1], f"step {i} (now {now}): in place, records differ"
         assert py.grouper.open_groups == nat.grouper.open_groups, f"step {i}: open groups"
         done += got_py
-    outs = [[], []]
-    py.grouper.flush_all(outs[0])
-    nat.grouper.flush_all(outs[1])
+    outs = [[], [], []]
+    for a, out in zip((py, nat, ring_agent), outs, strict=True):
+        a.grouper.flush_all(out)
     got_py = [(r.flow_id, enc.body(r)) for r in outs[0]]
-    assert got_py == outs[1], "flush_all: records differ"
+    assert got_py == outs[1] == outs[2], "flush_all: records differ"
     done += got_py
-    assert py.grouper.counters == nat.grouper.counters
-    assert py.grouper.gap_points == nat.grouper.gap_points
-    assert py.counters == nat.counters       # hits, sampled_hits, batches
+    assert py.grouper.counters == nat.grouper.counters == ring_agent.grouper.counters
+    assert py.grouper.gap_points == nat.grouper.gap_points == ring_agent.grouper.gap_points
+    # hits, sampled_hits (batches: the ring path counts each step, empty ones too)
+    assert (py.counters.hits, py.counters.sampled_hits) == (
+        nat.counters.hits, nat.counters.sampled_hits) == (
+        ring_agent.counters.hits, ring_agent.counters.sampled_hits)
+    assert py.counters == nat.counters
     assert py.grouper.open_groups == nat.grouper.open_groups == 0
     return Outcome(done, nat.grouper.counters, nat.grouper.gap_points, nat)
+
+
+def test_ring_reads_follow_the_kernel_protocol() -> None:
+    """Copies (RingBuffer.read) and spans stop at a record being written, skip discarded
+    ones, take records across the end whole, and give back exactly what they read."""
+    ring = MemRing(256)
+    recs = [bytes([i]) * (20 + 7 * i) for i in range(3)]
+    for r in recs:
+        ring.put(r)
+    assert ring_read(*ring.addresses) == recs and ring.cons.value == ring.prod.value
+    end = ring.batch([b"a" * 40, b"b" * 52, b"c" * 16])   # wraps past 256
+    assert ring.prod.value > 256 > ring.cons.value
+    assert ring_span(*ring.addresses) == (ring.cons.value, end)
+    assert ring_read(*ring.addresses) == [b"a" * 40, b"b" * 52, b"c" * 16]
+    assert ring.cons.value == end                  # the BUSY record stays unread
+    assert ring_read(*ring.addresses) == [] and ring.cons.value == end
 
 
 def tx(seq: int, ts: int, *, length: int = 1, flow: Flow = V4, flags: int = 0,
