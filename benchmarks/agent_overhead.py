@@ -9,6 +9,8 @@ at the end (``--check``: exit 1 on a miss):
    loss <= 5 % (aim 1 %); with --by-layer, the same for each layer's points alone. Also
    at default settings, the per-packet worst cases (reported, no target of their own): a
    UDP flow, and TCP with 1500-byte writes and TCP_NODELAY (no TSO/GRO aggregation).
+   The iperf3 client and server are pinned to CPUs 0 and 1 (``-A 0,1``): left to the
+   scheduler, a run sometimes had both on one CPU, and the off runs alone swung by 30 %.
    Each "on" run follows an unmeasured warm-up run of the same flow with the same agents,
    so it measures agents as they run on a host (the budget's stride level settled), not
    their first seconds; CPU per record counts both runs (the marginal cost per record, as
@@ -136,6 +138,10 @@ def stop_agent(p: subprocess.Popen, cpu_at_ready: float) -> dict:
     return final
 
 
+# the throughput phase's client and server, each on its own CPU (see the docstring)
+PIN = ("-A", "0,1") if (os.cpu_count() or 1) >= 2 else ()
+
+
 def iperf(net: netns.Net, seconds: float, *extra: str) -> float:
     r = subprocess.run(["ip", "netns", "exec", net.ns_name("bnch1"), "iperf3", "-c",
                         "10.77.0.2", "-p", "5201", "-t", str(seconds), "-J", *extra],
@@ -236,13 +242,13 @@ def main() -> int:
                 for i in range(args.rounds):
                     for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
                         if mode == "off":
-                            off.append(iperf(net, args.seconds, *flow))
+                            off.append(iperf(net, args.seconds, *PIN, *flow))
                             continue
                         agents = [start_agent("bnch1", [ns1], topic, *extra),
                                   start_agent("bnch2", [ns2], topic, *extra)]
                         cpu0 = [proc_cpu(a.pid) for a in agents]
-                        iperf(net, args.seconds, *flow)          # warm-up: the level settles
-                        on.append(iperf(net, args.seconds, *flow))
+                        iperf(net, args.seconds, *PIN, *flow)    # warm-up: the level settles
+                        on.append(iperf(net, args.seconds, *PIN, *flow))
                         finals = [stop_agent(a, c0) for a, c0 in zip(agents, cpu0, strict=True)]
                         pub = sum(f["counters"]["published"] for f in finals)
                         cpu = sum(f["work_cpu_s"] for f in finals)

@@ -40,8 +40,11 @@ _F = layout.FIELD_INDEX
 _WAIT = _F["wait_" + layout.WAIT_CAUSES[0]]          # the first of the wait_* fields
 _WAIT_END = _WAIT + len(layout.WAIT_CAUSES)
 _PROTO = {6: "tcp", 17: "udp"}
-# From a record's flush to its arrival in Kafka: the publisher's linger (50 ms), the expiry
-# tick and ring-buffer poll (5 + 20 ms), and a margin for a loaded agent and broker.
+# The main loop's wait for the ring buffer (the probes wake it earlier once a quarter of the
+# ring is waiting): each turn costs Python overhead whatever it carries, so turns are few.
+POLL_MS = 50
+# From a record's flush to its arrival in Kafka: the publisher's linger (50 ms), the
+# ring-buffer poll and expiry (POLL_MS), and a margin for a loaded agent and broker.
 PUBLISH_SLACK_MS = 250
 _XDP = layout.POINT_NAMES_REV["xdp"]
 _NO_DEV = object()     # not yet in the device-name cache (None is a cached "no device")
@@ -264,7 +267,7 @@ class Agent:
         last_expire = 0
         try:
             while not stop.is_set():
-                self.ring.wait(20)
+                self.ring.wait(POLL_MS)
                 # Idle times are judged at the read: a hit committed later is unread, however
                 # long this thread then takes (measured: a record split around a stall of
                 # more than the hold, between reading a byte's hits and expiring its group).
