@@ -11,6 +11,9 @@ for the whole fleet, which every agent derives from the same inputs at the same 
   RATE_WINDOW_S, scaled back to level 0, against the budget; up at once, down one step after
   DOWN_AFTER_S with room to spare) and publishes it as a demand with an effective time
   LEAD_S ahead (wall clock; the hosts' clocks are synchronised), again every HEARTBEAT_S;
+  its first demand waits for its first measured rate, so until then the fleet's demands
+  stand, its own previous one included (an agent restarted under load keeps the level
+  instead of publishing level 0 and paying seconds of it);
 - every agent reads every demand (a compacted topic, keyed by host: producers/stride_sync.py)
   and applies, from each demand's effective time on, the highest level among the demands
   that are fresh (sent within STALE_S: a host that stopped no longer holds the fleet).
@@ -87,6 +90,7 @@ class Governor:
         self._quiet_until = 0.0
         self._room_since: float | None = None
         self._sent_at: float | None = None
+        self._measured = False         # a rate was measured: demands may go out
         self.rate = 0.0
 
     def observe(self, now_s: float, records: int, applied: int) -> bool:
@@ -99,15 +103,16 @@ class Governor:
             self._seen.clear()
             self._room_since = None
         if now_s < self._quiet_until:
-            return self._due(now_s)
+            return self._measured and self._due(now_s)
         seen = self._seen
         seen.append((now_s, records))
         while len(seen) > 2 and now_s - seen[1][0] >= RATE_WINDOW_S:
             seen.popleft()
         t0, r0 = seen[0]
         if now_s - t0 < RATE_WINDOW_S / 2:
-            return self._due(now_s)
+            return self._measured and self._due(now_s)
         self.rate = (records - r0) / (now_s - t0)
+        self._measured = True
         base = self.rate * (1 << applied)      # what level 0 would publish
         need = 0 if base <= self.budget else min(self.top, math.ceil(math.log2(base / self.budget)))
         changed = False
@@ -121,6 +126,11 @@ class Governor:
         else:
             self._room_since = None
         return changed or self._due(now_s)
+
+    @property
+    def published(self) -> bool:
+        """Whether this governor has made a demand yet."""
+        return self._sent_at is not None
 
     def _due(self, now_s: float) -> bool:
         return self._sent_at is None or now_s - self._sent_at >= HEARTBEAT_S

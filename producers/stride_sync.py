@@ -129,7 +129,9 @@ class StrideLoop:
         if not 0 <= r["level"] <= self._top:
             return self._reject(f"level {r['level']} outside 0..{self._top}")
         self.counters.received += 1
-        if host != self.host:     # this host's own counts from tick() on
+        # this host's own counts from tick() on; before its first demand, its previous
+        # incarnation's stands (a restart keeps the level: stride_level.py)
+        if host != self.host or not self.governor.published:
             self.schedule.add(Demand(host, r["level"], r["effective_ns"], r["sent_ns"],
                                      r["rate"], r["budget"]))
 

@@ -3,6 +3,7 @@ netfilter links in a namespace, the mmap ring buffer reader, per-CPU counters, d
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import struct
@@ -14,7 +15,7 @@ import time
 import pytest
 from producer_helpers import links_of
 
-from latscope.bpf import libbpf
+from latscope.bpf import counters, libbpf
 from latscope.bpf.clock import monotonic_ns
 from latscope.bpf.netns import entered, inode_of
 from latscope.producers import layout
@@ -89,6 +90,25 @@ def test_globals_maps_tracepoints_netfilter_ringbuf(scratch_netns: str, link_ids
         dev.close()
         nf.close()
     assert not (ours & bpf_link_ids())
+
+
+def test_a_per_cpu_counter_is_the_sum_of_every_cpu_slot() -> None:
+    """counters.total (one bpf() call in C) against values written by hand into each CPU's
+    slot of the probes' per-CPU counter array."""
+    dev = libbpf.BpfObject.build("dev")
+    try:
+        dev.load()
+        m = dev.map("counters")
+        vals = [(cpu + 1) * 1_000_003 + (cpu << 40) for cpu in range(libbpf.NUM_CPUS)]
+        raw = ctypes.create_string_buffer(struct.pack(f"<{len(vals)}Q", *vals))
+        key = ctypes.c_uint32(3)
+        assert libbpf._L.bpf_map_update_elem(m.fd, ctypes.addressof(key), raw, 0) == 0
+        assert counters.total(m, 3) == sum(vals)
+        assert counters.total(m, 2) == 0
+        with pytest.raises(OSError):                     # past the array's end
+            counters.total(m, len(layout.COUNTERS) + 1000)
+    finally:
+        dev.close()
 
 
 def test_links_gone_after_sigkill(scratch_netns: str, link_ids) -> None:

@@ -55,8 +55,7 @@ def test_governor_rises_at_once_and_comes_down_one_step_with_room() -> None:
     g = Governor("h1", budget=1000, size=1448)
     # 3500 records/s at level 0: ceil(log2(3.5)) = 2, as soon as a second of rate is seen
     rec, out = _feed(g, 0.0, 3.0, 3500, 0, 0)
-    assert out[0] == (0.0, 0)              # the first demand (level 0) is due at once
-    assert out[1] == (1.0, 2), out
+    assert out == [(1.0, 2)]               # the first demand: once a rate is measured
     # applied 2: 875/s measured, level 0 would make 3500: still 2, nothing new (the
     # heartbeat is due only 30 s after the last demand)
     rec, out = _feed(g, 3.5, 20.0, 875, 2, rec)
@@ -84,6 +83,21 @@ def test_governor_never_takes_the_records_of_the_old_level_as_the_new_ones() -> 
     assert out == out2 == [] and g.level == 2
 
 
+def test_a_restarted_agent_keeps_the_fleet_level_until_it_has_measured() -> None:
+    """Nothing is published before the first measured rate: the agent's previous demand
+    (level 3, from the fleet's topic) stands and is applied; measured under level 3 at
+    500/s, level 0 would make 4000/s against 1000: the first demand is 2, not 0. With no
+    traffic the first demand is 0, one window later (a quiet host holds no one up)."""
+    g = Governor("h1", budget=1000, size=1448)
+    rec, out = _feed(g, 0.0, 0.5, 500, 0, 0)       # level 0 applied for the first tick
+    assert out == []
+    rec, out = _feed(g, 1.0, 6.0, 500, 3, rec)      # then the old demand's 3
+    assert out and out[0] == (1.0 + sl.SETTLE_S + sl.RATE_WINDOW_S / 2, 2), out
+    quiet = Governor("h2", budget=1000, size=1448)
+    _, out = _feed(quiet, 0.0, 3.0, 0, 0, 0)
+    assert out == [(sl.RATE_WINDOW_S / 2, 0)], out
+
+
 def _loop() -> StrideLoop:
     return StrideLoop(KafkaSettings("127.0.0.1:1"), "h1", 1000, 72400, lambda: 0,
                       lambda level: None, topic="lsx-unused")
@@ -106,7 +120,13 @@ def test_the_door_skips_what_is_not_a_demand_and_counts_it() -> None:
         "updated_unix_ms": 0}))                          # another record type
     assert loop.counters.rejected == 4 and loop.schedule.demands == {}
     loop.on_message(b"h2", demand("h2", 14))
-    loop.on_message(b"h1", demand("h1", 9))              # this host's own: from tick() only
-    assert loop.counters.received == 2 and list(loop.schedule.demands) == ["h2"]
+    # this host's own: its previous incarnation's stands until its first demand...
+    loop.on_message(b"h1", demand("h1", 9))
+    assert loop.counters.received == 2 and sorted(loop.schedule.demands) == ["h1", "h2"]
+    assert loop.schedule.demands["h1"].level == 9
+    loop.governor.demand(1.0, 0)                         # ...then its own count, from tick()
+    loop.schedule.demands.pop("h1")
+    loop.on_message(b"h1", demand("h1", 9))
+    assert list(loop.schedule.demands) == ["h2"]
     loop.on_message(b"h2", None)                         # a tombstone: h2 left
     assert loop.schedule.demands == {}
