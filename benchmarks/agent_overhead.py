@@ -17,8 +17,9 @@ at the end (``--check``: exit 1 on a miss):
    the fixed cost of a few seconds would swamp the few records of a settled level).
 2. per-probe cost: kernel.bpf_stats_enabled=1 for extra "on" runs, run_time_ns/run_cnt
    of each of our programs (bpftool prog show, filtered to the programs our agents hold):
-   at 1 GiB stride = the unsampled path, <= 60 ns (aim 30 ns); at default sampling, where a
-   64 KB TSO skb holds a sampled byte nine times out of ten, for comparison.
+   at 1 GiB stride = the unsampled path, <= 60 ns (aim 30 ns); at default settings, for
+   comparison (the budget's stride level settled: counted over a run after a warm-up; at
+   level 0 a 64 KB TSO skb would hold a sampled byte nine times out of ten).
 3. budget: iperf3 at a fixed 5 Gbit/s (-b, not CPU-bound; after a warm-up run at that
    rate, so a budget's level has settled), agents off, on at default settings (with the
    default records/s budget, so the stride level rises) and on with no budget
@@ -193,6 +194,13 @@ def prog_stats(ids: set[int]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _minus(now: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]],
+           names: set[str] | None = None) -> dict[str, tuple[int, int]]:
+    """(run time, runs) per program since `before` (bpf_stats counts are cumulative)."""
+    return {k: (t - before.get(k, (0, 0))[0], n - before.get(k, (0, 0))[1])
+            for k, (t, n) in now.items() if names is None or k in names}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="per iperf3 run")
@@ -280,19 +288,23 @@ def main() -> int:
                 subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
                 try:
                     for label, extra in ((UNSAMPLED, ["--sample-size", str(1 << 30)]),
-                                         ("default sampling", [])):
+                                         ("default settings", [])):
                         agents = [start_agent("bnch1", [ns1], topic, *extra),
                                   start_agent("bnch2", [ns2], topic, *extra)]
                         empty = attached(floor_obj)
                         try:
-                            s0 = out_segs(net, "bnch1"), out_segs(net, "bnch2")
+                            # a warm-up first (the stride level settles, as in phase 1);
+                            # the figures are what the measured run added
                             iperf(net, args.seconds)
                             held = set().union(*(libbpf.held_ids(a.pid, "prog_id")
                                                  for a in agents))
-                            stats[label] = {k: v for k, v in prog_stats(held).items()
-                                            if k in PROGS}
-                            fl = prog_stats({libbpf.fdinfo_int(empty.prog_fd(p), "prog_id")
-                                             for p in empty.programs()}).values()
+                            floor_ids = {libbpf.fdinfo_int(empty.prog_fd(p), "prog_id")
+                                         for p in empty.programs()}
+                            p0, f0 = prog_stats(held), prog_stats(floor_ids)
+                            s0 = out_segs(net, "bnch1"), out_segs(net, "bnch2")
+                            iperf(net, args.seconds)
+                            stats[label] = _minus(prog_stats(held), p0, PROGS)
+                            fl = _minus(prog_stats(floor_ids), f0).values()
                             floor[label] = (sum(t for t, _ in fl)
                                             / max(sum(n for _, n in fl), 1))
                         finally:
