@@ -41,7 +41,8 @@ _WAIT = _F["wait_" + layout.WAIT_CAUSES[0]]          # the first of the wait_* f
 _WAIT_END = _WAIT + len(layout.WAIT_CAUSES)
 _PROTO = {6: "tcp", 17: "udp"}
 # The main loop's wait for the ring buffer (the probes wake it earlier once a quarter of the
-# ring is waiting): each turn costs Python overhead whatever it carries, so turns are few.
+# ring is waiting): each turn costs a wakeup and the loop's overhead whatever it carries,
+# so turns are few (docs/cpu-budget.md).
 POLL_MS = 50
 # From a record's flush to its arrival in Kafka: the publisher's linger (50 ms), the
 # ring-buffer poll and expiry (POLL_MS), and a margin for a loaded agent and broker.
