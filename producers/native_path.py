@@ -91,19 +91,14 @@ class NativeGrouper:
                                else None for i in range(npoints)),
             "flow_of": flow_of, "describe": describe, "dev_enc": enc.dev})
         self.process = self._path.process     # (recs, out, now) -> sampled hits
-        self._process_ring = self._path.process_ring
+        # (RingBuffer.addresses, out, now, end, commit=True) -> (events, sampled hits): the
+        # ring's events up to position end grouped in place, no Python object per event;
+        # commit gives them back to the kernel
+        self.process_ring = self._path.process_ring
         self.exit_devices = ref.exit_devices
         self.points = ref.points
         self.udp_reads = ref.udp_reads
         self.overrun = ref.overrun
-
-    def process_ring(self, ring: tuple[int, int, int, int], out: list[Encoded], now: int,
-                     end: int, commit: bool = True) -> tuple[int, int]:
-        """Group the ring buffer's events (RingBuffer.addresses) up to position `end` in
-        place, no Python object per event; commit: give them back to the kernel.
-        (events, sampled hits)"""
-        events, sampled, _ = self._process_ring(ring, out, now, end, commit)
-        return events, sampled
 
     @property
     def exit_devices(self) -> set[tuple[int, int]]:

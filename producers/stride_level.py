@@ -103,14 +103,14 @@ class Governor:
             self._seen.clear()
             self._room_since = None
         if now_s < self._quiet_until:
-            return self._measured and self._due(now_s)
+            return self._due(now_s)
         seen = self._seen
         seen.append((now_s, records))
         while len(seen) > 2 and now_s - seen[1][0] >= RATE_WINDOW_S:
             seen.popleft()
         t0, r0 = seen[0]
         if now_s - t0 < RATE_WINDOW_S / 2:
-            return self._measured and self._due(now_s)
+            return self._due(now_s)
         self.rate = (records - r0) / (now_s - t0)
         self._measured = True
         base = self.rate * (1 << applied)      # what level 0 would publish
@@ -133,7 +133,9 @@ class Governor:
         return self._sent_at is not None
 
     def _due(self, now_s: float) -> bool:
-        return self._sent_at is None or now_s - self._sent_at >= HEARTBEAT_S
+        """A demand goes out once a rate was measured: first, then every HEARTBEAT_S."""
+        return self._measured and (self._sent_at is None
+                                   or now_s - self._sent_at >= HEARTBEAT_S)
 
     def demand(self, now_s: float, wall_ns: int) -> Demand:
         """The demand to publish now (effective LEAD_S ahead)."""

@@ -279,7 +279,6 @@ PyObject *path_set_xdp_names(Path *p, PyObject *names)
     Py_RETURN_NONE;
 }
 
-/* Path.process(recs, out, now) -> the number of (point, sampled byte) hits. */
 /* One event: its sampled bytes' hits grouped (retransmission marks applied); 0, or -1 with
  * a Python error set. */
 static int path_event(Path *p, const char *ev, PyObject *out, long long now,
@@ -371,6 +370,7 @@ static int path_event(Path *p, const char *ev, PyObject *out, long long now,
     return 0;
 }
 
+/* Path.process(recs, out, now) -> the number of (point, sampled byte) hits. */
 PyObject *path_process(Path *p, PyObject *args)
 {
     PyObject *recs, *out;
@@ -399,13 +399,15 @@ fail:
     return NULL;
 }
 
+/* Path.process_ring((consumer, producer, data, mask), out, now, limit[, commit]) ->
+ * (events, sampled hits): the committed events up to position limit, in place. */
 PyObject *path_process_ring(Path *p, PyObject *args)
 {
     unsigned long long cons_addr, prod_addr, data_addr, mask, limit;
     PyObject *out;
     long long now;
-    int commit;
-    if (!PyArg_ParseTuple(args, "(KKKK)O!LKp", &cons_addr, &prod_addr, &data_addr, &mask,
+    int commit = 1;
+    if (!PyArg_ParseTuple(args, "(KKKK)O!LK|p", &cons_addr, &prod_addr, &data_addr, &mask,
                           &PyList_Type, &out, &now, &limit, &commit))
         return NULL;
     uint64_t *cons_pos = (uint64_t *)(uintptr_t)cons_addr;
@@ -432,5 +434,5 @@ PyObject *path_process_ring(Path *p, PyObject *args)
         ls_ring_commit(cons_pos, w.pos);
     if (r < 0)
         return NULL;
-    return Py_BuildValue("LLK", events, sampled, (unsigned long long)w.pos);
+    return Py_BuildValue("LL", events, sampled);
 }

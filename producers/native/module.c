@@ -446,9 +446,9 @@ static PyMethodDef path_methods[] = {
      "process(recs, out, now) -> sampled hits: group a batch of ring-buffer events; finished "
      "records are appended to out as (flow_id, LayerEvent body)"},
     {"process_ring", (PyCFunction)m_process_ring, METH_VARARGS,
-     "process_ring((consumer, producer, data, mask), out, now, limit, commit) -> (events, "
-     "sampled hits, end): process the committed ring-buffer events in place, up to position "
-     "limit; commit: give them back to the kernel"},
+     "process_ring((consumer, producer, data, mask), out, now, limit, commit=True) -> "
+     "(events, sampled hits): group the committed ring-buffer events in place, up to "
+     "position limit; commit: give them back to the kernel"},
     {"expire", (PyCFunction)m_expire, METH_VARARGS, "expire(out, now): Grouper.expire"},
     {"flush_all", (PyCFunction)m_flush_all, METH_O, "flush_all(out): Grouper.flush_all"},
     {"set_exit_devices", (PyCFunction)m_set_exit_devices, METH_O,
