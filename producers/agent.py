@@ -43,10 +43,13 @@ _PROTO = {6: "tcp", 17: "udp"}
 # The main loop's wait for the ring buffer (the probes wake it earlier once a quarter of the
 # ring is waiting): each turn costs a wakeup and the loop's overhead whatever it carries,
 # so turns are few (docs/cpu-budget.md).
-POLL_MS = 50
-# From a record's flush to its arrival in Kafka: the publisher's linger (50 ms), the
-# ring-buffer poll and expiry (POLL_MS), and a margin for a loaded agent and broker.
-PUBLISH_SLACK_MS = 250
+POLL_MS = 100
+# How long librdkafka gathers records before a produce request: each request costs the
+# agent's librdkafka thread a wakeup and the broker a request (docs/cpu-budget.md).
+PUBLISH_LINGER_MS = 200
+# From a record's flush to its arrival in Kafka: the ring-buffer poll and expiry (POLL_MS),
+# the publisher's linger, and a margin for a loaded agent and broker.
+PUBLISH_SLACK_MS = POLL_MS + PUBLISH_LINGER_MS + 150
 _XDP = layout.POINT_NAMES_REV["xdp"]
 _NO_DEV = object()     # not yet in the device-name cache (None is a cached "no device")
 FLOW_CACHE = 100_000   # raw flow keys cached (a cache of flow_of, not a flow table)
@@ -231,7 +234,8 @@ class Agent:
         for name, g in self.members.items():   # each name's own way out (into a container)
             g.exit_devices = exits if len(self.members) == 1 else exit_devices(self.groups[name])
         self.set_xdp_names(device_names(list(self.s.netns)) if self.s.xdp else {})
-        self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic, linger_ms=50)
+        self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic,
+                                             linger_ms=PUBLISH_LINGER_MS)
         self._publish = (self.publisher.publish_encoded if self.s.native
                          else self.publisher.publish_all)
         self.probes.load()

@@ -172,7 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how long a TCP byte still inside the host (qdisc, socket queue) may "
                         "wait for its next hit before it is published incomplete (default: "
                         "agent.hold_ms, else the longest the join window allows: join window "
-                        "- linger - 250 ms; a longer one is refused)")
+                        "- linger - the time to publish; a longer one is refused, naming "
+                        "the longest)")
     a.add_argument("--join-window-ms", type=int,
                    help="the stream worker's join window + lateness, ms (its --window + "
                         f"--lateness; default: agent.join_window_ms, {JOIN_WINDOW_MS})")

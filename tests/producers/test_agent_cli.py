@@ -142,11 +142,11 @@ def test_agent_refuses_a_hold_the_join_window_cannot_join(scratch_netns: str) ->
     r = subprocess.run([*LATSCOPE, "agent", "--host", "lsxa-solo", "--netns", scratch_netns,
                         "--hold-ms", "5000"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "hold 5000 ms cannot be joined" in r.stderr, r.stderr
-    assert "at most 1200 ms" in r.stderr, r.stderr
+    assert "at most 1000 ms" in r.stderr, r.stderr
     s = AgentSettings(host="x")
-    assert (s.join_window_ms, s.linger_ms, s.hold, s.max_hold_ms) == (1500, 50, 1200, 1200)
+    assert (s.join_window_ms, s.linger_ms, s.hold, s.max_hold_ms) == (1500, 50, 1000, 1000)
     assert AgentSettings(host="x", join_window_ms=6000, hold_ms=5000).hold == 5000
     with pytest.raises(ValueError, match="cannot be joined"):
-        AgentSettings(host="x", hold_ms=1201)
+        AgentSettings(host="x", hold_ms=1001)
     with pytest.raises(ValueError, match="too short"):
         AgentSettings(host="x", join_window_ms=200)
