@@ -44,7 +44,7 @@ import select
 from pathlib import Path
 
 from latscope import log, paths
-from latscope.bpf._native import ring_read, ring_span
+from latscope.bpf._native import ring_pending, ring_read, ring_span
 
 _log = log.get("producers.libbpf")
 
@@ -495,13 +495,12 @@ class RingBuffer:
         if self._prod in (None, ctypes.c_void_p(-1).value):
             raise _err("mmap ring buffer data")
         self._data = self._prod + self.page
-        self._cons_pos = ctypes.c_uint64.from_address(self._cons)
-        self._prod_pos = ctypes.c_uint64.from_address(self._prod)   # pending()'s
         self._ep = select.epoll()
         self._ep.register(map_fd, select.EPOLLIN | select.EPOLLET)
 
     def pending(self) -> int:
-        return self._prod_pos.value - self._cons_pos.value
+        """Unread bytes, read after a full fence (bpf/native/ring.c says why)."""
+        return ring_pending(self._cons, self._prod)
 
     def read(self) -> list[bytes]:
         """Every committed record since the last read, consumed (bpf/native/ring.c)."""
@@ -517,9 +516,9 @@ class RingBuffer:
         """The committed records' (start, end) positions, nothing consumed."""
         return ring_span(self._cons, self._prod, self._data, self.mask)
 
-    def wait(self, timeout_ms: int) -> None:
-        """Until the kernel signals data (or the timeout)."""
-        self._ep.poll(timeout_ms / 1000)
+    def wait(self, timeout_ms: int) -> bool:
+        """Until the kernel signals data (True) or the timeout (False)."""
+        return bool(self._ep.poll(timeout_ms / 1000))
 
     def poll(self, timeout_ms: int) -> list[bytes]:
         self.wait(timeout_ms)

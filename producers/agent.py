@@ -44,6 +44,10 @@ _PROTO = {6: "tcp", 17: "udp"}
 # ring is waiting): each turn costs a wakeup and the loop's overhead whatever it carries,
 # so turns are few (docs/cpu-budget.md).
 POLL_MS = 100
+# The wait while nothing is open (no sampled byte waits for hits): the probes wake the loop
+# with the first record it has not read (Probes.set_idle), so the wait only bounds how
+# late a stop is seen.
+IDLE_POLL_MS = 500
 # How long librdkafka gathers records before a produce request: each request costs the
 # agent's librdkafka thread a wakeup and the broker a request (docs/cpu-budget.md).
 PUBLISH_LINGER_MS = 200
@@ -136,6 +140,8 @@ class AgentCounters:
     hits: int = 0              # point hits (ranges) read from the ring buffer
     sampled_hits: int = 0      # (point, sampled byte) pairs after expanding ranges
     batches: int = 0
+    idle_waits: int = 0        # long waits with nothing open (IDLE_POLL_MS)
+    idle_woken: int = 0        # ... of which the probes' wakeup ended
 
 
 def device_names(netns: list[str | None]) -> dict[tuple[int, int], str]:
@@ -272,7 +278,13 @@ class Agent:
         last_expire = 0
         try:
             while not stop.is_set():
-                self.ring.wait(POLL_MS)
+                if self._idle():
+                    woken = self.ring.wait(IDLE_POLL_MS)
+                    self.probes.set_idle(False)
+                    self.counters.idle_waits += 1
+                    self.counters.idle_woken += woken
+                else:
+                    self.ring.wait(POLL_MS)
                 # Idle times are judged at the read: a hit committed later is unread, however
                 # long this thread then takes (measured: a record split around a stall of
                 # more than the hold, between reading a byte's hits and expiring its group).
@@ -287,6 +299,17 @@ class Agent:
                 self.publisher.poll()
         finally:
             self.shutdown()
+
+    def _idle(self) -> bool:
+        """Nothing open: ask the probes to wake the loop with their next record, unless
+        one came already (it may have been submitted before they knew)."""
+        if self.grouper.open_groups:
+            return False
+        self.probes.set_idle(True)
+        if self.ring.pending():
+            self.probes.set_idle(False)
+            return False
+        return True
 
     def _watch_overrun(self, now: int, read: bool) -> None:
         """Once the ring buffer lost hits (its drop counter moved), records come out
@@ -446,6 +469,7 @@ class Agent:
             "cpu_s": round(_cpu_s(), 3),
             "counters": {
                 "hits": self.counters.hits, "sampled_hits": self.counters.sampled_hits,
+                "idle_waits": self.counters.idle_waits, "idle_woken": self.counters.idle_woken,
                 "samples": g.samples, "records": g.records,
                 "published": pub.delivered if pub else 0,
                 "produced": pub.produced if pub else 0,

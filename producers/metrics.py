@@ -11,6 +11,8 @@ GAUGES = {"open_groups"}
 HELP = {
     "hits": "point hits (byte ranges) read from the ring buffer",
     "sampled_hits": "point hits of sampled bytes after expanding ranges",
+    "idle_waits": "long waits of the agent's loop with no sampled byte open",
+    "idle_woken": "long waits the probes ended with a new record",
     "samples": "sampled bytes started on this host",
     "records": "records produced by grouping",
     "published": "records acknowledged by Kafka",

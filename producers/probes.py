@@ -34,8 +34,8 @@ from latscope.schemas.points import (
 )
 
 _log = log.get("producers.probes")
-SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "udp_call",
-               "sock_wait")
+SHARED_MAPS = ("events", "counters", "netns_filter", "flow_stats", "sampling", "agent_idle",
+               "udp_call", "sock_wait")
 _RB_DROPS = layout.COUNTERS.index("rb_drops")
 MAPS_OBJECT = "dev"            # loaded with no program: owns the shared maps
 RETRANS = "retransmit"         # the retransmission marker's key in choices/unavailable
@@ -188,6 +188,11 @@ class Probes:
         """What the probes sample from now on: TCP bytes b with b % size == 0, datagrams
         with hash % udp_mod == 0 (every probe reads the one shared value)."""
         self.objects["maps"].map("sampling").update(0, layout.SAMPLING.codec.pack(size, udp_mod))
+
+    def set_idle(self, idle: bool) -> None:
+        """Whether the agent is in a long sleep: the probes then wake it with the first
+        record it has not read (common.bpf.h, agent_idle)."""
+        self.objects["maps"].map("agent_idle").update(0, struct.pack("<I", int(idle)))
 
     def _open(self, name: str, programs: tuple[str, ...]) -> libbpf.BpfObject:
         obj = libbpf.BpfObject.build(name)

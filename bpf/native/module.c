@@ -8,6 +8,9 @@ static PyMethodDef methods[] = {
     {"ring_span", ls_ring_span, METH_VARARGS,
      "ring_span(consumer position, producer position, data area, mask) -> (start, end): "
      "the committed records' positions, nothing consumed"},
+    {"ring_pending", ls_ring_pending, METH_VARARGS,
+     "ring_pending(consumer position, producer position) -> int: unread bytes, read after "
+     "a full memory fence"},
     {"percpu_sum", ls_percpu_sum, METH_VARARGS,
      "percpu_sum(map fd, u32 key, possible CPUs) -> int: a per-CPU u64 slot's total"},
     {NULL, NULL, 0, NULL},

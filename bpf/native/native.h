@@ -15,6 +15,7 @@
 
 PyObject *ls_ring_read(PyObject *self, PyObject *args);
 PyObject *ls_ring_span(PyObject *self, PyObject *args);
+PyObject *ls_ring_pending(PyObject *self, PyObject *args);
 PyObject *ls_percpu_sum(PyObject *self, PyObject *args);
 
 #endif

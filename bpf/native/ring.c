@@ -48,3 +48,19 @@ PyObject *ls_ring_span(PyObject *self, PyObject *args)
         ;
     return Py_BuildValue("KK", (unsigned long long)start, (unsigned long long)w.pos);
 }
+
+/* Unread bytes (reserved or committed), after a full fence: a store the caller made just
+ * before (the agent's "wake me" flag, Probes.set_idle) is visible to every CPU before the
+ * producer position is read, so a probe that reserved after that position was read sees
+ * the flag (it reads the flag after its commit, also a full fence). */
+PyObject *ls_ring_pending(PyObject *self, PyObject *args)
+{
+    unsigned long long cons_addr, prod_addr;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KK", &cons_addr, &prod_addr))
+        return NULL;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint64_t prod = __atomic_load_n((const uint64_t *)(uintptr_t)prod_addr, __ATOMIC_ACQUIRE);
+    uint64_t cons = __atomic_load_n((const uint64_t *)(uintptr_t)cons_addr, __ATOMIC_ACQUIRE);
+    return PyLong_FromUnsignedLongLong(prod - cons);
+}

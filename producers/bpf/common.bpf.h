@@ -63,6 +63,16 @@ static __always_inline const struct ls_sampling *ls_sampling(void)
 	return bpf_map_lookup_elem(&sampling, &k);
 }
 
+/* Non-zero while the agent sleeps long, having nothing to group (producers/agent.py): each
+ * event then wakes it (ls_emit_one), where it would otherwise wait for a batch or its
+ * timeout. An array lookup with a constant key, inlined like the sampling's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} agent_idle SEC(".maps");
+
 
 #define LS_NCOUNTERS LS_C_MAX
 #include "counters.bpf.h"
@@ -168,6 +178,8 @@ static __always_inline void ls_emit_one(const struct ls_hit *h, __u8 point, __u6
 					const __u32 *wait)
 {
 	struct ls_event *e;
+	const __u32 *idle;
+	__u32 k = 0;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -206,11 +218,22 @@ static __always_inline void ls_emit_one(const struct ls_hit *h, __u8 point, __u6
 		bpf_probe_read_kernel_str(e->dev, sizeof(e->dev), dev->name);
 	else
 		e->dev[0] = 0;            /* socket points; XDP: user space names the device */
-	/* Wake the agent only once a batch waits (it also reads on its own every few ms):
-	 * a wakeup per event costs the traced path an irq_work and the agent a read each. */
+	/* Wake the agent only once a batch waits (it also reads on its own every poll): a
+	 * wakeup per event costs the traced path an irq_work and the agent a read each. */
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
 			      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	ls_count(LS_C_HITS);
+	/* An agent in a long sleep is woken now, by an empty record it skips. The flag is
+	 * read after the commit, a full fence, and the agent reads the ring's producer
+	 * position after setting it (ring_pending, also after a fence): either it saw this
+	 * record and did not sleep, or this sees its flag. */
+	idle = bpf_map_lookup_elem(&agent_idle, &k);
+	if (idle && *idle) {
+		void *w = bpf_ringbuf_reserve(&events, 8, 0);
+
+		if (w)
+			bpf_ringbuf_discard(w, BPF_RB_FORCE_WAKEUP);
+	}
 }
 
 /* ts == 0: stamp now. Points stamp only once they know the range holds a sampled byte, so

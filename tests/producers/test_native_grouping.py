@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from latscope.bpf._native import ring_read, ring_span
+from latscope.bpf._native import ring_pending, ring_read, ring_span
 from latscope.producers import layout
 from latscope.producers.agent import Agent, AgentSettings
 from latscope.producers.avro import LayerEventEncoder
@@ -234,8 +234,12 @@ def test_ring_reads_follow_the_kernel_protocol() -> None:
     for r in recs:
         ring.put(r)
     assert ring_read(*ring.addresses) == recs and ring.cons.value == ring.prod.value
+    assert ring_pending(*ring.addresses[:2]) == 0
     end = ring.batch([b"a" * 40, b"b" * 52, b"c" * 16])   # wraps past 256
     assert ring.prod.value > 256 > ring.cons.value
+    # unread: five 8-byte headers (three events, a discarded record among them, one being
+    # written) and their bodies padded to 8 bytes
+    assert ring_pending(*ring.addresses[:2]) == 5 * 8 + 40 + 56 + 16 + 24 + 8
     assert ring_span(*ring.addresses) == (ring.cons.value, end)
     assert ring_read(*ring.addresses) == [b"a" * 40, b"b" * 52, b"c" * 16]
     assert ring.cons.value == end                  # the BUSY record stays unread
