@@ -44,9 +44,11 @@ _PROTO = {6: "tcp", 17: "udp"}
 # ring is waiting): each turn costs a wakeup and the loop's overhead whatever it carries,
 # so turns are few (docs/cpu-budget.md).
 POLL_MS = 100
-# The wait while nothing is open (no sampled byte waits for hits): the probes wake the loop
-# with the first record it has not read (Probes.set_idle), so the wait only bounds how
-# late a stop is seen.
+# The wait once a turn read nothing and nothing is open (no sampled byte waits for hits):
+# the probes wake the loop with the first record it has not read (Probes.set_idle), so the
+# wait only bounds how late a stop is seen. Only after an empty turn: under steady traffic
+# the loop would otherwise be woken by nearly every sampled byte (records flush as soon as
+# their last point is reached), costing far more wakeups than the turns it saves.
 IDLE_POLL_MS = 500
 # How long librdkafka gathers records before a produce request: each request costs the
 # agent's librdkafka thread a wakeup and the broker a request (docs/cpu-budget.md).
@@ -276,15 +278,17 @@ class Agent:
         assert self.ring is not None and self.publisher is not None
         out: list[Any] = []      # Records or (flow id, body) pairs: the path's
         last_expire = 0
+        last_hits = -1           # the hit counter before the last turn's read
         try:
             while not stop.is_set():
-                if self._idle():
+                if self.counters.hits == last_hits and self._idle():
                     woken = self.ring.wait(IDLE_POLL_MS)
                     self.probes.set_idle(False)
                     self.counters.idle_waits += 1
                     self.counters.idle_woken += woken
                 else:
                     self.ring.wait(POLL_MS)
+                last_hits = self.counters.hits
                 # Idle times are judged at the read: a hit committed later is unread, however
                 # long this thread then takes (measured: a record split around a stall of
                 # more than the hold, between reading a byte's hits and expiring its group).

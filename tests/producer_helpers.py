@@ -42,7 +42,9 @@ def total_retrans(sock: socket.socket) -> int:
 
 def tcp_transfer(net: Net, src: str, dst: str, dst_addr: str, port: int, nbytes: int,
                  reader_delay_ms: int = 0, read_size: int = 1 << 16,
-                 timeout: float = 60.0) -> Transfer:
+                 timeout: float = 60.0, write_size: int = 0, write_gap_ms: int = 0) -> Transfer:
+    """nbytes from src to dst_addr in dst: one sendall, or write_size bytes at a time with
+    write_gap_ms between writes (a paced sender)."""
     fam = socket.AF_INET6 if ":" in dst_addr else socket.AF_INET
     with net.enter(dst):
         srv = socket.socket(fam, socket.SOCK_STREAM)
@@ -70,7 +72,11 @@ def tcp_transfer(net: Net, src: str, dst: str, dst_addr: str, port: int, nbytes:
         cli.settimeout(timeout)
         cli.connect((dst_addr, port))
         sport = cli.getsockname()[1]
-        cli.sendall(b"\x5a" * nbytes)
+        step = write_size or nbytes
+        for off in range(0, nbytes, step):
+            cli.sendall(b"\x5a" * min(step, nbytes - off))
+            if write_gap_ms and off + step < nbytes:
+                time.sleep(write_gap_ms / 1000)
         cli.shutdown(socket.SHUT_WR)
         t.join(timeout)
         retrans = total_retrans(cli)
