@@ -250,6 +250,14 @@ def main() -> int:
         server = net.popen("bnch2", ["iperf3", "-s", "-p", "5201"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)    # iperf3 has no readiness signal; a failed first run aborts below
+
+        def start_agents(*extra: str, one: bool = False) -> list[subprocess.Popen]:
+            """One agent per simulated host, or one covering both namespaces (one per
+            kernel, as on a real host)."""
+            hosts = ([("bnch12", [ns1, ns2])] if one
+                     else [("bnch1", [ns1]), ("bnch2", [ns2])])
+            return [start_agent(h, n, topic, *extra) for h, n in hosts]
+
         try:
             # 1. throughput, alternated
             def alternate(extra: list[str], flow: tuple[str, ...] = (), one: bool = False
@@ -257,14 +265,12 @@ def main() -> int:
                 """off/on pairs; one: a single agent covers both namespaces (one per
                 kernel, as on a real host) instead of one agent per simulated host."""
                 off, on, used = [], [], []
-                hosts = [("bnch12", [ns1, ns2])] if one else [("bnch1", [ns1]),
-                                                               ("bnch2", [ns2])]
                 for i in range(args.rounds):
                     for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
                         if mode == "off":
                             off.append(iperf(net, args.seconds, *PIN, *flow))
                             continue
-                        agents = [start_agent(h, n, topic, *extra) for h, n in hosts]
+                        agents = start_agents(*extra, one=one)
                         cpu0 = [proc_cpu(a.pid) for a in agents]
                         iperf(net, args.seconds, *PIN, *flow)    # warm-up: the level settles
                         on.append(iperf(net, args.seconds, *PIN, *flow))
@@ -306,8 +312,7 @@ def main() -> int:
                 try:
                     for label, extra in ((UNSAMPLED, UNSAMPLED_ARGS),
                                          ("default settings", [])):
-                        agents = [start_agent("bnch1", [ns1], topic, *extra),
-                                  start_agent("bnch2", [ns2], topic, *extra)]
+                        agents = start_agents(*extra)
                         empty = attached(floor_obj)
                         try:
                             # a warm-up first (the stride level settles, as in phase 1);
@@ -340,9 +345,7 @@ def main() -> int:
                 for i in range(args.rounds):
                     modes = [None, *BUDGET_MODES]
                     for mode in (modes if i % 2 == 0 else modes[::-1]):
-                        agents = [] if mode is None else [
-                            start_agent(h, [n], topic, *BUDGET_MODES[mode])
-                            for h, n in (("bnch1", ns1), ("bnch2", ns2))]
+                        agents = [] if mode is None else start_agents(*BUDGET_MODES[mode])
                         # a warm-up at the rate first: a budget's level settles (about 4 s)
                         # before the measured run, as on an agent that has been running
                         iperf(net, args.seconds, "-b", args.fixed_rate)
