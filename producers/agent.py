@@ -247,6 +247,12 @@ class Agent:
         self._publish = (self.publisher.publish_encoded if self.s.native
                          else self.publisher.publish_all)
         self.probes.load()
+        if self.s.budget_records_per_s:   # the fleet's level before the first byte
+            self.stride = StrideLoop(self.s.kafka, self.s.host, self.s.budget_records_per_s,
+                                     self._size, lambda: self.grouper.counters.records,
+                                     self.set_stride_level,
+                                     self.s.stride_topic or stride_topic(self.s.topic))
+            self.stride.start()
         attached = self.probes.attach()
         # a record lacking one of these on its way is flagged incomplete (grouping._gaps)
         self.grouper.points = frozenset(attached)
@@ -260,12 +266,6 @@ class Agent:
                 exits, device_names(netns), self.s.interval_s),
                 self.s.kafka, self.s.flow_stats_topic)
             self.flow_stats.start()
-        if self.s.budget_records_per_s:
-            self.stride = StrideLoop(self.s.kafka, self.s.host, self.s.budget_records_per_s,
-                                     self._size, lambda: self.grouper.counters.records,
-                                     self.set_stride_level,
-                                     self.s.stride_topic or stride_topic(self.s.topic))
-            self.stride.start()
         self.started_at = time.time()
         self.ready.set()
         _log.info("agent %s: %d points attached in %d namespace(s); hold %d ms (join window "
@@ -333,7 +333,9 @@ class Agent:
     def shutdown(self, flush_timeout: float = 10.0) -> None:
         """Detach every probe first (nothing new arrives), then drain, flush, publish; what
         Kafka has not acknowledged within flush_timeout is counted as failed."""
-        if self.ring is None:
+        if self.ring is None:     # start() did not finish
+            if self.stride is not None:
+                self.stride.close()
             self.probes.close()
             return
         self.probes_counters = self.probes.kernel_counters()

@@ -26,6 +26,7 @@ from latscope.topic_follow import TopicFollower
 
 _log = log.get("producers.stride_sync")
 TICK_S = 0.5
+PRIME_S = 3.0     # start(): how long the fleet's level may hold up an agent's start
 
 
 @dataclass
@@ -59,11 +60,20 @@ class StrideLoop:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Apply the fleet's level now, then tick on a thread. An agent calls this before
+        its probes attach, so that none of its first bytes is taken at level 0 while the
+        fleet is above it (a restart under load would otherwise publish a second of level
+        0). Bounded: an unreachable broker costs only that head start."""
+        try:
+            if self._know_topic(PRIME_S):
+                self.tick(time.monotonic(), time.time_ns())
+        except Exception:
+            _log.exception("stride level not read at start")
         self._thread = threading.Thread(target=self._run, name="stride", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        topic_known = False
+        topic_known = self._follower is not None
         while not self._stop.wait(TICK_S):
             try:
                 if not topic_known:   # an unreachable broker holds up nothing else
@@ -74,15 +84,15 @@ class StrideLoop:
             except Exception:     # one bad tick never ends the agent's budget
                 _log.exception("stride tick failed")
 
-    def _know_topic(self) -> bool:
+    def _know_topic(self, timeout: float = 15.0) -> bool:
         try:
-            kafka.ensure_topics(self.ks, {self.topic: TOPICS[TOPIC_STRIDE]})
+            kafka.ensure_topics(self.ks, {self.topic: TOPICS[TOPIC_STRIDE]}, timeout)
         except Exception as e:
             _log.debug("topic %s not checked yet: %s", self.topic, e)
             return False
         self._follower = TopicFollower(self.ks, self.topic,
                                        f"{STRIDE_GROUP}{uuid.uuid4().hex}", self.on_message)
-        self._follower.catch_up(5)
+        self._follower.catch_up(min(5.0, timeout))
         return True
 
     def tick(self, now_s: float, wall_ns: int) -> None:

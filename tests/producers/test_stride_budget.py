@@ -19,10 +19,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from producer_helpers import consume, running_agents
+from confluent_kafka import Producer
+from producer_helpers import consume, loopback_burst, running_agents
 
-from latscope.kafka import KafkaSettings
+from latscope.kafka import KafkaSettings, ensure_topics
 from latscope.producers.agent import AgentSettings
+from latscope.schemas import codec
+from latscope.schemas.records import TOPIC_STRIDE, TOPICS, stride_topic
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 
@@ -107,3 +110,33 @@ def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name
     print(f"needs {need} level {level} sampled/s {per_s} switched {switched} "
           f"h2 records/s {whole} flow A bytes {len(h1_late)}")
     assert max(whole) <= BUDGET * 1.1 and min(whole) > 0, whole
+
+
+def test_an_agent_starts_at_the_fleet_level(scratch_netns: str, stack: Any,
+                                            topic_name: str) -> None:
+    """Another host's demand (written here by hand) holds the fleet at level 3: an agent
+    started now takes its very first bytes at size << 3. Reading the level on the stride
+    thread after the probes attached cost a second of level-0 records per restart."""
+    level, now = 3, time.time_ns()
+    topic = stride_topic(topic_name)
+    ensure_topics(stack.kafka_bootstrap, {topic: TOPICS[TOPIC_STRIDE]})
+    p = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    p.produce(topic, codec.default_codec().encode("StrideDemand", {
+        "schema_version": 1, "host": "lsxfleet", "level": level,
+        "effective_ns": now - 10**9, "sent_ns": now, "rate": 9000.0, "budget": 1000}),
+        key=b"lsxfleet")
+    assert p.flush(10) == 0
+    with running_agents({"h1": AgentSettings(
+            host="h1", netns=[scratch_netns], sample_size=SIZE, topic=topic_name,
+            flow_stats=False, budget_records_per_s=10**6,
+            kafka=KafkaSettings(stack.kafka_bootstrap))}) as ag:
+        assert loopback_burst(scratch_netns, 20_000_000) == 20_000_000
+        time.sleep(1.5)            # the records out of the hold
+        st = ag["h1"].status()["stride"]
+    assert st["level"] == level and st["bytes"] == SIZE << level and st["changes"] == 1, st
+    recs = [r for r in consume(topic_name, stack.kafka_bootstrap, 10**9, timeout=10)
+            if not r["retrans"]]
+    # one record per sampled byte of the 20 MB (one host), each on the fleet's stride
+    wrong = Counter(r["seq"] % (SIZE << level) for r in recs if r["seq"] % (SIZE << level))
+    assert abs(len(recs) - 20_000_000 / (SIZE << level)) <= 1 and not wrong, (
+        len(recs), wrong.most_common(3))
