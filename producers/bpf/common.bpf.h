@@ -361,15 +361,13 @@ static __always_inline int ls_opt_resent(const unsigned char *opts, __u32 n, __u
 	return 0;
 }
 
-/* The resend mark of a TCP header at th (its first 20 bytes already read into *t) into
- * h's flags and resent_end. */
-static __always_inline void ls_tcp_mark(const unsigned char *th, const struct tcphdr *t,
-					struct ls_hit *h)
+/* The resend mark of a TCP header at th (doff: its length in 32-bit words) into h's flags
+ * and resent_end. */
+static __always_inline void ls_tcp_mark(const unsigned char *th, __u8 doff, struct ls_hit *h)
 {
 	__u32 end = 0;
 
-	h->flags = t->doff > 5 && ls_opt_resent(th + sizeof(*t), t->doff * 4 - sizeof(*t), &end) ?
-		   LS_F_RESENT : 0;
+	h->flags = doff > 5 && ls_opt_resent(th + 20, doff * 4 - 20, &end) ? LS_F_RESENT : 0;
 	h->resent_end = end;
 }
 
@@ -404,17 +402,25 @@ static __always_inline __u32 ls_udp_hash(__be16 ulen, const unsigned char *paylo
 	return hash;
 }
 
-/* Where ls_parse_flow left the L4 header: its offset from head and its first 20 bytes. */
+/* Where ls_parse_flow left the L4 header: its offset from head, the TCP header's length in
+ * words, the UDP length (network order). */
 struct ls_l4 {
 	__u32 off;
-	struct tcphdr th;
+	__be16 ulen;
+	__u8 doff;
 };
 
+/* Kernel memory as a typed, read-only pointer: its loads are plain loads the JIT makes
+ * fault-safe (a fault reads zero), where bpf_probe_read_kernel costs a helper call and its
+ * checks on every packet. Kernel 6.2+. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define LS_CAST(p, type) ((const type *)bpf_rdonly_cast((p), bpf_core_type_id_kernel(type)))
+
 /* Parse the IP/TCP/UDP headers of a packet whose network header starts at head+nh, whose
- * data ends at head+end and whose linear part at head+linear_end (headers are read with
- * bpf_probe_read_kernel, so head may be an skb's head or an XDP packet's data). Returns 1
- * for a TCP segment carrying data or a UDP datagram, of an allowed port, with h's flow and
- * range filled (UDP: seq is the datagram's hash, len 1) and l the L4 header; 0 otherwise.
+ * data ends at head+end and whose linear part at head+linear_end (head may be an skb's head
+ * or an XDP packet's data: both are kernel memory, read through LS_CAST). Returns 1 for a
+ * TCP segment carrying data or a UDP datagram, of an allowed port, with h's flow and range
+ * filled (UDP: seq is the datagram's hash, len 1) and l the L4 header's; 0 otherwise.
  * Whether it is sampled is ls_parse_sampled's question: the flow counters count them all. */
 static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 end,
 					 __u32 linear_end, __u16 l3proto, struct ls_hit *h,
@@ -422,47 +428,35 @@ static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 en
 {
 	__u32 l4;
 	__u8 proto;
-	int have_l4 = 0;   /* th already holds the first 20 bytes of L4 */
-	struct tcphdr th;  /* the TCP header, or the UDP header in its first 8 bytes */
 
-	/* One read for the IP header and the first 20 bytes after it (the common case: no IPv4
-	 * options, no IPv6 extension headers); separate reads only when that fails or misses. */
 	if (l3proto == bpf_htons(ETH_P_IP)) {
-		struct { struct iphdr ip; struct tcphdr th; } b;
-		if (!bpf_probe_read_kernel(&b, sizeof(b), head + nh))
-			have_l4 = b.ip.ihl == 5;
-		else if (bpf_probe_read_kernel(&b.ip, sizeof(b.ip), head + nh))
-			goto bad;
-		proto = b.ip.protocol;
-		if (b.ip.frag_off & bpf_htons(0x1fff))
+		const struct iphdr *ip = LS_CAST(head + nh, struct iphdr);
+
+		proto = ip->protocol;
+		if (ip->frag_off & bpf_htons(0x1fff))
 			return 0;          /* non-first fragment: no L4 header */
-		l4 = nh + b.ip.ihl * 4;
+		l4 = nh + BPF_CORE_READ_BITFIELD(ip, ihl) * 4;
 		h->family = 4;
 		__builtin_memset(h->saddr, 0, 32);
-		*(__u32 *)h->saddr = b.ip.saddr;
-		*(__u32 *)h->daddr = b.ip.daddr;
-		if (have_l4)
-			th = b.th;
+		*(__u32 *)h->saddr = ip->saddr;
+		*(__u32 *)h->daddr = ip->daddr;
 	} else if (l3proto == bpf_htons(ETH_P_IPV6)) {
-		struct { struct ipv6hdr ip6; struct tcphdr th; } b;
-		if (!bpf_probe_read_kernel(&b, sizeof(b), head + nh))
-			have_l4 = 1;
-		else if (bpf_probe_read_kernel(&b.ip6, sizeof(b.ip6), head + nh))
-			goto bad;
-		proto = b.ip6.nexthdr;
-		l4 = nh + sizeof(b.ip6);
+		const struct ipv6hdr *ip6 = LS_CAST(head + nh, struct ipv6hdr);
+		__u32 *s = (__u32 *)h->saddr, *d = (__u32 *)h->daddr;
+
+		proto = ip6->nexthdr;
+		l4 = nh + sizeof(*ip6);
 		h->family = 6;
-		__builtin_memcpy(h->saddr, &b.ip6.saddr, 16);
-		__builtin_memcpy(h->daddr, &b.ip6.daddr, 16);
-		if (have_l4)
-			th = b.th;
+		for (int i = 0; i < 4; i++) {
+			s[i] = ip6->saddr.in6_u.u6_addr32[i];
+			d[i] = ip6->daddr.in6_u.u6_addr32[i];
+		}
 	} else {
 		return 0;
 	}
 	if (h->family == 6 && proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
 		/* Walk up to 4 IPv6 extension headers (hop-by-hop 0, routing 43, fragment 44,
 		 * destination options 60); a longer chain is counted as unparsed. */
-		have_l4 = 0;
 		for (int i = 0; i < 4; i++) {
 			__u8 ext[4];
 			if (proto != 0 && proto != 43 && proto != 44 && proto != 60)
@@ -483,24 +477,21 @@ static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 en
 	}
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return 0;
-	if (!have_l4) {
-		__builtin_memset(&th, 0, sizeof(th));
-		if (bpf_probe_read_kernel(&th, proto == IPPROTO_TCP ? sizeof(th) : 8, head + l4))
-			goto bad;
-	}
 	l->off = l4;
-	l->th = th;
 
 	if (proto == IPPROTO_TCP) {
+		const struct tcphdr *t = LS_CAST(head + l4, struct tcphdr);
 		__u32 data;
-		h->sport = bpf_ntohs(th.source);
-		h->dport = bpf_ntohs(th.dest);
+
+		h->sport = bpf_ntohs(t->source);
+		h->dport = bpf_ntohs(t->dest);
 		if (!ls_ports_ok(h->sport, h->dport))
 			return 0;
-		data = l4 + th.doff * 4;
+		l->doff = BPF_CORE_READ_BITFIELD(t, doff);
+		data = l4 + l->doff * 4;
 		if (data >= end)
 			return 0;          /* pure ACK */
-		h->seq = bpf_ntohl(th.seq);
+		h->seq = bpf_ntohl(t->seq);
 		h->len = end - data;
 		h->proto = IPPROTO_TCP;
 		h->flags = 0;
@@ -508,13 +499,14 @@ static __always_inline int ls_parse_flow(unsigned char *head, __u32 nh, __u32 en
 		return 1;
 	}
 	{
-		struct udphdr uh = *(struct udphdr *)&th;
+		const struct udphdr *u = LS_CAST(head + l4, struct udphdr);
 
-		h->sport = bpf_ntohs(uh.source);
-		h->dport = bpf_ntohs(uh.dest);
+		h->sport = bpf_ntohs(u->source);
+		h->dport = bpf_ntohs(u->dest);
 		if (!ls_ports_ok(h->sport, h->dport))
 			return 0;
-		h->seq = ls_udp_hash(uh.len, head + l4 + 8,
+		l->ulen = u->len;
+		h->seq = ls_udp_hash(l->ulen, head + l4 + 8,
 				      linear_end > l4 + 8 ? linear_end - (l4 + 8) : 0);
 		h->len = 1;
 		h->proto = IPPROTO_UDP;
@@ -545,7 +537,7 @@ static __always_inline int ls_parse_sampled(unsigned char *head, struct ls_hit *
 		return ls_udp_sampled(h->seq);
 	if (!ls_sampled(h->seq, h->len))
 		return 0;
-	ls_tcp_mark(head + l->off, &l->th, h);
+	ls_tcp_mark(head + l->off, l->doff, h);
 	return 1;
 }
 

@@ -54,12 +54,9 @@ static __always_inline void ls_fs_add(const struct ls_hit *h, __u32 netns, __u32
 /* Segments in an skb: GSO/GRO packets hold several (skb_shinfo()->gso_segs), others one. */
 static __always_inline __u32 ls_skb_segs(const struct sk_buff *skb, const int m)
 {
-	unsigned char *head = LS_RD(m, skb, head);
-	__u16 segs = 0;
+	__u16 segs = LS_CAST(LS_RD(m, skb, head) + LS_RD(m, skb, end),
+			     struct skb_shared_info)->gso_segs;
 
-	bpf_probe_read_kernel(&segs, sizeof(segs),
-			      head + LS_RD(m, skb, end) +
-			      bpf_core_field_offset(struct skb_shared_info, gso_segs));
 	return segs ? segs : 1;
 }
 

@@ -65,10 +65,8 @@ static __always_inline int tcp_range(const struct sock *sk, const struct sk_buff
 	if (rx) {
 		/* Where TCP receives a segment, skb->data is its TCP header: the resend mark. */
 		unsigned char *th = LS_RD(m, skb, data);
-		struct tcphdr t;
 
-		if (!bpf_probe_read_kernel(&t, sizeof(t), th))
-			ls_tcp_mark(th, &t, &h);
+		ls_tcp_mark(th, BPF_CORE_READ_BITFIELD(LS_CAST(th, struct tcphdr), doff), &h);
 	}
 	if (rx && m == LS_BTF)
 		tcp_rx_track(sk, seq);

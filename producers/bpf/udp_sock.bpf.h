@@ -182,7 +182,7 @@ static __always_inline void udp_send_out(const struct sk_buff *skb, const struct
 	/* the app's datagram, not a tunnel's outer header around it */
 	if (h->sport != BPF_CORE_READ(sk, __sk_common.skc_num))
 		return;
-	ulen = bpf_ntohs(((const struct udphdr *)&l->th)->len);
+	ulen = bpf_ntohs(l->ulen);
 	ls_fs_add(h, netns, 0, LS_FS_SEND, ulen >= 8 ? ulen - 8 : 0, 1);
 	if (ls_udp_sampled(h->seq))
 		ls_emit_at(h, LS_SOCK_SEND, v->send_ts, netns, 0, 0);
