@@ -252,7 +252,7 @@ class Agent:
                                      self._size, lambda: self.grouper.counters.records,
                                      self.set_stride_level,
                                      self.s.stride_topic or stride_topic(self.s.topic))
-            self.stride.start()
+            self.stride.prime()
         attached = self.probes.attach()
         # a record lacking one of these on its way is flagged incomplete (grouping._gaps)
         self.grouper.points = frozenset(attached)
@@ -266,6 +266,8 @@ class Agent:
                 exits, device_names(netns), self.s.interval_s),
                 self.s.kafka, self.s.flow_stats_topic)
             self.flow_stats.start()
+        if self.stride is not None:   # measures from now on
+            self.stride.start()
         self.started_at = time.time()
         self.ready.set()
         _log.info("agent %s: %d points attached in %d namespace(s); hold %d ms (join window "

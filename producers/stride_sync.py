@@ -59,16 +59,20 @@ class StrideLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Apply the fleet's level now, then tick on a thread. An agent calls this before
-        its probes attach, so that none of its first bytes is taken at level 0 while the
-        fleet is above it (a restart under load would otherwise publish a second of level
-        0). Bounded: an unreachable broker costs only that head start."""
+    def prime(self) -> None:
+        """Apply the fleet's level now, before the agent's probes attach, so that none of
+        its first bytes is taken at level 0 while the fleet is above it (a restart under
+        load would otherwise publish a second of level 0). Only the level: the governor
+        measures from the thread's first tick on (start(), once the probes are attached),
+        else the seconds of attaching would read as a rate of 0 and pull the fleet down.
+        Bounded: an unreachable broker costs only that head start."""
         try:
             if self._know_topic(PRIME_S):
-                self.tick(time.monotonic(), time.time_ns())
+                self._apply_level(time.time_ns())
         except Exception:
             _log.exception("stride level not read at start")
+
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="stride", daemon=True)
         self._thread.start()
 
@@ -101,6 +105,9 @@ class StrideLoop:
             d = self.governor.demand(now_s, wall_ns)
             self.schedule.add(d)
             self._publish(d)
+        self._apply_level(wall_ns)
+
+    def _apply_level(self, wall_ns: int) -> None:
         level = self.schedule.level_at(wall_ns)
         if level != self.level:
             _log.info("agent %s: stride level %d -> %d (%s)", self.host, self.level, level,
@@ -128,7 +135,7 @@ class StrideLoop:
         host = key.decode(errors="replace") if key else ""
         if value is None:         # a tombstone: the host left
             if host != self.host:
-                self.schedule.demands.pop(host, None)
+                self.schedule.remove(host)
             return
         try:
             _, r = self._codec.decode(value, expect="StrideDemand")
