@@ -59,21 +59,38 @@ class Demand:
 
 
 class Schedule:
-    """Every host's newest demand, and the level in effect at any instant."""
+    """Every host's newest demand, and the level in effect at any instant. A host's demand
+    holds until the one that replaced it takes effect: a heartbeat, or a restarted agent's
+    first demand, is effective LEAD_S after it is sent, and the fleet must not fall back
+    to a lower level for those seconds."""
 
     def __init__(self, stale_s: float = STALE_S) -> None:
         self.demands: dict[str, Demand] = {}
+        self._before: dict[str, Demand] = {}   # the demand each newest one replaced
         self._stale_ns = int(stale_s * 1e9)
 
     def add(self, d: Demand) -> None:
         old = self.demands.get(d.host)
         if old is None or d.sent_ns >= old.sent_ns:
             self.demands[d.host] = d
+            if old is not None:
+                self._before[d.host] = old
+
+    def remove(self, host: str) -> None:
+        self.demands.pop(host, None)
+        self._before.pop(host, None)
 
     def level_at(self, t_ns: int) -> int:
-        """The highest level among demands in effect at t_ns and fresh then; 0 without."""
-        return max((d.level for d in self.demands.values()
-                    if d.effective_ns <= t_ns < d.sent_ns + self._stale_ns), default=0)
+        """The highest level among demands in effect at t_ns and fresh then; 0 without.
+        A host's newest demand is in effect from its effective time; until then, the one
+        it replaced (if that one is in effect and fresh)."""
+        out = 0
+        for host, d in self.demands.items():
+            if d.effective_ns > t_ns:
+                d = self._before.get(host, d)
+            if d.effective_ns <= t_ns < d.sent_ns + self._stale_ns:
+                out = max(out, d.level)
+        return out
 
 
 class Governor:

@@ -30,10 +30,30 @@ def test_schedule_applies_the_highest_fresh_demand_from_its_effective_time() -> 
     # h1's older demand arriving late changes nothing; its newer one replaces it
     sch.add(Demand("h1", 5, effective_ns=9 * S, sent_ns=7 * S))
     assert sch.level_at(11 * S) == 2
+    # h1 asks for 0 from 20 s: its 2 holds until then, every host switching at 20 s
     sch.add(Demand("h1", 0, effective_ns=20 * S, sent_ns=18 * S))
-    assert sch.level_at(19 * S) == 1 and sch.level_at(20 * S) == 1
+    assert sch.level_at(19 * S) == 2 and sch.level_at(20 * S) == 1
     # h2 sent at 3 s: stale from 103 s on (a host that stopped no longer holds the fleet)
     assert sch.level_at(102 * S) == 1 and sch.level_at(103 * S) == 0
+
+
+def test_a_heartbeat_never_lets_the_level_fall_before_it_takes_effect() -> None:
+    """h1 holds the fleet at 4 alone; its heartbeat 30 s later (the same 4, effective 2 s
+    after it was sent) and a restarted agent's first demand (3, from 62 s) replace its
+    entry before they take effect: the level in between is the replaced demand's, never
+    h2's 1 (measured before this rule: two seconds at the lowest level every heartbeat)."""
+    sch = Schedule(stale_s=100)
+    sch.add(Demand("h1", 4, effective_ns=2 * S, sent_ns=0))
+    sch.add(Demand("h2", 1, effective_ns=2 * S, sent_ns=0))
+    sch.add(Demand("h1", 4, effective_ns=32 * S, sent_ns=30 * S))
+    assert [sch.level_at(t * S) for t in (1, 2, 30, 31, 32)] == [0, 4, 4, 4, 4]
+    sch.add(Demand("h1", 3, effective_ns=62 * S, sent_ns=60 * S))
+    assert [sch.level_at(t * S) for t in (60, 61, 62)] == [4, 4, 3]
+    # a replaced demand still goes stale: h1's 3 of 60 s holds until 160 s, not after
+    sch.add(Demand("h1", 3, effective_ns=200 * S, sent_ns=125 * S))
+    assert sch.level_at(129 * S) == 3 and sch.level_at(161 * S) == 0
+    sch.remove("h1")
+    assert sch.level_at(62 * S) == 1
 
 
 def _feed(g: Governor, t0: float, t1: float, rate: float, level: int, records: int,
