@@ -26,7 +26,7 @@ from latscope.topic_follow import TopicFollower
 
 _log = log.get("producers.stride_sync")
 TICK_S = 0.5
-PRIME_S = 3.0     # start(): how long the fleet's level may hold up an agent's start
+PRIME_S = 3.0     # prime(): how long the fleet's level may hold up an agent's start
 
 
 @dataclass

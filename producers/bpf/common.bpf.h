@@ -365,9 +365,10 @@ static __always_inline int ls_opt_resent(const unsigned char *opts, __u32 n, __u
  * and resent_end. */
 static __always_inline void ls_tcp_mark(const unsigned char *th, __u8 doff, struct ls_hit *h)
 {
+	const __u32 base = sizeof(struct tcphdr);
 	__u32 end = 0;
 
-	h->flags = doff > 5 && ls_opt_resent(th + 20, doff * 4 - 20, &end) ? LS_F_RESENT : 0;
+	h->flags = doff > 5 && ls_opt_resent(th + base, doff * 4 - base, &end) ? LS_F_RESENT : 0;
 	h->resent_end = end;
 }
 

@@ -19,10 +19,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from producer_helpers import consume, loopback_burst, running_agents
 
-from latscope.kafka import KafkaSettings, ensure_topics
+from latscope.kafka import KafkaSettings, ensure_topics, producer
 from latscope.producers.agent import AgentSettings
 from latscope.schemas import codec
 from latscope.schemas.records import TOPIC_STRIDE, TOPICS, stride_topic
@@ -120,7 +119,7 @@ def test_an_agent_starts_at_the_fleet_level(scratch_netns: str, stack: Any,
     level, now = 3, time.time_ns()
     topic = stride_topic(topic_name)
     ensure_topics(stack.kafka_bootstrap, {topic: TOPICS[TOPIC_STRIDE]})
-    p = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    p = producer(stack.kafka_bootstrap)
     p.produce(topic, codec.default_codec().encode("StrideDemand", {
         "schema_version": 1, "host": "lsxfleet", "level": level,
         "effective_ns": now - 10**9, "sent_ns": now, "rate": 9000.0, "budget": 1000}),
