@@ -135,7 +135,9 @@ def test_an_agent_starts_at_the_fleet_level(scratch_netns: str, stack: Any,
     assert st["level"] == level and st["bytes"] == SIZE << level and st["changes"] == 1, st
     recs = [r for r in consume(topic_name, stack.kafka_bootstrap, 10**9, timeout=10)
             if not r["retrans"]]
-    # one record per sampled byte of the 20 MB (one host), each on the fleet's stride
+    # one record per sampled byte of the 20 MB (one host: 1727), each on the fleet's
+    # stride; a few may be missing (ci46: 1716, a loaded machine); level 0 would be 8x
     wrong = Counter(r["seq"] % (SIZE << level) for r in recs if r["seq"] % (SIZE << level))
-    assert abs(len(recs) - 20_000_000 / (SIZE << level)) <= 1 and not wrong, (
+    sampled = 20_000_000 / (SIZE << level)
+    assert 0.97 * sampled <= len(recs) <= sampled + 1 and not wrong, (
         len(recs), wrong.most_common(3))
