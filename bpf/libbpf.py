@@ -23,7 +23,7 @@ API (stable; the sync engine uses it too)::
     link = obj.attach_cgroup("prog", "/sys/fs/cgroup/unified")
     link.detach()                               # or obj.close(): detaches every link, frees maps
     m = obj.map("name"); m.fd; m.update(k, v); m.lookup(k) -> bytes | None; m.delete(k)
-    m.keys(); m.lookup_percpu(k) -> list[bytes]
+    m.keys(); m.lookup_percpu(k) -> list[bytes]; m.items_percpu() -> [(k, [bytes per CPU])]
     obj.test_run("prog", packet) -> (retval, packet_after)   # BPF_PROG_TEST_RUN
     rb = RingBuffer(obj.map("events").fd); rb.poll(timeout_ms) -> list[bytes]; rb.close()
 Namespaces: create XDP/tcx/netfilter links inside ``latscope.bpf.netns.entered(name)``; they stay
@@ -109,6 +109,7 @@ def _lib() -> ctypes.CDLL:
         "bpf_map_delete_elem": (I, [I, P]),
         "bpf_map_lookup_and_delete_elem": (I, [I, P, P]),
         "bpf_map_get_next_key": (I, [I, P, P]),
+        "bpf_map_lookup_batch": (I, [I, P, P, P, P, ctypes.POINTER(ctypes.c_uint32), P]),
         "btf__find_by_name_kind": (I, [P, C, U]),
         "btf__type_by_id": (P, [P, U]),
         "btf__name_by_offset": (C, [P, U]),
@@ -226,6 +227,35 @@ class Map:
         if raw is None:
             return []
         return [raw[i * step:i * step + self.value_size] for i in range(NUM_CPUS)]
+
+    def items_percpu(self, chunk: int = 256) -> list[tuple[bytes, list[bytes]]]:
+        """Per-CPU hash maps: every key with its per-CPU values, read in batches of up to
+        `chunk` keys (one syscall each, not two per key). A key added meanwhile may be read
+        next time, not this one."""
+        step = (self.value_size + 7) // 8 * 8
+        ks, vs = self.key_size, self.value_size
+        out: list[tuple[bytes, list[bytes]]] = []
+        batch_in, batch_out = None, ctypes.create_string_buffer(8)
+        while True:
+            keys = ctypes.create_string_buffer(ks * chunk)
+            vals = ctypes.create_string_buffer(step * NUM_CPUS * chunk)
+            count = ctypes.c_uint32(chunk)
+            rc = _L.bpf_map_lookup_batch(self.fd, batch_in, batch_out, keys, vals,
+                                         ctypes.byref(count), None)
+            err = ctypes.get_errno() if rc else 0
+            if rc and err == errno.ENOSPC and not count.value:   # a bucket larger than chunk
+                chunk *= 2
+                continue
+            if rc and err != errno.ENOENT:
+                raise _err(f"batch lookup in map {self.name}")
+            kraw, vraw, per = keys.raw, vals.raw, step * NUM_CPUS
+            for i in range(count.value):
+                v = vraw[i * per:(i + 1) * per]
+                out.append((kraw[i * ks:(i + 1) * ks],
+                            [v[c * step:c * step + vs] for c in range(NUM_CPUS)]))
+            if rc:        # ENOENT: the last batch
+                return out
+            batch_in = ctypes.create_string_buffer(batch_out.raw, 8)
 
     def delete(self, key: bytes | int) -> bool:
         if _L.bpf_map_delete_elem(self.fd, self._key(key)) != 0:

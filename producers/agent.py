@@ -250,7 +250,7 @@ class Agent:
         if self.s.budget_records_per_s:   # the fleet's level before the first byte
             self.stride = StrideLoop(self.s.kafka, self.s.host, self.s.budget_records_per_s,
                                      self._size, lambda: self.grouper.counters.records,
-                                     self.set_stride_level,
+                                     self.set_stride_level, self.publisher.producer,
                                      self.s.stride_topic or stride_topic(self.s.topic))
             self.stride.prime()
         attached = self.probes.attach()
@@ -264,7 +264,7 @@ class Agent:
             self.flow_stats = FlowStatsLoop(FlowStatsCollector(
                 self.s.host, self.probes.flow_stats_map, netns, self.s.ports,
                 exits, device_names(netns), self.s.interval_s),
-                self.s.kafka, self.s.flow_stats_topic)
+                self.s.kafka, self.publisher.producer, self.s.flow_stats_topic)
             self.flow_stats.start()
         if self.stride is not None:   # measures from now on
             self.stride.start()

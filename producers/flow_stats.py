@@ -1,9 +1,10 @@
 """Per-flow context, once an interval: the kernel's per-flow counters (flow_stats.bpf.h, every
 byte and segment, read and differenced here), the TCP state of the flow's sockets
-(tcp_state.py) and the owning process (owners.py), as one FlowStats record per (flow, host,
-interval) on ``latscope.flow-stats``. Drops carry the kernel's reason: the probe counts the
-enum skb_drop_reason value (drops.bpf.c), named here from the running kernel's BTF, so a
-kernel that adds or renumbers reasons needs no change here.
+(tcp_state.py) and the owning process (owners.py; the one the counters saw calling), as one
+FlowStats record per (flow, host, interval) on ``latscope.flow-stats``. Drops carry the
+kernel's reason: the probe counts the enum skb_drop_reason value (drops.bpf.c), named here
+from the running kernel's BTF, so a kernel that adds or renumbers reasons needs no change
+here.
 
 Intervals are aligned on the wall clock (multiples of the interval, as the stream worker's
 windows), so a record and the latency window of the same flow and start describe the same
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from latscope import kafka, log
 from latscope.bpf import libbpf
@@ -127,26 +128,32 @@ class FlowStatsCollector:
         self._last: dict[bytes, tuple[int, int]] = {}
         self._idle: dict[bytes, int] = {}
         self._flow_of_key: dict[bytes, tuple[int, FlowT]] = {}    # decoded once per key
+        self._tgid: dict[bytes, int] = {}     # send/recv keys: the last caller's process
         self._read_at = time.monotonic_ns()
 
     def _deltas(self) -> dict[bytes, tuple[int, int]]:
         """key -> (bytes, count) since the last read, summed over CPUs."""
         out = {}
-        for key in self.map.keys():
+        for key, values in self.map.items_percpu():
             # an idle key is read for the last time as it is removed: a packet counted
             # between a read and a separate delete would be lost
             pop = self._idle.get(key, 0) + 1 >= IDLE_INTERVALS
+            if pop:
+                values = self.map.lookup_percpu(key, pop=True)
             total_b = total_c = 0
-            for v in self.map.lookup_percpu(key, pop=pop):
-                b, c = _VAL(v)
+            for v in values:
+                b, c, tgid, _ = _VAL(v)
                 total_b += b
                 total_c += c
+                if tgid:
+                    self._tgid[key] = tgid
             last = self._last.get(key, (0, 0))
             d = (total_b - last[0], total_c - last[1])
             self._last[key] = (total_b, total_c)
             if pop:
                 self._last.pop(key)
                 self._flow_of_key.pop(key, None)
+                self._tgid.pop(key, None)
                 self._idle.pop(key, None)
                 self.counters.removed_keys += 1
             elif d == (0, 0):
@@ -194,7 +201,7 @@ class FlowStatsCollector:
         if self.tcp is None:
             self.tcp = TcpStateReader(self.netns, self.ports)
         socks = self.tcp.find(self._ends())
-        pids = self.owners.pids({s.inode for s in socks})
+        callers = self._callers()
         wanted = []
         for s in socks:
             out_flow: FlowT = ("tcp", s.family, s.local[0], s.remote[0], s.local[1], s.remote[1])
@@ -205,12 +212,36 @@ class FlowStatsCollector:
             if in_flow in accs:
                 sides.append(("receiver", in_flow))
             if sides:
-                wanted.append((s, sides))
-        owners = self.owners.read({pids[s.inode] for s, _ in wanted if s.inode in pids})
-        for s, sides in wanted:
-            owner = owners.get(pids.get(s.inode, -1))
+                # the socket's own calls: its sends go out as out_flow, its reads take in_flow
+                pid = (callers.get((s.netns, "send", out_flow))
+                       or callers.get((s.netns, "recv", in_flow)))
+                wanted.append((s, sides, pid))
+        # /proc only for sockets no call of which was seen (their data predates the agent)
+        walked = self.owners.pids({s.inode for s, _, pid in wanted if pid is None})
+        pids = {s.inode: pid or walked.get(s.inode, -1) for s, _, pid in wanted}
+        owners = self.owners.read(set(pids.values()) - {-1})
+        for s, sides, _ in wanted:
+            owner = owners.get(pids[s.inode])
             for side, flow in sides:
                 accs[flow].sockets.append(socket_record(s, side, owner))
+
+    def _callers(self) -> dict[tuple[int, str, FlowT], int]:
+        """(netns, send|recv, flow) -> the process the probes last saw calling."""
+        out = {}
+        for raw, tgid in self._tgid.items():
+            netns, flow = self._where(raw)
+            out[(netns, layout.FS_KINDS.get(_KEY(raw)[_K["kind"]], ""), flow)] = tgid
+        return out
+
+    def _where(self, raw: bytes) -> tuple[int, FlowT]:
+        """A key's namespace and flow, decoded once."""
+        where = self._flow_of_key.get(raw)
+        if where is None:
+            k = _KEY(raw)
+            where = self._flow_of_key[raw] = (k[_K["netns"]], flow_of(
+                k[_K["saddr"]], k[_K["daddr"]], k[_K["sport"]], k[_K["dport"]],
+                k[_K["family"]], k[_K["proto"]]))
+        return where
 
     def _ends(self) -> set[Ends]:
         """Both ends' sockets of every TCP flow the map holds (active, or idle and not yet
@@ -218,13 +249,7 @@ class FlowStatsCollector:
         be. A forwarding host has neither; the lookups find nothing."""
         ends: set[Ends] = set()
         for raw in self._last:
-            where = self._flow_of_key.get(raw)
-            if where is None:
-                k = _KEY(raw)
-                where = self._flow_of_key[raw] = (k[_K["netns"]], flow_of(
-                    k[_K["saddr"]], k[_K["daddr"]], k[_K["sport"]], k[_K["dport"]],
-                    k[_K["family"]], k[_K["proto"]]))
-            netns, (proto, family, src, dst, sport, dport) = where
+            netns, (proto, family, src, dst, sport, dport) = self._where(raw)
             if proto == "tcp":
                 ends.add((netns, family, (src, sport), (dst, dport)))
                 ends.add((netns, family, (dst, dport), (src, sport)))
@@ -278,12 +303,11 @@ class FlowStatsLoop:
     shorter interval at stop."""
 
     def __init__(self, collector: FlowStatsCollector, ks: kafka.KafkaSettings,
-                 topic: str = TOPIC_FLOW_STATS) -> None:
+                 producer: Producer, topic: str = TOPIC_FLOW_STATS) -> None:
         self.c = collector
         self.topic = topic
         self.ks = ks
-        self._producer = kafka.producer(ks, **{"enable.idempotence": True, "acks": "all",
-                                               "linger.ms": 20, "compression.type": "zstd"})
+        self._producer = producer     # the agent's (publish.agent_producer): its loop polls
         self._codec = codec.default_codec()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -330,18 +354,14 @@ class FlowStatsLoop:
             kafka.produce(self._producer, self.topic, self._codec.encode("FlowStats", r),
                           key=r["flow_id"].encode(), on_delivery=self._delivered)
             self.c.counters.records += 1
-        self._producer.poll(0)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Once the probes are detached: the last interval published, then flushed."""
-        if self._producer is None:
-            return
+        """Once the probes are detached: the last interval published, then flushed; what
+        Kafka has not acknowledged by then counts as failed."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout + 2 * self.c.step / 1e9)
-        left = self._producer.flush(timeout)
-        self.c.counters.failed += left
+        self._producer.flush(timeout)
+        c = self.c.counters
+        c.failed += c.records - c.delivered - c.failed
         self.c.close()
-        if self._thread is None or not self._thread.is_alive():
-            # dropped: its threads stop retrying an unreachable broker
-            self._producer = None  # type: ignore[assignment]

@@ -1,8 +1,12 @@
-"""Which process owns a socket, and what that process costs: socket inode -> pid through
-/proc/<pid>/fd (the only place the kernel says it), command from /proc/<pid>/comm, CPU % over
-the interval from /proc/<pid>/stat (utime + stime) and resident memory from statm. Read
-from /proc directly: one file each, no dependency. Only inodes not seen before trigger a
-walk of /proc."""
+"""Which process owns a socket, and what that process costs: command from /proc/<pid>/comm,
+CPU % over the interval from /proc/<pid>/stat (utime + stime) and resident memory from
+statm. Read from /proc directly: one file each, no dependency.
+
+The pid itself comes from the probes for a socket whose calls they saw (the flow counters
+keep the caller's tgid, flow_stats.bpf.h: a host pid, so the agent reads the host's /proc).
+For the others (data written before the agent started), socket inode -> pid through
+/proc/<pid>/fd, the only place the kernel says it: only inodes not seen before trigger a
+walk of /proc, which reads every fd of every process."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from latscope import kafka, log
 from latscope.producers.avro import LayerEventEncoder
@@ -42,6 +42,22 @@ class PublishCounters:
     messages: int = 0          # Kafka messages (batches) queued
 
 
+def agent_producer(ks: kafka.KafkaSettings | str, linger_ms: int) -> Producer:
+    """The agent's one Kafka producer: its records, its flow context and its stride demands
+    share it, so an agent holds one broker connection and one set of librdkafka threads, and
+    each linger sends one produce request for all three (docs/cpu-budget.md).
+
+    No auto-creation by the first produce: a broker that allows it would make a topic with
+    its defaults (CreateTime, whatever partition count) before its writer creates it as the
+    reader expects; messages for it wait for that instead (a race seen once in CI). lz4, as
+    the worker's own outputs: zstd cost librdkafka's thread more than twice the CPU at the
+    same load."""
+    return kafka.producer(ks, **{"enable.idempotence": True, "acks": "all",
+                                 "compression.type": "lz4", "linger.ms": linger_ms,
+                                 "batch.num.messages": 10_000,
+                                 "allow.auto.create.topics": False})
+
+
 @dataclass
 class LayerEventPublisher:
     kafka: kafka.KafkaSettings | str
@@ -50,15 +66,7 @@ class LayerEventPublisher:
     counters: PublishCounters = field(default_factory=PublishCounters)
 
     def __post_init__(self) -> None:
-        # No auto-creation by the first produce: a broker that allows it would make the
-        # topic with its defaults (CreateTime, whatever partition count) before _know_topic
-        # creates it as the worker does; records for it wait for that instead (a race seen
-        # once in CI). lz4, as the worker's own outputs: zstd cost librdkafka's thread more
-        # than twice the CPU at the same load (docs/cpu-budget.md).
-        self._producer = kafka.producer(
-            self.kafka, **{"enable.idempotence": True, "acks": "all",
-                           "compression.type": "lz4", "linger.ms": self.linger_ms,
-                           "batch.num.messages": 10_000, "allow.auto.create.topics": False})
+        self.producer = agent_producer(self.kafka, self.linger_ms)
         self._last_error = ""
         self._encoder = LayerEventEncoder()
         self._partitions: int | None = None      # known once the topic is (see _know_topic)
@@ -102,7 +110,7 @@ class LayerEventPublisher:
                 chunk = bodies[i:i + MAX_BATCH]
                 try:
                     self.counters.buffer_waits += kafka.produce(
-                        self._producer, self.topic, self._encoder.batch(chunk), **dest,
+                        self.producer, self.topic, self._encoder.batch(chunk), **dest,
                         on_delivery=partial(self._delivered, len(chunk)), abort=abort)
                 except kafka.Aborted:
                     self.counters.failed += len(bodies) - i
@@ -114,7 +122,7 @@ class LayerEventPublisher:
         """Create the topic as the worker would, unless it exists, and learn its partition
         count; retried every 5 s in the background until the broker answers, so a broker
         that is not up yet holds up neither the probes nor the agent's loop."""
-        while self._producer is not None:
+        while self.producer is not None:
             try:
                 parts = kafka.ensure_topics(self.kafka, {self.topic: (
                     LAYER_EVENTS_PARTITIONS, LAYER_EVENTS_CONFIG)})
@@ -125,12 +133,14 @@ class LayerEventPublisher:
             self._closed.wait(5)
 
     def poll(self) -> None:
-        self._producer.poll(0)
+        """Serves the delivery reports of everything on the shared producer: only the
+        agent's loop calls it, so no two threads run the reports' counters at once."""
+        self.producer.poll(0)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait for outstanding deliveries; returns how many records are still undelivered
         (counted as failed: the producer goes away with them)."""
-        self._producer.flush(timeout)
+        self.producer.flush(timeout)
         c = self.counters
         left = c.produced - c.delivered - c.failed
         c.failed += left
@@ -139,4 +149,4 @@ class LayerEventPublisher:
     def close(self) -> None:
         """Drop the producer (its threads stop retrying an unreachable broker)."""
         self._closed.set()
-        self._producer = None  # type: ignore[assignment]
+        self.producer = None  # type: ignore[assignment]

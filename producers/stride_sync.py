@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from latscope import kafka, log
 from latscope.producers.stride_level import Demand, Governor, Schedule
@@ -31,8 +31,10 @@ PRIME_S = 3.0     # prime(): how long the fleet's level may hold up an agent's s
 
 @dataclass
 class StrideCounters:
-    published: int = 0      # demands this agent sent
-    failed: int = 0         # ... that Kafka did not acknowledge
+    published: int = 0      # demands this agent queued
+    delivered: int = 0      # ... that Kafka acknowledged
+    failed: int = 0         # ... that it did not
+    unqueued: int = 0       # demands the full local queue refused (the heartbeat resends)
     received: int = 0       # demands read (every host's, this one's included)
     rejected: int = 0       # messages that were not a valid demand: skipped
     changes: int = 0        # switches of the level in effect
@@ -44,7 +46,7 @@ class StrideLoop:
 
     def __init__(self, ks: kafka.KafkaSettings, host: str, budget: int, size: int,
                  records: Callable[[], int], apply: Callable[[int], None],
-                 topic: str = TOPIC_STRIDE) -> None:
+                 producer: Producer, topic: str = TOPIC_STRIDE) -> None:
         self.host, self.topic, self.ks = host, topic, ks
         self.governor = Governor(host, budget, size)
         self.schedule = Schedule()
@@ -53,7 +55,7 @@ class StrideLoop:
         self._top = self.governor.top
         self._records, self._apply = records, apply
         self._codec = codec.default_codec()
-        self._producer = kafka.producer(ks, **{"enable.idempotence": True, "acks": "all"})
+        self._producer = producer     # the agent's (publish.agent_producer): its loop polls
         self._follower: TopicFollower | None = None
         self._reasons: set[str] = set()
         self._stop = threading.Event()
@@ -123,12 +125,13 @@ class StrideLoop:
                           on_delivery=self._delivered)
             self.counters.published += 1
         except Exception as e:   # a full local queue: the heartbeat sends it again
-            self.counters.failed += 1
+            self.counters.unqueued += 1
             _log.warning("stride demand not queued: %s", e)
-        self._producer.poll(0)
 
     def _delivered(self, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
+        if err is None:
+            self.counters.delivered += 1
+        else:
             self.counters.failed += 1
 
     def on_message(self, key: bytes | None, value: bytes | None) -> None:
@@ -169,6 +172,8 @@ class StrideLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.counters.failed += self._producer.flush(timeout)
+        self._producer.flush(timeout)
+        c = self.counters
+        c.failed += c.published - c.delivered - c.failed
         if self._follower is not None:
             self._follower.close()

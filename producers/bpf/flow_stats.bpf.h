@@ -1,8 +1,10 @@
 /* Per-flow counters: every byte and segment of a covered flow, added up per CPU in one map
  * on paths the points already run (sock_send/sock_recv, dev_xmit/dev_rx, the retransmit
  * marker, the drop point); the agent reads the map once an interval and sends the
- * differences (producers/flow_stats.py). One lookup (and on a flow's first packet per CPU
- * one insert) per packet or socket call; a full map is counted, never silent. */
+ * differences (producers/flow_stats.py); at the socket calls also the calling process,
+ * the owner of the flow's socket (producers/owners.py). One lookup (and on a flow's first
+ * packet per CPU one insert) per packet or socket call; a full map is counted, never
+ * silent. */
 #ifndef LATSCOPE_FLOW_STATS_BPF_H
 #define LATSCOPE_FLOW_STATS_BPF_H
 
@@ -20,9 +22,14 @@ static __always_inline void ls_fs_add(const struct ls_hit *h, __u32 netns, __u32
 {
 	struct ls_fs_key k;
 	struct ls_fs_val *v, init = {.bytes = bytes, .count = count};
+	__u32 tgid = 0;
 
 	if (!flow_stats_on)
 		return;
+	/* the socket calls run in their process: its owner, without a walk of /proc */
+	if (kind == LS_FS_SEND || kind == LS_FS_RECV)
+		tgid = bpf_get_current_pid_tgid() >> 32;
+	init.tgid = tgid;
 	__builtin_memset(&k, 0, sizeof(k));
 	__builtin_memcpy(k.saddr, h->saddr, 16);
 	__builtin_memcpy(k.daddr, h->daddr, 16);
@@ -37,6 +44,7 @@ static __always_inline void ls_fs_add(const struct ls_hit *h, __u32 netns, __u32
 	if (v) {
 		v->bytes += bytes;
 		v->count += count;
+		v->tgid = tgid;
 		return;
 	}
 	if (bpf_map_update_elem(&flow_stats, &k, &init, BPF_NOEXIST)) {
@@ -45,6 +53,7 @@ static __always_inline void ls_fs_add(const struct ls_hit *h, __u32 netns, __u32
 		if (v) {
 			v->bytes += bytes;
 			v->count += count;
+			v->tgid = tgid;
 		} else {
 			ls_count(LS_C_FLOW_FULL);
 		}

@@ -133,6 +133,8 @@ struct ls_fs_key {
 struct ls_fs_val {
 	__u64 bytes;
 	__u64 count;
+	__u32 tgid;           /* LS_FS_SEND/RECV: the process of the CPU's last call (its owner) */
+	__u32 pad;
 };
 
 /* The sampling in effect: the one value of the shared `sampling` array map, which the agent

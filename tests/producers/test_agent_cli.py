@@ -4,6 +4,7 @@ everything and flush (SIGKILL, with --xdp: tests/faults/test_agent_kill.py)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -41,6 +42,16 @@ def test_doctor_json_contract() -> None:
     assert rep["points"]["xdp"]["opt_in"] is True
 
 
+def _thread_names(pid: int) -> list[str]:
+    names = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            names.append(Path(f"/proc/{pid}/task/{t}/comm").read_text().strip())
+        except OSError:     # the thread ended meanwhile
+            pass
+    return sorted(names)
+
+
 @pytest.mark.stack
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[int]],
@@ -71,6 +82,9 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
                             metrics, re.M)
         assert samples and float(samples.group(1)) >= 200, metrics[:2000]
         assert re.search(rb"^latscope_agent_ringbuf_drops_total\{", metrics, re.M)
+        # two Kafka clients: the one producer of records, flow context and stride demands,
+        # and the stride topic's follower (librdkafka names each client's thread rdk:main)
+        assert _thread_names(proc.pid).count("rdk:main") == 2, _thread_names(proc.pid)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -381,19 +381,19 @@ def test_collector_names_drops_per_reason(tmp_path: Path) -> None:
     key = layout.FS_KEY.codec.pack(bytes([10, 33, 0, 1]) + bytes(12),
                                    bytes([10, 33, 0, 2]) + bytes(12), 77, qdisc, 40000, PORT,
                                    4, 17, kind, bytes(5))
-    vals = [[(1028, 1), (2056, 2)]]
+    vals = [[(1028, 1, 0, 0), (2056, 2, 0, 0)]]
 
     class FakeMap:
-        def keys(self) -> list[bytes]:
-            return [key]
-
         def lookup_percpu(self, k: bytes, pop: bool = False) -> list[bytes]:
             return [layout.FS_VAL.codec.pack(*v) for v in vals[0]]
+
+        def items_percpu(self) -> list[tuple[bytes, list[bytes]]]:
+            return [(key, self.lookup_percpu(key))]
 
     c = FlowStatsCollector("h1", FakeMap(), [], [], set(), {}, 1.0)   # type: ignore[arg-type]
     c.tcp = type("NoSockets", (), {"find": lambda self, ends: [], "close": lambda self: None})()
     (r1,) = c.collect(0)
-    vals[0] = [(2056, 2), (4112, 4)]
+    vals[0] = [(2056, 2, 0, 0), (4112, 4, 0, 0)]
     (r2,) = c.collect(1_000_000_000)
     assert r1["drops"] == [{"reason": "QDISC_DROP", "netns": 77, "packets": 3, "bytes": 3084}]
     assert r2["drops"] == [{"reason": "QDISC_DROP", "netns": 77, "packets": 3, "bytes": 3084}]

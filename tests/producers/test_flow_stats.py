@@ -143,8 +143,9 @@ def test_throughput_matches_iperf3(net: Any, stack: Any, topic_name: str, rate: 
 
 def test_owner_is_the_traffic_process_and_cpu_tracks_ps(net: Any, stack: Any,
                                                         topic_name: str) -> None:
-    """The sending socket's pid and command are the iperf3 client's; the mean CPU % over its
-    intervals tracks ps's (cputime / elapsed, read just before it exits)."""
+    """The sending socket's pid and command are the iperf3 client's, the receiving one's the
+    server's, both without a walk of /proc; the mean CPU % over its intervals tracks ps's
+    (cputime / elapsed, read just before it exits)."""
     ps: list[float] = []
     pid_box: list[int] = []
 
@@ -181,6 +182,8 @@ def test_owner_is_the_traffic_process_and_cpu_tracks_ps(net: Any, stack: Any,
     rx = of_flow(recs, "h2", rep["start"]["connected"][0]["local_port"])
     receivers = [s for r in rx for s in r["sockets"] if s["side"] == "receiver"]
     assert receivers and all(s["pid"] == srv.pid for s in receivers)
+    # both found from the probes' callers: no walk of /proc
+    assert [a.flow_stats.c.owners.walks for a in ag.values() if a.flow_stats] == [0, 0]
     # ps: lifetime average; ours: per interval, weighted by each interval's length. The
     # first reading covers the process's life until then (owners.py), not its interval:
     # weighted by the interval it came out 0 % for 1 s of a process seconds old (CI).

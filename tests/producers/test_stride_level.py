@@ -8,6 +8,7 @@ import pytest
 
 from latscope.kafka import KafkaSettings
 from latscope.producers import stride_level as sl
+from latscope.producers.publish import agent_producer
 from latscope.producers.stride_level import Demand, Governor, Schedule, max_level
 from latscope.producers.stride_sync import StrideLoop
 from latscope.schemas import codec
@@ -119,8 +120,9 @@ def test_a_restarted_agent_keeps_the_fleet_level_until_it_has_measured() -> None
 
 
 def _loop() -> StrideLoop:
-    return StrideLoop(KafkaSettings("127.0.0.1:1"), "h1", 1000, 72400, lambda: 0,
-                      lambda level: None, topic="lsx-unused")
+    ks = KafkaSettings("127.0.0.1:1")
+    return StrideLoop(ks, "h1", 1000, 72400, lambda: 0, lambda level: None,
+                      agent_producer(ks, 5), topic="lsx-unused")
 
 
 def test_the_door_skips_what_is_not_a_demand_and_counts_it() -> None:
