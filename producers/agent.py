@@ -337,17 +337,17 @@ class Agent:
         Kafka has not acknowledged within flush_timeout is counted as failed."""
         if self.ring is None:     # start() did not finish
             if self.stride is not None:
-                self.stride.close()
+                self.stride.stop()
             self.probes.close()
             return
         self.probes_counters = self.probes.kernel_counters()
         self.points_attached = dict(self.probes.attached)   # the final status still says
         for obj in self.probes.all_objects():
             obj.detach_all()
-        if self.flow_stats is not None:
-            self.flow_stats.close()
-        if self.stride is not None:
-            self.stride.close()
+        # their last messages go out with the records' (one producer, one flush below)
+        sharing = [p for p in (self.flow_stats, self.stride) if p is not None]
+        for part in sharing:
+            part.stop()
         out: list[Any] = []
         self._take(out, self._clock())
         self.grouper.flush_all(out)
@@ -362,6 +362,8 @@ class Agent:
             timer.cancel()
         if left:
             _log.warning("%d layer events still undelivered at exit", left)
+        for part in sharing:
+            part.close()
         self.publisher.close()
         self.ring.close()
         self.ring = None

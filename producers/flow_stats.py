@@ -355,13 +355,15 @@ class FlowStatsLoop:
                           key=r["flow_id"].encode(), on_delivery=self._delivered)
             self.c.counters.records += 1
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Once the probes are detached: the last interval published, then flushed; what
-        Kafka has not acknowledged by then counts as failed."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Once the probes are detached: the last interval queued, the thread ended."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout + 2 * self.c.step / 1e9)
-        self._producer.flush(timeout)
+        self.c.close()
+
+    def close(self) -> None:
+        """Once the agent flushed the producer: what Kafka has not acknowledged counts as
+        failed."""
         c = self.c.counters
         c.failed += c.records - c.delivered - c.failed
-        self.c.close()

@@ -168,12 +168,16 @@ class StrideLoop:
                 "hosts": {h: d.level for h, d in sorted(self.schedule.demands.items())},
                 **asdict(self.counters)}
 
-    def close(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._producer.flush(timeout)
-        c = self.counters
-        c.failed += c.published - c.delivered - c.failed
         if self._follower is not None:
             self._follower.close()
+            self._follower = None
+
+    def close(self) -> None:
+        """Once the agent flushed the producer: what Kafka has not acknowledged counts as
+        failed."""
+        c = self.counters
+        c.failed += c.published - c.delivered - c.failed
