@@ -133,8 +133,9 @@ class LayerEventPublisher:
             self._closed.wait(5)
 
     def poll(self) -> None:
-        """Serves the delivery reports of everything on the shared producer: only the
-        agent's loop calls it, so no two threads run the reports' counters at once."""
+        """Serves the delivery reports of everything on the shared producer. The agent's
+        loop is the one poller, but for a part whose message meets a full local queue
+        (kafka.produce waits it out by polling)."""
         self.producer.poll(0)
 
     def flush(self, timeout: float = 10.0) -> int:
