@@ -83,7 +83,11 @@ def test_agent_process_signals(scratch_netns: str, link_ids: Callable[[], set[in
         assert samples and float(samples.group(1)) >= 200, metrics[:2000]
         assert re.search(rb"^latscope_agent_ringbuf_drops_total\{", metrics, re.M)
         # two Kafka clients: the one producer of records, flow context and stride demands,
-        # and the stride topic's follower (librdkafka names each client's thread rdk:main)
+        # and the stride topic's follower (librdkafka names each client's thread rdk:main);
+        # a topic check's admin client (its rdk:bg thread) comes and goes (ci48)
+        deadline = time.monotonic() + 10
+        while _thread_names(proc.pid).count("rdk:main") != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert _thread_names(proc.pid).count("rdk:main") == 2, _thread_names(proc.pid)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
