@@ -219,26 +219,32 @@ class Map:
     def lookup(self, key: bytes | int) -> bytes | None:
         return self._lookup(key, self.value_size)
 
+    @property
+    def _cpu_step(self) -> int:
+        """A per-CPU value's size in the kernel's layout (padded to 8 bytes)."""
+        return (self.value_size + 7) // 8 * 8
+
+    def _cpu_values(self, raw: bytes) -> list[bytes]:
+        """One key's per-CPU values, NUM_CPUS padded slots, as one value each."""
+        step, vs = self._cpu_step, self.value_size
+        return [raw[i * step:i * step + vs] for i in range(NUM_CPUS)]
+
     def lookup_percpu(self, key: bytes | int, pop: bool = False) -> list[bytes]:
         """Per-CPU maps: one value per possible CPU (each padded to 8 bytes by the kernel).
         pop: read and remove the key in one step, so no update between the two is lost."""
-        step = (self.value_size + 7) // 8 * 8
-        raw = self._lookup(key, step * NUM_CPUS, pop)
-        if raw is None:
-            return []
-        return [raw[i * step:i * step + self.value_size] for i in range(NUM_CPUS)]
+        raw = self._lookup(key, self._cpu_step * NUM_CPUS, pop)
+        return [] if raw is None else self._cpu_values(raw)
 
     def items_percpu(self, chunk: int = 256) -> list[tuple[bytes, list[bytes]]]:
         """Per-CPU hash maps: every key with its per-CPU values, read in batches of up to
         `chunk` keys (one syscall each, not two per key). A key added meanwhile may be read
         next time, not this one."""
-        step = (self.value_size + 7) // 8 * 8
-        ks, vs = self.key_size, self.value_size
+        ks, per = self.key_size, self._cpu_step * NUM_CPUS
         out: list[tuple[bytes, list[bytes]]] = []
         batch_in, batch_out = None, ctypes.create_string_buffer(8)
         while True:
             keys = ctypes.create_string_buffer(ks * chunk)
-            vals = ctypes.create_string_buffer(step * NUM_CPUS * chunk)
+            vals = ctypes.create_string_buffer(per * chunk)
             count = ctypes.c_uint32(chunk)
             rc = _L.bpf_map_lookup_batch(self.fd, batch_in, batch_out, keys, vals,
                                          ctypes.byref(count), None)
@@ -248,11 +254,9 @@ class Map:
                 continue
             if rc and err != errno.ENOENT:
                 raise _err(f"batch lookup in map {self.name}")
-            kraw, vraw, per = keys.raw, vals.raw, step * NUM_CPUS
-            for i in range(count.value):
-                v = vraw[i * per:(i + 1) * per]
-                out.append((kraw[i * ks:(i + 1) * ks],
-                            [v[c * step:c * step + vs] for c in range(NUM_CPUS)]))
+            kraw, vraw = keys.raw, vals.raw
+            out += [(kraw[i * ks:(i + 1) * ks], self._cpu_values(vraw[i * per:(i + 1) * per]))
+                    for i in range(count.value)]
             if rc:        # ENOENT: the last batch
                 return out
             batch_in = ctypes.create_string_buffer(batch_out.raw, 8)

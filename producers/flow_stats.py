@@ -127,7 +127,7 @@ class FlowStatsCollector:
         self.counters = FlowStatsCounters()
         self._last: dict[bytes, tuple[int, int]] = {}
         self._idle: dict[bytes, int] = {}
-        self._flow_of_key: dict[bytes, tuple[int, FlowT]] = {}    # decoded once per key
+        self._decoded: dict[bytes, tuple[int, int, str, FlowT]] = {}   # see _key
         self._tgid: dict[bytes, int] = {}     # send/recv keys: the last caller's process
         self._read_at = time.monotonic_ns()
 
@@ -152,7 +152,7 @@ class FlowStatsCollector:
             self._last[key] = (total_b, total_c)
             if pop:
                 self._last.pop(key)
-                self._flow_of_key.pop(key, None)
+                self._decoded.pop(key, None)
                 self._tgid.pop(key, None)
                 self._idle.pop(key, None)
                 self.counters.removed_keys += 1
@@ -170,12 +170,9 @@ class FlowStatsCollector:
         duration, self._read_at = now - self._read_at, now
         accs: dict[FlowT, _Acc] = defaultdict(_Acc)
         for raw, (nbytes, count) in self._deltas().items():
-            k = _KEY(raw)
-            flow = flow_of(k[_K["saddr"]], k[_K["daddr"]], k[_K["sport"]], k[_K["dport"]],
-                           k[_K["family"]], k[_K["proto"]])
-            kind = layout.FS_KINDS.get(k[_K["kind"]], "unknown")
+            netns, ifindex, kind, flow = self._key(raw)
             acc = accs[flow]
-            where = (k[_K["netns"]], k[_K["ifindex"]])
+            where = (netns, ifindex)
             if kind == "drop":        # the key's ifindex is the drop reason (latscope.h)
                 acc.drops.append({"reason": drop_reason_name(where[1]), "netns": where[0],
                                   "packets": count, "bytes": nbytes})
@@ -229,19 +226,22 @@ class FlowStatsCollector:
         """(netns, send|recv, flow) -> the process the probes last saw calling."""
         out = {}
         for raw, tgid in self._tgid.items():
-            netns, flow = self._where(raw)
-            out[(netns, layout.FS_KINDS.get(_KEY(raw)[_K["kind"]], ""), flow)] = tgid
+            netns, _, kind, flow = self._key(raw)
+            out[(netns, kind, flow)] = tgid
         return out
 
-    def _where(self, raw: bytes) -> tuple[int, FlowT]:
-        """A key's namespace and flow, decoded once."""
-        where = self._flow_of_key.get(raw)
-        if where is None:
+    def _key(self, raw: bytes) -> tuple[int, int, str, FlowT]:
+        """A key's (netns, ifindex, kind, flow): decoded once while the map holds the key
+        (a key removed this interval is decoded without being kept)."""
+        d = self._decoded.get(raw)
+        if d is None:
             k = _KEY(raw)
-            where = self._flow_of_key[raw] = (k[_K["netns"]], flow_of(
-                k[_K["saddr"]], k[_K["daddr"]], k[_K["sport"]], k[_K["dport"]],
-                k[_K["family"]], k[_K["proto"]]))
-        return where
+            d = (k[_K["netns"]], k[_K["ifindex"]], layout.FS_KINDS.get(k[_K["kind"]], "unknown"),
+                 flow_of(k[_K["saddr"]], k[_K["daddr"]], k[_K["sport"]], k[_K["dport"]],
+                         k[_K["family"]], k[_K["proto"]]))
+            if raw in self._last:
+                self._decoded[raw] = d
+        return d
 
     def _ends(self) -> set[Ends]:
         """Both ends' sockets of every TCP flow the map holds (active, or idle and not yet
@@ -249,7 +249,7 @@ class FlowStatsCollector:
         be. A forwarding host has neither; the lookups find nothing."""
         ends: set[Ends] = set()
         for raw in self._last:
-            netns, (proto, family, src, dst, sport, dport) = self._where(raw)
+            netns, _, _, (proto, family, src, dst, sport, dport) = self._key(raw)
             if proto == "tcp":
                 ends.add((netns, family, (src, sport), (dst, dport)))
                 ends.add((netns, family, (dst, dport), (src, sport)))

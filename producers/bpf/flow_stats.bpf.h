@@ -17,6 +17,15 @@ struct {
 	__type(value, struct ls_fs_val);
 } flow_stats SEC(".maps");
 
+static __always_inline void ls_fs_bump(struct ls_fs_val *v, __u64 bytes, __u64 count,
+					__u32 tgid)
+{
+	v->bytes += bytes;
+	v->count += count;
+	if (tgid)        /* a constant 0 off the socket calls: no store there */
+		v->tgid = tgid;
+}
+
 static __always_inline void ls_fs_add(const struct ls_hit *h, __u32 netns, __u32 ifindex,
 				      __u8 kind, __u64 bytes, __u64 count)
 {
@@ -42,21 +51,16 @@ static __always_inline void ls_fs_add(const struct ls_hit *h, __u32 netns, __u32
 	k.kind = kind;
 	v = bpf_map_lookup_elem(&flow_stats, &k);
 	if (v) {
-		v->bytes += bytes;
-		v->count += count;
-		v->tgid = tgid;
+		ls_fs_bump(v, bytes, count, tgid);
 		return;
 	}
 	if (bpf_map_update_elem(&flow_stats, &k, &init, BPF_NOEXIST)) {
 		/* nested on this CPU (an interrupt added it meanwhile) or full */
 		v = bpf_map_lookup_elem(&flow_stats, &k);
-		if (v) {
-			v->bytes += bytes;
-			v->count += count;
-			v->tgid = tgid;
-		} else {
+		if (v)
+			ls_fs_bump(v, bytes, count, tgid);
+		else
 			ls_count(LS_C_FLOW_FULL);
-		}
 	}
 }
 
