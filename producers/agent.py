@@ -50,12 +50,14 @@ POLL_MS = 100
 # the loop would otherwise be woken by nearly every sampled byte (records flush as soon as
 # their last point is reached), costing far more wakeups than the turns it saves.
 IDLE_POLL_MS = 500
-# How long librdkafka gathers records before a produce request: each request costs the
-# agent's librdkafka thread a wakeup and the broker a request (docs/cpu-budget.md).
-PUBLISH_LINGER_MS = 200
-# From a record's flush to its arrival in Kafka: the ring-buffer poll and expiry (POLL_MS),
-# the publisher's linger, and a margin for a loaded agent and broker.
-PUBLISH_SLACK_MS = POLL_MS + PUBLISH_LINGER_MS + 150
+# How long librdkafka gathers messages before a produce request. The records' own batching
+# is the publisher's (a partition's records wait until the oldest is due: publish.py); this
+# only gathers what one turn produces.
+KAFKA_LINGER_MS = 20
+# From a record's flush, or the time it is due in the publisher, to its arrival in Kafka:
+# the turn that sees it (POLL_MS), librdkafka's linger, and a margin for a loaded agent and
+# broker. A record is due this long before the join window closes on its first hit.
+PUBLISH_SLACK_MS = POLL_MS + KAFKA_LINGER_MS + 330
 _XDP = layout.POINT_NAMES_REV["xdp"]
 _NO_DEV = object()     # not yet in the device-name cache (None is a cached "no device")
 FLOW_CACHE = 100_000   # raw flow keys cached (a cache of flow_of, not a flow table)
@@ -242,8 +244,10 @@ class Agent:
         for name, g in self.members.items():   # each name's own way out (into a container)
             g.exit_devices = exits if len(self.members) == 1 else exit_devices(self.groups[name])
         self.set_xdp_names(device_names(list(self.s.netns)) if self.s.xdp else {})
+        wait_ms = self.s.join_window_ms - PUBLISH_SLACK_MS
         self.publisher = LayerEventPublisher(self.s.kafka, self.s.topic,
-                                             linger_ms=PUBLISH_LINGER_MS)
+                                             linger_ms=KAFKA_LINGER_MS,
+                                             wait_ns=wait_ms * 1_000_000)
         self._publish = (self.publisher.publish_encoded if self.s.native
                          else self.publisher.publish_all)
         self.probes.load()
@@ -299,17 +303,17 @@ class Agent:
                 if now - last_expire > 5_000_000:
                     self.grouper.expire(out, now)
                     last_expire = now
-                if out:
-                    self._publish(out, stop)
-                    out.clear()
+                self._publish(out, now, stop)    # and what waited there and is due now
+                out.clear()
                 self.publisher.poll()
         finally:
             self.shutdown()
 
     def _idle(self) -> bool:
-        """Nothing open: ask the probes to wake the loop with their next record, unless
-        one came already (it may have been submitted before they knew)."""
-        if self.grouper.open_groups:
+        """Nothing open and nothing waiting to be produced: ask the probes to wake the loop
+        with their next record, unless one came already (it may have been submitted before
+        they knew)."""
+        if self.grouper.open_groups or self.publisher.waiting:
             return False
         self.probes.set_idle(True)
         if self.ring.pending():
@@ -356,8 +360,8 @@ class Agent:
         timer = threading.Timer(flush_timeout, deadline.set)
         timer.start()
         try:
-            self._publish(out, deadline)
-            left = self.publisher.flush(max(0.1, flush_timeout / 2))
+            self._publish(out, None, deadline)     # everything, due or not
+            left = self.publisher.flush(max(0.1, flush_timeout / 2), deadline)
         finally:
             timer.cancel()
         if left:
@@ -483,6 +487,8 @@ class Agent:
                 "samples": g.samples, "records": g.records,
                 "published": pub.delivered if pub else 0,
                 "produced": pub.produced if pub else 0,
+                # records in the publisher, not yet produced (their partition's oldest not due)
+                "waiting": self.publisher.waiting if self.publisher else 0,
                 "messages": pub.messages if pub else 0,
                 "failed_deliveries": pub.failed if pub else 0,
                 "buffer_waits": pub.buffer_waits if pub else 0,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-GAUGES = {"open_groups"}
+GAUGES = {"open_groups", "waiting"}
 HELP = {
     "hits": "point hits (byte ranges) read from the ring buffer",
     "sampled_hits": "point hits of sampled bytes after expanding ranges",
@@ -17,7 +17,8 @@ HELP = {
     "records": "records produced by grouping",
     "published": "records acknowledged by Kafka",
     "produced": "records handed to the Kafka producer",
-    "messages": "Kafka messages queued (one LayerEventBatch per flow and poll)",
+    "waiting": "records waiting in the publisher for their partition's message to be due",
+    "messages": "Kafka messages queued (one LayerEventBatch per partition when due)",
     "failed_deliveries": "records Kafka did not acknowledge",
     "buffer_waits": "times the producer queue was full and the agent waited",
     "ringbuf_drops": "events lost because the ring buffer was full",

@@ -7,7 +7,7 @@ keeps everything that is not per hit: the configuration (a Grouper's fields: the
 reference implementation sets the defaults), the point table and the rules' point sets
 (grouping.py's constants, as point numbers), the event layout (latscope.h, via layout.py),
 each flow's tuple and id and each schema-bound encoding (producers/avro.py). Records come
-out as (flow_id, LayerEvent body) pairs, for LayerEventPublisher.publish_encoded;
+out as (flow_id, LayerEvent body, first hit) triples, for LayerEventPublisher.publish_encoded;
 tests/producers/test_native_grouping.py holds them and every counter to the Python path's.
 """
 
@@ -22,7 +22,7 @@ from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.flow_stats import flow_of
 from latscope.producers.grouping import FlowT, GroupCounters, Grouper, flow_id_of
 
-Encoded = tuple[str, bytes]      # a record as the native path hands it on: flow id, body
+Encoded = tuple[str, bytes, int]   # a record as the native path hands it on: flow id, body, first hit (ns)
 
 # The event fields the C reads and their widths, in its order (native.h's F_*).
 _FIELDS = (("ts_ns", 8), ("netns", 8), ("saddr", 16), ("daddr", 16), ("seq", 4), ("len", 4),

@@ -1,14 +1,20 @@
 """Publish LayerEvent records to Kafka (confluent-kafka): idempotent, compressed, every
 delivery outcome counted, a full local queue waited out (BufferError), never dropped.
 
-Records go out together as LayerEventBatch messages, one per partition and poll: a busy
-flow yields tens of thousands of records a second, and many flows a few each, and a message
-per record (or per flow) would cost the agent, the broker and the stream worker far more than
-the records themselves. Every record still lands in its flow's partition: the message goes
-to the partition librdkafka would give a message keyed by that flow id
-(``kafka.partition_of``), which is what the join relies on. The publisher creates the topic
-as the worker would (its partitions, the broker's clock); until the broker has answered, a
-flow's records go out keyed by its flow id."""
+Records go out together as LayerEventBatch messages, one per partition: a busy flow yields
+tens of thousands of records a second, and many flows a few each, and a message per record
+(or per flow) would cost the agent, the broker and the stream worker far more than the
+records themselves. Every record still lands in its flow's partition: the message goes to
+the partition librdkafka would give a message keyed by that flow id (``kafka.partition_of``),
+which is what the join relies on. The publisher creates the topic as the worker would (its
+partitions, the broker's clock); until the broker has answered, a flow's records go out
+keyed by its flow id.
+
+A partition's records wait here until the oldest of them is due: `wait_ns` after its first
+hit, the latest that still reaches the worker inside its join window (agent.py). librdkafka
+sends one partition per produce request, and each request costs the broker far more than
+its records; a record whose byte completed at once would otherwise go out within a linger,
+its partition's next ones in the next request (docs/cpu-budget.md)."""
 
 from __future__ import annotations
 
@@ -44,8 +50,9 @@ class PublishCounters:
 
 def agent_producer(ks: kafka.KafkaSettings | str, linger_ms: int) -> Producer:
     """The agent's one Kafka producer: its records, its flow context and its stride demands
-    share it, so an agent holds one broker connection and one set of librdkafka threads, and
-    each linger sends one produce request for all three (docs/cpu-budget.md).
+    share it, so an agent holds one broker connection and one set of librdkafka threads
+    (docs/cpu-budget.md). Each partition still takes a produce request of its own: librdkafka
+    puts one partition in a request.
 
     No auto-creation by the first produce: a broker that allows it would make a topic with
     its defaults (CreateTime, whatever partition count) before its writer creates it as the
@@ -58,11 +65,21 @@ def agent_producer(ks: kafka.KafkaSettings | str, linger_ms: int) -> Producer:
                                  "allow.auto.create.topics": False})
 
 
+def encoded(records: Sequence[Record],
+            encoder: LayerEventEncoder) -> list[tuple[str, bytes, int]]:
+    """Records as the native path hands them on: (flow id, LayerEvent body, first hit)."""
+    body = encoder.body
+    return [(r.flow_id, body(r), r.hits[0].ts_ns if r.hits else 0) for r in records]
+
+
 @dataclass
 class LayerEventPublisher:
     kafka: kafka.KafkaSettings | str
     topic: str = TOPIC_LAYER_EVENTS
     linger_ms: int = 50
+    # How long after its first hit a record may wait for its partition's next ones (the
+    # clock of the hits and of publish's `now`); 0: every publish call produces what it has.
+    wait_ns: int = 0
     counters: PublishCounters = field(default_factory=PublishCounters)
 
     def __post_init__(self) -> None:
@@ -70,6 +87,10 @@ class LayerEventPublisher:
         self._last_error = ""
         self._encoder = LayerEventEncoder()
         self._partitions: int | None = None      # known once the topic is (see _know_topic)
+        self._pending: dict[str | int, list[bytes]] = {}   # partition (or flow id) -> bodies
+        self._due: dict[str | int, int] = {}               # ... -> when its oldest is due
+        # records added and not yet produced (a count: status() reads it from other threads)
+        self.waiting = 0
         self._closed = threading.Event()
         threading.Thread(target=self._know_topic, name="layer-topic", daemon=True).start()
 
@@ -82,41 +103,55 @@ class LayerEventPublisher:
                 self._last_error = str(err)
                 _log.warning("%d layer events not delivered: %s", n, err)
 
-    def publish_all(self, records: Sequence[Record], abort: threading.Event | None = None) -> None:
-        """Queue records (see publish_encoded)."""
-        body = self._encoder.body
-        self.publish_encoded([(r.flow_id, body(r)) for r in records], abort)
+    def publish_all(self, records: Sequence[Record], now: int | None,
+                    abort: threading.Event | None = None) -> None:
+        """Add records (see publish_encoded)."""
+        self.publish_encoded(encoded(records, self._encoder), now, abort)
 
-    def publish_encoded(self, records: Sequence[tuple[str, bytes]],
+    def publish_encoded(self, records: Sequence[tuple[str, bytes, int]], now: int | None,
                         abort: threading.Event | None = None) -> None:
-        """Queue (flow id, LayerEvent body) pairs, one batch message per partition (per
-        flow while the partition count is unknown), at most MAX_BATCH each. A full queue is
-        waited out (never dropped) unless `abort` gets set meanwhile (shutdown with the
-        broker unreachable): then what is left counts as failed."""
+        """Add (flow id, LayerEvent body, first hit) triples to their partitions' (each
+        flow's while the partition count is unknown) waiting records, then produce every
+        partition whose oldest record is due at `now` or which holds a full message
+        (MAX_BATCH); `now` None: every partition. A full queue is waited out (never
+        dropped) unless `abort` gets set meanwhile (shutdown with the broker unreachable):
+        then what is left counts as failed."""
         n = self._partitions
-        groups: dict[str | int, list[bytes]] = {}   # partition (or flow id) -> bodies
+        pending, due, wait = self._pending, self._due, self.wait_ns
         where: dict[str, str | int] = {}            # flow id -> its group
-        for fid, body in records:
+        for fid, body, first in records:
             g = where.get(fid)
             if g is None:
                 g = where[fid] = kafka.partition_of(fid.encode(), n) if n else fid
-            bodies = groups.get(g)
+            bodies = pending.get(g)
             if bodies is None:
-                bodies = groups[g] = []
+                bodies = pending[g] = []
+                due[g] = first + wait
+            elif first + wait < due[g]:
+                due[g] = first + wait
             bodies.append(body)
-        for g, bodies in groups.items():
-            dest = {"key": g.encode()} if isinstance(g, str) else {"partition": g}
-            for i in range(0, len(bodies), MAX_BATCH):
-                chunk = bodies[i:i + MAX_BATCH]
-                try:
-                    self.counters.buffer_waits += kafka.produce(
-                        self.producer, self.topic, self._encoder.batch(chunk), **dest,
-                        on_delivery=partial(self._delivered, len(chunk)), abort=abort)
-                except kafka.Aborted:
-                    self.counters.failed += len(bodies) - i
-                    break
-                self.counters.produced += len(chunk)
-                self.counters.messages += 1
+        self.waiting += len(records)
+        ready = [g for g, t in due.items()
+                 if now is None or t <= now or len(pending[g]) >= MAX_BATCH]
+        for g in ready:
+            del due[g]
+            bodies = pending.pop(g)
+            self.waiting -= len(bodies)
+            self._produce(g, bodies, abort)
+
+    def _produce(self, g: str | int, bodies: list[bytes], abort: threading.Event | None) -> None:
+        dest = {"key": g.encode()} if isinstance(g, str) else {"partition": g}
+        for i in range(0, len(bodies), MAX_BATCH):
+            chunk = bodies[i:i + MAX_BATCH]
+            try:
+                self.counters.buffer_waits += kafka.produce(
+                    self.producer, self.topic, self._encoder.batch(chunk), **dest,
+                    on_delivery=partial(self._delivered, len(chunk)), abort=abort)
+            except kafka.Aborted:
+                self.counters.failed += len(bodies) - i
+                return
+            self.counters.produced += len(chunk)
+            self.counters.messages += 1
 
     def _know_topic(self) -> None:
         """Create the topic as the worker would, unless it exists, and learn its partition
@@ -138,9 +173,10 @@ class LayerEventPublisher:
         (kafka.produce waits it out by polling)."""
         self.producer.poll(0)
 
-    def flush(self, timeout: float = 10.0) -> int:
-        """Wait for outstanding deliveries; returns how many records are still undelivered
-        (counted as failed: the producer goes away with them)."""
+    def flush(self, timeout: float = 10.0, abort: threading.Event | None = None) -> int:
+        """Produce every waiting record, wait for outstanding deliveries; returns how many
+        records are still undelivered (counted as failed: the producer goes away with them)."""
+        self.publish_encoded((), None, abort)
         self.producer.flush(timeout)
         c = self.counters
         left = c.produced - c.delivered - c.failed

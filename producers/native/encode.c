@@ -1,8 +1,9 @@
-/* A finished group -> its LayerEvent body, appended to `out` as (flow_id, body): byte for
- * byte LayerEventEncoder.body() of the Record the Python path would emit. The parts that
- * know the schema come from Python (producers/avro.py): a flow's header (host, flow id,
- * flow key), each point's enum encoding, each device's union encoding. Here: the record's
- * frame (seq, retrans, complete, the hits array) and the hits' longs. */
+/* A finished group -> its LayerEvent body, appended to `out` as (flow_id, body, first hit's
+ * ts): the body byte for byte LayerEventEncoder.body() of the Record the Python path would
+ * emit. The parts that know the schema come from Python (producers/avro.py): a flow's
+ * header (host, flow id, flow key), each point's enum encoding, each device's union
+ * encoding. Here: the record's frame (seq, retrans, complete, the hits array) and the hits'
+ * longs. */
 #include "native.h"
 
 static int reserve(Buf *b, Py_ssize_t extra)
@@ -112,14 +113,18 @@ int emit_record(Path *p, uint32_t flow, uint32_t seq, Group *g, int retrans, int
     PyObject *body = PyBytes_FromStringAndSize(b->p, b->len);
     if (body == NULL)
         return -1;
-    PyObject *rec = PyTuple_New(2);
+    /* its first hit: how long the publisher may keep it (publish.LayerEventPublisher) */
+    PyObject *first = PyLong_FromUnsignedLongLong(g->n ? g->hits[0].ts : 0);
+    PyObject *rec = first ? PyTuple_New(3) : NULL;
     if (rec == NULL) {
         Py_DECREF(body);
+        Py_XDECREF(first);
         return -1;
     }
     Py_INCREF(f->fid);
     PyTuple_SET_ITEM(rec, 0, f->fid);
     PyTuple_SET_ITEM(rec, 1, body);
+    PyTuple_SET_ITEM(rec, 2, first);
     int r = PyList_Append(out, rec);
     Py_DECREF(rec);
     return r;

@@ -232,7 +232,7 @@ def test_agent_writes_layer_events_and_nothing_else(secure: Secure) -> None:
     agent = secure.ks("agent")
     pub = LayerEventPublisher(agent)
     try:
-        pub.publish_all(_records(50))
+        pub.publish_all(_records(50), None)
         assert pub.flush(30) == 0
         assert (pub.counters.delivered, pub.counters.failed) == (50, 0)
     finally:

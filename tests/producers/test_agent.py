@@ -22,6 +22,7 @@ from producer_helpers import (
     consume,
     links_of,
     loopback_burst,
+    read_topic,
     running_agents,
     tbf,
     tcp_transfer,
@@ -240,6 +241,41 @@ def test_an_idle_agent_sleeps_until_its_probes_wake_it(net: Any, stack: Any,
     assert all(h1[s]["complete"] and h2[s]["complete"] for s in h1), \
         [(points(h1[s]), points(h2[s])) for s in h1 if not (h1[s]["complete"]
                                                            and h2[s]["complete"])]
+
+
+def test_records_wait_for_their_partition_yet_reach_kafka_inside_the_join_window(
+        net: Any, stack: Any, topic_name: str) -> None:
+    """A paced flow (a sampled byte every 10 ms for 4 s): each host's records of it go out
+    about once a second (a partition's records wait in the publisher until the oldest is
+    due: one produce request then, not one every turn), and every record still reaches the
+    broker within the worker's join window of its first hit (the broker's append time
+    against the hit on the wall clock, the injected clock offset undone). Producing every
+    turn, as before, put about 40 messages per host in the topic here."""
+    n = 400
+    with agents(net, topic_name, stack.kafka_bootstrap) as ag:
+        tr = tcp_transfer(net, "h1", "c1", "10.2.0.2", 5201, n * SIZE, write_size=SIZE,
+                          write_gap_ms=10)
+        deadline = time.monotonic() + 10
+        while ag["h2"].status()["counters"]["published"] < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    wall = time.time_ns() - time.monotonic_ns()    # the probes' clock -> the wall clock
+    window_ns = ag["h2"].s.join_window_ms * 1_000_000
+
+    def take(m: Any, _n: int) -> list[dict]:
+        return [{**e, "message": (m.partition(), m.offset()), "arrival_ns": m.timestamp()[1]
+                 * 1_000_000} for e in codec.decode(m.value())[1]["events"]]
+    recs = [r for r in read_topic(topic_name, stack.kafka_bootstrap, 2 * n, take)
+            if r["flow"]["sport"] == tr.sport]
+    for host in ("h1", "h2"):
+        mine = [r for r in recs if r["host"] == host]
+        assert len(mine) >= n, (host, len(mine))
+        span_s = (max(r["arrival_ns"] for r in mine) - min(r["arrival_ns"] for r in mine)) / 1e9
+        messages = {r["message"] for r in mine}
+        assert span_s >= 3 and len(messages) <= span_s + 2, (host, len(messages), span_s)
+        late = [(r["seq"], (r["arrival_ns"] - wall - true_ns(net, host, r["hits"][0]["ts_ns"]))
+                 / 1e6) for r in mine]
+        # the broker's clock is this machine's: an arrival before its first hit is an error
+        assert all(0 < ms <= window_ns / 1e6 for _, ms in late), sorted(late, key=lambda x: -x[1])[:5]
 
 
 def test_udp_flow_sampled_by_hash(net: Any, stack: Any, topic_name: str) -> None:

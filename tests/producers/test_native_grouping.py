@@ -27,6 +27,7 @@ from latscope.producers.agent import Agent, AgentSettings
 from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.grouping import Grouper
 from latscope.producers.native_path import NativeGrouper
+from latscope.producers.publish import encoded
 from latscope.producers.sampling import sampled_bytes
 from latscope.schemas import codec
 
@@ -156,7 +157,7 @@ class MemRing:
 
 @dataclass
 class Outcome:
-    records: list[tuple[str, bytes]]
+    records: list[tuple[str, bytes, int]]
     counters: Any
     gap_points: dict[str, int]
     agent: Any
@@ -190,7 +191,7 @@ def compare(feed: Feed, overrun_steps: frozenset[int] = frozenset(), **settings:
     step_bytes = max(sum(len(e) + 16 for e in events) + 48 for _, events, _ in feed.steps)
     ring = MemRing(1 << max(12, (2 * step_bytes - 1).bit_length()))
     enc = LayerEventEncoder()
-    done: list[tuple[str, bytes]] = []
+    done: list[tuple[str, bytes, int]] = []
     for i, (now, events, expire) in enumerate(feed.steps):
         outs: list[list[Any]] = [[], [], []]
         end = ring.batch(events)
@@ -204,7 +205,7 @@ def compare(feed: Feed, overrun_steps: frozenset[int] = frozenset(), **settings:
                 a.process(events, out, now)
             if expire:
                 a.grouper.expire(out, now)
-        got_py = [(r.flow_id, enc.body(r)) for r in outs[0]]
+        got_py = encoded(outs[0], enc)
         assert got_py == outs[1], f"step {i} (now {now}): records differ"
         assert outs[2] == outs[1], f"step {i} (now {now}): in place, records differ"
         assert py.grouper.open_groups == nat.grouper.open_groups, f"step {i}: open groups"
@@ -212,7 +213,7 @@ def compare(feed: Feed, overrun_steps: frozenset[int] = frozenset(), **settings:
     outs = [[], [], []]
     for a, out in zip((py, nat, ring_agent), outs, strict=True):
         a.grouper.flush_all(out)
-    got_py = [(r.flow_id, enc.body(r)) for r in outs[0]]
+    got_py = encoded(outs[0], enc)
     assert got_py == outs[1] == outs[2], "flush_all: records differ"
     done += got_py
     assert py.grouper.counters == nat.grouper.counters == ring_agent.grouper.counters
@@ -283,7 +284,7 @@ def test_socket_wait_causes_on_tcp_tx_and_sock_recv() -> None:
              ev("tcp_tx", 2 * SIZE, ts=95, wait=snd), *tx(2 * SIZE, 96, points=TX[2:]),
              ev("sock_recv", 2 * SIZE, ts=300, wait=rcv)])
     o = compare(f)
-    batch = codec.decode(LayerEventEncoder().batch([body for _fid, body in o.records]))[1]
+    batch = codec.decode(LayerEventEncoder().batch([body for _fid, body, _first in o.records]))[1]
     waits = sorted((h["point"], tuple(h["wait"].values())) for r in batch["events"]
                    for h in r["hits"] if h["wait"])
     # the third byte's sock_recv joins its copy that reached TCP here (a record of its own
@@ -363,7 +364,7 @@ def test_udp_ipv6_and_v4_mapped_flows() -> None:
         f.batch([ev("ip_out", 8, flow=flow, ts=7, flags=layout.FLAG_RESENT)])
     f.wait(100 * MS)
     o = compare(f)
-    fids = {fid for fid, _ in o.records}
+    fids = {fid for fid, _, _ in o.records}
     assert any(fid.startswith("udp:[fd00") for fid in fids) and any("::ffff:" in x for x in fids)
 
 
@@ -687,7 +688,7 @@ def test_a_named_container_gets_records_of_its_own(monkeypatch: pytest.MonkeyPat
          ("ip_post", EXIT), ("dev_queue", EXIT), ("dev_xmit", EXIT)))])
     f.wait(2_000 * MS)
     enc = LayerEventEncoder()
-    got: list[list[tuple[str, bytes]]] = []
+    got: list[list[tuple[str, bytes, int]]] = []
     records: list = []
     for native in (False, True):
         a = Agent(AgentSettings(host="h1", netns=["lsxh", "lsxc"], names={"lsxc": "c9"},
@@ -699,7 +700,7 @@ def test_a_named_container_gets_records_of_its_own(monkeypatch: pytest.MonkeyPat
         assert a.grouper.open_groups == 0
         if not native:
             records = out
-            out = [(r.flow_id, enc.body(r)) for r in out]
+            out = encoded(out, enc)
         got.append(sorted(out))
         assert a.grouper.counters.records == 4 and a.grouper.counters.gaps == 0
     assert got[0] == got[1]
