@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,16 @@ from latscope.stack import services as stack_mod
 # so two suites on one machine never tear down or read each other's resources.
 RUN_ID = os.environ.setdefault("LSX_RUN_ID", uuid.uuid4().hex[:3])
 FAULT_ROWS_ENV = "LATSCOPE_FAULTS_OUT"   # benchmarks/faults.py collects fault_row's rows here
+
+
+def _terminated(_sig: int, _frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A terminated run (kill, a CI timeout) ends as an interrupted one: pytest then tears
+    down the fixtures it set up (namespaces, agents, topics), which SIGTERM's default skips."""
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 # A test's Kafka topics: `lsx<tag><run id>` then `-` or `.`; swept when the session ends.
