@@ -123,12 +123,13 @@ class LayerEventPublisher:
             g = where.get(fid)
             if g is None:
                 g = where[fid] = kafka.partition_of(fid.encode(), n) if n else fid
+            t = first + wait
             bodies = pending.get(g)
             if bodies is None:
                 bodies = pending[g] = []
-                due[g] = first + wait
-            elif first + wait < due[g]:
-                due[g] = first + wait
+                due[g] = t
+            elif t < due[g]:
+                due[g] = t
             bodies.append(body)
         self.waiting += len(records)
         ready = [g for g, t in due.items()

@@ -40,6 +40,16 @@ def total_retrans(sock: socket.socket) -> int:
     return int.from_bytes(info[100:104], "little")
 
 
+def true_ns(net: Net, host: str, ts: int) -> int:
+    """A host's timestamp on the reference clock (undoing its injected offset and drift)."""
+    return ts - net.clock(host).true_offset(ts)
+
+
+def wall_ns(net: Net, host: str, ts: int) -> int:
+    """A host's probe timestamp on the wall clock (the broker's append times are on it)."""
+    return true_ns(net, host, ts) + time.time_ns() - time.monotonic_ns()
+
+
 def tcp_transfer(net: Net, src: str, dst: str, dst_addr: str, port: int, nbytes: int,
                  reader_delay_ms: int = 0, read_size: int = 1 << 16,
                  timeout: float = 60.0, write_size: int = 0, write_gap_ms: int = 0) -> Transfer:

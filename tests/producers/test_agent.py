@@ -26,7 +26,9 @@ from producer_helpers import (
     running_agents,
     tbf,
     tcp_transfer,
+    true_ns,
     udp_send,
+    wall_ns,
 )
 
 from latscope.kafka import KafkaSettings
@@ -66,11 +68,6 @@ def by_host(records: list[dict], sport: int) -> dict[str, dict[int, dict]]:
 
 def points(rec: dict) -> list[str]:
     return [h["point"] for h in rec["hits"]]
-
-
-def true_ns(net: Any, host: str, ts: int) -> int:
-    """A host's timestamp on the reference clock (undoing its injected offset and drift)."""
-    return ts - net.clock(host).true_offset(ts)
 
 
 def gaps_counted(recs: dict[str, dict[int, list[dict]]], seqs: set[int], exit_dev: str,
@@ -258,7 +255,6 @@ def test_records_wait_for_their_partition_yet_reach_kafka_inside_the_join_window
         deadline = time.monotonic() + 10
         while ag["h2"].status()["counters"]["published"] < n and time.monotonic() < deadline:
             time.sleep(0.05)
-    wall = time.time_ns() - time.monotonic_ns()    # the probes' clock -> the wall clock
     window_ns = ag["h2"].s.join_window_ms * 1_000_000
 
     def take(m: Any, _n: int) -> list[dict]:
@@ -272,8 +268,8 @@ def test_records_wait_for_their_partition_yet_reach_kafka_inside_the_join_window
         span_s = (max(r["arrival_ns"] for r in mine) - min(r["arrival_ns"] for r in mine)) / 1e9
         messages = {r["message"] for r in mine}
         assert span_s >= 3 and len(messages) <= span_s + 2, (host, len(messages), span_s)
-        late = [(r["seq"], (r["arrival_ns"] - wall - true_ns(net, host, r["hits"][0]["ts_ns"]))
-                 / 1e6) for r in mine]
+        late = [(r["seq"], (r["arrival_ns"] - wall_ns(net, host, r["hits"][0]["ts_ns"])) / 1e6)
+                for r in mine]
         # the broker's clock is this machine's: an arrival before its first hit is an error
         assert all(0 < ms <= window_ns / 1e6 for _, ms in late), sorted(late, key=lambda x: -x[1])[:5]
 
