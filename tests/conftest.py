@@ -24,14 +24,23 @@ RUN_ID = os.environ.setdefault("LSX_RUN_ID", uuid.uuid4().hex[:3])
 FAULT_ROWS_ENV = "LATSCOPE_FAULTS_OUT"   # benchmarks/faults.py collects fault_row's rows here
 
 
-def _terminated(_sig: int, _frame: object) -> None:
+_SESSION_PID = os.getpid()
+
+
+def terminated(sig: int, _frame: object) -> None:
+    """SIGTERM in pytest's own process is an interrupt; in a process forked from it, the
+    default death. pyroute2 forks a child per namespace socket and ends it with SIGTERM;
+    a child that raised instead would unwind into a second copy of the test session."""
+    if os.getpid() != _SESSION_PID:
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
     raise KeyboardInterrupt("SIGTERM")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """A terminated run (kill, a CI timeout) ends as an interrupted one: pytest then tears
     down the fixtures it set up (namespaces, agents, topics), which SIGTERM's default skips."""
-    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGTERM, terminated)
 
 
 # A test's Kafka topics: `lsx<tag><run id>` then `-` or `.`; swept when the session ends.
