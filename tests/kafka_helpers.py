@@ -14,14 +14,25 @@ from latscope.schemas import codec
 
 @dataclass
 class Topics:
+    """A test worker's topics, every one its own: a worker reads its flow-stats topic from
+    the beginning, and on the shared default one the acks of other tests' agents' messages
+    made Faust commit (every 10 000 acks) in a test that needs nothing committed."""
+
     layer: str
     clock: str
     breakdowns: str
     dead_letter: str
+    flow_stats: str
+
+    @classmethod
+    def named(cls, prefix: str) -> Topics:
+        return cls(f"{prefix}-layer", f"{prefix}-clock", f"{prefix}-bd", f"{prefix}-dlq",
+                   f"{prefix}-fs")
 
     def args(self) -> list[str]:
         return ["--layer-topic", self.layer, "--clock-topic", self.clock,
-                "--breakdown-topic", self.breakdowns, "--dead-letter-topic", self.dead_letter]
+                "--breakdown-topic", self.breakdowns, "--dead-letter-topic", self.dead_letter,
+                "--flow-stats-topic", self.flow_stats]
 
 
 def topic_values(bootstrap: str, topic: str, timeout: float = 60) -> list[bytes]:

@@ -30,7 +30,7 @@ SESSION_TIMEOUT_S = 10
 @pytest.mark.parametrize("how", ["stopped", "killed-after-commit", "killed-before-commit"])
 def test_pending_samples_survive_a_worker_restart(stack, tmp_path, fault_row, how: str) -> None:
     tag = f"lsxg{os.environ['LSX_RUN_ID']}-{uuid.uuid4().hex[:6]}"
-    topics = Topics(f"{tag}-layer", f"{tag}-clock", f"{tag}-bd", f"{tag}-dlq")
+    topics = Topics.named(tag)
 
     # A long join window: a killed worker's partitions move only after the group's session
     # timeout, and the recovered samples must still be open then. The timeout is 10 s, not

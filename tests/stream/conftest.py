@@ -23,8 +23,7 @@ TOPOLOGY = REPO_ROOT / "topologies" / "default.yaml"
 
 @pytest.fixture
 def topics(topic_name: str) -> Topics:
-    return Topics(f"{topic_name}-layer", f"{topic_name}-clock", f"{topic_name}-bd",
-                  f"{topic_name}-dlq")
+    return Topics.named(topic_name)
 
 
 @pytest.fixture

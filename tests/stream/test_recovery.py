@@ -69,7 +69,7 @@ def env(stack, tmp_path: Path) -> Iterator[tuple[Topics, str]]:
     """Topics and an app id of this run's own (lsxe<run id>-…); deleted afterwards, the
     worker's changelogs with them."""
     prefix = f"lsxe{RUN_ID}-{uuid.uuid4().hex[:6]}"
-    topics = Topics(f"{prefix}-layer", f"{prefix}-clock", f"{prefix}-bd", f"{prefix}-dlq")
+    topics = Topics.named(prefix)
     yield topics, prefix
     kafka.delete_topics_with_prefix(stack.kafka_bootstrap, f"{prefix}-")
 
