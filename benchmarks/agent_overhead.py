@@ -438,17 +438,16 @@ def main() -> int:
         # the unsampled runs pay the same fixed costs (flow context, Kafka clients, the
         # loop) over the same traffic with next to no records: the difference is the records'
         cpu_u, n_u = (statistics.median(x) for x in zip(*spent_on["unsampled"], strict=True))
-        for label in ("no budget", "default"):
-            cpu, n = (statistics.median(x) for x in zip(*spent_on[label], strict=True))
-            per = (cpu - cpu_u) / max(n - n_u, 1)
-            if label == "no budget":
-                marginal = per
-            every = statistics.median(c / max(k, 1) for c, k in spent_on[label])
-            print(f"agent CPU per published record at default sampling, "
-                  f"{'no budget' if label == 'no budget' else 'default settings (budget)'}: "
-                  f"{1e6 * per:.1f} µs beyond the unsampled runs' (agents' CPU {cpu:.2f} s "
+        per: dict[str, float] = {}
+        for key, label in (("no budget", "no budget"), ("default", "default settings (budget)")):
+            cpu, n = (statistics.median(x) for x in zip(*spent_on[key], strict=True))
+            per[key] = (cpu - cpu_u) / max(n - n_u, 1)
+            every = statistics.median(c / max(k, 1) for c, k in spent_on[key])
+            print(f"agent CPU per published record at default sampling, {label}: "
+                  f"{1e6 * per[key]:.1f} µs beyond the unsampled runs' (agents' CPU {cpu:.2f} s "
                   f"for {n:.0f} records against {cpu_u:.2f} s for {n_u:.0f}, medians); all "
                   f"of the agents' CPU over their records: {1e6 * every:.1f} µs")
+        marginal = per["no budget"]
     extra: dict[str, float] = {}
     if added:
         base = statistics.median(added["off"])

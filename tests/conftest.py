@@ -27,7 +27,7 @@ FAULT_ROWS_ENV = "LATSCOPE_FAULTS_OUT"   # benchmarks/faults.py collects fault_r
 _SESSION_PID = os.getpid()
 
 
-def terminated(sig: int, _frame: object) -> None:
+def _terminated(sig: int, _frame: object) -> None:
     """SIGTERM in pytest's own process is an interrupt; in a process forked from it, the
     default death. pyroute2 forks a child per namespace socket and ends it with SIGTERM;
     a child that raised instead would unwind into a second copy of the test session."""
@@ -40,7 +40,7 @@ def terminated(sig: int, _frame: object) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """A terminated run (kill, a CI timeout) ends as an interrupted one: pytest then tears
     down the fixtures it set up (namespaces, agents, topics), which SIGTERM's default skips."""
-    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 # A test's Kafka topics: `lsx<tag><run id>` then `-` or `.`; swept when the session ends.

@@ -45,9 +45,11 @@ def true_ns(net: Net, host: str, ts: int) -> int:
     return ts - net.clock(host).true_offset(ts)
 
 
-def wall_ns(net: Net, host: str, ts: int) -> int:
-    """A host's probe timestamp on the wall clock (the broker's append times are on it)."""
-    return true_ns(net, host, ts) + time.time_ns() - time.monotonic_ns()
+def wall_clock(net: Net, host: str) -> Callable[[int], int]:
+    """A host's probe timestamps -> the wall clock (the broker's append times are on it),
+    through one reading of the wall clock against the monotonic one."""
+    wall = time.time_ns() - time.monotonic_ns()
+    return lambda ts: true_ns(net, host, ts) + wall
 
 
 def tcp_transfer(net: Net, src: str, dst: str, dst_addr: str, port: int, nbytes: int,

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from producer_helpers import consume, loopback_burst, running_agents, wall_ns
+from producer_helpers import consume, loopback_burst, running_agents, wall_clock
 
 from latscope.kafka import KafkaSettings, ensure_topics, producer
 from latscope.producers.agent import AgentSettings
@@ -105,8 +105,8 @@ def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name
     # arrivals may hold none or two), over whole seconds while the traffic ran (a loaded
     # machine switches later: ci36 had 3 seconds after the traffic)
     t0 = math.ceil(t_switch + 2.0)
-    per_sec = Counter(int(wall_ns(net, "h2", r["hits"][0]["ts_ns"]) / 1e9)
-                      for r in recs if r["host"] == "h2")
+    wall = wall_clock(net, "h2")
+    per_sec = Counter(int(wall(r["hits"][0]["ts_ns"]) / 1e9) for r in recs if r["host"] == "h2")
     whole = [per_sec[t] for t in range(t0, min(t0 + 6, int(traffic_end) - 1))]
     assert len(whole) >= 3, (t_switch, traffic_end)
     print(f"needs {need} level {level} sampled/s {per_s} switched {switched} "

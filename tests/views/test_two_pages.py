@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cdp import Chromium
+from kafka_helpers import Topics
 from needs import missing
 
 from latscope import kafka
@@ -32,16 +33,13 @@ def test_each_page_shows_its_partitions(stack, tmp_path: Path) -> None:
     if shutil.which("chromium") is None:
         missing("chromium (Debian package; make setup installs it)")
     tag = f"lsxi{os.environ['LSX_RUN_ID']}-{uuid.uuid4().hex[:8]}"
-    topics = [f"{tag}.{t}" for t in ("layer", "clock", "bd", "dlq", "fs")]
+    topics = Topics.named(tag)
 
     def worker(name: str) -> WorkerProcess:
         return WorkerProcess(
             ["--bootstrap", stack.kafka_bootstrap, "--app-id", tag,
              "--data-dir", str(tmp_path / name), "--no-influx",
-             "--topology", str(REPO_ROOT / "topologies/default.yaml"),
-             "--layer-topic", topics[0], "--clock-topic", topics[1],
-             "--breakdown-topic", topics[2], "--dead-letter-topic", topics[3],
-             "--flow-stats-topic", topics[4]],
+             "--topology", str(REPO_ROOT / "topologies/default.yaml"), *topics.args()],
             free_port(), tmp_path / f"{name}.log")
 
     try:
@@ -59,7 +57,7 @@ def test_each_page_shows_its_partitions(stack, tmp_path: Path) -> None:
                 "sport": 42000 + i, "dport": 7100 + i}) for i in range(12)]
             t0 = monotonic_ns()
             recs = [r for i, s in enumerate(specs) for r in sample_records(s, i * 72400, t0)]
-            produce(stack.kafka_bootstrap, topics[0], encoded("LayerEvent", recs, "flow_id"))
+            produce(stack.kafka_bootstrap, topics.layer, encoded("LayerEvent", recs, "flow_id"))
             ids = {r["flow_id"] for r in recs}
             where = {fid: kafka.partition_of(fid.encode(), PARTITIONS) for fid in ids}
             for w in (a, b):
