@@ -262,3 +262,32 @@ def test_pacing(net: Any, stack: Any, topic_name: str) -> None:
                             opts=((socket.SOL_SOCKET, SO_MAX_PACING_RATE, rate),
                                   (socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 15)))
     assert sh.get("pacing", 0) >= 0.8, (sh, fig)
+
+
+# ---- the send call's entry time --------------------------------------------------------------
+
+def test_a_write_blocked_on_its_send_buffer_is_timed_from_its_entry(
+        net: Any, stack: Any, topic_name: str) -> None:
+    """One 512 KB write into a 32 KB send buffer behind a 20 Mbit/s router: TCP copies it in
+    many chunks (the entry tracepoint fires for each) and sends most of it while the call
+    waits for space. Every sampled byte of the call is stamped at sock_send with the call's
+    entry, so the latest one's sock_send -> tcp_tx spans the call as the test timed it, and
+    none is sent before it was handed over."""
+    size = 1 << 19
+    with router_tbf(net, "rate", "20mbit", "burst", "20k", "limit", "150k"), \
+            agents(net, topic_name, stack.kafka_bootstrap, size=1 << 14):
+        p = Pair(net, PORT, fast_read, opts=((socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 15),))
+        t0 = time.monotonic()
+        p.cli.sendall(b"\x5a" * size)
+        call_s = time.monotonic() - t0
+        p.close()
+        recs = records(topic_name, stack.kafka_bootstrap, p.sport, "h1")
+    entries = {h["ts_ns"] for r in recs for h in r["hits"] if h["point"] == "sock_send"}
+    spans = [s[0] for s in (segment(r, "sock_send", "tcp_tx") for r in recs) if s]
+    print(f"call {1e3 * call_s:.0f} ms; {len(spans)} bytes, sock_send stamps {len(entries)}, "
+          f"sock_send -> tcp_tx {min(spans) / 1e6:.1f} .. {max(spans) / 1e6:.1f} ms")
+    assert call_s >= 0.1, call_s               # the call did wait for space
+    assert len(spans) >= 16, len(spans)        # 32 sampled bytes in the call
+    assert len(entries) == 1, sorted(entries)  # one call, one entry time
+    assert min(spans) > 0
+    assert max(spans) >= 0.9 * call_s * 1e9, (max(spans) / 1e9, call_s)
