@@ -1,6 +1,7 @@
 """The design's targets (§9) as a benchmark states them: each figure with its limit, its aim,
-and met/missed. With ``--check`` a benchmark exits non-zero when any target is missed, so
-``make bench`` is red when the code is."""
+and met/missed, or unresolved where the figure's 95 % interval holds the limit. With
+``--check`` a benchmark exits non-zero when any target is missed or unresolved, so
+``make bench`` is red when the code is, or when the run could not tell."""
 
 from __future__ import annotations
 
