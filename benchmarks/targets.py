@@ -22,10 +22,10 @@ def ratio_spread(off: list[float], on: list[float]) -> float | None:
     """The 95 % half-width of an on/off ratio measured in alternated pairs (the i-th off run
     with the i-th on run): Student's t over the pairs' ratios. On a noisy machine a ratio of
     medians can sit on either side of a limit by chance; this says how far. None with fewer
-    than two pairs."""
-    ratios = [b / a for a, b in zip(off, on, strict=True) if a > 0]
-    if len(ratios) < 2:
+    than two pairs (a phase that did not run leaves one placeholder)."""
+    if len(off) < 2:
         return None
+    ratios = [b / a for a, b in zip(off, on, strict=True)]
     df = len(ratios) - 1
     t = _T95[df - 1] if df <= len(_T95) else 1.96
     return t * statistics.stdev(ratios) / math.sqrt(len(ratios))
@@ -88,8 +88,8 @@ def exit_status(targets: list[Target], check: bool) -> int:
     """What ``--check`` asks for: 1 when a target is missed or unresolved (naming them),
     else 0; a benchmark that prints its targets in a table of its own ends with this. The
     names go to stderr: stdout may be --json's one object."""
-    missed = [t.name for t in targets if not t.met]
+    missed = [f"{t.name} ({t.status})" for t in targets if not t.met]
     if missed and check:
-        print(f"missed: {', '.join(missed)}", file=sys.stderr)
+        print(f"not met: {', '.join(missed)}", file=sys.stderr)
         return 1
     return 0

@@ -30,11 +30,11 @@ char LICENSE[] SEC("license") = "GPL";
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(send_entry, const struct sock *sk, const struct msghdr *msg)
 {
-	/* The tracepoint fires once per chunk the call's loop copies; only the first
-	 * matters. A single-buffer call's iterator has moved past what
-	 * the earlier chunks took: a later chunk, known without the task-storage lookup.
-	 * (A call handed an iterator already advanced, as io_uring's retry of a short send
-	 * is, gets no entry time: its hit is stamped at the call's end.) */
+	/* The tracepoint fires once per chunk the call's loop copies; only the first matters.
+	 * A single-buffer call's iterator has moved past what the earlier chunks took: a later
+	 * chunk, known without the task-storage lookup. (A call handed an iterator already
+	 * advanced, as io_uring's retry of a short send is, gets no entry time: its hit is
+	 * stamped at the call's end.) */
 	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
 	    msg->msg_iter.iter_type == bpf_core_enum_value(enum iter_type, ITER_UBUF) &&
 	    msg->msg_iter.iov_offset)
