@@ -197,6 +197,7 @@ class Agent:
         self._clock = clock
         self._size = effective_size(s.sample_size)
         self._stride = self._size      # size << the stride level in effect
+        self._grouped_stride = self._size   # ... as far as the open groups know (follow_stride)
         # name -> the covered namespaces published under it (the host's first)
         self.groups: dict[str, list[str | None]] = {s.host: []}
         for ns in s.netns:
@@ -300,6 +301,7 @@ class Agent:
                 # more than the hold, between reading a byte's hits and expiring its group).
                 now = self._clock()
                 self._take(out, now)
+                self.follow_stride(out)
                 if now - last_expire > 5_000_000:
                     self.grouper.expire(out, now)
                     last_expire = now
@@ -376,11 +378,24 @@ class Agent:
     # -- the data path
     def set_stride_level(self, level: int) -> None:
         """Sample size << level from now on: the grouping first (a range the probes took
-        at the old stride holds no byte of a coarser one), then the probes."""
+        at the old stride holds no byte of a coarser one), then the probes (once loaded).
+        Called on the stride thread; the data path's thread then flushes what the new
+        stride leaves without its next hits (follow_stride)."""
         self._stride = self._size << level
         if isinstance(self.grouper, NativeGrouper | GroupSet):
             self.grouper.set_size(self._stride)
-        self.probes.set_sampling(self._stride, udp_modulus(self.s.sample_size) << level)
+        if self.probes.objects:
+            self.probes.set_sampling(self._stride, udp_modulus(self.s.sample_size) << level)
+
+    def follow_stride(self, out: list[Any]) -> None:
+        """After a read: once the stride rose, the groups of TCP bytes off it get no further
+        hit (ranges are expanded at the new stride); flush them now (Grouper.restride), where
+        a byte queued in its socket would otherwise wait queued_ns for hits that cannot
+        come. A finer stride leaves every open byte on it."""
+        stride = self._stride
+        if stride != self._grouped_stride:
+            self._grouped_stride = stride
+            self.grouper.restride(stride, out)
 
     def set_xdp_names(self, names: dict[tuple[int, int], str]) -> None:
         """(netns inode, ifindex) -> device name: the XDP point's hook has no device."""
@@ -497,6 +512,7 @@ class Agent:
                 "rate_capped": g.rate_capped, "retrans": g.retrans,
                 "retrans_dropped": g.retrans_dropped, "evicted": g.evicted,
                 "late_socket": g.late_socket, "gaps": g.gaps, "overrun": g.overrun,
+                "restrided": g.restrided,
                 "resent_marked": kc.get("resent", 0), "mark_failed": kc.get("mark_failed", 0),
                 "open_groups": self.grouper.open_groups,
                 "flow_full": kc.get("flow_full", 0),

@@ -65,6 +65,10 @@ class GroupSet:
         for g in self._all:
             g.flush_all(out)
 
+    def restride(self, size: int, out: list) -> None:
+        for g in self._all:
+            g.restride(size, out)
+
     # -- settings every member shares
     @property
     def points(self) -> frozenset[str]:

@@ -161,6 +161,7 @@ class GroupCounters:
     late_socket: int = 0       # socket hits of a byte already published, dropped
     gaps: int = 0              # records that reached their last point lacking a point
     overrun: int = 0           # records published while the ring buffer had just lost hits
+    restrided: int = 0         # TCP records flushed because the stride rose past their byte
 
 
 @dataclass
@@ -518,6 +519,16 @@ class Grouper:
             while groups:
                 gk, g = groups.popitem(last=False)
                 self._emit(gk, g, False, out)
+
+    def restride(self, size: int, out: list[Record]) -> None:
+        """The stride is now `size` (a coarser stride level): a TCP byte off it gets no
+        further hit, as ranges are expanded at `size` from the batch that follows; its
+        copies are flushed now, incomplete and counted, rather than waiting for a hit
+        that cannot come (a byte queued in its socket would wait for queued_ns)."""
+        for groups in (self._queued, self._held, self._open):
+            for gk in [gk for gk in groups if gk[0][0] == "tcp" and gk[1] % size]:
+                self.counters.restrided += 1
+                self._emit(gk, groups.pop(gk), False, out)
 
     @property
     def open_groups(self) -> int:

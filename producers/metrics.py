@@ -31,6 +31,7 @@ HELP = {
     "late_socket": "socket hits of bytes already published (waited past the hold), dropped",
     "gaps": "records that reached their last point lacking a point on the way (incomplete)",
     "overrun": "records published while the ring buffer had just lost hits (all flagged incomplete)",
+    "restrided": "records of TCP bytes flushed incomplete when the stride level rose past them",
     "resent_marked": "resent segments the sender's tcp_tx marked for every host",
     "mark_failed": "resent segments the sender could not mark (no option room or storage)",
     "open_groups": "sampled bytes waiting for more hits",

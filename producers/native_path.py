@@ -140,6 +140,9 @@ class NativeGrouper:
         """Expand ranges at this stride from the next batch on (the stride level)."""
         self._path.set_size(size)
 
+    def restride(self, size: int, out: list[Encoded]) -> None:
+        self._path.restride(out, size)
+
     def set_netns(self, inodes: set[int]) -> None:
         """Group only these namespaces' hits (empty: all; group_set.GroupSet)."""
         self._path.set_netns(inodes)

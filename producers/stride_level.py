@@ -22,7 +22,9 @@ Every agent switches at the same instant (up to the clocks' error and how late a
 arrives, both far below LEAD_S). A byte crossing hosts within that error of the switch may
 be sampled on one side only: its records are incomplete and counted as such by the stream
 worker; no other sample changes. Raising the level keeps a subset of the bytes, so samples
-whose hosts disagree only exist at the boundary.
+whose hosts disagree only exist at the boundary. On one host, a byte between the two
+strides gets no further hit after a rise; its records are flushed then, incomplete and
+counted (Agent.follow_stride).
 """
 
 from __future__ import annotations

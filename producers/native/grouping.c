@@ -625,3 +625,21 @@ int grp_flush_all(Path *p, PyObject *out)
     }
     return 0;
 }
+
+/* Grouper.restride: flush the TCP copies of bytes off a new, coarser stride */
+int grp_restride(Path *p, PyObject *out, uint64_t size)
+{
+    Omap *maps[3] = {&p->queued, &p->held, &p->open};
+    for (int i = 0; i < 3; i++) {
+        Entry *e = om_first(maps[i]), *next;
+        for (; e != NULL && e != &maps[i]->head; e = next) {
+            next = e->next;     /* emit touches no map of groups */
+            if (!p->flows[e->flow]->tcp || e->seq % size == 0)
+                continue;
+            p->c.restrided++;
+            if (close_entry(p, maps[i], e, 0, out, 0, 0) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}

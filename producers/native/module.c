@@ -353,6 +353,21 @@ static PyObject *m_set_exit_devices(Path *p, PyObject *devices)
     return set_of_keys(p, &p->exits, devices, device_key);
 }
 
+static PyObject *m_restride(Path *p, PyObject *args)
+{
+    PyObject *out;
+    unsigned long long size;
+    if (!ready(p) || !PyArg_ParseTuple(args, "O!K", &PyList_Type, &out, &size))
+        return NULL;
+    if (size == 0) {
+        PyErr_SetString(PyExc_ValueError, "restride: a stride of 0");
+        return NULL;
+    }
+    if (grp_restride(p, out, size) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *m_set_size(Path *p, PyObject *arg)
 {
     unsigned long long size = PyLong_AsUnsignedLongLong(arg);
@@ -400,8 +415,9 @@ static PyObject *m_counters(Path *p, PyObject *unused)
 {
     (void)unused;
     Counters *c = &p->c;
-    return Py_BuildValue("(LLLLLLLLL)", c->samples, c->records, c->rate_capped, c->retrans,
-                         c->retrans_dropped, c->evicted, c->late_socket, c->gaps, c->overrun);
+    return Py_BuildValue("(LLLLLLLLLL)", c->samples, c->records, c->rate_capped, c->retrans,
+                         c->retrans_dropped, c->evicted, c->late_socket, c->gaps, c->overrun,
+                         c->restrided);
 }
 
 static PyObject *m_set_overrun(Path *p, PyObject *arg)
@@ -453,6 +469,8 @@ static PyMethodDef path_methods[] = {
     {"flush_all", (PyCFunction)m_flush_all, METH_O, "flush_all(out): Grouper.flush_all"},
     {"set_exit_devices", (PyCFunction)m_set_exit_devices, METH_O,
      "set_exit_devices(iterable of (netns, ifindex))"},
+    {"restride", (PyCFunction)m_restride, METH_VARARGS,
+     "restride(out, stride): Grouper.restride"},
     {"set_size", (PyCFunction)m_set_size, METH_O,
      "set_size(stride): expand ranges at this stride from the next batch on"},
     {"set_netns", (PyCFunction)m_set_netns, METH_O,

@@ -112,7 +112,7 @@ typedef struct {
 
 typedef struct {
     long long samples, records, rate_capped, retrans, retrans_dropped, evicted, late_socket,
-        gaps, overrun;
+        gaps, overrun, restrided;
 } Counters;
 
 typedef struct {
@@ -205,6 +205,7 @@ int grp_add(Path *p, uint32_t flow, uint32_t seq, const Hit *hit, PyObject *out,
 int grp_mark_retrans(Path *p, uint32_t flow, uint32_t seq, PyObject *out);
 int grp_expire(Path *p, PyObject *out, int64_t now);
 int grp_flush_all(Path *p, PyObject *out);
+int grp_restride(Path *p, PyObject *out, uint64_t size);
 
 /* encode.c */
 int emit_record(Path *p, uint32_t flow, uint32_t seq, Group *g, int retrans, int complete,

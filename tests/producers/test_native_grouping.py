@@ -15,6 +15,7 @@ import ipaddress
 import random
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,21 @@ def ev(point: str, seq: int, length: int = 1, *, flow: Flow = V4, ts: int = 0,
     return layout.EVENT_STRUCT.pack(*(v[n] for n in layout.EVENT.names))
 
 
+Step = tuple[int, list[bytes], bool, "int | None"]
+
+
 @dataclass
 class Feed:
-    """Batches of events, each read at `now`, optionally followed by an expiry tick."""
+    """Batches of events, each read at `now`, optionally followed by an expiry tick; a
+    batch may come with a new stride level, set before it is read (on the stride thread,
+    between two reads) and followed after it (Agent.follow_stride), as Agent.run does."""
     now: int = T0 + 1000
-    steps: list[tuple[int, list[bytes], bool]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
 
-    def batch(self, events: list[bytes], expire: bool = True, dt_ns: int = MS) -> Feed:
+    def batch(self, events: list[bytes], expire: bool = True, dt_ns: int = MS,
+              level: int | None = None) -> Feed:
         self.now += dt_ns
-        self.steps.append((self.now, list(events), expire))
+        self.steps.append((self.now, list(events), expire, level))
         return self
 
     def wait(self, dt_ns: int) -> Feed:
@@ -182,29 +189,46 @@ def _agents(**kw: Any) -> tuple[Agent, Agent]:
     return pair[0], pair[1]
 
 
+def _turn(a: Agent, step: Step, out: list[Any], read: Callable[[], None] | None = None) -> None:
+    """One turn of Agent.run over a step: the stride thread's new level (if any), the read
+    (`read`, else Agent.process of the step's events), follow_stride, the expiry tick."""
+    now, events, expire, level = step
+    if level is not None:
+        a.set_stride_level(level)
+    if read is None:
+        a.process(events, out, now)
+    else:
+        read()
+    a.follow_stride(out)
+    if expire:
+        a.grouper.expire(out, now)
+
+
 def compare(feed: Feed, overrun_steps: frozenset[int] = frozenset(), **settings: Any) -> Outcome:
     """Run both paths over the feed; assert equal records after every step and equal
     counters at the end (after flush_all). overrun_steps: steps run with the agent's
     ring-buffer overrun flag set (every record incomplete)."""
     py, nat = _agents(**settings)
     ring_agent = _agents(**settings)[1]      # the native path reading a ring in place
-    step_bytes = max(sum(len(e) + 16 for e in events) + 48 for _, events, _ in feed.steps)
+    step_bytes = max(sum(len(e) + 16 for e in events) + 48 for _, events, _, _ in feed.steps)
     ring = MemRing(1 << max(12, (2 * step_bytes - 1).bit_length()))
     enc = LayerEventEncoder()
     done: list[tuple[str, bytes, int]] = []
-    for i, (now, events, expire) in enumerate(feed.steps):
+    for i, step in enumerate(feed.steps):
+        now, events = step[:2]
         outs: list[list[Any]] = [[], [], []]
         end = ring.batch(events)
         assert ring_span(*ring.addresses) == (ring.cons.value, end)
         for a, out in zip((py, nat, ring_agent), outs, strict=True):
             a.grouper.overrun = i in overrun_steps
             if a is ring_agent:
-                a._count(*a.grouper.process_ring(ring.addresses, out, now, end))
+                def read(a: Agent = a, out: list[Any] = out, now: int = now,
+                         end: int = end) -> None:
+                    a._count(*a.grouper.process_ring(ring.addresses, out, now, end))
+                _turn(a, step, out, read)
                 assert ring.cons.value == end, f"step {i}: not given back"
             else:
-                a.process(events, out, now)
-            if expire:
-                a.grouper.expire(out, now)
+                _turn(a, step, out)
         got_py = encoded(outs[0], enc)
         assert got_py == outs[1], f"step {i} (now {now}): records differ"
         assert outs[2] == outs[1], f"step {i} (now {now}): in place, records differ"
@@ -375,10 +399,8 @@ UDP_RX = ("dev_rx", "ip_pre", "ip_in")
 def _run(a: Agent, feed: Feed) -> list[Any]:
     """One agent's records of a feed, flushed at its end."""
     out: list[Any] = []
-    for now, events, expire in feed.steps:
-        a.process(events, out, now)
-        if expire:
-            a.grouper.expire(out, now)
+    for step in feed.steps:
+        _turn(a, step, out)
     a.grouper.flush_all(out)
     return out
 
@@ -476,6 +498,31 @@ def test_linger_hold_queued_and_owed_expiry() -> None:
     assert o.counters.records >= 5
 
 
+def test_a_coarser_stride_flushes_the_bytes_it_leaves() -> None:
+    """Stride SIZE -> 2 SIZE (level 1) while four bytes wait in their socket (a sock_send
+    hit only), one in the qdisc and a datagram for its read: the TCP bytes off the new
+    stride (1, 3 and 5 SIZE) come out at the switch, incomplete and counted, where the
+    queued ones waited for queued_ns; 0 and 2 SIZE complete when they leave; the datagram
+    (hash 1, off the new modulus 2) is the kernel's to sample, and completes at its read."""
+    f = Feed()
+    f.batch([ev("sock_send", 0, 4 * SIZE, ts=1)])                # queued after a linger
+    f.batch(tx(5 * SIZE, 5, points=TX[:4]))                      # in the qdisc: held
+    f.batch([ev(p, 1, flow=UDP, ts=6 + i, ifindex=2) for i, p in enumerate(RX[:3])])
+    f.wait(60 * MS)
+    f.batch([], level=1)
+    f.batch(tx(0, 100 * MS, length=4 * SIZE))                    # every byte leaves
+    f.batch([ev("sock_recv", 1, flow=UDP, ts=101 * MS)])
+    a, got = _agents(linger_ms=50, hold_ms=1000)[0], []
+    for i, step in enumerate(f.steps):
+        out: list[Any] = []
+        _turn(a, step, out)
+        got += [(i, r.seq, r.complete) for r in out]
+    assert got == [(4, SIZE, False), (4, 3 * SIZE, False), (4, 5 * SIZE, False),
+                   (5, 0, True), (5, 2 * SIZE, True), (6, 1, True)]
+    assert a.grouper.counters.restrided == 3 and a.grouper.open_groups == 0
+    assert compare(f, linger_ms=50, hold_ms=1000).counters.restrided == 3
+
+
 def test_late_socket_hits_are_counted() -> None:
     f = Feed()
     f.batch(rx(0, 10)).wait(1_100 * MS).wait(3_000 * MS)
@@ -567,6 +614,7 @@ def _random_feed(rng: random.Random) -> Feed:
     handle mixed in: out-of-order delivery within a batch, drops in the qdisc, marked and
     unmarked resends, the retransmit tracepoint, reads after the hold, wraps, UDP, XDP."""
     f = Feed()
+    strides = random.Random(rng.random())     # stride levels, apart from the events' draws
     seqs = {fl: rng.choice([0, SPACE - 20_000, rng.randrange(SPACE)]) for fl in TCP_FLOWS}
     pending: list[bytes] = []
     sent: list[tuple[Flow, int, int]] = []
@@ -624,7 +672,8 @@ def _random_feed(rng: random.Random) -> Feed:
                 pending[i], pending[j] = pending[j], pending[i]
             dt = rng.choice([MS // 10, MS, 5 * MS, 20 * MS, 60 * MS, 300 * MS, 1_200 * MS,
                              4_000 * MS])
-            f.batch(pending, expire=rng.random() < 0.7, dt_ns=dt)
+            f.batch(pending, expire=rng.random() < 0.7, dt_ns=dt,
+                    level=strides.randrange(3) if strides.random() < 0.1 else None)
             pending = []
     f.batch(pending)
     for dt in (100 * MS, 2_000 * MS, 61_000 * MS):

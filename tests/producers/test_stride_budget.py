@@ -10,8 +10,11 @@ flow A's bytes taken by h1 would be missing on h2."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 from producer_helpers import consume, loopback_burst, running_agents, wall_clock
 
+from latscope.bpf.netns import entered
 from latscope.kafka import KafkaSettings, ensure_topics, producer
 from latscope.producers.agent import AgentSettings
 from latscope.schemas import codec
@@ -32,6 +36,7 @@ SIZE = 1448              # every MSS: dense, so the budget must act
 BUDGET = 400             # records/s per host
 SECONDS = 14
 RATES = {5301: ("h1", "100M"), 5302: ("h2", "400M")}   # port: (client host, iperf3 -b)
+SIOCOUTQNSD = 0x894B     # linux/sockios.h: bytes in a TCP socket's send queue not yet sent
 
 
 def _iperf(net: Any, port: int, src: str, rate: str) -> subprocess.Popen:
@@ -144,3 +149,53 @@ def test_an_agent_starts_at_the_fleet_level(scratch_netns: str, stack: Any,
     sampled = 20_000_000 / (SIZE << level)
     assert 0.97 * sampled <= len(recs) <= sampled + 1 and not wrong, (
         len(recs), wrong.most_common(3))
+
+
+def test_bytes_left_in_their_socket_come_out_when_the_stride_rises(
+        scratch_netns: str, stack: Any, topic_name: str) -> None:
+    """A receiver that does not read: the sender's last bytes stay in its socket, unsent,
+    with their sock_send hit only. A coarser stride leaves those off it without any further
+    hit, so their records come out at the switch, incomplete and counted; they waited a
+    minute (queued_ns), or for the agent's stop (the budget test's level-0 record 2 s after
+    the switch: project CI on 358232f). The truth: the kernel's count of unsent bytes."""
+    level = 3
+    with entered(scratch_netns):
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)   # inherited: a small window
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        cli = socket.socket()
+    with contextlib.ExitStack() as close, running_agents({"h1": AgentSettings(
+            host="h1", netns=[scratch_netns], sample_size=SIZE, topic=topic_name,
+            flow_stats=False, kafka=KafkaSettings(stack.kafka_bootstrap))}) as ag:
+        for s in (srv, cli):
+            close.callback(s.close)
+        cli.connect(srv.getsockname())
+        conn, _ = srv.accept()          # never read
+        close.callback(conn.close)
+        cli.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                cli.send(b"q" * (1 << 16))
+        time.sleep(1.5)                 # what did leave: read or given up by the hold
+        unsent = struct.unpack("i", fcntl.ioctl(cli, SIOCOUTQNSD, b"\0" * 4))[0]
+        t_switch = time.time()
+        ag["h1"].set_stride_level(level)        # as the stride thread does
+        time.sleep(1.0)
+        recs = consume(topic_name, stack.kafka_bootstrap, 10**9, timeout=8)   # still running
+        st = ag["h1"].status()
+        assert struct.unpack("i", fcntl.ioctl(cli, SIOCOUTQNSD, b"\0" * 4))[0] == unsent
+    stride = SIZE << level
+    left = sorted(r["seq"] for r in recs if {h["point"] for h in r["hits"]} == {"sock_send"})
+    # the sampled bytes of `unsent` bytes, less those of the coarser stride, by hand
+    lo, hi = unsent // SIZE - -(-unsent // stride), -(-unsent // SIZE) - unsent // stride
+    print(f"unsent {unsent} B; records of bytes left in the socket {len(left)} "
+          f"(expected {lo}..{hi}); restrided {st['counters']['restrided']}")
+    assert unsent > 20 * stride, unsent
+    assert lo <= len(left) <= hi, (len(left), lo, hi, unsent)
+    assert all(s % SIZE == 0 and s % stride for s in left), left[:5]
+    assert st["counters"]["restrided"] == len(left), st["counters"]
+    arrived = [r["arrival_ms"] / 1e3 - t_switch for r in recs
+               if {h["point"] for h in r["hits"]} == {"sock_send"}]
+    assert 0 <= min(arrived) and max(arrived) < 1.0, (min(arrived), max(arrived))
+    assert not any(r["complete"] for r in recs if r["seq"] in left)
