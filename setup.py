@@ -111,6 +111,7 @@ setup(
         _native("stream", "stream", ["decode.c", "encode.c", "segments.c", "shapes.c"]),
         _native("stats", "stats", ["sketch.c"]),
         _native("sinks", "sinks", ["line.c"]),
-        _native("producers", "producers", ["maps.c", "decode.c", "grouping.c", "encode.c"]),
+        _native("producers", "producers", ["maps.c", "decode.c", "grouping.c", "encode.c",
+                                                   "batching.c"]),
     ],
 )

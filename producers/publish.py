@@ -26,6 +26,7 @@ from functools import partial
 from confluent_kafka import KafkaError, Producer
 
 from latscope import kafka, log
+from latscope.producers._native import bucket
 from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.grouping import Record
 from latscope.schemas.records import (
@@ -63,6 +64,11 @@ def agent_producer(ks: kafka.KafkaSettings | str, linger_ms: int) -> Producer:
                                  "compression.type": "lz4", "linger.ms": linger_ms,
                                  "batch.num.messages": 10_000,
                                  "allow.auto.create.topics": False})
+
+
+def _itself(fid: str) -> str:
+    """A flow's group while the partition count is unknown: the flow itself (its key)."""
+    return fid
 
 
 def encoded(records: Sequence[Record],
@@ -108,30 +114,19 @@ class LayerEventPublisher:
         """Add records (see publish_encoded)."""
         self.publish_encoded(encoded(records, self._encoder), now, abort)
 
-    def publish_encoded(self, records: Sequence[tuple[str, bytes, int]], now: int | None,
+    def publish_encoded(self, records: list[tuple[str, bytes, int]], now: int | None,
                         abort: threading.Event | None = None) -> None:
         """Add (flow id, LayerEvent body, first hit) triples to their partitions' (each
         flow's while the partition count is unknown) waiting records, then produce every
         partition whose oldest record is due at `now` or which holds a full message
-        (MAX_BATCH); `now` None: every partition. A full queue is waited out (never
+        (MAX_BATCH); `now` None: every partition. The per-record loop is C's (bucket), as it
+        runs for every record the agent publishes. A full queue is waited out (never
         dropped) unless `abort` gets set meanwhile (shutdown with the broker unreachable):
         then what is left counts as failed."""
         n = self._partitions
-        pending, due, wait = self._pending, self._due, self.wait_ns
-        where: dict[str, str | int] = {}            # flow id -> its group
-        for fid, body, first in records:
-            g = where.get(fid)
-            if g is None:
-                g = where[fid] = kafka.partition_of(fid.encode(), n) if n else fid
-            t = first + wait
-            bodies = pending.get(g)
-            if bodies is None:
-                bodies = pending[g] = []
-                due[g] = t
-            elif t < due[g]:
-                due[g] = t
-            bodies.append(body)
-        self.waiting += len(records)
+        pending, due = self._pending, self._due
+        self.waiting += bucket(records, pending, due, (lambda fid: kafka.partition_of(
+            fid.encode(), n)) if n else _itself, self.wait_ns)
         ready = [g for g, t in due.items()
                  if now is None or t <= now or len(pending[g]) >= MAX_BATCH]
         for g in ready:
@@ -177,7 +172,7 @@ class LayerEventPublisher:
     def flush(self, timeout: float = 10.0, abort: threading.Event | None = None) -> int:
         """Produce every waiting record, wait for outstanding deliveries; returns how many
         records are still undelivered (counted as failed: the producer goes away with them)."""
-        self.publish_encoded((), None, abort)
+        self.publish_encoded([], None, abort)
         self.producer.flush(timeout)
         c = self.counters
         left = c.produced - c.delivered - c.failed

@@ -125,6 +125,7 @@ int emit_record(Path *p, uint32_t flow, uint32_t seq, Group *g, int retrans, int
     PyTuple_SET_ITEM(rec, 0, f->fid);
     PyTuple_SET_ITEM(rec, 1, body);
     PyTuple_SET_ITEM(rec, 2, first);
+    PyObject_GC_UnTrack(rec);   /* str, bytes, int: no cycle; the collector need not visit */
     int r = PyList_Append(out, rec);
     Py_DECREF(rec);
     return r;

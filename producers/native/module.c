@@ -504,11 +504,19 @@ static PyTypeObject PathType = {
     .tp_new = PyType_GenericNew,
 };
 
+static PyMethodDef module_methods[] = {
+    {"bucket", batching_bucket, METH_VARARGS,
+     "bucket(records, pending, due, group_of, wait) -> records added "
+     "(publish.LayerEventPublisher.publish_encoded)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "_native",
     .m_doc = "The agent's data path in C.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__native(void)

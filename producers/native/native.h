@@ -206,6 +206,7 @@ int grp_mark_retrans(Path *p, uint32_t flow, uint32_t seq, PyObject *out);
 int grp_expire(Path *p, PyObject *out, int64_t now);
 int grp_flush_all(Path *p, PyObject *out);
 int grp_restride(Path *p, PyObject *out, uint64_t size);
+PyObject *batching_bucket(PyObject *self, PyObject *args);
 
 /* encode.c */
 int emit_record(Path *p, uint32_t flow, uint32_t seq, Group *g, int retrans, int complete,

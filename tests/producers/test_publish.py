@@ -9,6 +9,7 @@ import pytest
 from producer_helpers import read_topic
 
 from latscope import kafka
+from latscope.producers._native import bucket
 from latscope.producers.grouping import Hit, Record
 from latscope.producers.publish import MAX_BATCH, LayerEventPublisher
 from latscope.schemas import codec
@@ -25,6 +26,26 @@ def _record(flow: tuple, seq: int, first: int) -> Record:
     return Record("h1", flow, fid, seq, False, True,
                   [Hit("sock_send", first, 0, None, 0, 0),
                    Hit("dev_xmit", first + 5000, 2, "eth0", 0, 0)])
+
+
+def test_bucket_groups_bodies_and_keeps_each_groups_earliest_due() -> None:
+    """The publisher's per-record loop (C), by hand: a group per flow id (asked once per
+    call), bodies in arrival order, a group's due its earliest first hit plus the wait,
+    whether the group is new or already waiting."""
+    pending: dict[Any, list[bytes]] = {7: [b"old"]}
+    due: dict[Any, int] = {7: 1030}
+    asked: list[str] = []
+
+    def group_of(fid: str) -> int:
+        asked.append(fid)
+        return {"a": 7, "bb": 0, "cc": 0}[fid]
+    recs = [("a", b"1", 50), ("bb", b"2", 40), ("a", b"3", 20), ("cc", b"4", 60),
+            ("bb", b"5", 10)]
+    assert bucket(recs, pending, due, group_of, 1000) == 5
+    assert pending == {7: [b"old", b"1", b"3"], 0: [b"2", b"4", b"5"]}
+    assert due == {7: 1020, 0: 1010} and asked == ["a", "bb", "cc"]
+    with pytest.raises(TypeError, match="record 1 is not"):
+        bucket([("a", b"1", 5), ("a", b"2")], {}, {}, group_of, 0)
 
 
 def _messages(topic: str, bootstrap: str, want: int) -> list[dict]:
