@@ -380,12 +380,14 @@ class Agent:
         """Sample size << level from now on: the grouping first (a range the probes took
         at the old stride holds no byte of a coarser one), then the probes (once loaded).
         Called on the stride thread; the data path's thread then flushes what the new
-        stride leaves without its next hits (follow_stride)."""
-        self._stride = self._size << level
+        stride leaves without its next hits (follow_stride). `_stride` is set once the C
+        path expands at it, so a flush it prompts never precedes that."""
+        stride = self._size << level
         if isinstance(self.grouper, NativeGrouper | GroupSet):
-            self.grouper.set_size(self._stride)
+            self.grouper.set_size(stride)
+        self._stride = stride
         if self.probes.objects:
-            self.probes.set_sampling(self._stride, udp_modulus(self.s.sample_size) << level)
+            self.probes.set_sampling(stride, udp_modulus(self.s.sample_size) << level)
 
     def follow_stride(self, out: list[Any]) -> None:
         """After a read: once the stride rose, the groups of TCP bytes off it get no further

@@ -161,20 +161,18 @@ def test_bytes_left_in_their_socket_come_out_when_the_stride_rises(
     minute (queued_ns), or for the agent's stop (the budget test's level-0 record 2 s after
     the switch: project CI on 358232f). The truth: the kernel's count of unsent bytes."""
     level = 3
-    with entered(scratch_netns):
-        srv = socket.socket()
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)   # inherited: a small window
-        srv.bind(("127.0.0.1", 0))
-        srv.listen()
-        cli = socket.socket()
-    with contextlib.ExitStack() as close, running_agents({"h1": AgentSettings(
+    with contextlib.ExitStack() as close:
+        with entered(scratch_netns):
+            srv = close.enter_context(socket.socket())
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)   # inherited: small window
+            srv.bind(("127.0.0.1", 0))
+            srv.listen()
+            cli = close.enter_context(socket.socket())
+        ag = close.enter_context(running_agents({"h1": AgentSettings(
             host="h1", netns=[scratch_netns], sample_size=SIZE, topic=topic_name,
-            flow_stats=False, kafka=KafkaSettings(stack.kafka_bootstrap))}) as ag:
-        for s in (srv, cli):
-            close.callback(s.close)
+            flow_stats=False, kafka=KafkaSettings(stack.kafka_bootstrap))}))
         cli.connect(srv.getsockname())
-        conn, _ = srv.accept()          # never read
-        close.callback(conn.close)
+        close.enter_context(srv.accept()[0])          # never read
         cli.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             while True:
@@ -188,7 +186,8 @@ def test_bytes_left_in_their_socket_come_out_when_the_stride_rises(
         st = ag["h1"].status()
         assert struct.unpack("i", fcntl.ioctl(cli, SIOCOUTQNSD, b"\0" * 4))[0] == unsent
     stride = SIZE << level
-    left = sorted(r["seq"] for r in recs if {h["point"] for h in r["hits"]} == {"sock_send"})
+    only_send = [r for r in recs if {h["point"] for h in r["hits"]} == {"sock_send"}]
+    left = sorted(r["seq"] for r in only_send)
     # the sampled bytes of `unsent` bytes, less those of the coarser stride, by hand
     lo, hi = unsent // SIZE - -(-unsent // stride), -(-unsent // SIZE) - unsent // stride
     print(f"unsent {unsent} B; records of bytes left in the socket {len(left)} "
@@ -197,7 +196,6 @@ def test_bytes_left_in_their_socket_come_out_when_the_stride_rises(
     assert lo <= len(left) <= hi, (len(left), lo, hi, unsent)
     assert all(s % SIZE == 0 and s % stride for s in left), left[:5]
     assert st["counters"]["restrided"] == len(left), st["counters"]
-    arrived = [r["arrival_ms"] / 1e3 - t_switch for r in recs
-               if {h["point"] for h in r["hits"]} == {"sock_send"}]
+    arrived = [r["arrival_ms"] / 1e3 - t_switch for r in only_send]
     assert 0 <= min(arrived) and max(arrived) < 1.0, (min(arrived), max(arrived))
     assert not any(r["complete"] for r in recs if r["seq"] in left)
