@@ -260,7 +260,7 @@ def main() -> int:
         ns1, ns2 = net.ns_name("bnch1"), net.ns_name("bnch2")
         server = net.popen("bnch2", ["iperf3", "-s", "-p", "5201"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)    # iperf3 has no readiness signal; a failed first run aborts below
+        net.wait_listening("bnch2", 5201, server)
 
         def start_agents(*extra: str, one: bool = False) -> list[subprocess.Popen]:
             """One agent per simulated host, or one covering both namespaces (one per

@@ -268,7 +268,7 @@ def main() -> int:
                   flush=True)
             load.append(net.popen("h1", ["iperf3", "-s", "-1", "-p", "5299"],
                                   stdout=subprocess.DEVNULL))
-            time.sleep(0.5)  # iperf3 -s has no readiness signal; the client retries below
+            net.wait_listening("h1", 5299, load[-1])
             load.append(net.popen("mgr", ["iperf3", "-c", dst, "-p", "5299", "--bidir", "-t",
                                           str(int(total + 1)), "-J"],
                                   stdout=subprocess.PIPE, text=True))

@@ -13,7 +13,6 @@ import ipaddress
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import yaml
 
 from latscope import log
 from latscope.bpf.netns import ip
-from latscope.lab.netns import namespace_pids, unshared
+from latscope.lab.netns import namespace_pids, unshared, wait_listening
 from latscope.lab.sshd_fleet import SshFleet
 from latscope.procs import free_port, free_port_pair
 from latscope.schemas.records import TOPIC_BREAKDOWNS
@@ -182,7 +181,8 @@ class FleetLab:
                 procs.append(subprocess.Popen(
                     ["ip", "netns", "exec", servers[dst].ns, "iperf3", "-s", "-1", "-p",
                      str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            time.sleep(0.5)
+            for (_, dst), srv in zip(pairs, procs, strict=True):
+                wait_listening(servers[dst].ns, port, server=srv)
             clients = [subprocess.Popen(
                 ["ip", "netns", "exec", servers[src].ns, "iperf3", "-c", servers[dst].address,
                  "-p", str(port), "-t", str(max(1, round(seconds))), "-b", "20M"],

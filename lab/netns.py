@@ -244,6 +244,11 @@ class Net:
                 raise TimeoutError(f"{dst_addr} not reachable from {src_host} "
                                    f"within {timeout:.1f}s")
 
+    def wait_listening(self, host: str, port: int, server: subprocess.Popen | None = None,
+                       timeout: float = 10.0) -> None:
+        """Until a TCP socket listens on ``port`` in the host's namespace."""
+        wait_listening(self.ns_name(host), port, timeout, server)
+
     def wait_all_reachable(self, timeout: float = 10.0) -> None:
         """Every flow's destination from its source, and every sync target from the manager."""
         t = self.topology
@@ -282,6 +287,25 @@ def _stop_processes(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
             LOG.warning("pid %d ignored SIGTERM; killing it", p.pid)
             p.kill()
             p.wait()
+
+
+def wait_listening(ns: str, port: int, timeout: float = 10.0,
+                   server: subprocess.Popen | None = None) -> None:
+    """Until a TCP socket listens on ``port`` in namespace ``ns`` (``ss -Hltn``): a server
+    such as ``iperf3 -s`` gives no readiness signal, and a client started before its
+    listen() is refused. Fails at once when ``server`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Hltn", f"sport = :{port}"],
+                             capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        if server is not None and server.poll() is not None:
+            raise RuntimeError(f"{server.args!r} exited {server.returncode} before listening "
+                               f"on {ns}:{port}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"nothing listens on {ns}:{port} after {timeout:.0f}s")
+        time.sleep(0.05)
 
 
 def list_namespaces(prefix: str) -> list[str]:

@@ -103,17 +103,6 @@ def parse_report(text: str, full_log: str) -> SockperfReport:
         observations=int(num(r"Total (\d+) observations")), messages=msgs, text=t)
 
 
-def _wait_listening(p: Pipeline, host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ip", "netns", "exec", p.net.ns_name(host), "ss", "-Hltn",
-                              f"sport = :{port}"], capture_output=True, text=True).stdout
-        if out.strip():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
-
-
 def run_sockperf(p: Pipeline, sc: Scenario, out_dir: Path, duration_s: float,
                  client: str = "h1", server: str = "h2") -> SockperfReport:
     """sockperf TCP ping-pong client → server for ``duration_s``; with ``sc.load`` an iperf3
@@ -125,11 +114,11 @@ def run_sockperf(p: Pipeline, sc: Scenario, out_dir: Path, duration_s: float,
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs: list[subprocess.Popen] = [srv]
     try:
-        _wait_listening(p, server, sc.port)
+        p.net.wait_listening(server, sc.port, srv)
         if sc.load:
             procs.append(p.net.popen(server, ["iperf3", "-s", "-1", "-p", str(LOAD_PORT)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            _wait_listening(p, server, LOAD_PORT)
+            p.net.wait_listening(server, LOAD_PORT, procs[-1])
             procs.append(p.net.popen(client, ["iperf3", "-c", dst, "-p", str(LOAD_PORT), "-t",
                                               str(int(duration_s + 3))],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

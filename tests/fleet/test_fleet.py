@@ -20,7 +20,7 @@ from fleet_room import LATSCOPE, NAMES, PREFIX, RUN_ID, Room
 from influx_points import sample_host_pairs
 
 from latscope.lab.fleet_lab import Container
-from latscope.lab.netns import namespace_pids
+from latscope.lab.netns import namespace_pids, wait_listening
 from latscope.lab.sshd_fleet import keygen
 from latscope.schemas import codec
 from latscope.schemas.records import TOPIC_BREAKDOWNS
@@ -95,7 +95,7 @@ def test_status_reports_every_host_and_clocks_within_bounds(room: Room) -> None:
                             "5001"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cli = None
     try:
-        time.sleep(0.5)
+        wait_listening(servers["n2"].ns, 5001, server=srv)
         cli = subprocess.Popen(["ip", "netns", "exec", servers["n1"].ns, "iperf3", "-c",
                                 servers["n2"].address, "-p", "5001", "-t", "8", "-b", "20M"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -236,7 +236,7 @@ def test_a_servers_container_is_covered_by_its_agent(room: Room) -> None:
                                 "-s", "-1", "-p", "5001"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(0.5)
+            wait_listening(room.fleet.servers["n2"].ns, 5001, server=srv)
             cli = subprocess.run(["nsenter", f"--net={c.ns}", "iperf3", "-c",
                                   room.fleet.servers["n2"].address, "-p", "5001", "-t", "4",
                                   "-b", "20M"], capture_output=True, text=True, timeout=60)

@@ -40,7 +40,8 @@ def _iperf3_load(net, seconds: float) -> Iterator[None]:
             procs.append(subprocess.Popen(
                 ["ip", "netns", "exec", net.ns_name(host), "iperf3", "-s", "-1", "-p", "5291"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
+        for host, srv in zip(LOAD_TARGETS, procs, strict=True):
+            net.wait_listening(host, 5291, srv)
         for addr in LOAD_TARGETS.values():
             procs.append(subprocess.Popen(
                 ["ip", "netns", "exec", net.ns_name("mgr"), "iperf3", "-c", addr, "-p", "5291",

@@ -191,6 +191,33 @@ def test_paced_flow_open_ended_stops_on_request(net: Net) -> None:
     assert r["receiver"]["bytes"] == r["sender"]["bytes"] > 0
 
 
+def test_a_client_started_once_the_server_listens_is_never_refused(net: Net) -> None:
+    """iperf3 -s gives no readiness signal: the fleet demo's client, started 0.5 s after its
+    server, was once refused on a loaded CI machine. Here each server starts 0.3 s late, as
+    under load; iperf3's own client is the truth, three times in a row."""
+    dst = net.addr("c1")
+    for i in range(3):
+        port = 5220 + i
+        srv = net.popen("c1", ["sh", "-c", f"sleep 0.3; exec iperf3 -s -1 -p {port}"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        net.wait_listening("c1", port, srv)
+        cli = net.popen("h1", ["iperf3", "-c", dst, "-p", str(port), "-n", "100K"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, err = cli.communicate(timeout=30)
+        assert cli.returncode == 0, f"run {i}: {err.strip()}"
+        srv.wait(10)
+
+
+def test_wait_listening_fails_on_a_server_that_exits_or_never_listens(net: Net) -> None:
+    dead = net.popen("c1", ["sh", "-c", "exit 3"])
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited 3 before listening"):
+        net.wait_listening("c1", 5230, dead, timeout=10)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(TimeoutError, match="nothing listens"):
+        net.wait_listening("c1", 5231, timeout=0.3)
+
+
 def test_teardown_when_the_body_raises(default_topology: Topology) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         with build(default_topology, prefix=PREFIX) as net:
