@@ -123,17 +123,27 @@ def start_agent(host: str, ns: list[str], topic: str, *extra: str) -> subprocess
     return p
 
 
-def threads_cpu(pid: int) -> float:
+def threads_cpu(pid: int) -> dict[str, float]:
     """CPU seconds the process's live threads ran, to the nanosecond (schedstat's first
-    field): the tick-sampled utime + stime missed a third of an idle agent's cost, whose
-    threads wake briefly many times a second (2.2 against 1.5 % of a core for two)."""
-    total = 0
+    field), by part: the main thread (an agent's data path), librdkafka's threads (rdk:*)
+    and each of our threads by its name (latscope.threads). The tick-sampled utime + stime
+    missed a third of an idle agent's cost, whose threads wake briefly many times a second
+    (2.2 against 1.5 % of a core for two)."""
+    out: dict[str, float] = {}
     for t in Path(f"/proc/{pid}/task").iterdir():
         try:
-            total += int((t / "schedstat").read_text().split()[0])
+            ran = int((t / "schedstat").read_text().split()[0]) / 1e9
+            comm = (t / "comm").read_text().strip()
         except (OSError, ValueError):
             continue      # a thread that ended meanwhile
-    return total / 1e9
+        part = ("main" if t.name == str(pid) else "librdkafka" if comm.startswith("rdk:")
+                else comm)
+        out[part] = out.get(part, 0.0) + ran
+    return out
+
+
+def _minus_parts(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
 def proc_cpu(pid: int) -> float:
@@ -250,6 +260,7 @@ def main() -> int:
     f: dict = {}
     added: dict[str, list[float]] = {}       # budget phase: mode -> all cores busy per round
     spent: dict[str, list[tuple[float, float]]] = {}   # mode -> (agents, broker) cores
+    parts: dict[str, list[dict[str, float]]] = {}       # mode -> the agents' cores by thread
     levels: dict[str, list[int]] = {}
     if os.geteuid() != 0:
         raise SystemExit("needs root")
@@ -370,8 +381,15 @@ def main() -> int:
                         dt = time.monotonic() - t0
                         cores = (busy_s() - b0) / dt
                         # where it went: the agents' processes, the broker's
-                        who = [(threads_cpu(p) - c0) / dt
-                               for p, c0 in zip(pids, p0, strict=True)]
+                        by_part = [_minus_parts(threads_cpu(p), c0)
+                                   for p, c0 in zip(pids, p0, strict=True)]
+                        who = [sum(d.values()) / dt for d in by_part]
+                        if agents:
+                            summed: dict[str, float] = {}
+                            for d in by_part[:len(agents)]:
+                                for k, v in d.items():
+                                    summed[k] = summed.get(k, 0.0) + v / dt
+                            parts.setdefault(mode, []).append(summed)
                         finals = [stop_agent(a, 0.0) for a in agents]
                         key = mode or "off"
                         added.setdefault(key, []).append(cores)
@@ -469,6 +487,11 @@ def main() -> int:
                   f"{100 * base:.1f} %, on {100 * statistics.median(added[mode]):.1f} % "
                   f"(rounds {[round(100 * c, 1) for c in added[mode]]}, off "
                   f"{[round(100 * c, 1) for c in added['off']]})")
+            if parts.get(mode):
+                names = sorted({k for d in parts[mode] for k in d})
+                split = {k: statistics.median(d.get(k, 0.0) for d in parts[mode]) for k in names}
+                print("  the agents' CPU by thread (medians, % of one core): " + ", ".join(
+                    f"{k} {100 * v:.2f}" for k, v in sorted(split.items(), key=lambda kv: -kv[1])))
         if extra.get(NO_FLOW) is not None and extra.get("default settings") is not None:
             # flow stats run once an interval (1 s) per agent: their cost per interval
             per = (extra["default settings"] - extra[NO_FLOW]) / 100 / 2 * 1000

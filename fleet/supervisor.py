@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latscope import threads
+
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 30.0
 STABLE_S = 60.0          # a run this long resets the backoff
@@ -79,9 +81,7 @@ class Child:
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
         self.started = time.monotonic()
-        pump = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
-        pump.start()
-        self.pumps = [pump]
+        self.pumps = [threads.start(self._pump, f"pump-{self.name}", self.proc)]
         self.log.write(f"--- supervisor: started {self.name} pid {self.proc.pid}"
                        f"{'' if DIE_WITH_PARENT else ' (no setpriv: it outlives this supervisor)'}"
                        "\n".encode())

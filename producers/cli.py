@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from latscope import log, settings
+from latscope import log, settings, threads
 from latscope.schemas.sampling import JOIN_WINDOW_MS
 
 _log = log.get("producers.cli")
@@ -74,7 +74,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
     watch = (CoverageWatch(list(s.netns), s.uncovered) if args.restart_on_coverage_change
              and args.cover_address else None)
     recover: list[str] = []
-    ticker = None
     if status_file or args.duration or watch:
         def tick() -> None:
             deadline = time.monotonic() + args.duration if args.duration else None
@@ -88,8 +87,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
                                  "again over it", s.host, why)
                     recover.append(why)
                     stop.set()
-        ticker = threading.Thread(target=tick, daemon=True)
-        ticker.start()
+        threads.start(tick, "agent-tick")
     if status_file:
         status_file.write(agent.status())
     print(f"agent {s.host}: ready ({len(attached)} points)", flush=True)

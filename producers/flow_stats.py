@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from latscope import kafka, log
+from latscope import kafka, log, threads
 from latscope.bpf import libbpf
 from latscope.bpf.btf import VMLINUX_BTF, btf_enums
 from latscope.producers import layout
@@ -313,9 +313,7 @@ class FlowStatsLoop:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, args=(self._stop,),
-                                        name="flow-stats", daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._run, "flow-stats", self._stop)
 
     def _run(self, stop: threading.Event) -> None:
         step = self.c.step

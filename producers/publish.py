@@ -25,7 +25,7 @@ from functools import partial
 
 from confluent_kafka import KafkaError, Producer
 
-from latscope import kafka, log
+from latscope import kafka, log, threads
 from latscope.producers._native import bucket
 from latscope.producers.avro import LayerEventEncoder
 from latscope.producers.grouping import Record
@@ -98,7 +98,7 @@ class LayerEventPublisher:
         # records added and not yet produced (a count: status() reads it from other threads)
         self.waiting = 0
         self._closed = threading.Event()
-        threading.Thread(target=self._know_topic, name="layer-topic", daemon=True).start()
+        threads.start(self._know_topic, "layer-topic")
 
     def _delivered(self, n: int, err: KafkaError | None, _msg: object) -> None:
         if err is None:

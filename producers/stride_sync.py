@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from confluent_kafka import KafkaError, Producer
 
-from latscope import kafka, log
+from latscope import kafka, log, threads
 from latscope.producers.stride_level import Demand, Governor, Schedule
 from latscope.schemas import codec
 from latscope.schemas.records import HOST_NAME_RE, STRIDE_GROUP, TOPIC_STRIDE, TOPICS
@@ -75,8 +75,7 @@ class StrideLoop:
             _log.exception("stride level not read at start")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stride", daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._run, "stride")
 
     def _run(self) -> None:
         topic_known = self._follower is not None

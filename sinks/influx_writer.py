@@ -28,7 +28,7 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from latscope import log
+from latscope import log, threads
 from latscope.sinks.flow_stats import flow_stats_lines
 from latscope.sinks.influx import counters_line, sample_line, socket_wait_lines, window_line
 from latscope.sinks.settings import InfluxSettings
@@ -101,8 +101,7 @@ class InfluxSink:
         self._now = False       # send_now() asked: send without waiting for the interval
         self._mark = 0          # place of the latest chunk queued
         self._settled = 0       # every chunk up to this place is written or counted failed
-        self._thread = threading.Thread(target=self._run, name="influx-writer", daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._run, "influx-writer")
 
     def write(self, lines: Iterable[str], sample_ns: Sequence[int] = (), *, windows: int = 0) -> None:
         """Queue lines; ``sample_ns``: wall times of the raw samples among them (freshness);

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latscope import log
+from latscope import log, threads
 
 _log = log.get("sync.keys")
 
@@ -202,8 +202,7 @@ class KeyRotation:
 
     def start(self) -> KeyRotation:
         self.update()
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._run, self._name)
         return self
 
     def _run(self) -> None:
