@@ -86,7 +86,7 @@ def iperf3(net: Any, *args: str, seconds: float = 5) -> tuple[dict, int]:
     srv = net.popen("h2", ["iperf3", "-s", "-1", "-p", str(PORT), "-B", DST],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
+        net.wait_listening("h2", PORT, srv)
         cli = net.popen("h1", ["iperf3", "-c", DST, "-p", str(PORT), "-t", str(seconds), "-J",
                                *args], stdout=subprocess.PIPE, text=True)
         out, _ = cli.communicate(timeout=seconds + 30)
@@ -165,7 +165,7 @@ def test_owner_is_the_traffic_process_and_cpu_tracks_ps(net: Any, stack: Any,
     w = threading.Thread(target=watch, daemon=True)
     w.start()
     with agents(net, topic_name, stack.kafka_bootstrap) as ag:
-        time.sleep(0.3)
+        net.wait_listening("h2", PORT, srv)
         cli = net.popen("h1", ["iperf3", "-c", DST, "-p", str(PORT), "-t", "6", "-J"],
                         stdout=subprocess.PIPE, text=True)
         pid_box.append(cli.pid)

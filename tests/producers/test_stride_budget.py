@@ -54,7 +54,8 @@ def test_budget_raises_one_level_for_every_host(net: Any, stack: Any, topic_name
             budget_records_per_s=BUDGET,    # demands on <topic>.stride: this test's own
             kafka=KafkaSettings(stack.kafka_bootstrap))
             for host, hosts in {"h1": ["h1"], "h2": ["h2", "c1"]}.items()}) as ag:
-        time.sleep(0.5)
+        for p, srv in zip(RATES, servers, strict=True):
+            net.wait_listening("c1", p, srv)
         clients = {p: _iperf(net, p, src, rate) for p, (src, rate) in RATES.items()}
         stop = threading.Event()
 
