@@ -130,6 +130,10 @@ class FlowStatsCollector:
         self._decoded: dict[bytes, tuple[int, int, str, FlowT]] = {}   # see _key
         self._tgid: dict[bytes, int] = {}     # send/recv keys: the last caller's process
         self._read_at = time.monotonic_ns()
+        # The kernel's BTF parsed now, as the agent starts (tens of ms of CPU), not in the
+        # interval of the first drop, where it tripled that interval's cost; called as
+        # drop_reason_name calls it, so that both find the same cache entry.
+        drop_reasons(VMLINUX_BTF)
 
     def _deltas(self) -> dict[bytes, tuple[int, int]]:
         """key -> (bytes, count) since the last read, summed over CPUs."""
