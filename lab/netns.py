@@ -247,7 +247,7 @@ class Net:
     def wait_listening(self, host: str, port: int, server: subprocess.Popen | None = None,
                        timeout: float = 10.0) -> None:
         """Until a TCP socket listens on ``port`` in the host's namespace."""
-        wait_listening(self.ns_name(host), port, timeout, server)
+        wait_listening(self.ns_name(host), port, server, timeout)
 
     def wait_all_reachable(self, timeout: float = 10.0) -> None:
         """Every flow's destination from its source, and every sync target from the manager."""
@@ -289,8 +289,8 @@ def _stop_processes(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
             p.wait()
 
 
-def wait_listening(ns: str, port: int, timeout: float = 10.0,
-                   server: subprocess.Popen | None = None) -> None:
+def wait_listening(ns: str, port: int, server: subprocess.Popen | None = None,
+                   timeout: float = 10.0) -> None:
     """Until a TCP socket listens on ``port`` in namespace ``ns`` (``ss -Hltn``): a server
     such as ``iperf3 -s`` gives no readiness signal, and a client started before its
     listen() is refused. Fails at once when ``server`` exits first."""
