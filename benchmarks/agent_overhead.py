@@ -68,6 +68,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import targets as bench
@@ -123,13 +124,13 @@ def start_agent(host: str, ns: list[str], topic: str, *extra: str) -> subprocess
     return p
 
 
-def threads_cpu(pid: int) -> dict[str, float]:
+def threads_cpu(pid: int) -> Counter[str]:
     """CPU seconds the process's live threads ran, to the nanosecond (schedstat's first
     field), by part: the main thread (an agent's data path), librdkafka's threads (rdk:*)
     and each of our threads by its name (latscope.threads). The tick-sampled utime + stime
     missed a third of an idle agent's cost, whose threads wake briefly many times a second
     (2.2 against 1.5 % of a core for two)."""
-    out: dict[str, float] = {}
+    out: Counter[str] = Counter()
     for t in Path(f"/proc/{pid}/task").iterdir():
         try:
             ran = int((t / "schedstat").read_text().split()[0]) / 1e9
@@ -138,12 +139,8 @@ def threads_cpu(pid: int) -> dict[str, float]:
             continue      # a thread that ended meanwhile
         part = ("main" if t.name == str(pid) else "librdkafka" if comm.startswith("rdk:")
                 else comm)
-        out[part] = out.get(part, 0.0) + ran
+        out[part] += ran
     return out
-
-
-def _minus_parts(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
 def proc_cpu(pid: int) -> float:
@@ -381,15 +378,12 @@ def main() -> int:
                         dt = time.monotonic() - t0
                         cores = (busy_s() - b0) / dt
                         # where it went: the agents' processes, the broker's
-                        by_part = [_minus_parts(threads_cpu(p), c0)
-                                   for p, c0 in zip(pids, p0, strict=True)]
+                        by_part = [threads_cpu(p) - c0 for p, c0 in zip(pids, p0, strict=True)]
                         who = [sum(d.values()) / dt for d in by_part]
                         if agents:
-                            summed: dict[str, float] = {}
-                            for d in by_part[:len(agents)]:
-                                for k, v in d.items():
-                                    summed[k] = summed.get(k, 0.0) + v / dt
-                            parts.setdefault(mode, []).append(summed)
+                            summed = sum(by_part[:len(agents)], Counter())
+                            parts.setdefault(mode, []).append(
+                                {k: v / dt for k, v in summed.items()})
                         finals = [stop_agent(a, 0.0) for a in agents]
                         key = mode or "off"
                         added.setdefault(key, []).append(cores)
@@ -488,8 +482,8 @@ def main() -> int:
                   f"(rounds {[round(100 * c, 1) for c in added[mode]]}, off "
                   f"{[round(100 * c, 1) for c in added['off']]})")
             if parts.get(mode):
-                names = sorted({k for d in parts[mode] for k in d})
-                split = {k: statistics.median(d.get(k, 0.0) for d in parts[mode]) for k in names}
+                split = {k: statistics.median(d.get(k, 0.0) for d in parts[mode])
+                         for k in {k for d in parts[mode] for k in d}}
                 print("  the agents' CPU by thread (medians, % of one core): " + ", ".join(
                     f"{k} {100 * v:.2f}" for k, v in sorted(split.items(), key=lambda kv: -kv[1])))
         if extra.get(NO_FLOW) is not None and extra.get("default settings") is not None:

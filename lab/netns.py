@@ -34,6 +34,7 @@ from latscope import log
 from latscope.bpf.clock import ClockInjection, monotonic_ns
 from latscope.bpf.netns import NETNS_DIR, entered, inode_of, run_in_netns
 from latscope.lab.topology import Flow, Topology
+from latscope.procs import wait_for
 
 LOG = log.get("netns")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")   # keeps {prefix}-{idx}{a|b} within 15 chars
@@ -294,18 +295,18 @@ def wait_listening(ns: str, port: int, server: subprocess.Popen | None = None,
     """Until a TCP socket listens on ``port`` in namespace ``ns`` (``ss -Hltn``): a server
     such as ``iperf3 -s`` gives no readiness signal, and a client started before its
     listen() is refused. Fails at once when ``server`` exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Hltn", f"sport = :{port}"],
-                             capture_output=True, text=True).stdout
-        if out.strip():
-            return
-        if server is not None and server.poll() is not None:
-            raise RuntimeError(f"{server.args!r} exited {server.returncode} before listening "
-                               f"on {ns}:{port}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"nothing listens on {ns}:{port} after {timeout:.0f}s")
-        time.sleep(0.05)
+    def listening() -> bool:
+        return bool(subprocess.run(["ip", "netns", "exec", ns, "ss", "-Hltn",
+                                    f"sport = :{port}"], capture_output=True, text=True
+                                   ).stdout.strip())
+
+    try:
+        wait_for(listening, timeout, f"nothing listens on {ns}:{port}", interval=0.05,
+                 alive=None if server is None else lambda: server.poll() is None)
+    except RuntimeError:
+        assert server is not None
+        raise RuntimeError(f"{server.args!r} exited {server.returncode} before listening "
+                           f"on {ns}:{port}") from None
 
 
 def list_namespaces(prefix: str) -> list[str]:

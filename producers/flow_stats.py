@@ -23,7 +23,6 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -49,13 +48,15 @@ _DROP_PREFIX = "SKB_DROP_REASON_"
 
 
 @functools.cache
-def drop_reasons(path: Path = VMLINUX_BTF) -> tuple[dict[int, str], dict[int, str]]:
+def drop_reasons() -> tuple[dict[int, str], dict[int, str]]:
     """The running kernel's enum skb_drop_reason (value -> name without SKB_DROP_REASON_, as
-    the tracepoint prints it) and enum skb_drop_reason_subsys (subsystem -> its name)."""
+    the tracepoint prints it) and enum skb_drop_reason_subsys (subsystem -> its name). Read
+    once (tens of ms of CPU): no argument, so every caller finds the one cache entry."""
     try:
-        enums = btf_enums(path, {"skb_drop_reason", "skb_drop_reason_subsys"})
+        enums = btf_enums(VMLINUX_BTF, {"skb_drop_reason", "skb_drop_reason_subsys"})
     except (OSError, ValueError, struct.error) as e:
-        _log.warning("drop reasons not named (BTF %s unreadable: %s): numbers sent", path, e)
+        _log.warning("drop reasons not named (BTF %s unreadable: %s): numbers sent",
+                     VMLINUX_BTF, e)
         enums = {}
     core = {v: n[len(_DROP_PREFIX):] if n.startswith(_DROP_PREFIX) else n.removeprefix("SKB_")
             for v, n in enums.get("skb_drop_reason", {}).items()
@@ -66,10 +67,10 @@ def drop_reasons(path: Path = VMLINUX_BTF) -> tuple[dict[int, str], dict[int, st
     return core, subsys
 
 
-def drop_reason_name(value: int, path: Path = VMLINUX_BTF) -> str:
+def drop_reason_name(value: int) -> str:
     """A drop reason's name: the kernel's (``QDISC_DROP``), a subsystem's reason as
     ``SUBSYSTEM:code`` (their names live in module BTF), else ``UNKNOWN_<value>``."""
-    core, subsys = drop_reasons(path)
+    core, subsys = drop_reasons()
     if value in core:
         return core[value]
     if value >> 16 and value >> 16 in subsys:     # 0 is the core: its own enum above
@@ -130,10 +131,8 @@ class FlowStatsCollector:
         self._decoded: dict[bytes, tuple[int, int, str, FlowT]] = {}   # see _key
         self._tgid: dict[bytes, int] = {}     # send/recv keys: the last caller's process
         self._read_at = time.monotonic_ns()
-        # The kernel's BTF parsed now, as the agent starts (tens of ms of CPU), not in the
-        # interval of the first drop, where it tripled that interval's cost; called as
-        # drop_reason_name calls it, so that both find the same cache entry.
-        drop_reasons(VMLINUX_BTF)
+        # read as the agent starts, not in the interval of the first drop (it tripled it)
+        drop_reasons()
 
     def _deltas(self) -> dict[bytes, tuple[int, int]]:
         """key -> (bytes, count) since the last read, summed over CPUs."""

@@ -409,6 +409,6 @@ def test_the_kernels_reasons_are_read_as_the_collector_is_made() -> None:
     drop_reasons.cache_clear()
     FlowStatsCollector("h1", None, [], [], set(), {}, 1.0)   # type: ignore[arg-type]
     assert drop_reasons.cache_info().currsize == 1, "not read as the collector was made"
-    qdisc = next(v for v, n in drop_reasons(VMLINUX_BTF)[0].items() if n == "QDISC_DROP")
+    qdisc = next(v for v, n in drop_reasons()[0].items() if n == "QDISC_DROP")
     assert drop_reason_name(qdisc) == "QDISC_DROP"
     assert drop_reasons.cache_info().misses == 1, "naming a drop read the BTF again"
