@@ -76,11 +76,14 @@ def test_closed_windows_reach_influxdb_though_killed_after_commit(stack, topics,
 
     def worker(name: str, env: dict[str, str] | None = None) -> WorkerProcess:
         # windows close once the watermark (quiet partitions: now less twice window +
-        # lateness) passes their end by the lateness, 13 s after it: time to commit first
+        # lateness) passes their end by the lateness, 13 s after it: time to commit first.
+        # The killed worker's partitions move after the group's session timeout: 8 s, not
+        # Faust's minute, which the second worker would otherwise wait out.
         return WorkerProcess(
             ["--bootstrap", stack.kafka_bootstrap, "--app-id", app_id,
              "--data-dir", str(tmp_path / name), "--interval", "1", "--window", "1.5",
-             "--lateness", "3", "--topology", str(REPO_ROOT / "topologies/default.yaml"),
+             "--lateness", "3", "--session-timeout", "8",
+             "--topology", str(REPO_ROOT / "topologies/default.yaml"),
              "--influx-tag", f"run={run_tag}", *topics.args()],
             free_port(), tmp_path / f"{name}.log", env)
 
