@@ -290,11 +290,9 @@ def test_qdisc_drops_equal_tc_dropped(net: Any, stack: Any, topic_name: str,
     if proto == "udp":
         assert qdisc == truth, (h1, truth)
     else:
-        # tc counts a few drops more than the kernel reports: with a second, independent
-        # program on kfree_skb counting every drop in h1 by reason and payload, tc said 304
-        # where that program saw 302 QDISC_DROPs with data, and no other QDISC_DROP at all
-        # (nor any without data; no window probe in nstat): ours equalled it. Seen 0-3
-        # alone and up to 6 in ~300 beside two busy loops (ci67: 5 in 268).
+        # tc counts a few drops for which the kernel fires no kfree_skb: an independent
+        # program on that tracepoint saw exactly our QDISC_DROPs when tc counted more, and
+        # no dataless one. The gap grows with the machine's load.
         assert 0 <= truth - qdisc <= max(3, truth // 40), (h1, truth)
     assert h2 == {}, h2
     if proto == "udp":
