@@ -1,8 +1,9 @@
-/* The per-run floor of bpf_stats on this machine: programs that do nothing, on the
- * tracepoints LatScope's points use (benchmarks/agent_overhead.py loads them beside the
- * agents). run_time_ns includes the kernel's own clock reads around every run; on a VM
- * those cost tens of ns, which no program can save, so the per-probe figures are also
- * printed net of this floor.
+/* The per-run floor on this machine: programs that do nothing, on the tracepoints
+ * LatScope's points use (benchmarks/agent_overhead.py loads them beside the agents). What
+ * bpf_stats reads for them is the kernel's call into a program and back plus one of its own
+ * clock reads; timed from outside with bpf_stats off (the rtt phase) a run costs them
+ * about as much. No program can save it, so the per-probe figures are also printed net of
+ * this floor.
  * Hooks: tp_btf net_dev_queue, net_dev_start_xmit, netif_receive_skb, tcp_probe,
  *        sock_send_length, sock_recv_length, tcp_sendmsg_locked: each returns at once. */
 #include "vmlinux.h"
