@@ -12,7 +12,11 @@
 
 /* When the current sendmsg started handing bytes to TCP, and write_seq then (checked against
  * the call's range, so an entry left by a path without sock_send_length, e.g. splice, is
- * never used for a later call). ts == 0: no call in progress. */
+ * never used for a later call). ts == 0: no call in progress; LS_SEND_UNTIMED: a call in
+ * progress whose bytes hold no sampled byte, so its entry time was not read (a clock read
+ * costs more than the rest of the entry's work). */
+#define LS_SEND_UNTIMED (~0ULL)
+
 struct send_start_v {
 	__u64 ts;
 	__u32 seq;
@@ -25,11 +29,12 @@ struct {
 	__type(value, struct send_start_v);
 } send_start SEC(".maps");
 
-/* The socket's tcp_sock (sk is a full socket of protocol TCP where this is called): the
- * checked helper in typed mode, a plain cast where only probe reads follow. */
+/* The socket's tcp_sock (sk is a full socket of protocol TCP where this is called, so the
+ * cast needs no check): typed mode reads it through LS_CAST, untyped through probe reads. */
 static __always_inline struct tcp_sock *ls_tcp_sk(const struct sock *sk, const int m)
 {
-	return m == LS_RAW ? (struct tcp_sock *)sk : bpf_skc_to_tcp_sock((void *)sk);
+	return m == LS_RAW ? (struct tcp_sock *)sk
+			   : (struct tcp_sock *)LS_CAST(sk, struct tcp_sock);
 }
 
 /* Start tracking the sender's byte b (wait.bpf.h) if the socket has a free slot. */
@@ -136,7 +141,7 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, cons
 		return 0;
 	h.seq = end - (__u32)ret;
 	h.len = ret;
-	if (!(start.ts && start.seq == h.seq))
+	if (!(start.ts && start.ts != LS_SEND_UNTIMED && start.seq == h.seq))
 		start.ts = 0;
 	if (m == LS_BTF) {
 		if (point == LS_SOCK_SEND)
@@ -167,16 +172,22 @@ static __always_inline int send_start_mark(const struct sock *sk, const struct m
 	tp = ls_tcp_sk(sk, m);
 	if (!tp)
 		return 0;
-	v->ts = ls_now();
 	v->seq = LS_RD(m, tp, write_seq);
 	if (m == LS_BTF && msg) {
+		/* the call writes at most its bytes from write_seq on: none sampled, no time */
 		__u64 n = msg->msg_iter.count;
 
 		if (n > 0x7fffffff)
 			n = 0x7fffffff;
-		if (ls_sampled(v->seq, n))
-			send_track((struct sock *)sk, tp, ls_first_sampled(v->seq));
+		if (!ls_sampled(v->seq, n)) {
+			v->ts = LS_SEND_UNTIMED;
+			return 0;
+		}
+		v->ts = ls_now();
+		send_track((struct sock *)sk, tp, ls_first_sampled(v->seq));
+		return 0;
 	}
+	v->ts = ls_now();     /* untyped: the call's size is unknown here */
 	return 0;
 }
 
