@@ -37,10 +37,11 @@ at the end (``--check``: exit 1 on a miss):
    own clocks. benchmarks/pingpong.c runs one-byte TCP round trips between the namespaces
    in one thread on one CPU (every packet its own skb, every layer of both namespaces on
    that CPU), timed from user space: off, one agent covering both namespaces at 1 GiB
-   stride, and empty programs on the same tracepoints (benchmarks/floor.bpf.c),
-   alternated; a separate pass with bpf_stats on counts the runs per round trip. The
-   added time over those runs is the cost per run of the programs as they run on a host,
-   their dispatch included: <= 60 ns (aim 30 ns), as phase 2's.
+   stride (its threads moved to the other CPU: the figure is the BPF's), and empty
+   programs on the same tracepoints (benchmarks/floor.bpf.c), alternated; a separate pass
+   with bpf_stats on counts the runs per round trip. The added time over those runs is the
+   cost per run of the programs as they run on a host, their dispatch included: <= 60 ns
+   (aim 30 ns), as phase 2's.
 4. budget: iperf3 at a fixed 5 Gbit/s (-b, not CPU-bound; after a warm-up run at that
    rate, so a budget's level has settled), agents off, on at default settings (with the
    default records/s budget, so the stride level rises) and on with no budget
@@ -78,6 +79,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import targets as bench
@@ -224,6 +227,17 @@ def pingpong(exe: Path, net: netns.Net, n: int, warm: int = 20000) -> float:
     return float(r.stdout)
 
 
+@contextmanager
+def bpf_stats() -> Iterator[None]:
+    """kernel.bpf_stats_enabled on for the block: it slows every run of every program, so
+    only passes that read run counts or run times are made under it."""
+    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
+
+
 def attached(path: Path) -> libbpf.BpfObject:
     obj = libbpf.BpfObject(path)
     obj.load()
@@ -263,7 +277,8 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else 100 * x
 
 
-def rtt_run(mode: str, exe: Path, floor_obj: Path, net: netns.Net, n: int, start_agents,
+def rtt_run(mode: str, exe: Path, floor_obj: Path, net: netns.Net, n: int,
+            start_agents: Callable[..., list[subprocess.Popen]],
             runs: dict[str, dict[str, tuple[int, int]]] | None) -> float:
     """One timed ping-pong in a mode of RTT_MODES; with runs, also a pass with bpf_stats
     on (no warm-up, so its runs are the n round trips' and the handshake's) into runs[mode]."""
@@ -280,13 +295,10 @@ def rtt_run(mode: str, exe: Path, floor_obj: Path, net: netns.Net, n: int, start
             ids = ({libbpf.fdinfo_int(empty.prog_fd(p), "prog_id") for p in empty.programs()}
                    if empty else set().union(*(libbpf.held_ids(a.pid, "prog_id")
                                                for a in agents)))
-            subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
-            try:
+            with bpf_stats():
                 before = prog_stats(ids)
                 pingpong(exe, net, n, warm=0)
                 runs[mode] = {k: v for k, v in _minus(prog_stats(ids), before).items() if v[1]}
-            finally:
-                subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
         return took
     finally:
         if empty:
@@ -403,8 +415,7 @@ def main() -> int:
             # 2. per-probe cost, beside the floor of empty programs on the same tracepoints
             if "cost" in phases:
                 floor_obj = compile_floor()
-                subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
-                try:
+                with bpf_stats():
                     for label, extra in ((UNSAMPLED, UNSAMPLED_ARGS),
                                          ("default settings", [])):
                         agents = start_agents(*extra)
@@ -430,10 +441,8 @@ def main() -> int:
                                        out_segs(net, "bnch2") - s0[1])
                         for a in agents:
                             stop_agent(a, 0.0)
-                finally:
-                    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
 
-            # 2b. the probes' cost per packet without bpf_stats: a one-thread ping-pong timed
+            # 3. the probes' cost per packet without bpf_stats: a one-thread ping-pong timed
             # from outside, beside empty programs on the same tracepoints; then one pass
             # with bpf_stats on for the runs per round trip (bpf_stats' own clock reads
             # slow every run: that pass is not timed)
@@ -447,7 +456,7 @@ def main() -> int:
                         print(f"  rtt round {i}: {mode} {rtt[mode][-1]:.0f} ns per round trip",
                               flush=True)
 
-            # 3. added CPU at a fixed rate, with and without the budget
+            # 4. added CPU at a fixed rate, with and without the budget
             if "budget" in phases:
                 pid_file = paths.cache_dir() / "run" / "kafka.pid"   # a local stack's broker
                 broker = int(pid_file.read_text()) if pid_file.exists() else None
@@ -486,7 +495,7 @@ def main() -> int:
                               + (f", stride level {levels[key][-1]}" if finals else ""),
                               flush=True)
 
-            # 4. pipeline rate per core at dense sampling (no budget: every record counts)
+            # 5. pipeline rate per core at dense sampling (no budget: every record counts)
             if "pipeline" in phases:
                 a = start_agent("bnch12", [ns1, ns2], topic, "--sample-size", "2896",
                                 "--rate-cap", "10000000", *NO_BUDGET)
