@@ -188,14 +188,22 @@ def iperf(net: netns.Net, seconds: float, *extra: str) -> float:
 FLOOR_SRC = Path(__file__).resolve().parent / "floor.bpf.c"
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_build(name: str) -> Path:
+    """Where a benchmark's own build output goes (build/bench, outside the sources)."""
+    out = ROOT / "build" / "bench" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def compile_floor() -> Path:
     """benchmarks/floor.bpf.c compiled against the checkout's vmlinux.h (`make bpf`):
     empty programs on our points' tracepoints."""
-    root = Path(__file__).resolve().parents[1]
-    out = root / "build" / "bench" / "floor.bpf.o"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = bpf_build.compile_command(root, FLOOR_SRC, out)
-    subprocess.run([*cmd, "-I", str(root / "build" / "bpf")], cwd=root, check=True)
+    out = bench_build("floor.bpf.o")
+    cmd = bpf_build.compile_command(ROOT, FLOOR_SRC, out)
+    subprocess.run([*cmd, "-I", str(ROOT / "build" / "bpf")], cwd=ROOT, check=True)
     return out
 
 
@@ -208,9 +216,7 @@ RTT_MODES = ("off", RTT_AGENT, RTT_EMPTY)
 
 def compile_pingpong() -> Path:
     """benchmarks/pingpong.c, built beside the floor's object."""
-    root = Path(__file__).resolve().parents[1]
-    out = root / "build" / "bench" / "pingpong"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = bench_build("pingpong")
     subprocess.run(["cc", "-O2", "-Wall", "-o", str(out), str(PINGPONG_SRC)], check=True)
     return out
 

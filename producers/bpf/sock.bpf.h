@@ -37,18 +37,17 @@ static __always_inline struct tcp_sock *ls_tcp_sk(const struct sock *sk, const i
 			   : (struct tcp_sock *)LS_CAST(sk, struct tcp_sock);
 }
 
-/* Start tracking the sender's byte b (wait.bpf.h) if the socket has a free slot. */
-static __always_inline void send_track(struct sock *sk, struct tcp_sock *tp, __u32 b)
+/* Start tracking the sender's byte b (wait.bpf.h) at now (ktime) if the socket has a free
+ * slot. */
+static __always_inline void send_track(struct sock *sk, struct tcp_sock *tp, __u32 b, __u64 now)
 {
 	struct ls_wait_st *w;
-	__u64 now;
 
 	if ((__s32)(b - tp->snd_nxt) < 0)
 		return;                           /* sent already */
 	w = bpf_sk_storage_get(&sock_wait, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!w)
 		return;
-	now = bpf_ktime_get_ns();
 	if (w->s_last)
 		ls_wait_send_step(w, tp, now);    /* the others up to now */
 	ls_wait_start(w->s, &w->s_last, b, now);
@@ -120,8 +119,6 @@ static __always_inline int sock_point(struct sock *sk, int ret, __u8 point, cons
 	if (!ls_netns_ok(netns) || !ls_sk_ports_ok(sk, m))
 		return 0;
 	tp = ls_tcp_sk(sk, m);
-	if (!tp)
-		return 0;
 	if (point == LS_SOCK_RECV) {
 		end = LS_RD(m, tp, copied_seq);
 		/* A read that consumed the peer's FIN advanced copied_seq past it (one sequence
@@ -162,6 +159,7 @@ static __always_inline int send_start_mark(const struct sock *sk, const struct m
 {
 	struct send_start_v *v;
 	struct tcp_sock *tp;
+	__u64 n, now;
 
 	if (!ls_netns_ok(ls_sk_netns(sk, m)) || !ls_sk_ports_ok(sk, m))
 		return 0;
@@ -170,24 +168,22 @@ static __always_inline int send_start_mark(const struct sock *sk, const struct m
 	if (!v || v->ts)
 		return 0;            /* not the first chunk of this call */
 	tp = ls_tcp_sk(sk, m);
-	if (!tp)
-		return 0;
 	v->seq = LS_RD(m, tp, write_seq);
+	/* the call writes at most its bytes from write_seq on: none sampled, no time (untyped
+	 * variants do not see the call's size) */
 	if (m == LS_BTF && msg) {
-		/* the call writes at most its bytes from write_seq on: none sampled, no time */
-		__u64 n = msg->msg_iter.count;
-
+		n = msg->msg_iter.count;
 		if (n > 0x7fffffff)
 			n = 0x7fffffff;
 		if (!ls_sampled(v->seq, n)) {
 			v->ts = LS_SEND_UNTIMED;
 			return 0;
 		}
-		v->ts = ls_now();
-		send_track((struct sock *)sk, tp, ls_first_sampled(v->seq));
-		return 0;
 	}
-	v->ts = ls_now();     /* untyped: the call's size is unknown here */
+	now = bpf_ktime_get_ns();
+	v->ts = ls_clock(now);
+	if (m == LS_BTF && msg)
+		send_track((struct sock *)sk, tp, ls_first_sampled(v->seq), now);
 	return 0;
 }
 
