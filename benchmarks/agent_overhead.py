@@ -38,7 +38,7 @@ at the end (``--check``: exit 1 on a miss):
    in one thread on one CPU (every packet its own skb, every layer of both namespaces on
    that CPU), timed from user space: off, one agent covering both namespaces at 1 GiB
    stride (its threads moved to the other CPU: the figure is the BPF's), and empty
-   programs on the same tracepoints (benchmarks/floor.bpf.c), alternated; a separate pass
+   programs on the same hooks (benchmarks/floor.bpf.c), alternated; a separate pass
    with bpf_stats on counts the runs per round trip. The added time over those runs is the
    cost per run of the programs as they run on a host, their dispatch included: <= 60 ns
    (aim 30 ns), as phase 2's.
@@ -57,6 +57,15 @@ at the end (``--check``: exit 1 on a miss):
    expanded, grouped, encoded and acknowledged by Kafka per CPU-second of the agent
    process: >= 2M/s with 0 ring-buffer drops. Agent CPU per published record at default
    sampling: <= 3 µs (aim 1 µs).
+
+6. floor: the throughput loss no program on the agents' hooks can go under. CPU-bound
+   iperf3 as in phase 1: off, the floor's empty programs (benchmarks/floor.bpf.c) on every
+   hook one agent uses (tracepoints, the IP points' netfilter hooks in both namespaces,
+   sock_ops with the header-option callbacks asked for), and one agent covering both
+   namespaces unsampled and at default settings; the order rotates each round. Reported,
+   no target of its own: where the empty programs' loss holds a loss target, no cut inside
+   the programs can meet it with this point set on this machine. Each mode's busy share of
+   each CPU (/proc/stat) is printed beside it: the flow's sender CPU is the one that limits.
 
 Per-probe cost also gives the BPF time per data segment and per ACK on the wire (nstat's
 TcpOutSegs of the sender and of the receiver, whose segments are its ACKs).
@@ -88,8 +97,11 @@ import targets as bench
 from latscope import paths
 from latscope.bpf import build as bpf_build
 from latscope.bpf import libbpf
+from latscope.bpf.netns import entered
 from latscope.lab import netns
 from latscope.lab.topology import parse_topology
+from latscope.producers.probes import cgroup2_root
+from latscope.schemas.points import TABLE
 
 PREFIX = "lsxbn" + uuid.uuid4().hex[:3]
 TOPO = {
@@ -109,11 +121,22 @@ LAYER_POINTS = {"socket": "sock_send,sock_recv", "tcp": "tcp_tx,tcp_rx",
 
 
 AGENT_ARGS: list[str] = []     # --agent-arg
-PHASES = ("throughput", "cost", "rtt", "budget", "pipeline")
+PHASES = ("throughput", "cost", "rtt", "budget", "pipeline", "floor")
 NO_BUDGET = ["--budget", "0"]
 BUDGET_MODES = {"default settings": [], "no budget (--budget 0)": NO_BUDGET,
                 "no flow context (--no-flow-stats)": ["--no-flow-stats"]}
 NO_FLOW = "no flow context (--no-flow-stats)"
+
+
+def cpu_ticks() -> list[list[int]]:
+    """/proc/stat's per-CPU lines: [busy, total] ticks of each CPU so far."""
+    out = []
+    for line in Path("/proc/stat").read_text().splitlines()[1:]:
+        if not line.startswith("cpu"):
+            break
+        f = [int(x) for x in line.split()[1:9]]
+        out.append([sum(f) - f[3] - f[4], sum(f)])
+    return out
 
 
 def busy_s() -> float:
@@ -186,6 +209,9 @@ def iperf(net: netns.Net, seconds: float, *extra: str) -> float:
 
 
 FLOOR_SRC = Path(__file__).resolve().parent / "floor.bpf.c"
+# the IP points' netfilter hooks: the floor's program is linked at the same
+IP_HOOKS = tuple(getattr(libbpf, f"NF_INET_{h.nf_hook}") for p in TABLE for h in p.hooks
+                 if h.kind == "netfilter")
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,7 +226,7 @@ def bench_build(name: str) -> Path:
 
 def compile_floor() -> Path:
     """benchmarks/floor.bpf.c compiled against the checkout's vmlinux.h (`make bpf`):
-    empty programs on our points' tracepoints."""
+    empty programs on our points' hooks."""
     out = bench_build("floor.bpf.o")
     cmd = bpf_build.compile_command(ROOT, FLOOR_SRC, out)
     subprocess.run([*cmd, "-I", str(ROOT / "build" / "bpf")], cwd=ROOT, check=True)
@@ -212,6 +238,9 @@ PINGPONG_SRC = Path(__file__).resolve().parent / "pingpong.c"
 RTT_AGENT = "one agent, unsampled"
 RTT_EMPTY = "empty programs"
 RTT_MODES = ("off", RTT_AGENT, RTT_EMPTY)
+# the floor phase's modes: the agent's arguments (None: no agent)
+FLOOR_MODES: dict[str, list[str] | None] = {
+    "off": None, RTT_EMPTY: None, RTT_AGENT: UNSAMPLED_ARGS, "one agent, default settings": []}
 
 
 def compile_pingpong() -> Path:
@@ -244,11 +273,27 @@ def bpf_stats() -> Iterator[None]:
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
 
 
-def attached(path: Path) -> libbpf.BpfObject:
+def attached(path: Path, namespaces: list[str]) -> libbpf.BpfObject:
+    """The floor's empty programs on every hook the agents use: the tracepoints, the
+    netfilter hooks of the IP points in each namespace, the cgroup's sock_ops."""
     obj = libbpf.BpfObject(path)
+    obj.set_program_type("floor_nf", libbpf.PROG_TYPE_NETFILTER, libbpf.ATTACH_NETFILTER)
     obj.load()
-    for prog in obj.programs():
-        obj.attach(prog)
+    try:
+        for prog in obj.programs():
+            if prog == "floor_sockops":
+                obj.attach_cgroup(prog, cgroup2_root())
+            elif prog == "floor_nf":
+                for ns in namespaces:
+                    with entered(ns):
+                        for hook in IP_HOOKS:
+                            for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
+                                obj.attach_netfilter(prog, pf, hook)
+            else:
+                obj.attach(prog)
+    except BaseException:
+        obj.close()
+        raise
     return obj
 
 
@@ -291,7 +336,8 @@ def rtt_run(mode: str, exe: Path, floor_obj: Path, net: netns.Net, n: int,
     if mode == "off":
         return pingpong(exe, net, n)
     agents = start_agents(*UNSAMPLED_ARGS, one=True) if mode == RTT_AGENT else []
-    empty = attached(floor_obj) if mode == RTT_EMPTY else None
+    empty = (attached(floor_obj, [net.ns_name("bnch1"), net.ns_name("bnch2")])
+             if mode == RTT_EMPTY else None)
     try:
         for a in agents:      # its threads off the ping-pong's CPU: the figure is the BPF's
             subprocess.run(["taskset", "-a", "-cp", "0", str(a.pid)], check=True,
@@ -343,6 +389,7 @@ def main() -> int:
     floor: dict[str, float] = {}
     rtt: dict[str, list[float]] = {}         # rtt phase: mode -> ns per round trip per round
     rtt_runs: dict[str, dict[str, tuple[int, int]]] = {}   # mode -> (run time, runs) per program
+    floor_thr: dict[str, list[tuple[float, list[float]]]] = {}   # mode -> (bit/s, CPUs busy)
     worst: dict[str, tuple[float, list[float], list[float]]] = {}
     c: dict = {}
     f: dict = {}
@@ -418,14 +465,14 @@ def main() -> int:
                 loff, lon, _ = alternate([*UNSAMPLED_ARGS, "--points", pts])
                 by_layer[layer] = (statistics.median(lon) / statistics.median(loff), loff, lon)
 
-            # 2. per-probe cost, beside the floor of empty programs on the same tracepoints
+            # 2. per-probe cost, beside the floor of empty programs on the same hooks
             if "cost" in phases:
                 floor_obj = compile_floor()
                 with bpf_stats():
                     for label, extra in ((UNSAMPLED, UNSAMPLED_ARGS),
                                          ("default settings", [])):
                         agents = start_agents(*extra)
-                        empty = attached(floor_obj)
+                        empty = attached(floor_obj, [ns1, ns2])
                         try:
                             # a warm-up first (the stride level settles, as in phase 1);
                             # the figures are what the measured run added
@@ -449,7 +496,7 @@ def main() -> int:
                             stop_agent(a, 0.0)
 
             # 3. the probes' cost per packet without bpf_stats: a one-thread ping-pong timed
-            # from outside, beside empty programs on the same tracepoints; then one pass
+            # from outside, beside empty programs on the same hooks; then one pass
             # with bpf_stats on for the runs per round trip (bpf_stats' own clock reads
             # slow every run: that pass is not timed)
             if "rtt" in phases:
@@ -500,6 +547,31 @@ def main() -> int:
                               f"of a core busy{split}"
                               + (f", stride level {levels[key][-1]}" if finals else ""),
                               flush=True)
+
+            # 6. the floor's throughput loss beside one agent's, the order rotating
+            if "floor" in phases:
+                floor_obj = compile_floor()
+                modes = list(FLOOR_MODES)
+                for i in range(args.rounds):
+                    for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
+                        agents = (start_agents(*FLOOR_MODES[mode], one=True)
+                                  if FLOOR_MODES[mode] is not None else [])
+                        empty = attached(floor_obj, [ns1, ns2]) if mode == RTT_EMPTY else None
+                        try:
+                            if agents:
+                                iperf(net, args.seconds, *PIN)   # warm-up, as in phase 1
+                            t0 = cpu_ticks()
+                            gbit = iperf(net, args.seconds, *PIN)
+                            busy = [100 * (b1 - b0) / max(n1 - n0, 1) for (b0, n0), (b1, n1)
+                                    in zip(t0, cpu_ticks(), strict=True)]
+                        finally:
+                            if empty:
+                                empty.close()
+                            for a in agents:
+                                stop_agent(a, 0.0)
+                        floor_thr.setdefault(mode, []).append((gbit, busy))
+                        print(f"  floor round {i}: {mode} {gbit / 1e9:.2f} Gbit/s, CPUs busy "
+                              + ", ".join(f"{b:.0f} %" for b in busy), flush=True)
 
             # 5. pipeline rate per core at dense sampling (no budget: every record counts)
             if "pipeline" in phases:
@@ -566,6 +638,16 @@ def main() -> int:
             for name, (t, r) in sorted(st.items()):
                 print(f"    {name:12s} {r / args.round_trips:5.2f} runs/round trip  "
                       f"{t / max(r, 1):5.0f} ns/run (bpf_stats)")
+    if floor_thr:
+        base = [g for g, _ in floor_thr["off"]]
+        for mode, runs in floor_thr.items():
+            gbit = [g for g, _ in runs]
+            busy = [statistics.median(b[k] for _, b in runs) for k in range(len(runs[0][1]))]
+            r = statistics.median(gbit) / statistics.median(base)
+            half = _pct(bench.ratio_spread(base, gbit)) if mode != "off" else None
+            print(f"floor phase, {mode}: {statistics.median(gbit) / 1e9:.2f} Gbit/s"
+                  + (f", loss {100 * (1 - r):.2f} % ±{half:.2f}" if half is not None else "")
+                  + "; CPUs busy " + ", ".join(f"{b:.0f} %" for b in busy) + " (medians)")
     rate = c["sampled_hits"] / max(f["work_cpu_s"], 1e-9) if c else None
     if c:
         print(f"pipeline: {c['sampled_hits']} point-hits -> {c['published']} acknowledged records "

@@ -1,14 +1,20 @@
-/* The per-run floor on this machine: programs that do nothing, on the tracepoints
+/* The per-run floor on this machine: programs that do nothing, on the hooks
  * LatScope's points use (benchmarks/agent_overhead.py loads them beside the agents). What
  * bpf_stats reads for them is the kernel's call into a program and back plus one of its own
  * clock reads; timed from outside with bpf_stats off (the rtt phase) a run costs them
  * about as much. No program can save it, so the per-probe figures are also printed net of
  * this floor.
  * Hooks: tp_btf net_dev_queue, net_dev_start_xmit, netif_receive_skb, tcp_probe,
- *        sock_send_length, sock_recv_length, tcp_sendmsg_locked: each returns at once. */
+ *        sock_send_length, sock_recv_length, tcp_sendmsg_locked: each returns at once;
+ *        netfilter (the benchmark links it at the IP points' four hooks in its
+ *        namespaces): accepts at once;
+ *        sockops (cgroup v2 root): asks for the header-option callbacks on connections of
+ *        the benchmark's port, as tcp_tx does for covered sockets, and returns at once
+ *        from them. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -32,3 +38,20 @@ int BPF_PROG(floor_recv) { return 0; }
 
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(floor_entry) { return 0; }
+
+SEC("netfilter")
+int floor_nf(struct bpf_nf_ctx *ctx) { return 1; /* NF_ACCEPT */ }
+
+#define FLOOR_PORT 5201
+
+SEC("sockops")
+int floor_sockops(struct bpf_sock_ops *skops)
+{
+	if ((skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB
+	     || skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+	    && (skops->local_port == FLOOR_PORT
+		|| (bpf_ntohl(skops->remote_port) & 0xffff) == FLOOR_PORT))
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+					  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+	return 1;
+}
