@@ -66,6 +66,11 @@ at the end (``--check``: exit 1 on a miss):
    no target of its own: where the empty programs' loss holds a loss target, no cut inside
    the programs can meet it with this point set on this machine. Each mode's busy share of
    each CPU (/proc/stat) is printed beside it: the flow's sender CPU is the one that limits.
+   So is each mode's share of slow spells: half-second intervals below 85 % of the run's
+   upper quartile. Off runs have them too (the guest sees no steal and no other task on
+   the CPU then), but programs on the hooks make them more frequent, so a run's figure is
+   its whole mean, spells included; they make 5-second pairs swing by about 10 %, and
+   longer runs (--seconds 40) resolve what 5-second ones cannot.
 
 Per-probe cost also gives the BPF time per data segment and per ACK on the wire (nstat's
 TcpOutSegs of the sender and of the receiver, whose segments are its ACKs).
@@ -126,6 +131,14 @@ NO_BUDGET = ["--budget", "0"]
 BUDGET_MODES = {"default settings": [], "no budget (--budget 0)": NO_BUDGET,
                 "no flow context (--no-flow-stats)": ["--no-flow-stats"]}
 NO_FLOW = "no flow context (--no-flow-stats)"
+
+
+def slow_share(rates: list[float]) -> float:
+    """The share of a run's intervals below 85 % of its upper quartile: its slow spells."""
+    if len(rates) < 2:
+        return 0.0
+    top = statistics.quantiles(rates, n=4)[2]
+    return sum(1 for x in rates if x < 0.85 * top) / len(rates)
 
 
 def cpu_ticks() -> list[list[int]]:
@@ -200,12 +213,17 @@ PIN = ("-A", "0,1") if (os.cpu_count() or 1) >= 2 else ()
 
 
 def iperf(net: netns.Net, seconds: float, *extra: str) -> float:
+    """bit/s the server received over one run."""
+    return iperf_json(net, seconds, *extra)["end"]["sum_received"]["bits_per_second"]
+
+
+def iperf_json(net: netns.Net, seconds: float, *extra: str) -> dict:
     r = subprocess.run(["ip", "netns", "exec", net.ns_name("bnch1"), "iperf3", "-c",
                         "10.77.0.2", "-p", "5201", "-t", str(seconds), "-J", *extra],
                        capture_output=True, text=True, timeout=seconds + 30)
     if r.returncode != 0:
         raise SystemExit(f"iperf3 failed: {r.stdout[-500:]} {r.stderr[-500:]}")
-    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
+    return json.loads(r.stdout)
 
 
 FLOOR_SRC = Path(__file__).resolve().parent / "floor.bpf.c"
@@ -389,7 +407,8 @@ def main() -> int:
     floor: dict[str, float] = {}
     rtt: dict[str, list[float]] = {}         # rtt phase: mode -> ns per round trip per round
     rtt_runs: dict[str, dict[str, tuple[int, int]]] = {}   # mode -> (run time, runs) per program
-    floor_thr: dict[str, list[tuple[float, list[float]]]] = {}   # mode -> (bit/s, CPUs busy)
+    # floor phase: mode -> (bit/s, CPUs busy, slow share) per round
+    floor_thr: dict[str, list[tuple[float, list[float], float]]] = {}
     worst: dict[str, tuple[float, list[float], list[float]]] = {}
     c: dict = {}
     f: dict = {}
@@ -561,7 +580,10 @@ def main() -> int:
                             if agents:
                                 iperf(net, args.seconds, *PIN)   # warm-up, as in phase 1
                             t0 = cpu_ticks()
-                            gbit = iperf(net, args.seconds, *PIN)
+                            out = iperf_json(net, args.seconds, *PIN, "-i", "0.5")
+                            gbit = out["end"]["sum_received"]["bits_per_second"]
+                            slow = slow_share([i["sum"]["bits_per_second"]
+                                               for i in out["intervals"]])
                             busy = [100 * (b1 - b0) / max(n1 - n0, 1) for (b0, n0), (b1, n1)
                                     in zip(t0, cpu_ticks(), strict=True)]
                         finally:
@@ -569,8 +591,9 @@ def main() -> int:
                                 empty.close()
                             for a in agents:
                                 stop_agent(a, 0.0)
-                        floor_thr.setdefault(mode, []).append((gbit, busy))
-                        print(f"  floor round {i}: {mode} {gbit / 1e9:.2f} Gbit/s, CPUs busy "
+                        floor_thr.setdefault(mode, []).append((gbit, busy, slow))
+                        print(f"  floor round {i}: {mode} {gbit / 1e9:.2f} Gbit/s, slow "
+                              f"{100 * slow:.0f} % of the time, CPUs busy "
                               + ", ".join(f"{b:.0f} %" for b in busy), flush=True)
 
             # 5. pipeline rate per core at dense sampling (no budget: every record counts)
@@ -639,15 +662,16 @@ def main() -> int:
                 print(f"    {name:12s} {r / args.round_trips:5.2f} runs/round trip  "
                       f"{t / max(r, 1):5.0f} ns/run (bpf_stats)")
     if floor_thr:
-        base = [g for g, _ in floor_thr["off"]]
+        base = [g for g, _, _ in floor_thr["off"]]
         for mode, runs in floor_thr.items():
-            gbit = [g for g, _ in runs]
-            busy = [statistics.median(b[k] for _, b in runs) for k in range(len(runs[0][1]))]
+            gbit = [g for g, _, _ in runs]
+            busy = [statistics.median(b[k] for _, b, _ in runs) for k in range(len(runs[0][1]))]
             r = statistics.median(gbit) / statistics.median(base)
             half = _pct(bench.ratio_spread(base, gbit)) if mode != "off" else None
             print(f"floor phase, {mode}: {statistics.median(gbit) / 1e9:.2f} Gbit/s"
                   + (f", loss {100 * (1 - r):.2f} % ±{half:.2f}" if half is not None else "")
-                  + "; CPUs busy " + ", ".join(f"{b:.0f} %" for b in busy) + " (medians)")
+                  + f", slow {100 * statistics.median(s for _, _, s in runs):.0f} % of the "
+                  "time; CPUs busy " + ", ".join(f"{b:.0f} %" for b in busy) + " (medians)")
     rate = c["sampled_hits"] / max(f["work_cpu_s"], 1e-9) if c else None
     if c:
         print(f"pipeline: {c['sampled_hits']} point-hits -> {c['published']} acknowledged records "
