@@ -31,7 +31,10 @@ at the end (``--check``: exit 1 on a miss):
    of each of our programs (bpftool prog show, filtered to the programs our agents hold):
    at 1 GiB stride = the unsampled path, <= 60 ns (aim 30 ns); at default settings, for
    comparison (the budget's stride level settled: counted over a run after a warm-up; at
-   level 0 a 64 KB TSO skb would hold a sampled byte nine times out of ten).
+   level 0 a 64 KB TSO skb would hold a sampled byte nine times out of ten). Also net of
+   the floor: empty programs (benchmarks/floor.bpf.c) on the same hooks in the same run,
+   weighted by our runs on each hook (a netfilter or sock_ops run costs less than a
+   tracepoint's).
 3. rtt: the same cost without bpf_stats. bpf_stats times each run between two clock reads
    inside the kernel's dispatch: it leaves out the tracepoint's call into it and adds its
    own clocks. benchmarks/pingpong.c runs one-byte TCP round trips between the namespaces
@@ -62,10 +65,11 @@ at the end (``--check``: exit 1 on a miss):
    iperf3 as in phase 1: off, the floor's empty programs (benchmarks/floor.bpf.c) on every
    hook one agent uses (tracepoints, the IP points' netfilter hooks in both namespaces,
    sock_ops with the header-option callbacks asked for), and one agent covering both
-   namespaces unsampled and at default settings; the order rotates each round. Reported,
-   no target of its own: where the empty programs' loss holds a loss target, no cut inside
-   the programs can meet it with this point set on this machine. Each mode's busy share of
-   each CPU (/proc/stat) is printed beside it: the flow's sender CPU is the one that limits.
+   namespaces unsampled and at default settings (after a warm-up run, as in phase 1);
+   the order rotates each round. Reported, no target of its own: where the empty
+   programs' loss holds a loss target, no cut inside the programs can meet it with this
+   point set on this machine. Each mode's busy share of each CPU (/proc/stat) is printed
+   beside it: the flow's sender CPU is the one that limits.
    So is each mode's share of slow spells: half-second intervals below 85 % of the run's
    upper quartile. Off runs have them too (the guest sees no steal and no other task on
    the CPU then), but programs on the hooks make them more frequent, so a run's figure is
@@ -306,7 +310,9 @@ def attached(path: Path, namespaces: list[str]) -> libbpf.BpfObject:
                     with entered(ns):
                         for hook in IP_HOOKS:
                             for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
-                                obj.attach_netfilter(prog, pf, hook)
+                                # beside an agent's (the cost phase): BPF hooks
+                                # of one priority refuse each other (EBUSY)
+                                obj.attach_netfilter(prog, pf, hook, priority=1)
             else:
                 obj.attach(prog)
     except BaseException:
@@ -340,6 +346,22 @@ def _minus(now: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]],
     """(run time, runs) per program since `before` (bpf_stats counts are cumulative)."""
     return {k: (t - before.get(k, (0, 0))[0], n - before.get(k, (0, 0))[1])
             for k, (t, n) in now.items() if names is None or k in names}
+
+
+# each of our programs' hook, by the name of the floor's program on it (retrans has none)
+FLOOR_OF = {"dev_queue": "floor_queue", "dev_xmit": "floor_xmit", "dev_rx": "floor_rx",
+            "tcp_rx": "floor_tcp_rx", "sock_send": "floor_send", "sock_recv": "floor_recv",
+            "send_entry": "floor_entry", "ip_point": "floor_nf", "tcp_tx": "floor_sockops"}
+
+
+def floor_for(ours: dict[str, tuple[int, int]], empty: dict[str, tuple[int, int]]) -> float:
+    """ns per run of the empty programs on the hooks our runs took, weighted by our runs:
+    a netfilter or sock_ops run costs less than a tracepoint's. A hook without one counts
+    at the empty programs' mean."""
+    per = {k: t / n for k, (t, n) in empty.items() if n}
+    mean = sum(t for t, _ in empty.values()) / max(sum(n for _, n in empty.values()), 1)
+    runs = sum(n for _, n in ours.values())
+    return sum(n * per.get(FLOOR_OF.get(k, ""), mean) for k, (_, n) in ours.items()) / max(runs, 1)
 
 
 def _pct(x: float | None) -> float | None:
@@ -504,9 +526,8 @@ def main() -> int:
                             s0 = out_segs(net, "bnch1"), out_segs(net, "bnch2")
                             iperf(net, args.seconds)
                             stats[label] = _minus(prog_stats(held), p0, PROGS)
-                            fl = _minus(prog_stats(floor_ids), f0).values()
-                            floor[label] = (sum(t for t, _ in fl)
-                                            / max(sum(n for _, n in fl), 1))
+                            floor[label] = floor_for(stats[label],
+                                                     _minus(prog_stats(floor_ids), f0))
                         finally:
                             empty.close()
                         segs[label] = (out_segs(net, "bnch1") - s0[0],
@@ -567,6 +588,15 @@ def main() -> int:
                               + (f", stride level {levels[key][-1]}" if finals else ""),
                               flush=True)
 
+            # 5. pipeline rate per core at dense sampling (no budget: every record counts)
+            if "pipeline" in phases:
+                a = start_agent("bnch12", [ns1, ns2], topic, "--sample-size", "2896",
+                                "--rate-cap", "10000000", *NO_BUDGET)
+                c0 = proc_cpu(a.pid)
+                iperf(net, args.seconds * 2, "-b", args.dense_rate)
+                f = stop_agent(a, c0)
+                c = f["counters"]
+
             # 6. the floor's throughput loss beside one agent's, the order rotating
             if "floor" in phases:
                 floor_obj = compile_floor()
@@ -582,8 +612,8 @@ def main() -> int:
                             t0 = cpu_ticks()
                             out = iperf_json(net, args.seconds, *PIN, "-i", "0.5")
                             gbit = out["end"]["sum_received"]["bits_per_second"]
-                            slow = slow_share([i["sum"]["bits_per_second"]
-                                               for i in out["intervals"]])
+                            slow = slow_share([iv["sum"]["bits_per_second"]
+                                               for iv in out["intervals"]])
                             busy = [100 * (b1 - b0) / max(n1 - n0, 1) for (b0, n0), (b1, n1)
                                     in zip(t0, cpu_ticks(), strict=True)]
                         finally:
@@ -596,14 +626,6 @@ def main() -> int:
                               f"{100 * slow:.0f} % of the time, CPUs busy "
                               + ", ".join(f"{b:.0f} %" for b in busy), flush=True)
 
-            # 5. pipeline rate per core at dense sampling (no budget: every record counts)
-            if "pipeline" in phases:
-                a = start_agent("bnch12", [ns1, ns2], topic, "--sample-size", "2896",
-                                "--rate-cap", "10000000", *NO_BUDGET)
-                c0 = proc_cpu(a.pid)
-                iperf(net, args.seconds * 2, "-b", args.dense_rate)
-                f = stop_agent(a, c0)
-                c = f["counters"]
         finally:
             server.terminate()
             server.wait(10)
@@ -636,8 +658,8 @@ def main() -> int:
         data, acks = segs[label]
         print(f"per-probe cost, {label}: {total_t / max(total_n, 1):.0f} ns/run over "
               f"{total_n} runs; {data} data segments, {acks} ACKs: {total_n / max(data, 1):.2f} "
-              f"runs and {total_t / max(data, 1):.0f} ns of BPF per data segment; an empty "
-              f"program's floor {floor[label]:.0f} ns/run, so "
+              f"runs and {total_t / max(data, 1):.0f} ns of BPF per data segment; empty "
+              f"programs on the same hooks {floor[label]:.0f} ns/run (weighted by our runs), so "
               f"{total_t / max(total_n, 1) - floor[label]:.0f} ns/run of our own")
         for name, (t, n) in sorted(st.items()):
             print(f"  {name:12s} {t / max(n, 1):7.0f} ns/run  {n} runs")
