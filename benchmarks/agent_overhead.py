@@ -106,13 +106,13 @@ import targets as bench
 from latscope import paths
 from latscope.bpf import build as bpf_build
 from latscope.bpf import libbpf
-from latscope.bpf.netns import entered
 from latscope.lab import netns
 from latscope.lab.topology import parse_topology
-from latscope.producers.probes import cgroup2_root
+from latscope.producers.probes import cgroup2_root, netfilter_links
 from latscope.schemas.points import TABLE
 
 PREFIX = "lsxbn" + uuid.uuid4().hex[:3]
+PORT = 5201        # iperf3's, the ping-pong's, and what the agents and the floor watch
 TOPO = {
     "hosts": [{"name": "bnch1", "role": "manager"}, {"name": "bnch2", "role": "host"}],
     "links": [{"a": "bnch1", "b": "bnch2", "a_addr": ["10.77.0.1/24"], "b_addr": ["10.77.0.2/24"]}],
@@ -145,25 +145,25 @@ def slow_share(rates: list[float]) -> float:
     return sum(1 for x in rates if x < 0.85 * top) / len(rates)
 
 
-def cpu_ticks() -> list[list[int]]:
-    """/proc/stat's per-CPU lines: [busy, total] ticks of each CPU so far."""
+def cpu_ticks() -> list[tuple[int, int]]:
+    """(busy, total) ticks so far from /proc/stat's cpu lines: all cores first, then each
+    CPU. Busy is everything but idle and iowait."""
     out = []
-    for line in Path("/proc/stat").read_text().splitlines()[1:]:
+    for line in Path("/proc/stat").read_text().splitlines():
         if not line.startswith("cpu"):
             break
         f = [int(x) for x in line.split()[1:9]]
-        out.append([sum(f) - f[3] - f[4], sum(f)])
+        out.append((sum(f) - f[3] - f[4], sum(f)))
     return out
 
 
 def busy_s() -> float:
-    """CPU seconds all cores spent busy so far (/proc/stat: everything but idle, iowait)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds all cores spent busy so far."""
+    return cpu_ticks()[0][0] / os.sysconf("SC_CLK_TCK")
 
 
 def start_agent(host: str, ns: list[str], topic: str, *extra: str) -> subprocess.Popen:
-    argv = [*PY, "agent", "--host", host, "--topic", topic, "--port", "5201", "--json",
+    argv = [*PY, "agent", "--host", host, "--topic", topic, "--port", str(PORT), "--json",
             *AGENT_ARGS, *extra]
     for n in ns:
         argv += ["--netns", n]
@@ -223,7 +223,7 @@ def iperf(net: netns.Net, seconds: float, *extra: str) -> float:
 
 def iperf_json(net: netns.Net, seconds: float, *extra: str) -> dict:
     r = subprocess.run(["ip", "netns", "exec", net.ns_name("bnch1"), "iperf3", "-c",
-                        "10.77.0.2", "-p", "5201", "-t", str(seconds), "-J", *extra],
+                        "10.77.0.2", "-p", str(PORT), "-t", str(seconds), "-J", *extra],
                        capture_output=True, text=True, timeout=seconds + 30)
     if r.returncode != 0:
         raise SystemExit(f"iperf3 failed: {r.stdout[-500:]} {r.stderr[-500:]}")
@@ -277,7 +277,7 @@ def pingpong(exe: Path, net: netns.Net, n: int, warm: int = 20000) -> float:
     the server in bnch1 on the agents' port (bnch2's iperf3 server holds it there)."""
     cpu = str((os.cpu_count() or 1) - 1)
     r = subprocess.run(["taskset", "-c", cpu, str(exe), net.ns_name("bnch2"),
-                        net.ns_name("bnch1"), "10.77.0.1", "5201", str(n), str(warm)],
+                        net.ns_name("bnch1"), "10.77.0.1", str(PORT), str(n), str(warm)],
                        capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise SystemExit(f"pingpong failed: {r.stderr[-500:]}")
@@ -299,26 +299,47 @@ def attached(path: Path, namespaces: list[str]) -> libbpf.BpfObject:
     """The floor's empty programs on every hook the agents use: the tracepoints, the
     netfilter hooks of the IP points in each namespace, the cgroup's sock_ops."""
     obj = libbpf.BpfObject(path)
-    obj.set_program_type("floor_nf", libbpf.PROG_TYPE_NETFILTER, libbpf.ATTACH_NETFILTER)
+    obj.set_program_type("ip_point", libbpf.PROG_TYPE_NETFILTER, libbpf.ATTACH_NETFILTER)
+    obj.set_global("floor_port", PORT)
     obj.load()
     try:
         for prog in obj.programs():
-            if prog == "floor_sockops":
+            if prog == "tcp_tx":
                 obj.attach_cgroup(prog, cgroup2_root())
-            elif prog == "floor_nf":
-                for ns in namespaces:
-                    with entered(ns):
-                        for hook in IP_HOOKS:
-                            for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
-                                # beside an agent's (the cost phase): BPF hooks
-                                # of one priority refuse each other (EBUSY)
-                                obj.attach_netfilter(prog, pf, hook, priority=1)
+            elif prog == "ip_point":
+                for hook in IP_HOOKS:      # beside an agent's in the cost phase: priority 1
+                    list(netfilter_links(obj, prog, hook, namespaces, priority=1))
             else:
                 obj.attach(prog)
     except BaseException:
         obj.close()
         raise
     return obj
+
+
+def prog_ids(obj: libbpf.BpfObject) -> set[int]:
+    """The kernel's ids of an object's loaded programs (what bpf_stats are read by)."""
+    return {libbpf.fdinfo_int(obj.prog_fd(p), "prog_id") for p in obj.programs()}
+
+
+@contextmanager
+def engaged(start_agents: Callable[..., list[subprocess.Popen]], agent_args: list[str] | None,
+            floor_obj: Path | None, namespaces: list[str], one: bool = True
+            ) -> Iterator[tuple[list[subprocess.Popen], libbpf.BpfObject | None]]:
+    """A mode's programs for the block, gone after it: agents started with agent_args
+    (None: none; one: a single agent covering both namespaces) and the floor's empty
+    programs (floor_obj; None: none)."""
+    agents = start_agents(*agent_args, one=one) if agent_args is not None else []
+    empty = None
+    try:
+        if floor_obj is not None:
+            empty = attached(floor_obj, namespaces)
+        yield agents, empty
+    finally:
+        if empty:
+            empty.close()
+        for a in agents:
+            stop_agent(a, 0.0)
 
 
 def out_segs(net: netns.Net, host: str) -> int:
@@ -348,20 +369,14 @@ def _minus(now: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]],
             for k, (t, n) in now.items() if names is None or k in names}
 
 
-# each of our programs' hook, by the name of the floor's program on it (retrans has none)
-FLOOR_OF = {"dev_queue": "floor_queue", "dev_xmit": "floor_xmit", "dev_rx": "floor_rx",
-            "tcp_rx": "floor_tcp_rx", "sock_send": "floor_send", "sock_recv": "floor_recv",
-            "send_entry": "floor_entry", "ip_point": "floor_nf", "tcp_tx": "floor_sockops"}
-
-
 def floor_for(ours: dict[str, tuple[int, int]], empty: dict[str, tuple[int, int]]) -> float:
-    """ns per run of the empty programs on the hooks our runs took, weighted by our runs:
-    a netfilter or sock_ops run costs less than a tracepoint's. A hook without one counts
-    at the empty programs' mean."""
+    """ns per run of the empty programs on the hooks our runs took (floor.bpf.c names each
+    as ours on its hook), weighted by our runs: a netfilter or sock_ops run costs less than
+    a tracepoint's. A hook without one (retrans) counts at the empty programs' mean."""
     per = {k: t / n for k, (t, n) in empty.items() if n}
     mean = sum(t for t, _ in empty.values()) / max(sum(n for _, n in empty.values()), 1)
     runs = sum(n for _, n in ours.values())
-    return sum(n * per.get(FLOOR_OF.get(k, ""), mean) for k, (_, n) in ours.items()) / max(runs, 1)
+    return sum(n * per.get(k, mean) for k, (_, n) in ours.items()) / max(runs, 1)
 
 
 def _pct(x: float | None) -> float | None:
@@ -375,28 +390,21 @@ def rtt_run(mode: str, exe: Path, floor_obj: Path, net: netns.Net, n: int,
     on (no warm-up, so its runs are the n round trips' and the handshake's) into runs[mode]."""
     if mode == "off":
         return pingpong(exe, net, n)
-    agents = start_agents(*UNSAMPLED_ARGS, one=True) if mode == RTT_AGENT else []
-    empty = (attached(floor_obj, [net.ns_name("bnch1"), net.ns_name("bnch2")])
-             if mode == RTT_EMPTY else None)
-    try:
+    with engaged(start_agents, UNSAMPLED_ARGS if mode == RTT_AGENT else None,
+                 floor_obj if mode == RTT_EMPTY else None,
+                 [net.ns_name("bnch1"), net.ns_name("bnch2")]) as (agents, empty):
         for a in agents:      # its threads off the ping-pong's CPU: the figure is the BPF's
             subprocess.run(["taskset", "-a", "-cp", "0", str(a.pid)], check=True,
                            capture_output=True)
         took = pingpong(exe, net, n)
         if runs is not None:
-            ids = ({libbpf.fdinfo_int(empty.prog_fd(p), "prog_id") for p in empty.programs()}
-                   if empty else set().union(*(libbpf.held_ids(a.pid, "prog_id")
-                                               for a in agents)))
+            ids = (prog_ids(empty) if empty else
+                   set().union(*(libbpf.held_ids(a.pid, "prog_id") for a in agents)))
             with bpf_stats():
                 before = prog_stats(ids)
                 pingpong(exe, net, n, warm=0)
                 runs[mode] = {k: v for k, v in _minus(prog_stats(ids), before).items() if v[1]}
         return took
-    finally:
-        if empty:
-            empty.close()
-        for a in agents:
-            stop_agent(a, 0.0)
 
 
 def main() -> int:
@@ -445,9 +453,9 @@ def main() -> int:
     with netns.build(parse_topology(TOPO, "agent-bench"), prefix=PREFIX) as net:
         net.wait_all_reachable()
         ns1, ns2 = net.ns_name("bnch1"), net.ns_name("bnch2")
-        server = net.popen("bnch2", ["iperf3", "-s", "-p", "5201"],
+        server = net.popen("bnch2", ["iperf3", "-s", "-p", str(PORT)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        net.wait_listening("bnch2", 5201, server)
+        net.wait_listening("bnch2", PORT, server)
 
         def start_agents(*extra: str, one: bool = False) -> list[subprocess.Popen]:
             """One agent per simulated host, or one covering both namespaces (one per
@@ -512,28 +520,23 @@ def main() -> int:
                 with bpf_stats():
                     for label, extra in ((UNSAMPLED, UNSAMPLED_ARGS),
                                          ("default settings", [])):
-                        agents = start_agents(*extra)
-                        empty = attached(floor_obj, [ns1, ns2])
-                        try:
+                        with engaged(start_agents, extra, floor_obj, [ns1, ns2],
+                                     one=False) as (agents, empty):
+                            assert empty is not None
                             # a warm-up first (the stride level settles, as in phase 1);
                             # the figures are what the measured run added
                             iperf(net, args.seconds)
                             held = set().union(*(libbpf.held_ids(a.pid, "prog_id")
                                                  for a in agents))
-                            floor_ids = {libbpf.fdinfo_int(empty.prog_fd(p), "prog_id")
-                                         for p in empty.programs()}
+                            floor_ids = prog_ids(empty)
                             p0, f0 = prog_stats(held), prog_stats(floor_ids)
                             s0 = out_segs(net, "bnch1"), out_segs(net, "bnch2")
                             iperf(net, args.seconds)
                             stats[label] = _minus(prog_stats(held), p0, PROGS)
                             floor[label] = floor_for(stats[label],
                                                      _minus(prog_stats(floor_ids), f0))
-                        finally:
-                            empty.close()
-                        segs[label] = (out_segs(net, "bnch1") - s0[0],
-                                       out_segs(net, "bnch2") - s0[1])
-                        for a in agents:
-                            stop_agent(a, 0.0)
+                            segs[label] = (out_segs(net, "bnch1") - s0[0],
+                                           out_segs(net, "bnch2") - s0[1])
 
             # 3. the probes' cost per packet without bpf_stats: a one-thread ping-pong timed
             # from outside, beside empty programs on the same hooks; then one pass
@@ -603,10 +606,9 @@ def main() -> int:
                 modes = list(FLOOR_MODES)
                 for i in range(args.rounds):
                     for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
-                        agents = (start_agents(*FLOOR_MODES[mode], one=True)
-                                  if FLOOR_MODES[mode] is not None else [])
-                        empty = attached(floor_obj, [ns1, ns2]) if mode == RTT_EMPTY else None
-                        try:
+                        with engaged(start_agents, FLOOR_MODES[mode],
+                                     floor_obj if mode == RTT_EMPTY else None,
+                                     [ns1, ns2]) as (agents, _):
                             if agents:
                                 iperf(net, args.seconds, *PIN)   # warm-up, as in phase 1
                             t0 = cpu_ticks()
@@ -615,12 +617,7 @@ def main() -> int:
                             slow = slow_share([iv["sum"]["bits_per_second"]
                                                for iv in out["intervals"]])
                             busy = [100 * (b1 - b0) / max(n1 - n0, 1) for (b0, n0), (b1, n1)
-                                    in zip(t0, cpu_ticks(), strict=True)]
-                        finally:
-                            if empty:
-                                empty.close()
-                            for a in agents:
-                                stop_agent(a, 0.0)
+                                    in zip(t0[1:], cpu_ticks()[1:], strict=True)]
                         floor_thr.setdefault(mode, []).append((gbit, busy, slow))
                         print(f"  floor round {i}: {mode} {gbit / 1e9:.2f} Gbit/s, slow "
                               f"{100 * slow:.0f} % of the time, CPUs busy "

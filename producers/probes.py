@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +87,19 @@ def cgroup2_root() -> str:
             if fstype == "cgroup2":
                 return mnt
     raise libbpf.BpfError(errno.ENOENT, "no cgroup v2 hierarchy mounted (tcp_tx needs one)")
+
+
+def netfilter_links(obj: libbpf.BpfObject, prog: str, hooknum: int,
+                    namespaces: Iterable[str | None], priority: int = 0) -> Iterator[libbpf.Link]:
+    """prog linked at one netfilter hook in each namespace, for IPv4 and IPv6 (a link sees
+    only the namespace it was made in), each link yielded as it is made (so a caller that
+    fails half-way knows what to undo). BPF hooks of one priority at one hook refuse each
+    other (EBUSY): a second program beside an agent's takes another."""
+    for ns in namespaces:
+        for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
+            with entered(ns):      # left before the yield: the caller runs where it was
+                link = obj.attach_netfilter(prog, pf, hooknum, priority)
+            yield link
 
 
 def netns_cookie(ns: str | None) -> int:
@@ -252,10 +265,8 @@ class Probes:
         try:
             if hook.kind == "netfilter":
                 hooknum = getattr(libbpf, f"NF_INET_{hook.nf_hook}")
-                for ns in self.netns:
-                    with entered(ns):
-                        for pf in (libbpf.NFPROTO_IPV4, libbpf.NFPROTO_IPV6):
-                            links.append(obj.attach_netfilter(hook.prog, pf, hooknum))
+                for link in netfilter_links(obj, hook.prog, hooknum, self.netns):
+                    links.append(link)
             elif hook.kind == "sockops":
                 links.append(obj.attach_cgroup(hook.prog, cgroup2_root()))
             else:
